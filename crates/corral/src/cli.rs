@@ -1,0 +1,215 @@
+//! The command line: every verb and flag, with the help text that teaches them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// corral runs workloads at the isolation you pick — containers, virtual machines, containers
+/// in VMs — from the same OCI images, joined by virtual networks.
+#[derive(Debug, Parser)]
+#[command(
+    name = "corral",
+    version,
+    propagate_version = true,
+    after_help = "Start here:\n  corral image import rootfs.tar mybox      make an image from a root filesystem tarball\n  corral pull localhost:5000/app:1.0        pull from a registry\n  corral image ls                           list images\n  corral info                               what this host offers\n\nState lives under --root (default /var/lib/corral, or $CORRAL_ROOT)."
+)]
+pub struct Cli {
+    /// State directory: images, containers, VMs, networks, volumes.
+    #[arg(long, global = true, env = "CORRAL_ROOT", default_value = "/var/lib/corral")]
+    pub root: PathBuf,
+
+    /// Log level for diagnostics on stderr (error, warn, info, debug, trace).
+    #[arg(long, global = true, env = "CORRAL_LOG", default_value = "warn")]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The top-level verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage images: import, load, save, list, inspect, tag, remove, prune.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Pull an image from a registry.
+    Pull(PullArgs),
+    /// Push an image to a registry.
+    Push(PushArgs),
+    /// Store credentials for a registry.
+    Login(LoginArgs),
+    /// Forget the credentials for a registry.
+    Logout {
+        /// The registry host[:port].
+        registry: String,
+    },
+    /// List images (alias of `image ls`).
+    Images(LsArgs),
+    /// Remove images (alias of `image rm`).
+    Rmi(RmArgs),
+    /// Load an image archive (alias of `image load`).
+    Load(LoadArgs),
+    /// Save an image as an OCI archive (alias of `image save`).
+    Save(SaveArgs),
+    /// Import a root filesystem tarball (alias of `image import`).
+    Import(ImportArgs),
+    /// Add a name to an image (alias of `image tag`).
+    Tag(TagArgs),
+    /// Show corral's version.
+    Version {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what this host offers: kernel, cgroups, KVM, the state root and its use.
+    Info {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `corral image ...`
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Make a one-layer image from a root filesystem tarball (plain, .gz or .zst; - for stdin).
+    Import(ImportArgs),
+    /// Load images from a docker-archive or OCI-archive tarball (as `podman save` writes).
+    Load(LoadArgs),
+    /// Write an image as an OCI archive that podman, skopeo and docker load.
+    Save(SaveArgs),
+    /// List images.
+    #[command(alias = "list")]
+    Ls(LsArgs),
+    /// Show an image's manifest, config and layers as JSON.
+    Inspect {
+        /// Image names or ids.
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Add a name to an image.
+    Tag(TagArgs),
+    /// Remove image names; content no longer named is deleted.
+    #[command(alias = "remove")]
+    Rm(RmArgs),
+    /// Delete every blob, unpacked layer and partial download that no image needs.
+    Prune,
+    /// Pull an image from a registry (same as `corral pull`).
+    Pull(PullArgs),
+    /// Push an image to a registry (same as `corral push`).
+    Push(PushArgs),
+}
+
+/// Arguments of `image import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The rootfs tarball, or - for standard input.
+    pub file: PathBuf,
+    /// The name to give the image, NAME[:TAG].
+    pub name: String,
+}
+
+/// Arguments of `image load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The archive to read (default: standard input).
+    #[arg(short, long)]
+    pub input: Option<PathBuf>,
+    /// Print only the image ids.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// Arguments of `image save`.
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// The image to save.
+    pub image: String,
+    /// Where to write the archive (default: standard output, if it is not a terminal).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+}
+
+/// Arguments of `image ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Print only image ids.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// Arguments of `image tag`.
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// The image, by name or id.
+    pub source: String,
+    /// The new name, NAME[:TAG].
+    pub target: String,
+}
+
+/// Arguments of `image rm`.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Image names or ids.
+    #[arg(required = true)]
+    pub images: Vec<String>,
+    /// Remove every name of an image given by id.
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+/// Registry flags shared by pull and push.
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// Require HTTPS with a verified certificate. `--tls-verify=false` speaks plain HTTP to
+    /// the registry (localhost and 127.0.0.0/8 registries always use plain HTTP).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub tls_verify: bool,
+    /// Credentials file (default: ROOT/auth.json, written by `corral login`).
+    #[arg(long)]
+    pub authfile: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// Arguments of `pull`.
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// The image, [REGISTRY[:PORT]/]REPOSITORY[:TAG|@DIGEST].
+    pub reference: String,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// Arguments of `push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The local image.
+    pub image: String,
+    /// Where to push it (default: the image's own name).
+    pub destination: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// Arguments of `login`.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The registry host[:port].
+    pub registry: String,
+    /// User name.
+    #[arg(short, long)]
+    pub username: String,
+    /// Password (prefer --password-stdin: arguments are visible to other users).
+    #[arg(short, long, conflicts_with = "password_stdin")]
+    pub password: Option<String>,
+    /// Read the password from standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+    #[command(flatten)]
+    pub registry_args: RegistryArgs,
+}

@@ -1,0 +1,297 @@
+//! `image ...`, `pull`, `push`, `login`, `logout` and their docker aliases.
+
+use std::fs::File;
+use std::io::{self, IsTerminal, Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use corral_image::reference::{self, ImageName};
+use corral_image::registry::{self, AuthFile, RegistryOptions};
+use corral_image::{archive, import, Image, Store};
+use serde_json::json;
+
+use crate::cli::{ImageCommand, RegistryArgs};
+use crate::progress::Bars;
+
+fn store(root: &Path) -> Result<Store> {
+    Store::open(root.join("images"))
+        .with_context(|| format!("opening the image store under {}", root.display()))
+}
+
+fn name(s: &str) -> Result<ImageName> {
+    Ok(ImageName::parse(s)?)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn options(root: &Path, a: &RegistryArgs) -> RegistryOptions {
+    RegistryOptions {
+        tls_verify: a.tls_verify,
+        auth_file: a.authfile.clone().unwrap_or_else(|| root.join("auth.json")),
+    }
+}
+
+/// Bytes as docker prints sizes.
+pub fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.3}{}", UNITS[u])
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_owned()
+            + ""
+    }
+}
+
+fn image_size(store: &Store, img: &Image) -> u64 {
+    img.diff_ids()
+        .unwrap_or_default()
+        .iter()
+        .map(|d| store.layer_size(d).unwrap_or(0))
+        .sum()
+}
+
+fn open_input(p: &Path) -> Result<Box<dyn Read>> {
+    if p.as_os_str() == "-" {
+        return Ok(Box::new(io::stdin().lock()));
+    }
+    let f = File::open(p).with_context(|| format!("opening {}", p.display()))?;
+    Ok(Box::new(f))
+}
+
+pub fn run(root: &Path, cmd: ImageCommand) -> Result<()> {
+    let store = store(root)?;
+    match cmd {
+        ImageCommand::Import(a) => {
+            let n = name(&a.name)?;
+            let input = open_input(&a.file)?;
+            let id = import::import(&store, input, &n)
+                .with_context(|| format!("importing {} as {n}", a.file.display()))?;
+            println!("{id}");
+        }
+        ImageCommand::Load(a) => {
+            let input: Box<dyn Read> = match &a.input {
+                Some(p) => open_input(p)?,
+                None if io::stdin().is_terminal() => {
+                    bail!("no archive given: use -i FILE, or pipe one to standard input")
+                }
+                None => Box::new(io::stdin().lock()),
+            };
+            let what = a.input.as_ref().map_or("standard input".into(), |p| p.display().to_string());
+            let loaded = archive::load(&store, input).with_context(|| format!("loading {what}"))?;
+            for l in loaded {
+                if a.quiet {
+                    println!("{}", l.id);
+                } else if l.names.is_empty() {
+                    println!("Loaded image ID: {}", l.id);
+                } else {
+                    for n in &l.names {
+                        println!("Loaded image: {n}");
+                    }
+                }
+            }
+        }
+        ImageCommand::Save(a) => {
+            let img = store.resolve(&a.image)?;
+            match &a.output {
+                Some(p) => {
+                    let tmp = p.with_file_name(format!(
+                        ".{}.corral-tmp",
+                        p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+                    ));
+                    let f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+                    let res = archive::save(&store, &img, io::BufWriter::new(f))
+                        .with_context(|| format!("saving {} to {}", a.image, p.display()))
+                        .and_then(|()| std::fs::rename(&tmp, p).with_context(|| format!("writing {}", p.display())));
+                    if res.is_err() {
+                        let _ = std::fs::remove_file(&tmp);
+                    }
+                    res?;
+                }
+                None if io::stdout().is_terminal() => {
+                    bail!("refusing to write an archive to a terminal: use -o FILE or redirect standard output")
+                }
+                None => archive::save(&store, &img, io::stdout().lock())
+                    .with_context(|| format!("saving {}", a.image))?,
+            }
+        }
+        ImageCommand::Ls(a) => {
+            let mut rows = Vec::new();
+            for img in store.images()? {
+                let size = image_size(&store, &img);
+                let created = img.config.created().clone().unwrap_or_default();
+                let names: Vec<String> = if img.names.is_empty() { vec![String::new()] } else { img.names.clone() };
+                for n in names {
+                    let (repo, tag) = if n.is_empty() || n.starts_with(corral_image::store::DANGLING_PREFIX) {
+                        ("<none>".to_owned(), "<none>".to_owned())
+                    } else {
+                        reference::split_tag(&n)
+                    };
+                    rows.push((repo, tag, img.id.clone(), img.digest.clone(), created.clone(), size, n));
+                }
+            }
+            rows.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+            if a.json {
+                let v: Vec<_> = rows
+                    .iter()
+                    .map(|(repo, tag, id, digest, created, size, n)| {
+                        json!({
+                            "id": id.to_string(), "repository": repo, "tag": tag,
+                            "name": if n.starts_with('@') { String::new() } else { reference::short(n) },
+                            "digest": digest.to_string(), "created": created, "size": size,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if a.quiet {
+                let mut seen = std::collections::BTreeSet::new();
+                for r in &rows {
+                    if seen.insert(r.2.clone()) {
+                        println!("{}", r.2.short());
+                    }
+                }
+            } else {
+                let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(10);
+                let tw = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(3);
+                let mut out = io::stdout().lock();
+                writeln!(out, "{:w$}  {:tw$}  {:12}  {:20}  SIZE", "REPOSITORY", "TAG", "IMAGE ID", "CREATED")?;
+                for (repo, tag, id, _, created, size, _) in &rows {
+                    writeln!(out, "{repo:w$}  {tag:tw$}  {:12}  {:20}  {}", id.short(), created, human(*size))?;
+                }
+            }
+        }
+        ImageCommand::Inspect { images } => {
+            let mut out = Vec::new();
+            for i in &images {
+                let img = store.resolve(i)?;
+                let diffs = img.diff_ids()?;
+                let layers: Vec<_> = img
+                    .manifest
+                    .layers()
+                    .iter()
+                    .zip(&diffs)
+                    .map(|(l, d)| {
+                        json!({
+                            "digest": l.digest().to_string(), "diff_id": d.to_string(),
+                            "media_type": l.media_type().to_string(), "size": l.size(),
+                            "path": store.layer_path(d),
+                        })
+                    })
+                    .collect();
+                out.push(json!({
+                    "id": img.id.to_string(),
+                    "digest": img.digest.to_string(),
+                    "repo_tags": img.names.iter().filter(|n| !n.starts_with('@')).map(|n| reference::short(n)).collect::<Vec<_>>(),
+                    "size": image_size(&store, &img),
+                    "created": img.config.created(),
+                    "config": img.config,
+                    "manifest": img.manifest,
+                    "layers": layers,
+                }));
+            }
+            let v = if out.len() == 1 { out.pop().expect("one") } else { serde_json::Value::Array(out) };
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        ImageCommand::Tag(a) => {
+            let img = store.resolve(&a.source)?;
+            store.set_name(&name(&a.target)?, &img.digest)?;
+        }
+        ImageCommand::Rm(a) => {
+            let mut failed = None;
+            for i in &a.images {
+                match store.remove(i, a.force) {
+                    Ok((untagged, deleted)) => {
+                        for u in untagged.iter().filter(|u| !u.starts_with('@')) {
+                            println!("Untagged: {u}");
+                        }
+                        for d in deleted {
+                            println!("Deleted: {d}");
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("error: removing {i}: {e}");
+                        failed = Some(e);
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                return Err(anyhow::Error::new(e).context("some images were not removed"));
+            }
+        }
+        ImageCommand::Prune => {
+            let freed = store.gc()?;
+            println!("Reclaimed {freed} bytes ({})", human(freed));
+        }
+        ImageCommand::Pull(a) => {
+            let n = name(&a.reference)?;
+            let opts = options(root, &a.registry);
+            let bars = Arc::new(Bars::new(a.registry.quiet));
+            if !a.registry.quiet {
+                eprintln!("Pulling {n}");
+            }
+            let pulled = runtime()?
+                .block_on(registry::pull(&store, &n, &opts, bars))
+                .with_context(|| format!("pulling {n}"))?;
+            if !a.registry.quiet {
+                eprintln!("Digest: {}", pulled.digest);
+            }
+            println!("{}", pulled.id);
+        }
+        ImageCommand::Push(a) => {
+            let img = store.resolve(&a.image)?;
+            let dest = name(a.destination.as_deref().unwrap_or(&a.image))?;
+            let opts = options(root, &a.registry);
+            let bars = Arc::new(Bars::new(a.registry.quiet));
+            let digest = runtime()?
+                .block_on(registry::push(&store, &img, &dest, &opts, bars))
+                .with_context(|| format!("pushing {} to {dest}", a.image))?;
+            println!("{digest}");
+        }
+    }
+    Ok(())
+}
+
+pub fn login(root: &Path, a: crate::cli::LoginArgs) -> Result<()> {
+    let password = match (a.password, a.password_stdin) {
+        (Some(p), _) => p,
+        (None, true) => {
+            let mut s = String::new();
+            io::stdin().read_to_string(&mut s).context("reading the password from standard input")?;
+            s.trim_end_matches(['\n', '\r']).to_owned()
+        }
+        (None, false) => bail!("give the password with --password-stdin (or -p)"),
+    };
+    let opts = options(root, &a.registry_args);
+    std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+    runtime()?
+        .block_on(registry::login(&a.registry, &a.username, &password, &opts))
+        .with_context(|| format!("logging in to {}", a.registry))?;
+    println!("Login Succeeded");
+    Ok(())
+}
+
+pub fn logout(root: &Path, registry: &str) -> Result<()> {
+    let path = root.join("auth.json");
+    let mut file = AuthFile::read(&path)?;
+    if file.auths.remove(registry).is_none() {
+        bail!("not logged in to {registry}");
+    }
+    file.write(&path)?;
+    println!("Removed login credentials for {registry}");
+    Ok(())
+}

@@ -1,0 +1,29 @@
+//! One module per group of verbs: each turns parsed flags into library calls and prints the
+//! result.
+
+mod host;
+mod image;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command, ImageCommand};
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> Result<()> {
+    let root = cli.root;
+    match cli.command {
+        Command::Image(cmd) => image::run(&root, cmd),
+        Command::Pull(a) => image::run(&root, ImageCommand::Pull(a)),
+        Command::Push(a) => image::run(&root, ImageCommand::Push(a)),
+        Command::Images(a) => image::run(&root, ImageCommand::Ls(a)),
+        Command::Rmi(a) => image::run(&root, ImageCommand::Rm(a)),
+        Command::Load(a) => image::run(&root, ImageCommand::Load(a)),
+        Command::Save(a) => image::run(&root, ImageCommand::Save(a)),
+        Command::Import(a) => image::run(&root, ImageCommand::Import(a)),
+        Command::Tag(a) => image::run(&root, ImageCommand::Tag(a)),
+        Command::Login(a) => image::login(&root, a),
+        Command::Logout { registry } => image::logout(&root, &registry),
+        Command::Version { json } => host::version(json),
+        Command::Info { json } => host::info(&root, json),
+    }
+}

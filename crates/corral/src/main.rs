@@ -1,0 +1,40 @@
+//! The `corral` binary: parses the command line and calls the library crates. No logic of its
+//! own lives here; each verb's wiring is in `commands/`.
+
+#![forbid(unsafe_code)]
+
+mod cli;
+mod commands;
+mod exit;
+mod progress;
+
+use clap::Parser;
+
+fn main() {
+    let code = match cli::Cli::try_parse() {
+        Ok(cli) => {
+            init_logging(&cli.log_level);
+            match commands::run(cli) {
+                Ok(()) => 0,
+                Err(err) => exit::report(&err),
+            }
+        }
+        Err(err) => {
+            // Help and version are not errors; bad usage is corral's own failure (125).
+            let code = if err.use_stderr() { exit::CORRAL_FAILURE } else { 0 };
+            let _ = err.print();
+            code
+        }
+    };
+    std::process::exit(code);
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
