@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian 12 machine (as root) for corral: the system packages corral and its
+# tests use, then the release build. Idempotent: packages already present are not fetched again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# What corral itself needs at run time, what builds it, and the real peers its tests and
+# benchmarks drive (podman, skopeo, docker-registry).
+PACKAGES=(
+  ca-certificates tar zstd gzip e2fsprogs util-linux iproute2 procps
+  gcc libc6-dev pkg-config
+  busybox-static
+  podman skopeo docker-registry
+  hyperfine
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup: run as root (corral manages namespaces, cgroups, mounts and network devices)" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  for d in "$HOME/.cargo/bin" /usr/local/cargo/bin; do
+    [ -x "$d/cargo" ] && export PATH="$d:$PATH"
+  done
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: no Rust toolchain found (cargo). Install one with rustup (Rust 1.85 or newer) and run again." >&2
+  exit 1
+fi
+
+echo "setup: building corral (release)"
+cargo build --release --locked -p corral
