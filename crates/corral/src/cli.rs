@@ -15,7 +15,12 @@ use clap::{Args, Parser, Subcommand};
 )]
 pub struct Cli {
     /// State directory: images, containers, VMs, networks, volumes.
-    #[arg(long, global = true, env = "CORRAL_ROOT", default_value = "/var/lib/corral")]
+    #[arg(
+        long,
+        global = true,
+        env = "CORRAL_ROOT",
+        default_value = "/var/lib/corral"
+    )]
     pub root: PathBuf,
 
     /// Log level for diagnostics on stderr (error, warn, info, debug, trace).

@@ -20,12 +20,16 @@ pub fn report(err: &anyhow::Error) -> i32 {
 fn hint(err: &anyhow::Error) -> Option<&'static str> {
     let root: &(dyn std::error::Error + 'static) = err.as_ref();
     if corral_image::store::is_disk_full(root) {
-        return Some("the disk holding the state root is full: free space, or run `corral image prune`");
+        return Some(
+            "the disk holding the state root is full: free space, or run `corral image prune`",
+        );
     }
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<std::io::Error>() {
             if e.kind() == std::io::ErrorKind::PermissionDenied {
-                return Some("corral needs root for its state directory: run it as root or set --root");
+                return Some(
+                    "corral needs root for its state directory: run it as root or set --root",
+                );
             }
         }
         if let Some(corral_image::StoreError::NotFound(_)) = cause.downcast_ref() {
@@ -34,10 +38,16 @@ fn hint(err: &anyhow::Error) -> Option<&'static str> {
         if let Some(corral_image::StoreError::DigestMismatch { .. }) = cause.downcast_ref() {
             return Some("the content is corrupt or was tampered with; nothing of it was kept");
         }
-        if cause.downcast_ref::<corral_image::archive::ArchiveError>().is_some() {
+        if cause
+            .downcast_ref::<corral_image::archive::ArchiveError>()
+            .is_some()
+        {
             return Some("`corral image load` reads docker-archive and OCI-archive tarballs, as `podman save` and `skopeo copy` write them");
         }
-        if cause.downcast_ref::<corral_image::registry::RegistryError>().is_some() {
+        if cause
+            .downcast_ref::<corral_image::registry::RegistryError>()
+            .is_some()
+        {
             return Some("check the registry address; use --tls-verify=false for a plain-HTTP registry, `corral login` for one that needs credentials");
         }
     }

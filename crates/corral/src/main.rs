@@ -21,7 +21,11 @@ fn main() {
         }
         Err(err) => {
             // Help and version are not errors; bad usage is corral's own failure (125).
-            let code = if err.use_stderr() { exit::CORRAL_FAILURE } else { 0 };
+            let code = if err.use_stderr() {
+                exit::CORRAL_FAILURE
+            } else {
+                0
+            };
             let _ = err.print();
             code
         }

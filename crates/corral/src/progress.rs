@@ -31,9 +31,11 @@ impl corral_image::progress::Progress for Bars {
     fn begin(&self, id: &str, label: &str, total: Option<u64>) {
         let bar = self.multi.add(ProgressBar::new(total.unwrap_or(0)));
         bar.set_style(
-            ProgressStyle::with_template("{prefix} {msg:>14} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{prefix} {msg:>14} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         bar.set_prefix(id.to_owned());
         bar.set_message(label.to_owned());

@@ -116,7 +116,7 @@ pub fn load<R: Read>(store: &Store, input: R) -> Result<Vec<Loaded>, ArchiveErro
         let mut w = store.blob_writer()?;
         let small = if size <= MAX_METADATA_BYTES {
             let mut buf = Vec::with_capacity(size as usize);
-            (&mut entry).read_to_end(&mut buf).map_err(ArchiveError::Read)?;
+            entry.read_to_end(&mut buf).map_err(ArchiveError::Read)?;
             w.write_all(&buf).map_err(ArchiveError::Read)?;
             Some(buf)
         } else {
@@ -147,7 +147,10 @@ pub fn load<R: Read>(store: &Store, input: R) -> Result<Vec<Loaded>, ArchiveErro
             let mplan = oci_plan(&files, &d, Some(desc.media_type().to_string()), 0)?;
             let mut names = Vec::new();
             let ann = desc.annotations().clone().unwrap_or_default();
-            for key in ["io.containerd.image.name", "org.opencontainers.image.ref.name"] {
+            for key in [
+                "io.containerd.image.name",
+                "org.opencontainers.image.ref.name",
+            ] {
                 if let Some(v) = ann.get(key) {
                     if let Ok(n) = ImageName::parse(v) {
                         if v.contains('/') || v.contains(':') || key.starts_with("io.") {
@@ -172,7 +175,9 @@ pub fn load<R: Read>(store: &Store, input: R) -> Result<Vec<Loaded>, ArchiveErro
             let mut layers = Vec::new();
             for l in &e.layers {
                 let n = resolve(l);
-                let s = files.get(&n).ok_or_else(|| ArchiveError::Missing(n.clone()))?;
+                let s = files
+                    .get(&n)
+                    .ok_or_else(|| ArchiveError::Missing(n.clone()))?;
                 let kind = sniff(s)?;
                 layers.push((n, kind));
             }
@@ -428,7 +433,8 @@ pub fn save<W: Write>(store: &Store, image: &Image, out: W) -> Result<(), Archiv
         h.set_size(data.len() as u64);
         h.set_mode(0o644);
         h.set_entry_type(tar::EntryType::Regular);
-        tar.append_data(&mut h, name, data).map_err(ArchiveError::Write)
+        tar.append_data(&mut h, name, data)
+            .map_err(ArchiveError::Write)
     };
     add_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     let names: Vec<&String> = image.names.iter().filter(|n| !n.starts_with('@')).collect();
@@ -448,14 +454,22 @@ pub fn save<W: Write>(store: &Store, image: &Image, out: W) -> Result<(), Archiv
             "annotations": ann,
         }],
     });
-    add_bytes(&mut tar, "index.json", &serde_json::to_vec(&index).expect("json"))?;
+    add_bytes(
+        &mut tar,
+        "index.json",
+        &serde_json::to_vec(&index).expect("json"),
+    )?;
     let layers = image.layer_digests()?;
     let docker = json!([{
         "Config": blob_name(&image.id),
         "RepoTags": names.iter().map(|n| reference::short(n)).collect::<Vec<_>>(),
         "Layers": layers.iter().map(blob_name).collect::<Vec<_>>(),
     }]);
-    add_bytes(&mut tar, "manifest.json", &serde_json::to_vec(&docker).expect("json"))?;
+    add_bytes(
+        &mut tar,
+        "manifest.json",
+        &serde_json::to_vec(&docker).expect("json"),
+    )?;
     let mut blobs = vec![image.digest.clone(), image.id.clone()];
     blobs.extend(layers);
     blobs.dedup();
@@ -484,7 +498,11 @@ pub fn fuzz_parse(data: &[u8]) {
             for e in entries.take(1000) {
                 let Ok(mut e) = e else { break };
                 let mut buf = Vec::new();
-                if (&mut e).take(MAX_METADATA_BYTES).read_to_end(&mut buf).is_err() {
+                if (&mut e)
+                    .take(MAX_METADATA_BYTES)
+                    .read_to_end(&mut buf)
+                    .is_err()
+                {
                     break;
                 }
                 let _ = serde_json::from_slice::<ImageIndex>(&buf);

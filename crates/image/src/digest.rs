@@ -44,8 +44,14 @@ impl Digest {
 
     /// Parses bare hex (64 digits), as found in archive file names.
     pub fn from_hex(hex: &str) -> Result<Self, DigestParseError> {
-        if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            Ok(Digest { hex: hex.to_owned() })
+        if hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            Ok(Digest {
+                hex: hex.to_owned(),
+            })
         } else {
             Err(DigestParseError(hex.to_owned()))
         }
@@ -180,8 +186,10 @@ mod tests {
         assert_eq!(d, Digest::of(b""));
         assert!("sha256:../../etc".parse::<Digest>().is_err());
         assert!("sha512:00".parse::<Digest>().is_err());
-        assert!("sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"
-            .parse::<Digest>()
-            .is_err());
+        assert!(
+            "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"
+                .parse::<Digest>()
+                .is_err()
+        );
     }
 }

@@ -76,7 +76,11 @@ pub fn pick_platform(index: &ImageIndex) -> Option<(Digest, Option<String>)> {
                 p.os().to_string() == "linux" && p.architecture().to_string() == "amd64"
             })
         })
-        .or(if entries.len() == 1 { entries.first() } else { None })?;
+        .or(if entries.len() == 1 {
+            entries.first()
+        } else {
+            None
+        })?;
     let d = chosen.digest().as_ref().parse().ok()?;
     Some((d, Some(chosen.media_type().to_string())))
 }

@@ -21,10 +21,12 @@ pub struct ImageName(Reference);
 impl ImageName {
     /// Parses a user-given name.
     pub fn parse(s: &str) -> Result<Self, NameError> {
-        s.parse::<Reference>().map(ImageName).map_err(|e| NameError {
-            name: s.to_owned(),
-            reason: e.to_string(),
-        })
+        s.parse::<Reference>()
+            .map(ImageName)
+            .map_err(|e| NameError {
+                name: s.to_owned(),
+                reason: e.to_string(),
+            })
     }
 
     /// The full form, the key in the store: `registry/repository:tag` (or `@digest`).
@@ -108,7 +110,10 @@ mod tests {
         assert_eq!(n.to_string(), "busybox:latest");
         let n = ImageName::parse("127.0.0.1:5000/a/b:v1").unwrap();
         assert!(n.is_local_registry());
-        assert_eq!(split_tag(&n.full()), ("127.0.0.1:5000/a/b".into(), "v1".into()));
+        assert_eq!(
+            split_tag(&n.full()),
+            ("127.0.0.1:5000/a/b".into(), "v1".into())
+        );
         assert!(ImageName::parse("UPPER/Case::x").is_err());
         assert!(!ImageName::parse("quay.io/x").unwrap().is_local_registry());
     }

@@ -79,7 +79,10 @@ pub enum RegistryError {
 
 type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
-fn remote(op: &'static str, target: impl ToString) -> impl FnOnce(OciDistributionError) -> RegistryError {
+fn remote(
+    op: &'static str,
+    target: impl ToString,
+) -> impl FnOnce(OciDistributionError) -> RegistryError {
     let target = target.to_string();
     move |err| RegistryError::Remote { op, target, err }
 }
@@ -255,7 +258,11 @@ pub async fn pull(
     if diff_ids.len() != m.layers().len() {
         return Err(RegistryError::BadAnswer {
             target: name.to_string(),
-            reason: format!("{} layers but {} diff ids", m.layers().len(), diff_ids.len()),
+            reason: format!(
+                "{} layers but {} diff ids",
+                m.layers().len(),
+                diff_ids.len()
+            ),
         });
     }
     let mut jobs = Vec::new();
@@ -479,11 +486,13 @@ pub async fn push(
                 progress.end(&id, "already exists");
                 return Ok(());
             }
-            let file = tokio::fs::File::open(&path).await.map_err(|err| RegistryError::Io {
-                what: "opening",
-                path: path.clone(),
-                err,
-            })?;
+            let file = tokio::fs::File::open(&path)
+                .await
+                .map_err(|err| RegistryError::Io {
+                    what: "opening",
+                    path: path.clone(),
+                    err,
+                })?;
             let p2 = progress.clone();
             let id2 = id.clone();
             let stream = futures_util::stream::unfold(file, move |mut f| {
@@ -538,8 +547,14 @@ fn http_header(v: &str) -> Result<http::HeaderValue> {
 
 /// Checks credentials against a registry (a token exchange where the registry uses tokens)
 /// and stores them.
-pub async fn login(registry: &str, user: &str, password: &str, opts: &RegistryOptions) -> Result<()> {
-    let probe = ImageName::parse(&format!("{registry}/library/probe:latest")).map_err(StoreError::from)?;
+pub async fn login(
+    registry: &str,
+    user: &str,
+    password: &str,
+    opts: &RegistryOptions,
+) -> Result<()> {
+    let probe =
+        ImageName::parse(&format!("{registry}/library/probe:latest")).map_err(StoreError::from)?;
     let client = client_for(&probe, opts);
     let auth = RegistryAuth::Basic(user.to_owned(), password.to_owned());
     client

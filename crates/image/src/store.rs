@@ -261,7 +261,9 @@ impl Store {
         let p = self.blob_path(d);
         match fs::metadata(&p) {
             Ok(m) => Ok(m.len()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::MissingBlob(d.clone())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(StoreError::MissingBlob(d.clone()))
+            }
             Err(e) => Err(io_err("reading", &p)(e)),
         }
     }
@@ -316,7 +318,8 @@ impl Store {
             return Ok(actual);
         }
         let mut w = self.blob_writer()?;
-        w.write_all(data).map_err(io_err("writing", &w.path.clone()))?;
+        w.write_all(data)
+            .map_err(io_err("writing", &w.path.clone()))?;
         w.commit(Some(&actual))
     }
 
@@ -333,12 +336,20 @@ impl Store {
 
     /// Whether the layer with this diff id is unpacked.
     pub fn has_layer(&self, diff_id: &Digest) -> bool {
-        self.root.join("layers").join(diff_id.hex()).join("layer.json").exists()
+        self.root
+            .join("layers")
+            .join(diff_id.hex())
+            .join("layer.json")
+            .exists()
     }
 
     /// Unpacked size of a layer, if known.
     pub fn layer_size(&self, diff_id: &Digest) -> Option<u64> {
-        let p = self.root.join("layers").join(diff_id.hex()).join("layer.json");
+        let p = self
+            .root
+            .join("layers")
+            .join(diff_id.hex())
+            .join("layer.json");
         let meta: LayerMeta = serde_json::from_slice(&fs::read(p).ok()?).ok()?;
         Some(meta.size)
     }
@@ -351,9 +362,8 @@ impl Store {
         let diff = tmp.join("diff");
         fs::create_dir_all(&diff).map_err(io_err("creating", &diff))?;
         let guard = TmpDir(Some(tmp.clone()));
-        let (_, plain) = compression::decompress(reader).map_err(|e| {
-            StoreError::Unpack(label.clone(), UnpackError::Read(e))
-        })?;
+        let (_, plain) = compression::decompress(reader)
+            .map_err(|e| StoreError::Unpack(label.clone(), UnpackError::Read(e)))?;
         let mut hashing = HashingReader::new(plain);
         let stats: UnpackStats = unpack::unpack(&mut hashing, &diff)
             .map_err(|e| StoreError::Unpack(label.clone(), e))?;
@@ -465,7 +475,8 @@ impl Store {
         }
         self.update_names(|n| {
             if !n.names.values().any(|d| d == digest) {
-                n.names.insert(format!("{DANGLING_PREFIX}{digest}"), digest.clone());
+                n.names
+                    .insert(format!("{DANGLING_PREFIX}{digest}"), digest.clone());
             }
             Ok(())
         })
@@ -552,7 +563,12 @@ impl Store {
             None if img.names.len() > 1 && !force => {
                 return Err(StoreError::MultipleNames {
                     id: img.id.short().to_owned(),
-                    names: img.names.iter().map(|n| reference::short(n)).collect::<Vec<_>>().join(", "),
+                    names: img
+                        .names
+                        .iter()
+                        .map(|n| reference::short(n))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 })
             }
             None => img.names.clone(),
@@ -610,7 +626,9 @@ impl Store {
 
     /// Path of a partial download of `d`.
     pub fn ingest_path(&self, d: &Digest) -> PathBuf {
-        self.root.join("ingest").join(format!("{}.partial", d.hex()))
+        self.root
+            .join("ingest")
+            .join(format!("{}.partial", d.hex()))
     }
 
     /// Syncs a finished download whose digest the caller verified, and moves it into the blob
@@ -818,7 +836,10 @@ mod tests {
         let wrong = Digest::of(b"something else");
         let mut w = s.blob_writer().unwrap();
         w.write_all(b"payload").unwrap();
-        assert!(matches!(w.commit(Some(&wrong)), Err(StoreError::DigestMismatch { .. })));
+        assert!(matches!(
+            w.commit(Some(&wrong)),
+            Err(StoreError::DigestMismatch { .. })
+        ));
         assert!(!s.has_blob(&wrong));
         assert!(!s.has_blob(&Digest::of(b"payload")));
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);

@@ -194,7 +194,11 @@ impl Extractor {
             };
             self.cache = Some((key, fd));
         }
-        Ok(self.cache.as_ref().map(|(_, fd)| fd.as_fd()).expect("cached"))
+        Ok(self
+            .cache
+            .as_ref()
+            .map(|(_, fd)| fd.as_fd())
+            .expect("cached"))
     }
 
     fn create_dirs(&mut self, comps: &[&[u8]]) -> Result<OwnedFd, EntryError> {
@@ -216,7 +220,11 @@ impl Extractor {
         Ok(cur)
     }
 
-    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, raw: &[u8]) -> Result<(), EntryError> {
+    fn entry<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        raw: &[u8],
+    ) -> Result<(), EntryError> {
         let comps = clean_components(raw);
         let header = entry.header();
         let kind = header.entry_type();
@@ -321,7 +329,9 @@ impl Extractor {
                 };
                 let tdir = match self.lookup_dir(&join(tparent)) {
                     Ok(fd) => fd,
-                    Err(Errno::NOENT | Errno::NOTDIR) => return Err(EntryError::LinkTarget(lossy())),
+                    Err(Errno::NOENT | Errno::NOTDIR) => {
+                        return Err(EntryError::LinkTarget(lossy()))
+                    }
                     Err(e) => return Err(e.into()),
                 };
                 let dir = self.parent(parent)?;
@@ -423,8 +433,7 @@ fn replace(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
 
 fn remove_tree(dir: &OwnedFd) -> io::Result<()> {
     let mut names = Vec::new();
-    let mut iter = rfs::Dir::read_from(dir)?;
-    while let Some(ent) = iter.next() {
+    for ent in rfs::Dir::read_from(dir)? {
         let ent = ent?;
         let n = ent.file_name().to_bytes();
         if n != b"." && n != b".." {
@@ -482,9 +491,194 @@ mod tests {
 
     #[test]
     fn clean_components_never_climbs_out() {
-        assert_eq!(clean_components(b"../../etc/passwd"), vec![&b"etc"[..], b"passwd"]);
-        assert_eq!(clean_components(b"/abs/./x//y/"), vec![&b"abs"[..], b"x", b"y"]);
+        assert_eq!(
+            clean_components(b"../../etc/passwd"),
+            vec![&b"etc"[..], b"passwd"]
+        );
+        assert_eq!(
+            clean_components(b"/abs/./x//y/"),
+            vec![&b"abs"[..], b"x", b"y"]
+        );
         assert_eq!(clean_components(b"a/../../b"), vec![&b"b"[..]]);
         assert!(clean_components(b"./").is_empty());
+    }
+}
+
+#[cfg(test)]
+mod hostile {
+    //! Hostile layer tarballs: each must end contained inside the layer directory, or refused.
+    use super::*;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+    fn raw_entry(out: &mut Vec<u8>, name: &str, kind: EntryType, link: &str, data: &[u8]) {
+        let mut h = tar::Header::new_gnu();
+        {
+            let old = h.as_old_mut();
+            old.name[..name.len()].copy_from_slice(name.as_bytes());
+            old.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        }
+        h.set_entry_type(kind);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(data.len() as u64);
+        if kind == EntryType::Char {
+            h.set_device_major(8).unwrap();
+            h.set_device_minor(0).unwrap();
+        }
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+
+    fn finish(mut v: Vec<u8>) -> Vec<u8> {
+        v.extend_from_slice(&[0u8; 1024]);
+        v
+    }
+
+    fn is_root() -> bool {
+        rustix::process::geteuid().is_root()
+    }
+
+    /// Unpacks into `base/layer`, with `base/outside` as a sentinel that must stay empty.
+    fn unpack_in(tar: &[u8]) -> (tempfile::TempDir, Result<UnpackStats, UnpackError>) {
+        let base = tempfile::tempdir().unwrap();
+        std::fs::create_dir(base.path().join("layer")).unwrap();
+        std::fs::create_dir(base.path().join("outside")).unwrap();
+        let res = unpack(&mut &tar[..], &base.path().join("layer"));
+        (base, res)
+    }
+
+    fn outside_untouched(base: &tempfile::TempDir) {
+        let n = std::fs::read_dir(base.path().join("outside"))
+            .unwrap()
+            .count();
+        assert_eq!(n, 0, "something was written outside the layer");
+        let top: Vec<_> = std::fs::read_dir(base.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(top.len(), 2, "unexpected files beside the layer: {top:?}");
+    }
+
+    #[test]
+    fn dotdot_and_absolute_paths_stay_inside() {
+        let mut t = Vec::new();
+        raw_entry(&mut t, "../../escape", EntryType::Regular, "", b"x");
+        raw_entry(&mut t, "/abs-escape", EntryType::Regular, "", b"y");
+        let (base, res) = unpack_in(&finish(t));
+        res.unwrap();
+        outside_untouched(&base);
+        assert!(base.path().join("layer/escape").is_file());
+        assert!(base.path().join("layer/abs-escape").is_file());
+    }
+
+    #[test]
+    fn writes_through_symlinks_stay_inside() {
+        let mut t = Vec::new();
+        raw_entry(&mut t, "up", EntryType::Symlink, "../outside", b"");
+        raw_entry(&mut t, "root", EntryType::Symlink, "/", b"");
+        raw_entry(&mut t, "up/through-relative", EntryType::Regular, "", b"x");
+        raw_entry(
+            &mut t,
+            "root/through-absolute",
+            EntryType::Regular,
+            "",
+            b"y",
+        );
+        let (base, res) = unpack_in(&finish(t));
+        // Either refused or contained; never outside.
+        if res.is_ok() {
+            assert!(base.path().join("layer/through-absolute").is_file());
+        }
+        outside_untouched(&base);
+    }
+
+    #[test]
+    fn symlink_is_replaced_not_written_through() {
+        let base = tempfile::tempdir().unwrap();
+        let victim = base.path().join("victim-target");
+        std::fs::write(&victim, b"precious").unwrap();
+        let mut t = Vec::new();
+        raw_entry(
+            &mut t,
+            "victim",
+            EntryType::Symlink,
+            victim.to_str().unwrap(),
+            b"",
+        );
+        raw_entry(&mut t, "victim", EntryType::Regular, "", b"overwritten?");
+        let layer = base.path().join("layer");
+        std::fs::create_dir(&layer).unwrap();
+        unpack(&mut &finish(t)[..], &layer).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(
+            std::fs::read(layer.join("victim")).unwrap(),
+            b"overwritten?"
+        );
+    }
+
+    #[test]
+    fn hard_links_cannot_reach_outside() {
+        let mut t = Vec::new();
+        raw_entry(&mut t, "hl", EntryType::Link, "../../../etc/passwd", b"");
+        let (base, res) = unpack_in(&finish(t));
+        assert!(
+            matches!(res, Err(UnpackError::LinkTarget { .. })),
+            "{res:?}"
+        );
+        outside_untouched(&base);
+        let mut t = Vec::new();
+        raw_entry(&mut t, "inside", EntryType::Regular, "", b"data");
+        raw_entry(&mut t, "hl", EntryType::Link, "/inside", b"");
+        let (base, res) = unpack_in(&finish(t));
+        res.unwrap();
+        let a = std::fs::metadata(base.path().join("layer/inside")).unwrap();
+        let b = std::fs::metadata(base.path().join("layer/hl")).unwrap();
+        assert_eq!(a.ino(), b.ino());
+    }
+
+    #[test]
+    fn device_nodes_are_not_created() {
+        if !is_root() {
+            eprintln!("SKIPPED: device_nodes_are_not_created: needs root");
+            return;
+        }
+        let mut t = Vec::new();
+        raw_entry(&mut t, "dev/sda-like", EntryType::Char, "", b"");
+        let (base, res) = unpack_in(&finish(t));
+        assert_eq!(res.unwrap().skipped_devices, 1);
+        assert!(!base.path().join("layer/dev/sda-like").exists());
+    }
+
+    #[test]
+    fn whiteouts_become_overlay_whiteouts() {
+        if !is_root() {
+            eprintln!("SKIPPED: whiteouts_become_overlay_whiteouts: needs root");
+            return;
+        }
+        let mut t = Vec::new();
+        raw_entry(&mut t, "etc/.wh.removed", EntryType::Regular, "", b"");
+        raw_entry(&mut t, "data/.wh..wh..opq", EntryType::Regular, "", b"");
+        let (base, res) = unpack_in(&finish(t));
+        res.unwrap();
+        let m = std::fs::symlink_metadata(base.path().join("layer/etc/removed")).unwrap();
+        assert!(m.file_type().is_char_device());
+        assert_eq!(m.rdev(), 0);
+        let v = rustix::fs::getxattr(
+            base.path().join("layer/data"),
+            "trusted.overlay.opaque",
+            &mut [0u8; 4],
+        )
+        .unwrap();
+        assert_eq!(v, 1);
+    }
+
+    #[test]
+    fn garbage_is_refused_cleanly() {
+        let (_base, res) = unpack_in(&[0x42u8; 2000]);
+        assert!(res.is_err());
     }
 }

@@ -11,7 +11,10 @@ use serde_json::json;
 pub fn version(as_json: bool) -> Result<()> {
     let v = env!("CARGO_PKG_VERSION");
     if as_json {
-        println!("{}", json!({ "version": v, "os": "linux", "arch": std::env::consts::ARCH }));
+        println!(
+            "{}",
+            json!({ "version": v, "os": "linux", "arch": std::env::consts::ARCH })
+        );
     } else {
         println!("corral {v} (linux/{})", std::env::consts::ARCH);
     }
@@ -28,7 +31,9 @@ fn cgroup_layout(mountinfo: &str) -> &'static str {
     };
     match fstype_at("/sys/fs/cgroup").as_deref() {
         Some("cgroup2") => "v2",
-        Some(_) if fstype_at("/sys/fs/cgroup/unified").as_deref() == Some("cgroup2") => "hybrid (v1 + cgroup2 at /sys/fs/cgroup/unified)",
+        Some(_) if fstype_at("/sys/fs/cgroup/unified").as_deref() == Some("cgroup2") => {
+            "hybrid (v1 + cgroup2 at /sys/fs/cgroup/unified)"
+        }
         Some(_) => "v1",
         None => "none mounted",
     }
@@ -36,7 +41,11 @@ fn cgroup_layout(mountinfo: &str) -> &'static str {
 
 /// Whether KVM can run a full guest: /dev/kvm opens and the CPU has vmx or svm.
 fn kvm_state(cpuinfo: &str) -> (&'static str, &'static str) {
-    let dev = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
     let hw = cpuinfo
         .lines()
         .filter(|l| l.starts_with("flags"))
@@ -55,7 +64,9 @@ pub fn info(root: &Path, as_json: bool) -> Result<()> {
     let cgroups = cgroup_layout(&mountinfo);
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let (kvm, accel) = kvm_state(&cpuinfo);
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let mem_kib = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
@@ -65,7 +76,10 @@ pub fn info(root: &Path, as_json: bool) -> Result<()> {
         })
         .unwrap_or(0);
     let (images, usage) = match corral_image::Store::open(root.join("images")) {
-        Ok(store) => (store.images().map(|i| i.len()).unwrap_or(0), store.disk_usage()),
+        Ok(store) => (
+            store.images().map(|i| i.len()).unwrap_or(0),
+            store.disk_usage(),
+        ),
         Err(_) => (0, 0),
     };
     if as_json {

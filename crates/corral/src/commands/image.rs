@@ -92,7 +92,10 @@ pub fn run(root: &Path, cmd: ImageCommand) -> Result<()> {
                 }
                 None => Box::new(io::stdin().lock()),
             };
-            let what = a.input.as_ref().map_or("standard input".into(), |p| p.display().to_string());
+            let what = a
+                .input
+                .as_ref()
+                .map_or("standard input".into(), |p| p.display().to_string());
             let loaded = archive::load(&store, input).with_context(|| format!("loading {what}"))?;
             for l in loaded {
                 if a.quiet {
@@ -112,12 +115,18 @@ pub fn run(root: &Path, cmd: ImageCommand) -> Result<()> {
                 Some(p) => {
                     let tmp = p.with_file_name(format!(
                         ".{}.corral-tmp",
-                        p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+                        p.file_name()
+                            .map(|f| f.to_string_lossy().into_owned())
+                            .unwrap_or_default()
                     ));
-                    let f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+                    let f = File::create(&tmp)
+                        .with_context(|| format!("creating {}", tmp.display()))?;
                     let res = archive::save(&store, &img, io::BufWriter::new(f))
                         .with_context(|| format!("saving {} to {}", a.image, p.display()))
-                        .and_then(|()| std::fs::rename(&tmp, p).with_context(|| format!("writing {}", p.display())));
+                        .and_then(|()| {
+                            std::fs::rename(&tmp, p)
+                                .with_context(|| format!("writing {}", p.display()))
+                        });
                     if res.is_err() {
                         let _ = std::fs::remove_file(&tmp);
                     }
@@ -135,14 +144,27 @@ pub fn run(root: &Path, cmd: ImageCommand) -> Result<()> {
             for img in store.images()? {
                 let size = image_size(&store, &img);
                 let created = img.config.created().clone().unwrap_or_default();
-                let names: Vec<String> = if img.names.is_empty() { vec![String::new()] } else { img.names.clone() };
+                let names: Vec<String> = if img.names.is_empty() {
+                    vec![String::new()]
+                } else {
+                    img.names.clone()
+                };
                 for n in names {
-                    let (repo, tag) = if n.is_empty() || n.starts_with(corral_image::store::DANGLING_PREFIX) {
-                        ("<none>".to_owned(), "<none>".to_owned())
-                    } else {
-                        reference::split_tag(&n)
-                    };
-                    rows.push((repo, tag, img.id.clone(), img.digest.clone(), created.clone(), size, n));
+                    let (repo, tag) =
+                        if n.is_empty() || n.starts_with(corral_image::store::DANGLING_PREFIX) {
+                            ("<none>".to_owned(), "<none>".to_owned())
+                        } else {
+                            reference::split_tag(&n)
+                        };
+                    rows.push((
+                        repo,
+                        tag,
+                        img.id.clone(),
+                        img.digest.clone(),
+                        created.clone(),
+                        size,
+                        n,
+                    ));
                 }
             }
             rows.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
@@ -169,9 +191,19 @@ pub fn run(root: &Path, cmd: ImageCommand) -> Result<()> {
                 let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(10);
                 let tw = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(3);
                 let mut out = io::stdout().lock();
-                writeln!(out, "{:w$}  {:tw$}  {:12}  {:20}  SIZE", "REPOSITORY", "TAG", "IMAGE ID", "CREATED")?;
+                writeln!(
+                    out,
+                    "{:w$}  {:tw$}  {:12}  {:20}  SIZE",
+                    "REPOSITORY", "TAG", "IMAGE ID", "CREATED"
+                )?;
                 for (repo, tag, id, _, created, size, _) in &rows {
-                    writeln!(out, "{repo:w$}  {tag:tw$}  {:12}  {:20}  {}", id.short(), created, human(*size))?;
+                    writeln!(
+                        out,
+                        "{repo:w$}  {tag:tw$}  {:12}  {:20}  {}",
+                        id.short(),
+                        created,
+                        human(*size)
+                    )?;
                 }
             }
         }
@@ -204,7 +236,11 @@ pub fn run(root: &Path, cmd: ImageCommand) -> Result<()> {
                     "layers": layers,
                 }));
             }
-            let v = if out.len() == 1 { out.pop().expect("one") } else { serde_json::Value::Array(out) };
+            let v = if out.len() == 1 {
+                out.pop().expect("one")
+            } else {
+                serde_json::Value::Array(out)
+            };
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         ImageCommand::Tag(a) => {
@@ -271,7 +307,9 @@ pub fn login(root: &Path, a: crate::cli::LoginArgs) -> Result<()> {
         (Some(p), _) => p,
         (None, true) => {
             let mut s = String::new();
-            io::stdin().read_to_string(&mut s).context("reading the password from standard input")?;
+            io::stdin()
+                .read_to_string(&mut s)
+                .context("reading the password from standard input")?;
             s.trim_end_matches(['\n', '\r']).to_owned()
         }
         (None, false) => bail!("give the password with --password-stdin (or -p)"),
