@@ -602,6 +602,7 @@ fn import_hostile(c: &Corral, tar: &[u8], name: &str) -> Outcome {
             Some(hostile::OK_CONTENT),
             "imported {name}: the harmless `ok` file is missing from the layer"
         );
+        eprintln!("hostile import {name}: imported");
         Outcome::Imported(info)
     } else {
         let (code, stderr) = corral_e2e::world::expect_failure("hostile import", out);
@@ -614,6 +615,10 @@ fn import_hostile(c: &Corral, tar: &[u8], name: &str) -> Outcome {
             ],
         );
         assert!(!c.has_image(name), "refused but listed: {:?}", listing(c));
+        eprintln!(
+            "hostile import {name}: refused: {}",
+            stderr.lines().next().unwrap_or_default()
+        );
         Outcome::Refused
     }
 }
@@ -943,6 +948,7 @@ fn pull_interrupted_then_resumed_transfers_less() {
     let proxy = ThrottleProxy::start_on(port, &registry.addr(), None);
     let id = printed_id(&c.ok(&["pull", "--tls-verify=false", &remote]));
     let second = proxy.bytes_to_client();
+    eprintln!("interrupted pull: first {first} B, resumed {second} B, layer {layer_size} B");
     let info = c.inspect(&remote);
     assert_eq!(info.id, id);
     assert_eq!(info.diff_ids(), [diff_id], "resumed content is intact");

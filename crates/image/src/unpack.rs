@@ -229,8 +229,9 @@ impl Extractor {
         let header = entry.header();
         let kind = header.entry_type();
         let mode = Mode::from_raw_mode(header.mode().map_err(EntryError::Io)? & 0o7777);
-        let uid = u32::try_from(header.uid()?).map_err(|_| bad("uid out of range"))?;
-        let gid = u32::try_from(header.gid()?).map_err(|_| bad("gid out of range"))?;
+        // An empty owner field (some writers leave it blank) means root, as GNU tar reads it.
+        let uid = u32::try_from(header.uid().unwrap_or(0)).map_err(|_| bad("uid out of range"))?;
+        let gid = u32::try_from(header.gid().unwrap_or(0)).map_err(|_| bad("gid out of range"))?;
         let mtime = header.mtime().unwrap_or(0).min(i64::MAX as u64) as i64;
 
         let Some((&name, parent)) = comps.split_last() else {
