@@ -561,6 +561,15 @@ pub async fn login(
         .auth(probe.reference(), &auth, RegistryOperation::Pull)
         .await
         .map_err(remote("logging in to", registry))?;
+    // With basic auth nothing was checked yet: ask for something. A probe repository that does
+    // not exist answers 404 to good credentials and 401 to bad ones.
+    if let Err(
+        err @ (OciDistributionError::UnauthorizedError { .. }
+        | OciDistributionError::AuthenticationFailure(_)),
+    ) = client.list_tags(probe.reference(), &auth, Some(1), None).await
+    {
+        return Err(remote("logging in to", registry)(err));
+    }
     let mut file = AuthFile::read(&opts.auth_file)?;
     file.set(registry, user, password);
     file.write(&opts.auth_file)
