@@ -922,11 +922,19 @@ fn pull_interrupted_then_resumed_transfers_less() {
     c.ok(&["image", "rm", "big:v1", &pushed]);
     assert!(c.images().is_empty(), "after rm: {:?}", listing(&c));
 
-    // First pull, throttled, killed after ~2 s (about a third of the layer).
+    // First pull, throttled, killed after ~2 s (about a third of the layer) — later if a slow
+    // start has not yet brought a few MB of the layer, so that there is something to resume.
     let proxy = ThrottleProxy::start(&registry.addr(), Some(RATE));
     let remote = format!("{}/big:v1", proxy.addr());
     let mut child = c.spawn("pull1", &["pull", "--tls-verify=false", &remote]);
     std::thread::sleep(Duration::from_secs(2));
+    let patience = Instant::now() + Duration::from_secs(15);
+    while proxy.bytes_to_client() < 4 << 20
+        && Instant::now() < patience
+        && child.try_wait().expect("try_wait").is_none()
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let early_exit = child.try_wait().expect("try_wait");
     child.kill().ok();
     child.wait().expect("reap the killed pull");

@@ -87,8 +87,13 @@ pub fn effective_uid() -> u32 {
 }
 
 /// Prints `SKIPPED: <test>: <why>` to stderr, loud enough to be seen in `cargo test` output.
+///
+/// It writes to the stderr handle directly rather than with `eprintln!`: libtest captures the
+/// print macros of passing tests and would hide the line; a skip must never be silent.
 pub fn report_skip(test: &str, why: &str) {
-    eprintln!("\n!!!!!!!! SKIPPED: {test}: {why} !!!!!!!!\n");
+    use std::io::Write;
+    let line = format!("\n!!!!!!!! SKIPPED: {test}: {why} !!!!!!!!\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 /// True (after printing a loud `SKIPPED` line) when the test cannot run because we are not root.

@@ -26,11 +26,26 @@ fn hint(err: &anyhow::Error) -> Option<&'static str> {
     }
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<std::io::Error>() {
-            if e.kind() == std::io::ErrorKind::PermissionDenied {
-                return Some(
-                    "corral needs root for its state directory: run it as root or set --root",
-                );
+            match e.kind() {
+                std::io::ErrorKind::PermissionDenied => {
+                    return Some(
+                        "corral needs root for its state directory: run it as root or set --root",
+                    )
+                }
+                std::io::ErrorKind::NotFound => {
+                    return Some("check the path: no such file or directory")
+                }
+                _ => {}
             }
+        }
+        if cause
+            .downcast_ref::<corral_image::reference::NameError>()
+            .is_some()
+        {
+            return Some("image names are lowercase, e.g. busybox, busybox:1.36, localhost:5000/team/app@sha256:<64 hex>");
+        }
+        if let Some(corral_image::unpack::UnpackError::NotTar) = cause.downcast_ref() {
+            return Some("`image import` takes a root filesystem tarball (tar, tar.gz or tar.zst); for `podman save` output use `image load`");
         }
         if let Some(corral_image::StoreError::NotFound(_)) = cause.downcast_ref() {
             return Some("`corral image ls` lists the images here; `corral pull` fetches one");

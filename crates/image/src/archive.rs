@@ -559,7 +559,9 @@ mod tests {
         for _ in 0..300 {
             let mut d = data.clone();
             for _ in 0..4 {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let pos = (seed >> 33) as usize % d.len();
                 d[pos] = (seed >> 24) as u8;
             }
@@ -568,7 +570,9 @@ mod tests {
             let s = Store::open(t.path()).unwrap();
             if load(&s, &d[..]).is_err() {
                 assert!(s.names().unwrap().is_empty());
-                let blobs = std::fs::read_dir(t.path().join("blobs/sha256")).unwrap().count();
+                let blobs = std::fs::read_dir(t.path().join("blobs/sha256"))
+                    .unwrap()
+                    .count();
                 assert_eq!(blobs, 0, "a failed load left blobs");
                 let tmp = std::fs::read_dir(t.path().join("tmp")).unwrap().count();
                 assert_eq!(tmp, 0, "a failed load left temporary files");

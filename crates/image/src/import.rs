@@ -18,7 +18,7 @@ use crate::unpack::UnpackError;
 pub fn import<R: Read>(store: &Store, input: R, name: &ImageName) -> Result<Digest> {
     let _content = store.content_lock()?;
     let (_, plain) = compression::decompress(input)
-        .map_err(|e| StoreError::Unpack(Digest::of(b""), UnpackError::Read(e)))?;
+        .map_err(|e| StoreError::Unpack(None, UnpackError::Read(e)))?;
     let mut tee = TeeReader::new(plain, store.blob_writer()?);
     let diff_id = store.unpack_layer(&mut tee, None)?;
     let staged = tee.into_writer().finish()?;

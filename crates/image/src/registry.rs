@@ -566,7 +566,9 @@ pub async fn login(
     if let Err(
         err @ (OciDistributionError::UnauthorizedError { .. }
         | OciDistributionError::AuthenticationFailure(_)),
-    ) = client.list_tags(probe.reference(), &auth, Some(1), None).await
+    ) = client
+        .list_tags(probe.reference(), &auth, Some(1), None)
+        .await
     {
         return Err(remote("logging in to", registry)(err));
     }

@@ -84,8 +84,8 @@ pub enum StoreError {
         size: u64,
     },
     /// A layer could not be unpacked.
-    #[error("unpacking layer {0}")]
-    Unpack(Digest, #[source] UnpackError),
+    #[error("unpacking layer{}", .0.as_ref().map(|d| format!(" {d}")).unwrap_or_default())]
+    Unpack(Option<Digest>, #[source] UnpackError),
     /// No image has this name or id.
     #[error("image not known: {0}")]
     NotFound(String),
@@ -357,7 +357,7 @@ impl Store {
     /// Unpacks a (possibly compressed) layer stream, checking its uncompressed digest against
     /// `expected` (the diff id) when given; returns the diff id.
     pub fn unpack_layer<R: Read>(&self, reader: R, expected: Option<&Digest>) -> Result<Digest> {
-        let label = expected.cloned().unwrap_or_else(|| Digest::of(b""));
+        let label = expected.cloned();
         let tmp = self.tmp_path("layer");
         let diff = tmp.join("diff");
         fs::create_dir_all(&diff).map_err(io_err("creating", &diff))?;

@@ -51,6 +51,9 @@ pub enum UnpackError {
     /// The tar stream itself is unreadable or corrupt.
     #[error("reading the layer tarball")]
     Read(#[source] io::Error),
+    /// The stream does not start with a tar header.
+    #[error("not a tar archive (or a corrupt one): its first header does not parse")]
+    NotTar,
     /// One entry could not be written.
     #[error("layer entry {path:?}")]
     Entry {
@@ -90,8 +93,14 @@ pub fn unpack<R: Read>(reader: &mut R, dest: &Path) -> Result<UnpackStats, Unpac
         stats: UnpackStats::default(),
     };
     let mut archive = tar::Archive::new(reader);
-    for entry in archive.entries().map_err(UnpackError::Read)? {
-        let mut entry = entry.map_err(UnpackError::Read)?;
+    for (i, entry) in archive.entries().map_err(UnpackError::Read)?.enumerate() {
+        let mut entry = entry.map_err(|e| {
+            if i == 0 {
+                UnpackError::NotTar
+            } else {
+                UnpackError::Read(e)
+            }
+        })?;
         let raw = entry.path_bytes().into_owned();
         let display = String::from_utf8_lossy(&raw).into_owned();
         match ex.entry(&mut entry, &raw) {
@@ -212,7 +221,15 @@ impl Extractor {
                         Ok(()) | Err(Errno::EXIST) => {}
                         Err(e) => return Err(e.into()),
                     }
-                    self.lookup_dir(&prefix)?
+                    self.lookup_dir(&prefix).map_err(|e| match e {
+                        // mkdir found something, yet it does not resolve: a symlink to
+                        // nothing inside the layer (its target may be a host path).
+                        Errno::NOENT => bad(&format!(
+                            "{:?} is a symlink whose target is not in the layer; refusing to write through it",
+                            String::from_utf8_lossy(&prefix)
+                        )),
+                        e => e.into(),
+                    })?
                 }
                 Err(e) => return Err(e.into()),
             };

@@ -316,8 +316,7 @@ pub fn login(root: &Path, a: crate::cli::LoginArgs) -> Result<()> {
     };
     let opts = options(root, &a.registry_args);
     std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
-    runtime()?
-        .block_on(registry::login(&a.registry, &a.username, &password, &opts))?;
+    runtime()?.block_on(registry::login(&a.registry, &a.username, &password, &opts))?;
     println!("Login Succeeded");
     Ok(())
 }
