@@ -283,7 +283,14 @@ pub async fn pull(
                 return Ok(());
             }
             if !store.has_blob(&d) {
-                download(client, reference, &store, &d, size, progress.as_ref()).await?;
+                // Two pulls of one blob must not append to one partial file.
+                let (s, ld) = (store.clone(), d.clone());
+                let _lock = tokio::task::spawn_blocking(move || s.ingest_lock(&ld))
+                    .await
+                    .map_err(|e| RegistryError::Task(e.to_string()))??;
+                if !store.has_blob(&d) {
+                    download(client, reference, &store, &d, size, progress.as_ref()).await?;
+                }
             }
             progress.end(&id, "unpacking");
             let (s, bd, dd) = (store.clone(), d.clone(), diff.clone());

@@ -624,6 +624,15 @@ impl Store {
         du(&self.root)
     }
 
+    /// Takes the lock of one download, blocking until another process downloading the same
+    /// blob is done (then the caller finds the blob present).
+    pub fn ingest_lock(&self, d: &Digest) -> Result<Lock> {
+        self.lock_file(
+            &format!("ingest/{}.lock", d.hex()),
+            FlockOperation::LockExclusive,
+        )
+    }
+
     /// Path of a partial download of `d`.
     pub fn ingest_path(&self, d: &Digest) -> PathBuf {
         self.root
