@@ -91,6 +91,7 @@ pub fn unpack<R: Read>(reader: &mut R, dest: &Path) -> Result<UnpackStats, Unpac
         cache: None,
         dir_times: Vec::new(),
         stats: UnpackStats::default(),
+        buf: vec![0u8; 256 * 1024],
     };
     let mut archive = tar::Archive::new(reader);
     for (i, entry) in archive.entries().map_err(UnpackError::Read)?.enumerate() {
@@ -172,6 +173,7 @@ struct Extractor {
     cache: Option<(Vec<u8>, OwnedFd)>,
     dir_times: Vec<(Vec<u8>, i64)>,
     stats: UnpackStats,
+    buf: Vec<u8>,
 }
 
 fn in_root() -> ResolveFlags {
@@ -254,7 +256,7 @@ impl Extractor {
         let Some((&name, parent)) = comps.split_last() else {
             // The layer root itself ("./"): only its metadata applies.
             if kind == EntryType::Directory {
-                self.meta(self.root.try_clone()?, uid, gid, mode)?;
+                meta(self.root.as_fd(), uid, gid, mode)?;
             }
             return Ok(());
         };
@@ -293,10 +295,10 @@ impl Extractor {
                     r => r?,
                 };
                 let mut file = std::fs::File::from(fd);
-                self.stats.bytes += io::copy(entry, &mut file)?;
+                self.stats.bytes += copy_with(&mut self.buf, entry, &mut file)?;
                 let fd = OwnedFd::from(file);
                 set_xattrs(&fd, &xattrs)?;
-                self.meta(fd.try_clone()?, uid, gid, mode)?;
+                meta(fd.as_fd(), uid, gid, mode)?;
                 rfs::futimens(&fd, &times(mtime))?;
             }
             EntryType::Directory => {
@@ -318,7 +320,7 @@ impl Extractor {
                     Mode::empty(),
                 )?;
                 set_xattrs(&fd, &xattrs)?;
-                self.meta(fd, uid, gid, mode)?;
+                meta(fd.as_fd(), uid, gid, mode)?;
                 self.dir_times.push((join(&comps), mtime));
             }
             EntryType::Symlink => {
@@ -384,16 +386,6 @@ impl Extractor {
         Ok(())
     }
 
-    fn meta(&self, fd: OwnedFd, uid: u32, gid: u32, mode: Mode) -> Result<(), EntryError> {
-        if uid != 0 || gid != 0 {
-            let (u, g) = ids(uid, gid);
-            rfs::fchown(&fd, u, g)?;
-        }
-        // After chown, which clears set-id bits.
-        rfs::fchmod(&fd, mode)?;
-        Ok(())
-    }
-
     /// Sets directory times last: creating their children changed them.
     fn finish(&mut self) -> io::Result<()> {
         self.cache = None;
@@ -406,6 +398,31 @@ impl Extractor {
             }
         }
         Ok(())
+    }
+}
+
+fn meta(fd: BorrowedFd<'_>, uid: u32, gid: u32, mode: Mode) -> Result<(), EntryError> {
+    if uid != 0 || gid != 0 {
+        let (u, g) = ids(uid, gid);
+        rfs::fchown(fd, u, g)?;
+    }
+    // After chown, which clears set-id bits.
+    rfs::fchmod(fd, mode)?;
+    Ok(())
+}
+
+/// Copies file content through one reused buffer: large writes, no allocation per file.
+fn copy_with(buf: &mut [u8], r: &mut impl Read, w: &mut impl io::Write) -> io::Result<u64> {
+    let mut n = 0u64;
+    loop {
+        let k = match r.read(buf) {
+            Ok(0) => return Ok(n),
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        w.write_all(&buf[..k])?;
+        n += k as u64;
     }
 }
 
