@@ -7,7 +7,9 @@
 //!   layer, and an opaque directory;
 //! - [`tampered_oci_archive`] / [`tampered_docker_archive`]: the same, with the top layer's
 //!   content swapped for another while the manifest and config still declare the original
-//!   digests — loading them must fail.
+//!   digests — loading them must fail;
+//! - [`multi_arch_oci_layout`]: an OCI layout directory whose tag names an image index of two
+//!   images, linux/arm64 (listed first) and linux/amd64, for platform selection on pull.
 //!
 //! Everything is deterministic (fixed mtimes, owners, compression settings), so digests are
 //! known before corral sees the archive and tests can compare them with `image inspect`.
@@ -142,6 +144,11 @@ fn top_layer(c_content: &[u8]) -> Vec<u8> {
 
 /// A valid OCI image config for `diff_ids`: amd64, linux, `Cmd ["/bin/sh"]`.
 pub fn image_config(diff_ids: &[String]) -> Vec<u8> {
+    image_config_for(diff_ids, "amd64")
+}
+
+/// As [`image_config`], for another `architecture` (still `os` linux).
+pub fn image_config_for(diff_ids: &[String], architecture: &str) -> Vec<u8> {
     let history: Vec<_> = (0..diff_ids.len())
         .map(|i| {
             json!({
@@ -152,7 +159,7 @@ pub fn image_config(diff_ids: &[String]) -> Vec<u8> {
         .collect();
     serde_json::to_vec(&json!({
         "created": "2024-01-01T00:00:00Z",
-        "architecture": "amd64",
+        "architecture": architecture,
         "os": "linux",
         "config": {
             "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
@@ -316,5 +323,140 @@ fn write_docker_archive(path: &Path, name: &str, tamper: bool) -> ArchiveFixture
         config_digest,
         manifest_digest: None,
         forbidden_sha256: forbidden,
+    }
+}
+
+/// One platform's image in [`MultiArchFixture`].
+#[derive(Debug, Clone)]
+pub struct PlatformImage {
+    /// `architecture` of its config and of its index entry's platform.
+    pub architecture: String,
+    /// `sha256:` digest of its OCI manifest.
+    pub manifest_digest: String,
+    /// `sha256:` digest of its config: the image id a pull of this platform gives.
+    pub config_digest: String,
+    /// `sha256:` digest of its one layer, uncompressed (the config's only diff id).
+    pub diff_id: String,
+    /// `sha256:` digest of its one layer blob (gzip).
+    pub layer_digest: String,
+}
+
+/// What [`multi_arch_oci_layout`] wrote.
+#[derive(Debug, Clone)]
+pub struct MultiArchFixture {
+    /// The tag in the layout's `index.json` (`org.opencontainers.image.ref.name`).
+    pub ref_name: String,
+    /// `sha256:` digest of the image index the tag names.
+    pub index_digest: String,
+    /// The linux/arm64 image, first in the index.
+    pub arm64: PlatformImage,
+    /// The linux/amd64 image, second in the index.
+    pub amd64: PlatformImage,
+}
+
+/// Content of `etc/arch` in the arm64 image's layer.
+pub const ARM64_MARKER: &[u8] = b"arm64 fixture: not for this machine\n";
+
+/// Writes an OCI image layout directory at `dir` (created if missing: `oci-layout`,
+/// `index.json`, `blobs/sha256/`) whose `index.json` names, as `ref_name`, an image index
+/// (`application/vnd.oci.image.index.v1+json`) of two one-layer images: linux/arm64 first
+/// (a tiny tar), then linux/amd64 (the busybox rootfs). Configs differ in `architecture` and
+/// diff ids, so the two image ids differ. Copy it with `skopeo copy --all oci:DIR:REF ...`.
+pub fn multi_arch_oci_layout(dir: &Path, ref_name: &str) -> MultiArchFixture {
+    let blobs_dir = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs_dir)
+        .unwrap_or_else(|e| panic!("create {}: {e}", blobs_dir.display()));
+    let put = |data: &[u8]| -> String {
+        let digest = sha256_digest(data);
+        write(&blobs_dir.join(sha256_hex(data)), data);
+        digest
+    };
+
+    let arm64_layer = {
+        let mut tar = TarWriter::new();
+        tar.dir("etc", 0o755).file("etc/arch", 0o644, ARM64_MARKER);
+        tar.finish()
+    };
+    let amd64_layer = busybox_rootfs_bytes();
+
+    let platform_image = |architecture: &str, layer: &[u8]| -> (PlatformImage, usize) {
+        let diff_id = sha256_digest(layer);
+        let blob = Compression::Gzip.apply(layer);
+        let layer_digest = put(&blob);
+        let config = image_config_for(std::slice::from_ref(&diff_id), architecture);
+        let config_digest = put(&config);
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": config.len(),
+            },
+            "layers": [{
+                "mediaType": Compression::Gzip.oci_layer_media_type(),
+                "digest": layer_digest,
+                "size": blob.len(),
+            }],
+        }))
+        .expect("manifest json");
+        let manifest_digest = put(&manifest);
+        let image = PlatformImage {
+            architecture: architecture.to_owned(),
+            manifest_digest,
+            config_digest,
+            diff_id,
+            layer_digest,
+        };
+        (image, manifest.len())
+    };
+    let (arm64, arm64_size) = platform_image("arm64", &arm64_layer);
+    let (amd64, amd64_size) = platform_image("amd64", &amd64_layer);
+
+    let entry = |image: &PlatformImage, size: usize, variant: Option<&str>| {
+        let mut platform = json!({ "architecture": image.architecture, "os": "linux" });
+        if let Some(v) = variant {
+            platform["variant"] = json!(v);
+        }
+        json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": image.manifest_digest,
+            "size": size,
+            "platform": platform,
+        })
+    };
+    let image_index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            entry(&arm64, arm64_size, Some("v8")),
+            entry(&amd64, amd64_size, None),
+        ],
+    }))
+    .expect("image index json");
+    let index_digest = put(&image_index);
+
+    let layout_index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": index_digest,
+            "size": image_index.len(),
+            "annotations": { "org.opencontainers.image.ref.name": ref_name },
+        }],
+    }))
+    .expect("index.json");
+    write(&dir.join("index.json"), &layout_index);
+    write(
+        &dir.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    );
+
+    MultiArchFixture {
+        ref_name: ref_name.to_owned(),
+        index_digest,
+        arm64,
+        amd64,
     }
 }

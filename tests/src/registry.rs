@@ -3,6 +3,8 @@
 //! [`Registry`] runs Debian's `docker-registry` (distribution 2.8) on `127.0.0.1:<free port>`
 //! with filesystem storage in a temp dir, so a test can also reach behind its back and tamper
 //! with the stored blobs. corral talks plain HTTP to `127.0.0.0/8` (docs/cli-images.md).
+//! [`Registry::start_with_auth`] runs one that demands basic auth (an htpasswd file made with
+//! `htpasswd -Bbn`, Debian's `apache2-utils`).
 //!
 //! [`ThrottleProxy`] forwards TCP to an upstream at a chosen rate and counts the bytes it sends
 //! to the client: a test kills a pull midway, then checks that the resumed pull transferred
@@ -20,6 +22,12 @@ use std::time::{Duration, Instant};
 /// Debian's registry binary.
 pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 
+/// The `htpasswd` tool (Debian's `apache2-utils`), for [`Registry::start_with_auth`].
+pub const HTPASSWD_BIN: &str = "htpasswd";
+
+/// The realm of an auth registry's `WWW-Authenticate` challenge.
+pub const AUTH_REALM: &str = "corral-test";
+
 /// How long [`Registry::start`] waits for `GET /v2/` to answer.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -36,6 +44,8 @@ pub struct Registry {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
+    /// Whether it demands credentials (then `GET /v2/` answers 401 when it is ready).
+    auth: bool,
 }
 
 impl Registry {
@@ -44,10 +54,39 @@ impl Registry {
     /// # Panics
     /// If it does not answer within 10 s (with its log in the message).
     pub fn start() -> Self {
+        Self::start_inner(None)
+    }
+
+    /// As [`Registry::start`], but every request needs basic auth as `user`/`password` (an
+    /// htpasswd file, bcrypt, realm [`AUTH_REALM`]). Ready when `GET /v2/` answers 401.
+    ///
+    /// # Panics
+    /// If `htpasswd` fails (install Debian's `apache2-utils`), or as [`Registry::start`].
+    pub fn start_with_auth(user: &str, password: &str) -> Self {
+        Self::start_inner(Some((user, password)))
+    }
+
+    fn start_inner(credentials: Option<(&str, &str)>) -> Self {
         let dir = crate::test_tempdir("registry");
         let storage = dir.path().join("storage");
         std::fs::create_dir(&storage).expect("create registry storage");
         let port = free_port();
+        let auth_section = match credentials {
+            None => String::new(),
+            Some((user, password)) => {
+                let line = crate::process::run_ok(
+                    HTPASSWD_BIN,
+                    &["-Bbn", user, password],
+                    Duration::from_secs(30),
+                );
+                let htpasswd = dir.path().join("htpasswd");
+                std::fs::write(&htpasswd, line.trim_end().as_bytes()).expect("write htpasswd file");
+                format!(
+                    "auth:\n  htpasswd:\n    realm: {AUTH_REALM}\n    path: {}\n",
+                    htpasswd.display()
+                )
+            }
+        };
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,
@@ -55,7 +94,8 @@ impl Registry {
                 "version: 0.1\n\
                  log:\n  level: warn\n\
                  storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-                 http:\n  addr: 127.0.0.1:{port}\n",
+                 http:\n  addr: 127.0.0.1:{port}\n\
+                 {auth_section}",
                 storage.display()
             ),
         )
@@ -69,7 +109,12 @@ impl Registry {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("start {REGISTRY_BIN}: {e}"));
-        let mut registry = Registry { child, port, dir };
+        let mut registry = Registry {
+            child,
+            port,
+            dir,
+            auth: credentials.is_some(),
+        };
         registry.wait_ready();
         registry
     }
@@ -80,7 +125,9 @@ impl Registry {
             if let Some(status) = self.child.try_wait().expect("try_wait registry") {
                 panic!("docker-registry exited early ({status}):\n{}", self.log());
             }
-            if http_get_status(&self.addr(), "/v2/").is_some_and(|s| s == 200) {
+            // An auth registry answers 401 (with its challenge) once it serves.
+            let ready = if self.auth { 401 } else { 200 };
+            if http_get_status(&self.addr(), "/v2/").is_some_and(|s| s == ready) {
                 return;
             }
             assert!(
@@ -101,6 +148,11 @@ impl Registry {
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// True if it was started with [`Registry::start_with_auth`].
+    pub fn requires_auth(&self) -> bool {
+        self.auth
     }
 
     /// The filesystem storage root (`rootdirectory` in its config).

@@ -59,10 +59,10 @@ fn hint(err: &anyhow::Error) -> Option<&'static str> {
         {
             return Some("`corral image load` reads docker-archive and OCI-archive tarballs, as `podman save` and `skopeo copy` write them");
         }
-        if cause
-            .downcast_ref::<corral_image::registry::RegistryError>()
-            .is_some()
-        {
+        if let Some(e) = cause.downcast_ref::<corral_image::registry::RegistryError>() {
+            if e.is_unauthorized() {
+                return Some("the registry refused the credentials: `corral login REGISTRY` (or --authfile FILE) with a user allowed to do this");
+            }
             return Some("check the registry address; use --tls-verify=false for a plain-HTTP registry, `corral login` for one that needs credentials");
         }
     }

@@ -77,6 +77,20 @@ pub enum RegistryError {
     Task(String),
 }
 
+impl RegistryError {
+    /// Whether the registry refused the credentials (or their absence).
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(
+            self,
+            RegistryError::Remote {
+                err: OciDistributionError::UnauthorizedError { .. }
+                    | OciDistributionError::AuthenticationFailure(_),
+                ..
+            }
+        ) || matches!(self, RegistryError::Remote { err, .. } if err.to_string().contains("401"))
+    }
+}
+
 type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
 fn remote(

@@ -325,7 +325,9 @@ pub fn logout(root: &Path, registry: &str) -> Result<()> {
     let path = root.join("auth.json");
     let mut file = AuthFile::read(&path)?;
     if file.auths.remove(registry).is_none() {
-        bail!("not logged in to {registry}");
+        // As docker: not an error, nothing to forget.
+        println!("Not logged in to {registry}");
+        return Ok(());
     }
     file.write(&path)?;
     println!("Removed login credentials for {registry}");
