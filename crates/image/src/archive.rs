@@ -74,7 +74,13 @@ struct Staged {
     blob: StagedBlob,
     /// The content, when small enough to be metadata.
     small: Option<Vec<u8>>,
+    /// The diff id it unpacked to, if it was unpacked while the archive was still being read.
+    early: Option<Digest>,
 }
+
+/// Files at least this big are unpacked in the background as soon as they are staged, while
+/// the rest of the archive is read: they can only be layers.
+const EARLY_UNPACK_BYTES: u64 = 64 << 10;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -86,12 +92,47 @@ struct DockerEntry {
 }
 
 /// Loads every image of a docker-archive or OCI-archive tarball.
+///
+/// Layers are unpacked in background threads while the archive is still being read (their
+/// diff ids are checked against the config afterwards); if the load fails, layers it unpacked
+/// that no image uses are removed again.
 pub fn load<R: Read>(store: &Store, input: R) -> Result<Vec<Loaded>, ArchiveError> {
     let _content = store.content_lock()?;
+    let mut early = Vec::new();
+    let res = load_inner(store, input, &mut early);
+    if res.is_err() && !early.is_empty() {
+        let used: std::collections::BTreeSet<Digest> = store
+            .images()
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|i| i.diff_ids().unwrap_or_default())
+            .collect();
+        for d in early.iter().filter(|d| !used.contains(*d)) {
+            store.remove_layer(d);
+        }
+    }
+    res
+}
+
+fn load_inner<R: Read>(
+    store: &Store,
+    input: R,
+    early: &mut Vec<Digest>,
+) -> Result<Vec<Loaded>, ArchiveError> {
     let (_, plain) = compression::decompress(input).map_err(ArchiveError::Read)?;
     let mut files: HashMap<String, Staged> = HashMap::new();
     let mut links: HashMap<String, String> = HashMap::new();
     let mut archive = tar::Archive::new(plain);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut running: std::collections::VecDeque<(String, std::thread::JoinHandle<Option<Digest>>)> =
+        Default::default();
+    let mut finished: HashMap<String, Digest> = HashMap::new();
+    let join = |(name, h): (String, std::thread::JoinHandle<Option<Digest>>),
+                finished: &mut HashMap<String, Digest>| {
+        if let Ok(Some(d)) = h.join() {
+            finished.insert(name, d);
+        }
+    };
     for entry in archive.entries().map_err(ArchiveError::Read)? {
         let mut entry = entry.map_err(ArchiveError::Read)?;
         let name = clean(&String::from_utf8_lossy(&entry.path_bytes()));
@@ -132,7 +173,35 @@ pub fn load<R: Read>(store: &Store, input: R) -> Result<Vec<Loaded>, ArchiveErro
                 });
             }
         }
-        files.insert(name, Staged { blob, small });
+        if blob.size >= EARLY_UNPACK_BYTES {
+            if running.len() >= workers {
+                join(running.pop_front().expect("one running"), &mut finished);
+            }
+            let (st, path) = (store.clone(), blob.path().to_owned());
+            let handle = std::thread::spawn(move || {
+                let f = std::fs::File::open(path).ok()?;
+                // Any failure is reported again, typed, by the checked unpack later.
+                st.unpack_layer(f, None).ok()
+            });
+            running.push_back((name.clone(), handle));
+        }
+        files.insert(
+            name,
+            Staged {
+                blob,
+                small,
+                early: None,
+            },
+        );
+    }
+    while let Some(r) = running.pop_front() {
+        join(r, &mut finished);
+    }
+    for (name, d) in finished {
+        early.push(d.clone());
+        if let Some(s) = files.get_mut(&name) {
+            s.early = Some(d);
+        }
     }
     let resolve = |n: &str| -> String {
         let n = clean(n);
@@ -332,13 +401,10 @@ fn commit_plan(
             }
             for (l, diff) in m.layers().iter().zip(&diff_ids) {
                 let ld = parse_digest(l.digest().as_ref())?;
-                if !store.has_layer(diff) {
-                    let s = files
-                        .get(&blob_name(&ld))
-                        .ok_or_else(|| ArchiveError::Missing(blob_name(&ld)))?;
-                    let f = std::fs::File::open(s.blob.path()).map_err(ArchiveError::Read)?;
-                    store.unpack_layer(f, Some(diff))?;
-                }
+                let s = files
+                    .get(&blob_name(&ld))
+                    .ok_or_else(|| ArchiveError::Missing(blob_name(&ld)))?;
+                ensure_unpacked(store, s, diff)?;
             }
             for l in m.layers() {
                 let ld = parse_digest(l.digest().as_ref())?;
@@ -373,10 +439,7 @@ fn commit_plan(
                     }
                     .into());
                 }
-                if !store.has_layer(diff) {
-                    let f = std::fs::File::open(s.blob.path()).map_err(ArchiveError::Read)?;
-                    store.unpack_layer(f, Some(diff))?;
-                }
+                ensure_unpacked(store, s, diff)?;
                 descs.push(LayerDesc {
                     digest: s.blob.digest.clone(),
                     size: s.blob.size,
@@ -389,6 +452,23 @@ fn commit_plan(
                 }
             }
             Ok(manifest::write_image(store, &config, &descs)?)
+        }
+    }
+}
+
+/// Makes sure layer `diff` is unpacked from staged file `s`, checking an early unpack's diff id.
+fn ensure_unpacked(store: &Store, s: &Staged, diff: &Digest) -> Result<(), ArchiveError> {
+    match &s.early {
+        Some(actual) if actual != diff => Err(StoreError::DigestMismatch {
+            expected: diff.clone(),
+            actual: actual.clone(),
+        }
+        .into()),
+        _ if store.has_layer(diff) => Ok(()),
+        _ => {
+            let f = std::fs::File::open(s.blob.path()).map_err(ArchiveError::Read)?;
+            store.unpack_layer(f, Some(diff))?;
+            Ok(())
         }
     }
 }
@@ -578,5 +658,55 @@ mod tests {
                 assert_eq!(tmp, 0, "a failed load left temporary files");
             }
         }
+    }
+
+    /// A docker archive whose big layer (unpacked early, in the background) does not match its
+    /// diff id: the load fails and leaves neither blobs nor unpacked layers.
+    #[test]
+    fn early_unpacked_layer_with_wrong_diff_id_is_removed() {
+        let mut layer = tar::Builder::new(Vec::new());
+        let data = vec![7u8; 200 << 10];
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        layer.append_data(&mut h, "big", &data[..]).unwrap();
+        let layer = layer.into_inner().unwrap();
+        let wrong = Digest::of(b"not this layer");
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{wrong}"]}}}}"#
+        );
+        let manifest =
+            r#"[{"Config":"config.json","RepoTags":["bad:1"],"Layers":["l/layer.tar"]}]"#;
+        let mut ar = tar::Builder::new(Vec::new());
+        for (name, body) in [
+            ("l/layer.tar", &layer[..]),
+            ("config.json", config.as_bytes()),
+            ("manifest.json", manifest.as_bytes()),
+        ] {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(body.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            ar.append_data(&mut h, name, body).unwrap();
+        }
+        let ar = ar.into_inner().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let err = load(&store, &ar[..]).unwrap_err();
+        assert!(err.to_string().contains("digest"), "{err}");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("layers"))
+                .unwrap()
+                .count(),
+            0
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("blobs/sha256"))
+                .unwrap()
+                .count(),
+            0
+        );
+        assert!(store.names().unwrap().is_empty());
     }
 }

@@ -406,6 +406,11 @@ impl Store {
         Ok(actual)
     }
 
+    /// Removes an unpacked layer (best effort: used to undo a failed load).
+    pub fn remove_layer(&self, diff_id: &Digest) {
+        let _ = remove_dir_all_if_exists(&self.root.join("layers").join(diff_id.hex()));
+    }
+
     /// Unpacks the layer stored as blob `blob`, unless the diff id is already unpacked.
     pub fn ensure_layer(&self, blob: &Digest, diff_id: &Digest) -> Result<()> {
         if self.has_layer(diff_id) {
