@@ -13,6 +13,7 @@ operands, as in ELF text and data) and incompressible bytes (already-compressed 
 
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -23,9 +24,9 @@ MIB = 1 << 20
 # Per layer: name, total bytes, (text, binary, random) shares, file size range.
 LAYERS = [
     ("base", 60 * MIB, (0.50, 0.42, 0.08), (128, 256 * 1024)),
-    ("libs", 60 * MIB, (0.10, 0.80, 0.10), (1024, 4 * MIB)),
+    ("libs", 60 * MIB, (0.10, 0.85, 0.05), (1024, 4 * MIB)),
     ("runtime", 60 * MIB, (0.30, 0.55, 0.15), (512, 1 * MIB)),
-    ("assets", 60 * MIB, (0.20, 0.40, 0.40), (4096, 8 * MIB)),
+    ("assets", 60 * MIB, (0.25, 0.45, 0.30), (4096, 8 * MIB)),
     ("app", 60 * MIB, (0.55, 0.38, 0.07), (256, 512 * 1024)),
 ]
 
@@ -42,8 +43,11 @@ class Gen:
         lw = [12.7, 9.1, 8.2, 7.5, 7.0, 6.7, 6.3, 6.1, 6.0, 4.3, 4.0, 2.8, 2.8, 2.4, 2.4, 2.2,
               2.0, 2.0, 1.9, 1.5, 1.0, 0.8, 0.2, 0.2, 0.1, 0.1]
         words = set()
-        while len(words) < 6000:
-            words.add("".join(rng.choices(letters, lw, k=rng.randint(2, 11))))
+        while len(words) < 3000:
+            w = "".join(rng.choices(letters, lw, k=rng.randint(2, 11)))
+            # A file must never take the name a directory needs.
+            if w not in DIR_WORDS:
+                words.add(w)
         self.words = sorted(words)
         rng.shuffle(self.words)
         # Zipf-like frequencies, as in natural and programming languages.
@@ -56,7 +60,7 @@ class Gen:
         self.snips = [rng.randbytes(rng.randint(2, 12)) for _ in range(700)]
         acc, self.snip_cum = 0.0, []
         for i in range(len(self.snips)):
-            acc += 1.0 / (i + 1) ** 0.8
+            acc += 1.0 / (i + 1)
             self.snip_cum.append(acc)
 
     def text(self, n):
@@ -65,21 +69,26 @@ class Gen:
             ws = rng.choices(self.words, cum_weights=self.word_cum, k=rng.randint(2, 14))
             seps = rng.choices(self.punct, k=len(ws))
             line = " " * (4 * rng.randint(0, 3)) + "".join(w + s for w, s in zip(ws, seps)) + "\n"
+            # Sources and configuration repeat themselves: reuse a recent line now and then.
+            if len(out) > 8 and rng.random() < 0.3:
+                line = out[-rng.randint(1, 8)]
             out.append(line)
             size += len(line)
         return "".join(out).encode()[:n]
 
     def binary(self, n):
-        rng = self.rng
-        k = n // 9 + 1
-        snips = rng.choices(self.snips, cum_weights=self.snip_cum, k=k)
-        ops = rng.randbytes(3 * k)
-        parts = []
-        for i, s in enumerate(snips):
-            parts.append(s)
-            # About half the instructions carry an operand (address, immediate).
-            if i & 1:
-                parts.append(ops[3 * i:3 * i + 3])
+        rng, parts, size = self.rng, [], 0
+        while size < n:
+            k = (n - size) // 6 + 16
+            snips = rng.choices(self.snips, cum_weights=self.snip_cum, k=k)
+            ops = rng.randbytes(3 * k)
+            for i, s in enumerate(snips):
+                parts.append(s)
+                size += len(s)
+                # A third of the instructions carry an operand (address, immediate).
+                if i % 3 == 0:
+                    parts.append(ops[3 * i:3 * i + 3])
+                    size += 3
         return b"".join(parts)[:n]
 
     def random(self, n):
@@ -89,13 +98,16 @@ class Gen:
         # Log-uniform: many small files, a few big ones.
         return int(lo * (hi / lo) ** self.rng.random())
 
-    def path(self):
-        rng = self.rng
-        depth = rng.randint(1, 4)
-        parts = [rng.choice(DIR_WORDS) for _ in range(depth)]
-        parts.append(rng.choice(self.words[:2000]) + rng.choice(
-            ["", ".so", ".py", ".txt", ".h", ".js", ".conf", ".1.gz", ".json", ""]))
-        return os.path.join(*parts)
+    def dirs(self, count):
+        # Packages install into a limited set of directories: about ten files per directory.
+        rng, dirs = self.rng, set()
+        while len(dirs) < count:
+            dirs.add(os.path.join(*[rng.choice(DIR_WORDS) for _ in range(rng.randint(1, 4))]))
+        return sorted(dirs)
+
+    def file_name(self):
+        return self.rng.choice(self.words[:1500]) + self.rng.choice(
+            ["", ".so", ".py", ".txt", ".h", ".js", ".conf", ".1.gz", ".json", ""])
 
 
 def tree(dest, index):
@@ -103,11 +115,13 @@ def tree(dest, index):
     g = Gen(f"corral-bench-layer-{index}")
     rng = g.rng
     kinds = ["text", "binary", "random"]
+    mean_size = (hi - lo) / math.log(hi / lo)
+    dirs = g.dirs(max(4, int(total / mean_size / 10)))
     written, files, paths = 0, 0, []
     while written < total:
         kind = rng.choices(kinds, shares)[0]
         n = min(g.size(lo, hi), total - written)
-        rel = os.path.join(name, g.path())
+        rel = os.path.join(name, rng.choice(dirs), g.file_name())
         p = os.path.join(dest, rel)
         if os.path.exists(p):
             continue
@@ -125,16 +139,6 @@ def tree(dest, index):
         os.makedirs(os.path.dirname(link), exist_ok=True)
         os.symlink(os.path.relpath(os.path.join(dest, target), os.path.dirname(link)), link)
     print(f"layer {index} ({name}): {files} files, {written} bytes", file=sys.stderr)
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(MIB)
-            if not b:
-                return h.hexdigest()
-            h.update(b)
 
 
 def layout(dest, tag, layers):
