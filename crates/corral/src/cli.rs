@@ -34,6 +34,83 @@ pub struct Cli {
 /// The top-level verbs.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create and start a container from an image.
+    Run(RunArgs),
+    /// Create a container without starting it.
+    Create(RunArgs),
+    /// Start a created container.
+    Start {
+        /// Attach to its output and exit with its code.
+        #[arg(short, long)]
+        attach: bool,
+        /// The container (name or id).
+        container: String,
+    },
+    /// List containers.
+    Ps {
+        /// All containers, not only running ones.
+        #[arg(short, long)]
+        all: bool,
+        /// Only ids.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a container's output.
+    Logs {
+        /// Keep following the output until the container exits.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<usize>,
+        /// Prefix each line with its time.
+        #[arg(short, long)]
+        timestamps: bool,
+        /// The container.
+        container: String,
+    },
+    /// Stop containers: SIGTERM, then SIGKILL after a grace period.
+    Stop {
+        /// Seconds to wait before SIGKILL.
+        #[arg(short, long, default_value_t = 10)]
+        time: u64,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Send a signal to containers.
+    Kill {
+        /// Signal name or number.
+        #[arg(short, long, default_value = "KILL")]
+        signal: String,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove containers.
+    Rm {
+        /// Kill running containers first.
+        #[arg(short, long)]
+        force: bool,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Wait for containers to exit and print their exit codes.
+    Wait {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Show a container (or image) as JSON.
+    Inspect {
+        /// Containers or images.
+        #[arg(required = true)]
+        targets: Vec<String>,
+    },
     /// Manage images: import, load, save, list, inspect, tag, remove, prune.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -72,6 +149,79 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Arguments of `run` and `create`: docker's names.
+#[derive(Debug, Args)]
+#[command(trailing_var_arg = true)]
+pub struct RunArgs {
+    /// Run in the background and print the container id.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Name the container.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Set an environment variable (K=V, or K to take it from here).
+    #[arg(short, long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Read environment variables from a file (K=V lines).
+    #[arg(long)]
+    pub env_file: Vec<PathBuf>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// User to run as: UID[:GID].
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Hostname (default: the short id).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Keep standard input open.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a terminal (not yet supported: the flag is refused).
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Override the image's entrypoint.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Bind mount HOSTDIR:DST[:ro].
+    #[arg(short, long = "volume", value_name = "SRC:DST[:ro]")]
+    pub volume: Vec<String>,
+    /// Mount a tmpfs at DST.
+    #[arg(long)]
+    pub tmpfs: Vec<String>,
+    /// Mount the root filesystem read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Memory limit (e.g. 64m, 1g).
+    #[arg(short, long)]
+    pub memory: Option<String>,
+    /// CPUs the container may use (e.g. 0.5, 2).
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Relative CPU weight (default 1024).
+    #[arg(long)]
+    pub cpu_shares: Option<u64>,
+    /// CPUs allowed (0-1, 0,2).
+    #[arg(long)]
+    pub cpuset_cpus: Option<String>,
+    /// Maximum number of processes (-1: unlimited).
+    #[arg(long)]
+    pub pids_limit: Option<i64>,
+    /// Network: none or host (named networks arrive with corral-net).
+    #[arg(long, default_value = "none")]
+    pub network: String,
+    /// Security options: no-new-privileges.
+    #[arg(long)]
+    pub security_opt: Vec<String>,
+    /// The image.
+    pub image: String,
+    /// The command and its arguments (default: the image's).
+    pub command: Vec<String>,
 }
 
 /// `corral image ...`

@@ -4,8 +4,24 @@
 /// corral's own failure.
 pub const CORRAL_FAILURE: i32 = 125;
 
+/// An exit with a given code whose message (if any) was already printed: the workload's own
+/// code, or docker's 126/127.
+#[derive(Debug)]
+pub struct Code(pub i32);
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit code {}", self.0)
+    }
+}
+
+impl std::error::Error for Code {}
+
 /// Prints `err` with its causes and a hint; returns the exit code.
 pub fn report(err: &anyhow::Error) -> i32 {
+    if let Some(Code(c)) = err.downcast_ref::<Code>() {
+        return *c;
+    }
     let mut msg = format!("error: {err}");
     for cause in err.chain().skip(1) {
         msg.push_str(&format!(": {cause}"));

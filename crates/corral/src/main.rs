@@ -11,6 +11,13 @@ mod progress;
 use clap::Parser;
 
 fn main() {
+    // The container's own processes: dispatched before any parsing, on the start path.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    match argv.get(1).and_then(|a| a.to_str()) {
+        Some("__init") => commands::container::init(&argv[2..]),
+        Some("__monitor") => std::process::exit(commands::container::monitor(&argv[2..])),
+        _ => {}
+    }
     let code = match cli::Cli::try_parse() {
         Ok(cli) => {
             init_logging(&cli.log_level);

@@ -1,6 +1,7 @@
 //! One module per group of verbs: each turns parsed flags into library calls and prints the
 //! result.
 
+pub mod container;
 mod host;
 mod image;
 
@@ -12,6 +13,24 @@ use crate::cli::{Cli, Command, ImageCommand};
 pub fn run(cli: Cli) -> Result<()> {
     let root = cli.root;
     match cli.command {
+        Command::Run(a) => container::run(&root, a, true),
+        Command::Create(a) => container::run(&root, a, false),
+        Command::Start {
+            attach,
+            container: c,
+        } => container::start(&root, &c, attach),
+        Command::Ps { all, quiet, json } => container::ps(&root, all, quiet, json),
+        Command::Logs {
+            follow,
+            tail,
+            timestamps,
+            container: c,
+        } => container::logs(&root, &c, follow, tail, timestamps),
+        Command::Stop { time, containers } => container::stop(&root, &containers, time),
+        Command::Kill { signal, containers } => container::kill(&root, &containers, &signal),
+        Command::Rm { force, containers } => container::rm(&root, &containers, force),
+        Command::Wait { containers } => container::wait(&root, &containers),
+        Command::Inspect { targets } => container::inspect(&root, &targets),
         Command::Image(cmd) => image::run(&root, cmd),
         Command::Pull(a) => image::run(&root, ImageCommand::Pull(a)),
         Command::Push(a) => image::run(&root, ImageCommand::Push(a)),

@@ -1,0 +1,37 @@
+//! The cpuset controller: `--cpuset-cpus`. In v1 a new cpuset starts empty and admits no task
+//! until `cpuset.cpus` and `cpuset.mems` are set, so they are copied from the parent first.
+
+use std::path::Path;
+
+use super::{write, CgroupController, CgroupError, Layout};
+use crate::config::Resources;
+
+pub struct Cpuset;
+
+impl CgroupController for Cpuset {
+    const NAME: &'static str = "cpuset";
+
+    fn needed(r: &Resources) -> bool {
+        r.cpuset_cpus.is_some()
+    }
+
+    fn apply(layout: Layout, dir: &Path, r: &Resources) -> Result<(), CgroupError> {
+        let Some(cpus) = &r.cpuset_cpus else {
+            return Ok(());
+        };
+        let _ = layout;
+        write(dir, "cpuset.cpus", cpus)
+    }
+}
+
+/// Copies `cpuset.cpus` and `cpuset.mems` from `parent` into `child` (v1).
+pub fn inherit(parent: &Path, child: &Path) -> Result<(), CgroupError> {
+    for f in ["cpuset.cpus", "cpuset.mems"] {
+        let v = std::fs::read_to_string(parent.join(f)).unwrap_or_default();
+        let v = v.trim();
+        if !v.is_empty() {
+            write(child, f, v)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! cgroups, v1 and v2, detected at run time; a thin layer of corral's own (measured: a
+//! container needs a handful of file writes, so no library is worth its weight on the start
+//! path).
+//!
+//! v1 (including the hybrid layout, where `/sys/fs/cgroup` is a tmpfs of v1 hierarchies and a
+//! cgroup2 mount at `unified/` holds no controller that matters here): one directory per
+//! controller, `/sys/fs/cgroup/<controller>/corral/<id>`. v2: one directory,
+//! `/sys/fs/cgroup/corral/<id>`, with the controllers enabled in `corral/cgroup.subtree_control`.
+//! Every path is taken relative to a root given by the caller, so tests can point it at a
+//! temporary directory (youki's `get_cgroup_setup_with_root`).
+//!
+//! One file per controller behind [`CgroupController`].
+
+mod cpu;
+mod cpuset;
+mod devices;
+mod memory;
+mod pids;
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::config::Resources;
+
+/// The cgroup layout of a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Separate v1 hierarchies (possibly beside an unused cgroup2 mount: "hybrid").
+    V1,
+    /// The unified v2 hierarchy.
+    V2,
+}
+
+/// Errors of cgroup operations.
+#[derive(Debug, thiserror::Error)]
+#[error("cgroup {what} {path}")]
+pub struct CgroupError {
+    /// What was being done.
+    pub what: &'static str,
+    /// On what.
+    pub path: PathBuf,
+    /// The cause.
+    #[source]
+    pub err: io::Error,
+}
+
+fn err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CgroupError + 'a {
+    move |e| CgroupError {
+        what,
+        path: path.to_owned(),
+        err: e,
+    }
+}
+
+/// Writes a cgroup file.
+pub(crate) fn write(dir: &Path, file: &str, value: &str) -> Result<(), CgroupError> {
+    let p = dir.join(file);
+    fs::write(&p, value).map_err(err("writing", &p))
+}
+
+/// One controller: how it applies [`Resources`] in each layout.
+pub trait CgroupController {
+    /// The v1 hierarchy name (`memory`, `cpu` ...) and the v2 controller name.
+    const NAME: &'static str;
+    /// Whether the resources ask anything of this controller.
+    fn needed(r: &Resources) -> bool;
+    /// Writes the limits into `dir`.
+    fn apply(layout: Layout, dir: &Path, r: &Resources) -> Result<(), CgroupError>;
+}
+
+/// Detects the layout under `root` (normally `/sys/fs/cgroup`).
+pub fn detect(root: &Path) -> Layout {
+    if root.join("cgroup.controllers").exists() {
+        Layout::V2
+    } else {
+        Layout::V1
+    }
+}
+
+/// The v1 hierarchies corral places every container in: enough to limit, count and kill it.
+const V1_HIERARCHIES: &[&str] = &[
+    "memory", "cpu", "cpuacct", "cpuset", "pids", "devices", "freezer",
+];
+
+/// A container's cgroup.
+#[derive(Debug, Clone)]
+pub struct Cgroup {
+    layout: Layout,
+    /// Its directories (one per v1 hierarchy, or one v2 directory).
+    pub dirs: Vec<PathBuf>,
+}
+
+impl Cgroup {
+    /// Creates the cgroup of container `id` under `root` and applies `r`.
+    pub fn create(root: &Path, id: &str, r: &Resources) -> Result<Self, CgroupError> {
+        let layout = detect(root);
+        let mut cg = Cgroup {
+            layout,
+            dirs: Vec::new(),
+        };
+        let res = cg.create_inner(root, id, r);
+        if res.is_err() {
+            cg.destroy();
+        }
+        res.map(|()| cg)
+    }
+
+    fn create_inner(&mut self, root: &Path, id: &str, r: &Resources) -> Result<(), CgroupError> {
+        match self.layout {
+            Layout::V2 => {
+                let parent = root.join("corral");
+                mkdir(&parent)?;
+                // Delegate the controllers we use to our subtree (those the root offers).
+                let offered =
+                    fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+                for c in ["cpu", "cpuset", "memory", "pids"] {
+                    if offered.split_whitespace().any(|o| o == c) {
+                        let _ = write(root, "cgroup.subtree_control", &format!("+{c}"));
+                        let _ = write(&parent, "cgroup.subtree_control", &format!("+{c}"));
+                    }
+                }
+                let dir = parent.join(id);
+                mkdir(&dir)?;
+                self.dirs.push(dir.clone());
+                self.apply_all(&dir, &dir, &dir, &dir, &dir, r)?;
+            }
+            Layout::V1 => {
+                let mut by = std::collections::HashMap::new();
+                for h in V1_HIERARCHIES {
+                    let base = root.join(h);
+                    // cpu and cpuacct are often one hierarchy with two names: link, skip.
+                    if !base.exists()
+                        || self
+                            .dirs
+                            .iter()
+                            .any(|d| same_dir(d, &base.join("corral").join(id)))
+                    {
+                        continue;
+                    }
+                    let parent = base.join("corral");
+                    let fresh_parent = !parent.exists();
+                    mkdir(&parent)?;
+                    if *h == "cpuset" && fresh_parent {
+                        cpuset::inherit(&base, &parent)?;
+                    }
+                    let dir = parent.join(id);
+                    mkdir(&dir)?;
+                    if *h == "cpuset" {
+                        cpuset::inherit(&parent, &dir)?;
+                    }
+                    self.dirs.push(dir.clone());
+                    by.insert(*h, dir);
+                }
+                let get = |h: &str| by.get(h).cloned().unwrap_or_default();
+                self.apply_all(
+                    &get("memory"),
+                    &get("cpu"),
+                    &get("cpuset"),
+                    &get("pids"),
+                    &get("devices"),
+                    r,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_all(
+        &self,
+        mem: &Path,
+        cpu_dir: &Path,
+        cpuset_dir: &Path,
+        pids_dir: &Path,
+        devices_dir: &Path,
+        r: &Resources,
+    ) -> Result<(), CgroupError> {
+        apply::<memory::Memory>(self.layout, mem, r)?;
+        apply::<cpu::Cpu>(self.layout, cpu_dir, r)?;
+        apply::<cpuset::Cpuset>(self.layout, cpuset_dir, r)?;
+        apply::<pids::Pids>(self.layout, pids_dir, r)?;
+        if self.layout == Layout::V1 && !devices_dir.as_os_str().is_empty() {
+            devices::allow_default(devices_dir)?;
+        }
+        Ok(())
+    }
+
+    /// Moves process `pid` into every directory of the cgroup.
+    pub fn add(&self, pid: i32) -> Result<(), CgroupError> {
+        for d in &self.dirs {
+            write(d, "cgroup.procs", &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The pids in the cgroup.
+    pub fn procs(&self) -> Vec<i32> {
+        let Some(d) = self.dirs.first() else {
+            return Vec::new();
+        };
+        fs::read_to_string(d.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    /// Whether the OOM killer killed a process of the cgroup.
+    pub fn oom_killed(&self) -> bool {
+        self.dirs
+            .iter()
+            .any(|d| memory::oom_kills(self.layout, d) > 0)
+    }
+
+    /// Removes the cgroup's directories (they must be empty of processes; retried briefly while
+    /// the kernel finishes tearing down the last ones).
+    pub fn destroy(&self) {
+        for d in &self.dirs {
+            for _ in 0..50 {
+                match fs::remove_dir(d) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                }
+            }
+            // The shared `corral` parent goes with its last container (busy otherwise: fine).
+            if let Some(parent) = d.parent() {
+                let _ = fs::remove_dir(parent);
+            }
+        }
+    }
+
+    /// Re-opens the cgroup of a container from its recorded directories.
+    pub fn from_dirs(root: &Path, dirs: Vec<PathBuf>) -> Self {
+        Cgroup {
+            layout: detect(root),
+            dirs,
+        }
+    }
+}
+
+fn apply<C: CgroupController>(
+    layout: Layout,
+    dir: &Path,
+    r: &Resources,
+) -> Result<(), CgroupError> {
+    if C::needed(r) {
+        if dir.as_os_str().is_empty() {
+            return Err(CgroupError {
+                what: "controller not mounted:",
+                path: PathBuf::from(C::NAME),
+                err: io::Error::from(io::ErrorKind::NotFound),
+            });
+        }
+        C::apply(layout, dir, r)?;
+    }
+    Ok(())
+}
+
+fn mkdir(p: &Path) -> Result<(), CgroupError> {
+    match fs::create_dir(p) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(err("creating", p)(e)),
+        _ => Ok(()),
+    }
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (fs::canonicalize(a), fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}

@@ -1,0 +1,215 @@
+//! What a container is to run, decided before it starts: the runtime's own plan, written to
+//! `config.json` in the container's state directory and read by the monitor and the init.
+//!
+//! The CLI builds it from an image config and docker-style flags ([`ContainerConfig::defaults`]
+//! holds podman's hardening defaults); the OCI runtime mode will build it from a bundle's
+//! `config.json`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// podman's default capabilities (containers.conf `default_capabilities`).
+pub const DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SETFCAP",
+    "CAP_SETGID",
+    "CAP_SETPCAP",
+    "CAP_SETUID",
+    "CAP_SYS_CHROOT",
+];
+
+/// docker's masked paths: hidden behind /dev/null or an empty read-only tmpfs.
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// docker's read-only paths.
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// A bind mount from the host (or a named volume's directory).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Bind {
+    /// Host path.
+    pub source: PathBuf,
+    /// Path inside the container.
+    pub destination: String,
+    /// Read-only.
+    pub readonly: bool,
+}
+
+/// cgroup limits.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Resources {
+    /// Memory limit in bytes.
+    pub memory: Option<u64>,
+    /// CPU quota in microseconds per `cpu_period`.
+    pub cpu_quota: Option<i64>,
+    /// CPU period in microseconds.
+    pub cpu_period: Option<u64>,
+    /// Relative CPU weight (docker's shares, 2..262144).
+    pub cpu_shares: Option<u64>,
+    /// Allowed CPUs ("0-1", "0,2").
+    pub cpuset_cpus: Option<String>,
+    /// Maximum number of tasks.
+    pub pids_limit: Option<i64>,
+}
+
+/// Network mode (other networks arrive with corral-net).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Its own network namespace with only loopback.
+    #[default]
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+/// One resource limit.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Rlimit {
+    /// RLIMIT_* name without the prefix, lowercase ("nofile").
+    pub name: RlimitName,
+    /// Soft limit.
+    pub soft: u64,
+    /// Hard limit.
+    pub hard: u64,
+}
+
+/// The limits corral sets.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum RlimitName {
+    Nofile,
+    Nproc,
+    Core,
+    Memlock,
+    Stack,
+}
+
+/// Everything the init needs to set up and exec the container's process.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContainerConfig {
+    /// Overlay lower directories, bottom layer first.
+    pub layers: Vec<PathBuf>,
+    /// The process: argv.
+    pub args: Vec<String>,
+    /// Environment, `K=V`.
+    pub env: Vec<String>,
+    /// Working directory (created if missing, as docker does).
+    pub cwd: String,
+    /// uid.
+    pub uid: u32,
+    /// gid.
+    pub gid: u32,
+    /// Hostname.
+    pub hostname: String,
+    /// Capabilities kept (names like `CAP_CHOWN`).
+    pub capabilities: Vec<String>,
+    /// Set no_new_privs before exec.
+    pub no_new_privileges: bool,
+    /// Root filesystem read-only.
+    pub read_only: bool,
+    /// Bind mounts.
+    pub binds: Vec<Bind>,
+    /// tmpfs mounts (destinations).
+    pub tmpfs: Vec<String>,
+    /// Keep stdin open.
+    pub interactive: bool,
+    /// cgroup limits.
+    pub resources: Resources,
+    /// Network mode.
+    pub network: NetworkMode,
+    /// Resource limits (capped at the caller's hard limits when applied).
+    pub rlimits: Vec<Rlimit>,
+    /// Paths to mask.
+    pub masked_paths: Vec<String>,
+    /// Paths to make read-only.
+    pub readonly_paths: Vec<String>,
+}
+
+impl ContainerConfig {
+    /// A config with podman's hardening defaults around `layers` and `args`.
+    pub fn defaults(layers: Vec<PathBuf>, args: Vec<String>) -> Self {
+        ContainerConfig {
+            layers,
+            args,
+            env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
+            cwd: "/".into(),
+            uid: 0,
+            gid: 0,
+            hostname: String::new(),
+            capabilities: DEFAULT_CAPS.iter().map(|s| s.to_string()).collect(),
+            no_new_privileges: false,
+            read_only: false,
+            binds: Vec::new(),
+            tmpfs: Vec::new(),
+            interactive: false,
+            resources: Resources::default(),
+            network: NetworkMode::None,
+            rlimits: vec![Rlimit {
+                name: RlimitName::Nofile,
+                soft: 1048576,
+                hard: 1048576,
+            }],
+            masked_paths: MASKED_PATHS.iter().map(|s| s.to_string()).collect(),
+            readonly_paths: READONLY_PATHS.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+/// Parses a size as docker does: bytes, or with a suffix b, k, m, g (powers of 1024).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim().to_ascii_lowercase();
+    let s = s.strip_suffix('b').unwrap_or(&s);
+    let (num, mul) = match s.chars().last()? {
+        'k' => (&s[..s.len() - 1], 1u64 << 10),
+        'm' => (&s[..s.len() - 1], 1 << 20),
+        'g' => (&s[..s.len() - 1], 1 << 30),
+        't' => (&s[..s.len() - 1], 1 << 40),
+        _ => (s, 1),
+    };
+    let v: f64 = num.parse().ok()?;
+    if !(v.is_finite() && v > 0.0) {
+        return None;
+    }
+    Some((v * mul as f64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_like_docker() {
+        assert_eq!(parse_size("64m"), Some(64 << 20));
+        assert_eq!(parse_size("1g"), Some(1 << 30));
+        assert_eq!(parse_size("512"), Some(512));
+        assert_eq!(parse_size("1.5k"), Some(1536));
+        assert_eq!(parse_size("bogus"), None);
+        assert_eq!(parse_size("-1m"), None);
+    }
+}

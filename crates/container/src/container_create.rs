@@ -1,0 +1,52 @@
+//! `create`: reserve the name, write the config and the state. Nothing runs yet.
+
+use crate::config::ContainerConfig;
+use crate::state::{new_id, now, Containers, State, StateError, Status};
+
+/// What to create.
+pub struct CreateRequest {
+    /// Name; generated from the id when absent.
+    pub name: Option<String>,
+    /// Image as the user named it.
+    pub image: String,
+    /// Image id.
+    pub image_id: String,
+    /// The plan.
+    pub config: ContainerConfig,
+    /// Remove when it exits.
+    pub auto_remove: bool,
+}
+
+/// Creates a container; returns its state.
+pub fn create(containers: &Containers, req: CreateRequest) -> Result<State, StateError> {
+    let id = new_id().map_err(|err| StateError::Io {
+        what: "reading",
+        path: "/dev/urandom".into(),
+        err,
+    })?;
+    let name = req.name.unwrap_or_else(|| format!("c-{}", &id[..12]));
+    containers.reserve_name(&name, &id)?;
+    let state = State {
+        id: id.clone(),
+        name: name.clone(),
+        image: req.image,
+        image_id: req.image_id,
+        created: now(),
+        status: Status::Created,
+        pid: None,
+        monitor_pid: None,
+        monitor_start: None,
+        exit_code: None,
+        oom_killed: false,
+        started_at: None,
+        finished_at: None,
+        error: None,
+        auto_remove: req.auto_remove,
+        cgroup_paths: Vec::new(),
+    };
+    if let Err(e) = containers.create(&state, &req.config) {
+        let _ = containers.remove(&state);
+        return Err(e);
+    }
+    Ok(state)
+}

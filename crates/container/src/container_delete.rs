@@ -1,0 +1,63 @@
+//! `rm`: remove a container and everything it made.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rustix::process::{kill_process, Pid, Signal};
+
+use crate::cgroups::Cgroup;
+use crate::container_kill::{self, KillError};
+use crate::state::{Containers, StateError, Status};
+
+/// Why a container could not be removed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteError {
+    /// The state store failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// It runs and force was not given.
+    #[error("container {0} is running: stop it first, or remove it with -f")]
+    Running(String),
+    /// Killing it failed.
+    #[error(transparent)]
+    Kill(#[from] KillError),
+}
+
+/// Removes a container; a running one only with `force` (it is killed first).
+pub fn delete(
+    containers: &Containers,
+    id: &str,
+    force: bool,
+    cgroup_root: &Path,
+) -> Result<(), DeleteError> {
+    let s = containers.load(id)?;
+    if s.status == Status::Running {
+        if !force {
+            return Err(DeleteError::Running(s.name));
+        }
+        match container_kill::kill(containers, id, Signal::KILL) {
+            Err(KillError::NotRunning(_)) | Ok(()) => {}
+            Err(e) => return Err(e.into()),
+        }
+        container_kill::wait_exit(containers, id, Some(Duration::from_secs(10)))?;
+    }
+    let s = match containers.load(id) {
+        Ok(s) => s,
+        // The monitor removed it (--rm) while we waited.
+        Err(StateError::NotFound(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    // A monitor that died leaves its cgroup, and maybe processes in it: end them by pid, then
+    // remove the directories.
+    if !s.cgroup_paths.is_empty() {
+        let cg = Cgroup::from_dirs(cgroup_root, s.cgroup_paths.clone());
+        for pid in cg.procs() {
+            if let Some(p) = Pid::from_raw(pid) {
+                let _ = kill_process(p, Signal::KILL);
+            }
+        }
+        cg.destroy();
+    }
+    containers.remove(&s)?;
+    Ok(())
+}

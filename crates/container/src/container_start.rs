@@ -1,0 +1,106 @@
+//! `start`: launch the monitor (corral re-executed), which outlives the CLI, and learn from it
+//! whether the workload's exec succeeded.
+
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::state::{Containers, StateError, Status};
+
+/// Why a start failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The state store failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The container is not in a state to start.
+    #[error("container {0} is {1}: only a created container can be started")]
+    NotCreated(String, &'static str),
+    /// The monitor could not be launched.
+    #[error("launching the container monitor")]
+    Spawn(#[source] std::io::Error),
+    /// The container's process could not be started; `code` is docker's (125, 126, 127).
+    #[error("{message}")]
+    Failed {
+        /// 125: corral's failure; 126: cannot run; 127: not found.
+        code: i32,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// How the CLI stays connected.
+pub enum Attach {
+    /// Returns once the workload runs.
+    Detached,
+    /// Streams the workload's output (and stdin if interactive) and waits for its end.
+    Attached,
+}
+
+/// Starts a created container. Attached, returns the workload's exit code once it ended.
+pub fn start(
+    containers: &Containers,
+    id: &str,
+    exe: &Path,
+    cgroup_root: &Path,
+    attach: Attach,
+) -> Result<Option<i32>, StartError> {
+    let state = containers.load(id)?;
+    if state.status != Status::Created {
+        let s = match state.status {
+            Status::Running => "running",
+            _ => "exited",
+        };
+        return Err(StartError::NotCreated(state.name, s));
+    }
+    let (mut notify_r, notify_w) = {
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| StartError::Spawn(e.into()))?;
+        rustix::io::fcntl_setfd(&w, rustix::io::FdFlags::empty())
+            .map_err(|e| StartError::Spawn(e.into()))?;
+        (std::fs::File::from(r), w)
+    };
+    let attached = matches!(attach, Attach::Attached);
+    let mut cmd = Command::new(exe);
+    cmd.arg("__monitor")
+        .arg(containers.dir(id).parent().unwrap_or(Path::new("/")))
+        .arg(id)
+        .arg(notify_w.as_raw_fd().to_string())
+        .arg(cgroup_root)
+        // Its own process group: the terminal's ^C reaches the CLI, not the monitor.
+        .process_group(0);
+    if attached {
+        cmd.arg("--attach");
+    } else {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+    }
+    let mut child = cmd.spawn().map_err(StartError::Spawn)?;
+    drop(notify_w);
+    let mut msg = String::new();
+    let _ = notify_r.read_to_string(&mut msg);
+    if let Some(rest) = msg.strip_prefix("ERR ") {
+        let _ = child.wait();
+        let (code, message) = rest.split_once(' ').unwrap_or(("125", rest));
+        return Err(StartError::Failed {
+            code: code.parse().unwrap_or(125),
+            message: message.to_owned(),
+        });
+    }
+    if msg != "OK" {
+        let _ = child.wait();
+        return Err(StartError::Failed {
+            code: 125,
+            message: "the container monitor exited before starting the container".into(),
+        });
+    }
+    if !attached {
+        return Ok(None);
+    }
+    // The monitor exits with the container's code (and with --rm the state is gone).
+    let st = child.wait().map_err(StartError::Spawn)?;
+    Ok(Some(st.code().unwrap_or(255)))
+}

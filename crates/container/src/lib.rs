@@ -1,0 +1,29 @@
+//! corral-container: the container runtime.
+//!
+//! Owns turning a [`config::ContainerConfig`] into a running, isolated, limited process tree:
+//! namespaces (pid, mount, uts, ipc, net, cgroup), cgroups v1 and v2 ([`cgroups`]), the root
+//! filesystem as an overlay of image layers ([`rootfs`]), capabilities and rlimits, the
+//! per-container monitor and the init ([`process`]), container state on disk ([`state`]), and
+//! the verbs, one per file (`container_*.rs`).
+//!
+//! Does not own: images (corral-image hands it layer directories), networks beyond `none` and
+//! `host` (corral-net), the command line.
+//!
+//! Not yet here (issue 3 continues): the default seccomp filter, user namespaces, `exec`,
+//! `pause`, `stats`, `top`, `cp`, ttys, restart policies, named volumes, the runc-compatible
+//! command line for podman and containerd, the v2 devices eBPF filter.
+
+#![warn(missing_docs)]
+
+pub mod cgroups;
+pub mod config;
+pub mod container_create;
+pub mod container_delete;
+pub mod container_kill;
+pub mod container_start;
+pub mod process;
+pub mod rootfs;
+pub mod state;
+
+pub use config::ContainerConfig;
+pub use state::{Containers, State, Status};

@@ -1,0 +1,174 @@
+//! The container's init: `corral __init STATE_DIR SYNC_FD STATUS_FD`, started by the monitor
+//! as PID 1 of a new PID namespace.
+//!
+//! It waits for the monitor's go (sent once it is inside the container's cgroup), enters new
+//! mount, UTS, IPC, network and cgroup namespaces, builds the root filesystem, applies
+//! hostname, rlimits, user, capabilities and no_new_privs, and execs the workload. If anything
+//! fails, it writes `CODE MESSAGE` to the status pipe (close-on-exec: a successful exec closes
+//! it with nothing written) and exits with CODE: 127 when the command is not found, 126 when it
+//! cannot be run, 125 for corral's own failures.
+
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+
+use rustix::process::{getrlimit, setrlimit, Resource, Rlimit as RRlimit};
+use rustix::thread::UnshareFlags;
+
+use crate::config::{ContainerConfig, NetworkMode, RlimitName};
+use crate::state::Containers;
+
+/// Runs the init; never returns.
+pub fn main(state_dir: &Path, sync_fd: i32, status_fd: i32) -> ! {
+    let Some(status) = super::inherited(status_fd) else {
+        std::process::exit(125);
+    };
+    let _ = rustix::io::fcntl_setfd(&status, rustix::io::FdFlags::CLOEXEC);
+    let (code, msg) = match run(state_dir, sync_fd) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    let mut f = std::fs::File::from(status);
+    let _ = f.write_all(format!("{code} {msg}").as_bytes());
+    std::process::exit(code);
+}
+
+enum Never {}
+
+fn run(state_dir: &Path, sync_fd: i32) -> Result<Never, (i32, String)> {
+    let own = |e: &dyn std::fmt::Display| (125, e.to_string());
+    // The go: one byte once we are in the cgroup. EOF means the monitor gave up.
+    let sync: OwnedFd = super::inherited(sync_fd).ok_or((125, "no sync pipe".to_owned()))?;
+    let mut go = [0u8; 1];
+    let mut sf = std::fs::File::from(sync);
+    if sf.read(&mut go).map_err(|e| own(&e))? != 1 {
+        return Err((125, "the monitor went away before the start".into()));
+    }
+    drop(sf);
+
+    let containers =
+        Containers::open(state_dir.parent().unwrap_or(Path::new("/"))).map_err(|e| own(&e))?;
+    let id = state_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let cfg: ContainerConfig = containers.config(&id).map_err(|e| own(&e))?;
+
+    let mut flags =
+        UnshareFlags::NEWNS | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC | UnshareFlags::NEWCGROUP;
+    if cfg.network == NetworkMode::None {
+        flags |= UnshareFlags::NEWNET;
+    }
+    // SAFETY: CLONE_FILES is not among the flags, and this process has one thread.
+    #[allow(unsafe_code)]
+    unsafe { rustix::thread::unshare_unsafe(flags) }
+        .map_err(|e| (125, format!("entering new namespaces: {e}")))?;
+
+    crate::rootfs::setup(&cfg, state_dir).map_err(|e| own(&error_chain(&e)))?;
+
+    if !cfg.hostname.is_empty() {
+        rustix::system::sethostname(cfg.hostname.as_bytes())
+            .map_err(|e| (125, format!("setting the hostname: {e}")))?;
+    }
+    for r in &cfg.rlimits {
+        let res = match r.name {
+            RlimitName::Nofile => Resource::Nofile,
+            RlimitName::Nproc => Resource::Nproc,
+            RlimitName::Core => Resource::Core,
+            RlimitName::Memlock => Resource::Memlock,
+            RlimitName::Stack => Resource::Stack,
+        };
+        // Never above the caller's hard limit: raising it needs CAP_SYS_RESOURCE, which root
+        // on some hosts lacks.
+        let cur = getrlimit(res);
+        let cap = |v: u64| cur.maximum.map_or(v, |m| v.min(m));
+        setrlimit(
+            res,
+            RRlimit {
+                current: Some(cap(r.soft)),
+                maximum: Some(cap(r.hard)),
+            },
+        )
+        .map_err(|e| (125, format!("setting rlimit {:?}: {e}", r.name)))?;
+    }
+    let cwd = if cfg.cwd.is_empty() {
+        "/"
+    } else {
+        cfg.cwd.as_str()
+    };
+    if std::fs::create_dir_all(cwd).is_err() && !Path::new(cwd).is_dir() {
+        return Err((125, format!("working directory {cwd} cannot be created")));
+    }
+    rustix::process::chdir(cwd).map_err(|e| (125, format!("entering {cwd}: {e}")))?;
+
+    drop_privileges(&cfg).map_err(|e| (125, e))?;
+    if cfg.no_new_privileges {
+        rustix::thread::set_no_new_privs(true).map_err(|e| (125, format!("no_new_privs: {e}")))?;
+    }
+
+    let Some((prog, args)) = cfg.args.split_first() else {
+        return Err((125, "no command given and the image has none".into()));
+    };
+    let mut cmd = std::process::Command::new(prog);
+    cmd.args(args).env_clear();
+    for kv in &cfg.env {
+        if let Some((k, v)) = kv.split_once('=') {
+            cmd.env(k, v);
+        }
+    }
+    let err = cmd.exec();
+    let code = match err.kind() {
+        std::io::ErrorKind::NotFound => 127,
+        _ => 126,
+    };
+    let what = if code == 127 {
+        "not found"
+    } else {
+        "cannot be run"
+    };
+    Err((code, format!("{prog:?}: {what}: {err}")))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Bounding set, then user and groups, then the capability sets for a root user.
+fn drop_privileges(cfg: &ContainerConfig) -> Result<(), String> {
+    use caps::{CapSet, Capability};
+    let keep: caps::CapsHashSet = cfg
+        .capabilities
+        .iter()
+        .filter_map(|c| c.parse::<Capability>().ok())
+        .collect();
+    for c in caps::all() {
+        if !keep.contains(&c) {
+            // Capabilities this kernel does not know cannot be dropped: ignore EINVAL.
+            let _ = caps::drop(None, CapSet::Bounding, c);
+        }
+    }
+    if cfg.gid != 0 || cfg.uid != 0 {
+        let gid = rustix::process::Gid::from_raw(cfg.gid);
+        let uid = rustix::process::Uid::from_raw(cfg.uid);
+        rustix::thread::set_thread_groups(&[]).map_err(|e| format!("clearing groups: {e}"))?;
+        rustix::thread::set_thread_res_gid(gid, gid, gid)
+            .map_err(|e| format!("setting gid {}: {e}", cfg.gid))?;
+        rustix::thread::set_thread_res_uid(uid, uid, uid)
+            .map_err(|e| format!("setting uid {}: {e}", cfg.uid))?;
+    }
+    if cfg.uid == 0 {
+        caps::set(None, CapSet::Inheritable, &caps::CapsHashSet::new())
+            .map_err(|e| format!("capabilities: {e}"))?;
+        caps::set(None, CapSet::Effective, &keep).map_err(|e| format!("capabilities: {e}"))?;
+        caps::set(None, CapSet::Permitted, &keep).map_err(|e| format!("capabilities: {e}"))?;
+    }
+    Ok(())
+}

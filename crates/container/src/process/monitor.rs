@@ -1,0 +1,306 @@
+//! The per-container monitor: `corral __monitor ROOT ID NOTIFY_FD [--attach]`.
+//!
+//! A small single-threaded process that outlives the CLI. It creates the cgroup, enters a new
+//! PID namespace (so its one child is PID 1 there), starts the init, puts it in the cgroup,
+//! gives it the go, and learns from the status pipe whether the exec succeeded. It tells the
+//! CLI through the notify pipe (`OK` or `ERR CODE MESSAGE`), then writes the container's output
+//! to `ctr.log` (docker's json-file lines; also to its own stdout/stderr when attached), reaps
+//! the exit status, records OOM kills, removes the cgroup, and records the end.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use rustix::event::{poll, PollFd, PollFlags};
+use rustix::pipe::{pipe_with, PipeFlags};
+use rustix::thread::UnshareFlags;
+
+use crate::cgroups::Cgroup;
+use crate::state::{now, process_start_time, Containers, State, Status};
+
+/// What the monitor needs to know.
+pub struct MonitorArgs<'a> {
+    /// The containers directory.
+    pub containers: &'a Containers,
+    /// The container.
+    pub id: &'a str,
+    /// Where to report the start's outcome.
+    pub notify: Option<OwnedFd>,
+    /// Copy the output to the monitor's own stdout/stderr.
+    pub attach: bool,
+    /// The cgroup root (normally /sys/fs/cgroup).
+    pub cgroup_root: &'a Path,
+    /// The corral binary, to start the init.
+    pub exe: &'a Path,
+}
+
+fn notify(n: &mut Option<OwnedFd>, msg: &str) {
+    if let Some(fd) = n.take() {
+        let _ = File::from(fd).write_all(msg.as_bytes());
+    }
+}
+
+/// Runs the monitor; returns its exit code (the container's).
+pub fn main(mut a: MonitorArgs<'_>) -> i32 {
+    let mut notify_fd = a.notify.take();
+    let mut state = match a.containers.load_raw(a.id) {
+        Ok(s) => s,
+        Err(e) => {
+            notify(&mut notify_fd, &format!("ERR 125 {e}"));
+            return 125;
+        }
+    };
+    match start(&a, &mut state) {
+        Ok((child, out, err, cgroup)) => {
+            notify(&mut notify_fd, "OK");
+            supervise(&a, state, child, out, err, cgroup)
+        }
+        Err((code, msg)) => {
+            state.status = Status::Exited;
+            state.exit_code = Some(code);
+            state.error = Some(msg.clone());
+            state.finished_at = Some(now());
+            state.pid = None;
+            let _ = a.containers.save(&state);
+            notify(&mut notify_fd, &format!("ERR {code} {msg}"));
+            if state.auto_remove {
+                let _ = a.containers.remove(&state);
+            }
+            code
+        }
+    }
+}
+
+type Started = (std::process::Child, OwnedFd, OwnedFd, Cgroup);
+
+fn start(a: &MonitorArgs<'_>, state: &mut State) -> Result<Started, (i32, String)> {
+    let own = |what: &str, e: &dyn std::fmt::Display| (125, format!("{what}: {e}"));
+    let cfg = a
+        .containers
+        .config(a.id)
+        .map_err(|e| own("reading config", &e))?;
+    let cgroup = Cgroup::create(a.cgroup_root, a.id, &cfg.resources).map_err(|e| {
+        let mut m = e.to_string();
+        if let Some(s) = std::error::Error::source(&e) {
+            m.push_str(&format!(": {s}"));
+        }
+        (125, format!("creating the cgroup: {m}"))
+    })?;
+    state.cgroup_paths = cgroup.dirs.clone();
+    let res = spawn_init(a, &cfg, &cgroup);
+    if res.is_err() {
+        cgroup.destroy();
+    }
+    let (child, out, err) = res?;
+    state.status = Status::Running;
+    state.pid = Some(child.id() as i32);
+    state.started_at = Some(now());
+    state.monitor_pid = Some(std::process::id() as i32);
+    state.monitor_start = process_start_time(std::process::id() as i32);
+    a.containers
+        .save(state)
+        .map_err(|e| own("recording the start", &e))?;
+    Ok((child, out, err, cgroup))
+}
+
+fn inheritable_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(pipe_with(PipeFlags::CLOEXEC)?)
+}
+
+fn spawn_init(
+    a: &MonitorArgs<'_>,
+    cfg: &crate::config::ContainerConfig,
+    cgroup: &Cgroup,
+) -> Result<(std::process::Child, OwnedFd, OwnedFd), (i32, String)> {
+    let e125 = |what: &str, e: io::Error| (125, format!("{what}: {e}"));
+    let (out_r, out_w) = inheritable_pipe().map_err(|e| e125("pipe", e))?;
+    let (err_r, err_w) = inheritable_pipe().map_err(|e| e125("pipe", e))?;
+    let (sync_r, sync_w) = inheritable_pipe().map_err(|e| e125("pipe", e))?;
+    let (status_r, status_w) = inheritable_pipe().map_err(|e| e125("pipe", e))?;
+    // The init's ends of the sync and status pipes survive its exec of corral.
+    for fd in [&sync_r, &status_w] {
+        rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())
+            .map_err(|e| e125("fcntl", e.into()))?;
+    }
+    // Our next child is PID 1 of a new PID namespace; the monitor itself stays outside.
+    // SAFETY: CLONE_FILES is not among the flags, and the monitor has one thread.
+    #[allow(unsafe_code)]
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWPID) }
+        .map_err(|e| e125("new PID namespace", e.into()))?;
+    let state_dir = a.containers.dir(a.id);
+    let stdin = if cfg.interactive {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    };
+    let mut cmd = Command::new(a.exe);
+    cmd.arg("__init")
+        .arg(&state_dir)
+        .arg(sync_r.as_fd().as_raw_fd_string())
+        .arg(status_w.as_fd().as_raw_fd_string())
+        .stdin(stdin)
+        .stdout(Stdio::from(out_w))
+        .stderr(Stdio::from(err_w))
+        .env_clear();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| e125("starting the container init", e))?;
+    drop(sync_r);
+    drop(status_w);
+    if let Err(e) = cgroup.add(child.id() as i32) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err((125, format!("joining the cgroup: {e}")));
+    }
+    let mut sync = File::from(sync_w);
+    if let Err(e) = sync.write_all(b"g") {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e125("starting the container", e));
+    }
+    drop(sync);
+    let mut report = String::new();
+    let _ = File::from(status_r).read_to_string(&mut report);
+    if !report.is_empty() {
+        let _ = child.wait();
+        let (code, msg) = report.split_once(' ').unwrap_or(("125", report.as_str()));
+        return Err((code.parse().unwrap_or(125), msg.to_owned()));
+    }
+    Ok((child, out_r, err_r))
+}
+
+trait RawFdString {
+    fn as_raw_fd_string(&self) -> String;
+}
+
+impl RawFdString for std::os::fd::BorrowedFd<'_> {
+    fn as_raw_fd_string(&self) -> String {
+        use std::os::fd::AsRawFd;
+        self.as_raw_fd().to_string()
+    }
+}
+
+/// Splits a stream into log lines.
+struct LogStream {
+    fd: Option<OwnedFd>,
+    name: &'static str,
+    pending: Vec<u8>,
+}
+
+fn supervise(
+    a: &MonitorArgs<'_>,
+    mut state: State,
+    mut child: std::process::Child,
+    out: OwnedFd,
+    err: OwnedFd,
+    cgroup: Cgroup,
+) -> i32 {
+    let log_path = a.containers.dir(a.id).join("ctr.log");
+    let mut log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .ok();
+    let mut streams = [
+        LogStream {
+            fd: Some(out),
+            name: "stdout",
+            pending: Vec::new(),
+        },
+        LogStream {
+            fd: Some(err),
+            name: "stderr",
+            pending: Vec::new(),
+        },
+    ];
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let open: Vec<usize> = (0..2).filter(|&i| streams[i].fd.is_some()).collect();
+        if open.is_empty() {
+            break;
+        }
+        let mut fds: Vec<PollFd<'_>> = open
+            .iter()
+            .map(|&i| PollFd::new(streams[i].fd.as_ref().expect("open"), PollFlags::IN))
+            .collect();
+        if poll(&mut fds, None).is_err() {
+            continue;
+        }
+        let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
+        drop(fds);
+        for (k, &i) in open.iter().enumerate() {
+            if !ready[k] {
+                continue;
+            }
+            let s = &mut streams[i];
+            let n = rustix::io::read(s.fd.as_ref().expect("open"), &mut buf).unwrap_or(0);
+            if n == 0 {
+                s.fd = None;
+                flush_lines(s, log.as_mut(), true);
+                continue;
+            }
+            if a.attach {
+                let _ = if i == 0 {
+                    io::stdout().write_all(&buf[..n])
+                } else {
+                    io::stderr().write_all(&buf[..n])
+                };
+            }
+            s.pending.extend_from_slice(&buf[..n]);
+            flush_lines(s, log.as_mut(), false);
+        }
+    }
+    let status = child.wait();
+    let code = match status {
+        Ok(st) => {
+            use std::os::unix::process::ExitStatusExt;
+            st.code()
+                .or_else(|| st.signal().map(|s| 128 + s))
+                .unwrap_or(255)
+        }
+        Err(_) => 255,
+    };
+    state.oom_killed = cgroup.oom_killed();
+    cgroup.destroy();
+    state.status = Status::Exited;
+    state.exit_code = Some(code);
+    state.pid = None;
+    state.finished_at = Some(now());
+    let _ = a.containers.save(&state);
+    if state.auto_remove {
+        let _ = a.containers.remove(&state);
+    }
+    code
+}
+
+fn flush_lines(s: &mut LogStream, log: Option<&mut File>, eof: bool) {
+    let Some(log) = log else {
+        s.pending.clear();
+        return;
+    };
+    let mut out = Vec::new();
+    let time = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
+    while let Some(pos) = s.pending.iter().position(|&b| b == b'\n') {
+        let line: Vec<u8> = s.pending.drain(..=pos).collect();
+        push_line(&mut out, &line, s.name, &time);
+    }
+    if eof && !s.pending.is_empty() {
+        let line = std::mem::take(&mut s.pending);
+        push_line(&mut out, &line, s.name, &time);
+    }
+    if !out.is_empty() {
+        let _ = log.write_all(&out);
+    }
+}
+
+fn push_line(out: &mut Vec<u8>, line: &[u8], stream: &str, time: &str) {
+    let entry = serde_json::json!({
+        "log": String::from_utf8_lossy(line),
+        "stream": stream,
+        "time": time,
+    });
+    serde_json::to_writer(&mut *out, &entry).expect("json");
+    out.push(b'\n');
+}

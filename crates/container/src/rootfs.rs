@@ -1,0 +1,348 @@
+//! The container's root filesystem, built by the init inside its own mount namespace: the
+//! overlay of the image layers, `/proc`, `/sys`, a minimal `/dev`, volumes, tmpfs; then
+//! `pivot_root` and the masked and read-only paths.
+//!
+//! Mount points inside the rootfs are resolved with `openat2(RESOLVE_IN_ROOT)` and mounted on
+//! through `/proc/self/fd/N`, so an image whose `/proc` or `/data` is a symlink to a host path
+//! cannot redirect a mount onto the host (the class of CVE-2019-16884 and CVE-2021-30465).
+//! Because the mount namespace is private and dies with the container, nothing is ever mounted
+//! in the host's namespace and nothing can leak.
+
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+
+use rustix::fs::{self as rfs, FileType, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+use rustix::mount::{
+    mount, mount_bind_recursive, mount_change, mount_remount, unmount, MountFlags,
+    MountPropagationFlags, UnmountFlags,
+};
+
+use crate::config::ContainerConfig;
+
+/// A step of building the root filesystem failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {path}")]
+pub struct RootfsError {
+    /// What was being done.
+    pub what: &'static str,
+    /// On what.
+    pub path: String,
+    /// The cause.
+    #[source]
+    pub err: io::Error,
+}
+
+fn fail<'a, E: Into<io::Error>>(
+    what: &'static str,
+    path: &'a str,
+) -> impl FnOnce(E) -> RootfsError + 'a {
+    move |e| RootfsError {
+        what,
+        path: path.to_owned(),
+        err: e.into(),
+    }
+}
+
+fn proc_fd(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// Opens (creating as a directory, or as an empty file when `file`) `path` inside `root`,
+/// resolved by the kernel within `root`; returns an O_PATH fd to mount onto.
+fn target(root: &OwnedFd, path: &str, file: bool) -> Result<OwnedFd, RootfsError> {
+    let rel = path.trim_start_matches('/');
+    let open = |p: &str| {
+        rfs::openat2(
+            root,
+            if p.is_empty() { "." } else { p },
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )
+    };
+    match open(rel) {
+        Ok(fd) => return Ok(fd),
+        Err(Errno::NOENT) => {}
+        Err(e) => return Err(fail("resolving mount point", path)(e)),
+    }
+    // Create the missing components, each resolved inside root.
+    let comps: Vec<&str> = rel
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    let mut cur = open("").map_err(fail("opening rootfs", path))?;
+    for (i, c) in comps.iter().enumerate() {
+        let prefix = comps[..=i].join("/");
+        cur = match open(&prefix) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => {
+                let dir = rfs::openat2(
+                    root,
+                    if i == 0 {
+                        ".".to_owned()
+                    } else {
+                        comps[..i].join("/")
+                    },
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+                )
+                .map_err(fail("resolving mount point", path))?;
+                let last = i + 1 == comps.len();
+                let made = if file && last {
+                    rfs::openat(
+                        &dir,
+                        *c,
+                        OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
+                        Mode::from_raw_mode(0o644),
+                    )
+                    .map(drop)
+                } else {
+                    rfs::mkdirat(&dir, *c, Mode::from_raw_mode(0o755))
+                };
+                match made {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => return Err(fail("creating mount point", path)(e)),
+                }
+                open(&prefix).map_err(fail("resolving mount point", path))?
+            }
+            Err(e) => return Err(fail("resolving mount point", path)(e)),
+        };
+    }
+    Ok(cur)
+}
+
+/// Builds the root filesystem at `rootfs` (a directory of the container's state) and pivots
+/// into it. Runs in the init, in its new mount namespace, before dropping privileges.
+pub fn setup(cfg: &ContainerConfig, state_dir: &Path) -> Result<(), RootfsError> {
+    // Nothing we mount may propagate back to the host.
+    mount_change(
+        "/",
+        MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+    )
+    .map_err(fail("making / private", "/"))?;
+
+    let rootfs = state_dir.join("rootfs");
+    let rootfs_s = rootfs.display().to_string();
+    let mut lower: Vec<String> = cfg
+        .layers
+        .iter()
+        .rev()
+        .map(|p| p.display().to_string())
+        .collect();
+    if lower.is_empty() {
+        // An image without layers: an empty lower directory.
+        let empty = state_dir.join("empty");
+        fs::create_dir_all(&empty).map_err(fail("creating", "empty"))?;
+        lower.push(empty.display().to_string());
+    }
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        state_dir.join("upper").display(),
+        state_dir.join("work").display()
+    );
+    let opts_c = std::ffi::CString::new(opts)
+        .map_err(|e| fail("overlay options", "rootfs")(io::Error::other(e)))?;
+    mount(
+        "overlay",
+        &rootfs,
+        "overlay",
+        MountFlags::empty(),
+        Some(opts_c.as_c_str()),
+    )
+    .map_err(fail("mounting overlay on", &rootfs_s))?;
+
+    let root = rfs::open(
+        &rootfs,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(fail("opening", &rootfs_s))?;
+
+    let nosuid_nodev_noexec = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    mount_fs(&root, "proc", "/proc", "proc", nosuid_nodev_noexec, None)?;
+    mount_fs(
+        &root,
+        "tmpfs",
+        "/dev",
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )?;
+    make_devices(&root)?;
+    mount_fs(
+        &root,
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        MountFlags::NOSUID | MountFlags::NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )?;
+    mount_fs(
+        &root,
+        "shm",
+        "/dev/shm",
+        "tmpfs",
+        nosuid_nodev_noexec,
+        Some("mode=1777,size=65536k"),
+    )?;
+    mount_fs(
+        &root,
+        "mqueue",
+        "/dev/mqueue",
+        "mqueue",
+        nosuid_nodev_noexec,
+        None,
+    )?;
+    let sys_flags = nosuid_nodev_noexec | MountFlags::RDONLY;
+    if mount_fs(&root, "sysfs", "/sys", "sysfs", sys_flags, None).is_err() {
+        // Without a network namespace of its own, sysfs cannot be mounted afresh: bind the
+        // host's, read-only (as runc does).
+        let t = target(&root, "/sys", false)?;
+        mount_bind_recursive("/sys", proc_fd(&t)).map_err(fail("binding", "/sys"))?;
+        let t = target(&root, "/sys", false)?;
+        mount_remount(
+            proc_fd(&t),
+            MountFlags::BIND | MountFlags::RDONLY | sys_flags,
+            "",
+        )
+        .map_err(fail("remounting read-only", "/sys"))?;
+    }
+    for t in &cfg.tmpfs {
+        mount_fs(
+            &root,
+            "tmpfs",
+            t,
+            "tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV,
+            Some("mode=1777"),
+        )?;
+    }
+    for b in &cfg.binds {
+        let is_file = fs::metadata(&b.source)
+            .map(|m| !m.is_dir())
+            .unwrap_or(false);
+        let t = target(&root, &b.destination, is_file)?;
+        mount_bind_recursive(&b.source, proc_fd(&t))
+            .map_err(fail("binding volume on", &b.destination))?;
+        if b.readonly {
+            let t = target(&root, &b.destination, is_file)?;
+            mount_remount(proc_fd(&t), MountFlags::BIND | MountFlags::RDONLY, "")
+                .map_err(fail("remounting read-only", &b.destination))?;
+        }
+    }
+    drop(root);
+
+    // pivot_root(".", ".") then detach the old root stacked beneath (runc's trick: no
+    // directory for the old root is needed inside the image).
+    rustix::process::chdir(&rootfs).map_err(fail("entering", &rootfs_s))?;
+    rustix::process::pivot_root(".", ".").map_err(fail("pivot_root into", &rootfs_s))?;
+    unmount(".", UnmountFlags::DETACH).map_err(fail("detaching the old root", "/"))?;
+    rustix::process::chdir("/").map_err(fail("entering", "/"))?;
+
+    if cfg.read_only {
+        mount_remount("/", MountFlags::BIND | MountFlags::RDONLY, "")
+            .map_err(fail("remounting read-only", "/"))?;
+    }
+    for p in &cfg.masked_paths {
+        mask(p)?;
+    }
+    for p in &cfg.readonly_paths {
+        readonly(p)?;
+    }
+    Ok(())
+}
+
+fn mount_fs(
+    root: &OwnedFd,
+    source: &str,
+    dest: &str,
+    fstype: &str,
+    flags: MountFlags,
+    data: Option<&str>,
+) -> Result<(), RootfsError> {
+    let t = target(root, dest, false)?;
+    let data = data.map(|d| std::ffi::CString::new(d).expect("static options"));
+    mount(source, proc_fd(&t), fstype, flags, data.as_deref()).map_err(fail("mounting", dest))
+}
+
+/// Device nodes of the container's /dev (the devices cgroup allows exactly these).
+fn make_devices(root: &OwnedFd) -> Result<(), RootfsError> {
+    let dev = target(root, "/dev", false)?;
+    let dev = rfs::open(
+        proc_fd(&dev),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(fail("opening", "/dev"))?;
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        rfs::mknodat(
+            &dev,
+            name,
+            FileType::CharacterDevice,
+            Mode::from_raw_mode(0o666),
+            rfs::makedev(major, minor),
+        )
+        .map_err(fail("creating device", name))?;
+        // mknod honours the umask: set the mode exactly.
+        rfs::chmodat(
+            &dev,
+            name,
+            Mode::from_raw_mode(0o666),
+            rfs::AtFlags::empty(),
+        )
+        .map_err(fail("chmod", name))?;
+    }
+    for (link, to) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("core", "/proc/kcore"),
+    ] {
+        rfs::symlinkat(to, &dev, link).map_err(fail("creating link", link))?;
+    }
+    Ok(())
+}
+
+/// Hides a path: /dev/null over a file, an empty read-only tmpfs over a directory.
+fn mask(path: &str) -> Result<(), RootfsError> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(fail("masking", path)(e)),
+        Ok(m) if m.is_dir() => {
+            mount("tmpfs", path, "tmpfs", MountFlags::RDONLY, None).map_err(fail("masking", path))
+        }
+        Ok(_) => rustix::mount::mount_bind("/dev/null", path).map_err(fail("masking", path)),
+    }
+}
+
+/// Makes a path read-only (a bind mount on itself, remounted read-only).
+fn readonly(path: &str) -> Result<(), RootfsError> {
+    if !Path::new(path).exists() {
+        return Ok(());
+    }
+    mount_bind_recursive(path, path).map_err(fail("binding", path))?;
+    mount_remount(
+        path,
+        MountFlags::BIND
+            | MountFlags::RDONLY
+            | MountFlags::NOSUID
+            | MountFlags::NODEV
+            | MountFlags::NOEXEC,
+        "",
+    )
+    .map_err(fail("remounting read-only", path))
+}

@@ -1,0 +1,326 @@
+//! Container state on disk, under `CORRAL_ROOT/containers`:
+//!
+//! ```text
+//! containers/<id>/config.json   the ContainerConfig
+//! containers/<id>/state.json    status, pids, exit code; rewritten atomically
+//! containers/<id>/ctr.log       output, docker json-file lines
+//! containers/<id>/{upper,work,rootfs}   overlay dirs and mount point (mounted only inside
+//!                               the container's mount namespace)
+//! containers/names/<name>       the id; created with O_EXCL, so one name has one owner
+//! ```
+//!
+//! A container whose monitor died is reconciled on read: it is reported as exited with an
+//! unknown code (255) and the error says so.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ContainerConfig;
+
+/// Errors of the container state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// A filesystem operation failed.
+    #[error("{what} {path}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        err: io::Error,
+    },
+    /// A state file does not parse.
+    #[error("corrupt state file {path} (remove the container with `corral rm -f`)")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        err: serde_json::Error,
+    },
+    /// No container has this id or name.
+    #[error("no such container: {0}")]
+    NotFound(String),
+    /// The id prefix is not unique.
+    #[error("{0} names more than one container: give more of the id")]
+    Ambiguous(String),
+    /// The name is taken.
+    #[error(
+        "the name {name:?} is already in use by container {id}: remove it or choose another name"
+    )]
+    NameInUse {
+        /// The name.
+        name: String,
+        /// The id that has it.
+        id: String,
+    },
+    /// The name has characters docker refuses.
+    #[error("invalid container name {0:?}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*")]
+    BadName(String),
+}
+
+/// Result of state operations.
+pub type Result<T, E = StateError> = std::result::Result<T, E>;
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StateError + 'a {
+    move |err| StateError::Io {
+        what,
+        path: path.to_owned(),
+        err,
+    }
+}
+
+/// Lifecycle status.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Made, never started.
+    Created,
+    /// Its process runs.
+    Running,
+    /// Its process ended.
+    Exited,
+}
+
+/// The mutable state of a container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    /// Full id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Image as the user named it.
+    pub image: String,
+    /// Image id.
+    pub image_id: String,
+    /// Creation time (RFC 3339).
+    pub created: String,
+    /// Status.
+    pub status: Status,
+    /// Host pid of the container's process, while it runs.
+    pub pid: Option<i32>,
+    /// Host pid of the monitor.
+    pub monitor_pid: Option<i32>,
+    /// The monitor's start time (clock ticks since boot, /proc/PID/stat field 22): tells a
+    /// reused pid from the monitor.
+    pub monitor_start: Option<u64>,
+    /// Exit code once exited.
+    pub exit_code: Option<i32>,
+    /// Killed by the OOM killer.
+    pub oom_killed: bool,
+    /// Start time.
+    pub started_at: Option<String>,
+    /// End time.
+    pub finished_at: Option<String>,
+    /// Why it failed to start, or why its end is unknown.
+    pub error: Option<String>,
+    /// Remove when it exits.
+    pub auto_remove: bool,
+    /// cgroup directories it used.
+    pub cgroup_paths: Vec<PathBuf>,
+}
+
+/// The containers directory.
+#[derive(Debug, Clone)]
+pub struct Containers {
+    root: PathBuf,
+}
+
+impl Containers {
+    /// Opens (creating) `CORRAL_ROOT/containers`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        let names = root.join("names");
+        fs::create_dir_all(&names).map_err(io_err("creating", &names))?;
+        Ok(Containers { root })
+    }
+
+    /// A container's directory.
+    pub fn dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    /// Reserves `name` for `id`; exactly one of two racing callers wins.
+    pub fn reserve_name(&self, name: &str, id: &str) -> Result<()> {
+        let ok = !name.is_empty()
+            && name.len() <= 128
+            && name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !ok {
+            return Err(StateError::BadName(name.to_owned()));
+        }
+        let p = self.root.join("names").join(name);
+        match OpenOptions::new().write(true).create_new(true).open(&p) {
+            Ok(mut f) => f.write_all(id.as_bytes()).map_err(io_err("writing", &p)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let id = fs::read_to_string(&p).unwrap_or_default();
+                Err(StateError::NameInUse {
+                    name: name.to_owned(),
+                    id: id.chars().take(12).collect(),
+                })
+            }
+            Err(e) => Err(io_err("creating", &p)(e)),
+        }
+    }
+
+    /// Frees a name.
+    pub fn release_name(&self, name: &str) {
+        let _ = fs::remove_file(self.root.join("names").join(name));
+    }
+
+    /// Writes a new container's directory, config and state.
+    pub fn create(&self, state: &State, config: &ContainerConfig) -> Result<()> {
+        let dir = self.dir(&state.id);
+        for sub in ["upper", "work", "rootfs"] {
+            let p = dir.join(sub);
+            fs::create_dir_all(&p).map_err(io_err("creating", &p))?;
+        }
+        write_json(&dir.join("config.json"), config)?;
+        self.save(state)
+    }
+
+    /// Rewrites a state atomically.
+    pub fn save(&self, state: &State) -> Result<()> {
+        write_json(&self.dir(&state.id).join("state.json"), state)
+    }
+
+    /// Reads a config.
+    pub fn config(&self, id: &str) -> Result<ContainerConfig> {
+        read_json(&self.dir(id).join("config.json"))
+    }
+
+    /// Reads a state as stored, without reconciling.
+    pub fn load_raw(&self, id: &str) -> Result<State> {
+        read_json(&self.dir(id).join("state.json"))
+    }
+
+    /// Reads a state, reconciling a running container whose monitor is gone.
+    pub fn load(&self, id: &str) -> Result<State> {
+        let mut s = self.load_raw(id)?;
+        if s.status == Status::Running && !monitor_alive(&s) {
+            s.status = Status::Exited;
+            s.exit_code = Some(255);
+            s.pid = None;
+            s.error = Some("the container's monitor died; its exit code is unknown".into());
+            let _ = self.save(&s);
+        }
+        Ok(s)
+    }
+
+    /// All container ids.
+    pub fn ids(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(&self.root).map_err(io_err("listing", &self.root))? {
+            let e = e.map_err(io_err("listing", &self.root))?;
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()) {
+                out.push(n);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Finds a container by full id, unique id prefix or name.
+    pub fn resolve(&self, what: &str) -> Result<String> {
+        let by_name = self.root.join("names").join(what);
+        if !what.contains('/') && !what.is_empty() {
+            if let Ok(id) = fs::read_to_string(&by_name) {
+                if self.dir(&id).join("state.json").exists() {
+                    return Ok(id);
+                }
+            }
+        }
+        if what.len() >= 3 && what.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let found: Vec<String> = self
+                .ids()?
+                .into_iter()
+                .filter(|id| id.starts_with(what))
+                .collect();
+            match found.len() {
+                1 => return Ok(found.into_iter().next().expect("one")),
+                0 => {}
+                _ => return Err(StateError::Ambiguous(what.to_owned())),
+            }
+        }
+        Err(StateError::NotFound(what.to_owned()))
+    }
+
+    /// Removes a container's directory and name.
+    pub fn remove(&self, state: &State) -> Result<()> {
+        self.release_name(&state.name);
+        let dir = self.dir(&state.id);
+        match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("removing", &dir)(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
+    let data = serde_json::to_vec_pretty(v).expect("serializable");
+    let tmp = path.with_extension("json.tmp");
+    let res = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res.map_err(io_err("writing", path))
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let mut buf = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut buf))
+        .map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                StateError::NotFound(path.display().to_string())
+            } else {
+                io_err("reading", path)(e)
+            }
+        })?;
+    serde_json::from_slice(&buf).map_err(|err| StateError::Corrupt {
+        path: path.to_owned(),
+        err,
+    })
+}
+
+/// A process's start time in clock ticks since boot (/proc/PID/stat field 22).
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+fn monitor_alive(s: &State) -> bool {
+    match (s.monitor_pid, s.monitor_start) {
+        (Some(pid), Some(start)) => process_start_time(pid) == Some(start),
+        _ => false,
+    }
+}
+
+/// Now as RFC 3339 UTC, seconds precision.
+pub fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// A fresh container id: 32 random bytes as hex.
+pub fn new_id() -> io::Result<String> {
+    let mut b = [0u8; 32];
+    File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(hex::encode(b))
+}

@@ -1,0 +1,527 @@
+//! `run`, `create`, `start`, `ps`, `logs`, `stop`, `kill`, `rm`, `wait`, `inspect`, and the
+//! hidden `__monitor` and `__init` entry points of the container's own processes.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use corral_container::config::{parse_size, Bind, ContainerConfig, NetworkMode};
+use corral_container::container_create::{self, CreateRequest};
+use corral_container::container_start::{self, Attach, StartError};
+use corral_container::{container_delete, container_kill, Containers, Status};
+use serde_json::json;
+
+use crate::cli::RunArgs;
+use crate::exit::Code;
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+fn containers(root: &Path) -> Result<Containers> {
+    Containers::open(root.join("containers"))
+        .with_context(|| format!("opening the container store under {}", root.display()))
+}
+
+fn exe() -> Result<PathBuf> {
+    std::env::current_exe().context("finding the corral binary")
+}
+
+/// `corral __init STATE_DIR SYNC_FD STATUS_FD`.
+pub fn init(args: &[std::ffi::OsString]) -> ! {
+    let fd = |i: usize| {
+        args.get(i)
+            .and_then(|a| a.to_str()?.parse().ok())
+            .unwrap_or(-1)
+    };
+    let dir = args.first().map(PathBuf::from).unwrap_or_default();
+    corral_container::process::init::main(&dir, fd(1), fd(2))
+}
+
+/// `corral __monitor CONTAINERS_DIR ID NOTIFY_FD CGROUP_ROOT [--attach]`.
+pub fn monitor(args: &[std::ffi::OsString]) -> i32 {
+    let s = |i: usize| args.get(i).map(PathBuf::from).unwrap_or_default();
+    let Ok(containers) = Containers::open(s(0)) else {
+        return 125;
+    };
+    let id = s(1).display().to_string();
+    let notify_fd = s(2).to_str().and_then(|f| f.parse().ok()).unwrap_or(-1);
+    let attach = args.iter().any(|a| a == "--attach");
+    let Ok(exe) = exe() else { return 125 };
+    corral_container::process::monitor::main(corral_container::process::monitor::MonitorArgs {
+        containers: &containers,
+        id: &id,
+        notify: corral_container::process::inherited(notify_fd),
+        attach,
+        cgroup_root: &s(3),
+        exe: &exe,
+    })
+}
+
+/// Builds the container's plan from the image config and the flags.
+fn plan(root: &Path, a: &RunArgs) -> Result<(ContainerConfig, String)> {
+    let store = corral_image::Store::open(root.join("images"))?;
+    let img = store.resolve(&a.image)?;
+    let mut layers = Vec::new();
+    for d in img.diff_ids()? {
+        if !store.has_layer(&d) {
+            bail!(
+                "layer {d} of {} is not unpacked: pull or load the image again",
+                a.image
+            );
+        }
+        layers.push(store.layer_path(&d));
+    }
+    let icfg = img.config.config().clone().unwrap_or_default();
+    let entrypoint: Vec<String> = match &a.entrypoint {
+        Some(e) if e.is_empty() => Vec::new(),
+        Some(e) => vec![e.clone()],
+        None => icfg.entrypoint().clone().unwrap_or_default(),
+    };
+    let cmd: Vec<String> = if !a.command.is_empty() {
+        a.command.clone()
+    } else if a.entrypoint.is_some() {
+        Vec::new()
+    } else {
+        icfg.cmd().clone().unwrap_or_default()
+    };
+    let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if args.is_empty() {
+        bail!("no command: the image {} has neither Entrypoint nor Cmd; give one after the image name", a.image);
+    }
+    let mut cfg = ContainerConfig::defaults(layers, args);
+    if let Some(env) = icfg.env() {
+        merge_env(&mut cfg.env, env.iter().cloned());
+    }
+    for f in &a.env_file {
+        let file =
+            std::fs::File::open(f).with_context(|| format!("opening env file {}", f.display()))?;
+        let lines: Vec<String> = std::io::BufReader::new(file)
+            .lines()
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("reading env file {}", f.display()))?;
+        merge_env(
+            &mut cfg.env,
+            lines
+                .into_iter()
+                .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+                .map(|l| expand_env(&l)),
+        );
+    }
+    merge_env(&mut cfg.env, a.env.iter().map(|e| expand_env(e)));
+    if let Some(w) = a.workdir.clone().or_else(|| icfg.working_dir().clone()) {
+        if !w.starts_with('/') {
+            bail!("working directory {w:?} must be an absolute path");
+        }
+        cfg.cwd = w;
+    }
+    if let Some(u) = a
+        .user
+        .clone()
+        .or_else(|| icfg.user().clone())
+        .filter(|u| !u.is_empty())
+    {
+        let (uid, gid) = u
+            .split_once(':')
+            .map_or((u.as_str(), None), |(a, b)| (a, Some(b)));
+        cfg.uid = uid.parse().with_context(|| {
+            format!("user {u:?}: give a numeric UID[:GID] (names are not resolved yet)")
+        })?;
+        cfg.gid = match gid {
+            Some(g) => g
+                .parse()
+                .with_context(|| format!("group in {u:?} must be numeric"))?,
+            None => cfg.uid,
+        };
+    }
+    cfg.read_only = a.read_only;
+    cfg.interactive = a.interactive;
+    cfg.tmpfs = a.tmpfs.clone();
+    for t in &cfg.tmpfs {
+        if !t.starts_with('/') {
+            bail!("--tmpfs {t:?}: the destination must be an absolute path");
+        }
+    }
+    for v in &a.volume {
+        let parts: Vec<&str> = v.split(':').collect();
+        let (src, dst, ro) = match parts.as_slice() {
+            [s, d] => (*s, *d, false),
+            [s, d, "ro"] => (*s, *d, true),
+            [s, d, "rw"] => (*s, *d, false),
+            _ => bail!("-v {v:?}: expected HOSTDIR:DST[:ro]"),
+        };
+        if !src.starts_with('/') {
+            bail!("-v {v:?}: named volumes are not supported yet; give an absolute host path");
+        }
+        if !dst.starts_with('/') {
+            bail!("-v {v:?}: the destination must be an absolute path");
+        }
+        if !Path::new(src).exists() {
+            bail!("-v {v:?}: {src} does not exist");
+        }
+        cfg.binds.push(Bind {
+            source: PathBuf::from(src),
+            destination: dst.to_owned(),
+            readonly: ro,
+        });
+    }
+    if let Some(m) = &a.memory {
+        let b = parse_size(m)
+            .with_context(|| format!("-m {m:?}: expected a size such as 64m or 1g"))?;
+        if b < 256 << 10 {
+            bail!("-m {m}: the smallest memory limit is 256k");
+        }
+        cfg.resources.memory = Some(b);
+    }
+    if let Some(c) = a.cpus {
+        if !(c > 0.0 && c.is_finite()) {
+            bail!("--cpus {c}: must be a positive number");
+        }
+        cfg.resources.cpu_quota = Some((c * 100_000.0) as i64);
+        cfg.resources.cpu_period = Some(100_000);
+    }
+    cfg.resources.cpu_shares = a.cpu_shares;
+    cfg.resources.cpuset_cpus = a.cpuset_cpus.clone();
+    cfg.resources.pids_limit = a.pids_limit;
+    cfg.network = match a.network.as_str() {
+        "none" => NetworkMode::None,
+        "host" => NetworkMode::Host,
+        n => bail!("--network {n:?}: only none and host exist yet (virtual networks arrive with corral-net)"),
+    };
+    for o in &a.security_opt {
+        match o.as_str() {
+            "no-new-privileges" | "no-new-privileges=true" | "no-new-privileges:true" => {
+                cfg.no_new_privileges = true
+            }
+            _ => bail!("--security-opt {o:?}: supported: no-new-privileges"),
+        }
+    }
+    if a.tty {
+        bail!("-t: terminals are not supported yet; run without -t");
+    }
+    Ok((cfg, img.id.to_string()))
+}
+
+/// `K` alone takes the value from corral's own environment, as docker does.
+fn expand_env(e: &str) -> String {
+    if e.contains('=') {
+        e.to_owned()
+    } else {
+        format!("{e}={}", std::env::var(e).unwrap_or_default())
+    }
+}
+
+fn merge_env(env: &mut Vec<String>, add: impl Iterator<Item = String>) {
+    for kv in add {
+        let key = kv.split('=').next().unwrap_or("").to_owned();
+        env.retain(|e| e.split('=').next() != Some(key.as_str()));
+        env.push(kv);
+    }
+}
+
+pub fn run(root: &Path, a: RunArgs, start_it: bool) -> Result<()> {
+    let (mut cfg, image_id) = plan(root, &a)?;
+    let cs = containers(root)?;
+    let hostname = a.hostname.clone();
+    cfg.hostname = hostname.clone().unwrap_or_default();
+    let state = container_create::create(
+        &cs,
+        CreateRequest {
+            name: a.name.clone(),
+            image: a.image.clone(),
+            image_id,
+            config: cfg.clone(),
+            auto_remove: a.rm,
+        },
+    )?;
+    if hostname.is_none() {
+        cfg.hostname = state.id[..12].to_owned();
+        cs.create(&state, &cfg)?;
+    }
+    if !start_it {
+        println!("{}", state.id);
+        return Ok(());
+    }
+    let attach = if a.detach {
+        Attach::Detached
+    } else {
+        Attach::Attached
+    };
+    match container_start::start(&cs, &state.id, &exe()?, Path::new(CGROUP_ROOT), attach) {
+        Ok(None) => {
+            println!("{}", state.id);
+            Ok(())
+        }
+        Ok(Some(code)) => Err(Code(code).into()),
+        Err(StartError::Failed { code, message }) => {
+            eprintln!("error: {message}");
+            if code == 125 {
+                eprintln!(
+                    "hint: `corral inspect {}` shows the container's state",
+                    state.name
+                );
+            }
+            Err(Code(code).into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn start(root: &Path, c: &str, attach: bool) -> Result<()> {
+    let cs = containers(root)?;
+    let id = cs.resolve(c)?;
+    let mode = if attach {
+        Attach::Attached
+    } else {
+        Attach::Detached
+    };
+    match container_start::start(&cs, &id, &exe()?, Path::new(CGROUP_ROOT), mode) {
+        Ok(Some(code)) => Err(Code(code).into()),
+        Ok(None) => Ok(()),
+        Err(StartError::Failed { code, message }) => {
+            eprintln!("error: {message}");
+            Err(Code(code).into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn status_str(s: Status) -> &'static str {
+    match s {
+        Status::Created => "created",
+        Status::Running => "running",
+        Status::Exited => "exited",
+    }
+}
+
+pub fn ps(root: &Path, all: bool, quiet: bool, as_json: bool) -> Result<()> {
+    let cs = containers(root)?;
+    let mut rows = Vec::new();
+    for id in cs.ids()? {
+        let Ok(s) = cs.load(&id) else { continue };
+        if !all && s.status != Status::Running {
+            continue;
+        }
+        let cfg = cs.config(&id).ok();
+        rows.push((s, cfg));
+    }
+    rows.sort_by(|a, b| b.0.created.cmp(&a.0.created));
+    if as_json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(s, c)| {
+                json!({
+                    "id": s.id, "name": s.name, "image": s.image,
+                    "command": c.as_ref().map(|c| c.args.join(" ")).unwrap_or_default(),
+                    "status": status_str(s.status), "exit_code": s.exit_code,
+                    "oom_killed": s.oom_killed, "pid": s.pid, "created": s.created,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    if quiet {
+        for (s, _) in &rows {
+            writeln!(out, "{}", &s.id[..12])?;
+        }
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:12}  {:20}  {:24}  {:20}  {:12}  NAMES",
+        "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS"
+    )?;
+    for (s, c) in &rows {
+        let cmd = c.as_ref().map(|c| c.args.join(" ")).unwrap_or_default();
+        let cmd: String = cmd.chars().take(24).collect();
+        let status = match s.status {
+            Status::Exited => format!("exited ({})", s.exit_code.unwrap_or(-1)),
+            st => status_str(st).to_owned(),
+        };
+        writeln!(
+            out,
+            "{:12}  {:20}  {:24}  {:20}  {:12}  {}",
+            &s.id[..12],
+            s.image,
+            cmd,
+            s.created,
+            status,
+            s.name
+        )?;
+    }
+    Ok(())
+}
+
+pub fn logs(
+    root: &Path,
+    c: &str,
+    follow: bool,
+    tail: Option<usize>,
+    timestamps: bool,
+) -> Result<()> {
+    let cs = containers(root)?;
+    let id = cs.resolve(c)?;
+    let path = cs.dir(&id).join("ctr.log");
+    let mut offset = 0u64;
+    let print = |line: &str, out: &mut dyn Write, err: &mut dyn Write| -> Result<()> {
+        let v: serde_json::Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(_) => return Ok(()),
+        };
+        let text = v["log"].as_str().unwrap_or("");
+        let to: &mut dyn Write = if v["stream"] == "stderr" { err } else { out };
+        if timestamps {
+            write!(to, "{} ", v["time"].as_str().unwrap_or(""))?;
+        }
+        to.write_all(text.as_bytes())?;
+        Ok(())
+    };
+    let mut first = true;
+    loop {
+        let data = std::fs::read(&path).unwrap_or_default();
+        if (data.len() as u64) > offset {
+            let chunk = &data[offset as usize..];
+            // Only whole lines; a partial last line is read next time.
+            let end = chunk.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+            let text = String::from_utf8_lossy(&chunk[..end]);
+            let mut lines: Vec<&str> = text.lines().collect();
+            if first {
+                if let Some(n) = tail {
+                    let skip = lines.len().saturating_sub(n);
+                    lines.drain(..skip);
+                }
+            }
+            let mut out = std::io::stdout().lock();
+            let mut err = std::io::stderr().lock();
+            for l in lines {
+                print(l, &mut out, &mut err)?;
+            }
+            out.flush()?;
+            offset += end as u64;
+        }
+        first = false;
+        if !follow {
+            return Ok(());
+        }
+        match cs.load(&id) {
+            Ok(s) if s.status == Status::Running => std::thread::sleep(Duration::from_millis(100)),
+            Ok(_) if (std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)) > offset => {}
+            _ => return Ok(()),
+        }
+    }
+}
+
+fn for_each(
+    root: &Path,
+    names: &[String],
+    mut f: impl FnMut(&Containers, &str) -> Result<()>,
+) -> Result<()> {
+    let cs = containers(root)?;
+    let mut failed = false;
+    for n in names {
+        match cs
+            .resolve(n)
+            .map_err(anyhow::Error::from)
+            .and_then(|id| f(&cs, &id))
+        {
+            Ok(()) => println!("{n}"),
+            Err(e) => {
+                failed = true;
+                let mut m = format!("error: {n}: {e}");
+                for c in e.chain().skip(1) {
+                    m.push_str(&format!(": {c}"));
+                }
+                eprintln!("{m}");
+            }
+        }
+    }
+    if failed {
+        return Err(Code(crate::exit::CORRAL_FAILURE).into());
+    }
+    Ok(())
+}
+
+pub fn stop(root: &Path, names: &[String], secs: u64) -> Result<()> {
+    for_each(root, names, |cs, id| {
+        Ok(container_kill::stop(cs, id, Duration::from_secs(secs))?)
+    })
+}
+
+pub fn kill(root: &Path, names: &[String], signal: &str) -> Result<()> {
+    let sig = container_kill::parse_signal(signal)?;
+    for_each(root, names, |cs, id| Ok(container_kill::kill(cs, id, sig)?))
+}
+
+pub fn rm(root: &Path, names: &[String], force: bool) -> Result<()> {
+    for_each(root, names, |cs, id| {
+        Ok(container_delete::delete(
+            cs,
+            id,
+            force,
+            Path::new(CGROUP_ROOT),
+        )?)
+    })
+}
+
+pub fn wait(root: &Path, names: &[String]) -> Result<()> {
+    let cs = containers(root)?;
+    for n in names {
+        let id = cs.resolve(n)?;
+        container_kill::wait_exit(&cs, &id, None)?;
+        let code = cs.load(&id).ok().and_then(|s| s.exit_code).unwrap_or(-1);
+        println!("{code}");
+    }
+    Ok(())
+}
+
+pub fn inspect(root: &Path, targets: &[String]) -> Result<()> {
+    let cs = containers(root)?;
+    let mut out = Vec::new();
+    for t in targets {
+        match cs.resolve(t) {
+            Ok(id) => {
+                let s = cs.load(&id)?;
+                let c = cs.config(&id)?;
+                out.push(json!({
+                    "id": s.id, "name": s.name, "image": s.image, "image_id": s.image_id,
+                    "created": s.created,
+                    "state": {
+                        "status": status_str(s.status), "running": s.status == Status::Running,
+                        "pid": s.pid, "exit_code": s.exit_code, "oom_killed": s.oom_killed,
+                        "started_at": s.started_at, "finished_at": s.finished_at, "error": s.error,
+                    },
+                    "config": {
+                        "cmd": c.args, "env": c.env, "working_dir": c.cwd,
+                        "user": format!("{}:{}", c.uid, c.gid), "hostname": c.hostname,
+                    },
+                    "host_config": {
+                        "memory": c.resources.memory, "cpu_quota": c.resources.cpu_quota,
+                        "cpu_shares": c.resources.cpu_shares, "cpuset_cpus": c.resources.cpuset_cpus,
+                        "pids_limit": c.resources.pids_limit, "network": c.network,
+                        "read_only": c.read_only, "binds": c.binds, "tmpfs": c.tmpfs,
+                        "auto_remove": s.auto_remove,
+                    },
+                    "cgroup_paths": s.cgroup_paths,
+                    "log_path": cs.dir(&id).join("ctr.log"),
+                }));
+            }
+            Err(corral_container::state::StateError::NotFound(_)) => {
+                // Not a container: maybe an image.
+                let store = corral_image::Store::open(root.join("images"))?;
+                let img = store
+                    .resolve(t)
+                    .with_context(|| format!("no such container or image: {t}"))?;
+                out.push(json!({ "id": img.id.to_string(), "digest": img.digest.to_string(), "config": img.config }));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let v = if out.len() == 1 {
+        out.pop().expect("one")
+    } else {
+        serde_json::Value::Array(out)
+    };
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}
