@@ -30,5 +30,7 @@ $corral image save busybox:demo -o "$work/busybox-oci.tar"
 $corral image rm busybox:demo
 $corral image load -i "$work/busybox-oci.tar"
 $corral image ls
+# A shell in a container of that image: its own PID namespace (it is PID 1), hostname, limits.
+$corral run --rm --hostname demo -m 64m busybox:demo sh -c 'echo "hello from $(hostname), pid $$"; ls /'
 $corral image rm busybox:demo
 $corral image prune
