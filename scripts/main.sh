@@ -15,7 +15,7 @@ trap 'rm -rf "$work"' EXIT
 # A root filesystem: busybox and its applets.
 mkdir -p "$work/rootfs/bin" "$work/rootfs/etc" "$work/rootfs/tmp" "$work/rootfs/proc" "$work/rootfs/sys" "$work/rootfs/dev"
 cp /bin/busybox "$work/rootfs/bin/busybox"
-for applet in sh ls cat echo true false env id ps sleep uname; do ln -s busybox "$work/rootfs/bin/$applet"; done
+for applet in sh ls cat echo true false env id ps sleep uname hostname mount; do ln -s busybox "$work/rootfs/bin/$applet"; done
 echo 'root:x:0:0:root:/root:/bin/sh' > "$work/rootfs/etc/passwd"
 echo 'root:x:0:' > "$work/rootfs/etc/group"
 tar -C "$work/rootfs" -czf "$work/busybox.tar.gz" .

@@ -10,6 +10,9 @@
 //! - [`tarball`]: a deterministic tar writer, and raw headers for entries the `tar` crate refuses;
 //! - [`fixtures`]: images built at test time from Debian's busybox-static, no network: a rootfs
 //!   tarball and the same three-layer image as OCI and docker archives;
+//! - [`containers`]: the busybox image containers run, `ps`/`inspect` parsed, a guard that
+//!   removes a test's containers, and checks that a removed container left no cgroup, process
+//!   or mount behind;
 //! - [`hostile`]: tarballs that try to write outside the layer they are unpacked into;
 //! - [`registry`]: Debian's `docker-registry` on loopback and a throttling TCP proxy in front;
 //! - [`podman`]: podman with a private, throw-away store;
@@ -25,6 +28,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod containers;
 pub mod files;
 pub mod fixtures;
 pub mod hostile;
@@ -38,6 +42,7 @@ pub mod world;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use containers::{ContainerGuard, ContainerInfo, ListedContainer};
 pub use mounts::{leak_check, OverlayMount, TmpfsMount};
 pub use podman::Podman;
 pub use registry::{Registry, ThrottleProxy};
