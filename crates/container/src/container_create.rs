@@ -15,6 +15,8 @@ pub struct CreateRequest {
     pub config: ContainerConfig,
     /// Remove when it exits.
     pub auto_remove: bool,
+    /// The entrypoint part of `config.args`.
+    pub entrypoint: Vec<String>,
 }
 
 /// Creates a container; returns its state.
@@ -43,6 +45,8 @@ pub fn create(containers: &Containers, req: CreateRequest) -> Result<State, Stat
         error: None,
         auto_remove: req.auto_remove,
         cgroup_paths: Vec::new(),
+        cmd: req.config.args[req.entrypoint.len().min(req.config.args.len())..].to_vec(),
+        entrypoint: req.entrypoint,
     };
     if let Err(e) = containers.create(&state, &req.config) {
         let _ = containers.remove(&state);

@@ -123,6 +123,12 @@ pub struct State {
     pub auto_remove: bool,
     /// cgroup directories it used.
     pub cgroup_paths: Vec<PathBuf>,
+    /// The entrypoint part of the command, as the user or image gave it (for inspect).
+    #[serde(default)]
+    pub entrypoint: Vec<String>,
+    /// The cmd part of the command.
+    #[serde(default)]
+    pub cmd: Vec<String>,
 }
 
 /// The containers directory.

@@ -18,6 +18,7 @@ fn main() {
         Some("__monitor") => std::process::exit(commands::container::monitor(&argv[2..])),
         _ => {}
     }
+    quiet_broken_pipe();
     let code = match cli::Cli::try_parse() {
         Ok(cli) => {
             init_logging(&cli.log_level);
@@ -38,6 +39,25 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// `corral image inspect X | head` must end quietly, as a C tool killed by SIGPIPE does: Rust
+/// ignores SIGPIPE and `println!` panics on EPIPE instead, so that one panic becomes exit 141
+/// (128 + SIGPIPE). Restoring SIGPIPE's default would need unsafe code in the binary.
+fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 fn init_logging(level: &str) {

@@ -103,6 +103,10 @@ fn run(state_dir: &Path, sync_fd: i32) -> Result<Never, (i32, String)> {
     rustix::process::chdir(cwd).map_err(|e| (125, format!("entering {cwd}: {e}")))?;
 
     drop_privileges(&cfg).map_err(|e| (125, e))?;
+    // If the monitor dies, the container dies with it rather than run on unsupervised (set
+    // after the credential change, which clears it).
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .map_err(|e| (125, format!("parent death signal: {e}")))?;
     if cfg.no_new_privileges {
         rustix::thread::set_no_new_privs(true).map_err(|e| (125, format!("no_new_privs: {e}")))?;
     }

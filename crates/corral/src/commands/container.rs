@@ -58,7 +58,7 @@ pub fn monitor(args: &[std::ffi::OsString]) -> i32 {
 }
 
 /// Builds the container's plan from the image config and the flags.
-fn plan(root: &Path, a: &RunArgs) -> Result<(ContainerConfig, String)> {
+fn plan(root: &Path, a: &RunArgs) -> Result<(ContainerConfig, String, usize)> {
     let store = corral_image::Store::open(root.join("images"))?;
     let img = store.resolve(&a.image)?;
     let mut layers = Vec::new();
@@ -84,6 +84,7 @@ fn plan(root: &Path, a: &RunArgs) -> Result<(ContainerConfig, String)> {
     } else {
         icfg.cmd().clone().unwrap_or_default()
     };
+    let entrypoint_len = entrypoint.len();
     let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
     if args.is_empty() {
         bail!("no command: the image {} has neither Entrypoint nor Cmd; give one after the image name", a.image);
@@ -198,7 +199,7 @@ fn plan(root: &Path, a: &RunArgs) -> Result<(ContainerConfig, String)> {
     if a.tty {
         bail!("-t: terminals are not supported yet; run without -t");
     }
-    Ok((cfg, img.id.to_string()))
+    Ok((cfg, img.id.to_string(), entrypoint_len))
 }
 
 /// `K` alone takes the value from corral's own environment, as docker does.
@@ -219,7 +220,7 @@ fn merge_env(env: &mut Vec<String>, add: impl Iterator<Item = String>) {
 }
 
 pub fn run(root: &Path, a: RunArgs, start_it: bool) -> Result<()> {
-    let (mut cfg, image_id) = plan(root, &a)?;
+    let (mut cfg, image_id, entrypoint_len) = plan(root, &a)?;
     let cs = containers(root)?;
     let hostname = a.hostname.clone();
     cfg.hostname = hostname.clone().unwrap_or_default();
@@ -231,6 +232,7 @@ pub fn run(root: &Path, a: RunArgs, start_it: bool) -> Result<()> {
             image_id,
             config: cfg.clone(),
             auto_remove: a.rm,
+            entrypoint: cfg.args[..entrypoint_len].to_vec(),
         },
     )?;
     if hostname.is_none() {
@@ -492,11 +494,13 @@ pub fn inspect(root: &Path, targets: &[String]) -> Result<()> {
                         "started_at": s.started_at, "finished_at": s.finished_at, "error": s.error,
                     },
                     "config": {
-                        "cmd": c.args, "env": c.env, "working_dir": c.cwd,
+                        "cmd": s.cmd, "entrypoint": s.entrypoint, "env": c.env, "working_dir": c.cwd,
                         "user": format!("{}:{}", c.uid, c.gid), "hostname": c.hostname,
                     },
                     "host_config": {
-                        "memory": c.resources.memory, "cpu_quota": c.resources.cpu_quota,
+                        "memory": c.resources.memory,
+                        "cpus": c.resources.cpu_quota.map(|q| q as f64 / c.resources.cpu_period.unwrap_or(100_000) as f64),
+                        "cpu_quota": c.resources.cpu_quota,
                         "cpu_shares": c.resources.cpu_shares, "cpuset_cpus": c.resources.cpuset_cpus,
                         "pids_limit": c.resources.pids_limit, "network": c.network,
                         "read_only": c.read_only, "binds": c.binds, "tmpfs": c.tmpfs,
