@@ -20,13 +20,20 @@ pub struct CreateRequest {
 }
 
 /// Creates a container; returns its state.
-pub fn create(containers: &Containers, req: CreateRequest) -> Result<State, StateError> {
+/// An empty `config.hostname` becomes the short id, as docker does.
+pub fn create(containers: &Containers, mut req: CreateRequest) -> Result<State, StateError> {
     let id = new_id().map_err(|err| StateError::Io {
         what: "reading",
         path: "/dev/urandom".into(),
         err,
     })?;
-    let name = req.name.unwrap_or_else(|| format!("c-{}", &id[..12]));
+    let name = req
+        .name
+        .take()
+        .unwrap_or_else(|| format!("c-{}", &id[..12]));
+    if req.config.hostname.is_empty() {
+        req.config.hostname = id[..12].to_owned();
+    }
     containers.reserve_name(&name, &id)?;
     let state = State {
         id: id.clone(),

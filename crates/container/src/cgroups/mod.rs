@@ -216,11 +216,13 @@ impl Cgroup {
     /// the kernel finishes tearing down the last ones).
     pub fn destroy(&self) {
         for d in &self.dirs {
-            for _ in 0..50 {
+            for i in 0..100u64 {
                 match fs::remove_dir(d) {
                     Ok(()) => break,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                    Err(_) => {
+                        std::thread::sleep(std::time::Duration::from_micros(200 * (i + 1).min(25)))
+                    }
                 }
             }
             // The shared `corral` parent goes with its last container (busy otherwise: fine).

@@ -222,8 +222,7 @@ fn merge_env(env: &mut Vec<String>, add: impl Iterator<Item = String>) {
 pub fn run(root: &Path, a: RunArgs, start_it: bool) -> Result<()> {
     let (mut cfg, image_id, entrypoint_len) = plan(root, &a)?;
     let cs = containers(root)?;
-    let hostname = a.hostname.clone();
-    cfg.hostname = hostname.clone().unwrap_or_default();
+    cfg.hostname = a.hostname.clone().unwrap_or_default();
     let state = container_create::create(
         &cs,
         CreateRequest {
@@ -235,10 +234,6 @@ pub fn run(root: &Path, a: RunArgs, start_it: bool) -> Result<()> {
             entrypoint: cfg.args[..entrypoint_len].to_vec(),
         },
     )?;
-    if hostname.is_none() {
-        cfg.hostname = state.id[..12].to_owned();
-        cs.create(&state, &cfg)?;
-    }
     if !start_it {
         println!("{}", state.id);
         return Ok(());
