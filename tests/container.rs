@@ -1673,3 +1673,70 @@ fn ps_and_inspect_json_shapes() {
     );
     c.ok(&["rm", &split]);
 }
+
+#[test]
+fn exec_runs_inside_the_running_container() {
+    if skip_unless_root("exec_runs_inside_the_running_container") {
+        return;
+    }
+    let c = world();
+    let mut guard = ContainerGuard::new(&c);
+    let name = unique_name("exec");
+    run_detached(
+        &c,
+        &mut guard,
+        &name,
+        &["--hostname", "inside", "-e", "FROM_RUN=1"],
+        &["sleep", "60"],
+    );
+
+    // Same PID namespace (PID 1 is the sleep), same hostname, the container's environment.
+    let out = c.ok(&[
+        "exec",
+        &name,
+        "sh",
+        "-c",
+        "cat /proc/1/cmdline | tr '\\0' ' '; echo; hostname; echo $FROM_RUN $EXTRA",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines.first().is_some_and(|l| l.contains("sleep 60")),
+        "PID 1 inside: {out}"
+    );
+    assert_eq!(lines.get(1), Some(&"inside"), "hostname: {out}");
+    assert_eq!(lines.get(2), Some(&"1"), "environment: {out}");
+    let out = c.ok(&[
+        "exec",
+        "-e",
+        "EXTRA=2",
+        "-w",
+        "/tmp",
+        "-u",
+        "1000:1000",
+        &name,
+        "sh",
+        "-c",
+        "echo $EXTRA; pwd; id -u",
+    ]);
+    assert_eq!(out, "2\n/tmp\n1000\n", "exec flags");
+
+    // Exit codes as docker's.
+    let out = c.cmd(&["exec", &name, "sh", "-c", "exit 4"]);
+    assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
+    let out = c.cmd(&["exec", &name, "no-such-command"]);
+    assert_eq!(out.status.code(), Some(127), "{}", describe(&out));
+
+    // Standard input with -i.
+    let out = c.cmd_with_stdin(&["exec", "-i", &name, "cat"], b"piped\n".to_vec());
+    assert_eq!(stdout_of(&out), "piped\n", "{}", describe(&out));
+
+    // Not running: a clear error.
+    c.ok(&["stop", "-t", "1", &name]);
+    let out = c.cmd(&["exec", &name, "true"]);
+    assert_eq!(out.status.code(), Some(EXIT_CORRAL), "{}", describe(&out));
+    assert!(
+        stderr_of(&out).contains("not running"),
+        "{}",
+        describe(&out)
+    );
+}

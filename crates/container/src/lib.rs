@@ -9,7 +9,7 @@
 //! Does not own: images (corral-image hands it layer directories), networks beyond `none` and
 //! `host` (corral-net), the command line.
 //!
-//! Not yet here (issue 3 continues): the default seccomp filter, user namespaces, `exec`,
+//! Not yet here (issue 3 continues): the default seccomp filter, user namespaces,
 //! `pause`, `stats`, `top`, `cp`, ttys, restart policies, named volumes, the runc-compatible
 //! command line for podman and containerd, the v2 devices eBPF filter.
 
@@ -19,6 +19,7 @@ pub mod cgroups;
 pub mod config;
 pub mod container_create;
 pub mod container_delete;
+pub mod container_exec;
 pub mod container_kill;
 pub mod container_start;
 pub mod process;

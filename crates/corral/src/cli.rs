@@ -58,6 +58,33 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a command in a running container.
+    #[command(trailing_var_arg = true)]
+    Exec {
+        /// Keep standard input open.
+        #[arg(short, long)]
+        interactive: bool,
+        /// Allocate a terminal (not yet supported: refused).
+        #[arg(short, long)]
+        tty: bool,
+        /// Do not wait for the command.
+        #[arg(short, long)]
+        detach: bool,
+        /// Set an environment variable.
+        #[arg(short, long = "env", value_name = "K=V")]
+        env: Vec<String>,
+        /// Working directory.
+        #[arg(short, long)]
+        workdir: Option<String>,
+        /// User: UID[:GID].
+        #[arg(short, long)]
+        user: Option<String>,
+        /// The container.
+        container: String,
+        /// The command and its arguments.
+        #[arg(required = true)]
+        command: Vec<String>,
+    },
     /// Show a container's output.
     Logs {
         /// Keep following the output until the container exits.

@@ -146,7 +146,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Bounding set, then user and groups, then the capability sets for a root user.
-fn drop_privileges(cfg: &ContainerConfig) -> Result<(), String> {
+pub(crate) fn drop_privileges(cfg: &ContainerConfig) -> Result<(), String> {
     use caps::{CapSet, Capability};
     let keep: caps::CapsHashSet = cfg
         .capabilities

@@ -263,6 +263,69 @@ pub fn run(root: &Path, a: RunArgs, start_it: bool) -> Result<()> {
     }
 }
 
+/// The flags of `exec`.
+pub struct ExecFlags {
+    pub interactive: bool,
+    pub tty: bool,
+    pub detach: bool,
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+}
+
+pub fn exec(root: &Path, c: &str, f: ExecFlags, command: Vec<String>) -> Result<()> {
+    if f.tty {
+        bail!("-t: terminals are not supported yet; run without -t");
+    }
+    let user = match &f.user {
+        None => None,
+        Some(u) => {
+            let (uid, gid) = u
+                .split_once(':')
+                .map_or((u.as_str(), None), |(a, b)| (a, Some(b)));
+            let uid: u32 = uid
+                .parse()
+                .with_context(|| format!("user {u:?}: give a numeric UID[:GID]"))?;
+            let gid: u32 = match gid {
+                Some(g) => g
+                    .parse()
+                    .with_context(|| format!("group in {u:?} must be numeric"))?,
+                None => uid,
+            };
+            Some((uid, gid))
+        }
+    };
+    if let Some(w) = &f.workdir {
+        if !w.starts_with('/') {
+            bail!("working directory {w:?} must be an absolute path");
+        }
+    }
+    let cs = containers(root)?;
+    let id = cs.resolve(c)?;
+    let req = corral_container::container_exec::ExecRequest {
+        args: command,
+        env: f.env.iter().map(|e| expand_env(e)).collect(),
+        cwd: f.workdir,
+        user,
+        interactive: f.interactive,
+        detach: f.detach,
+    };
+    match corral_container::container_exec::exec(&cs, &id, req) {
+        Ok(code) => {
+            if code == 0 {
+                Ok(())
+            } else {
+                Err(Code(code).into())
+            }
+        }
+        Err(corral_container::container_exec::ExecError::Command { code, message }) => {
+            eprintln!("error: {message}");
+            Err(Code(code).into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub fn start(root: &Path, c: &str, attach: bool) -> Result<()> {
     let cs = containers(root)?;
     let id = cs.resolve(c)?;

@@ -20,6 +20,28 @@ pub fn run(cli: Cli) -> Result<()> {
             container: c,
         } => container::start(&root, &c, attach),
         Command::Ps { all, quiet, json } => container::ps(&root, all, quiet, json),
+        Command::Exec {
+            interactive,
+            tty,
+            detach,
+            env,
+            workdir,
+            user,
+            container: c,
+            command,
+        } => container::exec(
+            &root,
+            &c,
+            container::ExecFlags {
+                interactive,
+                tty,
+                detach,
+                env,
+                workdir,
+                user,
+            },
+            command,
+        ),
         Command::Logs {
             follow,
             tail,

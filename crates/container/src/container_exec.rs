@@ -1,0 +1,151 @@
+//! `exec`: run another process in a running container.
+//!
+//! The calling process (the CLI, single-threaded on this path) becomes the way in, as
+//! `nsenter` does: it joins the container's cgroups, then its IPC, UTS, network, cgroup, PID
+//! and (last) mount namespaces — `setns` into the mount namespace also moves its root and
+//! working directory to the container's root — drops to the container's capabilities and
+//! user, and spawns the command, which is thereby PID n of the container's PID namespace. It
+//! waits and returns the command's exit code. Nothing is forked from a multi-threaded process
+//! and no code runs between fork and exec.
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::process::{Command, Stdio};
+
+use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
+
+use crate::state::{Containers, StateError, Status};
+
+/// Why an exec failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The state store failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The container does not run.
+    #[error("container {0} is not running: start it first")]
+    NotRunning(String),
+    /// Joining the container failed.
+    #[error("entering container {name}: {what}")]
+    Enter {
+        /// The container.
+        name: String,
+        /// What failed.
+        what: String,
+    },
+    /// The command could not be started (docker's 126/127).
+    #[error("{message}")]
+    Command {
+        /// 126 or 127.
+        code: i32,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// What to run.
+pub struct ExecRequest {
+    /// Command and arguments.
+    pub args: Vec<String>,
+    /// Extra environment (`K=V`), added to the container's.
+    pub env: Vec<String>,
+    /// Working directory (default: the container's).
+    pub cwd: Option<String>,
+    /// User (default: the container's).
+    pub user: Option<(u32, u32)>,
+    /// Keep stdin open.
+    pub interactive: bool,
+    /// Do not wait.
+    pub detach: bool,
+}
+
+/// Runs `req` in container `id`; returns its exit code (0 when detached).
+///
+/// The calling process is left inside the container's namespaces with its privileges: call it
+/// last, and exit afterwards.
+pub fn exec(containers: &Containers, id: &str, req: ExecRequest) -> Result<i32, ExecError> {
+    let s = containers.load(id)?;
+    let (Status::Running, Some(pid)) = (s.status, s.pid) else {
+        return Err(ExecError::NotRunning(s.name));
+    };
+    let mut cfg = containers.config(id)?;
+    let enter = |what: String| ExecError::Enter {
+        name: s.name.clone(),
+        what,
+    };
+    if req.args.is_empty() {
+        return Err(enter("no command given".into()));
+    }
+    // Open every namespace first: after the mount namespace, the host's /proc is out of reach.
+    let kinds = [
+        ("ipc", LinkNameSpaceType::InterProcessCommunication),
+        ("uts", LinkNameSpaceType::HostNameAndNISDomainName),
+        ("net", LinkNameSpaceType::Network),
+        ("cgroup", LinkNameSpaceType::ControlGroup),
+        ("pid", LinkNameSpaceType::ProcessID),
+        ("mnt", LinkNameSpaceType::Mount),
+    ];
+    let mut fds = Vec::new();
+    for (name, kind) in kinds {
+        let p = format!("/proc/{pid}/ns/{name}");
+        let f = File::open(&p).map_err(|e| enter(format!("opening {p}: {e}")))?;
+        fds.push((name, kind, f));
+    }
+    for dir in &s.cgroup_paths {
+        std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string())
+            .map_err(|e| enter(format!("joining cgroup {}: {e}", dir.display())))?;
+    }
+    for (name, kind, f) in &fds {
+        move_into_link_name_space(f.as_fd(), Some(*kind))
+            .map_err(|e| enter(format!("joining the {name} namespace: {e}")))?;
+    }
+    drop(fds);
+    let cwd = req.cwd.clone().unwrap_or_else(|| cfg.cwd.clone());
+    rustix::process::chdir(cwd.as_str()).map_err(|e| enter(format!("entering {cwd}: {e}")))?;
+    if let Some((uid, gid)) = req.user {
+        cfg.uid = uid;
+        cfg.gid = gid;
+    }
+    crate::process::init::drop_privileges(&cfg).map_err(enter)?;
+    if cfg.no_new_privileges {
+        rustix::thread::set_no_new_privs(true).map_err(|e| enter(format!("no_new_privs: {e}")))?;
+    }
+    let mut cmd = Command::new(&req.args[0]);
+    cmd.args(&req.args[1..]).env_clear();
+    for kv in cfg.env.iter().chain(&req.env) {
+        if let Some((k, v)) = kv.split_once('=') {
+            cmd.env(k, v);
+        }
+    }
+    if !req.interactive {
+        cmd.stdin(Stdio::null());
+    }
+    if req.detach {
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        let code = if e.kind() == std::io::ErrorKind::NotFound {
+            127
+        } else {
+            126
+        };
+        let what = if code == 127 {
+            "not found"
+        } else {
+            "cannot be run"
+        };
+        ExecError::Command {
+            code,
+            message: format!("{:?}: {what}: {e}", req.args[0]),
+        }
+    })?;
+    if req.detach {
+        return Ok(0);
+    }
+    let st = child.wait().map_err(|e| enter(format!("waiting: {e}")))?;
+    use std::os::unix::process::ExitStatusExt;
+    Ok(st
+        .code()
+        .or_else(|| st.signal().map(|s| 128 + s))
+        .unwrap_or(255))
+}
