@@ -1740,3 +1740,145 @@ fn exec_runs_inside_the_running_container() {
         describe(&out)
     );
 }
+
+#[test]
+fn pause_stats_and_top_read_the_cgroup() {
+    if skip_unless_root("pause_stats_and_top_read_the_cgroup") {
+        return;
+    }
+    let c = world();
+    let mut guard = ContainerGuard::new(&c);
+    let name = unique_name("pz");
+    run_detached(
+        &c,
+        &mut guard,
+        &name,
+        &["-m", "32m"],
+        &["sh", "-c", "while true; do echo tick; sleep 0.1; done"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+
+    let stats: serde_json::Value =
+        serde_json::from_str(&c.ok(&["stats", "--json", &name])).expect("stats json");
+    let row = &stats[0];
+    assert_eq!(
+        row["memory_limit"].as_u64(),
+        Some(32 << 20),
+        "stats: {stats}"
+    );
+    assert!(
+        row["memory_usage"].as_u64().unwrap_or(0) > 0,
+        "stats: {stats}"
+    );
+    assert!(row["pids"].as_u64().unwrap_or(0) >= 1, "stats: {stats}");
+
+    let top: serde_json::Value =
+        serde_json::from_str(&c.ok(&["top", "--json", &name])).expect("top json");
+    let cmds: Vec<String> = top
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["command"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert!(
+        cmds.iter().any(|c| c.contains("while true")),
+        "top: {cmds:?}"
+    );
+
+    // Paused: no output moves; ps says paused; unpaused: it moves again.
+    c.ok(&["pause", &name]);
+    let ps: serde_json::Value = serde_json::from_str(&c.ok(&["ps", "--json"])).unwrap();
+    assert!(
+        ps.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == name.as_str() && r["status"] == "paused"),
+        "ps: {ps}"
+    );
+    let before = c.ok(&["logs", &name]).lines().count();
+    std::thread::sleep(Duration::from_millis(500));
+    let after = c.ok(&["logs", &name]).lines().count();
+    assert_eq!(before, after, "a paused container printed");
+    let out = c.cmd(&["pause", &name]);
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_CORRAL),
+        "second pause: {}",
+        describe(&out)
+    );
+    c.ok(&["unpause", &name]);
+    std::thread::sleep(Duration::from_millis(500));
+    let resumed = c.ok(&["logs", &name]).lines().count();
+    assert!(
+        resumed > after,
+        "no output after unpause ({after} -> {resumed})"
+    );
+
+    // A paused container still stops.
+    c.ok(&["pause", &name]);
+    c.ok(&["stop", "-t", "1", &name]);
+}
+
+#[test]
+fn restart_policy_restarts_failures_until_stopped() {
+    if skip_unless_root("restart_policy_restarts_failures_until_stopped") {
+        return;
+    }
+    let c = world();
+    let mut guard = ContainerGuard::new(&c);
+    // on-failure:2 — runs three times in all, then stays exited with its code.
+    let name = unique_name("rs");
+    run_detached(
+        &c,
+        &mut guard,
+        &name,
+        &["--restart", "on-failure:2"],
+        &["sh", "-c", "echo run; exit 3"],
+    );
+    let done = poll_until(Duration::from_secs(20), || {
+        c.ok(&["logs", &name]).lines().count() >= 3
+            && c.ok(&["inspect", &name]).contains("\"status\": \"exited\"")
+    });
+    assert!(
+        done,
+        "on-failure:2 did not run three times: {}",
+        c.ok(&["logs", &name])
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        c.ok(&["logs", &name]).lines().count(),
+        3,
+        "restarted beyond its limit"
+    );
+    let info: serde_json::Value = serde_json::from_str(&c.ok(&["inspect", &name])).unwrap();
+    assert_eq!(info["state"]["exit_code"], 3, "{info}");
+
+    // always — restarts even after exit 0, but not after stop.
+    let name = unique_name("ra");
+    run_detached(
+        &c,
+        &mut guard,
+        &name,
+        &["--restart", "always"],
+        &["sh", "-c", "echo up; sleep 0.2"],
+    );
+    assert!(
+        poll_until(Duration::from_secs(20), || c
+            .ok(&["logs", &name])
+            .lines()
+            .count()
+            >= 2),
+        "always did not restart"
+    );
+    c.ok(&["stop", "-t", "1", &name]);
+    std::thread::sleep(Duration::from_secs(1));
+    let info: serde_json::Value = serde_json::from_str(&c.ok(&["inspect", &name])).unwrap();
+    assert_eq!(
+        info["state"]["status"], "exited",
+        "a stopped container came back: {info}"
+    );
+
+    // Bad values fail before anything is made.
+    let out = c.cmd(&["run", "--restart", "sometimes", BUSYBOX_IMAGE, "true"]);
+    assert_eq!(out.status.code(), Some(EXIT_CORRAL), "{}", describe(&out));
+}

@@ -87,6 +87,48 @@ pub enum NetworkMode {
     Host,
 }
 
+/// docker's restart policies.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Never.
+    #[default]
+    No,
+    /// When it exits non-zero, at most `max` times (0: no limit).
+    OnFailure {
+        /// Most restarts; 0 for no limit.
+        max: u32,
+    },
+    /// Whatever the exit code, unless stopped by `stop` or `kill`.
+    Always,
+}
+
+impl RestartPolicy {
+    /// Parses `no`, `on-failure[:N]`, `always` (and `unless-stopped`, the same here: corral has
+    /// no daemon to restart containers at boot).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.split_once(':') {
+            None => match s {
+                "no" => Some(RestartPolicy::No),
+                "on-failure" => Some(RestartPolicy::OnFailure { max: 0 }),
+                "always" | "unless-stopped" => Some(RestartPolicy::Always),
+                _ => None,
+            },
+            Some(("on-failure", n)) => n.parse().ok().map(|max| RestartPolicy::OnFailure { max }),
+            _ => None,
+        }
+    }
+
+    /// Whether to start again after exit `code`, having restarted `count` times.
+    pub fn wants_restart(self, code: i32, count: u32) -> bool {
+        match self {
+            RestartPolicy::No => false,
+            RestartPolicy::OnFailure { max } => code != 0 && (max == 0 || count < max),
+            RestartPolicy::Always => true,
+        }
+    }
+}
+
 /// One resource limit.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Rlimit {
@@ -143,12 +185,23 @@ pub struct ContainerConfig {
     pub resources: Resources,
     /// Network mode.
     pub network: NetworkMode,
+    /// What the monitor does when the process exits.
+    #[serde(default)]
+    pub restart: RestartPolicy,
     /// Resource limits (capped at the caller's hard limits when applied).
     pub rlimits: Vec<Rlimit>,
     /// Paths to mask.
     pub masked_paths: Vec<String>,
     /// Paths to make read-only.
     pub readonly_paths: Vec<String>,
+    /// The seccomp profile; `None` is `seccomp=unconfined` (and what configs written before
+    /// seccomp existed read as).
+    #[serde(default)]
+    pub seccomp: Option<crate::seccomp::SeccompProfile>,
+    /// `--privileged`: `/sys` is mounted read-write (the capabilities and the masked and
+    /// read-only paths are decided by whoever builds the config).
+    #[serde(default)]
+    pub privileged: bool,
 }
 
 impl ContainerConfig {
@@ -170,6 +223,7 @@ impl ContainerConfig {
             interactive: false,
             resources: Resources::default(),
             network: NetworkMode::None,
+            restart: RestartPolicy::No,
             rlimits: vec![Rlimit {
                 name: RlimitName::Nofile,
                 soft: 1048576,
@@ -177,6 +231,8 @@ impl ContainerConfig {
             }],
             masked_paths: MASKED_PATHS.iter().map(|s| s.to_string()).collect(),
             readonly_paths: READONLY_PATHS.iter().map(|s| s.to_string()).collect(),
+            seccomp: Some(crate::seccomp::default_profile()),
+            privileged: false,
         }
     }
 }
@@ -202,6 +258,21 @@ pub fn parse_size(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restart_policies_parse_and_decide() {
+        assert_eq!(
+            RestartPolicy::parse("on-failure:3"),
+            Some(RestartPolicy::OnFailure { max: 3 })
+        );
+        assert_eq!(RestartPolicy::parse("sometimes"), None);
+        let p = RestartPolicy::OnFailure { max: 2 };
+        assert!(p.wants_restart(1, 1));
+        assert!(!p.wants_restart(1, 2));
+        assert!(!p.wants_restart(0, 0));
+        assert!(RestartPolicy::Always.wants_restart(0, 100));
+        assert!(!RestartPolicy::No.wants_restart(1, 0));
+    }
 
     #[test]
     fn sizes_parse_like_docker() {

@@ -54,6 +54,9 @@ pub fn create(containers: &Containers, mut req: CreateRequest) -> Result<State, 
         cgroup_paths: Vec::new(),
         cmd: req.config.args[req.entrypoint.len().min(req.config.args.len())..].to_vec(),
         entrypoint: req.entrypoint,
+        paused: false,
+        restart_count: 0,
+        stop_requested: false,
     };
     if let Err(e) = containers.create(&state, &req.config) {
         let _ = containers.remove(&state);

@@ -35,6 +35,7 @@ pub fn delete(
         if !force {
             return Err(DeleteError::Running(s.name));
         }
+        let _ = crate::container_pause::thaw_if_paused(containers, id, cgroup_root);
         match container_kill::kill(containers, id, Signal::KILL) {
             Err(KillError::NotRunning(_)) | Ok(()) => {}
             Err(e) => return Err(e.into()),

@@ -106,9 +106,25 @@ pub fn exec(containers: &Containers, id: &str, req: ExecRequest) -> Result<i32, 
         cfg.uid = uid;
         cfg.gid = gid;
     }
+    // The container's seccomp filter, installed as the init installs it: before the capability
+    // drop when no_new_privs is off (installing needs CAP_SYS_ADMIN then), last otherwise. The
+    // spawned command inherits it.
+    let seccomp = match &cfg.seccomp {
+        Some(p) => Some(
+            crate::seccomp::compile(p, &cfg.capabilities)
+                .map_err(|e| enter(format!("seccomp: {e}")))?,
+        ),
+        None => None,
+    };
+    if let (Some(f), false) = (&seccomp, cfg.no_new_privileges) {
+        crate::seccomp::install(f).map_err(|e| enter(format!("seccomp: {e}")))?;
+    }
     crate::process::init::drop_privileges(&cfg).map_err(enter)?;
     if cfg.no_new_privileges {
         rustix::thread::set_no_new_privs(true).map_err(|e| enter(format!("no_new_privs: {e}")))?;
+    }
+    if let (Some(f), true) = (&seccomp, cfg.no_new_privileges) {
+        crate::seccomp::install(f).map_err(|e| enter(format!("seccomp: {e}")))?;
     }
     let mut cmd = Command::new(&req.args[0]);
     cmd.args(&req.args[1..]).env_clear();

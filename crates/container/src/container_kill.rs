@@ -53,6 +53,12 @@ pub fn kill(containers: &Containers, id: &str, sig: Signal) -> Result<(), KillEr
         return Err(KillError::NotRunning(s.name));
     };
     let pid = Pid::from_raw(pid).ok_or_else(|| KillError::NotRunning(s.name.clone()))?;
+    if matches!(sig, Signal::KILL | Signal::TERM | Signal::INT) {
+        // An exit someone asked for: the restart policy must not undo it.
+        let mut s2 = s.clone();
+        s2.stop_requested = true;
+        containers.save(&s2)?;
+    }
     kill_process(pid, sig).map_err(|e| KillError::Kill(s.name, e.into()))
 }
 

@@ -3,28 +3,36 @@
 //! Owns turning a [`config::ContainerConfig`] into a running, isolated, limited process tree:
 //! namespaces (pid, mount, uts, ipc, net, cgroup), cgroups v1 and v2 ([`cgroups`]), the root
 //! filesystem as an overlay of image layers ([`rootfs`]), capabilities and rlimits, the
-//! per-container monitor and the init ([`process`]), container state on disk ([`state`]), and
+//! per-container monitor and the init ([`process`]), container state on disk ([`state`]), named volumes ([`volumes`]), and
 //! the verbs, one per file (`container_*.rs`).
 //!
 //! Does not own: images (corral-image hands it layer directories), networks beyond `none` and
 //! `host` (corral-net), the command line.
 //!
-//! Not yet here (issue 3 continues): the default seccomp filter, user namespaces,
-//! `pause`, `stats`, `top`, `cp`, ttys, restart policies, named volumes, the runc-compatible
+//! The system call filter is [`seccomp`]: docker's profile format, a default allowlist.
+//!
+//! Not yet here (issue 3 continues): user namespaces,
+//! `cp`, ttys, restart policies, the runc-compatible
 //! command line for podman and containerd, the v2 devices eBPF filter.
 
 #![warn(missing_docs)]
 
+pub mod capabilities;
 pub mod cgroups;
 pub mod config;
 pub mod container_create;
 pub mod container_delete;
 pub mod container_exec;
 pub mod container_kill;
+pub mod container_pause;
 pub mod container_start;
+pub mod container_stats;
 pub mod process;
+pub mod rlimits;
 pub mod rootfs;
+pub mod seccomp;
 pub mod state;
+pub mod volumes;
 
 pub use config::ContainerConfig;
 pub use state::{Containers, State, Status};

@@ -198,19 +198,20 @@ pub fn setup(cfg: &ContainerConfig, state_dir: &Path) -> Result<(), RootfsError>
         nosuid_nodev_noexec,
         None,
     )?;
-    let sys_flags = nosuid_nodev_noexec | MountFlags::RDONLY;
+    // Read-only unless --privileged (as docker).
+    let sys_flags = if cfg.privileged {
+        nosuid_nodev_noexec
+    } else {
+        nosuid_nodev_noexec | MountFlags::RDONLY
+    };
     if mount_fs(&root, "sysfs", "/sys", "sysfs", sys_flags, None).is_err() {
         // Without a network namespace of its own, sysfs cannot be mounted afresh: bind the
         // host's, read-only (as runc does).
         let t = target(&root, "/sys", false)?;
         mount_bind_recursive("/sys", proc_fd(&t)).map_err(fail("binding", "/sys"))?;
         let t = target(&root, "/sys", false)?;
-        mount_remount(
-            proc_fd(&t),
-            MountFlags::BIND | MountFlags::RDONLY | sys_flags,
-            "",
-        )
-        .map_err(fail("remounting read-only", "/sys"))?;
+        mount_remount(proc_fd(&t), MountFlags::BIND | sys_flags, "")
+            .map_err(fail("remounting", "/sys"))?;
     }
     for t in &cfg.tmpfs {
         mount_fs(
@@ -223,6 +224,13 @@ pub fn setup(cfg: &ContainerConfig, state_dir: &Path) -> Result<(), RootfsError>
         )?;
     }
     for b in &cfg.binds {
+        // A named volume's first mount gets the image's content at its mount point.
+        if crate::volumes::claim_copy_up(&b.source) {
+            crate::volumes::copy_up(&root, &b.destination, &b.source).map_err(fail(
+                "copying the image's content into the volume at",
+                &b.destination,
+            ))?;
+        }
         let is_file = fs::metadata(&b.source)
             .map(|m| !m.is_dir())
             .unwrap_or(false);

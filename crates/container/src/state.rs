@@ -129,6 +129,15 @@ pub struct State {
     /// The cmd part of the command.
     #[serde(default)]
     pub cmd: Vec<String>,
+    /// Frozen by `pause`.
+    #[serde(default)]
+    pub paused: bool,
+    /// Times the restart policy started it again.
+    #[serde(default)]
+    pub restart_count: u32,
+    /// Set by `stop` and `kill`: the restart policy does not apply to an exit someone asked for.
+    #[serde(default)]
+    pub stop_requested: bool,
 }
 
 /// The containers directory.

@@ -76,7 +76,7 @@ pub enum Command {
         /// Working directory.
         #[arg(short, long)]
         workdir: Option<String>,
-        /// User: UID[:GID].
+        /// User: `UID[:GID]`.
         #[arg(short, long)]
         user: Option<String>,
         /// The container.
@@ -84,6 +84,37 @@ pub enum Command {
         /// The command and its arguments.
         #[arg(required = true)]
         command: Vec<String>,
+    },
+    /// Freeze every process of containers.
+    Pause {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Thaw paused containers.
+    Unpause {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Show containers' memory, CPU and process counts (from their cgroups).
+    Stats {
+        /// One snapshot instead of a refreshing display.
+        #[arg(long)]
+        no_stream: bool,
+        /// Print JSON (implies --no-stream).
+        #[arg(long)]
+        json: bool,
+        /// Containers (default: all running).
+        containers: Vec<String>,
+    },
+    /// Show the processes of a container.
+    Top {
+        /// The container.
+        container: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Show a container's output.
     Logs {
@@ -138,6 +169,9 @@ pub enum Command {
         #[arg(required = true)]
         targets: Vec<String>,
     },
+    /// Manage named volumes: create, list, inspect, remove, prune.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
     /// Manage images: import, load, save, list, inspect, tag, remove, prune.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -149,7 +183,7 @@ pub enum Command {
     Login(LoginArgs),
     /// Forget the credentials for a registry.
     Logout {
-        /// The registry host[:port].
+        /// The registry `host[:port]`.
         registry: String,
     },
     /// List images (alias of `image ls`).
@@ -200,7 +234,7 @@ pub struct RunArgs {
     /// Working directory inside the container.
     #[arg(short, long)]
     pub workdir: Option<String>,
-    /// User to run as: UID[:GID].
+    /// User to run as: `UID[:GID]`.
     #[arg(short, long)]
     pub user: Option<String>,
     /// Hostname (default: the short id).
@@ -215,7 +249,7 @@ pub struct RunArgs {
     /// Override the image's entrypoint.
     #[arg(long)]
     pub entrypoint: Option<String>,
-    /// Bind mount HOSTDIR:DST[:ro].
+    /// Mount a host directory or a named volume (made on first use): `HOSTDIR|NAME:DST[:ro]`.
     #[arg(short, long = "volume", value_name = "SRC:DST[:ro]")]
     pub volume: Vec<String>,
     /// Mount a tmpfs at DST.
@@ -242,13 +276,72 @@ pub struct RunArgs {
     /// Network: none or host (named networks arrive with corral-net).
     #[arg(long, default_value = "none")]
     pub network: String,
-    /// Security options: no-new-privileges.
+    /// Restart policy: no, `on-failure[:N]`, always (the monitor restarts the process with
+    /// back-off; `stop` and `kill` end it for good).
+    #[arg(long, default_value = "no")]
+    pub restart: String,
+    /// Security options: no-new-privileges; seccomp=unconfined (no system call filter) or
+    /// seccomp=FILE (a profile in docker's JSON format).
     #[arg(long)]
     pub security_opt: Vec<String>,
+    /// Add a capability (NET_ADMIN or CAP_NET_ADMIN, any case; ALL for every one).
+    #[arg(long, value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability (ALL: keep only those added).
+    #[arg(long, value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// Every capability, no masked or read-only /proc paths, /sys read-write.
+    #[arg(long)]
+    pub privileged: bool,
+    /// Set a resource limit: nofile, nproc, core, memlock or stack (-1: unlimited).
+    #[arg(long, value_name = "NAME=SOFT[:HARD]")]
+    pub ulimit: Vec<String>,
     /// The image.
     pub image: String,
     /// The command and its arguments (default: the image's).
     pub command: Vec<String>,
+}
+
+/// `corral volume ...`: docker's names.
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Make a volume (nothing happens if it exists). `run -v NAME:/path` also makes one.
+    Create {
+        /// The name: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+        name: String,
+    },
+    /// List volumes.
+    #[command(alias = "list")]
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Print only names.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show volumes as JSON.
+    Inspect {
+        /// Volume names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove volumes; one that a container (running or not) mounts is refused.
+    #[command(alias = "remove")]
+    Rm {
+        /// Do not fail on volumes that do not exist (a volume in use is still refused).
+        #[arg(short, long)]
+        force: bool,
+        /// Volume names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove every volume that no container mounts.
+    Prune {
+        /// Accepted for docker's scripts: corral never asks.
+        #[arg(short, long)]
+        force: bool,
+    },
 }
 
 /// `corral image ...`
@@ -287,7 +380,7 @@ pub enum ImageCommand {
 pub struct ImportArgs {
     /// The rootfs tarball, or - for standard input.
     pub file: PathBuf,
-    /// The name to give the image, NAME[:TAG].
+    /// The name to give the image, `NAME[:TAG]`.
     pub name: String,
 }
 
@@ -328,7 +421,7 @@ pub struct LsArgs {
 pub struct TagArgs {
     /// The image, by name or id.
     pub source: String,
-    /// The new name, NAME[:TAG].
+    /// The new name, `NAME[:TAG]`.
     pub target: String,
 }
 
@@ -361,7 +454,7 @@ pub struct RegistryArgs {
 /// Arguments of `pull`.
 #[derive(Debug, Args)]
 pub struct PullArgs {
-    /// The image, [REGISTRY[:PORT]/]REPOSITORY[:TAG|@DIGEST].
+    /// The image, `[REGISTRY[:PORT]/]REPOSITORY[:TAG|@DIGEST]`.
     pub reference: String,
     #[command(flatten)]
     pub registry: RegistryArgs,
@@ -381,7 +474,7 @@ pub struct PushArgs {
 /// Arguments of `login`.
 #[derive(Debug, Args)]
 pub struct LoginArgs {
-    /// The registry host[:port].
+    /// The registry `host[:port]`.
     pub registry: String,
     /// User name.
     #[arg(short, long)]

@@ -16,6 +16,7 @@ mod cpuset;
 mod devices;
 mod memory;
 mod pids;
+pub mod stats;
 
 use std::fs;
 use std::io;
@@ -203,6 +204,16 @@ impl Cgroup {
             .lines()
             .filter_map(|l| l.trim().parse().ok())
             .collect()
+    }
+
+    /// Current usage.
+    pub fn stats(&self) -> stats::Stats {
+        stats::read(self.layout, &self.dirs)
+    }
+
+    /// Freezes or thaws every process of the container.
+    pub fn freeze(&self, frozen: bool) -> Result<(), CgroupError> {
+        stats::freeze(self.layout, &self.dirs, frozen)
     }
 
     /// Whether the OOM killer killed a process of the cgroup.

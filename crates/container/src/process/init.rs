@@ -3,10 +3,10 @@
 //!
 //! It waits for the monitor's go (sent once it is inside the container's cgroup), enters new
 //! mount, UTS, IPC, network and cgroup namespaces, builds the root filesystem, applies
-//! hostname, rlimits, user, capabilities and no_new_privs, and execs the workload. If anything
-//! fails, it writes `CODE MESSAGE` to the status pipe (close-on-exec: a successful exec closes
-//! it with nothing written) and exits with CODE: 127 when the command is not found, 126 when it
-//! cannot be run, 125 for corral's own failures.
+//! hostname, rlimits, user, capabilities, no_new_privs and the seccomp filter, and execs the
+//! workload. If anything fails, it writes `CODE MESSAGE` to the status pipe (close-on-exec: a
+//! successful exec closes it with nothing written) and exits with CODE: 127 when the command is
+//! not found, 126 when it cannot be run, 125 for corral's own failures.
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -54,6 +54,13 @@ fn run(state_dir: &Path, sync_fd: i32) -> Result<Never, (i32, String)> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let cfg: ContainerConfig = containers.config(&id).map_err(|e| own(&e))?;
+    // Compiled first, so that a profile this kernel cannot take fails before any setup.
+    let seccomp = cfg
+        .seccomp
+        .as_ref()
+        .map(|p| crate::seccomp::compile(p, &cfg.capabilities))
+        .transpose()
+        .map_err(|e| own(&error_chain(&e)))?;
 
     let mut flags =
         UnshareFlags::NEWNS | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC | UnshareFlags::NEWCGROUP;
@@ -102,6 +109,11 @@ fn run(state_dir: &Path, sync_fd: i32) -> Result<Never, (i32, String)> {
     }
     rustix::process::chdir(cwd).map_err(|e| (125, format!("entering {cwd}: {e}")))?;
 
+    // Without no_new_privs, installing the filter needs CAP_SYS_ADMIN, which the drop below
+    // removes: install it now (see crate::seccomp for what the filter must then allow).
+    if let (Some(f), false) = (&seccomp, cfg.no_new_privileges) {
+        crate::seccomp::install(f).map_err(|e| own(&error_chain(&e)))?;
+    }
     drop_privileges(&cfg).map_err(|e| (125, e))?;
     // If the monitor dies, the container dies with it rather than run on unsupervised (set
     // after the credential change, which clears it).
@@ -120,6 +132,10 @@ fn run(state_dir: &Path, sync_fd: i32) -> Result<Never, (i32, String)> {
         if let Some((k, v)) = kv.split_once('=') {
             cmd.env(k, v);
         }
+    }
+    // With no_new_privs, the filter goes on last, right before the exec.
+    if let (Some(f), true) = (&seccomp, cfg.no_new_privileges) {
+        crate::seccomp::install(f).map_err(|e| own(&error_chain(&e)))?;
     }
     let err = cmd.exec();
     let code = match err.kind() {

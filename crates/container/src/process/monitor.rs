@@ -52,23 +52,60 @@ pub fn main(mut a: MonitorArgs<'_>) -> i32 {
             return 125;
         }
     };
-    match start(&a, &mut state) {
-        Ok((child, out, err, cgroup)) => {
-            notify(&mut notify_fd, "OK");
-            supervise(&a, state, child, out, err, cgroup)
-        }
-        Err((code, msg)) => {
-            state.status = Status::Exited;
-            state.exit_code = Some(code);
-            state.error = Some(msg.clone());
-            state.finished_at = Some(now());
-            state.pid = None;
-            let _ = a.containers.save(&state);
-            notify(&mut notify_fd, &format!("ERR {code} {msg}"));
-            if state.auto_remove {
-                let _ = a.containers.remove(&state);
+    // Our own PID namespace, to return to before each restart: a new child needs a new
+    // namespace, and unshare(CLONE_NEWPID) works only from the namespace one lives in.
+    let own_pidns = File::open("/proc/self/ns/pid").ok();
+    let mut backoff = std::time::Duration::from_millis(100);
+    loop {
+        match start(&a, &mut state) {
+            Ok((child, out, err, cgroup)) => {
+                notify(&mut notify_fd, "OK");
+                let code = supervise(&a, &mut state, child, out, err, cgroup);
+                let policy = a
+                    .containers
+                    .config(a.id)
+                    .map(|c| c.restart)
+                    .unwrap_or_default();
+                let asked = a
+                    .containers
+                    .load_raw(a.id)
+                    .map(|s| s.stop_requested)
+                    .unwrap_or(true);
+                if asked || !policy.wants_restart(code, state.restart_count) {
+                    if state.auto_remove {
+                        let _ = a.containers.remove(&state);
+                    }
+                    return code;
+                }
+                // docker's back-off: 100 ms, doubling, at most a minute.
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(60));
+                if a.containers.load_raw(a.id).is_ok_and(|s| s.stop_requested) {
+                    return code;
+                }
+                if let Some(ns) = &own_pidns {
+                    let _ = rustix::thread::move_into_link_name_space(
+                        ns.as_fd(),
+                        Some(rustix::thread::LinkNameSpaceType::ProcessID),
+                    );
+                }
+                state.restart_count += 1;
+                state.oom_killed = false;
+                state.error = None;
             }
-            code
+            Err((code, msg)) => {
+                state.status = Status::Exited;
+                state.exit_code = Some(code);
+                state.error = Some(msg.clone());
+                state.finished_at = Some(now());
+                state.pid = None;
+                let _ = a.containers.save(&state);
+                notify(&mut notify_fd, &format!("ERR {code} {msg}"));
+                if state.auto_remove {
+                    let _ = a.containers.remove(&state);
+                }
+                return code;
+            }
         }
     }
 }
@@ -191,7 +228,7 @@ struct LogStream {
 
 fn supervise(
     a: &MonitorArgs<'_>,
-    mut state: State,
+    state: &mut State,
     mut child: std::process::Child,
     out: OwnedFd,
     err: OwnedFd,
@@ -268,10 +305,11 @@ fn supervise(
     state.exit_code = Some(code);
     state.pid = None;
     state.finished_at = Some(now());
-    let _ = a.containers.save(&state);
-    if state.auto_remove {
-        let _ = a.containers.remove(&state);
+    // Keep what `stop`/`kill` recorded meanwhile.
+    if let Ok(disk) = a.containers.load_raw(a.id) {
+        state.stop_requested |= disk.stop_requested;
     }
+    let _ = a.containers.save(state);
     code
 }
 

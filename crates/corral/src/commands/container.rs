@@ -9,7 +9,10 @@ use anyhow::{bail, Context, Result};
 use corral_container::config::{parse_size, Bind, ContainerConfig, NetworkMode};
 use corral_container::container_create::{self, CreateRequest};
 use corral_container::container_start::{self, Attach, StartError};
-use corral_container::{container_delete, container_kill, Containers, Status};
+use corral_container::{capabilities, rlimits};
+use corral_container::{
+    container_delete, container_kill, container_pause, container_stats, Containers, Status,
+};
 use serde_json::json;
 
 use crate::cli::RunArgs;
@@ -148,19 +151,27 @@ fn plan(root: &Path, a: &RunArgs) -> Result<(ContainerConfig, String, usize)> {
             [s, d] => (*s, *d, false),
             [s, d, "ro"] => (*s, *d, true),
             [s, d, "rw"] => (*s, *d, false),
-            _ => bail!("-v {v:?}: expected HOSTDIR:DST[:ro]"),
+            _ => bail!("-v {v:?}: expected HOSTDIR:DST[:ro] or VOLUME:DST[:ro]"),
         };
-        if !src.starts_with('/') {
-            bail!("-v {v:?}: named volumes are not supported yet; give an absolute host path");
-        }
         if !dst.starts_with('/') {
             bail!("-v {v:?}: the destination must be an absolute path");
         }
-        if !Path::new(src).exists() {
-            bail!("-v {v:?}: {src} does not exist");
-        }
+        let source = if src.starts_with('/') {
+            if !Path::new(src).exists() {
+                bail!("-v {v:?}: {src} does not exist");
+            }
+            PathBuf::from(src)
+        } else {
+            // A named volume, made on first use as docker does.
+            if !corral_container::volumes::valid_name(src) {
+                bail!("-v {v:?}: {src:?} is neither an absolute host path nor a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)");
+            }
+            let vols = super::volume::volumes(root)?;
+            vols.create(src)?;
+            vols.mountpoint(src)
+        };
         cfg.binds.push(Bind {
-            source: PathBuf::from(src),
+            source,
             destination: dst.to_owned(),
             readonly: ro,
         });
@@ -188,16 +199,70 @@ fn plan(root: &Path, a: &RunArgs) -> Result<(ContainerConfig, String, usize)> {
         "host" => NetworkMode::Host,
         n => bail!("--network {n:?}: only none and host exist yet (virtual networks arrive with corral-net)"),
     };
+    let mut seccomp_given = false;
     for o in &a.security_opt {
         match o.as_str() {
             "no-new-privileges" | "no-new-privileges=true" | "no-new-privileges:true" => {
                 cfg.no_new_privileges = true
             }
-            _ => bail!("--security-opt {o:?}: supported: no-new-privileges"),
+            s if s.starts_with("seccomp=") || s.starts_with("seccomp:") => {
+                seccomp_given = true;
+                cfg.seccomp = match &s["seccomp=".len()..] {
+                    "unconfined" => None,
+                    "" => bail!("--security-opt {o:?}: give seccomp=unconfined or seccomp=FILE"),
+                    file => Some(
+                        corral_container::seccomp::SeccompProfile::load(Path::new(file))
+                            .with_context(|| format!("--security-opt {o}"))?,
+                    ),
+                };
+            }
+            _ => bail!(
+                "--security-opt {o:?}: supported: no-new-privileges, seccomp=unconfined, seccomp=FILE"
+            ),
         }
+    }
+    cfg.capabilities = capabilities::resolve(
+        &cfg.capabilities,
+        &a.cap_add,
+        &a.cap_drop,
+        a.privileged,
+        &capabilities::available(),
+    )?;
+    if a.privileged {
+        // docker's --privileged, less what corral does not do yet: host devices in /dev and
+        // an open devices cgroup (see docs/cli-containers.md).
+        cfg.privileged = true;
+        cfg.masked_paths.clear();
+        cfg.readonly_paths.clear();
+        if !seccomp_given {
+            // docker's --privileged runs unconfined unless a profile is given.
+            cfg.seccomp = None;
+        }
+    }
+    if let Some(profile) = &cfg.seccomp {
+        // Compiled again by the init; compiling here reports a profile the kernel could not
+        // take (too large) before anything is created.
+        corral_container::seccomp::compile(profile, &cfg.capabilities)
+            .context("--security-opt seccomp")?;
+    }
+    for u in &a.ulimit {
+        rlimits::set(&mut cfg.rlimits, rlimits::parse_ulimit(u)?);
     }
     if a.tty {
         bail!("-t: terminals are not supported yet; run without -t");
+    }
+    cfg.restart =
+        corral_container::config::RestartPolicy::parse(&a.restart).with_context(|| {
+            format!(
+                "--restart {:?}: expected no, on-failure[:N], always or unless-stopped",
+                a.restart
+            )
+        })?;
+    if a.rm && cfg.restart != corral_container::config::RestartPolicy::No {
+        bail!(
+            "--rm and --restart {} conflict: a container removed at exit cannot restart",
+            a.restart
+        );
     }
     Ok((cfg, img.id.to_string(), entrypoint_len))
 }
@@ -372,7 +437,8 @@ pub fn ps(root: &Path, all: bool, quiet: bool, as_json: bool) -> Result<()> {
                 json!({
                     "id": s.id, "name": s.name, "image": s.image,
                     "command": c.as_ref().map(|c| c.args.join(" ")).unwrap_or_default(),
-                    "status": status_str(s.status), "exit_code": s.exit_code,
+                    "status": if s.paused && s.status == Status::Running { "paused" } else { status_str(s.status) },
+                    "exit_code": s.exit_code,
                     "oom_killed": s.oom_killed, "pid": s.pid, "created": s.created,
                 })
             })
@@ -397,6 +463,7 @@ pub fn ps(root: &Path, all: bool, quiet: bool, as_json: bool) -> Result<()> {
         let cmd: String = cmd.chars().take(24).collect();
         let status = match s.status {
             Status::Exited => format!("exited ({})", s.exit_code.unwrap_or(-1)),
+            Status::Running if s.paused => "paused".to_owned(),
             st => status_str(st).to_owned(),
         };
         writeln!(
@@ -504,8 +571,110 @@ fn for_each(
 
 pub fn stop(root: &Path, names: &[String], secs: u64) -> Result<()> {
     for_each(root, names, |cs, id| {
+        container_pause::thaw_if_paused(cs, id, Path::new(CGROUP_ROOT))?;
         Ok(container_kill::stop(cs, id, Duration::from_secs(secs))?)
     })
+}
+
+pub fn pause(root: &Path, names: &[String], paused: bool) -> Result<()> {
+    for_each(root, names, |cs, id| {
+        Ok(container_pause::set_paused(
+            cs,
+            id,
+            paused,
+            Path::new(CGROUP_ROOT),
+        )?)
+    })
+}
+
+pub fn stats(root: &Path, names: &[String], once: bool, as_json: bool) -> Result<()> {
+    let cs = containers(root)?;
+    let ids: Vec<String> = if names.is_empty() {
+        cs.ids()?
+            .into_iter()
+            .filter(|id| cs.load(id).is_ok_and(|s| s.status == Status::Running))
+            .collect()
+    } else {
+        names
+            .iter()
+            .map(|n| cs.resolve(n))
+            .collect::<Result<_, _>>()?
+    };
+    loop {
+        let mut rows = Vec::new();
+        for id in &ids {
+            let Ok(s) = cs.load(id) else { continue };
+            if let Some(st) = container_stats::stats(&cs, id, Path::new(CGROUP_ROOT))? {
+                rows.push((s, st));
+            }
+        }
+        if as_json {
+            let v: Vec<_> = rows
+                .iter()
+                .map(|(s, st)| json!({ "id": s.id, "name": s.name, "memory_usage": st.memory_usage,
+                    "memory_limit": st.memory_limit, "cpu_usage_ns": st.cpu_usage_ns, "pids": st.pids }))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            return Ok(());
+        }
+        let mut out = std::io::stdout().lock();
+        if !once {
+            // Clear the screen and go home, as docker's refreshing display does.
+            write!(out, "\x1b[2J\x1b[H")?;
+        }
+        writeln!(
+            out,
+            "{:12}  {:20}  {:>12}  {:>12}  {:>10}  {:>5}",
+            "CONTAINER ID", "NAME", "MEM USAGE", "LIMIT", "CPU (s)", "PIDS"
+        )?;
+        for (s, st) in &rows {
+            let limit = st.memory_limit.map_or("-".to_owned(), super::image::human);
+            writeln!(
+                out,
+                "{:12}  {:20}  {:>12}  {:>12}  {:>10.2}  {:>5}",
+                &s.id[..12],
+                s.name,
+                super::image::human(st.memory_usage),
+                limit,
+                st.cpu_usage_ns as f64 / 1e9,
+                st.pids
+            )?;
+        }
+        out.flush()?;
+        if once || rows.is_empty() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+pub fn top(root: &Path, c: &str, as_json: bool) -> Result<()> {
+    let cs = containers(root)?;
+    let id = cs.resolve(c)?;
+    let procs = container_stats::top(&cs, &id, Path::new(CGROUP_ROOT))?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&procs)?);
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:>8}  {:>8}  {:>6}  {:>8}  {:>10}  COMMAND",
+        "PID", "PPID", "UID", "TIME(s)", "RSS"
+    )?;
+    for p in procs {
+        writeln!(
+            out,
+            "{:>8}  {:>8}  {:>6}  {:>8.2}  {:>10}  {}",
+            p.pid,
+            p.ppid,
+            p.uid,
+            p.cpu_seconds,
+            super::image::human(p.rss),
+            p.command
+        )?;
+    }
+    Ok(())
 }
 
 pub fn kill(root: &Path, names: &[String], signal: &str) -> Result<()> {
@@ -548,6 +717,7 @@ pub fn inspect(root: &Path, targets: &[String]) -> Result<()> {
                     "created": s.created,
                     "state": {
                         "status": status_str(s.status), "running": s.status == Status::Running,
+                        "paused": s.paused,
                         "pid": s.pid, "exit_code": s.exit_code, "oom_killed": s.oom_killed,
                         "started_at": s.started_at, "finished_at": s.finished_at, "error": s.error,
                     },

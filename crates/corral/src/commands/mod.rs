@@ -4,6 +4,7 @@
 pub mod container;
 mod host;
 mod image;
+mod volume;
 
 use anyhow::Result;
 
@@ -49,10 +50,19 @@ pub fn run(cli: Cli) -> Result<()> {
             container: c,
         } => container::logs(&root, &c, follow, tail, timestamps),
         Command::Stop { time, containers } => container::stop(&root, &containers, time),
+        Command::Pause { containers } => container::pause(&root, &containers, true),
+        Command::Unpause { containers } => container::pause(&root, &containers, false),
+        Command::Stats {
+            no_stream,
+            json,
+            containers,
+        } => container::stats(&root, &containers, no_stream || json, json),
+        Command::Top { container: c, json } => container::top(&root, &c, json),
         Command::Kill { signal, containers } => container::kill(&root, &containers, &signal),
         Command::Rm { force, containers } => container::rm(&root, &containers, force),
         Command::Wait { containers } => container::wait(&root, &containers),
         Command::Inspect { targets } => container::inspect(&root, &targets),
+        Command::Volume(cmd) => volume::run(&root, cmd),
         Command::Image(cmd) => image::run(&root, cmd),
         Command::Pull(a) => image::run(&root, ImageCommand::Pull(a)),
         Command::Push(a) => image::run(&root, ImageCommand::Push(a)),

@@ -1,0 +1,170 @@
+//! `volume create`, `ls`, `inspect`, `rm`, `prune`: named volumes under `ROOT/volumes`.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use corral_container::volumes::{Volume, VolumeError, Volumes};
+use corral_container::Containers;
+use serde_json::json;
+
+use crate::cli::VolumeCommand;
+use crate::exit::{Code, CORRAL_FAILURE};
+
+/// The volume store of `root`.
+pub fn volumes(root: &Path) -> Result<Volumes> {
+    Volumes::open(root.join("volumes"))
+        .with_context(|| format!("opening the volume store under {}", root.display()))
+}
+
+fn containers(root: &Path) -> Result<Containers> {
+    Containers::open(root.join("containers"))
+        .with_context(|| format!("opening the container store under {}", root.display()))
+}
+
+/// Runs a `volume` verb.
+pub fn run(root: &Path, cmd: VolumeCommand) -> Result<()> {
+    match cmd {
+        VolumeCommand::Create { name } => {
+            volumes(root)?.create(&name)?;
+            println!("{name}");
+            Ok(())
+        }
+        VolumeCommand::Ls { json, quiet } => ls(root, json, quiet),
+        VolumeCommand::Inspect { names } => inspect(root, &names),
+        VolumeCommand::Rm { force, names } => rm(root, &names, force),
+        VolumeCommand::Prune { force: _ } => prune(root),
+    }
+}
+
+fn to_json(vols: &Volumes, v: &Volume) -> serde_json::Value {
+    json!({
+        "name": v.name, "driver": "local", "mountpoint": vols.mountpoint(&v.name),
+        "created": v.created, "labels": v.labels, "scope": "local",
+    })
+}
+
+fn ls(root: &Path, as_json: bool, quiet: bool) -> Result<()> {
+    let vols = volumes(root)?;
+    let list = vols.list()?;
+    let mut out = std::io::stdout().lock();
+    if as_json {
+        let v: Vec<_> = list.iter().map(|v| to_json(&vols, v)).collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+    } else if quiet {
+        for v in &list {
+            writeln!(out, "{}", v.name)?;
+        }
+    } else {
+        writeln!(out, "{:8}  VOLUME NAME", "DRIVER")?;
+        for v in &list {
+            writeln!(out, "{:8}  {}", "local", v.name)?;
+        }
+    }
+    Ok(())
+}
+
+/// Prints `error: NAME: cause: cause...` for one of several names.
+fn report(name: &str, e: &dyn std::error::Error) {
+    let mut m = format!("error: {name}: {e}");
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        m.push_str(&format!(": {c}"));
+        cur = c.source();
+    }
+    eprintln!("{m}");
+}
+
+fn inspect(root: &Path, names: &[String]) -> Result<()> {
+    let vols = volumes(root)?;
+    let mut out = Vec::new();
+    let mut failed = false;
+    for n in names {
+        match vols.get(n) {
+            Ok(v) => out.push(to_json(&vols, &v)),
+            Err(e) => {
+                failed = true;
+                report(n, &e);
+            }
+        }
+    }
+    // One object for one name, as `corral inspect`; an array for several.
+    if out.len() == 1 && names.len() == 1 {
+        println!("{}", serde_json::to_string_pretty(&out[0])?);
+    } else if !out.is_empty() {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    if failed {
+        return Err(Code(CORRAL_FAILURE).into());
+    }
+    Ok(())
+}
+
+fn rm(root: &Path, names: &[String], force: bool) -> Result<()> {
+    let vols = volumes(root)?;
+    let cs = containers(root)?;
+    let mut failed = false;
+    for n in names {
+        match vols.remove(n, &cs) {
+            Ok(_) => println!("{n}"),
+            Err(VolumeError::NotFound(_)) if force => {}
+            Err(e) => {
+                failed = true;
+                report(n, &e);
+            }
+        }
+    }
+    if failed {
+        return Err(Code(CORRAL_FAILURE).into());
+    }
+    Ok(())
+}
+
+fn prune(root: &Path) -> Result<()> {
+    let vols = volumes(root)?;
+    let cs = containers(root)?;
+    let (removed, bytes) = vols.prune(&cs)?;
+    let mut out = std::io::stdout().lock();
+    if !removed.is_empty() {
+        writeln!(out, "Deleted Volumes:")?;
+        for n in &removed {
+            writeln!(out, "{n}")?;
+        }
+        writeln!(out)?;
+    }
+    writeln!(out, "Total reclaimed space: {}", human_size(bytes))?;
+    Ok(())
+}
+
+/// Bytes as docker prints them: decimal units, up to three decimals.
+fn human_size(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i + 1 < UNITS.len() {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b}B")
+    } else {
+        let n = format!("{v:.3}");
+        format!(
+            "{}{}",
+            n.trim_end_matches('0').trim_end_matches('.'),
+            UNITS[i]
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_print_like_docker() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(4096), "4.096kB");
+        assert_eq!(human_size(1_500_000), "1.5MB");
+    }
+}

@@ -1,0 +1,417 @@
+//! End-to-end tests of named volumes (`-v NAME:/path`, `corral volume ...`) and of the
+//! privilege flags of `run` (`--cap-add`, `--cap-drop`, `--privileged`, `--ulimit`), against
+//! the contract in docs/cli-containers.md.
+//!
+//! Every test runs the real binary as root in its own world with the busybox image, a
+//! [`VolumeGuard`] that removes the volumes it names and a [`ContainerGuard`] that removes its
+//! containers (declared after the volume guard, so containers go first and the volumes they
+//! used are free to go).
+
+use std::thread;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use corral_e2e::containers::BUSYBOX_IMAGE;
+use corral_e2e::process::describe;
+use corral_e2e::{skip_unless_root, unique_token, ContainerGuard, Corral};
+
+/// corral's own failures.
+const EXIT_CORRAL: i32 = 125;
+/// podman's default capabilities as a mask (see tests/container.rs).
+const PODMAN_DEFAULT_CAPS: u64 = 0x8004_05fb;
+/// CAP_SYS_ADMIN.
+const CAP_SYS_ADMIN_BIT: u64 = 1 << 21;
+
+/// A fresh world with the busybox image imported and a short command deadline.
+fn world() -> Corral {
+    let mut c = Corral::new();
+    c.timeout = Duration::from_secs(120);
+    c.busybox_image();
+    c
+}
+
+/// A name unique to this run.
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", unique_token())
+}
+
+/// Removes the volumes it tracks (`volume rm -f`) when dropped; never panics.
+struct VolumeGuard<'a> {
+    corral: &'a Corral,
+    names: Vec<String>,
+}
+
+impl<'a> VolumeGuard<'a> {
+    fn new(corral: &'a Corral) -> Self {
+        VolumeGuard {
+            corral,
+            names: Vec::new(),
+        }
+    }
+
+    /// Tracks `name` and returns it.
+    fn track(&mut self, name: String) -> String {
+        self.names.push(name.clone());
+        name
+    }
+}
+
+impl Drop for VolumeGuard<'_> {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let out = self.corral.cmd(&["volume", "rm", "-f", n]);
+            if !out.status.success() {
+                eprintln!("warning: volume rm -f {n}: {}", describe(&out));
+            }
+        }
+    }
+}
+
+/// `corral run --rm FLAGS busybox:test CMD...`.
+fn run_rm(c: &Corral, flags: &[&str], cmd: &[&str]) -> std::process::Output {
+    let mut args = vec!["run", "--rm"];
+    args.extend_from_slice(flags);
+    args.push(BUSYBOX_IMAGE);
+    args.extend_from_slice(cmd);
+    c.cmd(&args)
+}
+
+/// As [`run_rm`], panicking unless the container exits 0; returns its stdout.
+fn run_rm_ok(c: &Corral, flags: &[&str], cmd: &[&str]) -> String {
+    let out = run_rm(c, flags, cmd);
+    assert!(
+        out.status.success(),
+        "run --rm {flags:?} {cmd:?}: {}",
+        describe(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `volume ls --json`, parsed.
+fn volume_list(c: &Corral) -> Vec<Value> {
+    let text = c.ok(&["volume", "ls", "--json"]);
+    let v: Value = serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("volume ls --json printed invalid JSON ({e}):\n{text}"));
+    v.as_array()
+        .unwrap_or_else(|| panic!("volume ls --json is not an array:\n{text}"))
+        .clone()
+}
+
+fn volume_names(c: &Corral) -> Vec<String> {
+    volume_list(c)
+        .iter()
+        .filter_map(|v| v["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The CapEff mask a container prints for `grep CapEff /proc/self/status`.
+fn cap_eff(c: &Corral, flags: &[&str]) -> u64 {
+    let out = run_rm_ok(c, flags, &["grep", "CapEff", "/proc/self/status"]);
+    let hex = out
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no CapEff in {out:?}"));
+    u64::from_str_radix(hex, 16).unwrap_or_else(|e| panic!("CapEff {hex:?}: {e}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// named volumes
+
+#[test]
+fn named_volume_keeps_data_across_containers() {
+    if skip_unless_root("named_volume_keeps_data_across_containers") {
+        return;
+    }
+    let c = world();
+    let mut vols = VolumeGuard::new(&c);
+    let _containers = ContainerGuard::new(&c);
+    let vol = vols.track(unique("keep"));
+    let bind = format!("{vol}:/data");
+
+    run_rm_ok(&c, &["-v", &bind], &["sh", "-c", "echo kept > /data/note"]);
+    let out = run_rm_ok(&c, &["-v", &bind], &["cat", "/data/note"]);
+    assert_eq!(out.trim(), "kept");
+
+    let listed = volume_list(&c);
+    let entry = listed
+        .iter()
+        .find(|v| v["name"] == vol.as_str())
+        .unwrap_or_else(|| panic!("volume ls --json does not list {vol}: {listed:?}"));
+    let mountpoint = entry["mountpoint"].as_str().expect("mountpoint");
+    assert_eq!(
+        std::fs::read_to_string(format!("{mountpoint}/note")).expect("note on the host"),
+        "kept\n"
+    );
+    assert!(entry["created"].as_str().is_some_and(|s| !s.is_empty()));
+    let q = c.ok(&["volume", "ls", "-q"]);
+    assert!(q.lines().any(|l| l == vol), "volume ls -q: {q}");
+
+    let inspected: Value =
+        serde_json::from_str(c.ok(&["volume", "inspect", &vol]).trim()).expect("inspect JSON");
+    assert_eq!(inspected["name"], vol.as_str());
+    assert_eq!(inspected["mountpoint"], mountpoint);
+    assert!(c.fail(&["volume", "inspect", "no-such-volume"]).0 == EXIT_CORRAL);
+}
+
+#[test]
+fn fresh_volume_gets_image_content_once() {
+    if skip_unless_root("fresh_volume_gets_image_content_once") {
+        return;
+    }
+    let c = world();
+    let mut vols = VolumeGuard::new(&c);
+    let _containers = ContainerGuard::new(&c);
+    let vol = vols.track(unique("copyup"));
+    let bind = format!("{vol}:/etc");
+
+    // The image's /etc shows through the fresh volume; the container then empties it.
+    let out = run_rm_ok(
+        &c,
+        &["-v", &bind],
+        &["sh", "-c", "cat /etc/passwd && rm /etc/passwd /etc/group"],
+    );
+    assert!(
+        out.starts_with("root:x:0:0:"),
+        "copied-up /etc/passwd: {out:?}"
+    );
+    // Copied once only: the next container sees the volume as the last one left it.
+    let out = run_rm_ok(&c, &["-v", &bind], &["ls", "-A", "/etc"]);
+    assert_eq!(out.trim(), "", "the volume was filled again: {out:?}");
+}
+
+#[test]
+fn racing_runs_share_one_new_volume() {
+    if skip_unless_root("racing_runs_share_one_new_volume") {
+        return;
+    }
+    let c = world();
+    let mut vols = VolumeGuard::new(&c);
+    let _containers = ContainerGuard::new(&c);
+    let vol = vols.track(unique("race"));
+    let bind = format!("{vol}:/data");
+    let outs: Vec<_> = thread::scope(|s| {
+        let hs: Vec<_> = (0..3)
+            .map(|i| {
+                let (c, bind) = (&c, &bind);
+                s.spawn(move || run_rm(c, &["-v", bind], &["touch", &format!("/data/{i}")]))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("thread")).collect()
+    });
+    for o in &outs {
+        assert!(o.status.success(), "racing run: {}", describe(o));
+    }
+    let out = run_rm_ok(&c, &["-v", &bind], &["ls", "/data"]);
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["0", "1", "2"]);
+    assert_eq!(volume_names(&c), [vol]);
+}
+
+#[test]
+fn volume_rm_refuses_volume_of_existing_container() {
+    if skip_unless_root("volume_rm_refuses_volume_of_existing_container") {
+        return;
+    }
+    let c = world();
+    let mut vols = VolumeGuard::new(&c);
+    let mut containers = ContainerGuard::new(&c);
+    let vol = vols.track(unique("used"));
+    let name = unique("user");
+    containers.track(&name);
+    // Exits at once and stays (no --rm): stopped, not removed.
+    c.ok(&[
+        "run",
+        "--name",
+        &name,
+        "-v",
+        &format!("{vol}:/data"),
+        BUSYBOX_IMAGE,
+        "true",
+    ]);
+
+    for args in [&["volume", "rm", &vol][..], &["volume", "rm", "-f", &vol]] {
+        let (code, stderr) = c.fail(args);
+        assert_eq!(code, EXIT_CORRAL, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&name),
+            "{args:?} does not name {name}: {stderr}"
+        );
+    }
+    assert!(volume_names(&c).contains(&vol));
+
+    c.ok(&["rm", &name]);
+    let out = c.ok(&["volume", "rm", &vol]);
+    assert_eq!(out.trim(), vol);
+    assert!(!volume_names(&c).contains(&vol));
+    // Gone: rm fails, rm -f does not.
+    assert_eq!(c.fail(&["volume", "rm", &vol]).0, EXIT_CORRAL);
+    c.ok(&["volume", "rm", "-f", &vol]);
+}
+
+#[test]
+fn volume_prune_removes_only_unused() {
+    if skip_unless_root("volume_prune_removes_only_unused") {
+        return;
+    }
+    let c = world();
+    let mut vols = VolumeGuard::new(&c);
+    let mut containers = ContainerGuard::new(&c);
+    let used = vols.track(unique("used"));
+    let idle = vols.track(unique("idle"));
+    let filled = vols.track(unique("filled"));
+    c.ok(&["volume", "create", &idle]);
+    run_rm_ok(
+        &c,
+        &["-v", &format!("{filled}:/d")],
+        &["dd", "if=/dev/zero", "of=/d/blob", "bs=1024", "count=64"],
+    );
+    let name = unique("keeper");
+    containers.track(&name);
+    c.ok(&[
+        "create",
+        "--name",
+        &name,
+        "-v",
+        &format!("{used}:/data"),
+        BUSYBOX_IMAGE,
+        "true",
+    ]);
+
+    let out = c.ok(&["volume", "prune", "-f"]);
+    assert!(out.contains(&idle) && out.contains(&filled), "prune: {out}");
+    assert!(!out.contains(&used), "prune removed a used volume: {out}");
+    assert!(out.contains("Total reclaimed space:"), "prune: {out}");
+    assert_eq!(volume_names(&c), [used]);
+}
+
+#[test]
+fn invalid_volume_name_is_refused() {
+    if skip_unless_root("invalid_volume_name_is_refused") {
+        return;
+    }
+    let c = world();
+    let _containers = ContainerGuard::new(&c);
+    let (code, stderr) = c.fail(&["run", "--rm", "-v", "-bad:/d", BUSYBOX_IMAGE, "true"]);
+    assert_eq!(code, EXIT_CORRAL, "{stderr}");
+    assert_eq!(c.fail(&["volume", "create", "a/b"]).0, EXIT_CORRAL);
+    assert!(volume_names(&c).is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// capabilities, --privileged, --ulimit
+
+#[test]
+fn cap_drop_chown_forbids_chown() {
+    if skip_unless_root("cap_drop_chown_forbids_chown") {
+        return;
+    }
+    let c = world();
+    let _containers = ContainerGuard::new(&c);
+    let script = ["sh", "-c", "touch /tmp/f && busybox chown 1:1 /tmp/f"];
+    run_rm_ok(&c, &[], &script);
+    for drop in ["CHOWN", "cap_chown"] {
+        let out = run_rm(&c, &["--cap-drop", drop], &script);
+        assert!(
+            !out.status.success() && out.status.code() != Some(EXIT_CORRAL),
+            "chown with --cap-drop {drop} should fail in the container: {}",
+            describe(&out)
+        );
+    }
+    assert_eq!(
+        cap_eff(&c, &["--cap-drop", "CHOWN"]),
+        PODMAN_DEFAULT_CAPS & !1
+    );
+    assert_eq!(
+        c.fail(&["run", "--rm", "--cap-drop", "NOPE", BUSYBOX_IMAGE, "true"])
+            .0,
+        EXIT_CORRAL
+    );
+}
+
+#[test]
+fn cap_add_sys_admin_shows_in_capeff() {
+    if skip_unless_root("cap_add_sys_admin_shows_in_capeff") {
+        return;
+    }
+    let c = world();
+    let _containers = ContainerGuard::new(&c);
+    assert_eq!(cap_eff(&c, &[]), PODMAN_DEFAULT_CAPS);
+    assert_eq!(
+        cap_eff(&c, &["--cap-add", "SYS_ADMIN"]),
+        PODMAN_DEFAULT_CAPS | CAP_SYS_ADMIN_BIT
+    );
+    assert_eq!(
+        cap_eff(&c, &["--cap-drop", "ALL", "--cap-add", "sys_admin"]),
+        CAP_SYS_ADMIN_BIT
+    );
+}
+
+#[test]
+fn privileged_allows_mount_and_unmasks() {
+    if skip_unless_root("privileged_allows_mount_and_unmasks") {
+        return;
+    }
+    let c = world();
+    let _containers = ContainerGuard::new(&c);
+    let script = ["sh", "-c", "mkdir -p /mnt && mount -t tmpfs none /mnt"];
+    let out = run_rm(&c, &[], &script);
+    assert!(
+        !out.status.success(),
+        "mount without --privileged: {}",
+        describe(&out)
+    );
+    run_rm_ok(&c, &["--privileged"], &script);
+
+    // /sys read-write, /proc/sys writable (not read-only), nothing masked.
+    let mounts = run_rm_ok(&c, &["--privileged"], &["cat", "/proc/mounts"]);
+    let sys = mounts
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("/sys"))
+        .unwrap_or_else(|| panic!("no /sys in {mounts}"));
+    assert!(sys.contains(" rw,"), "/sys with --privileged: {sys}");
+    assert!(
+        !mounts
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some("/proc/sys")),
+        "/proc/sys is still a read-only mount: {mounts}"
+    );
+    assert!(
+        !mounts.contains(" /proc/keys "),
+        "/proc/keys still masked: {mounts}"
+    );
+    let default = run_rm_ok(&c, &[], &["cat", "/proc/mounts"]);
+    assert!(default.contains(" /proc/keys "), "default masks: {default}");
+}
+
+#[test]
+fn ulimit_nofile_sets_soft_and_hard() {
+    if skip_unless_root("ulimit_nofile_sets_soft_and_hard") {
+        return;
+    }
+    let c = world();
+    let _containers = ContainerGuard::new(&c);
+    let out = run_rm_ok(
+        &c,
+        &["--ulimit", "nofile=1024:2048"],
+        &["sh", "-c", "ulimit -n; ulimit -Hn"],
+    );
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["1024", "2048"]);
+    let out = run_rm_ok(
+        &c,
+        &["--ulimit", "nofile=512"],
+        &["sh", "-c", "ulimit -n; ulimit -Hn"],
+    );
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["512", "512"]);
+    assert_eq!(
+        c.fail(&[
+            "run",
+            "--rm",
+            "--ulimit",
+            "nofile=9:8",
+            BUSYBOX_IMAGE,
+            "true"
+        ])
+        .0,
+        EXIT_CORRAL
+    );
+}
