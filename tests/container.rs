@@ -1882,3 +1882,144 @@ fn restart_policy_restarts_failures_until_stopped() {
     let out = c.cmd(&["run", "--restart", "sometimes", BUSYBOX_IMAGE, "true"]);
     assert_eq!(out.status.code(), Some(EXIT_CORRAL), "{}", describe(&out));
 }
+
+#[test]
+fn reboot_and_module_loading_are_denied() {
+    if skip_unless_root("reboot_and_module_loading_are_denied") {
+        return;
+    }
+    let c = world();
+    let _guard = ContainerGuard::new(&c);
+    // The host must still be up afterwards: the test itself running on proves it.
+    let out = run_rm(&c, &[], &["/bin/busybox", "reboot", "-f"]);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "reboot -f succeeded: {}",
+        describe(&out)
+    );
+    let out = run_rm(
+        &c,
+        &[],
+        &[
+            "sh",
+            "-c",
+            "echo x > /tmp/m.ko; /bin/busybox insmod /tmp/m.ko",
+        ],
+    );
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "insmod succeeded: {}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn raw_sockets_need_net_raw() {
+    if skip_unless_root("raw_sockets_need_net_raw") {
+        return;
+    }
+    let c = world();
+    let _guard = ContainerGuard::new(&c);
+    // busybox ping needs a raw socket (or an ICMP datagram socket, closed by the new network
+    // namespace's ping_group_range): without NET_RAW it cannot send.
+    let out = run_rm(
+        &c,
+        &[],
+        &["/bin/busybox", "ping", "-c", "1", "-W", "1", "127.0.0.1"],
+    );
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "ping without NET_RAW worked: {}",
+        describe(&out)
+    );
+    let err = stderr_of(&out).to_lowercase();
+    assert!(
+        err.contains("permitted") || err.contains("permission") || err.contains("socket"),
+        "ping failed for another reason: {}",
+        describe(&out)
+    );
+    // The control: with NET_RAW the same ping answers, over the container's own loopback.
+    let out = run_rm(
+        &c,
+        &["--cap-add", "NET_RAW"],
+        &["/bin/busybox", "ping", "-c", "1", "-W", "1", "127.0.0.1"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "ping with NET_RAW: {}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn runtime_binary_is_not_reachable_from_inside() {
+    if skip_unless_root("runtime_binary_is_not_reachable_from_inside") {
+        return;
+    }
+    // CVE-2019-5736: a container overwrote runc through /proc/PID/exe of a runtime process it
+    // could see. No corral process (monitor, init, the exec entry) is visible inside: the only
+    // processes there are the workload's.
+    let c = world();
+    let mut guard = ContainerGuard::new(&c);
+    let name = unique_name("exe");
+    run_detached(&c, &mut guard, &name, &[], &["sleep", "60"]);
+    let out = c.ok(&[
+        "exec",
+        &name,
+        "sh",
+        "-c",
+        "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done",
+    ]);
+    assert!(
+        !out.contains("corral") && !out.contains("__init") && !out.contains("__monitor"),
+        "inside: {out}"
+    );
+    let out = c.cmd(&["exec", &name, "sh", "-c", "echo x > /proc/1/exe"]);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "PID 1's executable was writable: {}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn corrupted_state_is_reported_and_removable() {
+    if skip_unless_root("corrupted_state_is_reported_and_removable") {
+        return;
+    }
+    let c = world();
+    let mut guard = ContainerGuard::new(&c);
+    let name = unique_name("broken");
+    guard.track(&name);
+    let id = printed_container_id(&c.ok(&["create", "--name", &name, BUSYBOX_IMAGE, "true"]));
+    std::fs::write(
+        c.root().join("containers").join(&id).join("state.json"),
+        b"{ not json",
+    )
+    .unwrap();
+    let out = c.cmd(&["ps", "-a"]);
+    assert!(
+        stderr_of(&out).contains("corrupt"),
+        "ps hides the broken container: {}",
+        describe(&out)
+    );
+    let out = c.cmd(&["rm", &name]);
+    assert_eq!(out.status.code(), Some(EXIT_CORRAL), "{}", describe(&out));
+    assert!(
+        stderr_of(&out).contains("rm -f"),
+        "no hint: {}",
+        describe(&out)
+    );
+    c.ok(&["rm", "-f", &id]);
+    assert!(
+        !c.root().join("containers").join(&id).exists(),
+        "state dir left"
+    );
+    // The name is free again.
+    c.ok(&["create", "--name", &name, BUSYBOX_IMAGE, "true"]);
+}

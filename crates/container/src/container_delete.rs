@@ -30,7 +30,18 @@ pub fn delete(
     force: bool,
     cgroup_root: &Path,
 ) -> Result<(), DeleteError> {
-    let s = containers.load(id)?;
+    let s = match containers.load(id) {
+        Ok(s) => s,
+        // A state file that does not parse: with force, remove what can be found by id.
+        Err(StateError::Corrupt { .. }) if force => {
+            let cg = Cgroup::from_dirs(cgroup_root, Cgroup::dirs_for(cgroup_root, id));
+            kill_all(&cg);
+            cg.destroy();
+            containers.remove_broken(id)?;
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
     if s.status == Status::Running {
         if !force {
             return Err(DeleteError::Running(s.name));
@@ -52,13 +63,18 @@ pub fn delete(
     // remove the directories.
     if !s.cgroup_paths.is_empty() {
         let cg = Cgroup::from_dirs(cgroup_root, s.cgroup_paths.clone());
-        for pid in cg.procs() {
-            if let Some(p) = Pid::from_raw(pid) {
-                let _ = kill_process(p, Signal::KILL);
-            }
-        }
+        kill_all(&cg);
         cg.destroy();
     }
     containers.remove(&s)?;
     Ok(())
+}
+
+/// Ends every process left in a cgroup, by pid.
+fn kill_all(cg: &Cgroup) {
+    for pid in cg.procs() {
+        if let Some(p) = Pid::from_raw(pid) {
+            let _ = kill_process(p, Signal::KILL);
+        }
+    }
 }

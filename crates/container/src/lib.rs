@@ -27,6 +27,7 @@ pub mod container_kill;
 pub mod container_pause;
 pub mod container_start;
 pub mod container_stats;
+pub mod loopback;
 pub mod process;
 pub mod rlimits;
 pub mod rootfs;

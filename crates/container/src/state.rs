@@ -270,6 +270,23 @@ impl Containers {
         Err(StateError::NotFound(what.to_owned()))
     }
 
+    /// Removes what is left of a container whose state cannot be read: its directory and any
+    /// name that points at it. Its processes and cgroups are found by id by the caller.
+    pub fn remove_broken(&self, id: &str) -> Result<()> {
+        if let Ok(rd) = fs::read_dir(self.root.join("names")) {
+            for e in rd.flatten() {
+                if fs::read_to_string(e.path()).is_ok_and(|v| v == id) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        let dir = self.dir(id);
+        match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("removing", &dir)(e)),
+            _ => Ok(()),
+        }
+    }
+
     /// Removes a container's directory and name.
     pub fn remove(&self, state: &State) -> Result<()> {
         self.release_name(&state.name);

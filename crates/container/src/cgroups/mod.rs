@@ -243,6 +243,21 @@ impl Cgroup {
         }
     }
 
+    /// The directories container `id`'s cgroup would have (those that exist), for cleaning up
+    /// after a container whose state is lost.
+    pub fn dirs_for(root: &Path, id: &str) -> Vec<PathBuf> {
+        match detect(root) {
+            Layout::V2 => vec![root.join("corral").join(id)],
+            Layout::V1 => V1_HIERARCHIES
+                .iter()
+                .map(|h| root.join(h).join("corral").join(id))
+                .collect(),
+        }
+        .into_iter()
+        .filter(|d| d.exists())
+        .collect()
+    }
+
     /// Re-opens the cgroup of a container from its recorded directories.
     pub fn from_dirs(root: &Path, dirs: Vec<PathBuf>) -> Self {
         Cgroup {

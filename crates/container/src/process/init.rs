@@ -72,6 +72,9 @@ fn run(state_dir: &Path, sync_fd: i32) -> Result<Never, (i32, String)> {
     unsafe { rustix::thread::unshare_unsafe(flags) }
         .map_err(|e| (125, format!("entering new namespaces: {e}")))?;
 
+    if cfg.network == NetworkMode::None {
+        crate::loopback::up().map_err(|e| (125, format!("bringing up lo: {e}")))?;
+    }
     crate::rootfs::setup(&cfg, state_dir).map_err(|e| own(&error_chain(&e)))?;
 
     if !cfg.hostname.is_empty() {

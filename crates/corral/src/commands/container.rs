@@ -422,7 +422,14 @@ pub fn ps(root: &Path, all: bool, quiet: bool, as_json: bool) -> Result<()> {
     let cs = containers(root)?;
     let mut rows = Vec::new();
     for id in cs.ids()? {
-        let Ok(s) = cs.load(&id) else { continue };
+        let s = match cs.load(&id) {
+            Ok(s) => s,
+            Err(e) => {
+                // Shown, not hidden: the user must learn it exists to remove it.
+                eprintln!("warning: container {}: {e} ", &id[..12]);
+                continue;
+            }
+        };
         if !all && s.status != Status::Running {
             continue;
         }
