@@ -2023,3 +2023,65 @@ fn corrupted_state_is_reported_and_removable() {
     // The name is free again.
     c.ok(&["create", "--name", &name, BUSYBOX_IMAGE, "true"]);
 }
+
+#[test]
+fn cp_copies_both_ways_and_never_through_container_symlinks() {
+    if skip_unless_root("cp_copies_both_ways_and_never_through_container_symlinks") {
+        return;
+    }
+    let c = world();
+    let mut guard = ContainerGuard::new(&c);
+    let name = unique_name("cp");
+    let host = c.path("cp-host");
+    std::fs::create_dir_all(&host).unwrap();
+    let sentinel = host.join("sentinel");
+    std::fs::write(&sentinel, b"host secret").unwrap();
+    let script = format!(
+        "mkdir -p /d/e; echo inside > /d/e/f; ln -s {} /evil; ln -s / /rootlink; sleep 60",
+        sentinel.display()
+    );
+    run_detached(&c, &mut guard, &name, &[], &["sh", "-c", &script]);
+    assert!(
+        poll_until(Duration::from_secs(10), || c
+            .cmd(&["exec", &name, "test", "-L", "/rootlink"])
+            .status
+            .success()),
+        "container setup did not finish"
+    );
+
+    // Out: a tree.
+    let out_dir = c.path("cp-out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    c.ok(&["cp", &format!("{name}:/d"), path_str(&out_dir)]);
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("d/e/f")).unwrap(),
+        "inside\n"
+    );
+
+    // In: a file, readable inside.
+    let hf = c.path("cp-in.txt");
+    std::fs::write(&hf, b"from host\n").unwrap();
+    c.ok(&["cp", path_str(&hf), &format!("{name}:/d/")]);
+    assert_eq!(c.ok(&["exec", &name, "cat", "/d/cp-in.txt"]), "from host\n");
+
+    // A symlink in the container pointing at a host path: writing "to" it replaces the link
+    // inside the container; the host file is untouched.
+    c.ok(&["cp", path_str(&hf), &format!("{name}:/evil")]);
+    assert_eq!(
+        std::fs::read(&sentinel).unwrap(),
+        b"host secret",
+        "cp wrote through a container symlink"
+    );
+    // And through a symlink to / the copy lands in the container's root, not the host's.
+    c.ok(&["cp", path_str(&hf), &format!("{name}:/rootlink/landed.txt")]);
+    assert_eq!(c.ok(&["exec", &name, "cat", "/landed.txt"]), "from host\n");
+    assert!(
+        !Path::new("/landed.txt").exists(),
+        "cp escaped to the host's root"
+    );
+
+    // A stopped container: a clear error.
+    c.ok(&["stop", "-t", "1", &name]);
+    let out = c.cmd(&["cp", &format!("{name}:/d"), path_str(&out_dir)]);
+    assert_eq!(out.status.code(), Some(EXIT_CORRAL), "{}", describe(&out));
+}

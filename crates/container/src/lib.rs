@@ -12,7 +12,7 @@
 //! The system call filter is [`seccomp`]: docker's profile format, a default allowlist.
 //!
 //! Not yet here (issue 3 continues): user namespaces,
-//! `cp`, ttys, restart policies, the runc-compatible
+//! ttys, restart policies, the runc-compatible
 //! command line for podman and containerd, the v2 devices eBPF filter.
 
 #![warn(missing_docs)]
@@ -20,6 +20,7 @@
 pub mod capabilities;
 pub mod cgroups;
 pub mod config;
+pub mod container_cp;
 pub mod container_create;
 pub mod container_delete;
 pub mod container_exec;

@@ -85,6 +85,14 @@ pub enum Command {
         #[arg(required = true)]
         command: Vec<String>,
     },
+    /// Copy files between a running container and the host: `cp CONTAINER:PATH HOSTPATH` or
+    /// `cp HOSTPATH CONTAINER:PATH`.
+    Cp {
+        /// Source.
+        source: String,
+        /// Destination.
+        destination: String,
+    },
     /// Freeze every process of containers.
     Pause {
         /// Containers.

@@ -583,6 +583,32 @@ pub fn stop(root: &Path, names: &[String], secs: u64) -> Result<()> {
     })
 }
 
+/// `C:PATH` names a container's path; a part before `:` holding `/` is a host path (docker).
+fn container_side(s: &str) -> Option<(&str, &str)> {
+    let (c, p) = s.split_once(':')?;
+    (!c.is_empty() && !c.contains('/')).then_some((c, p))
+}
+
+pub fn cp(root: &Path, source: &str, destination: &str) -> Result<()> {
+    use corral_container::container_cp;
+    let cs = containers(root)?;
+    match (container_side(source), container_side(destination)) {
+        (Some((c, p)), None) => {
+            let id = cs.resolve(c)?;
+            container_cp::copy_out(&cs, &id, p, Path::new(destination))?;
+        }
+        (None, Some((c, p))) => {
+            let id = cs.resolve(c)?;
+            container_cp::copy_in(&cs, &id, Path::new(source), p)?;
+        }
+        (Some(_), Some(_)) => {
+            bail!("cp between two containers is not supported: copy through the host")
+        }
+        (None, None) => bail!("one side of cp must be CONTAINER:PATH"),
+    }
+    Ok(())
+}
+
 pub fn pause(root: &Path, names: &[String], paused: bool) -> Result<()> {
     for_each(root, names, |cs, id| {
         Ok(container_pause::set_paused(

@@ -50,6 +50,10 @@ pub fn run(cli: Cli) -> Result<()> {
             container: c,
         } => container::logs(&root, &c, follow, tail, timestamps),
         Command::Stop { time, containers } => container::stop(&root, &containers, time),
+        Command::Cp {
+            source,
+            destination,
+        } => container::cp(&root, &source, &destination),
         Command::Pause { containers } => container::pause(&root, &containers, true),
         Command::Unpause { containers } => container::pause(&root, &containers, false),
         Command::Stats {
