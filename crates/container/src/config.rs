@@ -87,6 +87,10 @@ pub enum NetworkMode {
     Host,
 }
 
+fn yes() -> bool {
+    true
+}
+
 /// docker's restart policies.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -185,6 +189,25 @@ pub struct ContainerConfig {
     pub resources: Resources,
     /// Network mode.
     pub network: NetworkMode,
+    /// A root filesystem directory (an OCI bundle's), instead of an overlay of `layers`.
+    #[serde(default)]
+    pub rootfs: Option<PathBuf>,
+    /// The mounts to make, as an OCI bundle lists them; `None`: corral's own default set.
+    #[serde(default)]
+    pub mounts: Option<Vec<crate::oci::Mount>>,
+    /// Existing namespaces to join (`net`, `ipc`, ... and a path), as a bundle asks.
+    #[serde(default)]
+    pub join_namespaces: Vec<(String, PathBuf)>,
+    /// Kill the process when its parent (the monitor) dies. Off under conmon or containerd's
+    /// shim, which are the parents there only after the runtime exits.
+    #[serde(default = "yes")]
+    pub die_with_parent: bool,
+    /// Supplementary groups.
+    #[serde(default)]
+    pub additional_gids: Vec<u32>,
+    /// /proc/self/oom_score_adj for the process.
+    #[serde(default)]
+    pub oom_score_adj: Option<i32>,
     /// What the monitor does when the process exits.
     #[serde(default)]
     pub restart: RestartPolicy,
@@ -224,6 +247,12 @@ impl ContainerConfig {
             resources: Resources::default(),
             network: NetworkMode::None,
             restart: RestartPolicy::No,
+            rootfs: None,
+            mounts: None,
+            join_namespaces: Vec::new(),
+            die_with_parent: true,
+            additional_gids: Vec::new(),
+            oom_score_adj: None,
             rlimits: vec![Rlimit {
                 name: RlimitName::Nofile,
                 soft: 1048576,

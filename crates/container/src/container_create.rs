@@ -57,6 +57,8 @@ pub fn create(containers: &Containers, mut req: CreateRequest) -> Result<State, 
         paused: false,
         restart_count: 0,
         stop_requested: false,
+        bundle: None,
+        pid_start: None,
     };
     if let Err(e) = containers.create(&state, &req.config) {
         let _ = containers.remove(&state);

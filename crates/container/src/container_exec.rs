@@ -57,6 +57,13 @@ pub struct ExecRequest {
     pub interactive: bool,
     /// Do not wait.
     pub detach: bool,
+    /// Where to write the command's host pid.
+    pub pid_file: Option<std::path::PathBuf>,
+    /// `env` is the whole environment (an OCI process), not additions to the container's.
+    pub replace_env: bool,
+    /// Keep stdio when detached (the runtime's caller passed its pipes); otherwise a detached
+    /// command's output is discarded, as `docker exec -d` does.
+    pub keep_stdio: bool,
 }
 
 /// Runs `req` in container `id`; returns its exit code (0 when detached).
@@ -91,6 +98,13 @@ pub fn exec(containers: &Containers, id: &str, req: ExecRequest) -> Result<i32, 
         let f = File::open(&p).map_err(|e| enter(format!("opening {p}: {e}")))?;
         fds.push((name, kind, f));
     }
+    // The pid file lives on the host: open it before leaving the host's mount namespace.
+    let mut pid_file = match &req.pid_file {
+        Some(p) => {
+            Some(File::create(p).map_err(|e| enter(format!("creating {}: {e}", p.display())))?)
+        }
+        None => None,
+    };
     for dir in &s.cgroup_paths {
         std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string())
             .map_err(|e| enter(format!("joining cgroup {}: {e}", dir.display())))?;
@@ -128,15 +142,16 @@ pub fn exec(containers: &Containers, id: &str, req: ExecRequest) -> Result<i32, 
     }
     let mut cmd = Command::new(&req.args[0]);
     cmd.args(&req.args[1..]).env_clear();
-    for kv in cfg.env.iter().chain(&req.env) {
+    let base: &[String] = if req.replace_env { &[] } else { &cfg.env };
+    for kv in base.iter().chain(&req.env) {
         if let Some((k, v)) = kv.split_once('=') {
             cmd.env(k, v);
         }
     }
-    if !req.interactive {
+    if !req.interactive && !req.keep_stdio {
         cmd.stdin(Stdio::null());
     }
-    if req.detach {
+    if req.detach && !req.keep_stdio {
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
     }
     let mut child = cmd.spawn().map_err(|e| {
@@ -155,6 +170,11 @@ pub fn exec(containers: &Containers, id: &str, req: ExecRequest) -> Result<i32, 
             message: format!("{:?}: {what}: {e}", req.args[0]),
         }
     })?;
+    if let Some(f) = pid_file.as_mut() {
+        use std::io::Write;
+        f.write_all(child.id().to_string().as_bytes())
+            .map_err(|e| enter(format!("writing the pid file: {e}")))?;
+    }
     if req.detach {
         return Ok(0);
     }

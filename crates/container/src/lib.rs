@@ -29,6 +29,8 @@ pub mod container_pause;
 pub mod container_start;
 pub mod container_stats;
 pub mod loopback;
+pub mod oci;
+pub mod oci_runtime;
 pub mod process;
 pub mod rlimits;
 pub mod rootfs;

@@ -127,6 +127,56 @@ pub fn setup(cfg: &ContainerConfig, state_dir: &Path) -> Result<(), RootfsError>
 
     let rootfs = state_dir.join("rootfs");
     let rootfs_s = rootfs.display().to_string();
+    match &cfg.rootfs {
+        // An OCI bundle's root directory.
+        Some(dir) => mount_bind_recursive(dir, &rootfs)
+            .map_err(fail("binding the bundle's root on", &rootfs_s))?,
+        None => overlay(cfg, state_dir, &rootfs, &rootfs_s)?,
+    }
+    let root = rfs::open(
+        &rootfs,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(fail("opening", &rootfs_s))?;
+
+    match &cfg.mounts {
+        Some(list) => {
+            for m in list {
+                spec_mount(&root, m)?;
+            }
+        }
+        None => default_mounts(&root, cfg)?,
+    }
+    drop(root);
+
+    // pivot_root(".", ".") then detach the old root stacked beneath (runc's trick: no
+    // directory for the old root is needed inside the image).
+    rustix::process::chdir(&rootfs).map_err(fail("entering", &rootfs_s))?;
+    rustix::process::pivot_root(".", ".").map_err(fail("pivot_root into", &rootfs_s))?;
+    unmount(".", UnmountFlags::DETACH).map_err(fail("detaching the old root", "/"))?;
+    rustix::process::chdir("/").map_err(fail("entering", "/"))?;
+
+    if cfg.read_only {
+        mount_remount("/", MountFlags::BIND | MountFlags::RDONLY, "")
+            .map_err(fail("remounting read-only", "/"))?;
+    }
+    for p in &cfg.masked_paths {
+        mask(p)?;
+    }
+    for p in &cfg.readonly_paths {
+        readonly(p)?;
+    }
+    Ok(())
+}
+
+/// Mounts the overlay of the image layers (bottom first in `cfg.layers`) on `rootfs`.
+fn overlay(
+    cfg: &ContainerConfig,
+    state_dir: &Path,
+    rootfs: &Path,
+    rootfs_s: &str,
+) -> Result<(), RootfsError> {
     let mut lower: Vec<String> = cfg
         .layers
         .iter()
@@ -149,33 +199,31 @@ pub fn setup(cfg: &ContainerConfig, state_dir: &Path) -> Result<(), RootfsError>
         .map_err(|e| fail("overlay options", "rootfs")(io::Error::other(e)))?;
     mount(
         "overlay",
-        &rootfs,
+        rootfs,
         "overlay",
         MountFlags::empty(),
         Some(opts_c.as_c_str()),
     )
-    .map_err(fail("mounting overlay on", &rootfs_s))?;
+    .map_err(fail("mounting overlay on", rootfs_s))?;
 
-    let root = rfs::open(
-        &rootfs,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(fail("opening", &rootfs_s))?;
+    Ok(())
+}
 
+/// corral's own mounts: /proc, /dev and its devices, /sys, tmpfs and volumes.
+fn default_mounts(root: &OwnedFd, cfg: &ContainerConfig) -> Result<(), RootfsError> {
     let nosuid_nodev_noexec = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
-    mount_fs(&root, "proc", "/proc", "proc", nosuid_nodev_noexec, None)?;
+    mount_fs(root, "proc", "/proc", "proc", nosuid_nodev_noexec, None)?;
     mount_fs(
-        &root,
+        root,
         "tmpfs",
         "/dev",
         "tmpfs",
         MountFlags::NOSUID | MountFlags::STRICTATIME,
         Some("mode=755,size=65536k"),
     )?;
-    make_devices(&root)?;
+    make_devices(root)?;
     mount_fs(
-        &root,
+        root,
         "devpts",
         "/dev/pts",
         "devpts",
@@ -183,7 +231,7 @@ pub fn setup(cfg: &ContainerConfig, state_dir: &Path) -> Result<(), RootfsError>
         Some("newinstance,ptmxmode=0666,mode=0620"),
     )?;
     mount_fs(
-        &root,
+        root,
         "shm",
         "/dev/shm",
         "tmpfs",
@@ -191,7 +239,7 @@ pub fn setup(cfg: &ContainerConfig, state_dir: &Path) -> Result<(), RootfsError>
         Some("mode=1777,size=65536k"),
     )?;
     mount_fs(
-        &root,
+        root,
         "mqueue",
         "/dev/mqueue",
         "mqueue",
@@ -204,18 +252,18 @@ pub fn setup(cfg: &ContainerConfig, state_dir: &Path) -> Result<(), RootfsError>
     } else {
         nosuid_nodev_noexec | MountFlags::RDONLY
     };
-    if mount_fs(&root, "sysfs", "/sys", "sysfs", sys_flags, None).is_err() {
+    if mount_fs(root, "sysfs", "/sys", "sysfs", sys_flags, None).is_err() {
         // Without a network namespace of its own, sysfs cannot be mounted afresh: bind the
         // host's, read-only (as runc does).
-        let t = target(&root, "/sys", false)?;
+        let t = target(root, "/sys", false)?;
         mount_bind_recursive("/sys", proc_fd(&t)).map_err(fail("binding", "/sys"))?;
-        let t = target(&root, "/sys", false)?;
+        let t = target(root, "/sys", false)?;
         mount_remount(proc_fd(&t), MountFlags::BIND | sys_flags, "")
             .map_err(fail("remounting", "/sys"))?;
     }
     for t in &cfg.tmpfs {
         mount_fs(
-            &root,
+            root,
             "tmpfs",
             t,
             "tmpfs",
@@ -226,7 +274,7 @@ pub fn setup(cfg: &ContainerConfig, state_dir: &Path) -> Result<(), RootfsError>
     for b in &cfg.binds {
         // A named volume's first mount gets the image's content at its mount point.
         if crate::volumes::claim_copy_up(&b.source) {
-            crate::volumes::copy_up(&root, &b.destination, &b.source).map_err(fail(
+            crate::volumes::copy_up(root, &b.destination, &b.source).map_err(fail(
                 "copying the image's content into the volume at",
                 &b.destination,
             ))?;
@@ -234,33 +282,117 @@ pub fn setup(cfg: &ContainerConfig, state_dir: &Path) -> Result<(), RootfsError>
         let is_file = fs::metadata(&b.source)
             .map(|m| !m.is_dir())
             .unwrap_or(false);
-        let t = target(&root, &b.destination, is_file)?;
+        let t = target(root, &b.destination, is_file)?;
         mount_bind_recursive(&b.source, proc_fd(&t))
             .map_err(fail("binding volume on", &b.destination))?;
         if b.readonly {
-            let t = target(&root, &b.destination, is_file)?;
+            let t = target(root, &b.destination, is_file)?;
             mount_remount(proc_fd(&t), MountFlags::BIND | MountFlags::RDONLY, "")
                 .map_err(fail("remounting read-only", &b.destination))?;
         }
     }
-    drop(root);
+    Ok(())
+}
 
-    // pivot_root(".", ".") then detach the old root stacked beneath (runc's trick: no
-    // directory for the old root is needed inside the image).
-    rustix::process::chdir(&rootfs).map_err(fail("entering", &rootfs_s))?;
-    rustix::process::pivot_root(".", ".").map_err(fail("pivot_root into", &rootfs_s))?;
-    unmount(".", UnmountFlags::DETACH).map_err(fail("detaching the old root", "/"))?;
-    rustix::process::chdir("/").map_err(fail("entering", "/"))?;
+/// Splits mount(8) options into flags, propagation and data, as runc reads a spec.
+fn parse_options(opts: &[String]) -> (MountFlags, Option<MountPropagationFlags>, String) {
+    let mut flags = MountFlags::empty();
+    let mut prop = None;
+    let mut data = Vec::new();
+    for o in opts {
+        match o.as_str() {
+            "ro" => flags |= MountFlags::RDONLY,
+            "rw" | "suid" | "dev" | "exec" | "async" | "atime" | "diratime" | "norelatime"
+            | "nostrictatime" | "tmpcopyup" | "nomand" => {}
+            "nosuid" => flags |= MountFlags::NOSUID,
+            "nodev" => flags |= MountFlags::NODEV,
+            "noexec" => flags |= MountFlags::NOEXEC,
+            "sync" => flags |= MountFlags::SYNCHRONOUS,
+            "noatime" => flags |= MountFlags::NOATIME,
+            "nodiratime" => flags |= MountFlags::NODIRATIME,
+            "relatime" => flags |= MountFlags::RELATIME,
+            "strictatime" => flags |= MountFlags::STRICTATIME,
+            "bind" => flags |= MountFlags::BIND,
+            "rbind" => flags |= MountFlags::BIND | MountFlags::REC,
+            "private" => prop = Some(MountPropagationFlags::PRIVATE),
+            "rprivate" => prop = Some(MountPropagationFlags::PRIVATE | MountPropagationFlags::REC),
+            "shared" => prop = Some(MountPropagationFlags::SHARED),
+            "rshared" => prop = Some(MountPropagationFlags::SHARED | MountPropagationFlags::REC),
+            "slave" => prop = Some(MountPropagationFlags::DOWNSTREAM),
+            "rslave" => prop = Some(MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC),
+            "unbindable" => prop = Some(MountPropagationFlags::UNBINDABLE),
+            "runbindable" => {
+                prop = Some(MountPropagationFlags::UNBINDABLE | MountPropagationFlags::REC)
+            }
+            other => data.push(other.to_owned()),
+        }
+    }
+    (flags, prop, data.join(","))
+}
 
-    if cfg.read_only {
-        mount_remount("/", MountFlags::BIND | MountFlags::RDONLY, "")
-            .map_err(fail("remounting read-only", "/"))?;
+/// One mount of an OCI bundle.
+fn spec_mount(root: &OwnedFd, m: &crate::oci::Mount) -> Result<(), RootfsError> {
+    let (flags, prop, data) = parse_options(&m.options);
+    let typ = m.typ.clone().unwrap_or_default();
+    let dest = m.destination.as_str();
+    if flags.contains(MountFlags::BIND) || typ == "bind" {
+        let src = m.source.clone().unwrap_or_default();
+        let is_file = fs::metadata(&src).map(|md| !md.is_dir()).unwrap_or(false);
+        let t = target(root, dest, is_file)?;
+        let res = if flags.contains(MountFlags::REC) {
+            mount_bind_recursive(&src, proc_fd(&t))
+        } else {
+            rustix::mount::mount_bind(&src, proc_fd(&t))
+        };
+        res.map_err(fail("binding", dest))?;
+        let extra = flags - MountFlags::BIND - MountFlags::REC;
+        if !extra.is_empty() {
+            let t = target(root, dest, is_file)?;
+            mount_remount(proc_fd(&t), MountFlags::BIND | extra, "")
+                .map_err(fail("remounting", dest))?;
+        }
+    } else if typ == "cgroup" || typ == "cgroup2" {
+        // cgroup v1 hierarchies are not mounted into containers yet: an empty read-only tmpfs
+        // keeps /sys/fs/cgroup present; on a v2 host, the container's own cgroup2 view.
+        let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        if v2 {
+            mount_fs(root, "cgroup2", dest, "cgroup2", flags, None)?;
+        } else {
+            mount_fs(
+                root,
+                "tmpfs",
+                dest,
+                "tmpfs",
+                flags | MountFlags::RDONLY,
+                Some("mode=755,size=64k"),
+            )?;
+        }
+    } else {
+        let src = m.source.clone().unwrap_or_else(|| typ.clone());
+        let data = (!data.is_empty()).then_some(data.as_str());
+        let res = mount_fs(root, &src, dest, &typ, flags, data);
+        if res.is_err() && typ == "sysfs" {
+            // Without its own network namespace a container cannot mount sysfs: bind the
+            // host's read-only, as runc does.
+            let t = target(root, dest, false)?;
+            mount_bind_recursive("/sys", proc_fd(&t)).map_err(fail("binding", dest))?;
+            let t = target(root, dest, false)?;
+            mount_remount(
+                proc_fd(&t),
+                MountFlags::BIND | MountFlags::RDONLY | flags,
+                "",
+            )
+            .map_err(fail("remounting", dest))?;
+        } else {
+            res?;
+        }
+        if typ == "tmpfs" && dest == "/dev" {
+            make_devices(root)?;
+        }
     }
-    for p in &cfg.masked_paths {
-        mask(p)?;
-    }
-    for p in &cfg.readonly_paths {
-        readonly(p)?;
+    if let Some(p) = prop {
+        let t = target(root, dest, false).or_else(|_| target(root, dest, true))?;
+        mount_change(proc_fd(&t), p).map_err(fail("setting propagation of", dest))?;
     }
     Ok(())
 }

@@ -138,6 +138,12 @@ pub struct State {
     /// Set by `stop` and `kill`: the restart policy does not apply to an exit someone asked for.
     #[serde(default)]
     pub stop_requested: bool,
+    /// The OCI bundle, for containers made through the runtime command line.
+    #[serde(default)]
+    pub bundle: Option<PathBuf>,
+    /// The process's start time (/proc/PID/stat field 22), to tell it from a reused pid.
+    #[serde(default)]
+    pub pid_start: Option<u64>,
 }
 
 /// The containers directory.
@@ -222,7 +228,9 @@ impl Containers {
     /// Reads a state, reconciling a running container whose monitor is gone.
     pub fn load(&self, id: &str) -> Result<State> {
         let mut s = self.load_raw(id)?;
-        if s.status == Status::Running && !monitor_alive(&s) {
+        // Only containers that have a monitor (the engine's; the runtime's are supervised by
+        // conmon or containerd's shim) can lose it.
+        if s.status == Status::Running && s.monitor_pid.is_some() && !monitor_alive(&s) {
             s.status = Status::Exited;
             s.exit_code = Some(255);
             s.pid = None;
@@ -338,6 +346,19 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
     // The command name may hold spaces and parentheses: fields start after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// Whether process `pid` still runs (not a zombie) and is the one that started at `start`.
+pub fn process_running(pid: i32, start: Option<u64>) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return false;
+    };
+    let mut f = stat[close + 2..].split(' ');
+    let state = f.next().unwrap_or("");
+    state != "Z" && state != "X" && start.is_some() && process_start_time(pid) == start
 }
 
 fn monitor_alive(s: &State) -> bool {

@@ -7,6 +7,7 @@ mod cli;
 mod commands;
 mod exit;
 mod progress;
+mod runtime_cli;
 
 use clap::Parser;
 
@@ -16,7 +17,22 @@ fn main() {
     match argv.get(1).and_then(|a| a.to_str()) {
         Some("__init") => commands::container::init(&argv[2..]),
         Some("__monitor") => std::process::exit(commands::container::monitor(&argv[2..])),
+        // The OCI runtime command line: `corral runtime ...`, or a link named corral-runtime.
+        Some("runtime") => {
+            let mut a = vec![std::ffi::OsString::from("corral-runtime")];
+            a.extend(argv[2..].iter().cloned());
+            std::process::exit(runtime_cli::main(a));
+        }
         _ => {}
+    }
+    let invoked = argv
+        .first()
+        .map(std::path::Path::new)
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("");
+    if invoked.starts_with("corral-runtime") {
+        std::process::exit(runtime_cli::main(argv));
     }
     quiet_broken_pipe();
     let code = match cli::Cli::try_parse() {

@@ -93,65 +93,68 @@ pub struct Cgroup {
 }
 
 impl Cgroup {
-    /// Creates the cgroup of container `id` under `root` and applies `r`.
+    /// Creates the cgroup of container `id` under `root` (`corral/<id>` in each hierarchy)
+    /// and applies `r`.
     pub fn create(root: &Path, id: &str, r: &Resources) -> Result<Self, CgroupError> {
+        Self::create_at(root, &Path::new("corral").join(id), r)
+    }
+
+    /// Creates a cgroup at `rel` (relative to each hierarchy, as an OCI bundle's
+    /// `cgroupsPath`) and applies `r`.
+    pub fn create_at(root: &Path, rel: &Path, r: &Resources) -> Result<Self, CgroupError> {
         let layout = detect(root);
         let mut cg = Cgroup {
             layout,
             dirs: Vec::new(),
         };
-        let res = cg.create_inner(root, id, r);
+        let res = cg.create_inner(root, rel, r);
         if res.is_err() {
             cg.destroy();
         }
         res.map(|()| cg)
     }
 
-    fn create_inner(&mut self, root: &Path, id: &str, r: &Resources) -> Result<(), CgroupError> {
+    fn create_inner(&mut self, root: &Path, rel: &Path, r: &Resources) -> Result<(), CgroupError> {
         match self.layout {
             Layout::V2 => {
-                let parent = root.join("corral");
-                mkdir(&parent)?;
-                // Delegate the controllers we use to our subtree (those the root offers).
+                // Delegate the controllers we use down to our directory (those the root
+                // offers), level by level.
                 let offered =
                     fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
-                for c in ["cpu", "cpuset", "memory", "pids"] {
-                    if offered.split_whitespace().any(|o| o == c) {
-                        let _ = write(root, "cgroup.subtree_control", &format!("+{c}"));
-                        let _ = write(&parent, "cgroup.subtree_control", &format!("+{c}"));
+                let mut cur = root.to_path_buf();
+                for comp in rel.components() {
+                    for c in ["cpu", "cpuset", "memory", "pids"] {
+                        if offered.split_whitespace().any(|o| o == c) {
+                            let _ = write(&cur, "cgroup.subtree_control", &format!("+{c}"));
+                        }
                     }
+                    cur.push(comp);
+                    mkdir(&cur)?;
                 }
-                let dir = parent.join(id);
-                mkdir(&dir)?;
-                self.dirs.push(dir.clone());
-                self.apply_all(&dir, &dir, &dir, &dir, &dir, r)?;
+                self.dirs.push(cur.clone());
+                self.apply_all(&cur, &cur, &cur, &cur, &cur, r)?;
             }
             Layout::V1 => {
                 let mut by = std::collections::HashMap::new();
                 for h in V1_HIERARCHIES {
                     let base = root.join(h);
                     // cpu and cpuacct are often one hierarchy with two names: link, skip.
-                    if !base.exists()
-                        || self
-                            .dirs
-                            .iter()
-                            .any(|d| same_dir(d, &base.join("corral").join(id)))
-                    {
+                    if !base.exists() || self.dirs.iter().any(|d| same_dir(d, &base.join(rel))) {
                         continue;
                     }
-                    let parent = base.join("corral");
-                    let fresh_parent = !parent.exists();
-                    mkdir(&parent)?;
-                    if *h == "cpuset" && fresh_parent {
-                        cpuset::inherit(&base, &parent)?;
+                    let mut cur = base.clone();
+                    for comp in rel.components() {
+                        let parent = cur.clone();
+                        cur.push(comp);
+                        let fresh = !cur.exists();
+                        mkdir(&cur)?;
+                        // A new cpuset admits no task until it has CPUs and memory nodes.
+                        if *h == "cpuset" && fresh {
+                            cpuset::inherit(&parent, &cur)?;
+                        }
                     }
-                    let dir = parent.join(id);
-                    mkdir(&dir)?;
-                    if *h == "cpuset" {
-                        cpuset::inherit(&parent, &dir)?;
-                    }
-                    self.dirs.push(dir.clone());
-                    by.insert(*h, dir);
+                    self.dirs.push(cur.clone());
+                    by.insert(*h, cur);
                 }
                 let get = |h: &str| by.get(h).cloned().unwrap_or_default();
                 self.apply_all(
@@ -184,6 +187,32 @@ impl Cgroup {
             devices::allow_default(devices_dir)?;
         }
         Ok(())
+    }
+
+    /// Applies new limits to a live cgroup (`update`).
+    pub fn update(&self, root: &Path, r: &Resources) -> Result<(), CgroupError> {
+        match self.layout {
+            Layout::V2 => {
+                let d = self.dirs.first().cloned().unwrap_or_default();
+                apply::<memory::Memory>(self.layout, &d, r)?;
+                apply::<cpu::Cpu>(self.layout, &d, r)?;
+                apply::<cpuset::Cpuset>(self.layout, &d, r)?;
+                apply::<pids::Pids>(self.layout, &d, r)
+            }
+            Layout::V1 => {
+                let find = |h: &str| {
+                    self.dirs
+                        .iter()
+                        .find(|d| d.strip_prefix(root.join(h)).is_ok())
+                        .cloned()
+                        .unwrap_or_default()
+                };
+                apply::<memory::Memory>(self.layout, &find("memory"), r)?;
+                apply::<cpu::Cpu>(self.layout, &find("cpu"), r)?;
+                apply::<cpuset::Cpuset>(self.layout, &find("cpuset"), r)?;
+                apply::<pids::Pids>(self.layout, &find("pids"), r)
+            }
+        }
     }
 
     /// Moves process `pid` into every directory of the cgroup.
@@ -237,7 +266,10 @@ impl Cgroup {
                 }
             }
             // The shared `corral` parent goes with its last container (busy otherwise: fine).
-            if let Some(parent) = d.parent() {
+            if let Some(parent) = d
+                .parent()
+                .filter(|p| p.file_name().is_some_and(|n| n == "corral"))
+            {
                 let _ = fs::remove_dir(parent);
             }
         }

@@ -14,7 +14,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit as RRlimit};
-use rustix::thread::UnshareFlags;
+use rustix::thread::{LinkNameSpaceType, UnshareFlags};
 
 use crate::config::{ContainerConfig, NetworkMode, RlimitName};
 use crate::state::Containers;
@@ -25,7 +25,7 @@ pub fn main(state_dir: &Path, sync_fd: i32, status_fd: i32) -> ! {
         std::process::exit(125);
     };
     let _ = rustix::io::fcntl_setfd(&status, rustix::io::FdFlags::CLOEXEC);
-    let (code, msg) = match run(state_dir, sync_fd) {
+    let (code, msg) = match run(state_dir, sync_fd, &status) {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -36,7 +36,7 @@ pub fn main(state_dir: &Path, sync_fd: i32, status_fd: i32) -> ! {
 
 enum Never {}
 
-fn run(state_dir: &Path, sync_fd: i32) -> Result<Never, (i32, String)> {
+fn run(state_dir: &Path, sync_fd: i32, status: &OwnedFd) -> Result<Never, (i32, String)> {
     let own = |e: &dyn std::fmt::Display| (125, e.to_string());
     // The go: one byte once we are in the cgroup. EOF means the monitor gave up.
     let sync: OwnedFd = super::inherited(sync_fd).ok_or((125, "no sync pipe".to_owned()))?;
@@ -67,6 +67,41 @@ fn run(state_dir: &Path, sync_fd: i32) -> Result<Never, (i32, String)> {
     if cfg.network == NetworkMode::None {
         flags |= UnshareFlags::NEWNET;
     }
+    // Namespaces the caller made for us (a network namespace prepared by podman's netavark or
+    // a CNI plugin, say): join them instead of making new ones.
+    for (kind, path) in &cfg.join_namespaces {
+        let (ty, flag) = match kind.as_str() {
+            "net" | "network" => (LinkNameSpaceType::Network, UnshareFlags::NEWNET),
+            "ipc" => (
+                LinkNameSpaceType::InterProcessCommunication,
+                UnshareFlags::NEWIPC,
+            ),
+            "uts" => (
+                LinkNameSpaceType::HostNameAndNISDomainName,
+                UnshareFlags::NEWUTS,
+            ),
+            "cgroup" => (LinkNameSpaceType::ControlGroup, UnshareFlags::NEWCGROUP),
+            other => {
+                return Err((
+                    125,
+                    format!("joining an existing {other} namespace is not supported"),
+                ))
+            }
+        };
+        let f = std::fs::File::open(path)
+            .map_err(|e| (125, format!("opening namespace {}: {e}", path.display())))?;
+        rustix::thread::move_into_link_name_space(std::os::fd::AsFd::as_fd(&f), Some(ty))
+            .map_err(|e| (125, format!("joining namespace {}: {e}", path.display())))?;
+        flags.remove(flag);
+    }
+    // Runtime mode (`create` then `start`): the exec waits on this FIFO. Opened now as O_PATH,
+    // while the state directory is still reachable.
+    let fifo = rustix::fs::open(
+        state_dir.join("exec.fifo"),
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .ok();
     // SAFETY: CLONE_FILES is not among the flags, and this process has one thread.
     #[allow(unsafe_code)]
     unsafe { rustix::thread::unshare_unsafe(flags) }
@@ -120,12 +155,20 @@ fn run(state_dir: &Path, sync_fd: i32) -> Result<Never, (i32, String)> {
     drop_privileges(&cfg).map_err(|e| (125, e))?;
     // If the monitor dies, the container dies with it rather than run on unsupervised (set
     // after the credential change, which clears it).
-    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-        .map_err(|e| (125, format!("parent death signal: {e}")))?;
+    if cfg.die_with_parent {
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+            .map_err(|e| (125, format!("parent death signal: {e}")))?;
+    }
     if cfg.no_new_privileges {
         rustix::thread::set_no_new_privs(true).map_err(|e| (125, format!("no_new_privs: {e}")))?;
     }
 
+    if let Some(adj) = cfg.oom_score_adj {
+        let _ = std::fs::write("/proc/self/oom_score_adj", adj.to_string());
+    }
+    if let Some(fifo) = fifo {
+        wait_for_start(&fifo, status).map_err(|e| (125, format!("waiting for start: {e}")))?;
+    }
     let Some((prog, args)) = cfg.args.split_first() else {
         return Err((125, "no command given and the image has none".into()));
     };
@@ -164,6 +207,17 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Tells `create` the container is ready (`ready` on the status pipe), then blocks until
+/// `start` opens the FIFO for reading, as runc's `exec.fifo`.
+fn wait_for_start(fifo: &OwnedFd, status: &OwnedFd) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    rustix::io::write(status, b"ready\n")?;
+    let mut w = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/self/fd/{}", fifo.as_raw_fd()))?;
+    w.write_all(b"0")
+}
+
 /// Bounding set, then user and groups, then the capability sets for a root user.
 pub(crate) fn drop_privileges(cfg: &ContainerConfig) -> Result<(), String> {
     use caps::{CapSet, Capability};
@@ -181,7 +235,12 @@ pub(crate) fn drop_privileges(cfg: &ContainerConfig) -> Result<(), String> {
     if cfg.gid != 0 || cfg.uid != 0 {
         let gid = rustix::process::Gid::from_raw(cfg.gid);
         let uid = rustix::process::Uid::from_raw(cfg.uid);
-        rustix::thread::set_thread_groups(&[]).map_err(|e| format!("clearing groups: {e}"))?;
+        let groups: Vec<rustix::process::Gid> = cfg
+            .additional_gids
+            .iter()
+            .map(|&g| rustix::process::Gid::from_raw(g))
+            .collect();
+        rustix::thread::set_thread_groups(&groups).map_err(|e| format!("setting groups: {e}"))?;
         rustix::thread::set_thread_res_gid(gid, gid, gid)
             .map_err(|e| format!("setting gid {}: {e}", cfg.gid))?;
         rustix::thread::set_thread_res_uid(uid, uid, uid)

@@ -11,11 +11,10 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::pipe::{pipe_with, PipeFlags};
-use rustix::thread::UnshareFlags;
 
 use crate::cgroups::Cgroup;
 use crate::state::{now, process_start_time, Containers, State, Status};
@@ -154,69 +153,29 @@ fn spawn_init(
     let e125 = |what: &str, e: io::Error| (125, format!("{what}: {e}"));
     let (out_r, out_w) = inheritable_pipe().map_err(|e| e125("pipe", e))?;
     let (err_r, err_w) = inheritable_pipe().map_err(|e| e125("pipe", e))?;
-    let (sync_r, sync_w) = inheritable_pipe().map_err(|e| e125("pipe", e))?;
-    let (status_r, status_w) = inheritable_pipe().map_err(|e| e125("pipe", e))?;
-    // The init's ends of the sync and status pipes survive its exec of corral.
-    for fd in [&sync_r, &status_w] {
-        rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())
-            .map_err(|e| e125("fcntl", e.into()))?;
-    }
-    // Our next child is PID 1 of a new PID namespace; the monitor itself stays outside.
-    // SAFETY: CLONE_FILES is not among the flags, and the monitor has one thread.
-    #[allow(unsafe_code)]
-    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWPID) }
-        .map_err(|e| e125("new PID namespace", e.into()))?;
-    let state_dir = a.containers.dir(a.id);
     let stdin = if cfg.interactive {
         Stdio::inherit()
     } else {
         Stdio::null()
     };
-    let mut cmd = Command::new(a.exe);
-    cmd.arg("__init")
-        .arg(&state_dir)
-        .arg(sync_r.as_fd().as_raw_fd_string())
-        .arg(status_w.as_fd().as_raw_fd_string())
-        .stdin(stdin)
-        .stdout(Stdio::from(out_w))
-        .stderr(Stdio::from(err_w))
-        .env_clear();
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| e125("starting the container init", e))?;
-    drop(sync_r);
-    drop(status_w);
-    if let Err(e) = cgroup.add(child.id() as i32) {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err((125, format!("joining the cgroup: {e}")));
-    }
-    let mut sync = File::from(sync_w);
-    if let Err(e) = sync.write_all(b"g") {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(e125("starting the container", e));
-    }
-    drop(sync);
+    let super::Launched { mut child, status } = super::launch_init(
+        a.exe,
+        &a.containers.dir(a.id),
+        cgroup,
+        stdin,
+        Stdio::from(out_w),
+        Stdio::from(err_w),
+    )?;
+    let status_r = status;
     let mut report = String::new();
-    let _ = File::from(status_r).read_to_string(&mut report);
+    let mut status_r = status_r;
+    let _ = status_r.read_to_string(&mut report);
     if !report.is_empty() {
         let _ = child.wait();
         let (code, msg) = report.split_once(' ').unwrap_or(("125", report.as_str()));
         return Err((code.parse().unwrap_or(125), msg.to_owned()));
     }
     Ok((child, out_r, err_r))
-}
-
-trait RawFdString {
-    fn as_raw_fd_string(&self) -> String;
-}
-
-impl RawFdString for std::os::fd::BorrowedFd<'_> {
-    fn as_raw_fd_string(&self) -> String {
-        use std::os::fd::AsRawFd;
-        self.as_raw_fd().to_string()
-    }
 }
 
 /// Splits a stream into log lines.

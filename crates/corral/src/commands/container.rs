@@ -374,6 +374,9 @@ pub fn exec(root: &Path, c: &str, f: ExecFlags, command: Vec<String>) -> Result<
         user,
         interactive: f.interactive,
         detach: f.detach,
+        pid_file: None,
+        replace_env: false,
+        keep_stdio: false,
     };
     match corral_container::container_exec::exec(&cs, &id, req) {
         Ok(code) => {

@@ -1,0 +1,319 @@
+//! The OCI runtime spec (a bundle's `config.json`), read into corral's own
+//! [`ContainerConfig`]: what podman (through conmon) and containerd hand a runtime.
+//!
+//! Only the fields corral acts on are read; unknown fields are ignored, as runc does. The
+//! bundle is trusted no more than any input: paths are taken as given but every mount point
+//! is resolved inside the root filesystem (see [`crate::rootfs`]).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::config::{Bind, ContainerConfig, NetworkMode, Resources, Rlimit, RlimitName};
+
+/// Errors reading a bundle.
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    /// The file cannot be read.
+    #[error("reading {0}")]
+    Read(PathBuf, #[source] std::io::Error),
+    /// The JSON does not parse.
+    #[error("parsing {0}")]
+    Parse(PathBuf, #[source] serde_json::Error),
+    /// Something corral does not support.
+    #[error("unsupported in {path}: {what}")]
+    Unsupported {
+        /// The file.
+        path: PathBuf,
+        /// What.
+        what: String,
+    },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Spec {
+    process: Process,
+    root: Root,
+    hostname: Option<String>,
+    mounts: Vec<Mount>,
+    linux: Linux,
+}
+
+/// A process description (also the `--process` file of `exec`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default)]
+pub struct Process {
+    /// Allocate a terminal.
+    pub terminal: bool,
+    /// User.
+    pub user: User,
+    /// argv.
+    pub args: Vec<String>,
+    /// Environment.
+    pub env: Vec<String>,
+    /// Working directory.
+    pub cwd: String,
+    /// Capabilities.
+    pub capabilities: Option<Capabilities>,
+    /// Resource limits.
+    pub rlimits: Vec<OciRlimit>,
+    /// no_new_privs.
+    #[serde(rename = "noNewPrivileges")]
+    pub no_new_privileges: bool,
+    /// OOM score adjustment.
+    #[serde(rename = "oomScoreAdj")]
+    pub oom_score_adj: Option<i32>,
+}
+
+/// A process's user.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default)]
+pub struct User {
+    /// uid.
+    pub uid: u32,
+    /// gid.
+    pub gid: u32,
+    /// Supplementary groups.
+    #[serde(rename = "additionalGids")]
+    pub additional_gids: Vec<u32>,
+}
+
+/// Capability sets (only the bounding set is used: corral keeps effective = permitted =
+/// bounding for root, as podman asks).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default)]
+pub struct Capabilities {
+    /// Bounding set.
+    pub bounding: Vec<String>,
+    /// Effective set.
+    pub effective: Vec<String>,
+}
+
+/// One rlimit.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OciRlimit {
+    /// `RLIMIT_NOFILE` ...
+    #[serde(rename = "type")]
+    pub typ: String,
+    /// Soft.
+    pub soft: u64,
+    /// Hard.
+    pub hard: u64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Root {
+    path: PathBuf,
+    readonly: bool,
+}
+
+/// A mount of the spec.
+#[derive(Debug, Default, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct Mount {
+    /// Where, inside the container.
+    pub destination: String,
+    /// Filesystem type (`bind` or absent with a bind option: a bind mount).
+    #[serde(rename = "type")]
+    pub typ: Option<String>,
+    /// Source.
+    pub source: Option<String>,
+    /// mount(8) options.
+    pub options: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Linux {
+    namespaces: Vec<Namespace>,
+    resources: Option<LinuxResources>,
+    #[serde(rename = "cgroupsPath")]
+    cgroups_path: Option<String>,
+    #[serde(rename = "maskedPaths")]
+    masked_paths: Option<Vec<String>>,
+    #[serde(rename = "readonlyPaths")]
+    readonly_paths: Option<Vec<String>>,
+    seccomp: Option<serde_json::Value>,
+    #[serde(rename = "uidMappings")]
+    uid_mappings: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Namespace {
+    #[serde(rename = "type")]
+    typ: String,
+    path: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct LinuxResources {
+    memory: Option<Memory>,
+    cpu: Option<Cpu>,
+    pids: Option<Pids>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Memory {
+    limit: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Cpu {
+    shares: Option<u64>,
+    quota: Option<i64>,
+    period: Option<u64>,
+    cpus: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Pids {
+    limit: Option<i64>,
+}
+
+/// What a bundle asks of the runtime beyond the [`ContainerConfig`].
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// The plan.
+    pub config: ContainerConfig,
+    /// The cgroup path the caller chose (relative to each hierarchy), if any.
+    pub cgroups_path: Option<String>,
+}
+
+fn rlimit_name(t: &str) -> Option<RlimitName> {
+    Some(match t {
+        "RLIMIT_NOFILE" => RlimitName::Nofile,
+        "RLIMIT_NPROC" => RlimitName::Nproc,
+        "RLIMIT_CORE" => RlimitName::Core,
+        "RLIMIT_MEMLOCK" => RlimitName::Memlock,
+        "RLIMIT_STACK" => RlimitName::Stack,
+        _ => return None,
+    })
+}
+
+/// Applies a spec `process` to a config (used by `create` and `exec --process`).
+pub fn apply_process(cfg: &mut ContainerConfig, p: &Process) {
+    cfg.args = p.args.clone();
+    cfg.env = p.env.clone();
+    cfg.cwd = if p.cwd.is_empty() {
+        "/".into()
+    } else {
+        p.cwd.clone()
+    };
+    cfg.uid = p.user.uid;
+    cfg.gid = p.user.gid;
+    cfg.additional_gids = p.user.additional_gids.clone();
+    if let Some(c) = &p.capabilities {
+        cfg.capabilities = c.bounding.clone();
+    }
+    cfg.rlimits = p
+        .rlimits
+        .iter()
+        .filter_map(|r| {
+            Some(Rlimit {
+                name: rlimit_name(&r.typ)?,
+                soft: r.soft,
+                hard: r.hard,
+            })
+        })
+        .collect();
+    cfg.no_new_privileges = p.no_new_privileges;
+    cfg.oom_score_adj = p.oom_score_adj;
+}
+
+/// Reads a spec `process` file (`exec --process`).
+pub fn read_process(path: &Path) -> Result<Process, OciError> {
+    let b = std::fs::read(path).map_err(|e| OciError::Read(path.into(), e))?;
+    serde_json::from_slice(&b).map_err(|e| OciError::Parse(path.into(), e))
+}
+
+fn resources_of(r: &LinuxResources) -> Resources {
+    let mut res = Resources::default();
+    if let Some(m) = &r.memory {
+        res.memory = m.limit.filter(|&l| l > 0).map(|l| l as u64);
+    }
+    if let Some(c) = &r.cpu {
+        res.cpu_shares = c.shares.filter(|&s| s > 0);
+        res.cpu_quota = c.quota.filter(|&q| q > 0);
+        res.cpu_period = c.period.filter(|&p| p > 0);
+        res.cpuset_cpus = c.cpus.clone().filter(|s| !s.is_empty());
+    }
+    if let Some(p) = &r.pids {
+        res.pids_limit = p.limit.filter(|&l| l > 0);
+    }
+    res
+}
+
+/// Parses an OCI `LinuxResources` object (`update --resources`).
+pub fn parse_resources(json: &[u8]) -> Result<Resources, OciError> {
+    let r: LinuxResources =
+        serde_json::from_slice(json).map_err(|e| OciError::Parse("resources".into(), e))?;
+    Ok(resources_of(&r))
+}
+
+/// Reads `BUNDLE/config.json`.
+pub fn read_bundle(bundle: &Path) -> Result<Bundle, OciError> {
+    let path = bundle.join("config.json");
+    let b = std::fs::read(&path).map_err(|e| OciError::Read(path.clone(), e))?;
+    let spec: Spec = serde_json::from_slice(&b).map_err(|e| OciError::Parse(path.clone(), e))?;
+    let unsupported = |what: &str| OciError::Unsupported {
+        path: path.clone(),
+        what: what.to_owned(),
+    };
+    if spec.process.terminal {
+        return Err(unsupported(
+            "process.terminal (terminals are not supported yet)",
+        ));
+    }
+    if !spec.linux.uid_mappings.is_empty() {
+        return Err(unsupported("user namespaces (uidMappings)"));
+    }
+    let root = if spec.root.path.is_absolute() {
+        spec.root.path.clone()
+    } else {
+        bundle.join(&spec.root.path)
+    };
+    let mut cfg = ContainerConfig::defaults(Vec::new(), Vec::new());
+    apply_process(&mut cfg, &spec.process);
+    cfg.rootfs = Some(root);
+    cfg.read_only = spec.root.readonly;
+    cfg.hostname = spec.hostname.clone().unwrap_or_default();
+    cfg.mounts = Some(spec.mounts.clone());
+    cfg.binds = Vec::<Bind>::new();
+    cfg.network = NetworkMode::Host;
+    for ns in &spec.linux.namespaces {
+        match (ns.typ.as_str(), &ns.path) {
+            ("network", None) => cfg.network = NetworkMode::None,
+            ("network", Some(p)) => {
+                cfg.network = NetworkMode::Host;
+                cfg.join_namespaces.push(("net".into(), p.clone()));
+            }
+            ("user", _) => return Err(unsupported("user namespaces")),
+            (t, Some(p)) => cfg.join_namespaces.push((t.to_owned(), p.clone())),
+            _ => {}
+        }
+    }
+    cfg.masked_paths = spec.linux.masked_paths.clone().unwrap_or_default();
+    cfg.readonly_paths = spec.linux.readonly_paths.clone().unwrap_or_default();
+    if let Some(r) = &spec.linux.resources {
+        cfg.resources = resources_of(r);
+    }
+    cfg.seccomp = match &spec.linux.seccomp {
+        None => None,
+        Some(v) => Some(
+            crate::seccomp::SeccompProfile::from_json(v.to_string().as_bytes())
+                .map_err(|e| unsupported(&format!("linux.seccomp: {e}")))?,
+        ),
+    };
+    cfg.die_with_parent = false;
+    Ok(Bundle {
+        config: cfg,
+        cgroups_path: spec.linux.cgroups_path.clone().filter(|p| !p.is_empty()),
+    })
+}

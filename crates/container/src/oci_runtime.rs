@@ -1,0 +1,357 @@
+//! The OCI runtime verbs, as podman (through conmon) and containerd's runc shim call them:
+//! `create`, `start`, `state`, `kill`, `delete`, `run`.
+//!
+//! No monitor here: the caller (conmon, the shim) supervises. `create` starts the init as PID 1
+//! of a new PID namespace, which builds the container and then blocks on `exec.fifo` in the
+//! state directory; `create` returns once it is ready, leaving the init to be reaped by the
+//! caller (a child subreaper). `start` opens the FIFO, which releases the exec — runc's
+//! protocol.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use rustix::process::{kill_process, Pid, Signal};
+
+use crate::cgroups::Cgroup;
+use crate::state::{
+    now, process_running, process_start_time, Containers, State, StateError, Status,
+};
+
+/// Errors of the runtime verbs.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The state store failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The bundle is unusable.
+    #[error(transparent)]
+    Bundle(#[from] crate::oci::OciError),
+    /// The container exists already.
+    #[error("container {0} exists already")]
+    Exists(String),
+    /// The id has characters runc refuses.
+    #[error("invalid container id {0:?}: use letters, digits, '_', '+', '-', '.'")]
+    BadId(String),
+    /// The container is not in a state for this verb.
+    #[error("container {id} is {status}: {what}")]
+    WrongState {
+        /// The container.
+        id: String,
+        /// Its status.
+        status: &'static str,
+        /// What was asked.
+        what: &'static str,
+    },
+    /// The container could not be created.
+    #[error("{0}")]
+    Failed(String),
+    /// A file operation failed.
+    #[error("{what} {path}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        err: std::io::Error,
+    },
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> RuntimeError + 'a {
+    move |err| RuntimeError::Io {
+        what,
+        path: path.to_owned(),
+        err,
+    }
+}
+
+/// The OCI status of a container.
+pub fn status(s: &State, fifo_exists: bool) -> &'static str {
+    let alive = s.pid.is_some_and(|p| process_running(p, s.pid_start));
+    match (alive, fifo_exists) {
+        (true, true) => "created",
+        (true, false) if s.paused => "paused",
+        (true, false) => "running",
+        (false, _) if s.status == Status::Created && s.pid.is_none() => "creating",
+        (false, _) => "stopped",
+    }
+}
+
+/// `systemd` cgroup paths (`slice:prefix:name`) as cgroupfs paths.
+fn cgroup_rel(path: Option<&str>, id: &str) -> PathBuf {
+    match path {
+        None => Path::new("corral").join(id),
+        Some(p) if p.contains(':') && !p.starts_with('/') => {
+            let mut parts = p.splitn(3, ':');
+            let slice = parts.next().unwrap_or("");
+            let prefix = parts.next().unwrap_or("");
+            let name = parts.next().unwrap_or(id);
+            let slice = if slice.is_empty() {
+                "system.slice"
+            } else {
+                slice
+            };
+            Path::new(slice).join(format!("{prefix}-{name}.scope"))
+        }
+        Some(p) => PathBuf::from(p.trim_start_matches('/')),
+    }
+}
+
+/// Options of `create`.
+pub struct CreateOptions<'a> {
+    /// The bundle directory.
+    pub bundle: &'a Path,
+    /// Where to write the init's host pid.
+    pub pid_file: Option<&'a Path>,
+    /// The corral binary.
+    pub exe: &'a Path,
+    /// The cgroup root.
+    pub cgroup_root: &'a Path,
+}
+
+/// `create`: builds the container; its process waits for `start`. Returns the init process
+/// (the caller's child) for `run`, which waits on it.
+pub fn create(
+    containers: &Containers,
+    id: &str,
+    o: CreateOptions<'_>,
+) -> Result<std::process::Child, RuntimeError> {
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_+-.".contains(c))
+    {
+        return Err(RuntimeError::BadId(id.to_owned()));
+    }
+    if containers.dir(id).exists() {
+        return Err(RuntimeError::Exists(id.to_owned()));
+    }
+    let bundle = crate::oci::read_bundle(o.bundle)?;
+    let bundle_dir = std::fs::canonicalize(o.bundle).unwrap_or_else(|_| o.bundle.to_owned());
+    let mut state = State {
+        id: id.to_owned(),
+        name: id.to_owned(),
+        image: String::new(),
+        image_id: String::new(),
+        created: now(),
+        status: Status::Created,
+        pid: None,
+        monitor_pid: None,
+        monitor_start: None,
+        exit_code: None,
+        oom_killed: false,
+        started_at: None,
+        finished_at: None,
+        error: None,
+        auto_remove: false,
+        cgroup_paths: Vec::new(),
+        entrypoint: Vec::new(),
+        cmd: bundle.config.args.clone(),
+        paused: false,
+        restart_count: 0,
+        stop_requested: false,
+        bundle: Some(bundle_dir),
+        pid_start: None,
+    };
+    containers.create(&state, &bundle.config)?;
+    let res = create_inner(containers, &mut state, &bundle, &o);
+    if res.is_err() {
+        let cg = Cgroup::from_dirs(o.cgroup_root, state.cgroup_paths.clone());
+        cg.destroy();
+        let _ = containers.remove_broken(id);
+    }
+    res
+}
+
+fn create_inner(
+    containers: &Containers,
+    state: &mut State,
+    bundle: &crate::oci::Bundle,
+    o: &CreateOptions<'_>,
+) -> Result<std::process::Child, RuntimeError> {
+    let dir = containers.dir(&state.id);
+    let fifo = dir.join("exec.fifo");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .map_err(|e| io("creating", &fifo)(e.into()))?;
+    let rel = cgroup_rel(bundle.cgroups_path.as_deref(), &state.id);
+    let cgroup = Cgroup::create_at(o.cgroup_root, &rel, &bundle.config.resources).map_err(|e| {
+        RuntimeError::Failed(format!(
+            "creating the cgroup: {e}: {}",
+            std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        ))
+    })?;
+    state.cgroup_paths = cgroup.dirs.clone();
+    containers.save(state)?;
+    // The caller's stdio (conmon's pipes, or a terminal) become the container's.
+    let launched = crate::process::launch_init(
+        o.exe,
+        &dir,
+        &cgroup,
+        Stdio::inherit(),
+        Stdio::inherit(),
+        Stdio::inherit(),
+    )
+    .map_err(|(_, m)| RuntimeError::Failed(m))?;
+    let mut child = launched.child;
+    let mut status = BufReader::new(launched.status);
+    let mut line = String::new();
+    let _ = status.read_line(&mut line);
+    if line != "ready\n" {
+        let mut rest = String::new();
+        let _ = status.read_to_string(&mut rest);
+        let _ = child.wait();
+        let msg = format!("{line}{rest}");
+        let msg = msg
+            .split_once(' ')
+            .map_or(msg.as_str(), |(_, m)| m)
+            .to_owned();
+        return Err(RuntimeError::Failed(if msg.is_empty() {
+            "the container init died".into()
+        } else {
+            msg
+        }));
+    }
+    let pid = child.id() as i32;
+    state.pid = Some(pid);
+    state.pid_start = process_start_time(pid);
+    containers.save(state)?;
+    if let Some(p) = o.pid_file {
+        std::fs::write(p, pid.to_string()).map_err(io("writing", p))?;
+    }
+    Ok(child)
+}
+
+/// `start`: releases the created container's process.
+pub fn start(containers: &Containers, id: &str) -> Result<(), RuntimeError> {
+    let mut s = containers.load_raw(id)?;
+    let fifo = containers.dir(id).join("exec.fifo");
+    let st = status(&s, fifo.exists());
+    if st != "created" {
+        return Err(RuntimeError::WrongState {
+            id: id.to_owned(),
+            status: st,
+            what: "only a created container can be started",
+        });
+    }
+    let mut f = std::fs::File::open(&fifo).map_err(io("opening", &fifo))?;
+    let mut b = [0u8; 1];
+    f.read_exact(&mut b).map_err(io("reading", &fifo))?;
+    let _ = std::fs::remove_file(&fifo);
+    s.status = Status::Running;
+    s.started_at = Some(now());
+    containers.save(&s)?;
+    Ok(())
+}
+
+/// `state`: runc's JSON.
+pub fn state_json(containers: &Containers, id: &str) -> Result<serde_json::Value, RuntimeError> {
+    let s = containers.load_raw(id)?;
+    let st = status(&s, containers.dir(id).join("exec.fifo").exists());
+    let running = st != "stopped";
+    Ok(serde_json::json!({
+        "ociVersion": "1.0.2",
+        "id": s.id,
+        "pid": if running { s.pid.unwrap_or(0) } else { 0 },
+        "status": st,
+        "bundle": s.bundle,
+        "rootfs": containers.config(id).ok().and_then(|c| c.rootfs),
+        "created": s.created,
+        "owner": "",
+    }))
+}
+
+/// `kill`: a signal to the process, or with `all` to every process of the container.
+pub fn kill(
+    containers: &Containers,
+    id: &str,
+    sig: Signal,
+    all: bool,
+    cgroup_root: &Path,
+) -> Result<(), RuntimeError> {
+    let s = containers.load_raw(id)?;
+    let st = status(&s, containers.dir(id).join("exec.fifo").exists());
+    if st == "stopped" {
+        return Err(RuntimeError::WrongState {
+            id: id.to_owned(),
+            status: st,
+            what: "there is no process to signal",
+        });
+    }
+    let mut pids = Vec::new();
+    if all {
+        pids = Cgroup::from_dirs(cgroup_root, s.cgroup_paths.clone()).procs();
+    }
+    if let Some(p) = s.pid {
+        pids.push(p);
+    }
+    for p in pids {
+        if let Some(pid) = Pid::from_raw(p) {
+            let _ = kill_process(pid, sig);
+        }
+    }
+    Ok(())
+}
+
+/// `delete`: removes a stopped container (with `force`, kills a running one first).
+pub fn delete(
+    containers: &Containers,
+    id: &str,
+    force: bool,
+    cgroup_root: &Path,
+) -> Result<(), RuntimeError> {
+    let s = match containers.load_raw(id) {
+        Ok(s) => s,
+        Err(StateError::NotFound(_)) if force => return Ok(()),
+        Err(StateError::Corrupt { .. }) if force => {
+            containers.remove_broken(id)?;
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let st = status(&s, containers.dir(id).join("exec.fifo").exists());
+    if st != "stopped" && st != "creating" {
+        if !force && st != "created" {
+            return Err(RuntimeError::WrongState {
+                id: id.to_owned(),
+                status: st,
+                what: "stop it first, or delete with --force",
+            });
+        }
+        kill(containers, id, Signal::KILL, true, cgroup_root)?;
+        for _ in 0..200 {
+            if s.pid.is_none_or(|p| !process_running(p, s.pid_start)) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    let cg = Cgroup::from_dirs(cgroup_root, s.cgroup_paths.clone());
+    for p in cg.procs() {
+        if let Some(pid) = Pid::from_raw(p) {
+            let _ = kill_process(pid, Signal::KILL);
+        }
+    }
+    cg.destroy();
+    containers.remove_broken(id)?;
+    Ok(())
+}
+
+/// The pids of a container (host), for `ps`.
+pub fn pids(
+    containers: &Containers,
+    id: &str,
+    cgroup_root: &Path,
+) -> Result<Vec<i32>, RuntimeError> {
+    let s = containers.load_raw(id)?;
+    Ok(Cgroup::from_dirs(cgroup_root, s.cgroup_paths).procs())
+}

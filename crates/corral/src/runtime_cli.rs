@@ -1,0 +1,429 @@
+//! corral as an OCI runtime: runc's command line, for podman (through conmon) and containerd's
+//! runc shim. Reached as `corral-runtime ...` (a link to corral: argv[0] decides) or
+//! `corral runtime ...`. Errors go to stderr and, with `--log`, to that file as JSON lines
+//! (`level`, `msg`, `time`), which is where conmon and the shim look for them.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use corral_container::container_exec::{self, ExecRequest};
+use corral_container::{container_kill, oci, oci_runtime, Containers};
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// corral's OCI runtime (runc-compatible command line).
+#[derive(Debug, Parser)]
+#[command(name = "corral-runtime", disable_version_flag = true)]
+struct RuntimeCli {
+    /// State directory of the runtime's containers.
+    #[arg(long, default_value = "/run/corral-runtime")]
+    root: PathBuf,
+    /// Log file (errors as text or JSON lines).
+    #[arg(long)]
+    log: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text")]
+    log_format: String,
+    /// Use systemd-style cgroup paths (slice:prefix:name), placed as cgroupfs directories.
+    #[arg(long)]
+    systemd_cgroup: bool,
+    /// Verbose logging (accepted).
+    #[arg(long)]
+    debug: bool,
+    /// Rootless mode (accepted; corral runs as root).
+    #[arg(long)]
+    rootless: Option<String>,
+    /// Print the version.
+    #[arg(short = 'v', long)]
+    version: bool,
+    #[command(subcommand)]
+    command: Option<Verb>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Verb {
+    /// Create a container from a bundle; its process waits for `start`.
+    Create {
+        #[arg(short, long, default_value = ".")]
+        bundle: PathBuf,
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
+        #[arg(long)]
+        console_socket: Option<PathBuf>,
+        #[arg(long)]
+        no_pivot: bool,
+        #[arg(long)]
+        no_new_keyring: bool,
+        #[arg(long, default_value_t = 0)]
+        preserve_fds: u32,
+        id: String,
+    },
+    /// Start a created container.
+    Start { id: String },
+    /// Print a container's state as JSON.
+    State { id: String },
+    /// Send a signal (default TERM).
+    Kill {
+        #[arg(short, long)]
+        all: bool,
+        id: String,
+        signal: Option<String>,
+    },
+    /// Delete a container.
+    Delete {
+        #[arg(short, long)]
+        force: bool,
+        id: String,
+    },
+    /// Create and start a container, wait for it, delete it.
+    Run {
+        #[arg(short, long, default_value = ".")]
+        bundle: PathBuf,
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
+        #[arg(short, long)]
+        detach: bool,
+        #[arg(long)]
+        console_socket: Option<PathBuf>,
+        #[arg(long)]
+        no_pivot: bool,
+        #[arg(long)]
+        no_new_keyring: bool,
+        #[arg(long, default_value_t = 0)]
+        preserve_fds: u32,
+        id: String,
+    },
+    /// Run a process in a container.
+    Exec {
+        #[arg(short, long)]
+        process: Option<PathBuf>,
+        #[arg(short, long)]
+        detach: bool,
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
+        #[arg(long)]
+        console_socket: Option<PathBuf>,
+        #[arg(short, long)]
+        tty: bool,
+        #[arg(long)]
+        cwd: Option<String>,
+        #[arg(short, long)]
+        env: Vec<String>,
+        #[arg(long, default_value_t = 0)]
+        preserve_fds: u32,
+        id: String,
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// List a container's processes.
+    Ps {
+        #[arg(short, long, default_value = "table")]
+        format: String,
+        id: String,
+    },
+    /// Freeze a container.
+    Pause { id: String },
+    /// Thaw a container.
+    Resume { id: String },
+    /// Change a container's resources (OCI LinuxResources JSON from a file or -).
+    Update {
+        #[arg(short, long)]
+        resources: Option<PathBuf>,
+        id: String,
+    },
+    /// What this runtime supports, as JSON.
+    Features,
+    /// Write a default config.json for a bundle.
+    Spec {
+        #[arg(short, long, default_value = ".")]
+        bundle: PathBuf,
+    },
+    /// List containers.
+    List {
+        #[arg(short, long, default_value = "table")]
+        format: String,
+    },
+}
+
+/// Runs the runtime command line; returns the exit code.
+pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
+    let cli = match RuntimeCli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 1 } else { 0 };
+        }
+    };
+    let log = cli.log.clone();
+    let json = cli.log_format == "json";
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            let mut msg = err.to_string();
+            for c in err.chain().skip(1) {
+                msg.push_str(&format!(": {c}"));
+            }
+            eprintln!("corral-runtime: {msg}");
+            if let Some(path) = log {
+                if let Ok(mut f) = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                {
+                    let time = humantime_now();
+                    let line = if json {
+                        serde_json::json!({ "level": "error", "msg": msg, "time": time })
+                            .to_string()
+                    } else {
+                        format!("time=\"{time}\" level=error msg=\"{msg}\"")
+                    };
+                    let _ = writeln!(f, "{line}");
+                }
+            }
+            1
+        }
+    }
+}
+
+fn humantime_now() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+}
+
+fn run(cli: RuntimeCli) -> Result<i32> {
+    if cli.version {
+        println!(
+            "corral-runtime version {}\nspec: 1.0.2-dev",
+            env!("CARGO_PKG_VERSION")
+        );
+        return Ok(0);
+    }
+    let Some(verb) = cli.command else {
+        bail!("no command: see --help");
+    };
+    let cs =
+        Containers::open(&cli.root).with_context(|| format!("opening {}", cli.root.display()))?;
+    let cg = Path::new(CGROUP_ROOT);
+    let exe = std::env::current_exe().context("finding the corral binary")?;
+    match verb {
+        Verb::Create {
+            bundle,
+            pid_file,
+            console_socket,
+            id,
+            ..
+        } => {
+            if console_socket.is_some() {
+                bail!("terminals (--console-socket) are not supported yet");
+            }
+            let opts = oci_runtime::CreateOptions {
+                bundle: &bundle,
+                pid_file: pid_file.as_deref(),
+                exe: &exe,
+                cgroup_root: cg,
+            };
+            // The init is left to the caller (a subreaper) to reap.
+            std::mem::forget(oci_runtime::create(&cs, &id, opts)?);
+        }
+        Verb::Start { id } => oci_runtime::start(&cs, &id)?,
+        Verb::State { id } => println!(
+            "{}",
+            serde_json::to_string_pretty(&oci_runtime::state_json(&cs, &id)?)?
+        ),
+        Verb::Kill { all, id, signal } => {
+            let sig = container_kill::parse_signal(signal.as_deref().unwrap_or("TERM"))?;
+            oci_runtime::kill(&cs, &id, sig, all, cg)?;
+        }
+        Verb::Delete { force, id } => oci_runtime::delete(&cs, &id, force, cg)?,
+        Verb::Run {
+            bundle,
+            pid_file,
+            detach,
+            console_socket,
+            id,
+            ..
+        } => {
+            if console_socket.is_some() {
+                bail!("terminals (--console-socket) are not supported yet");
+            }
+            let opts = oci_runtime::CreateOptions {
+                bundle: &bundle,
+                pid_file: pid_file.as_deref(),
+                exe: &exe,
+                cgroup_root: cg,
+            };
+            let mut child = oci_runtime::create(&cs, &id, opts)?;
+            oci_runtime::start(&cs, &id)?;
+            if detach {
+                std::mem::forget(child);
+                return Ok(0);
+            }
+            let st = child.wait().context("waiting for the container")?;
+            oci_runtime::delete(&cs, &id, true, cg)?;
+            use std::os::unix::process::ExitStatusExt;
+            return Ok(st
+                .code()
+                .or_else(|| st.signal().map(|s| 128 + s))
+                .unwrap_or(255));
+        }
+        Verb::Exec {
+            process,
+            detach,
+            pid_file,
+            console_socket,
+            tty,
+            cwd,
+            env,
+            id,
+            args,
+            ..
+        } => {
+            if console_socket.is_some() || tty {
+                bail!("terminals are not supported yet");
+            }
+            let req = match process {
+                Some(p) => {
+                    let proc_ = oci::read_process(&p)?;
+                    if proc_.terminal {
+                        bail!("terminals are not supported yet");
+                    }
+                    ExecRequest {
+                        args: proc_.args,
+                        env: proc_.env,
+                        cwd: (!proc_.cwd.is_empty()).then_some(proc_.cwd),
+                        user: Some((proc_.user.uid, proc_.user.gid)),
+                        interactive: true,
+                        detach,
+                        pid_file,
+                        replace_env: true,
+                        keep_stdio: true,
+                    }
+                }
+                None => ExecRequest {
+                    args,
+                    env,
+                    cwd,
+                    user: None,
+                    interactive: true,
+                    detach,
+                    pid_file,
+                    replace_env: false,
+                    keep_stdio: true,
+                },
+            };
+            return Ok(container_exec::exec(&cs, &id, req)?);
+        }
+        Verb::Ps { format, id } => {
+            let pids = oci_runtime::pids(&cs, &id, cg)?;
+            if format == "json" {
+                println!("{}", serde_json::to_string(&pids)?);
+            } else {
+                println!("PID");
+                for p in pids {
+                    println!("{p}");
+                }
+            }
+        }
+        Verb::Pause { id } => corral_container::container_pause::set_paused(&cs, &id, true, cg)?,
+        Verb::Resume { id } => corral_container::container_pause::set_paused(&cs, &id, false, cg)?,
+        Verb::Update { resources, id } => {
+            let text = match resources.as_deref() {
+                Some(p) if p != Path::new("-") => {
+                    std::fs::read(p).with_context(|| format!("reading {}", p.display()))?
+                }
+                _ => {
+                    let mut b = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)?;
+                    b
+                }
+            };
+            let r = oci::parse_resources(&text)?;
+            let s = cs.load_raw(&id)?;
+            corral_container::cgroups::Cgroup::from_dirs(cg, s.cgroup_paths)
+                .update(cg, &r)
+                .context("updating the cgroup")?;
+        }
+        Verb::Features => println!("{}", serde_json::to_string_pretty(&features())?),
+        Verb::Spec { bundle } => {
+            let p = bundle.join("config.json");
+            if p.exists() {
+                bail!("{} exists already", p.display());
+            }
+            std::fs::write(&p, serde_json::to_string_pretty(&default_spec())?)
+                .with_context(|| format!("writing {}", p.display()))?;
+        }
+        Verb::List { format } => {
+            let mut rows = Vec::new();
+            for e in std::fs::read_dir(&cli.root)?.flatten() {
+                let id = e.file_name().to_string_lossy().into_owned();
+                if let Ok(v) = oci_runtime::state_json(&cs, &id) {
+                    rows.push(v);
+                }
+            }
+            if format == "json" {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else {
+                println!("ID\tPID\tSTATUS\tBUNDLE");
+                for r in rows {
+                    println!(
+                        "{}\t{}\t{}\t{}",
+                        r["id"].as_str().unwrap_or(""),
+                        r["pid"],
+                        r["status"].as_str().unwrap_or(""),
+                        r["bundle"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn features() -> serde_json::Value {
+    serde_json::json!({
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": "1.1.0",
+        "hooks": [],
+        "mountOptions": ["ro", "rw", "nosuid", "nodev", "noexec", "bind", "rbind", "private", "rprivate",
+            "shared", "rshared", "slave", "rslave", "relatime", "strictatime", "noatime"],
+        "linux": {
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "uts"],
+            "capabilities": corral_container::capabilities::available(),
+            "cgroup": { "v1": true, "v2": true, "systemd": false },
+            "seccomp": { "enabled": true },
+        },
+    })
+}
+
+fn default_spec() -> serde_json::Value {
+    serde_json::json!({
+        "ociVersion": "1.0.2-dev",
+        "process": {
+            "terminal": false, "user": { "uid": 0, "gid": 0 }, "args": ["sh"],
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "cwd": "/",
+            "capabilities": { "bounding": corral_container::config::DEFAULT_CAPS, "effective": corral_container::config::DEFAULT_CAPS,
+                "permitted": corral_container::config::DEFAULT_CAPS },
+            "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024 }],
+            "noNewPrivileges": true
+        },
+        "root": { "path": "rootfs", "readonly": true },
+        "hostname": "corral",
+        "mounts": [
+            { "destination": "/proc", "type": "proc", "source": "proc" },
+            { "destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
+            { "destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"] },
+            { "destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
+            { "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"] },
+            { "destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"] }
+        ],
+        "linux": {
+            "namespaces": [{ "type": "pid" }, { "type": "network" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" }, { "type": "cgroup" }],
+            "maskedPaths": corral_container::config::MASKED_PATHS,
+            "readonlyPaths": corral_container::config::READONLY_PATHS
+        }
+    })
+}
