@@ -28,6 +28,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod containerd;
 pub mod containers;
 pub mod files;
 pub mod fixtures;
