@@ -37,6 +37,7 @@ pub mod mounts;
 pub mod podman;
 pub mod process;
 pub mod registry;
+pub mod runtime;
 pub mod tarball;
 pub mod world;
 

@@ -274,6 +274,7 @@ pub fn read_bundle(bundle: &Path) -> Result<Bundle, OciError> {
     if !spec.linux.uid_mappings.is_empty() {
         return Err(unsupported("user namespaces (uidMappings)"));
     }
+    let bundle = std::fs::canonicalize(bundle).map_err(|e| OciError::Read(bundle.into(), e))?;
     let root = if spec.root.path.is_absolute() {
         spec.root.path.clone()
     } else {

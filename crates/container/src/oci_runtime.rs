@@ -9,7 +9,6 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use rustix::process::{kill_process, Pid, Signal};
 
@@ -117,7 +116,7 @@ pub fn create(
     containers: &Containers,
     id: &str,
     o: CreateOptions<'_>,
-) -> Result<std::process::Child, RuntimeError> {
+) -> Result<crate::process::InitChild, RuntimeError> {
     if id.is_empty()
         || !id
             .chars()
@@ -170,7 +169,7 @@ fn create_inner(
     state: &mut State,
     bundle: &crate::oci::Bundle,
     o: &CreateOptions<'_>,
-) -> Result<std::process::Child, RuntimeError> {
+) -> Result<crate::process::InitChild, RuntimeError> {
     let dir = containers.dir(&state.id);
     let fifo = dir.join("exec.fifo");
     rustix::fs::mknodat(
@@ -193,15 +192,9 @@ fn create_inner(
     state.cgroup_paths = cgroup.dirs.clone();
     containers.save(state)?;
     // The caller's stdio (conmon's pipes, or a terminal) become the container's.
-    let launched = crate::process::launch_init(
-        o.exe,
-        &dir,
-        &cgroup,
-        Stdio::inherit(),
-        Stdio::inherit(),
-        Stdio::inherit(),
-    )
-    .map_err(|(_, m)| RuntimeError::Failed(m))?;
+    use crate::process::Stdio as S;
+    let launched = crate::process::launch_init(&dir, &cgroup, S::Inherit, S::Inherit, S::Inherit)
+        .map_err(|(_, m)| RuntimeError::Failed(m))?;
     let mut child = launched.child;
     let mut status = BufReader::new(launched.status);
     let mut line = String::new();

@@ -12,6 +12,7 @@ mod runtime_cli;
 use clap::Parser;
 
 fn main() {
+    quiet_broken_pipe();
     // The container's own processes: dispatched before any parsing, on the start path.
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     match argv.get(1).and_then(|a| a.to_str()) {
@@ -34,7 +35,6 @@ fn main() {
     if invoked.starts_with("corral-runtime") {
         std::process::exit(runtime_cli::main(argv));
     }
-    quiet_broken_pipe();
     let code = match cli::Cli::try_parse() {
         Ok(cli) => {
             init_logging(&cli.log_level);

@@ -227,7 +227,7 @@ fn run(cli: RuntimeCli) -> Result<i32> {
                 cgroup_root: cg,
             };
             // The init is left to the caller (a subreaper) to reap.
-            std::mem::forget(oci_runtime::create(&cs, &id, opts)?);
+            oci_runtime::create(&cs, &id, opts)?;
         }
         Verb::Start { id } => oci_runtime::start(&cs, &id)?,
         Verb::State { id } => println!(

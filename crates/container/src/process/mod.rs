@@ -36,24 +36,69 @@ pub fn inherited(fd: RawFd) -> Option<OwnedFd> {
     Some(owned)
 }
 
+/// Where one of the init's standard streams goes.
+pub(crate) enum Stdio {
+    /// The caller's own.
+    Inherit,
+    /// /dev/null.
+    Null,
+    /// This descriptor.
+    Fd(OwnedFd),
+}
+
+/// The init process, as its parent sees it.
+pub struct InitChild {
+    pid: rustix::process::Pid,
+}
+
+impl InitChild {
+    /// Its host pid.
+    pub fn id(&self) -> u32 {
+        self.pid.as_raw_nonzero().get() as u32
+    }
+
+    /// Waits for it to end.
+    pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        use std::os::unix::process::ExitStatusExt;
+        loop {
+            match rustix::process::waitpid(Some(self.pid), rustix::process::WaitOptions::empty()) {
+                Ok(Some((_, st))) => return Ok(std::process::ExitStatus::from_raw(st.as_raw())),
+                Ok(None) => continue,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Kills it.
+    pub fn kill(&self) -> std::io::Result<()> {
+        rustix::process::kill_process(self.pid, rustix::process::Signal::KILL).map_err(Into::into)
+    }
+}
+
 /// The init, started and in its cgroup, running its setup.
 pub(crate) struct Launched {
     /// The init process (PID 1 of its new PID namespace).
-    pub child: std::process::Child,
+    pub child: InitChild,
     /// Its status pipe: `CODE MESSAGE` on failure, `ready` when waiting for `start`, EOF when
     /// the workload was exec'd.
     pub status: std::fs::File,
 }
 
-/// Starts `corral __init` for the container in `state_dir` as PID 1 of a new PID namespace,
-/// puts it in `cgroup`, and gives it the go.
+/// Forks the init of the container in `state_dir` as PID 1 of a new PID namespace, puts it in
+/// `cgroup`, and gives it the go.
+///
+/// The caller is single-threaded (the monitor, or the runtime's `create`/`run`), so the child
+/// may run ordinary Rust code after `fork` — no lock can be held by a thread that does not
+/// exist in the child — and it does, until it execs the workload. This saves the re-exec of the
+/// corral binary (~1.5 ms and its page faults, charged to the container) that an
+/// `exec(/proc/self/exe)` would cost.
 pub(crate) fn launch_init(
-    exe: &std::path::Path,
     state_dir: &std::path::Path,
     cgroup: &crate::cgroups::Cgroup,
-    stdin: std::process::Stdio,
-    stdout: std::process::Stdio,
-    stderr: std::process::Stdio,
+    stdin: Stdio,
+    stdout: Stdio,
+    stderr: Stdio,
 ) -> Result<Launched, (i32, String)> {
     use std::io::Write;
     use std::os::fd::AsRawFd;
@@ -64,31 +109,62 @@ pub(crate) fn launch_init(
     };
     let (sync_r, sync_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
-    // The init's ends of the sync and status pipes survive its exec of corral.
-    for fd in [&sync_r, &status_w] {
-        rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())
-            .map_err(|e| e125("fcntl", e.into()))?;
-    }
     // Our next child is PID 1 of a new PID namespace; the caller itself stays outside.
-    // SAFETY: CLONE_FILES is not among the flags, and the caller has one thread (the monitor,
-    // or the runtime's `create`).
+    // SAFETY: CLONE_FILES is not among the flags, and the caller has one thread.
     #[allow(unsafe_code)]
     unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWPID) }
         .map_err(|e| e125("new PID namespace", e.into()))?;
-    let mut child = std::process::Command::new(exe)
-        .arg("__init")
-        .arg(state_dir)
-        .arg(sync_r.as_raw_fd().to_string())
-        .arg(status_w.as_raw_fd().to_string())
-        .stdin(stdin)
-        .stdout(stdout)
-        .stderr(stderr)
-        .env_clear()
-        .spawn()
-        .map_err(|e| e125("starting the container init", e))?;
+    // SAFETY: the caller is single-threaded (see above), so the child inherits no lock held by
+    // another thread and may allocate; it never returns into the caller's code: init::main
+    // execs the workload or exits.
+    #[allow(unsafe_code)]
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(e125(
+            "forking the container init",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    if pid == 0 {
+        drop(sync_w);
+        drop(status_r);
+        let wire = |s: Stdio, which: i32| -> std::io::Result<()> {
+            let fd = match s {
+                Stdio::Inherit => return Ok(()),
+                Stdio::Null => std::fs::OpenOptions::new()
+                    .read(which == 0)
+                    .write(which != 0)
+                    .open("/dev/null")?
+                    .into(),
+                Stdio::Fd(fd) => fd,
+            };
+            match which {
+                0 => rustix::stdio::dup2_stdin(&fd)?,
+                1 => rustix::stdio::dup2_stdout(&fd)?,
+                _ => rustix::stdio::dup2_stderr(&fd)?,
+            }
+            Ok(())
+        };
+        if wire(stdin, 0)
+            .and(wire(stdout, 1))
+            .and(wire(stderr, 2))
+            .is_err()
+        {
+            std::process::exit(125);
+        }
+        let (s, st) = (sync_r.as_raw_fd(), status_w.as_raw_fd());
+        // init::main takes these descriptors over by number.
+        std::mem::forget(sync_r);
+        std::mem::forget(status_w);
+        init::main(state_dir, s, st);
+    }
     drop(sync_r);
     drop(status_w);
-    if let Err(e) = cgroup.add(child.id() as i32) {
+    drop((stdin, stdout, stderr));
+    let mut child = InitChild {
+        pid: rustix::process::Pid::from_raw(pid).expect("positive pid"),
+    };
+    if let Err(e) = cgroup.add(pid) {
         let _ = child.kill();
         let _ = child.wait();
         return Err((125, format!("joining the cgroup: {e}")));

@@ -11,7 +11,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
-use std::process::Stdio;
 
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::pipe::{pipe_with, PipeFlags};
@@ -109,7 +108,7 @@ pub fn main(mut a: MonitorArgs<'_>) -> i32 {
     }
 }
 
-type Started = (std::process::Child, OwnedFd, OwnedFd, Cgroup);
+type Started = (super::InitChild, OwnedFd, OwnedFd, Cgroup);
 
 fn start(a: &MonitorArgs<'_>, state: &mut State) -> Result<Started, (i32, String)> {
     let own = |what: &str, e: &dyn std::fmt::Display| (125, format!("{what}: {e}"));
@@ -149,22 +148,18 @@ fn spawn_init(
     a: &MonitorArgs<'_>,
     cfg: &crate::config::ContainerConfig,
     cgroup: &Cgroup,
-) -> Result<(std::process::Child, OwnedFd, OwnedFd), (i32, String)> {
+) -> Result<(super::InitChild, OwnedFd, OwnedFd), (i32, String)> {
     let e125 = |what: &str, e: io::Error| (125, format!("{what}: {e}"));
     let (out_r, out_w) = inheritable_pipe().map_err(|e| e125("pipe", e))?;
     let (err_r, err_w) = inheritable_pipe().map_err(|e| e125("pipe", e))?;
-    let stdin = if cfg.interactive {
-        Stdio::inherit()
-    } else {
-        Stdio::null()
-    };
+    use super::Stdio as S;
+    let stdin = if cfg.interactive { S::Inherit } else { S::Null };
     let super::Launched { mut child, status } = super::launch_init(
-        a.exe,
         &a.containers.dir(a.id),
         cgroup,
         stdin,
-        Stdio::from(out_w),
-        Stdio::from(err_w),
+        S::Fd(out_w),
+        S::Fd(err_w),
     )?;
     let status_r = status;
     let mut report = String::new();
@@ -188,7 +183,7 @@ struct LogStream {
 fn supervise(
     a: &MonitorArgs<'_>,
     state: &mut State,
-    mut child: std::process::Child,
+    mut child: super::InitChild,
     out: OwnedFd,
     err: OwnedFd,
     cgroup: Cgroup,

@@ -1,0 +1,422 @@
+//! End-to-end tests of corral as an OCI runtime: the runc-compatible command line (`corral
+//! runtime ...`, or a link named `corral-runtime`) driven by hand on a bundle made with `corral
+//! runtime spec`, and podman 4 running its containers through corral (conmon calling
+//! `create`, `start`, `exec`, `kill`, `delete`).
+//!
+//! Every test runs the real binary as root, in temp dirs of its own, with guards that delete
+//! whatever it created even when it fails (see `corral_e2e::runtime`).
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use corral_e2e::containers::{
+    cgroup_dirs_anywhere, is_container_id, poll_until, process_alive, wait_until,
+};
+use corral_e2e::process::describe;
+use corral_e2e::runtime::{stdout_text, Bundle, PodmanOnCorral, RuntimeRoot, DEFAULT_RUNTIME_ROOT};
+use corral_e2e::{corral_bin, path_str, skip_unless_root, skip_unless_tools, unique_token, Corral};
+
+/// How long a state change (an exit noticed, a log line written) may take to show.
+const SETTLE: Duration = Duration::from_secs(15);
+
+/// A workload that runs until SIGTERM and then exits 0. As PID 1 of its PID namespace a
+/// process gets no signal it has no handler for (kernel/signal.c, `sig_task_ignored`), so a
+/// plain `sleep` would ignore `kill TERM`: the shell installs a handler.
+const UNTIL_TERM: &str =
+    "echo started; trap 'exit 0' TERM; while true; do /bin/busybox sleep 0.2; done";
+
+/// A container id unique to this run.
+fn unique_id(prefix: &str) -> String {
+    format!("{prefix}-{}", unique_token())
+}
+
+/// `status` of `state ID`.
+fn status_of(rt: &RuntimeRoot, id: &str) -> String {
+    rt.state(id)["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Panics unless the container left no state dir and no cgroup behind.
+fn assert_gone(rt: &RuntimeRoot, id: &str) {
+    let dir = rt.root().join(id);
+    assert!(
+        !dir.exists(),
+        "{} is still there after the container was deleted",
+        dir.display()
+    );
+    let cgroups = cgroup_dirs_anywhere(id);
+    assert!(
+        cgroups.is_empty(),
+        "cgroups of {id} left after delete: {cgroups:?}"
+    );
+}
+
+#[test]
+fn runtime_run_prints_and_returns_code() {
+    if skip_unless_root("runtime_run_prints_and_returns_code") {
+        return;
+    }
+    let rt = RuntimeRoot::new();
+    let bundle = Bundle::busybox(&["/bin/busybox", "sh", "-c", "echo hello; exit 3"]);
+    let id = unique_id("run");
+
+    let out = rt.cmd(&["run", "-b", path_str(bundle.path()), &id]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "corral runtime run should exit with the container's code: {}",
+        describe(&out)
+    );
+    assert_eq!(stdout_text(&out), "hello\n", "{}", describe(&out));
+
+    // `run` deletes the container once it has exited.
+    let (_, stderr) = rt.fail(&["state", &id]);
+    assert!(
+        stderr.contains(&id),
+        "state of a deleted container should name it: {stderr}"
+    );
+    assert_gone(&rt, &id);
+}
+
+#[test]
+fn runtime_create_start_state_kill_delete() {
+    if skip_unless_root("runtime_create_start_state_kill_delete") {
+        return;
+    }
+    let rt = RuntimeRoot::new();
+    let bundle = Bundle::busybox(&["/bin/busybox", "sh", "-c", UNTIL_TERM]);
+    let b = path_str(bundle.path());
+    let id = unique_id("life");
+    let pid_file = rt.path("pid");
+
+    // create: the process exists, waits for start, in a PID namespace of its own.
+    rt.ok(&["create", "-b", b, "--pid-file", path_str(&pid_file), &id]);
+    let state = rt.state(&id);
+    assert_eq!(state["status"], "created", "state after create: {state:#}");
+    assert_eq!(state["id"], id.as_str(), "state after create: {state:#}");
+    let written = fs::read_to_string(&pid_file).expect("read the pid file");
+    let pid: u32 = written
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("pid file holds {written:?}: {e}"));
+    assert_eq!(
+        state["pid"].as_u64(),
+        Some(u64::from(pid)),
+        "state's pid should be the pid file's: {state:#}"
+    );
+    assert!(
+        process_alive(pid),
+        "created container's process {pid} is not alive"
+    );
+    let ns = |p: &str| fs::read_link(format!("/proc/{p}/ns/pid")).expect("read pid ns link");
+    assert_ne!(
+        ns(&pid.to_string()),
+        ns("self"),
+        "container process {pid} is in the host's PID namespace"
+    );
+    assert_eq!(
+        bundle.path().canonicalize().expect("canonical bundle"),
+        Path::new(state["bundle"].as_str().unwrap_or_default()),
+        "state's bundle: {state:#}"
+    );
+
+    // An id is taken once.
+    let (_, stderr) = rt.fail(&["create", "-b", b, &id]);
+    assert!(
+        stderr.contains("exists"),
+        "create of an existing id should say it exists: {stderr}"
+    );
+    assert_eq!(
+        status_of(&rt, &id),
+        "created",
+        "a failed create touched {id}"
+    );
+
+    // start: running.
+    rt.ok(&["start", &id]);
+    assert_eq!(status_of(&rt, &id), "running");
+    let (_, stderr) = rt.fail(&["start", &id]);
+    assert!(
+        stderr.contains("running"),
+        "start of a running container should say why it fails: {stderr}"
+    );
+
+    // delete without --force refuses a running container, and says so in the JSON log,
+    // appended after what the file held.
+    let log = rt.path("runtime.log");
+    fs::write(&log, "{\"level\":\"info\",\"msg\":\"before\"}\n").expect("seed the log");
+    let (_, stderr) = rt.fail(&[
+        "--log",
+        path_str(&log),
+        "--log-format",
+        "json",
+        "delete",
+        &id,
+    ]);
+    assert!(
+        stderr.contains("running"),
+        "delete of a running container: {stderr}"
+    );
+    let text = fs::read_to_string(&log).expect("read the runtime log");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "one line appended to the log:\n{text}");
+    assert!(
+        lines[0].contains("before"),
+        "the log was overwritten:\n{text}"
+    );
+    let entry: Value = serde_json::from_str(lines[1])
+        .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {}", lines[1]));
+    assert_eq!(entry["level"], "error", "log entry: {entry}");
+    let msg = entry["msg"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("running"),
+        "log entry should carry the error: {entry}"
+    );
+    assert_eq!(
+        status_of(&rt, &id),
+        "running",
+        "a refused delete stopped {id}"
+    );
+
+    // kill TERM: the workload exits, the container is stopped.
+    rt.ok(&["kill", &id, "SIGTERM"]);
+    wait_until(SETTLE, "the container to stop after SIGTERM", || {
+        status_of(&rt, &id) == "stopped"
+    });
+    assert!(
+        poll_until(SETTLE, || !process_alive(pid)),
+        "process {pid} still alive after the container stopped"
+    );
+
+    // delete: nothing left.
+    rt.ok(&["delete", &id]);
+    rt.fail(&["state", &id]);
+    assert_gone(&rt, &id);
+}
+
+#[test]
+fn runtime_create_with_bad_config_fails_and_names_it() {
+    if skip_unless_root("runtime_create_with_bad_config_fails_and_names_it") {
+        return;
+    }
+    let rt = RuntimeRoot::new();
+    let bundle = Bundle::busybox_without_config();
+    fs::write(bundle.config_path(), "{\"ociVersion\": ").expect("write a broken config.json");
+    let id = unique_id("bad");
+
+    let (_, stderr) = rt.fail(&["create", "-b", path_str(bundle.path()), &id]);
+    assert!(
+        stderr.contains("config.json"),
+        "create with a broken config.json should name the file: {stderr}"
+    );
+    // A failed create leaves no half-made container.
+    rt.fail(&["state", &id]);
+    assert_gone(&rt, &id);
+}
+
+#[test]
+fn runtime_features_and_version() {
+    if skip_unless_root("runtime_features_and_version") {
+        return;
+    }
+    let rt = RuntimeRoot::new();
+    let text = rt.ok(&["features"]);
+    let features: Value = serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("features is not JSON ({e}):\n{text}"));
+    assert!(
+        features["ociVersionMax"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("1.")),
+        "features.ociVersionMax: {features:#}"
+    );
+    let namespaces: Vec<&str> = features["linux"]["namespaces"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no linux.namespaces in features: {features:#}"))
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for ns in ["pid", "mount", "network", "ipc", "uts"] {
+        assert!(
+            namespaces.contains(&ns),
+            "features.linux.namespaces lacks {ns}: {namespaces:?}"
+        );
+    }
+
+    let version = rt.ok(&["--version"]);
+    assert!(
+        version.contains("corral-runtime"),
+        "corral runtime --version: {version}"
+    );
+    // The same through a link named `corral-runtime`: argv[0] picks the runtime's command line.
+    let link = rt.path("corral-runtime");
+    std::os::unix::fs::symlink(corral_bin(), &link).expect("link corral-runtime");
+    let out = std::process::Command::new(&link)
+        .arg("--version")
+        .output()
+        .expect("run the corral-runtime link");
+    assert!(
+        out.status.success(),
+        "corral-runtime --version: {}",
+        describe(&out)
+    );
+    assert!(
+        stdout_text(&out).contains("corral-runtime"),
+        "corral-runtime --version: {}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn podman_runs_containers_through_corral() {
+    const TEST: &str = "podman_runs_containers_through_corral";
+    if skip_unless_tools(TEST, &["podman", "conmon"]) {
+        return;
+    }
+    // The image: busybox imported into corral, saved as an archive, loaded into podman.
+    let corral = Corral::new();
+    let podman = PodmanOnCorral::new();
+    let name = corral.busybox_image();
+    let archive = podman.path("busybox.tar");
+    corral.ok(&["image", "save", name, "-o", path_str(&archive)]);
+    podman.ok(&["load", "-q", "-i", path_str(&archive)]);
+    let image = "docker.io/library/busybox:test";
+    let listed = podman.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(
+        listed.lines().any(|l| l.trim() == image),
+        "podman should list {image} after load: {listed}"
+    );
+
+    // A foreground run.
+    let out = podman.cmd(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        image,
+        "/bin/busybox",
+        "echo",
+        "hi",
+    ]);
+    assert!(out.status.success(), "podman run --rm: {}", describe(&out));
+    assert_eq!(
+        stdout_text(&out),
+        "hi\n",
+        "podman run --rm: {}",
+        describe(&out)
+    );
+
+    // A detached one: logs, exec, stop, rm.
+    let ctr = unique_id("pod");
+    let printed = podman.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        &ctr,
+        image,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        UNTIL_TERM,
+    ]);
+    let id = printed.trim().to_owned();
+    assert!(is_container_id(&id), "podman run -d printed {printed:?}");
+    wait_until(SETTLE, "`started` in podman logs", || {
+        podman.ok(&["logs", &ctr]).contains("started")
+    });
+
+    let runtime = podman.ok(&["inspect", "--format", "{{.OCIRuntime}}", &ctr]);
+    assert!(
+        runtime.trim().ends_with("corral-runtime"),
+        "podman inspect .OCIRuntime should name corral-runtime, got {runtime:?}"
+    );
+    // corral holds the container: its default state dir has it, and it says it is running.
+    let state_dir = Path::new(DEFAULT_RUNTIME_ROOT).join(&id);
+    assert!(
+        state_dir.join("state.json").is_file(),
+        "{} missing while podman runs the container through corral",
+        state_dir.display()
+    );
+    let state = corral.ok(&["runtime", "state", &id]);
+    let state: Value = serde_json::from_str(state.trim())
+        .unwrap_or_else(|e| panic!("corral runtime state {id}: invalid JSON ({e}):\n{state}"));
+    assert_eq!(
+        state["status"], "running",
+        "corral runtime state: {state:#}"
+    );
+
+    let out = podman.cmd(&[
+        "exec",
+        &ctr,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "echo in; /bin/busybox hostname",
+    ]);
+    assert!(out.status.success(), "podman exec: {}", describe(&out));
+    let text = stdout_text(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        ["in", &id[..12]],
+        "podman exec should print `in` and the container's hostname (its short id)"
+    );
+    let out = podman.cmd(&["exec", &ctr, "/bin/busybox", "sh", "-c", "exit 5"]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "podman exec should return the exec'd code: {}",
+        describe(&out)
+    );
+
+    podman.ok(&["stop", "-t", "5", &ctr]);
+    let exited = podman.ok(&[
+        "inspect",
+        "--format",
+        "{{.State.Status}} {{.State.ExitCode}}",
+        &ctr,
+    ]);
+    assert_eq!(
+        exited.trim(),
+        "exited 0",
+        "after stop, the workload should have exited 0 on its TERM trap"
+    );
+    podman.ok(&["rm", &ctr]);
+    assert!(
+        !state_dir.exists(),
+        "{} still there after podman rm",
+        state_dir.display()
+    );
+    let cgroups = cgroup_dirs_anywhere(&id);
+    assert!(
+        cgroups.is_empty(),
+        "cgroups of {id} left after podman rm: {cgroups:?}"
+    );
+
+    // A memory hog under -m 16m is OOM-killed: 128 + SIGKILL.
+    let out = podman.cmd(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-m",
+        "16m",
+        image,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "x=a; while true; do x=$x$x; done",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(137),
+        "podman run -m 16m of a memory hog: {}",
+        describe(&out)
+    );
+}
