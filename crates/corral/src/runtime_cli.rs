@@ -259,7 +259,7 @@ fn run(cli: RuntimeCli) -> Result<i32> {
             let mut child = oci_runtime::create(&cs, &id, opts)?;
             oci_runtime::start(&cs, &id)?;
             if detach {
-                std::mem::forget(child);
+                // The init is left to the caller (a subreaper) to reap.
                 return Ok(0);
             }
             let st = child.wait().context("waiting for the container")?;
