@@ -20,7 +20,7 @@ use serde_json::Value;
 use corral_e2e::containers::{
     cgroup_dirs, cgroup_dirs_anywhere, cgroup_procs, host_output, is_container_id, mounts_of,
     parent_pid, poll_until, printed_container_id, process_alive, process_cmdline, processes_of,
-    signal, wait_until, BUSYBOX_IMAGE,
+    run_rm, run_rm_ok, signal, wait_until, BUSYBOX_IMAGE,
 };
 use corral_e2e::mounts::mounts_under;
 use corral_e2e::process::{describe, wait_deadline};
@@ -50,26 +50,6 @@ fn world() -> Corral {
 /// A container name unique to this run: `<prefix>-<token>`.
 fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}", unique_token())
-}
-
-/// `corral run --rm FLAGS busybox:test CMD...`, bounded.
-fn run_rm(c: &Corral, flags: &[&str], cmd: &[&str]) -> Output {
-    let mut args = vec!["run", "--rm"];
-    args.extend_from_slice(flags);
-    args.push(BUSYBOX_IMAGE);
-    args.extend_from_slice(cmd);
-    c.cmd(&args)
-}
-
-/// As [`run_rm`], panicking unless the container exits 0; returns its stdout.
-fn run_rm_ok(c: &Corral, flags: &[&str], cmd: &[&str]) -> String {
-    let out = run_rm(c, flags, cmd);
-    assert!(
-        out.status.success(),
-        "corral run --rm {flags:?} {BUSYBOX_IMAGE} {cmd:?}: {}",
-        describe(&out)
-    );
-    stdout_of(&out)
 }
 
 /// `corral run -d --name NAME FLAGS busybox:test CMD...`: tracks it in `guard`, returns the id.

@@ -6,10 +6,9 @@
 //! mode, 0 without one. Every test runs the real binary as root in its own world with the
 //! busybox image; `--rm` containers leave nothing for a guard to clean.
 
-use std::process::Output;
 use std::time::Duration;
 
-use corral_e2e::containers::BUSYBOX_IMAGE;
+use corral_e2e::containers::{run_rm, run_rm_ok, BUSYBOX_IMAGE};
 use corral_e2e::process::describe;
 use corral_e2e::{path_str, report_skip, skip_unless_root, Corral};
 
@@ -23,28 +22,9 @@ fn world() -> Corral {
     c
 }
 
-/// `corral run --rm FLAGS busybox:test CMD...`.
-fn run_rm(c: &Corral, flags: &[&str], cmd: &[&str]) -> Output {
-    let mut args = vec!["run", "--rm"];
-    args.extend_from_slice(flags);
-    args.push(BUSYBOX_IMAGE);
-    args.extend_from_slice(cmd);
-    c.cmd(&args)
-}
-
-fn run_ok(c: &Corral, flags: &[&str], cmd: &[&str]) -> String {
-    let out = run_rm(c, flags, cmd);
-    assert!(
-        out.status.success(),
-        "run {flags:?} {cmd:?}: {}",
-        describe(&out)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The `Seccomp:` mode the container's process reports.
 fn seccomp_mode(c: &Corral, flags: &[&str]) -> String {
-    let out = run_ok(c, flags, &["grep", "^Seccomp:", "/proc/self/status"]);
+    let out = run_rm_ok(c, flags, &["grep", "^Seccomp:", "/proc/self/status"]);
     out.split_whitespace().nth(1).unwrap_or_default().to_owned()
 }
 
@@ -83,11 +63,11 @@ fn ordinary_workload_runs_under_the_default_filter() {
     }
     let c = world();
     let script = "ls / && cat /etc/passwd && sleep 0.1 && echo ok";
-    let out = run_ok(&c, &[], &["sh", "-c", script]);
+    let out = run_rm_ok(&c, &[], &["sh", "-c", script]);
     assert!(out.trim_end().ends_with("ok"), "{out}");
     // Pipes, fork, wait, files, time, as a user and with no_new_privs.
     let script = "echo a b c | wc -w > /tmp/n && cat /tmp/n && date +%Y >/dev/null && id -u";
-    let out = run_ok(
+    let out = run_rm_ok(
         &c,
         &["--user", "1000:1000", "--security-opt", "no-new-privileges"],
         &["sh", "-c", script],
@@ -111,7 +91,7 @@ fn mount_fails_even_with_cap_sys_admin() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains("mounted"), "{}", describe(&out));
     // ... as the control shows: without the filter the same mount works.
-    let out = run_ok(
+    let out = run_rm_ok(
         &c,
         &[
             "--cap-add",
@@ -130,7 +110,7 @@ fn unshare_fails_under_the_default_filter() {
         return;
     }
     let c = world();
-    let list = run_ok(&c, &[], &["busybox", "--list"]);
+    let list = run_rm_ok(&c, &[], &["busybox", "--list"]);
     if !list.lines().any(|l| l.trim() == "unshare") {
         report_skip(
             "unshare_fails_under_the_default_filter",
@@ -157,7 +137,7 @@ fn unshare_fails_under_the_default_filter() {
         );
     }
     // The control: with the capability and no filter it works.
-    let out = run_ok(
+    let out = run_rm_ok(
         &c,
         &[
             "--cap-add",
@@ -198,7 +178,7 @@ fn profile_file_denies_mkdir_and_allows_the_rest() {
         "{}",
         describe(&out)
     );
-    let out = run_ok(
+    let out = run_rm_ok(
         &c,
         &["--security-opt", &opt],
         &[

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use corral_e2e::containers::BUSYBOX_IMAGE;
+use corral_e2e::containers::{run_rm, run_rm_ok, BUSYBOX_IMAGE};
 use corral_e2e::process::describe;
 use corral_e2e::{skip_unless_root, unique_token, ContainerGuard, Corral};
 
@@ -66,26 +66,6 @@ impl Drop for VolumeGuard<'_> {
             }
         }
     }
-}
-
-/// `corral run --rm FLAGS busybox:test CMD...`.
-fn run_rm(c: &Corral, flags: &[&str], cmd: &[&str]) -> std::process::Output {
-    let mut args = vec!["run", "--rm"];
-    args.extend_from_slice(flags);
-    args.push(BUSYBOX_IMAGE);
-    args.extend_from_slice(cmd);
-    c.cmd(&args)
-}
-
-/// As [`run_rm`], panicking unless the container exits 0; returns its stdout.
-fn run_rm_ok(c: &Corral, flags: &[&str], cmd: &[&str]) -> String {
-    let out = run_rm(c, flags, cmd);
-    assert!(
-        out.status.success(),
-        "run --rm {flags:?} {cmd:?}: {}",
-        describe(&out)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `volume ls --json`, parsed.

@@ -558,6 +558,26 @@ pub fn host_output(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `corral run --rm FLAGS busybox:test CMD...`, bounded by the world's deadline.
+pub fn run_rm(c: &Corral, flags: &[&str], cmd: &[&str]) -> std::process::Output {
+    let mut args = vec!["run", "--rm"];
+    args.extend_from_slice(flags);
+    args.push(BUSYBOX_IMAGE);
+    args.extend_from_slice(cmd);
+    c.cmd(&args)
+}
+
+/// As [`run_rm`], panicking unless the container exits 0; returns its stdout.
+pub fn run_rm_ok(c: &Corral, flags: &[&str], cmd: &[&str]) -> String {
+    let out = run_rm(c, flags, cmd);
+    assert!(
+        out.status.success(),
+        "corral run --rm {flags:?} {BUSYBOX_IMAGE} {cmd:?}: {}",
+        crate::process::describe(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,7 @@
 //! `create`: reserve the name, write the config and the state. Nothing runs yet.
 
 use crate::config::ContainerConfig;
-use crate::state::{new_id, now, Containers, State, StateError, Status};
+use crate::state::{new_id, Containers, State, StateError};
 
 /// What to create.
 pub struct CreateRequest {
@@ -36,29 +36,12 @@ pub fn create(containers: &Containers, mut req: CreateRequest) -> Result<State, 
     }
     containers.reserve_name(&name, &id)?;
     let state = State {
-        id: id.clone(),
-        name: name.clone(),
         image: req.image,
         image_id: req.image_id,
-        created: now(),
-        status: Status::Created,
-        pid: None,
-        monitor_pid: None,
-        monitor_start: None,
-        exit_code: None,
-        oom_killed: false,
-        started_at: None,
-        finished_at: None,
-        error: None,
         auto_remove: req.auto_remove,
-        cgroup_paths: Vec::new(),
         cmd: req.config.args[req.entrypoint.len().min(req.config.args.len())..].to_vec(),
         entrypoint: req.entrypoint,
-        paused: false,
-        restart_count: 0,
-        stop_requested: false,
-        bundle: None,
-        pid_start: None,
+        ..State::new(&id, &name)
     };
     if let Err(e) = containers.create(&state, &req.config) {
         let _ = containers.remove(&state);

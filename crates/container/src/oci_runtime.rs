@@ -104,8 +104,6 @@ pub struct CreateOptions<'a> {
     pub bundle: &'a Path,
     /// Where to write the init's host pid.
     pub pid_file: Option<&'a Path>,
-    /// The corral binary.
-    pub exe: &'a Path,
     /// The cgroup root.
     pub cgroup_root: &'a Path,
 }
@@ -130,29 +128,9 @@ pub fn create(
     let bundle = crate::oci::read_bundle(o.bundle)?;
     let bundle_dir = std::fs::canonicalize(o.bundle).unwrap_or_else(|_| o.bundle.to_owned());
     let mut state = State {
-        id: id.to_owned(),
-        name: id.to_owned(),
-        image: String::new(),
-        image_id: String::new(),
-        created: now(),
-        status: Status::Created,
-        pid: None,
-        monitor_pid: None,
-        monitor_start: None,
-        exit_code: None,
-        oom_killed: false,
-        started_at: None,
-        finished_at: None,
-        error: None,
-        auto_remove: false,
-        cgroup_paths: Vec::new(),
-        entrypoint: Vec::new(),
         cmd: bundle.config.args.clone(),
-        paused: false,
-        restart_count: 0,
-        stop_requested: false,
         bundle: Some(bundle_dir),
-        pid_start: None,
+        ..State::new(id, id)
     };
     containers.create(&state, &bundle.config)?;
     let res = create_inner(containers, &mut state, &bundle, &o);

@@ -146,6 +146,37 @@ pub struct State {
     pub pid_start: Option<u64>,
 }
 
+impl State {
+    /// A just-created container: nothing has run yet.
+    pub fn new(id: &str, name: &str) -> Self {
+        State {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            image: String::new(),
+            image_id: String::new(),
+            created: now(),
+            status: Status::Created,
+            pid: None,
+            monitor_pid: None,
+            monitor_start: None,
+            exit_code: None,
+            oom_killed: false,
+            started_at: None,
+            finished_at: None,
+            error: None,
+            auto_remove: false,
+            cgroup_paths: Vec::new(),
+            entrypoint: Vec::new(),
+            cmd: Vec::new(),
+            paused: false,
+            restart_count: 0,
+            stop_requested: false,
+            bundle: None,
+            pid_start: None,
+        }
+    }
+}
+
 /// The containers directory.
 #[derive(Debug, Clone)]
 pub struct Containers {

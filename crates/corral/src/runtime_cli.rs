@@ -208,7 +208,6 @@ fn run(cli: RuntimeCli) -> Result<i32> {
     let cs =
         Containers::open(&cli.root).with_context(|| format!("opening {}", cli.root.display()))?;
     let cg = Path::new(CGROUP_ROOT);
-    let exe = std::env::current_exe().context("finding the corral binary")?;
     match verb {
         Verb::Create {
             bundle,
@@ -217,17 +216,14 @@ fn run(cli: RuntimeCli) -> Result<i32> {
             id,
             ..
         } => {
-            if console_socket.is_some() {
-                bail!("terminals (--console-socket) are not supported yet");
-            }
-            let opts = oci_runtime::CreateOptions {
-                bundle: &bundle,
-                pid_file: pid_file.as_deref(),
-                exe: &exe,
-                cgroup_root: cg,
-            };
             // The init is left to the caller (a subreaper) to reap.
-            oci_runtime::create(&cs, &id, opts)?;
+            create(
+                &cs,
+                &id,
+                &bundle,
+                pid_file.as_deref(),
+                console_socket.as_deref(),
+            )?;
         }
         Verb::Start { id } => oci_runtime::start(&cs, &id)?,
         Verb::State { id } => println!(
@@ -247,16 +243,13 @@ fn run(cli: RuntimeCli) -> Result<i32> {
             id,
             ..
         } => {
-            if console_socket.is_some() {
-                bail!("terminals (--console-socket) are not supported yet");
-            }
-            let opts = oci_runtime::CreateOptions {
-                bundle: &bundle,
-                pid_file: pid_file.as_deref(),
-                exe: &exe,
-                cgroup_root: cg,
-            };
-            let mut child = oci_runtime::create(&cs, &id, opts)?;
+            let mut child = create(
+                &cs,
+                &id,
+                &bundle,
+                pid_file.as_deref(),
+                console_socket.as_deref(),
+            )?;
             oci_runtime::start(&cs, &id)?;
             if detach {
                 // The init is left to the caller (a subreaper) to reap.
@@ -381,6 +374,25 @@ fn run(cli: RuntimeCli) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// `create` (also the first half of `run`).
+fn create(
+    cs: &Containers,
+    id: &str,
+    bundle: &Path,
+    pid_file: Option<&Path>,
+    console_socket: Option<&Path>,
+) -> Result<corral_container::process::InitChild> {
+    if console_socket.is_some() {
+        bail!("terminals (--console-socket) are not supported yet");
+    }
+    let opts = oci_runtime::CreateOptions {
+        bundle,
+        pid_file,
+        cgroup_root: Path::new(CGROUP_ROOT),
+    };
+    Ok(oci_runtime::create(cs, id, opts)?)
 }
 
 fn features() -> serde_json::Value {

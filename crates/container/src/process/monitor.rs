@@ -30,8 +30,6 @@ pub struct MonitorArgs<'a> {
     pub attach: bool,
     /// The cgroup root (normally /sys/fs/cgroup).
     pub cgroup_root: &'a Path,
-    /// The corral binary, to start the init.
-    pub exe: &'a Path,
 }
 
 fn notify(n: &mut Option<OwnedFd>, msg: &str) {

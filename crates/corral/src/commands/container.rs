@@ -49,14 +49,12 @@ pub fn monitor(args: &[std::ffi::OsString]) -> i32 {
     let id = s(1).display().to_string();
     let notify_fd = s(2).to_str().and_then(|f| f.parse().ok()).unwrap_or(-1);
     let attach = args.iter().any(|a| a == "--attach");
-    let Ok(exe) = exe() else { return 125 };
     corral_container::process::monitor::main(corral_container::process::monitor::MonitorArgs {
         containers: &containers,
         id: &id,
         notify: corral_container::process::inherited(notify_fd),
         attach,
         cgroup_root: &s(3),
-        exe: &exe,
     })
 }
 
