@@ -25,7 +25,8 @@ $corral version
 $corral info
 $corral image import "$work/busybox.tar.gz" busybox:demo
 $corral image ls
-$corral image inspect busybox:demo | head -n 20
+$corral image inspect busybox:demo > "$work/inspect.json"
+head -n 20 "$work/inspect.json"
 $corral image save busybox:demo -o "$work/busybox-oci.tar"
 $corral image rm busybox:demo
 $corral image load -i "$work/busybox-oci.tar"
