@@ -10,7 +10,7 @@ PACKAGES=(
   ca-certificates tar zstd gzip e2fsprogs util-linux iproute2 procps
   gcc libc6-dev pkg-config
   busybox-static
-  podman skopeo docker-registry apache2-utils containerd
+  podman skopeo docker-registry apache2-utils containerd tmux
   hyperfine
 )
 

@@ -2065,3 +2065,91 @@ fn cp_copies_both_ways_and_never_through_container_symlinks() {
     let out = c.cmd(&["cp", &format!("{name}:/d"), path_str(&out_dir)]);
     assert_eq!(out.status.code(), Some(EXIT_CORRAL), "{}", describe(&out));
 }
+
+#[test]
+fn tty_gives_the_container_a_terminal() {
+    if skip_unless_root("tty_gives_the_container_a_terminal") {
+        return;
+    }
+    let c = world();
+    let _guard = ContainerGuard::new(&c);
+    // Output through the terminal: a terminal on stdio, named /dev/console inside, CRLF line ends.
+    let out = run_rm(&c, &["-t"], &["sh", "-c", "tty; exit 6"]);
+    assert_eq!(out.status.code(), Some(6), "{}", describe(&out));
+    assert_eq!(stdout_of(&out), "/dev/console\r\n", "{}", describe(&out));
+}
+
+#[test]
+fn interactive_tty_session_relays_keys_and_size() {
+    let test = "interactive_tty_session_relays_keys_and_size";
+    if skip_unless_root(test) || corral_e2e::skip_unless_tools(test, &["tmux"]) {
+        return;
+    }
+    // A real terminal: tmux runs `corral run -it` in a 100x30 window; keys typed there reach
+    // the container's shell, which sees the window's size.
+    let c = world();
+    let _guard = ContainerGuard::new(&c);
+    let session = format!("corral-e2e-{}", unique_token());
+    let done = c.path("tmux-done");
+    let cmd = format!(
+        "{} --root {} run --rm -it {BUSYBOX_IMAGE} sh; echo $? > {}",
+        corral_e2e::corral_bin().display(),
+        c.root().display(),
+        done.display()
+    );
+    let tmux = |args: &[&str]| {
+        std::process::Command::new("tmux")
+            .args(args)
+            .output()
+            .expect("tmux")
+    };
+    struct Kill(String);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("tmux")
+                .args(["kill-session", "-t", &self.0])
+                .output();
+        }
+    }
+    let o = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &cmd,
+    ]);
+    assert!(o.status.success(), "tmux: {}", describe(&o));
+    let _kill = Kill(session.clone());
+    let screen = || {
+        String::from_utf8_lossy(&tmux(&["capture-pane", "-t", &session, "-p"]).stdout).into_owned()
+    };
+    assert!(
+        poll_until(Duration::from_secs(15), || screen().contains("/ #")),
+        "no prompt: {}",
+        screen()
+    );
+    tmux(&[
+        "send-keys",
+        "-t",
+        &session,
+        "stty size; echo $((6*7))",
+        "Enter",
+    ]);
+    assert!(
+        poll_until(Duration::from_secs(10), || screen().contains("30 100")
+            && screen().contains("42")),
+        "screen: {}",
+        screen()
+    );
+    tmux(&["send-keys", "-t", &session, "exit 7", "Enter"]);
+    assert!(
+        poll_until(Duration::from_secs(10), || done.exists()),
+        "session did not end: {}",
+        screen()
+    );
+    assert_eq!(std::fs::read_to_string(&done).unwrap().trim(), "7");
+}

@@ -420,3 +420,37 @@ fn podman_runs_containers_through_corral() {
         describe(&out)
     );
 }
+
+#[test]
+fn podman_gives_a_terminal_through_the_console_socket() {
+    const TEST: &str = "podman_gives_a_terminal_through_the_console_socket";
+    if skip_unless_root(TEST) || skip_unless_tools(TEST, &["podman", "conmon"]) {
+        return;
+    }
+    let corral = Corral::new();
+    let podman = PodmanOnCorral::new();
+    let name = corral.busybox_image();
+    let archive = podman.path("busybox.tar");
+    corral.ok(&["image", "save", name, "-o", path_str(&archive)]);
+    podman.ok(&["load", "-q", "-i", path_str(&archive)]);
+    // `-t`: conmon asks for a terminal; corral creates it and sends its master over the
+    // console socket; the container sees a terminal on its stdio.
+    let out = podman.cmd(&[
+        "run",
+        "--rm",
+        "-t",
+        "--network",
+        "none",
+        "docker.io/library/busybox:test",
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "tty; /bin/busybox stty -a >/dev/null && echo is-a-tty",
+    ]);
+    let text = stdout_text(&out);
+    assert!(out.status.success(), "podman run -t: {}", describe(&out));
+    assert!(
+        text.contains("/dev/console") && text.contains("is-a-tty"),
+        "output: {text:?}"
+    );
+}

@@ -208,6 +208,9 @@ pub struct ContainerConfig {
     /// /proc/self/oom_score_adj for the process.
     #[serde(default)]
     pub oom_score_adj: Option<i32>,
+    /// Give the process a terminal (`-t`, `process.terminal`).
+    #[serde(default)]
+    pub tty: bool,
     /// What the monitor does when the process exits.
     #[serde(default)]
     pub restart: RestartPolicy,
@@ -247,6 +250,7 @@ impl ContainerConfig {
             resources: Resources::default(),
             network: NetworkMode::None,
             restart: RestartPolicy::No,
+            tty: false,
             rootfs: None,
             mounts: None,
             join_namespaces: Vec::new(),

@@ -68,9 +68,15 @@ pub fn start(
         .arg(containers.dir(id).parent().unwrap_or(Path::new("/")))
         .arg(id)
         .arg(notify_w.as_raw_fd().to_string())
-        .arg(cgroup_root)
-        // Its own process group: the terminal's ^C reaches the CLI, not the monitor.
-        .process_group(0);
+        .arg(cgroup_root);
+    // Its own process group, so that the terminal's ^C reaches the CLI, not the monitor —
+    // except when it relays a terminal session: then it must stay in the foreground group to
+    // read the terminal (a background group is stopped by SIGTTIN), and ^C is a byte for the
+    // container (the user's terminal is raw).
+    let tty_session = attached && containers.config(id).is_ok_and(|c| c.tty);
+    if !tty_session {
+        cmd.process_group(0);
+    }
     if attached {
         cmd.arg("--attach");
     } else {

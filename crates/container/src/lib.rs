@@ -36,6 +36,7 @@ pub mod rlimits;
 pub mod rootfs;
 pub mod seccomp;
 pub mod state;
+pub mod tty;
 pub mod volumes;
 
 pub use config::ContainerConfig;

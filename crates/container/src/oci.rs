@@ -266,11 +266,6 @@ pub fn read_bundle(bundle: &Path) -> Result<Bundle, OciError> {
         path: path.clone(),
         what: what.to_owned(),
     };
-    if spec.process.terminal {
-        return Err(unsupported(
-            "process.terminal (terminals are not supported yet)",
-        ));
-    }
     if !spec.linux.uid_mappings.is_empty() {
         return Err(unsupported("user namespaces (uidMappings)"));
     }
@@ -313,6 +308,7 @@ pub fn read_bundle(bundle: &Path) -> Result<Bundle, OciError> {
         ),
     };
     cfg.die_with_parent = false;
+    cfg.tty = spec.process.terminal;
     Ok(Bundle {
         config: cfg,
         cgroups_path: spec.linux.cgroups_path.clone().filter(|p| !p.is_empty()),

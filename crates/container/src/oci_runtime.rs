@@ -104,6 +104,8 @@ pub struct CreateOptions<'a> {
     pub bundle: &'a Path,
     /// Where to write the init's host pid.
     pub pid_file: Option<&'a Path>,
+    /// Where to send the terminal's master side when the bundle asks for a terminal.
+    pub console_socket: Option<&'a Path>,
     /// The cgroup root.
     pub cgroup_root: &'a Path,
 }
@@ -169,9 +171,26 @@ fn create_inner(
     })?;
     state.cgroup_paths = cgroup.dirs.clone();
     containers.save(state)?;
-    // The caller's stdio (conmon's pipes, or a terminal) become the container's.
     use crate::process::Stdio as S;
-    let launched = crate::process::launch_init(&dir, &cgroup, S::Inherit, S::Inherit, S::Inherit)
+    // With a terminal: a new one, whose master goes to the caller over the console socket;
+    // without: the caller's stdio (conmon's pipes, or a terminal) become the container's.
+    let [stdin, stdout, stderr] = if bundle.config.tty {
+        let socket = o.console_socket.ok_or_else(|| {
+            RuntimeError::Failed("the bundle asks for a terminal: give --console-socket".into())
+        })?;
+        let pty = crate::tty::open(None).map_err(io("opening a terminal", socket))?;
+        crate::tty::send_master(socket, &pty.master)
+            .map_err(io("sending the terminal to", socket))?;
+        let dup = |f: &std::os::fd::OwnedFd| f.try_clone().map_err(io("dup", socket));
+        [
+            S::Fd(dup(&pty.slave)?),
+            S::Fd(dup(&pty.slave)?),
+            S::Fd(pty.slave),
+        ]
+    } else {
+        [S::Inherit, S::Inherit, S::Inherit]
+    };
+    let launched = crate::process::launch_init(&dir, &cgroup, stdin, stdout, stderr)
         .map_err(|(_, m)| RuntimeError::Failed(m))?;
     let mut child = launched.child;
     let mut status = BufReader::new(launched.status);

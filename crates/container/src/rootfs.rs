@@ -148,6 +148,16 @@ pub fn setup(cfg: &ContainerConfig, state_dir: &Path) -> Result<(), RootfsError>
         }
         None => default_mounts(&root, cfg)?,
     }
+    if cfg.tty {
+        // The terminal's slave (our stdin) lives in the host's devpts: bind it over
+        // /dev/console so that the container can name it (ttyname, `tty`), as runc does.
+        // By its path: the descriptor's mount belongs to the namespace we left.
+        let slave = fs::read_link("/proc/self/fd/0")
+            .map_err(fail("finding the terminal", "/dev/console"))?;
+        let t = target(&root, "/dev/console", true)?;
+        rustix::mount::mount_bind(&slave, proc_fd(&t))
+            .map_err(fail("binding the terminal on", "/dev/console"))?;
+    }
     drop(root);
 
     // pivot_root(".", ".") then detach the old root stacked beneath (runc's trick: no

@@ -251,7 +251,7 @@ pub struct RunArgs {
     /// Keep standard input open.
     #[arg(short, long)]
     pub interactive: bool,
-    /// Allocate a terminal (not yet supported: the flag is refused).
+    /// Give the container a terminal (with -i: an interactive session).
     #[arg(short, long)]
     pub tty: bool,
     /// Override the image's entrypoint.

@@ -384,12 +384,10 @@ fn create(
     pid_file: Option<&Path>,
     console_socket: Option<&Path>,
 ) -> Result<corral_container::process::InitChild> {
-    if console_socket.is_some() {
-        bail!("terminals (--console-socket) are not supported yet");
-    }
     let opts = oci_runtime::CreateOptions {
         bundle,
         pid_file,
+        console_socket,
         cgroup_root: Path::new(CGROUP_ROOT),
     };
     Ok(oci_runtime::create(cs, id, opts)?)

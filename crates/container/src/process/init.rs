@@ -9,7 +9,7 @@
 //! not found, 126 when it cannot be run, 125 for corral's own failures.
 
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 
@@ -54,6 +54,11 @@ fn run(state_dir: &Path, sync_fd: i32, status: &OwnedFd) -> Result<Never, (i32, 
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let cfg: ContainerConfig = containers.config(&id).map_err(|e| own(&e))?;
+    if cfg.tty {
+        // The terminal's slave is our stdin: make it the controlling terminal of a new session.
+        crate::tty::make_controlling(std::io::stdin().as_fd())
+            .map_err(|e| (125, format!("setting up the terminal: {e}")))?;
+    }
     // Compiled first, so that a profile this kernel cannot take fails before any setup.
     let seccomp = cfg
         .seccomp

@@ -106,7 +106,7 @@ pub fn main(mut a: MonitorArgs<'_>) -> i32 {
     }
 }
 
-type Started = (super::InitChild, OwnedFd, OwnedFd, Cgroup);
+type Started = (super::InitChild, OwnedFd, Option<OwnedFd>, Cgroup);
 
 fn start(a: &MonitorArgs<'_>, state: &mut State) -> Result<Started, (i32, String)> {
     let own = |what: &str, e: &dyn std::fmt::Display| (125, format!("{what}: {e}"));
@@ -146,19 +146,31 @@ fn spawn_init(
     a: &MonitorArgs<'_>,
     cfg: &crate::config::ContainerConfig,
     cgroup: &Cgroup,
-) -> Result<(super::InitChild, OwnedFd, OwnedFd), (i32, String)> {
+) -> Result<(super::InitChild, OwnedFd, Option<OwnedFd>), (i32, String)> {
     let e125 = |what: &str, e: io::Error| (125, format!("{what}: {e}"));
-    let (out_r, out_w) = inheritable_pipe().map_err(|e| e125("pipe", e))?;
-    let (err_r, err_w) = inheritable_pipe().map_err(|e| e125("pipe", e))?;
     use super::Stdio as S;
-    let stdin = if cfg.interactive { S::Inherit } else { S::Null };
-    let super::Launched { mut child, status } = super::launch_init(
-        &a.containers.dir(a.id),
-        cgroup,
-        stdin,
-        S::Fd(out_w),
-        S::Fd(err_w),
-    )?;
+    // With a terminal, its slave is all three streams and the master the one output; without,
+    // two pipes.
+    let (stdio, out_r, err_r) = if cfg.tty {
+        let out = std::io::stdout();
+        let like = a.attach.then(|| out.as_fd());
+        let pty = crate::tty::open(like).map_err(|e| e125("opening a terminal", e))?;
+        let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| e125("dup", e));
+        let stdio = [
+            S::Fd(dup(&pty.slave)?),
+            S::Fd(dup(&pty.slave)?),
+            S::Fd(pty.slave),
+        ];
+        (stdio, pty.master, None)
+    } else {
+        let (out_r, out_w) = inheritable_pipe().map_err(|e| e125("pipe", e))?;
+        let (err_r, err_w) = inheritable_pipe().map_err(|e| e125("pipe", e))?;
+        let stdin = if cfg.interactive { S::Inherit } else { S::Null };
+        ([stdin, S::Fd(out_w), S::Fd(err_w)], out_r, Some(err_r))
+    };
+    let [stdin, stdout, stderr] = stdio;
+    let super::Launched { mut child, status } =
+        super::launch_init(&a.containers.dir(a.id), cgroup, stdin, stdout, stderr)?;
     let status_r = status;
     let mut report = String::new();
     let mut status_r = status_r;
@@ -183,9 +195,14 @@ fn supervise(
     state: &mut State,
     mut child: super::InitChild,
     out: OwnedFd,
-    err: OwnedFd,
+    err: Option<OwnedFd>,
     cgroup: Cgroup,
 ) -> i32 {
+    let (tty, interactive) = a
+        .containers
+        .config(a.id)
+        .map(|c| (c.tty, c.interactive))
+        .unwrap_or((false, false));
     let log_path = a.containers.dir(a.id).join("ctr.log");
     let mut log = OpenOptions::new()
         .create(true)
@@ -199,12 +216,20 @@ fn supervise(
             pending: Vec::new(),
         },
         LogStream {
-            fd: Some(err),
+            fd: err,
             name: "stderr",
             pending: Vec::new(),
         },
     ];
     let mut buf = vec![0u8; 64 * 1024];
+    // With a terminal and an attached user, their keystrokes go to the container's terminal,
+    // and theirs is raw while it does (restored when this returns).
+    let tty_session = tty && a.attach;
+    let _raw = tty_session
+        .then(|| crate::tty::RawMode::enter(io::stdin().as_fd()))
+        .flatten();
+    let mut relay = tty_session && interactive;
+    let stdin = io::stdin();
     loop {
         let open: Vec<usize> = (0..2).filter(|&i| streams[i].fd.is_some()).collect();
         if open.is_empty() {
@@ -214,11 +239,23 @@ fn supervise(
             .iter()
             .map(|&i| PollFd::new(streams[i].fd.as_ref().expect("open"), PollFlags::IN))
             .collect();
+        if relay {
+            fds.push(PollFd::new(&stdin, PollFlags::IN));
+        }
         if poll(&mut fds, None).is_err() {
             continue;
         }
         let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
         drop(fds);
+        if relay && ready[open.len()] {
+            let n = rustix::io::read(&stdin, &mut buf).unwrap_or(0);
+            match (n, streams[0].fd.as_ref()) {
+                (0, _) | (_, None) => relay = false,
+                (n, Some(master)) => {
+                    let _ = File::from(master.try_clone().expect("dup")).write_all(&buf[..n]);
+                }
+            }
+        }
         for (k, &i) in open.iter().enumerate() {
             if !ready[k] {
                 continue;
@@ -232,7 +269,8 @@ fn supervise(
             }
             if a.attach {
                 let _ = if i == 0 {
-                    io::stdout().write_all(&buf[..n])
+                    let mut o = io::stdout().lock();
+                    o.write_all(&buf[..n]).and_then(|()| o.flush())
                 } else {
                     io::stderr().write_all(&buf[..n])
                 };

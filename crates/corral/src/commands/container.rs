@@ -246,9 +246,7 @@ fn plan(root: &Path, a: &RunArgs) -> Result<(ContainerConfig, String, usize)> {
     for u in &a.ulimit {
         rlimits::set(&mut cfg.rlimits, rlimits::parse_ulimit(u)?);
     }
-    if a.tty {
-        bail!("-t: terminals are not supported yet; run without -t");
-    }
+    cfg.tty = a.tty;
     cfg.restart =
         corral_container::config::RestartPolicy::parse(&a.restart).with_context(|| {
             format!(

@@ -1,0 +1,103 @@
+//! Terminals: a pseudo-terminal for `run -t` and for an OCI bundle's `process.terminal`.
+//!
+//! The slave side becomes the container's stdin, stdout and stderr and its controlling
+//! terminal (the init calls `setsid` and `TIOCSCTTY`). The master side stays with the monitor,
+//! which logs it and relays the user's keystrokes; or, in runtime mode, it is handed to the
+//! caller (conmon, containerd's shim) over `--console-socket` as an `SCM_RIGHTS` message, as
+//! runc does.
+
+use std::io;
+use std::io::IoSlice;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+use rustix::termios::{tcgetattr, tcgetwinsize, tcsetattr, tcsetwinsize, OptionalActions, Termios};
+
+/// A pseudo-terminal pair.
+pub struct Pty {
+    /// The side the monitor (or the runtime's caller) keeps.
+    pub master: OwnedFd,
+    /// The container's side.
+    pub slave: OwnedFd,
+}
+
+/// Opens a pseudo-terminal, sized like `like` when that is a terminal.
+pub fn open(like: Option<std::os::fd::BorrowedFd<'_>>) -> io::Result<Pty> {
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+    grantpt(&master)?;
+    unlockpt(&master)?;
+    let name = ptsname(&master, Vec::new())?;
+    let slave: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc_noctty())
+        .open(std::ffi::OsStr::from_bytes(name.as_bytes()))?
+        .into();
+    if let Some(fd) = like {
+        if let Ok(ws) = tcgetwinsize(fd) {
+            let _ = tcsetwinsize(&slave, ws);
+        }
+    }
+    Ok(Pty { master, slave })
+}
+
+fn libc_noctty() -> i32 {
+    rustix::fs::OFlags::NOCTTY.bits() as i32
+}
+
+/// Makes `fd` (the slave, already stdin) the controlling terminal of a new session.
+pub fn make_controlling(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    rustix::process::setsid()?;
+    rustix::process::ioctl_tiocsctty(fd)?;
+    Ok(())
+}
+
+/// Sends `master` over the unix socket at `path` (runc's `--console-socket` protocol).
+pub fn send_master(path: &Path, master: &OwnedFd) -> io::Result<()> {
+    let sock = std::os::unix::net::UnixStream::connect(path)?;
+    let fds = [master.as_fd()];
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(io::Error::other("control buffer too small"));
+    }
+    // runc sends the terminal's name as the payload; conmon only needs the descriptor.
+    sendmsg(
+        &sock,
+        &[IoSlice::new(b"/dev/ptmx")],
+        &mut control,
+        SendFlags::empty(),
+    )?;
+    Ok(())
+}
+
+/// A terminal put in raw mode, restored on drop.
+pub struct RawMode {
+    fd: OwnedFd,
+    saved: Termios,
+}
+
+impl RawMode {
+    /// Puts the terminal `fd` in raw mode (None when it is not a terminal).
+    pub fn enter(fd: std::os::fd::BorrowedFd<'_>) -> Option<Self> {
+        let saved = tcgetattr(fd).ok()?;
+        let mut raw = saved.clone();
+        raw.make_raw();
+        tcsetattr(fd, OptionalActions::Now, &raw).ok()?;
+        Some(RawMode {
+            fd: fd.try_clone_to_owned().ok()?,
+            saved,
+        })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = tcsetattr(&self.fd, OptionalActions::Now, &self.saved);
+    }
+}
