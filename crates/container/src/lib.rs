@@ -2,18 +2,17 @@
 //!
 //! Owns turning a [`config::ContainerConfig`] into a running, isolated, limited process tree:
 //! namespaces (pid, mount, uts, ipc, net, cgroup), cgroups v1 and v2 ([`cgroups`]), the root
-//! filesystem as an overlay of image layers ([`rootfs`]), capabilities and rlimits, the
-//! per-container monitor and the init ([`process`]), container state on disk ([`state`]), named volumes ([`volumes`]), and
-//! the verbs, one per file (`container_*.rs`).
+//! filesystem as an overlay of image layers or a bundle's directory ([`rootfs`]),
+//! capabilities, rlimits and the system call filter ([`seccomp`]), terminals ([`tty`]), the
+//! per-container monitor and the init ([`process`]), container state on disk ([`state`]),
+//! named volumes ([`volumes`]), the engine's verbs, one per file (`container_*.rs`), and the OCI
+//! runtime's verbs for podman and containerd ([`oci`], [`oci_runtime`]).
 //!
 //! Does not own: images (corral-image hands it layer directories), networks beyond `none` and
 //! `host` (corral-net), the command line.
 //!
-//! The system call filter is [`seccomp`]: docker's profile format, a default allowlist.
-//!
-//! Not yet here (issue 3 continues): user namespaces,
-//! ttys, restart policies, the runc-compatible
-//! command line for podman and containerd, the v2 devices eBPF filter.
+//! Not yet here (issue 3 continues): user namespaces, terminals for `exec`, the v2 devices
+//! eBPF filter, cgroup v1 hierarchies inside containers.
 
 #![warn(missing_docs)]
 
