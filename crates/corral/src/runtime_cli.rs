@@ -1,5 +1,5 @@
 //! corral as an OCI runtime: runc's command line, for podman (through conmon) and containerd's
-//! runc shim. Reached as `corral-runtime ...` (a link to corral: argv[0] decides) or
+//! runc shim. Reached as `corral-runtime ...` (a link to corral: `argv[0]` decides) or
 //! `corral runtime ...`. Errors go to stderr and, with `--log`, to that file as JSON lines
 //! (`level`, `msg`, `time`), which is where conmon and the shim look for them.
 
