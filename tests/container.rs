@@ -2237,3 +2237,18 @@ fn keyctl_is_denied_by_default() {
     );
     assert_eq!(allowed.trim(), "0", "add_key failed even unconfined");
 }
+
+#[test]
+fn exec_tty_gets_a_terminal_of_the_container() {
+    if skip_unless_root("exec_tty_gets_a_terminal_of_the_container") {
+        return;
+    }
+    let c = world();
+    let mut guard = ContainerGuard::new(&c);
+    let name = unique_name("et");
+    run_detached(&c, &mut guard, &name, &[], &["sleep", "60"]);
+    // The terminal comes from the container's own devpts, so it has a name there.
+    let out = c.cmd(&["exec", "-t", &name, "sh", "-c", "tty; exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    assert_eq!(stdout_of(&out), "/dev/pts/0\r\n", "{}", describe(&out));
+}

@@ -453,4 +453,40 @@ fn podman_gives_a_terminal_through_the_console_socket() {
         text.contains("/dev/console") && text.contains("is-a-tty"),
         "output: {text:?}"
     );
+
+    // `exec -t`: the same through `exec --process` with `process.terminal`.
+    let out = podman.cmd(&[
+        "run",
+        "-d",
+        "--name",
+        "tty-exec",
+        "--network",
+        "none",
+        "docker.io/library/busybox:test",
+        "/bin/busybox",
+        "sleep",
+        "60",
+    ]);
+    assert!(out.status.success(), "podman run -d: {}", describe(&out));
+    let out = podman.cmd(&[
+        "exec",
+        "-t",
+        "tty-exec",
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "tty; exit 5",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "podman exec -t: {}",
+        describe(&out)
+    );
+    assert!(
+        stdout_text(&out).contains("/dev/pts/0"),
+        "exec output: {}",
+        describe(&out)
+    );
+    let _ = podman.cmd(&["rm", "-f", "-t", "0", "tty-exec"]);
 }

@@ -64,6 +64,10 @@ pub struct ExecRequest {
     /// Keep stdio when detached (the runtime's caller passed its pipes); otherwise a detached
     /// command's output is discarded, as `docker exec -d` does.
     pub keep_stdio: bool,
+    /// Give the command a terminal.
+    pub tty: bool,
+    /// Send the terminal's master here (runtime mode) instead of relaying it.
+    pub console_socket: Option<std::path::PathBuf>,
 }
 
 /// Runs `req` in container `id`; returns its exit code (0 when detached).
@@ -98,6 +102,14 @@ pub fn exec(containers: &Containers, id: &str, req: ExecRequest) -> Result<i32, 
         let f = File::open(&p).map_err(|e| enter(format!("opening {p}: {e}")))?;
         fds.push((name, kind, f));
     }
+    // The console socket lives on the host: connect before leaving its mount namespace.
+    let console = match (&req.console_socket, req.tty) {
+        (Some(p), true) => Some(
+            std::os::unix::net::UnixStream::connect(p)
+                .map_err(|e| enter(format!("connecting to {}: {e}", p.display())))?,
+        ),
+        _ => None,
+    };
     // The pid file lives on the host: open it before leaving the host's mount namespace.
     let mut pid_file = match &req.pid_file {
         Some(p) => {
@@ -114,6 +126,18 @@ pub fn exec(containers: &Containers, id: &str, req: ExecRequest) -> Result<i32, 
             .map_err(|e| enter(format!("joining the {name} namespace: {e}")))?;
     }
     drop(fds);
+    // A terminal from the container's own devpts (so that it has a name inside, as docker's).
+    let pty = if req.tty {
+        let out = std::io::stdout();
+        let like = console.is_none().then(|| out.as_fd());
+        Some(crate::tty::open(like).map_err(|e| enter(format!("opening a terminal: {e}")))?)
+    } else {
+        None
+    };
+    if let (Some(p), Some(sock)) = (&pty, &console) {
+        crate::tty::send_master_on(sock, &p.master)
+            .map_err(|e| enter(format!("sending the terminal: {e}")))?;
+    }
     let cwd = req.cwd.clone().unwrap_or_else(|| cfg.cwd.clone());
     rustix::process::chdir(cwd.as_str()).map_err(|e| enter(format!("entering {cwd}: {e}")))?;
     if let Some((uid, gid)) = req.user {
@@ -154,6 +178,23 @@ pub fn exec(containers: &Containers, id: &str, req: ExecRequest) -> Result<i32, 
     if req.detach && !req.keep_stdio {
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
     }
+    if let Some(p) = &pty {
+        let dup = |f: &std::os::fd::OwnedFd| f.try_clone().map_err(|e| enter(format!("dup: {e}")));
+        cmd.stdin(Stdio::from(dup(&p.slave)?))
+            .stdout(Stdio::from(dup(&p.slave)?))
+            .stderr(Stdio::from(dup(&p.slave)?));
+        use std::os::unix::process::CommandExt;
+        // SAFETY: runs in the child between fork and exec: only setsid(2) and ioctl(2), both
+        // async-signal-safe, no allocation, no lock.
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(|| {
+                rustix::process::setsid()?;
+                rustix::process::ioctl_tiocsctty(std::os::fd::BorrowedFd::borrow_raw(0))?;
+                Ok(())
+            });
+        }
+    }
     let mut child = cmd.spawn().map_err(|e| {
         let code = if e.kind() == std::io::ErrorKind::NotFound {
             127
@@ -177,6 +218,16 @@ pub fn exec(containers: &Containers, id: &str, req: ExecRequest) -> Result<i32, 
     }
     if req.detach {
         return Ok(0);
+    }
+    if let (Some(p), None) = (pty, &req.console_socket) {
+        // Our copies of the slave must go, or the master never sees the end.
+        drop(p.slave);
+        drop(cmd);
+        let _raw = req
+            .interactive
+            .then(|| crate::tty::RawMode::enter(std::io::stdin().as_fd()))
+            .flatten();
+        crate::tty::relay(&p.master, req.interactive);
     }
     let st = child.wait().map_err(|e| enter(format!("waiting: {e}")))?;
     use std::os::unix::process::ExitStatusExt;

@@ -59,7 +59,11 @@ pub fn make_controlling(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
 
 /// Sends `master` over the unix socket at `path` (runc's `--console-socket` protocol).
 pub fn send_master(path: &Path, master: &OwnedFd) -> io::Result<()> {
-    let sock = std::os::unix::net::UnixStream::connect(path)?;
+    send_master_on(&std::os::unix::net::UnixStream::connect(path)?, master)
+}
+
+/// Sends `master` over an already connected console socket.
+pub fn send_master_on(sock: &std::os::unix::net::UnixStream, master: &OwnedFd) -> io::Result<()> {
     let fds = [master.as_fd()];
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = SendAncillaryBuffer::new(&mut space);
@@ -68,12 +72,51 @@ pub fn send_master(path: &Path, master: &OwnedFd) -> io::Result<()> {
     }
     // runc sends the terminal's name as the payload; conmon only needs the descriptor.
     sendmsg(
-        &sock,
+        sock,
         &[IoSlice::new(b"/dev/ptmx")],
         &mut control,
         SendFlags::empty(),
     )?;
     Ok(())
+}
+
+/// Copies the terminal's output to our stdout, and (with `input`) our stdin to the terminal,
+/// until the terminal's other side is closed by everything in the container.
+pub fn relay(master: &OwnedFd, mut input: bool) {
+    use rustix::event::{poll, PollFd, PollFlags};
+    use std::io::Write;
+    let stdin = io::stdin();
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let mut fds = vec![PollFd::new(master, PollFlags::IN)];
+        if input {
+            fds.push(PollFd::new(&stdin, PollFlags::IN));
+        }
+        if poll(&mut fds, None).is_err() {
+            continue;
+        }
+        let out_ready = !fds[0].revents().is_empty();
+        let in_ready = input && !fds[1].revents().is_empty();
+        drop(fds);
+        if in_ready {
+            match rustix::io::read(&stdin, &mut buf) {
+                Ok(0) | Err(_) => input = false,
+                Ok(n) => {
+                    let _ = rustix::io::write(master, &buf[..n]);
+                }
+            }
+        }
+        if out_ready {
+            // EIO: no process holds the other side any more.
+            match rustix::io::read(master, &mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let mut o = io::stdout().lock();
+                    let _ = o.write_all(&buf[..n]).and_then(|()| o.flush());
+                }
+            }
+        }
+    }
 }
 
 /// A terminal put in raw mode, restored on drop.

@@ -64,7 +64,7 @@ pub enum Command {
         /// Keep standard input open.
         #[arg(short, long)]
         interactive: bool,
-        /// Allocate a terminal (not yet supported: refused).
+        /// Give the command a terminal (with -i: an interactive session).
         #[arg(short, long)]
         tty: bool,
         /// Do not wait for the command.

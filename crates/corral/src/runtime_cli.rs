@@ -275,16 +275,12 @@ fn run(cli: RuntimeCli) -> Result<i32> {
             args,
             ..
         } => {
-            if console_socket.is_some() || tty {
-                bail!("terminals are not supported yet");
-            }
             let req = match process {
                 Some(p) => {
                     let proc_ = oci::read_process(&p)?;
-                    if proc_.terminal {
-                        bail!("terminals are not supported yet");
-                    }
                     ExecRequest {
+                        tty: proc_.terminal,
+                        console_socket: console_socket.clone(),
                         args: proc_.args,
                         env: proc_.env,
                         cwd: (!proc_.cwd.is_empty()).then_some(proc_.cwd),
@@ -297,6 +293,8 @@ fn run(cli: RuntimeCli) -> Result<i32> {
                     }
                 }
                 None => ExecRequest {
+                    tty,
+                    console_socket: console_socket.clone(),
                     args,
                     env,
                     cwd,

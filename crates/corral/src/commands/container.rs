@@ -335,9 +335,6 @@ pub struct ExecFlags {
 }
 
 pub fn exec(root: &Path, c: &str, f: ExecFlags, command: Vec<String>) -> Result<()> {
-    if f.tty {
-        bail!("-t: terminals are not supported yet; run without -t");
-    }
     let user = match &f.user {
         None => None,
         Some(u) => {
@@ -373,6 +370,8 @@ pub fn exec(root: &Path, c: &str, f: ExecFlags, command: Vec<String>) -> Result<
         pid_file: None,
         replace_env: false,
         keep_stdio: false,
+        tty: f.tty,
+        console_socket: None,
     };
     match corral_container::container_exec::exec(&cs, &id, req) {
         Ok(code) => {
