@@ -11,8 +11,8 @@
 //! Does not own: images (corral-image hands it layer directories), networks beyond `none` and
 //! `host` (corral-net), the command line.
 //!
-//! Not yet here (issue 3 continues): user namespaces, terminals for `exec`, the v2 devices
-//! eBPF filter, cgroup v1 hierarchies inside containers.
+//! Not yet here (issue 3 continues): user namespaces, the v2 devices eBPF filter, cgroup v1
+//! hierarchies inside containers.
 
 #![warn(missing_docs)]
 
