@@ -63,9 +63,18 @@ pub fn start(
         (std::fs::File::from(r), w)
     };
     let attached = matches!(attach, Attach::Attached);
-    let mut cmd = Command::new(exe);
-    cmd.arg("__monitor")
-        .arg(containers.dir(id).parent().unwrap_or(Path::new("/")))
+    // The small monitor executable beside corral when it is there (it maps a fraction of
+    // corral's pages: less memory per container, and less for the init forked from it);
+    // otherwise corral itself.
+    let small = exe.with_file_name("corral-monitor");
+    let mut cmd = if small.is_file() {
+        Command::new(small)
+    } else {
+        let mut c = Command::new(exe);
+        c.arg("__monitor");
+        c
+    };
+    cmd.arg(containers.dir(id).parent().unwrap_or(Path::new("/")))
         .arg(id)
         .arg(notify_w.as_raw_fd().to_string())
         .arg(cgroup_root);

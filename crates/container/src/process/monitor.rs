@@ -38,6 +38,28 @@ fn notify(n: &mut Option<OwnedFd>, msg: &str) {
     }
 }
 
+/// The monitor's command line: `CONTAINERS_DIR ID NOTIFY_FD CGROUP_ROOT [--attach]` (what
+/// [`crate::container_start`] passes); returns the exit code.
+pub fn main_from_args(args: &[std::ffi::OsString]) -> i32 {
+    let s = |i: usize| {
+        args.get(i)
+            .map(std::path::PathBuf::from)
+            .unwrap_or_default()
+    };
+    let Ok(containers) = Containers::open(s(0)) else {
+        return 125;
+    };
+    let id = s(1).display().to_string();
+    let notify_fd = s(2).to_str().and_then(|f| f.parse().ok()).unwrap_or(-1);
+    main(MonitorArgs {
+        containers: &containers,
+        id: &id,
+        notify: super::inherited(notify_fd),
+        attach: args.iter().any(|a| a == "--attach"),
+        cgroup_root: &s(3),
+    })
+}
+
 /// Runs the monitor; returns its exit code (the container's).
 pub fn main(mut a: MonitorArgs<'_>) -> i32 {
     let mut notify_fd = a.notify.take();

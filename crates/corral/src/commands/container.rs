@@ -42,20 +42,7 @@ pub fn init(args: &[std::ffi::OsString]) -> ! {
 
 /// `corral __monitor CONTAINERS_DIR ID NOTIFY_FD CGROUP_ROOT [--attach]`.
 pub fn monitor(args: &[std::ffi::OsString]) -> i32 {
-    let s = |i: usize| args.get(i).map(PathBuf::from).unwrap_or_default();
-    let Ok(containers) = Containers::open(s(0)) else {
-        return 125;
-    };
-    let id = s(1).display().to_string();
-    let notify_fd = s(2).to_str().and_then(|f| f.parse().ok()).unwrap_or(-1);
-    let attach = args.iter().any(|a| a == "--attach");
-    corral_container::process::monitor::main(corral_container::process::monitor::MonitorArgs {
-        containers: &containers,
-        id: &id,
-        notify: corral_container::process::inherited(notify_fd),
-        attach,
-        cgroup_root: &s(3),
-    })
+    corral_container::process::monitor::main_from_args(args)
 }
 
 /// Builds the container's plan from the image config and the flags.
