@@ -2252,3 +2252,40 @@ fn exec_tty_gets_a_terminal_of_the_container() {
     assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
     assert_eq!(stdout_of(&out), "/dev/pts/0\r\n", "{}", describe(&out));
 }
+
+#[test]
+fn concurrent_runs_all_start_and_leave_nothing() {
+    if skip_unless_root("concurrent_runs_all_start_and_leave_nothing") {
+        return;
+    }
+    // Containers come and go together: the shared `corral` cgroup parent is removed by the
+    // last one out while others are being made; every start must still succeed.
+    let c = world();
+    let _guard = ContainerGuard::new(&c);
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..12)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut bad = Vec::new();
+                    for _ in 0..3 {
+                        let out = run_rm(&c, &["-m", "64m", "--cpuset-cpus", "0"], &["true"]);
+                        if !out.status.success() {
+                            bad.push(describe(&out));
+                        }
+                    }
+                    bad
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert!(
+        failures.is_empty(),
+        "{} of 36 runs failed, e.g.:\n{}",
+        failures.len(),
+        failures[0]
+    );
+}

@@ -24,13 +24,17 @@ impl CgroupController for Cpuset {
     }
 }
 
-/// Copies `cpuset.cpus` and `cpuset.mems` from `parent` into `child` (v1).
-pub fn inherit(parent: &Path, child: &Path) -> Result<(), CgroupError> {
+/// Copies `cpuset.cpus` and `cpuset.mems` from `parent` into `child` where the child's are
+/// empty (v1).
+pub fn inherit_if_empty(parent: &Path, child: &Path) -> Result<(), CgroupError> {
     for f in ["cpuset.cpus", "cpuset.mems"] {
-        let v = std::fs::read_to_string(parent.join(f)).unwrap_or_default();
-        let v = v.trim();
-        if !v.is_empty() {
-            write(child, f, v)?;
+        let have = std::fs::read_to_string(child.join(f)).unwrap_or_default();
+        if have.trim().is_empty() {
+            let v = std::fs::read_to_string(parent.join(f)).unwrap_or_default();
+            let v = v.trim();
+            if !v.is_empty() {
+                write(child, f, v)?;
+            }
         }
     }
     Ok(())

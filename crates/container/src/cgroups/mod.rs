@@ -142,17 +142,17 @@ impl Cgroup {
                     if !base.exists() || self.dirs.iter().any(|d| same_dir(d, &base.join(rel))) {
                         continue;
                     }
-                    let mut cur = base.clone();
-                    for comp in rel.components() {
-                        let parent = cur.clone();
-                        cur.push(comp);
-                        let fresh = !cur.exists();
-                        mkdir(&cur)?;
-                        // A new cpuset admits no task until it has CPUs and memory nodes.
-                        if *h == "cpuset" && fresh {
-                            cpuset::inherit(&parent, &cur)?;
+                    // The shared parent (`corral/`) may be removed by the last container of
+                    // another process between our mkdirs: start the path again when it is.
+                    let mut attempt = 0;
+                    let cur = loop {
+                        match make_path(&base, rel, *h == "cpuset") {
+                            Err(e) if e.err.kind() == io::ErrorKind::NotFound && attempt < 20 => {
+                                attempt += 1;
+                            }
+                            r => break r?,
                         }
-                    }
+                    };
                     self.dirs.push(cur.clone());
                     by.insert(*h, cur);
                 }
@@ -315,6 +315,22 @@ fn apply<C: CgroupController>(
         C::apply(layout, dir, r)?;
     }
     Ok(())
+}
+
+/// Makes `base/rel` level by level. For cpuset, a level whose `cpuset.cpus` is empty — new,
+/// or made anew by another process racing with us — gets its parent's CPUs and memory nodes:
+/// an empty cpuset admits no task.
+fn make_path(base: &Path, rel: &Path, cpuset: bool) -> Result<PathBuf, CgroupError> {
+    let mut cur = base.to_path_buf();
+    for comp in rel.components() {
+        let parent = cur.clone();
+        cur.push(comp);
+        mkdir(&cur)?;
+        if cpuset {
+            cpuset::inherit_if_empty(&parent, &cur)?;
+        }
+    }
+    Ok(cur)
 }
 
 fn mkdir(p: &Path) -> Result<(), CgroupError> {
