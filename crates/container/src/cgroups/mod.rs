@@ -147,7 +147,13 @@ impl Cgroup {
                     let mut attempt = 0;
                     let cur = loop {
                         match make_path(&base, rel, *h == "cpuset") {
-                            Err(e) if e.err.kind() == io::ErrorKind::NotFound && attempt < 20 => {
+                            // ENOENT: a level vanished; ENODEV: we wrote into a level being
+                            // removed.
+                            Err(e)
+                                if (e.err.kind() == io::ErrorKind::NotFound
+                                    || e.err.raw_os_error() == Some(19))
+                                    && attempt < 20 =>
+                            {
                                 attempt += 1;
                             }
                             r => break r?,
