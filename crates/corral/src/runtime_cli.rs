@@ -42,24 +42,30 @@ struct RuntimeCli {
     command: Option<Verb>,
 }
 
+/// The flags of `create` (and `run`). `--no-pivot`, `--no-new-keyring` and `--preserve-fds`
+/// are accepted for the callers' sake: corral always pivots, makes no keyring, passes no extra
+/// descriptors.
+#[derive(Debug, clap::Args)]
+struct CreateArgs {
+    #[arg(short, long, default_value = ".")]
+    bundle: PathBuf,
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    #[arg(long)]
+    console_socket: Option<PathBuf>,
+    #[arg(long)]
+    no_pivot: bool,
+    #[arg(long)]
+    no_new_keyring: bool,
+    #[arg(long, default_value_t = 0)]
+    preserve_fds: u32,
+    id: String,
+}
+
 #[derive(Debug, Subcommand)]
 enum Verb {
     /// Create a container from a bundle; its process waits for `start`.
-    Create {
-        #[arg(short, long, default_value = ".")]
-        bundle: PathBuf,
-        #[arg(long)]
-        pid_file: Option<PathBuf>,
-        #[arg(long)]
-        console_socket: Option<PathBuf>,
-        #[arg(long)]
-        no_pivot: bool,
-        #[arg(long)]
-        no_new_keyring: bool,
-        #[arg(long, default_value_t = 0)]
-        preserve_fds: u32,
-        id: String,
-    },
+    Create(CreateArgs),
     /// Start a created container.
     Start { id: String },
     /// Print a container's state as JSON.
@@ -79,21 +85,10 @@ enum Verb {
     },
     /// Create and start a container, wait for it, delete it.
     Run {
-        #[arg(short, long, default_value = ".")]
-        bundle: PathBuf,
-        #[arg(long)]
-        pid_file: Option<PathBuf>,
         #[arg(short, long)]
         detach: bool,
-        #[arg(long)]
-        console_socket: Option<PathBuf>,
-        #[arg(long)]
-        no_pivot: bool,
-        #[arg(long)]
-        no_new_keyring: bool,
-        #[arg(long, default_value_t = 0)]
-        preserve_fds: u32,
-        id: String,
+        #[command(flatten)]
+        create: CreateArgs,
     },
     /// Run a process in a container.
     Exec {
@@ -209,21 +204,9 @@ fn run(cli: RuntimeCli) -> Result<i32> {
         Containers::open(&cli.root).with_context(|| format!("opening {}", cli.root.display()))?;
     let cg = Path::new(CGROUP_ROOT);
     match verb {
-        Verb::Create {
-            bundle,
-            pid_file,
-            console_socket,
-            id,
-            ..
-        } => {
+        Verb::Create(a) => {
             // The init is left to the caller (a subreaper) to reap.
-            create(
-                &cs,
-                &id,
-                &bundle,
-                pid_file.as_deref(),
-                console_socket.as_deref(),
-            )?;
+            create(&cs, &a)?;
         }
         Verb::Start { id } => oci_runtime::start(&cs, &id)?,
         Verb::State { id } => println!(
@@ -235,21 +218,9 @@ fn run(cli: RuntimeCli) -> Result<i32> {
             oci_runtime::kill(&cs, &id, sig, all, cg)?;
         }
         Verb::Delete { force, id } => oci_runtime::delete(&cs, &id, force, cg)?,
-        Verb::Run {
-            bundle,
-            pid_file,
-            detach,
-            console_socket,
-            id,
-            ..
-        } => {
-            let mut child = create(
-                &cs,
-                &id,
-                &bundle,
-                pid_file.as_deref(),
-                console_socket.as_deref(),
-            )?;
+        Verb::Run { detach, create: a } => {
+            let id = a.id.clone();
+            let mut child = create(&cs, &a)?;
             oci_runtime::start(&cs, &id)?;
             if detach {
                 // The init is left to the caller (a subreaper) to reap.
@@ -375,20 +346,14 @@ fn run(cli: RuntimeCli) -> Result<i32> {
 }
 
 /// `create` (also the first half of `run`).
-fn create(
-    cs: &Containers,
-    id: &str,
-    bundle: &Path,
-    pid_file: Option<&Path>,
-    console_socket: Option<&Path>,
-) -> Result<corral_container::process::InitChild> {
+fn create(cs: &Containers, a: &CreateArgs) -> Result<corral_container::process::InitChild> {
     let opts = oci_runtime::CreateOptions {
-        bundle,
-        pid_file,
-        console_socket,
+        bundle: &a.bundle,
+        pid_file: a.pid_file.as_deref(),
+        console_socket: a.console_socket.as_deref(),
         cgroup_root: Path::new(CGROUP_ROOT),
     };
-    Ok(oci_runtime::create(cs, id, opts)?)
+    Ok(oci_runtime::create(cs, &a.id, opts)?)
 }
 
 fn features() -> serde_json::Value {
