@@ -11,7 +11,7 @@ PACKAGES=(
   gcc libc6-dev pkg-config
   busybox-static
   podman skopeo docker-registry apache2-utils containerd tmux
-  hyperfine
+  hyperfine runc python3
 )
 
 if [ "$(id -u)" -ne 0 ]; then
