@@ -419,6 +419,33 @@ fn podman_runs_containers_through_corral() {
         "podman run -m 16m of a memory hog: {}",
         describe(&out)
     );
+
+    // A user namespace podman asks for (uidMappings in the bundle): root inside, an
+    // unprivileged host range outside, and podman's chowned image is root's inside.
+    let out = podman.cmd(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--uidmap",
+        "0:400000:65536",
+        "--gidmap",
+        "0:400000:65536",
+        image,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "/bin/busybox cat /proc/self/uid_map; /bin/busybox id -u; /bin/busybox stat -c %u /bin/busybox",
+    ]);
+    assert!(out.status.success(), "podman --uidmap: {}", describe(&out));
+    let text = stdout_text(&out);
+    let words: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!(
+        words,
+        ["0", "400000", "65536", "0", "0"],
+        "podman --uidmap through corral: {}",
+        describe(&out)
+    );
 }
 
 #[test]

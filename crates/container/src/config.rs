@@ -57,6 +57,10 @@ pub struct Bind {
     pub destination: String,
     /// Read-only.
     pub readonly: bool,
+    /// In a container with a user namespace, shift the ids of this mount too (an idmapped
+    /// mount): corral's named volumes are; host directories are not unless asked (`:idmap`).
+    #[serde(default)]
+    pub idmap: bool,
 }
 
 /// cgroup limits.
@@ -228,6 +232,12 @@ pub struct ContainerConfig {
     /// read-only paths are decided by whoever builds the config).
     #[serde(default)]
     pub privileged: bool,
+    /// uid map of the container's user namespace; empty: the host's user namespace.
+    #[serde(default)]
+    pub uid_map: Vec<crate::userns::IdMap>,
+    /// gid map of the container's user namespace (given whenever `uid_map` is).
+    #[serde(default)]
+    pub gid_map: Vec<crate::userns::IdMap>,
 }
 
 impl ContainerConfig {
@@ -266,6 +276,8 @@ impl ContainerConfig {
             readonly_paths: READONLY_PATHS.iter().map(|s| s.to_string()).collect(),
             seccomp: Some(crate::seccomp::default_profile()),
             privileged: false,
+            uid_map: Vec::new(),
+            gid_map: Vec::new(),
         }
     }
 }

@@ -17,6 +17,9 @@ pub struct CreateRequest {
     pub auto_remove: bool,
     /// The entrypoint part of `config.args`.
     pub entrypoint: Vec<String>,
+    /// `--userns=auto[:size=N]`: give the container a user namespace with a host range of
+    /// this many ids that no other container holds.
+    pub userns_auto: Option<u32>,
 }
 
 /// Creates a container; returns its state.
@@ -42,6 +45,33 @@ pub fn create(containers: &Containers, mut req: CreateRequest) -> Result<State, 
         cmd: req.config.args[req.entrypoint.len().min(req.config.args.len())..].to_vec(),
         entrypoint: req.entrypoint,
         ..State::new(&id, &name)
+    };
+    let io_err = |what, path: std::path::PathBuf| move |err| StateError::Io { what, path, err };
+    // Ranges are chosen and written under one lock, so that two containers created at once
+    // never share one.
+    let _lock = match req.userns_auto {
+        Some(size) => {
+            let path = containers.root().join("userns.lock");
+            let lock = std::fs::File::create(&path).map_err(io_err("creating", path.clone()))?;
+            rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+                .map_err(|e| io_err("locking", path.clone())(e.into()))?;
+            let taken: Vec<crate::userns::IdMap> = containers
+                .ids()?
+                .iter()
+                .filter_map(|other| containers.config(other).ok())
+                .flat_map(|c| c.uid_map.into_iter().chain(c.gid_map))
+                .collect();
+            let Some(range) = crate::userns::auto_range(&taken, size) else {
+                let _ = containers.remove(&state);
+                return Err(io_err("allocating a user namespace range under", path)(
+                    std::io::Error::other("every range is taken: remove containers"),
+                ));
+            };
+            req.config.uid_map = vec![range];
+            req.config.gid_map = vec![range];
+            Some(lock)
+        }
+        None => None,
     };
     if let Err(e) = containers.create(&state, &req.config) {
         let _ = containers.remove(&state);

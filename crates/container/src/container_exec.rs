@@ -2,10 +2,10 @@
 //!
 //! The calling process (the CLI, single-threaded on this path) becomes the way in, as
 //! `nsenter` does: it joins the container's cgroups, then its IPC, UTS, network, cgroup, PID
-//! and (last) mount namespaces — `setns` into the mount namespace also moves its root and
-//! working directory to the container's root — drops to the container's capabilities and
-//! user, and spawns the command, which is thereby PID n of the container's PID namespace. It
-//! waits and returns the command's exit code. Nothing is forked from a multi-threaded process
+//! and mount namespaces — `setns` into the mount namespace also moves its root and working
+//! directory to the container's root — and its user namespace if it has one, drops to the
+//! container's capabilities and user, and spawns the command, which is thereby PID n of the
+//! container's PID namespace. It waits and returns the command's exit code. Nothing is forked from a multi-threaded process
 //! and no code runs between fork and exec.
 
 use std::fs::File;
@@ -97,7 +97,10 @@ pub fn exec(containers: &Containers, id: &str, req: ExecRequest) -> Result<i32, 
         ("mnt", LinkNameSpaceType::Mount),
     ];
     let mut fds = Vec::new();
-    for (name, kind) in kinds {
+    // The user namespace last: once in it, the others (the host's user namespace owns most)
+    // could no longer be joined.
+    let user = crate::userns::differs_from(pid).then_some(("user", LinkNameSpaceType::User));
+    for (name, kind) in kinds.into_iter().chain(user) {
         let p = format!("/proc/{pid}/ns/{name}");
         let f = File::open(&p).map_err(|e| enter(format!("opening {p}: {e}")))?;
         fds.push((name, kind, f));

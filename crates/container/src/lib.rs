@@ -3,7 +3,8 @@
 //! Owns turning a [`config::ContainerConfig`] into a running, isolated, limited process tree:
 //! namespaces (pid, mount, uts, ipc, net, cgroup), cgroups v1 and v2 ([`cgroups`]), the root
 //! filesystem as an overlay of image layers or a bundle's directory ([`rootfs`]),
-//! capabilities, rlimits and the system call filter ([`seccomp`]), terminals ([`tty`]), the
+//! user namespaces with idmapped layers ([`userns`]), capabilities, rlimits and the system
+//! call filter ([`seccomp`]), terminals ([`tty`]), the
 //! per-container monitor and the init ([`process`]), container state on disk ([`state`]),
 //! named volumes ([`volumes`]), the engine's verbs, one per file (`container_*.rs`), and the OCI
 //! runtime's verbs for podman and containerd ([`oci`], [`oci_runtime`]).
@@ -11,8 +12,8 @@
 //! Does not own: images (corral-image hands it layer directories), networks beyond `none` and
 //! `host` (corral-net), the command line.
 //!
-//! Not yet here (issue 3 continues): user namespaces, the v2 devices eBPF filter, cgroup v1
-//! hierarchies inside containers.
+//! Not yet here (issue 3 continues): the v2 devices eBPF filter, cgroup v1 hierarchies inside
+//! containers.
 
 #![warn(missing_docs)]
 
@@ -36,6 +37,7 @@ pub mod rootfs;
 pub mod seccomp;
 pub mod state;
 pub mod tty;
+pub mod userns;
 pub mod volumes;
 
 pub use config::ContainerConfig;

@@ -137,7 +137,29 @@ struct Linux {
     readonly_paths: Option<Vec<String>>,
     seccomp: Option<serde_json::Value>,
     #[serde(rename = "uidMappings")]
-    uid_mappings: Vec<serde_json::Value>,
+    uid_mappings: Vec<OciIdMap>,
+    #[serde(rename = "gidMappings")]
+    gid_mappings: Vec<OciIdMap>,
+}
+
+/// One line of `uidMappings`/`gidMappings`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+struct OciIdMap {
+    #[serde(rename = "containerID")]
+    container_id: u32,
+    #[serde(rename = "hostID")]
+    host_id: u32,
+    size: u32,
+}
+
+impl From<OciIdMap> for crate::userns::IdMap {
+    fn from(m: OciIdMap) -> Self {
+        crate::userns::IdMap {
+            container_id: m.container_id,
+            host_id: m.host_id,
+            size: m.size,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -266,9 +288,6 @@ pub fn read_bundle(bundle: &Path) -> Result<Bundle, OciError> {
         path: path.clone(),
         what: what.to_owned(),
     };
-    if !spec.linux.uid_mappings.is_empty() {
-        return Err(unsupported("user namespaces (uidMappings)"));
-    }
     let bundle = std::fs::canonicalize(bundle).map_err(|e| OciError::Read(bundle.into(), e))?;
     let root = if spec.root.path.is_absolute() {
         spec.root.path.clone()
@@ -290,7 +309,15 @@ pub fn read_bundle(bundle: &Path) -> Result<Bundle, OciError> {
                 cfg.network = NetworkMode::Host;
                 cfg.join_namespaces.push(("net".into(), p.clone()));
             }
-            ("user", _) => return Err(unsupported("user namespaces")),
+            ("user", None) => {
+                if spec.linux.uid_mappings.is_empty() || spec.linux.gid_mappings.is_empty() {
+                    return Err(unsupported(
+                        "a user namespace without uidMappings and gidMappings",
+                    ));
+                }
+                cfg.uid_map = spec.linux.uid_mappings.iter().map(|&m| m.into()).collect();
+                cfg.gid_map = spec.linux.gid_mappings.iter().map(|&m| m.into()).collect();
+            }
             (t, Some(p)) => cfg.join_namespaces.push((t.to_owned(), p.clone())),
             _ => {}
         }

@@ -160,6 +160,10 @@ fn create_inner(
         0,
     )
     .map_err(|e| io("creating", &fifo)(e.into()))?;
+    if !bundle.config.uid_map.is_empty() {
+        // The init opens it after becoming the process's user in its user namespace.
+        own_for_user(&fifo, &bundle.config).map_err(io("handing over", &fifo))?;
+    }
     let rel = cgroup_rel(bundle.cgroups_path.as_deref(), &state.id);
     let cgroup = Cgroup::create_at(o.cgroup_root, &rel, &bundle.config.resources).map_err(|e| {
         RuntimeError::Failed(format!(
@@ -190,8 +194,9 @@ fn create_inner(
     } else {
         [S::Inherit, S::Inherit, S::Inherit]
     };
-    let launched = crate::process::launch_init(&dir, &cgroup, stdin, stdout, stderr)
-        .map_err(|(_, m)| RuntimeError::Failed(m))?;
+    let launched =
+        crate::process::launch_init(&dir, &bundle.config, &cgroup, stdin, stdout, stderr)
+            .map_err(|(_, m)| RuntimeError::Failed(m))?;
     let mut child = launched.child;
     let mut status = BufReader::new(launched.status);
     let mut line = String::new();
@@ -344,4 +349,14 @@ pub fn pids(
 ) -> Result<Vec<i32>, RuntimeError> {
     let s = containers.load_raw(id)?;
     Ok(Cgroup::from_dirs(cgroup_root, s.cgroup_paths).procs())
+}
+
+/// Gives `path` to the host ids of the container's process user, so that it can open it from
+/// inside its user namespace.
+fn own_for_user(path: &Path, cfg: &crate::ContainerConfig) -> std::io::Result<()> {
+    let unmapped =
+        || std::io::Error::other("the process's user is not mapped in its user namespace");
+    let uid = crate::userns::host_id(&cfg.uid_map, cfg.uid).ok_or_else(unmapped)?;
+    let gid = crate::userns::host_id(&cfg.gid_map, cfg.gid).ok_or_else(unmapped)?;
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
 }

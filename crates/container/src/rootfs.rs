@@ -10,7 +10,7 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use rustix::fs::{self as rfs, FileType, Mode, OFlags, ResolveFlags};
@@ -116,8 +116,14 @@ fn target(root: &OwnedFd, path: &str, file: bool) -> Result<OwnedFd, RootfsError
 }
 
 /// Builds the root filesystem at `rootfs` (a directory of the container's state) and pivots
-/// into it. Runs in the init, in its new mount namespace, before dropping privileges.
-pub fn setup(cfg: &ContainerConfig, state_dir: &Path) -> Result<(), RootfsError> {
+/// into it. Runs in the init, in its new mount namespace, before dropping privileges and
+/// before joining the container's user namespace `userns` (if any), through which the layers
+/// and named volumes are idmapped.
+pub fn setup(
+    cfg: &ContainerConfig,
+    state_dir: &Path,
+    userns: Option<BorrowedFd<'_>>,
+) -> Result<(), RootfsError> {
     // Nothing we mount may propagate back to the host.
     mount_change(
         "/",
@@ -131,7 +137,7 @@ pub fn setup(cfg: &ContainerConfig, state_dir: &Path) -> Result<(), RootfsError>
         // An OCI bundle's root directory.
         Some(dir) => mount_bind_recursive(dir, &rootfs)
             .map_err(fail("binding the bundle's root on", &rootfs_s))?,
-        None => overlay(cfg, state_dir, &rootfs, &rootfs_s)?,
+        None => overlay(cfg, state_dir, &rootfs, &rootfs_s, userns)?,
     }
     let root = rfs::open(
         &rootfs,
@@ -143,10 +149,10 @@ pub fn setup(cfg: &ContainerConfig, state_dir: &Path) -> Result<(), RootfsError>
     match &cfg.mounts {
         Some(list) => {
             for m in list {
-                spec_mount(&root, m)?;
+                spec_mount(&root, m, cfg)?;
             }
         }
-        None => default_mounts(&root, cfg)?,
+        None => default_mounts(&root, cfg, userns)?,
     }
     if cfg.tty {
         // The terminal's slave (our stdin) lives in the host's devpts: bind it over
@@ -181,18 +187,34 @@ pub fn setup(cfg: &ContainerConfig, state_dir: &Path) -> Result<(), RootfsError>
 }
 
 /// Mounts the overlay of the image layers (bottom first in `cfg.layers`) on `rootfs`.
+///
+/// With a user namespace, each layer is an idmapped copy (named `/proc/self/fd/N`, which also
+/// keeps the options short), and the upper directory, which holds the container's own files
+/// with their shifted ids on disk, belongs to the namespace's root.
 fn overlay(
     cfg: &ContainerConfig,
     state_dir: &Path,
     rootfs: &Path,
     rootfs_s: &str,
+    userns: Option<BorrowedFd<'_>>,
 ) -> Result<(), RootfsError> {
-    let mut lower: Vec<String> = cfg
-        .layers
-        .iter()
-        .rev()
-        .map(|p| p.display().to_string())
-        .collect();
+    let mut trees = Vec::new();
+    let mut lower: Vec<String> = Vec::with_capacity(cfg.layers.len());
+    for p in cfg.layers.iter().rev() {
+        match userns {
+            Some(ns) => {
+                let t = crate::userns::idmapped_tree(p, ns)
+                    .map_err(fail("idmapping layer", "rootfs"))?;
+                lower.push(proc_fd(&t));
+                trees.push(t);
+            }
+            None => lower.push(p.display().to_string()),
+        }
+    }
+    if let Some((uid, gid)) = root_owner(cfg) {
+        std::os::unix::fs::chown(state_dir.join("upper"), Some(uid), Some(gid))
+            .map_err(fail("handing over", "upper"))?;
+    }
     if lower.is_empty() {
         // An image without layers: an empty lower directory.
         let empty = state_dir.join("empty");
@@ -215,13 +237,67 @@ fn overlay(
         Some(opts_c.as_c_str()),
     )
     .map_err(fail("mounting overlay on", rootfs_s))?;
-
+    drop(trees);
     Ok(())
 }
 
+/// The host uid and gid of the container's root, when it has a user namespace.
+fn root_owner(cfg: &ContainerConfig) -> Option<(u32, u32)> {
+    Some((
+        crate::userns::host_id(&cfg.uid_map, 0)?,
+        crate::userns::host_id(&cfg.gid_map, 0)?,
+    ))
+}
+
+/// Mount options with the ids a user namespace's view needs: a tmpfs belongs to the
+/// namespace's root (it is mounted from outside), and `uid=`/`gid=` options name container ids.
+fn shift_ids(data: &str, fstype: &str, cfg: &ContainerConfig) -> String {
+    if cfg.uid_map.is_empty() || !matches!(fstype, "tmpfs" | "devpts" | "mqueue") {
+        return data.to_owned();
+    }
+    let mut out: Vec<String> = Vec::new();
+    let (mut has_uid, mut has_gid) = (false, false);
+    for o in data.split(',').filter(|o| !o.is_empty()) {
+        let shifted = match o.split_once('=') {
+            Some(("uid", v)) => {
+                has_uid = true;
+                v.parse()
+                    .ok()
+                    .and_then(|id| crate::userns::host_id(&cfg.uid_map, id))
+                    .map(|h| format!("uid={h}"))
+            }
+            Some(("gid", v)) => {
+                has_gid = true;
+                v.parse()
+                    .ok()
+                    .and_then(|id| crate::userns::host_id(&cfg.gid_map, id))
+                    .map(|h| format!("gid={h}"))
+            }
+            _ => None,
+        };
+        out.push(shifted.unwrap_or_else(|| o.to_owned()));
+    }
+    if fstype == "tmpfs" {
+        if let Some((uid, gid)) = root_owner(cfg) {
+            if !has_uid {
+                out.push(format!("uid={uid}"));
+            }
+            if !has_gid {
+                out.push(format!("gid={gid}"));
+            }
+        }
+    }
+    out.join(",")
+}
+
 /// corral's own mounts: /proc, /dev and its devices, /sys, tmpfs and volumes.
-fn default_mounts(root: &OwnedFd, cfg: &ContainerConfig) -> Result<(), RootfsError> {
+fn default_mounts(
+    root: &OwnedFd,
+    cfg: &ContainerConfig,
+    userns: Option<BorrowedFd<'_>>,
+) -> Result<(), RootfsError> {
     let nosuid_nodev_noexec = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    let opts = |fstype: &str, data: &str| shift_ids(data, fstype, cfg);
     mount_fs(root, "proc", "/proc", "proc", nosuid_nodev_noexec, None)?;
     mount_fs(
         root,
@@ -229,7 +305,7 @@ fn default_mounts(root: &OwnedFd, cfg: &ContainerConfig) -> Result<(), RootfsErr
         "/dev",
         "tmpfs",
         MountFlags::NOSUID | MountFlags::STRICTATIME,
-        Some("mode=755,size=65536k"),
+        Some(&opts("tmpfs", "mode=755,size=65536k")),
     )?;
     make_devices(root)?;
     mount_fs(
@@ -238,7 +314,7 @@ fn default_mounts(root: &OwnedFd, cfg: &ContainerConfig) -> Result<(), RootfsErr
         "/dev/pts",
         "devpts",
         MountFlags::NOSUID | MountFlags::NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620"),
+        Some(&opts("devpts", "newinstance,ptmxmode=0666,mode=0620,gid=5")),
     )?;
     mount_fs(
         root,
@@ -246,7 +322,7 @@ fn default_mounts(root: &OwnedFd, cfg: &ContainerConfig) -> Result<(), RootfsErr
         "/dev/shm",
         "tmpfs",
         nosuid_nodev_noexec,
-        Some("mode=1777,size=65536k"),
+        Some(&opts("tmpfs", "mode=1777,size=65536k")),
     )?;
     mount_fs(
         root,
@@ -278,13 +354,20 @@ fn default_mounts(root: &OwnedFd, cfg: &ContainerConfig) -> Result<(), RootfsErr
             t,
             "tmpfs",
             MountFlags::NOSUID | MountFlags::NODEV,
-            Some("mode=1777"),
+            Some(&opts("tmpfs", "mode=1777")),
         )?;
     }
     for b in &cfg.binds {
         // A named volume's first mount gets the image's content at its mount point.
         if crate::volumes::claim_copy_up(&b.source) {
-            crate::volumes::copy_up(root, &b.destination, &b.source).map_err(fail(
+            let shifted = userns.is_some() && b.idmap;
+            let back = |map: &[crate::userns::IdMap], id: u32| {
+                crate::userns::container_id(map, id)
+                    .filter(|_| shifted)
+                    .unwrap_or(id)
+            };
+            let ids = |u, g| (back(&cfg.uid_map, u), back(&cfg.gid_map, g));
+            crate::volumes::copy_up(root, &b.destination, &b.source, &ids).map_err(fail(
                 "copying the image's content into the volume at",
                 &b.destination,
             ))?;
@@ -293,8 +376,23 @@ fn default_mounts(root: &OwnedFd, cfg: &ContainerConfig) -> Result<(), RootfsErr
             .map(|m| !m.is_dir())
             .unwrap_or(false);
         let t = target(root, &b.destination, is_file)?;
-        mount_bind_recursive(&b.source, proc_fd(&t))
-            .map_err(fail("binding volume on", &b.destination))?;
+        match userns.filter(|_| b.idmap) {
+            Some(ns) => {
+                let tree = crate::userns::idmapped_tree(&b.source, ns)
+                    .map_err(fail("idmapping volume for", &b.destination))?;
+                rustix::mount::move_mount(
+                    &tree,
+                    "",
+                    &t,
+                    "",
+                    rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH
+                        | rustix::mount::MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+                )
+                .map_err(fail("binding volume on", &b.destination))?;
+            }
+            None => mount_bind_recursive(&b.source, proc_fd(&t))
+                .map_err(fail("binding volume on", &b.destination))?,
+        }
         if b.readonly {
             let t = target(root, &b.destination, is_file)?;
             mount_remount(proc_fd(&t), MountFlags::BIND | MountFlags::RDONLY, "")
@@ -341,9 +439,14 @@ fn parse_options(opts: &[String]) -> (MountFlags, Option<MountPropagationFlags>,
 }
 
 /// One mount of an OCI bundle.
-fn spec_mount(root: &OwnedFd, m: &crate::oci::Mount) -> Result<(), RootfsError> {
+fn spec_mount(
+    root: &OwnedFd,
+    m: &crate::oci::Mount,
+    cfg: &ContainerConfig,
+) -> Result<(), RootfsError> {
     let (flags, prop, data) = parse_options(&m.options);
     let typ = m.typ.clone().unwrap_or_default();
+    let data = shift_ids(&data, &typ, cfg);
     let dest = m.destination.as_str();
     if flags.contains(MountFlags::BIND) || typ == "bind" {
         let src = m.source.clone().unwrap_or_default();

@@ -192,6 +192,11 @@ impl Containers {
         Ok(Containers { root })
     }
 
+    /// The containers directory itself.
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
     /// A container's directory.
     pub fn dir(&self, id: &str) -> PathBuf {
         self.root.join(id)

@@ -327,8 +327,15 @@ pub fn claim_copy_up(source: &Path) -> bool {
 
 /// Copies the directory `path` of the root filesystem `root` (resolved inside it) into the
 /// volume directory `to`, if `to` is empty; also gives `to` the directory's owner and mode.
-/// Nothing to copy (the image has no such directory) is not an error.
-pub fn copy_up(root: &OwnedFd, path: &str, to: &Path) -> io::Result<()> {
+/// Nothing to copy (the image has no such directory) is not an error. `ids` turns the owner
+/// seen in `root` into the owner to write (the identity, except for an idmapped volume, whose
+/// disk holds the container's ids).
+pub fn copy_up(
+    root: &OwnedFd,
+    path: &str,
+    to: &Path,
+    ids: &dyn Fn(u32, u32) -> (u32, u32),
+) -> io::Result<()> {
     let rel = path.trim_start_matches('/');
     let src = match rfs::openat2(
         root,
@@ -345,12 +352,13 @@ pub fn copy_up(root: &OwnedFd, path: &str, to: &Path) -> io::Result<()> {
         return Ok(());
     }
     let st = rfs::fstat(&src)?;
-    lchown(to, Some(st.st_uid), Some(st.st_gid))?;
+    let (uid, gid) = ids(st.st_uid, st.st_gid);
+    lchown(to, Some(uid), Some(gid))?;
     fs::set_permissions(to, fs::Permissions::from_mode(st.st_mode & 0o7777))?;
-    copy_tree(&src, to)
+    copy_tree(&src, to, ids)
 }
 
-fn copy_tree(src: &OwnedFd, to: &Path) -> io::Result<()> {
+fn copy_tree(src: &OwnedFd, to: &Path, ids: &dyn Fn(u32, u32) -> (u32, u32)) -> io::Result<()> {
     for entry in rfs::Dir::read_from(src)? {
         let entry = entry?;
         let name = entry.file_name();
@@ -371,7 +379,7 @@ fn copy_tree(src: &OwnedFd, to: &Path) -> io::Result<()> {
                     Mode::empty(),
                 )?;
                 fs::create_dir(&dst)?;
-                copy_tree(&sub, &dst)?;
+                copy_tree(&sub, &dst, ids)?;
             }
             FileType::RegularFile => {
                 let fd = rfs::openat(
@@ -395,7 +403,8 @@ fn copy_tree(src: &OwnedFd, to: &Path) -> io::Result<()> {
             // in volumes.
             _ => continue,
         }
-        lchown(&dst, Some(st.st_uid), Some(st.st_gid))?;
+        let (uid, gid) = ids(st.st_uid, st.st_gid);
+        lchown(&dst, Some(uid), Some(gid))?;
         if FileType::from_raw_mode(st.st_mode) != FileType::Symlink {
             // After chown, which clears set-id bits.
             fs::set_permissions(&dst, fs::Permissions::from_mode(mode))?;
@@ -475,13 +484,13 @@ mod tests {
             Mode::empty(),
         )
         .unwrap();
-        copy_up(&root, "/etc/app", &mp).unwrap();
+        copy_up(&root, "/etc/app", &mp, &|u, g| (u, g)).unwrap();
         assert_eq!(fs::read(mp.join("sub/f")).unwrap(), b"hello");
         assert_eq!(
             fs::read_link(mp.join("link")).unwrap(),
             Path::new("/etc/shadow")
         );
         // Missing in the image: nothing to do.
-        copy_up(&root, "/nope", &mp).unwrap();
+        copy_up(&root, "/nope", &mp, &|u, g| (u, g)).unwrap();
     }
 }

@@ -301,6 +301,18 @@ pub struct RunArgs {
     /// Every capability, no masked or read-only /proc paths, /sys read-write.
     #[arg(long)]
     pub privileged: bool,
+    /// User namespace: `host` (the default: container root is host root), or `auto[:size=N]`
+    /// (root and up to N ids, 65536 by default, mapped to a range of host ids no other
+    /// container has; image layers are idmapped, not copied).
+    #[arg(long, value_name = "MODE")]
+    pub userns: Option<String>,
+    /// Map container ids to host ids in a user namespace: `CONTAINER:HOST:SIZE` (repeat for
+    /// more lines; the gid map is the same unless --gidmap is given).
+    #[arg(long, value_name = "C:H:N")]
+    pub uidmap: Vec<String>,
+    /// Map container gids to host gids: `CONTAINER:HOST:SIZE` (with --uidmap).
+    #[arg(long, value_name = "C:H:N")]
+    pub gidmap: Vec<String>,
     /// Set a resource limit: nofile, nproc, core, memlock or stack (-1: unlimited).
     #[arg(long, value_name = "NAME=SOFT[:HARD]")]
     pub ulimit: Vec<String>,

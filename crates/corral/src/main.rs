@@ -16,7 +16,6 @@ fn main() {
     // The container's own processes: dispatched before any parsing, on the start path.
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     match argv.get(1).and_then(|a| a.to_str()) {
-        Some("__init") => commands::container::init(&argv[2..]),
         Some("__monitor") => std::process::exit(commands::container::monitor(&argv[2..])),
         // The OCI runtime command line: `corral runtime ...`, or a link named corral-runtime.
         Some("runtime") => {

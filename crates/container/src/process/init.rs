@@ -1,5 +1,5 @@
-//! The container's init: `corral __init STATE_DIR SYNC_FD STATUS_FD`, started by the monitor
-//! as PID 1 of a new PID namespace.
+//! The container's init, forked by the monitor (or the runtime's `create`) as PID 1 of a new
+//! PID namespace.
 //!
 //! It waits for the monitor's go (sent once it is inside the container's cgroup), enters new
 //! mount, UTS, IPC, network and cgroup namespaces, builds the root filesystem, applies
@@ -20,12 +20,15 @@ use crate::config::{ContainerConfig, NetworkMode, RlimitName};
 use crate::state::Containers;
 
 /// Runs the init; never returns.
-pub fn main(state_dir: &Path, sync_fd: i32, status_fd: i32) -> ! {
+///
+/// `userns`: the container's user namespace, made by the caller with the config's maps (see
+/// [`crate::userns`]); the init joins it once the root filesystem is built.
+pub fn main(state_dir: &Path, sync_fd: i32, status_fd: i32, userns: Option<OwnedFd>) -> ! {
     let Some(status) = super::inherited(status_fd) else {
         std::process::exit(125);
     };
     let _ = rustix::io::fcntl_setfd(&status, rustix::io::FdFlags::CLOEXEC);
-    let (code, msg) = match run(state_dir, sync_fd, &status) {
+    let (code, msg) = match run(state_dir, sync_fd, &status, userns) {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -36,7 +39,12 @@ pub fn main(state_dir: &Path, sync_fd: i32, status_fd: i32) -> ! {
 
 enum Never {}
 
-fn run(state_dir: &Path, sync_fd: i32, status: &OwnedFd) -> Result<Never, (i32, String)> {
+fn run(
+    state_dir: &Path,
+    sync_fd: i32,
+    status: &OwnedFd,
+    userns: Option<OwnedFd>,
+) -> Result<Never, (i32, String)> {
     let own = |e: &dyn std::fmt::Display| (125, e.to_string());
     // The go: one byte once we are in the cgroup. EOF means the monitor gave up.
     let sync: OwnedFd = super::inherited(sync_fd).ok_or((125, "no sync pipe".to_owned()))?;
@@ -54,6 +62,9 @@ fn run(state_dir: &Path, sync_fd: i32, status: &OwnedFd) -> Result<Never, (i32, 
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let cfg: ContainerConfig = containers.config(&id).map_err(|e| own(&e))?;
+    if !cfg.uid_map.is_empty() && userns.is_none() {
+        return Err((125, "the container's user namespace was not made".into()));
+    }
     if cfg.tty {
         // The terminal's slave is our stdin: make it the controlling terminal of a new session.
         crate::tty::make_controlling(std::io::stdin().as_fd())
@@ -86,6 +97,8 @@ fn run(state_dir: &Path, sync_fd: i32, status: &OwnedFd) -> Result<Never, (i32, 
                 UnshareFlags::NEWUTS,
             ),
             "cgroup" => (LinkNameSpaceType::ControlGroup, UnshareFlags::NEWCGROUP),
+            // Opened by the caller, joined after the root filesystem is built.
+            "user" => continue,
             other => {
                 return Err((
                     125,
@@ -115,7 +128,8 @@ fn run(state_dir: &Path, sync_fd: i32, status: &OwnedFd) -> Result<Never, (i32, 
     if cfg.network == NetworkMode::None {
         crate::loopback::up().map_err(|e| (125, format!("bringing up lo: {e}")))?;
     }
-    crate::rootfs::setup(&cfg, state_dir).map_err(|e| own(&error_chain(&e)))?;
+    crate::rootfs::setup(&cfg, state_dir, userns.as_ref().map(|f| f.as_fd()))
+        .map_err(|e| own(&error_chain(&e)))?;
 
     if !cfg.hostname.is_empty() {
         rustix::system::sethostname(cfg.hostname.as_bytes())
@@ -141,6 +155,26 @@ fn run(state_dir: &Path, sync_fd: i32, status: &OwnedFd) -> Result<Never, (i32, 
             },
         )
         .map_err(|e| (125, format!("setting rlimit {:?}: {e}", r.name)))?;
+    }
+    // Lowering it needs privileges in the host's user namespace: before joining the container's.
+    if let Some(adj) = cfg.oom_score_adj {
+        let _ = std::fs::write("/proc/self/oom_score_adj", adj.to_string());
+    }
+    if let Some(ns) = userns {
+        // Everything mounted so far belongs to a mount namespace of the host's user namespace;
+        // a new one owned by the container's locks it all beneath the container.
+        rustix::thread::move_into_link_name_space(ns.as_fd(), Some(LinkNameSpaceType::User))
+            .map_err(|e| (125, format!("joining the user namespace: {e}")))?;
+        // SAFETY: CLONE_FILES is not among the flags, and this process has one thread.
+        #[allow(unsafe_code)]
+        unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNS) }
+            .map_err(|e| (125, format!("a mount namespace of the user namespace: {e}")))?;
+        // Root of the namespace (the host's root maps to nobody here), as the kernel has it
+        // for a process that entered a new user namespace.
+        let root = (rustix::process::Gid::ROOT, rustix::process::Uid::ROOT);
+        rustix::thread::set_thread_res_gid(root.0, root.0, root.0)
+            .and_then(|()| rustix::thread::set_thread_res_uid(root.1, root.1, root.1))
+            .map_err(|e| (125, format!("becoming root of the user namespace: {e}")))?;
     }
     let cwd = if cfg.cwd.is_empty() {
         "/"
@@ -168,9 +202,6 @@ fn run(state_dir: &Path, sync_fd: i32, status: &OwnedFd) -> Result<Never, (i32, 
         rustix::thread::set_no_new_privs(true).map_err(|e| (125, format!("no_new_privs: {e}")))?;
     }
 
-    if let Some(adj) = cfg.oom_score_adj {
-        let _ = std::fs::write("/proc/self/oom_score_adj", adj.to_string());
-    }
     if let Some(fifo) = fifo {
         wait_for_start(&fifo, status).map_err(|e| (125, format!("waiting for start: {e}")))?;
     }
@@ -237,7 +268,8 @@ pub(crate) fn drop_privileges(cfg: &ContainerConfig) -> Result<(), String> {
             let _ = caps::drop(None, CapSet::Bounding, c);
         }
     }
-    if cfg.gid != 0 || cfg.uid != 0 {
+    // In a user namespace, always: the host's supplementary groups mean nothing there.
+    if cfg.gid != 0 || cfg.uid != 0 || !cfg.uid_map.is_empty() {
         let gid = rustix::process::Gid::from_raw(cfg.gid);
         let uid = rustix::process::Uid::from_raw(cfg.uid);
         let groups: Vec<rustix::process::Gid> = cfg

@@ -3,12 +3,12 @@
 //!
 //! - [`monitor`]: `corral __monitor`, one per container, outliving the CLI: creates the cgroup,
 //!   starts the init in a new PID namespace, logs its output, reaps it, records the exit.
-//! - [`init`]: `corral __init`, PID 1 of the container until it execs the workload: enters the
-//!   remaining namespaces, builds the root filesystem, drops privileges, execs.
+//! - [`init`]: forked by the monitor (or the runtime's `create`), PID 1 of the container until
+//!   it execs the workload: enters the remaining namespaces, builds the root filesystem, joins
+//!   the user namespace if any, drops privileges, execs.
 //!
-//! Both are the corral binary re-executed: nothing forks from a multi-threaded process, and
-//! between fork and exec nothing runs at all (std's spawn), so no code has to be
-//! async-signal-safe.
+//! Nothing forks from a multi-threaded process: the monitor and the runtime are
+//! single-threaded, so the forked init may run ordinary Rust code (see `launch_init`).
 
 pub mod init;
 pub mod monitor;
@@ -95,6 +95,7 @@ pub(crate) struct Launched {
 /// `exec(/proc/self/exe)` would cost.
 pub(crate) fn launch_init(
     state_dir: &std::path::Path,
+    cfg: &crate::ContainerConfig,
     cgroup: &crate::cgroups::Cgroup,
     stdin: Stdio,
     stdout: Stdio,
@@ -109,6 +110,21 @@ pub(crate) fn launch_init(
     };
     let (sync_r, sync_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
+    // The user namespace, if any: made here, while the caller is single-threaded and still
+    // outside any new PID namespace, or one the bundle names.
+    let userns = match cfg.join_namespaces.iter().find(|(k, _)| k == "user") {
+        Some((_, path)) => Some(OwnedFd::from(std::fs::File::open(path).map_err(|e| {
+            (
+                125,
+                format!("opening user namespace {}: {e}", path.display()),
+            )
+        })?)),
+        None if !cfg.uid_map.is_empty() => Some(
+            crate::userns::create(&cfg.uid_map, &cfg.gid_map)
+                .map_err(|e| e125("user namespace", e))?,
+        ),
+        None => None,
+    };
     // Our next child is PID 1 of a new PID namespace; the caller itself stays outside.
     // SAFETY: CLONE_FILES is not among the flags, and the caller has one thread.
     #[allow(unsafe_code)]
@@ -156,11 +172,11 @@ pub(crate) fn launch_init(
         // init::main takes these descriptors over by number.
         std::mem::forget(sync_r);
         std::mem::forget(status_w);
-        init::main(state_dir, s, st);
+        init::main(state_dir, s, st, userns);
     }
     drop(sync_r);
     drop(status_w);
-    drop((stdin, stdout, stderr));
+    drop((stdin, stdout, stderr, userns));
     let mut child = InitChild {
         pid: rustix::process::Pid::from_raw(pid).expect("positive pid"),
     };

@@ -192,7 +192,7 @@ fn spawn_init(
     };
     let [stdin, stdout, stderr] = stdio;
     let super::Launched { mut child, status } =
-        super::launch_init(&a.containers.dir(a.id), cgroup, stdin, stdout, stderr)?;
+        super::launch_init(&a.containers.dir(a.id), cfg, cgroup, stdin, stdout, stderr)?;
     let status_r = status;
     let mut report = String::new();
     let mut status_r = status_r;

@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use corral_container::config::{parse_size, Bind, ContainerConfig, NetworkMode};
 use corral_container::container_create::{self, CreateRequest};
 use corral_container::container_start::{self, Attach, StartError};
+use corral_container::userns::IdMap;
 use corral_container::{capabilities, rlimits};
 use corral_container::{
     container_delete, container_kill, container_pause, container_stats, Containers, Status,
@@ -27,17 +28,6 @@ fn containers(root: &Path) -> Result<Containers> {
 
 fn exe() -> Result<PathBuf> {
     std::env::current_exe().context("finding the corral binary")
-}
-
-/// `corral __init STATE_DIR SYNC_FD STATUS_FD`.
-pub fn init(args: &[std::ffi::OsString]) -> ! {
-    let fd = |i: usize| {
-        args.get(i)
-            .and_then(|a| a.to_str()?.parse().ok())
-            .unwrap_or(-1)
-    };
-    let dir = args.first().map(PathBuf::from).unwrap_or_default();
-    corral_container::process::init::main(&dir, fd(1), fd(2))
 }
 
 /// `corral __monitor CONTAINERS_DIR ID NOTIFY_FD CGROUP_ROOT [--attach]`.
@@ -122,6 +112,35 @@ fn plan(root: &Path, a: &RunArgs) -> Result<(ContainerConfig, String, usize)> {
             None => cfg.uid,
         };
     }
+    let parse_maps = |flag: &str, list: &[String]| -> Result<Vec<IdMap>> {
+        list.iter()
+            .map(|m| IdMap::parse(m).map_err(|e| anyhow::anyhow!("--{flag}: {e}")))
+            .collect()
+    };
+    cfg.uid_map = parse_maps("uidmap", &a.uidmap)?;
+    cfg.gid_map = parse_maps("gidmap", &a.gidmap)?;
+    if cfg.uid_map.is_empty() && !cfg.gid_map.is_empty() {
+        bail!("--gidmap needs --uidmap: give both, or --userns=auto");
+    }
+    if cfg.gid_map.is_empty() {
+        cfg.gid_map = cfg.uid_map.clone();
+    }
+    if userns_auto(a)?.is_some() && !cfg.uid_map.is_empty() {
+        bail!(
+            "--userns={} and --uidmap conflict: give one",
+            a.userns.as_deref().unwrap_or("")
+        );
+    }
+    if !cfg.uid_map.is_empty() {
+        for (what, map, id) in [
+            ("user", &cfg.uid_map, cfg.uid),
+            ("group", &cfg.gid_map, cfg.gid),
+        ] {
+            if corral_container::userns::host_id(map, id).is_none() {
+                bail!("the container's {what} {id} is not mapped by --uidmap/--gidmap: map it, or run as a mapped id with -u");
+            }
+        }
+    }
     cfg.read_only = a.read_only;
     cfg.interactive = a.interactive;
     cfg.tmpfs = a.tmpfs.clone();
@@ -156,6 +175,7 @@ fn plan(root: &Path, a: &RunArgs) -> Result<(ContainerConfig, String, usize)> {
             vols.mountpoint(src)
         };
         cfg.binds.push(Bind {
+            idmap: !src.starts_with('/'),
             source,
             destination: dst.to_owned(),
             readonly: ro,
@@ -250,6 +270,30 @@ fn plan(root: &Path, a: &RunArgs) -> Result<(ContainerConfig, String, usize)> {
     Ok((cfg, img.id.to_string(), entrypoint_len))
 }
 
+/// `--userns`: `Some(size)` for an automatic range, `None` for the host's namespace.
+fn userns_auto(a: &RunArgs) -> Result<Option<u32>> {
+    let Some(mode) = a.userns.as_deref() else {
+        return Ok(None);
+    };
+    let bad = || {
+        anyhow::anyhow!("--userns={mode:?}: expected host, auto or auto:size=N (N from 1 to 65536)")
+    };
+    match mode {
+        "" | "host" => Ok(None),
+        "auto" | "private" => Ok(Some(corral_container::userns::AUTO_SIZE)),
+        m => {
+            let n: u32 = m
+                .strip_prefix("auto:size=")
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(bad)?;
+            if n == 0 || n > corral_container::userns::AUTO_SIZE {
+                return Err(bad());
+            }
+            Ok(Some(n))
+        }
+    }
+}
+
 /// `K` alone takes the value from corral's own environment, as docker does.
 fn expand_env(e: &str) -> String {
     if e.contains('=') {
@@ -280,6 +324,7 @@ pub fn run(root: &Path, a: RunArgs, start_it: bool) -> Result<()> {
             config: cfg.clone(),
             auto_remove: a.rm,
             entrypoint: cfg.args[..entrypoint_len].to_vec(),
+            userns_auto: userns_auto(&a)?,
         },
     )?;
     if !start_it {
