@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # What corral itself needs at run time, what builds it, and the real peers its tests and
 # benchmarks drive (podman, skopeo, docker-registry).
 PACKAGES=(
-  ca-certificates tar zstd gzip e2fsprogs util-linux iproute2 procps
+  ca-certificates tar zstd gzip e2fsprogs util-linux iproute2 procps nftables
   gcc libc6-dev pkg-config
   busybox-static
   podman skopeo docker-registry apache2-utils containerd tmux

@@ -1,0 +1,27 @@
+//! corral-net: corral's virtual networks.
+//!
+//! Owns durable network definitions ([`store`]), address allocation ([`ipam`]), the
+//! kernel's network devices through a small synchronous netlink layer ([`netlink`]), NAT,
+//! isolation and published ports through nftables ([`firewall`]), and the endpoint API the
+//! container and VM engines call ([`Networks::connect`], [`Networks::create_tap_endpoint`]).
+//!
+//! Does not own: the command line, writing a container's `/etc/hosts` and `/etc/resolv.conf`
+//! (the engine does, from an [`Endpoint`]), service load balancing (later).
+
+#![warn(missing_docs)]
+
+pub mod endpoint;
+pub mod firewall;
+mod fsutil;
+pub mod ipam;
+pub mod netlink;
+mod networks;
+pub mod ports;
+pub mod store;
+pub mod subnet;
+
+pub use endpoint::{ConnectOptions, Endpoint, EndpointKind};
+pub use fsutil::FsError;
+pub use networks::{Leftovers, NetError, Networks};
+pub use ports::{PortMapping, PortSpec, Protocol};
+pub use store::{Network, NetworkSpec};

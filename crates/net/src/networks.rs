@@ -1,0 +1,572 @@
+//! The API the engines call: networks with their kernel objects, and endpoints.
+//!
+//! [`Networks::connect`] is the container start path and costs a few hundred microseconds
+//! without published ports: state files, one netlink socket on the host and one inside the
+//! container's namespace, no process. Publishing ports adds one nft run (milliseconds).
+//! Every multi-step operation is all-or-nothing: a failure undoes the steps done, in reverse.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::net::Ipv4Addr;
+use std::os::fd::BorrowedFd;
+use std::path::{Path, PathBuf};
+
+use crate::endpoint::{
+    format_mac, host_ifname, mac_for, valid_owner, ConnectOptions, Endpoint, EndpointKind,
+};
+use crate::firewall::{resolve_ports, Firewall, FirewallError};
+use crate::fsutil::{io_err, read_json, write_json, FsError, Lock};
+use crate::ipam::{Ipam, IpamError};
+use crate::netlink::{Netlink, NetlinkError};
+use crate::ports::PortMapping;
+use crate::store::{Network, NetworkSpec, NetworkStore, StoreError};
+
+/// Errors of network and endpoint operations.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// A state or validation error of the network store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An address allocation error.
+    #[error("network {network}")]
+    Ipam {
+        /// The network.
+        network: String,
+        /// The cause.
+        #[source]
+        err: IpamError,
+    },
+    /// A kernel device operation failed.
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    /// A firewall or port publishing error.
+    #[error(transparent)]
+    Firewall(#[from] FirewallError),
+    /// A state file error.
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    /// The network has endpoints.
+    #[error("network {network:?} is in use by {}: disconnect or remove them first, or force", users.join(", "))]
+    InUse {
+        /// The network.
+        network: String,
+        /// The containers' or VMs' names (or ids).
+        users: Vec<String>,
+    },
+    /// The owner is already connected to the network.
+    #[error("{owner} is already connected to network {network:?}")]
+    AlreadyConnected {
+        /// The owner.
+        owner: String,
+        /// The network.
+        network: String,
+    },
+    /// The owner id cannot name a file.
+    #[error("invalid endpoint owner id {0:?}: use letters, digits, '_', '.' and '-'")]
+    InvalidOwner(String),
+    /// Ports cannot be published on an internal network.
+    #[error("cannot publish ports on internal network {0:?}: it has no route to the outside")]
+    InternalPorts(String),
+}
+
+type Result<T> = std::result::Result<T, NetError>;
+
+/// A kernel object corral made that no state of this root accounts for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Leftovers {
+    /// Interfaces named `crl*` that are neither a network's bridge nor an endpoint's device.
+    pub links: Vec<String>,
+    /// Firewall objects (chains, set and map elements) of no network or endpoint.
+    pub firewall: Vec<String>,
+}
+
+impl Leftovers {
+    /// Whether nothing is left over.
+    pub fn is_empty(&self) -> bool {
+        self.links.is_empty() && self.firewall.is_empty()
+    }
+}
+
+/// corral's networks under one state root, with their bridges, firewall rules and endpoints.
+#[derive(Debug, Clone)]
+pub struct Networks {
+    store: NetworkStore,
+    firewall: Firewall,
+}
+
+/// Steps of a connect done so far, undone in reverse on failure.
+struct Undo<'a> {
+    ipam: Option<(&'a Ipam, &'a str)>,
+    link: Option<String>,
+    ports: Option<(Ipv4Addr, Vec<PortMapping>)>,
+    firewall: &'a Firewall,
+}
+
+impl Undo<'_> {
+    fn run(self) {
+        if let Some((ip, ports)) = self.ports {
+            if let Err(e) = self.firewall.remove_endpoint_rules(ip, &ports) {
+                tracing::warn!(error = %e, "undo: removing published ports");
+            }
+        }
+        if let Some(link) = self.link {
+            if let Err(e) = Netlink::open().and_then(|mut nl| nl.delete_link(&link)) {
+                tracing::warn!(error = %e, "undo: deleting {link}");
+            }
+        }
+        if let Some((ipam, owner)) = self.ipam {
+            if let Err(e) = ipam.release(owner) {
+                tracing::warn!(error = %e, "undo: releasing the address of {owner}");
+            }
+        }
+    }
+}
+
+impl Networks {
+    /// The networks under `root` (CORRAL_ROOT), with the host's firewall.
+    pub fn open(root: &Path) -> Networks {
+        Networks::with_firewall(root, Firewall::new())
+    }
+
+    /// The networks under `root`, with a given firewall driver.
+    pub fn with_firewall(root: &Path, firewall: Firewall) -> Networks {
+        Networks {
+            store: NetworkStore::open(root),
+            firewall,
+        }
+    }
+
+    /// The state store.
+    pub fn store(&self) -> &NetworkStore {
+        &self.store
+    }
+
+    /// The firewall.
+    pub fn firewall(&self) -> &Firewall {
+        &self.firewall
+    }
+
+    /// The network called `name`.
+    pub fn get(&self, name: &str) -> Result<Network> {
+        Ok(self.store.get(name)?)
+    }
+
+    /// Every network.
+    pub fn list(&self) -> Result<Vec<Network>> {
+        Ok(self.store.list()?)
+    }
+
+    /// Creates a network: its definition (checked against the other networks and the host's
+    /// routes), its bridge and its firewall rules. Undone entirely on failure.
+    pub fn create(&self, spec: &NetworkSpec) -> Result<Network> {
+        let routes = Netlink::open()?.routes()?;
+        let n = self.store.create(spec, &routes)?;
+        if let Err(e) = self.setup(&n) {
+            self.teardown(&n);
+            let _lock = self.store.lock();
+            let _ = self.store.remove_state(&n.name);
+            return Err(e);
+        }
+        Ok(n)
+    }
+
+    /// Creates the default network `corral` (10.120.0.0/16, bridge `crl-br-default`) unless
+    /// it exists, and makes sure its bridge and rules are in place.
+    pub fn ensure_default(&self) -> Result<Network> {
+        let routes = Netlink::open()?.routes()?;
+        let n = self.store.ensure_default(&routes)?;
+        self.ensure_up(&n)?;
+        Ok(n)
+    }
+
+    /// Makes sure the network's bridge exists and is up (after a reboot it does not); when it
+    /// has to be created, the firewall rules are installed again too. One netlink request
+    /// when everything is in place.
+    pub fn ensure_up(&self, n: &Network) -> Result<u32> {
+        let mut nl = Netlink::open()?;
+        match nl.link(&n.bridge)? {
+            Some(l) if l.up && l.kind.as_deref() == Some("bridge") => Ok(l.index),
+            _ => self.setup_with(&mut nl, n),
+        }
+    }
+
+    fn setup(&self, n: &Network) -> Result<u32> {
+        self.setup_with(&mut Netlink::open()?, n)
+    }
+
+    fn setup_with(&self, nl: &mut Netlink, n: &Network) -> Result<u32> {
+        let index = nl.create_bridge(&n.bridge, n.gateway, n.subnet.prefix())?;
+        self.firewall.setup_network(n)?;
+        Ok(index)
+    }
+
+    /// Best effort removal of a network's kernel objects.
+    fn teardown(&self, n: &Network) {
+        if let Err(e) = self.firewall.remove_network_rules(n) {
+            tracing::warn!(network = %n.name, error = %e, "removing firewall rules");
+        }
+        if let Err(e) = Netlink::open().and_then(|mut nl| nl.delete_link(&n.bridge)) {
+            tracing::warn!(network = %n.name, error = %e, "deleting the bridge");
+        }
+    }
+
+    /// The network's address allocator.
+    pub fn ipam(&self, n: &Network) -> Ipam {
+        Ipam::open(&self.store.network_dir(&n.name), n.subnet, n.gateway)
+    }
+
+    fn endpoint_path(&self, network: &str, owner: &str) -> PathBuf {
+        self.store
+            .network_dir(network)
+            .join("endpoints")
+            .join(format!("{owner}.json"))
+    }
+
+    /// The endpoints of network `name`.
+    pub fn endpoints(&self, name: &str) -> Result<Vec<Endpoint>> {
+        let dir = self.store.network_dir(name).join("endpoints");
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("read directory", &dir)(e).into()),
+        };
+        let mut out = Vec::new();
+        for e in entries {
+            let e = e.map_err(io_err("read directory", &dir))?;
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "json") {
+                if let Some(ep) = read_json::<Endpoint>(&p)? {
+                    out.push(ep);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.owner.cmp(&b.owner));
+        Ok(out)
+    }
+
+    /// `owner`'s endpoint on network `name`, if connected.
+    pub fn endpoint(&self, name: &str, owner: &str) -> Result<Option<Endpoint>> {
+        if !valid_owner(owner) {
+            return Err(NetError::InvalidOwner(owner.to_string()));
+        }
+        Ok(read_json(&self.endpoint_path(name, owner))?)
+    }
+
+    /// Every published port of every endpoint of every network, with its owner's name.
+    pub fn published_ports(&self) -> Result<Vec<(String, PortMapping)>> {
+        let mut out = Vec::new();
+        for n in self.store.list()? {
+            for ep in self.endpoints(&n.name)? {
+                let who = ep
+                    .container_name
+                    .clone()
+                    .unwrap_or_else(|| ep.owner.clone());
+                out.extend(ep.ports.iter().map(|p| (who.clone(), *p)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes network `name`: refuses while endpoints or allocated addresses remain
+    /// ([`NetError::InUse`] names them) unless `force`, which disconnects them first.
+    pub fn remove(&self, name: &str, force: bool) -> Result<()> {
+        let _global = self.store.lock()?;
+        let n = self.store.get(name)?;
+        let _lock = self.store.network_lock(name, true)?;
+        let endpoints = self.endpoints(name)?;
+        let owners = self.ipam(&n).owners().map_err(|err| NetError::Ipam {
+            network: name.to_string(),
+            err,
+        })?;
+        if !force && (!endpoints.is_empty() || !owners.is_empty()) {
+            let mut users: BTreeSet<String> = endpoints
+                .iter()
+                .map(|e| e.container_name.clone().unwrap_or_else(|| e.owner.clone()))
+                .collect();
+            users.extend(
+                owners
+                    .values()
+                    .filter(|o| !endpoints.iter().any(|e| &e.owner == *o))
+                    .cloned(),
+            );
+            return Err(NetError::InUse {
+                network: name.to_string(),
+                users: users.into_iter().collect(),
+            });
+        }
+        for ep in &endpoints {
+            self.undo_endpoint(&n, ep)?;
+        }
+        self.firewall.remove_network_rules(&n)?;
+        Netlink::open()?.delete_link(&n.bridge)?;
+        self.store.remove_state(name)?;
+        tracing::info!(network = %name, "network removed");
+        Ok(())
+    }
+
+    fn check_owner(owner: &str) -> Result<()> {
+        if valid_owner(owner) {
+            Ok(())
+        } else {
+            Err(NetError::InvalidOwner(owner.to_string()))
+        }
+    }
+
+    /// Connects a container to network `network`: allocates its address, creates the veth
+    /// pair (host end on the bridge, peer `opts.ifname` in the namespace `netns`), configures
+    /// the address, `lo`, and the default route (not on internal networks) inside, publishes
+    /// `opts.ports` and records the endpoint. All or nothing.
+    pub fn connect(
+        &self,
+        network: &str,
+        owner: &str,
+        netns: BorrowedFd<'_>,
+        opts: &ConnectOptions,
+    ) -> Result<Endpoint> {
+        self.attach(network, owner, Some(netns), None, opts)
+    }
+
+    /// Creates a TAP endpoint for a VM on network `network`: a persistent TAP device (named
+    /// `tap`, or `crlt` + a hash) on the bridge, for QEMU's `-netdev tap,ifname=...`,
+    /// `script=no`, `vnet_hdr=on`. The guest configures [`Endpoint::ip`] itself (the agent
+    /// or cloud-init), with [`Endpoint::mac`] on its NIC.
+    pub fn create_tap_endpoint(
+        &self,
+        network: &str,
+        owner: &str,
+        tap: Option<&str>,
+        opts: &ConnectOptions,
+    ) -> Result<Endpoint> {
+        self.attach(network, owner, None, tap, opts)
+    }
+
+    fn attach(
+        &self,
+        network: &str,
+        owner: &str,
+        netns: Option<BorrowedFd<'_>>,
+        tap: Option<&str>,
+        opts: &ConnectOptions,
+    ) -> Result<Endpoint> {
+        Self::check_owner(owner)?;
+        let n = self.store.get(network)?;
+        let _lock = self.store.network_lock(network, false)?;
+        // The network may have been removed between the read and the lock.
+        let n = match self.store.get(network) {
+            Ok(again) if again.id == n.id => again,
+            _ => return Err(StoreError::NotFound(network.to_string()).into()),
+        };
+        let path = self.endpoint_path(network, owner);
+        if path.exists() {
+            return Err(NetError::AlreadyConnected {
+                owner: owner.to_string(),
+                network: network.to_string(),
+            });
+        }
+        if n.internal && !opts.ports.is_empty() {
+            return Err(NetError::InternalPorts(network.to_string()));
+        }
+        let kind = if netns.is_some() {
+            EndpointKind::Veth
+        } else {
+            EndpointKind::Tap
+        };
+        let host = match tap {
+            Some(t) => t.to_string(),
+            None => host_ifname(kind, &n.id, owner),
+        };
+        crate::netlink::check_ifname(&host)?;
+        let bridge = self.ensure_up(&n)?;
+        let ipam = self.ipam(&n);
+        let mut undo = Undo {
+            ipam: None,
+            link: None,
+            ports: None,
+            firewall: &self.firewall,
+        };
+        let ipam_err = |err| NetError::Ipam {
+            network: network.to_string(),
+            err,
+        };
+        let result = (|| -> Result<Endpoint> {
+            // Host ports are chosen and recorded under one lock so two endpoints cannot both
+            // take one.
+            let ports_lock = if opts.ports.is_empty() {
+                None
+            } else {
+                Some(Lock::exclusive(&self.store.dir().join(".ports.lock"))?)
+            };
+            let ports = if opts.ports.is_empty() {
+                Vec::new()
+            } else {
+                resolve_ports(&opts.ports, &self.published_ports()?)?
+            };
+            let ip = match opts.ip {
+                Some(ip) => ipam.allocate_specific(owner, ip),
+                None => ipam.allocate(owner),
+            }
+            .map_err(ipam_err)?;
+            undo.ipam = Some((&ipam, owner));
+            let mac = opts.mac.unwrap_or_else(|| mac_for(ip));
+            let mut nl = Netlink::open()?;
+            match netns {
+                Some(ns) => {
+                    let create = |nl: &mut Netlink| {
+                        nl.create_veth(&host, bridge, &opts.ifname, ns, Some(mac))
+                    };
+                    match create(&mut nl) {
+                        // A leftover of a crashed connect of the same owner: its name is ours.
+                        Err(e)
+                            if e.errno() == Some(rustix::io::Errno::EXIST.raw_os_error())
+                                && nl.link(&host)?.is_some() =>
+                        {
+                            nl.delete_link(&host)?;
+                            create(&mut nl)?;
+                        }
+                        r => r?,
+                    }
+                    undo.link = Some(host.clone());
+                    let mut inside = Netlink::open_in(ns)?;
+                    inside.set_up(1)?; // lo is always index 1 in a namespace
+                    let eth = inside.link(&opts.ifname)?.ok_or_else(|| NetlinkError {
+                        op: format!("configure {} in the namespace", opts.ifname),
+                        err: std::io::Error::other("the interface is missing after creation"),
+                    })?;
+                    inside.add_address(eth.index, ip, n.subnet.prefix())?;
+                    inside.set_up(eth.index)?;
+                    if !n.internal {
+                        match inside.add_default_route(eth.index, n.gateway) {
+                            // Another network already gave the namespace its default route:
+                            // the first network connected is the primary one, as in docker.
+                            Err(e)
+                                if e.errno() == Some(rustix::io::Errno::EXIST.raw_os_error()) => {}
+                            r => r?,
+                        }
+                    }
+                }
+                None => {
+                    if nl.link(&host)?.is_some() && tap.is_none() {
+                        nl.delete_link(&host)?;
+                    }
+                    nl.create_tap(&host, bridge)?;
+                    undo.link = Some(host.clone());
+                }
+            }
+            if !ports.is_empty() {
+                self.firewall.publish(ip, &ports)?;
+                undo.ports = Some((ip, ports.clone()));
+            }
+            let ep = Endpoint {
+                network: n.name.clone(),
+                network_id: n.id.clone(),
+                owner: owner.to_string(),
+                container_name: opts.container_name.clone(),
+                kind,
+                ip,
+                prefix: n.subnet.prefix(),
+                gateway: n.gateway,
+                dns_server: n.gateway,
+                mac: format_mac(mac),
+                host_ifname: host.clone(),
+                ifname: netns.map(|_| opts.ifname.clone()),
+                aliases: opts.aliases.clone(),
+                ports,
+                internal: n.internal,
+            };
+            write_json(&path, &ep)?;
+            drop(ports_lock);
+            Ok(ep)
+        })();
+        match result {
+            Ok(ep) => {
+                tracing::debug!(network, owner, ip = %ep.ip, "endpoint connected");
+                Ok(ep)
+            }
+            Err(e) => {
+                undo.run();
+                Err(e)
+            }
+        }
+    }
+
+    /// Undoes an endpoint's kernel objects and address (not its file).
+    fn undo_endpoint(&self, n: &Network, ep: &Endpoint) -> Result<()> {
+        self.firewall.remove_endpoint_rules(ep.ip, &ep.ports)?;
+        // Deleting the host end also deletes the peer; if the container's namespace is gone,
+        // the kernel already deleted both.
+        Netlink::open()?.delete_link(&ep.host_ifname)?;
+        self.ipam(n)
+            .release(&ep.owner)
+            .map_err(|err| NetError::Ipam {
+                network: n.name.clone(),
+                err,
+            })?;
+        let p = self.endpoint_path(&n.name, &ep.owner);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("remove", &p)(e).into()),
+        }
+    }
+
+    /// Disconnects `owner` from network `network`: unpublishes its ports, deletes its device,
+    /// releases its address, forgets the endpoint. Idempotent, and tolerant of a container
+    /// namespace that is already gone; also cleans up after a connect that crashed before
+    /// recording the endpoint. Returns the endpoint that was removed, if there was one.
+    pub fn disconnect(&self, network: &str, owner: &str) -> Result<Option<Endpoint>> {
+        Self::check_owner(owner)?;
+        let n = self.store.get(network)?;
+        let _lock = self.store.network_lock(network, false)?;
+        match self.endpoint(network, owner)? {
+            Some(ep) => {
+                self.undo_endpoint(&n, &ep)?;
+                tracing::debug!(network, owner, "endpoint disconnected");
+                Ok(Some(ep))
+            }
+            None => {
+                // A connect that crashed before writing the endpoint: its device has the
+                // derived name, its address is in the allocator.
+                let mut nl = Netlink::open()?;
+                nl.delete_link(&host_ifname(EndpointKind::Veth, &n.id, owner))?;
+                nl.delete_link(&host_ifname(EndpointKind::Tap, &n.id, owner))?;
+                self.ipam(&n).release(owner).map_err(|err| NetError::Ipam {
+                    network: network.to_string(),
+                    err,
+                })?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Kernel objects corral made that no network or endpoint of this root accounts for:
+    /// `crl*` links and firewall objects. On a host with one state root these are leaks;
+    /// where several roots share the host (tests), filter by name.
+    pub fn leftovers(&self) -> Result<Leftovers> {
+        let mut known_links: BTreeSet<String> = BTreeSet::new();
+        let mut known_fw: BTreeSet<String> = crate::firewall::BASE_CHAINS
+            .iter()
+            .map(|c| format!("chain {c}"))
+            .collect();
+        for n in self.store.list()? {
+            known_links.insert(n.bridge.clone());
+            known_fw.extend(crate::firewall::network_objects(&n));
+            for ep in self.endpoints(&n.name)? {
+                known_links.insert(ep.host_ifname.clone());
+                known_fw.extend(crate::firewall::endpoint_objects(ep.ip, &ep.ports));
+            }
+        }
+        let links = Netlink::open()?
+            .links_with_prefix("crl")?
+            .into_iter()
+            .map(|l| l.name)
+            .filter(|l| !known_links.contains(l))
+            .collect();
+        let firewall = self
+            .firewall
+            .leftovers()?
+            .into_iter()
+            .filter(|o| !known_fw.contains(o))
+            .collect();
+        Ok(Leftovers { links, firewall })
+    }
+}
