@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+pub mod dns;
 pub mod endpoint;
 pub mod firewall;
 mod fsutil;
