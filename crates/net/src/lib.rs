@@ -5,8 +5,15 @@
 //! isolation and published ports through nftables ([`firewall`]), and the endpoint API the
 //! container and VM engines call ([`Networks::connect`], [`Networks::create_tap_endpoint`]).
 //!
+//! The parts: [`subnet`] (CIDR arithmetic), [`store`] (network definitions on disk), [`ipam`],
+//! [`netlink`] (bridges, veth, TAP, addresses, routes), [`firewall`] (table `ip corral`),
+//! [`ports`] (`-p` syntax), [`endpoint`] (what a connection records), and [`Networks`], the
+//! synchronous API over them.
+//!
 //! Does not own: the command line, writing a container's `/etc/hosts` and `/etc/resolv.conf`
 //! (the engine does, from an [`Endpoint`]), service load balancing (later).
+//!
+//! Limits: IPv4 only; see [`firewall`] for what the rules do not cover.
 
 #![warn(missing_docs)]
 

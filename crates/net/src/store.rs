@@ -221,7 +221,7 @@ impl NetworkStore {
     /// `host_routes` (routes on corral's own bridges of this store are skipped: those
     /// belong to the networks checked already).
     pub fn create(&self, spec: &NetworkSpec, host_routes: &[Route]) -> Result<Network> {
-        self.create_with(spec, host_routes, None, None)
+        self.create_with(spec, host_routes, None)
     }
 
     /// Creates the default network ([`DEFAULT_NETWORK`], [`DEFAULT_SUBNET`],
@@ -235,7 +235,7 @@ impl NetworkStore {
             subnet: Some(DEFAULT_SUBNET.to_string()),
             ..Default::default()
         };
-        match self.create_with(&spec, host_routes, Some(DEFAULT_BRIDGE), None) {
+        match self.create_with(&spec, host_routes, Some(DEFAULT_BRIDGE)) {
             Err(StoreError::Exists(_)) => self.get(DEFAULT_NETWORK),
             r => r,
         }
@@ -246,7 +246,6 @@ impl NetworkStore {
         spec: &NetworkSpec,
         host_routes: &[Route],
         bridge: Option<&str>,
-        id: Option<String>,
     ) -> Result<Network> {
         validate_name(&spec.name)?;
         let requested = spec
@@ -325,7 +324,7 @@ impl NetworkStore {
             }
             None => subnet.first_host(),
         };
-        let id = id.unwrap_or_else(|| crate::fsutil::random_hex(32));
+        let id = crate::fsutil::random_hex(32);
         let network = Network {
             name: spec.name.clone(),
             bridge: bridge
