@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use corral_e2e::containers::{
-    cgroup_dirs_anywhere, is_container_id, poll_until, process_alive, wait_until,
+    cgroup_dirs_anywhere, is_container_id, poll_until, process_alive, signal, wait_until,
 };
 use corral_e2e::process::describe;
 use corral_e2e::runtime::{stdout_text, Bundle, PodmanOnCorral, RuntimeRoot, DEFAULT_RUNTIME_ROOT};
@@ -196,6 +196,34 @@ fn runtime_create_start_state_kill_delete() {
     // delete: nothing left.
     rt.ok(&["delete", &id]);
     rt.fail(&["state", &id]);
+    assert_gone(&rt, &id);
+}
+
+#[test]
+fn start_of_a_container_whose_init_died_fails_instead_of_hanging() {
+    if skip_unless_root("start_of_a_container_whose_init_died_fails_instead_of_hanging") {
+        return;
+    }
+    let rt = RuntimeRoot::new();
+    let bundle = Bundle::busybox(&["/bin/busybox", "true"]);
+    let id = unique_id("died");
+    rt.ok(&["create", "-b", path_str(bundle.path()), &id]);
+    let pid = rt.state(&id)["pid"].as_u64().expect("a pid after create") as u32;
+    // As the OOM killer would under a tiny limit: the init dies while it waits for start.
+    assert!(signal(pid, "KILL"), "kill -9 {pid}");
+    wait_until(SETTLE, "the init to be gone", || !process_alive(pid));
+    let started = std::time::Instant::now();
+    let (_, stderr) = rt.fail(&["start", &id]);
+    assert!(
+        started.elapsed() < SETTLE,
+        "start took {:?} for a dead container",
+        started.elapsed()
+    );
+    assert!(
+        stderr.contains("exited before it was started") || stderr.contains("stopped"),
+        "start of a dead container should say so: {stderr}"
+    );
+    rt.ok(&["delete", "--force", &id]);
     assert_gone(&rt, &id);
 }
 

@@ -226,6 +226,45 @@ fn create_inner(
     Ok(child)
 }
 
+/// Opens the FIFO the init waits on and reads its byte: the init then execs. Without blocking
+/// on the open (a blocking open would wait forever for an init that died after `create`, say
+/// killed by the OOM killer under a tiny memory limit): poll, and check on the init meanwhile.
+fn release(s: &State, fifo: &Path) -> Result<(), RuntimeError> {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let f = rustix::fs::open(
+        fifo,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| io("opening", fifo)(e.into()))?;
+    let timeout = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 100_000_000,
+    };
+    loop {
+        let mut fds = [PollFd::new(&f, PollFlags::IN)];
+        let ready = poll(&mut fds, Some(&timeout)).map_err(|e| io("waiting on", fifo)(e.into()))?;
+        if ready > 0 {
+            let mut b = [0u8; 1];
+            match rustix::io::read(&f, &mut b) {
+                Ok(1) => return Ok(()),
+                Ok(_) | Err(rustix::io::Errno::AGAIN) => {}
+                Err(e) => return Err(io("reading", fifo)(e.into())),
+            }
+        }
+        if !s.pid.is_some_and(|p| process_running(p, s.pid_start)) {
+            return Err(RuntimeError::Failed(format!(
+                "the container {} exited before it was started (killed? see its memory limit)",
+                s.id
+            )));
+        }
+        if ready > 0 {
+            // A writer came and went without its byte: it is gone.
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
+
 /// `start`: releases the created container's process.
 pub fn start(containers: &Containers, id: &str) -> Result<(), RuntimeError> {
     let mut s = containers.load_raw(id)?;
@@ -238,9 +277,7 @@ pub fn start(containers: &Containers, id: &str) -> Result<(), RuntimeError> {
             what: "only a created container can be started",
         });
     }
-    let mut f = std::fs::File::open(&fifo).map_err(io("opening", &fifo))?;
-    let mut b = [0u8; 1];
-    f.read_exact(&mut b).map_err(io("reading", &fifo))?;
+    release(&s, &fifo)?;
     let _ = std::fs::remove_file(&fifo);
     s.status = Status::Running;
     s.started_at = Some(now());

@@ -17,18 +17,27 @@ use rustix::process::{getrlimit, setrlimit, Resource, Rlimit as RRlimit};
 use rustix::thread::{LinkNameSpaceType, UnshareFlags};
 
 use crate::config::{ContainerConfig, NetworkMode, RlimitName};
-use crate::state::Containers;
+
+/// What the caller prepared before the fork: the init works from the caller's memory, so that
+/// parsing the config and compiling the filter are neither repeated nor charged to the
+/// container's memory limit (pages the child only reads stay shared).
+pub struct Prepared<'a> {
+    /// The container's config.
+    pub cfg: &'a ContainerConfig,
+    /// Its compiled seccomp filter.
+    pub seccomp: Option<&'a crate::seccomp::Filters>,
+    /// The container's user namespace, made with the config's maps (see [`crate::userns`]);
+    /// the init joins it once the root filesystem is built.
+    pub userns: Option<OwnedFd>,
+}
 
 /// Runs the init; never returns.
-///
-/// `userns`: the container's user namespace, made by the caller with the config's maps (see
-/// [`crate::userns`]); the init joins it once the root filesystem is built.
-pub fn main(state_dir: &Path, sync_fd: i32, status_fd: i32, userns: Option<OwnedFd>) -> ! {
+pub fn main(state_dir: &Path, prepared: Prepared<'_>, sync_fd: i32, status_fd: i32) -> ! {
     let Some(status) = super::inherited(status_fd) else {
         std::process::exit(125);
     };
     let _ = rustix::io::fcntl_setfd(&status, rustix::io::FdFlags::CLOEXEC);
-    let (code, msg) = match run(state_dir, sync_fd, &status, userns) {
+    let (code, msg) = match run(state_dir, prepared, sync_fd, &status) {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -41,10 +50,15 @@ enum Never {}
 
 fn run(
     state_dir: &Path,
+    prepared: Prepared<'_>,
     sync_fd: i32,
     status: &OwnedFd,
-    userns: Option<OwnedFd>,
 ) -> Result<Never, (i32, String)> {
+    let Prepared {
+        cfg,
+        seccomp,
+        userns,
+    } = prepared;
     let own = |e: &dyn std::fmt::Display| (125, e.to_string());
     // The go: one byte once we are in the cgroup. EOF means the monitor gave up.
     let sync: OwnedFd = super::inherited(sync_fd).ok_or((125, "no sync pipe".to_owned()))?;
@@ -55,13 +69,6 @@ fn run(
     }
     drop(sf);
 
-    let containers =
-        Containers::open(state_dir.parent().unwrap_or(Path::new("/"))).map_err(|e| own(&e))?;
-    let id = state_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let cfg: ContainerConfig = containers.config(&id).map_err(|e| own(&e))?;
     if !cfg.uid_map.is_empty() && userns.is_none() {
         return Err((125, "the container's user namespace was not made".into()));
     }
@@ -70,13 +77,6 @@ fn run(
         crate::tty::make_controlling(std::io::stdin().as_fd())
             .map_err(|e| (125, format!("setting up the terminal: {e}")))?;
     }
-    // Compiled first, so that a profile this kernel cannot take fails before any setup.
-    let seccomp = cfg
-        .seccomp
-        .as_ref()
-        .map(|p| crate::seccomp::compile(p, &cfg.capabilities))
-        .transpose()
-        .map_err(|e| own(&error_chain(&e)))?;
 
     let mut flags =
         UnshareFlags::NEWNS | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC | UnshareFlags::NEWCGROUP;
@@ -128,7 +128,7 @@ fn run(
     if cfg.network == NetworkMode::None {
         crate::loopback::up().map_err(|e| (125, format!("bringing up lo: {e}")))?;
     }
-    crate::rootfs::setup(&cfg, state_dir, userns.as_ref().map(|f| f.as_fd()))
+    crate::rootfs::setup(cfg, state_dir, userns.as_ref().map(|f| f.as_fd()))
         .map_err(|e| own(&error_chain(&e)))?;
 
     if !cfg.hostname.is_empty() {
@@ -188,10 +188,10 @@ fn run(
 
     // Without no_new_privs, installing the filter needs CAP_SYS_ADMIN, which the drop below
     // removes: install it now (see crate::seccomp for what the filter must then allow).
-    if let (Some(f), false) = (&seccomp, cfg.no_new_privileges) {
+    if let (Some(f), false) = (seccomp, cfg.no_new_privileges) {
         crate::seccomp::install(f).map_err(|e| own(&error_chain(&e)))?;
     }
-    drop_privileges(&cfg).map_err(|e| (125, e))?;
+    drop_privileges(cfg).map_err(|e| (125, e))?;
     // If the monitor dies, the container dies with it rather than run on unsupervised (set
     // after the credential change, which clears it).
     if cfg.die_with_parent {
@@ -216,7 +216,7 @@ fn run(
         }
     }
     // With no_new_privs, the filter goes on last, right before the exec.
-    if let (Some(f), true) = (&seccomp, cfg.no_new_privileges) {
+    if let (Some(f), true) = (seccomp, cfg.no_new_privileges) {
         crate::seccomp::install(f).map_err(|e| own(&error_chain(&e)))?;
     }
     let err = cmd.exec();
@@ -232,7 +232,8 @@ fn run(
     Err((code, format!("{prog:?}: {what}: {err}")))
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error and its causes, `: `-separated.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

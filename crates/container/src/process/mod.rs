@@ -110,6 +110,14 @@ pub(crate) fn launch_init(
     };
     let (sync_r, sync_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
+    // Compiled before the fork, so that a profile this kernel cannot take fails before any
+    // setup, and the child does not pay for it.
+    let seccomp = cfg
+        .seccomp
+        .as_ref()
+        .map(|p| crate::seccomp::compile(p, &cfg.capabilities))
+        .transpose()
+        .map_err(|e| (125, init::error_chain(&e)))?;
     // The user namespace, if any: made here, while the caller is single-threaded and still
     // outside any new PID namespace, or one the bundle names.
     let userns = match cfg.join_namespaces.iter().find(|(k, _)| k == "user") {
@@ -172,7 +180,12 @@ pub(crate) fn launch_init(
         // init::main takes these descriptors over by number.
         std::mem::forget(sync_r);
         std::mem::forget(status_w);
-        init::main(state_dir, s, st, userns);
+        let prepared = init::Prepared {
+            cfg,
+            seccomp: seccomp.as_ref(),
+            userns,
+        };
+        init::main(state_dir, prepared, s, st);
     }
     drop(sync_r);
     drop(status_w);
