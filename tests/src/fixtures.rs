@@ -29,7 +29,8 @@ pub const APPLETS: &[&str] = &[
     "sh", "ls", "cat", "echo", "true", "false", "sleep", "env", "id", "mkdir", "rm", "touch", "ps",
     "grep", "hostname", "mount", "umount", "wc", "head", "tail", "kill", "stat", "test", "printf",
     "pwd", "sed", "ip", "ping", "wget", "nc", "uname", "date", "chmod", "cp", "mv", "ln", "find",
-    "dd", "df", "du", "free", "top", "vi", "tee", "xargs", "sync", "hexdump",
+    "dd", "df", "du", "free", "top", "vi", "tee", "xargs", "sync", "hexdump", "httpd", "nslookup",
+    "ifconfig", "route",
 ];
 
 /// Content of `etc/removed` in layer 1 (deleted by a whiteout in layer 2).

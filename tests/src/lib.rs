@@ -13,6 +13,10 @@
 //! - [`containers`]: the busybox image containers run, `ps`/`inspect` parsed, a guard that
 //!   removes a test's containers, and checks that a removed container left no cgroup, process
 //!   or mount behind;
+//! - [`networks`]: test networks on subnets of their own, `network inspect` parsed, a guard
+//!   that removes a test's networks, and checks that a removed network left no link, nft rule
+//!   or DNS server behind;
+//! - [`netns`]: a network namespace playing the outside world, for NAT checks;
 //! - [`hostile`]: tarballs that try to write outside the layer they are unpacked into;
 //! - [`registry`]: Debian's `docker-registry` on loopback and a throttling TCP proxy in front;
 //! - [`podman`]: podman with a private, throw-away store;
@@ -34,6 +38,8 @@ pub mod files;
 pub mod fixtures;
 pub mod hostile;
 pub mod mounts;
+pub mod netns;
+pub mod networks;
 pub mod podman;
 pub mod process;
 pub mod registry;
