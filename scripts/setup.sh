@@ -11,7 +11,7 @@ PACKAGES=(
   gcc libc6-dev pkg-config
   busybox-static
   podman skopeo docker-registry apache2-utils containerd tmux
-  hyperfine runc python3
+  hyperfine runc python3 iperf3 sockperf
 )
 
 if [ "$(id -u)" -ne 0 ]; then
