@@ -2092,7 +2092,7 @@ fn interactive_tty_session_relays_keys_and_size() {
     let session = format!("corral-e2e-{}", unique_token());
     let done = c.path("tmux-done");
     let cmd = format!(
-        "{} --root {} run --rm -it {BUSYBOX_IMAGE} sh; echo $? > {}",
+        "{} --root {} run --rm -it --network none {BUSYBOX_IMAGE} sh; echo $? > {}",
         corral_e2e::corral_bin().display(),
         c.root().display(),
         done.display()

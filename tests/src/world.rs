@@ -27,6 +27,7 @@ pub struct Corral {
     work: PathBuf,
     bin: PathBuf,
     tmpfs: Option<TmpfsMount>,
+    default_network: bool,
     /// Deadline for each command; a command still running then is killed and the test fails.
     pub timeout: Duration,
 }
@@ -55,8 +56,18 @@ impl Corral {
             work,
             bin,
             tmpfs: None,
+            default_network: false,
             timeout: DEFAULT_TIMEOUT,
         }
+    }
+
+    /// A fresh `CORRAL_ROOT` whose containers join the default network `corral` unless told
+    /// otherwise, as a user's do. The default network is one per host: only one test at a
+    /// time may use it.
+    pub fn with_default_network() -> Self {
+        let mut world = Self::new();
+        world.default_network = true;
+        world
     }
 
     /// A fresh `CORRAL_ROOT` on its own tmpfs of `size` (`mount -o size=`, e.g. `8m`), for
@@ -99,6 +110,13 @@ impl Corral {
             .env("NO_COLOR", "1")
             .env_remove("RUST_LOG")
             .args(args);
+        // The default network `corral` (10.120.0.0/16, bridge crl-br-default) is one per
+        // host: worlds of parallel tests, each with its own state root, cannot share it. A
+        // container without --network is isolated (`none`) in tests, unless the test asks
+        // for the default network ([`Corral::with_default_network`]).
+        if !self.default_network {
+            cmd.env("CORRAL_DEFAULT_NETWORK", "none");
+        }
         cmd
     }
 

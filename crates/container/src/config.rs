@@ -89,6 +89,9 @@ pub enum NetworkMode {
     None,
     /// The host's network namespace.
     Host,
+    /// A network namespace the caller made and connected (corral-net's networks), handed to
+    /// the monitor as a descriptor.
+    Networks,
 }
 
 fn yes() -> bool {

@@ -40,12 +40,15 @@ pub enum Attach {
 }
 
 /// Starts a created container. Attached, returns the workload's exit code once it ended.
+/// `netns`: for [`crate::config::NetworkMode::Networks`], the network namespace the caller
+/// made and connected.
 pub fn start(
     containers: &Containers,
     id: &str,
     exe: &Path,
     cgroup_root: &Path,
     attach: Attach,
+    netns: Option<std::os::fd::OwnedFd>,
 ) -> Result<Option<i32>, StartError> {
     let state = containers.load(id)?;
     if state.status != Status::Created {
@@ -78,6 +81,12 @@ pub fn start(
         .arg(id)
         .arg(notify_w.as_raw_fd().to_string())
         .arg(cgroup_root);
+    // The network namespace the caller made and connected: the monitor holds it from now on.
+    if let Some(ns) = &netns {
+        rustix::io::fcntl_setfd(ns, rustix::io::FdFlags::empty())
+            .map_err(|e| StartError::Spawn(e.into()))?;
+        cmd.arg("--netns-fd").arg(ns.as_raw_fd().to_string());
+    }
     // Its own process group, so that the terminal's ^C reaches the CLI, not the monitor —
     // except when it relays a terminal session: then it must stay in the foreground group to
     // read the terminal (a background group is stopped by SIGTTIN), and ^C is a byte for the
@@ -95,6 +104,7 @@ pub fn start(
     }
     let mut child = cmd.spawn().map_err(StartError::Spawn)?;
     drop(notify_w);
+    drop(netns);
     let mut msg = String::new();
     let _ = notify_r.read_to_string(&mut msg);
     if let Some(rest) = msg.strip_prefix("ERR ") {

@@ -195,7 +195,7 @@ fn create_inner(
         [S::Inherit, S::Inherit, S::Inherit]
     };
     let launched =
-        crate::process::launch_init(&dir, &bundle.config, &cgroup, stdin, stdout, stderr)
+        crate::process::launch_init(&dir, &bundle.config, None, &cgroup, stdin, stdout, stderr)
             .map_err(|(_, m)| RuntimeError::Failed(m))?;
     let mut child = launched.child;
     let mut status = BufReader::new(launched.status);

@@ -152,7 +152,7 @@ pub fn setup(
                 spec_mount(&root, m, cfg)?;
             }
         }
-        None => default_mounts(&root, cfg, userns)?,
+        None => default_mounts(&root, cfg, state_dir, userns)?,
     }
     if cfg.tty {
         // The terminal's slave (our stdin) lives in the host's devpts: bind it over
@@ -294,6 +294,7 @@ fn shift_ids(data: &str, fstype: &str, cfg: &ContainerConfig) -> String {
 fn default_mounts(
     root: &OwnedFd,
     cfg: &ContainerConfig,
+    state_dir: &Path,
     userns: Option<BorrowedFd<'_>>,
 ) -> Result<(), RootfsError> {
     let nosuid_nodev_noexec = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
@@ -356,6 +357,17 @@ fn default_mounts(
             MountFlags::NOSUID | MountFlags::NODEV,
             Some(&opts("tmpfs", "mode=1777")),
         )?;
+    }
+    // On corral's networks: the container's own /etc/hosts and /etc/resolv.conf, written by
+    // the engine into its state directory.
+    if cfg.network == crate::config::NetworkMode::Networks {
+        for (file, dest) in [("hosts", "/etc/hosts"), ("resolv.conf", "/etc/resolv.conf")] {
+            let src = state_dir.join(file);
+            if src.is_file() {
+                let t = target(root, dest, true)?;
+                rustix::mount::mount_bind(&src, proc_fd(&t)).map_err(fail("binding", dest))?;
+            }
+        }
     }
     for b in &cfg.binds {
         // A named volume's first mount gets the image's content at its mount point.

@@ -180,6 +180,9 @@ pub enum Command {
     /// Manage named volumes: create, list, inspect, remove, prune.
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// Manage virtual networks: create, list, inspect, remove, connect, disconnect, prune.
+    #[command(subcommand)]
+    Network(NetworkCommand),
     /// Manage images: import, load, save, list, inspect, tag, remove, prune.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -281,9 +284,21 @@ pub struct RunArgs {
     /// Maximum number of processes (-1: unlimited).
     #[arg(long)]
     pub pids_limit: Option<i64>,
-    /// Network: none or host (named networks arrive with corral-net).
-    #[arg(long, default_value = "none")]
-    pub network: String,
+    /// Networks to join: a corral network's name (repeat or separate with commas for
+    /// several; `eth0` is on the first), `none` (loopback only) or `host` (the host's). Default:
+    /// the network `corral` (10.120.0.0/16 with NAT, made on first use), or $CORRAL_DEFAULT_NETWORK.
+    #[arg(long, alias = "net", value_name = "NAME")]
+    pub network: Vec<String>,
+    /// Another DNS name of the container on its networks (repeatable).
+    #[arg(long, value_name = "ALIAS")]
+    pub network_alias: Vec<String>,
+    /// Publish a port: `[IP:][HOSTPORT:]PORT[/tcp|udp]`, ranges as `8000-8001:80-81`; without
+    /// HOSTPORT a free port is chosen (see `corral inspect`).
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    pub publish: Vec<String>,
+    /// Publish every port the image exposes on free host ports.
+    #[arg(short = 'P', long)]
+    pub publish_all: bool,
     /// Restart policy: no, `on-failure[:N]`, always (the monitor restarts the process with
     /// back-off; `stop` and `kill` end it for good).
     #[arg(long, default_value = "no")]
@@ -320,6 +335,75 @@ pub struct RunArgs {
     pub image: String,
     /// The command and its arguments (default: the image's).
     pub command: Vec<String>,
+}
+
+/// `corral network ...`: docker's names.
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Make a network: a bridge with its subnet, NAT to the outside unless --internal, and a
+    /// DNS server that resolves its containers by name.
+    Create {
+        /// Subnet in CIDR form (default: the first free /24 of 10.121.0.0/16).
+        #[arg(long)]
+        subnet: Option<String>,
+        /// The bridge's address (default: the subnet's first address).
+        #[arg(long)]
+        gateway: Option<String>,
+        /// No way out: no NAT, no default route, no published ports.
+        #[arg(long)]
+        internal: bool,
+        /// The name: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+        name: String,
+    },
+    /// List networks.
+    #[command(alias = "list")]
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Print only names.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show networks and their endpoints as JSON.
+    Inspect {
+        /// Network names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove networks; one in use is refused unless -f, which disconnects its containers.
+    #[command(alias = "remove")]
+    Rm {
+        /// Disconnect the containers first.
+        #[arg(short, long)]
+        force: bool,
+        /// Network names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Connect a running container to a network (its next interface, ethN).
+    Connect {
+        /// Another DNS name of the container on this network.
+        #[arg(long)]
+        alias: Vec<String>,
+        /// The network.
+        network: String,
+        /// The container.
+        container: String,
+    },
+    /// Disconnect a container from a network.
+    Disconnect {
+        /// The network.
+        network: String,
+        /// The container.
+        container: String,
+    },
+    /// Remove every network without endpoints (but the default one).
+    Prune {
+        /// Accepted for docker's scripts: corral never asks.
+        #[arg(short, long)]
+        force: bool,
+    },
 }
 
 /// `corral volume ...`: docker's names.

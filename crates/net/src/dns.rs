@@ -81,7 +81,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
-use crate::fsutil::{read_json, write_json, FsError, Lock};
+use crate::fsutil::{read_json, write_json_runtime, FsError, Lock};
 
 /// The records file in a network directory.
 pub const RECORDS_FILE: &str = "dns.json";
@@ -208,7 +208,7 @@ fn write_unlocked(network_dir: &Path, records: &[Record]) -> Result<(), DnsError
     let file = RecordsFile {
         records: records.to_vec(),
     };
-    Ok(write_json(&network_dir.join(RECORDS_FILE), &file)?)
+    Ok(write_json_runtime(&network_dir.join(RECORDS_FILE), &file)?)
 }
 
 fn validate(record: &Record) -> Result<(), DnsError> {
@@ -910,8 +910,16 @@ impl Drop for RunningServer {
 
 /// Serves the network in `network_dir` on `listen:port` (UDP and TCP), forwarding to the
 /// host's resolvers, until SIGTERM or SIGINT. The entry point of the per-network DNS process.
-pub fn serve(network_dir: &Path, listen: Ipv4Addr, port: u16) -> Result<(), DnsError> {
+/// `ready` runs once the sockets are bound (the engine waits for it before it lets a
+/// container query the server).
+pub fn serve(
+    network_dir: &Path,
+    listen: Ipv4Addr,
+    port: u16,
+    ready: impl FnOnce(),
+) -> Result<(), DnsError> {
     let server = DnsServer::bind(network_dir, (listen, port).into(), Upstreams::Host)?;
+    ready();
     runtime()?.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).map_err(DnsError::Runtime)?;

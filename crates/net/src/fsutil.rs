@@ -1,5 +1,11 @@
 //! Durable files: atomic replacement (temporary file, fsync, rename, fsync of the directory)
 //! and advisory locks (flock(2) on a lock file), the two rules of corral's state.
+//!
+//! Two kinds of state: definitions that outlive a reboot (a network: [`write_json`], with the
+//! fsyncs), and the state of running things — addresses in use, endpoints, DNS records — that
+//! describes kernel objects and processes a power cut ends anyway ([`write_json_runtime`]:
+//! atomic against a crashed process by the rename, without the fsyncs that would cost a
+//! container start several milliseconds).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -46,8 +52,9 @@ pub(crate) fn io_err<'a>(
 }
 
 /// Replaces `path` with `data` so that a crash leaves the old or the new content, never a torn
-/// one: write a temporary file next to it, fsync, rename over, fsync the directory.
-pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), FsError> {
+/// one: write a temporary file next to it, fsync (if `durable`), rename over, fsync the
+/// directory (if `durable`).
+pub(crate) fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<(), FsError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -68,8 +75,13 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), FsError> {
             .open(&tmp)
             .map_err(io_err("create", &tmp))?;
         f.write_all(data).map_err(io_err("write", &tmp))?;
-        f.sync_all().map_err(io_err("fsync", &tmp))?;
+        if durable {
+            f.sync_all().map_err(io_err("fsync", &tmp))?;
+        }
         fs::rename(&tmp, path).map_err(io_err("rename into", path))?;
+        if !durable {
+            return Ok(());
+        }
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(io_err("fsync", dir))
@@ -86,7 +98,17 @@ pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), FsE
         path: path.to_path_buf(),
         err,
     })?;
-    write_atomic(path, &data)
+    write_atomic(path, &data, true)
+}
+
+/// Writes `value` as JSON, atomically against a crash of this process, without fsync (see the
+/// module's doc).
+pub(crate) fn write_json_runtime<T: Serialize>(path: &Path, value: &T) -> Result<(), FsError> {
+    let data = serde_json::to_vec(value).map_err(|err| FsError::Corrupt {
+        path: path.to_path_buf(),
+        err,
+    })?;
+    write_atomic(path, &data, false)
 }
 
 /// Reads a JSON state file; `Ok(None)` when it does not exist.

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::{read_json, write_json, FsError, Lock};
+use crate::fsutil::{read_json, write_json_runtime, FsError, Lock};
 use crate::subnet::Subnet;
 
 /// Errors of address allocation.
@@ -94,7 +94,7 @@ impl Ipam {
         let mut st: IpamState = read_json(&self.state)?.unwrap_or_default();
         let (out, changed) = f(&mut st)?;
         if changed {
-            write_json(&self.state, &st)?;
+            write_json_runtime(&self.state, &st)?;
         }
         Ok(out)
     }

@@ -7,16 +7,18 @@
 //!
 //! The parts: [`subnet`] (CIDR arithmetic), [`store`] (network definitions on disk), [`ipam`],
 //! [`netlink`] (bridges, veth, TAP, addresses, routes), [`firewall`] (table `ip corral`),
-//! [`ports`] (`-p` syntax), [`endpoint`] (what a connection records), and [`Networks`], the
-//! synchronous API over them.
+//! [`ports`] (`-p` syntax), [`endpoint`] (what a connection records), [`dns`] (the embedded
+//! DNS server of each network), [`attach`] (a container's namespace, endpoints, names, hosts
+//! and resolv.conf), and [`Networks`], the synchronous API over them.
 //!
-//! Does not own: the command line, writing a container's `/etc/hosts` and `/etc/resolv.conf`
-//! (the engine does, from an [`Endpoint`]), service load balancing (later).
+//! Does not own: the command line, where a container's `/etc/hosts` and `/etc/resolv.conf` are
+//! mounted (the engine's), service load balancing (later).
 //!
 //! Limits: IPv4 only; see [`firewall`] for what the rules do not cover.
 
 #![warn(missing_docs)]
 
+pub mod attach;
 pub mod dns;
 pub mod endpoint;
 pub mod firewall;
@@ -28,6 +30,7 @@ pub mod ports;
 pub mod store;
 pub mod subnet;
 
+pub use attach::Attachment;
 pub use endpoint::{ConnectOptions, Endpoint, EndpointKind};
 pub use fsutil::FsError;
 pub use networks::{Leftovers, NetError, Networks};

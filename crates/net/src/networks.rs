@@ -15,7 +15,7 @@ use crate::endpoint::{
     format_mac, host_ifname, mac_for, valid_owner, ConnectOptions, Endpoint, EndpointKind,
 };
 use crate::firewall::{resolve_ports, Firewall, FirewallError};
-use crate::fsutil::{io_err, read_json, write_json, FsError, Lock};
+use crate::fsutil::{io_err, read_json, write_json_runtime, FsError, Lock};
 use crate::ipam::{Ipam, IpamError};
 use crate::netlink::{Netlink, NetlinkError};
 use crate::ports::PortMapping;
@@ -64,6 +64,12 @@ pub enum NetError {
     /// The owner id cannot name a file.
     #[error("invalid endpoint owner id {0:?}: use letters, digits, '_', '.' and '-'")]
     InvalidOwner(String),
+    /// The network's DNS records could not be updated.
+    #[error("the DNS records of network {0:?}")]
+    Dns(String, #[source] crate::dns::DnsError),
+    /// The network's DNS server did not start.
+    #[error("the DNS server of network {0:?} did not start: {1}")]
+    DnsServer(String, String),
     /// Ports cannot be published on an internal network.
     #[error("cannot publish ports on internal network {0:?}: it has no route to the outside")]
     InternalPorts(String),
@@ -295,8 +301,9 @@ impl Networks {
             });
         }
         for ep in &endpoints {
-            self.undo_endpoint(&n, ep)?;
+            self.undo_endpoint(&n, ep, true)?;
         }
+        self.stop_dns(name);
         self.firewall.remove_network_rules(&n)?;
         Netlink::open()?.delete_link(&n.bridge)?;
         self.store.remove_state(name)?;
@@ -473,7 +480,7 @@ impl Networks {
                 ports,
                 internal: n.internal,
             };
-            write_json(&path, &ep)?;
+            write_json_runtime(&path, &ep)?;
             drop(ports_lock);
             Ok(ep)
         })();
@@ -490,11 +497,14 @@ impl Networks {
     }
 
     /// Undoes an endpoint's kernel objects and address (not its file).
-    fn undo_endpoint(&self, n: &Network, ep: &Endpoint) -> Result<()> {
+    fn undo_endpoint(&self, n: &Network, ep: &Endpoint, device_alive: bool) -> Result<()> {
         self.firewall.remove_endpoint_rules(ep.ip, &ep.ports)?;
         // Deleting the host end also deletes the peer; if the container's namespace is gone,
-        // the kernel already deleted both.
-        Netlink::open()?.delete_link(&ep.host_ifname)?;
+        // the kernel already deleted both, or is deleting them (`forget`): deleting it here
+        // would wait for the kernel's clean-up of the namespace (20-40 ms).
+        if device_alive || ep.kind == EndpointKind::Tap {
+            Netlink::open()?.delete_link(&ep.host_ifname)?;
+        }
         self.ipam(n)
             .release(&ep.owner)
             .map_err(|err| NetError::Ipam {
@@ -514,12 +524,27 @@ impl Networks {
     /// namespace that is already gone; also cleans up after a connect that crashed before
     /// recording the endpoint. Returns the endpoint that was removed, if there was one.
     pub fn disconnect(&self, network: &str, owner: &str) -> Result<Option<Endpoint>> {
+        self.disconnect_inner(network, owner, true)
+    }
+
+    /// [`Networks::disconnect`] for an owner whose network namespace is gone or going (its
+    /// container ended): the veth pair goes with the namespace, so it is left to the kernel.
+    pub fn forget(&self, network: &str, owner: &str) -> Result<Option<Endpoint>> {
+        self.disconnect_inner(network, owner, false)
+    }
+
+    fn disconnect_inner(
+        &self,
+        network: &str,
+        owner: &str,
+        device_alive: bool,
+    ) -> Result<Option<Endpoint>> {
         Self::check_owner(owner)?;
         let n = self.store.get(network)?;
         let _lock = self.store.network_lock(network, false)?;
         match self.endpoint(network, owner)? {
             Some(ep) => {
-                self.undo_endpoint(&n, &ep)?;
+                self.undo_endpoint(&n, &ep, device_alive)?;
                 tracing::debug!(network, owner, "endpoint disconnected");
                 Ok(Some(ep))
             }

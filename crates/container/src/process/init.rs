@@ -29,6 +29,8 @@ pub struct Prepared<'a> {
     /// The container's user namespace, made with the config's maps (see [`crate::userns`]);
     /// the init joins it once the root filesystem is built.
     pub userns: Option<OwnedFd>,
+    /// The network namespace to join instead of a new one (corral-net's networks).
+    pub netns: Option<std::os::fd::BorrowedFd<'a>>,
 }
 
 /// Runs the init; never returns.
@@ -58,6 +60,7 @@ fn run(
         cfg,
         seccomp,
         userns,
+        netns,
     } = prepared;
     let own = |e: &dyn std::fmt::Display| (125, e.to_string());
     // The go: one byte once we are in the cgroup. EOF means the monitor gave up.
@@ -82,6 +85,10 @@ fn run(
         UnshareFlags::NEWNS | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC | UnshareFlags::NEWCGROUP;
     if cfg.network == NetworkMode::None {
         flags |= UnshareFlags::NEWNET;
+    }
+    if let Some(ns) = netns {
+        rustix::thread::move_into_link_name_space(ns, Some(LinkNameSpaceType::Network))
+            .map_err(|e| (125, format!("joining the network namespace: {e}")))?;
     }
     // Namespaces the caller made for us (a network namespace prepared by podman's netavark or
     // a CNI plugin, say): join them instead of making new ones.

@@ -96,6 +96,7 @@ pub(crate) struct Launched {
 pub(crate) fn launch_init(
     state_dir: &std::path::Path,
     cfg: &crate::ContainerConfig,
+    netns: Option<std::os::fd::BorrowedFd<'_>>,
     cgroup: &crate::cgroups::Cgroup,
     stdin: Stdio,
     stdout: Stdio,
@@ -118,6 +119,12 @@ pub(crate) fn launch_init(
         .map(|p| crate::seccomp::compile(p, &cfg.capabilities))
         .transpose()
         .map_err(|e| (125, init::error_chain(&e)))?;
+    if cfg.network == crate::config::NetworkMode::Networks && netns.is_none() {
+        return Err((
+            125,
+            "the container's network namespace was not given".into(),
+        ));
+    }
     // The user namespace, if any: made here, while the caller is single-threaded and still
     // outside any new PID namespace, or one the bundle names.
     let userns = match cfg.join_namespaces.iter().find(|(k, _)| k == "user") {
@@ -184,6 +191,7 @@ pub(crate) fn launch_init(
             cfg,
             seccomp: seccomp.as_ref(),
             userns,
+            netns,
         };
         init::main(state_dir, prepared, s, st);
     }

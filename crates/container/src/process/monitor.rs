@@ -30,6 +30,11 @@ pub struct MonitorArgs<'a> {
     pub attach: bool,
     /// The cgroup root (normally /sys/fs/cgroup).
     pub cgroup_root: &'a Path,
+    /// The network namespace the container joins ([`crate::config::NetworkMode::Networks`]).
+    pub netns: Option<OwnedFd>,
+    /// Called before an `--rm` container's state is removed (the caller's clean-up of what
+    /// it made around the container, such as its network endpoints).
+    pub on_remove: Option<&'a dyn Fn(&State)>,
 }
 
 fn notify(n: &mut Option<OwnedFd>, msg: &str) {
@@ -38,9 +43,9 @@ fn notify(n: &mut Option<OwnedFd>, msg: &str) {
     }
 }
 
-/// The monitor's command line: `CONTAINERS_DIR ID NOTIFY_FD CGROUP_ROOT [--attach]` (what
-/// [`crate::container_start`] passes); returns the exit code.
-pub fn main_from_args(args: &[std::ffi::OsString]) -> i32 {
+/// The monitor's command line: `CONTAINERS_DIR ID NOTIFY_FD CGROUP_ROOT [--attach]
+/// [--netns-fd N]` (what [`crate::container_start`] passes); returns the exit code.
+pub fn main_from_args(args: &[std::ffi::OsString], on_remove: Option<&dyn Fn(&State)>) -> i32 {
     let s = |i: usize| {
         args.get(i)
             .map(std::path::PathBuf::from)
@@ -51,13 +56,29 @@ pub fn main_from_args(args: &[std::ffi::OsString]) -> i32 {
     };
     let id = s(1).display().to_string();
     let notify_fd = s(2).to_str().and_then(|f| f.parse().ok()).unwrap_or(-1);
+    let netns_fd = args
+        .iter()
+        .position(|a| a == "--netns-fd")
+        .and_then(|i| args.get(i + 1)?.to_str()?.parse().ok());
     main(MonitorArgs {
         containers: &containers,
         id: &id,
         notify: super::inherited(notify_fd),
         attach: args.iter().any(|a| a == "--attach"),
         cgroup_root: &s(3),
+        netns: netns_fd.and_then(super::inherited),
+        on_remove,
     })
+}
+
+/// Removes an `--rm` container: first what the caller made around it, with the network
+/// namespace closed so that its devices are already going.
+fn auto_remove(a: &mut MonitorArgs<'_>, state: &State) {
+    drop(a.netns.take());
+    if let Some(f) = a.on_remove {
+        f(state);
+    }
+    let _ = a.containers.remove(state);
 }
 
 /// Runs the monitor; returns its exit code (the container's).
@@ -91,7 +112,7 @@ pub fn main(mut a: MonitorArgs<'_>) -> i32 {
                     .unwrap_or(true);
                 if asked || !policy.wants_restart(code, state.restart_count) {
                     if state.auto_remove {
-                        let _ = a.containers.remove(&state);
+                        auto_remove(&mut a, &state);
                     }
                     return code;
                 }
@@ -120,7 +141,7 @@ pub fn main(mut a: MonitorArgs<'_>) -> i32 {
                 let _ = a.containers.save(&state);
                 notify(&mut notify_fd, &format!("ERR {code} {msg}"));
                 if state.auto_remove {
-                    let _ = a.containers.remove(&state);
+                    auto_remove(&mut a, &state);
                 }
                 return code;
             }
@@ -191,8 +212,15 @@ fn spawn_init(
         ([stdin, S::Fd(out_w), S::Fd(err_w)], out_r, Some(err_r))
     };
     let [stdin, stdout, stderr] = stdio;
-    let super::Launched { mut child, status } =
-        super::launch_init(&a.containers.dir(a.id), cfg, cgroup, stdin, stdout, stderr)?;
+    let super::Launched { mut child, status } = super::launch_init(
+        &a.containers.dir(a.id),
+        cfg,
+        a.netns.as_ref().map(|f| f.as_fd()),
+        cgroup,
+        stdin,
+        stdout,
+        stderr,
+    )?;
     let status_r = status;
     let mut report = String::new();
     let mut status_r = status_r;

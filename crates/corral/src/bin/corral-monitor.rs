@@ -9,5 +9,18 @@
 
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-    std::process::exit(corral_container::process::monitor::main_from_args(&args));
+    // CORRAL_ROOT is the containers directory's parent.
+    let root = args
+        .first()
+        .map(std::path::PathBuf::from)
+        .and_then(|d| d.parent().map(std::path::Path::to_path_buf))
+        .unwrap_or_default();
+    // An `--rm` container's networks go with it.
+    let release = move |s: &corral_container::State| {
+        let _ = corral_net::Networks::open(&root).release(&s.id);
+    };
+    std::process::exit(corral_container::process::monitor::main_from_args(
+        &args,
+        Some(&release),
+    ));
 }

@@ -14,6 +14,7 @@ use corral_container::{capabilities, rlimits};
 use corral_container::{
     container_delete, container_kill, container_pause, container_stats, Containers, Status,
 };
+use corral_net::Attachment;
 use serde_json::json;
 
 use crate::cli::RunArgs;
@@ -32,11 +33,19 @@ fn exe() -> Result<PathBuf> {
 
 /// `corral __monitor CONTAINERS_DIR ID NOTIFY_FD CGROUP_ROOT [--attach]`.
 pub fn monitor(args: &[std::ffi::OsString]) -> i32 {
-    corral_container::process::monitor::main_from_args(args)
+    let root = args
+        .first()
+        .map(PathBuf::from)
+        .and_then(|d| d.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    let release = move |s: &corral_container::State| {
+        let _ = super::network::release(&root, &s.id);
+    };
+    corral_container::process::monitor::main_from_args(args, Some(&release))
 }
 
 /// Builds the container's plan from the image config and the flags.
-fn plan(root: &Path, a: &RunArgs) -> Result<(ContainerConfig, String, usize)> {
+fn plan(root: &Path, a: &RunArgs) -> Result<(ContainerConfig, String, usize, Vec<Attachment>)> {
     let store = corral_image::Store::open(root.join("images"))?;
     let img = store.resolve(&a.image)?;
     let mut layers = Vec::new();
@@ -199,11 +208,13 @@ fn plan(root: &Path, a: &RunArgs) -> Result<(ContainerConfig, String, usize)> {
     cfg.resources.cpu_shares = a.cpu_shares;
     cfg.resources.cpuset_cpus = a.cpuset_cpus.clone();
     cfg.resources.pids_limit = a.pids_limit;
-    cfg.network = match a.network.as_str() {
-        "none" => NetworkMode::None,
-        "host" => NetworkMode::Host,
-        n => bail!("--network {n:?}: only none and host exist yet (virtual networks arrive with corral-net)"),
+    let exposed = if a.publish_all {
+        icfg.exposed_ports().clone().unwrap_or_default()
+    } else {
+        Vec::new()
     };
+    let (mode, attachments) = networks_of(root, a, &exposed)?;
+    cfg.network = mode;
     let mut seccomp_given = false;
     for o in &a.security_opt {
         match o.as_str() {
@@ -267,7 +278,95 @@ fn plan(root: &Path, a: &RunArgs) -> Result<(ContainerConfig, String, usize)> {
             a.restart
         );
     }
-    Ok((cfg, img.id.to_string(), entrypoint_len))
+    Ok((cfg, img.id.to_string(), entrypoint_len, attachments))
+}
+
+/// `--network`, `--network-alias`, `-p`, `-P`: the container's network mode and the corral
+/// networks it joins (checked now, so that a bad name or port fails before anything exists).
+fn networks_of(
+    root: &Path,
+    a: &RunArgs,
+    exposed: &[String],
+) -> Result<(NetworkMode, Vec<Attachment>)> {
+    let mut names: Vec<String> = a
+        .network
+        .iter()
+        .flat_map(|n| n.split(','))
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if names.is_empty() {
+        names.push(
+            std::env::var("CORRAL_DEFAULT_NETWORK")
+                .ok()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| corral_net::store::DEFAULT_NETWORK.to_owned()),
+        );
+    }
+    let mut ports = Vec::new();
+    for p in &a.publish {
+        ports.push(
+            p.parse::<corral_net::PortSpec>()
+                .map_err(|e| anyhow::anyhow!("-p {p:?}: {e}"))?,
+        );
+    }
+    for e in exposed {
+        // The image's `EXPOSE 80/tcp`: to a free host port.
+        let spec = e.trim_end_matches("/tcp");
+        ports.push(
+            spec.parse::<corral_net::PortSpec>()
+                .map_err(|err| anyhow::anyhow!("-P: the image exposes {e:?}: {err}"))?,
+        );
+    }
+    let special = |n: &str| n == "none" || n == "host";
+    if names.iter().any(|n| special(n)) {
+        if names.len() > 1 {
+            bail!(
+                "--network {}: none and host cannot be combined with other networks",
+                names.join(",")
+            );
+        }
+        if !ports.is_empty() {
+            bail!("-p/-P need a network: with --network {}, nothing can be published (use a corral network)", names[0]);
+        }
+        if !a.network_alias.is_empty() {
+            bail!(
+                "--network-alias needs a corral network, not --network {}",
+                names[0]
+            );
+        }
+        let mode = if names[0] == "none" {
+            NetworkMode::None
+        } else {
+            NetworkMode::Host
+        };
+        return Ok((mode, Vec::new()));
+    }
+    let nets = super::network::networks(root);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        if !seen.insert(n.clone()) {
+            bail!("--network {n}: given twice");
+        }
+        if n != corral_net::store::DEFAULT_NETWORK {
+            nets.get(n).with_context(|| {
+                format!("--network {n}: no such network (corral network create {n} makes it)")
+            })?;
+        }
+        for al in &a.network_alias {
+            corral_net::store::validate_name(al)
+                .with_context(|| format!("--network-alias {al:?}"))?;
+        }
+        out.push(Attachment {
+            network: n.clone(),
+            aliases: a.network_alias.clone(),
+            // Published through the first network, as docker does.
+            ports: if i == 0 { ports.clone() } else { Vec::new() },
+        });
+    }
+    Ok((NetworkMode::Networks, out))
 }
 
 /// `--userns`: `Some(size)` for an automatic range, `None` for the host's namespace.
@@ -312,7 +411,7 @@ fn merge_env(env: &mut Vec<String>, add: impl Iterator<Item = String>) {
 }
 
 pub fn run(root: &Path, a: RunArgs, start_it: bool) -> Result<()> {
-    let (mut cfg, image_id, entrypoint_len) = plan(root, &a)?;
+    let (mut cfg, image_id, entrypoint_len, attachments) = plan(root, &a)?;
     let cs = containers(root)?;
     cfg.hostname = a.hostname.clone().unwrap_or_default();
     let state = container_create::create(
@@ -327,6 +426,12 @@ pub fn run(root: &Path, a: RunArgs, start_it: bool) -> Result<()> {
             userns_auto: userns_auto(&a)?,
         },
     )?;
+    if !attachments.is_empty() {
+        if let Err(e) = corral_net::attach::save_requests(&cs.dir(&state.id), &attachments) {
+            let _ = cs.remove(&state);
+            return Err(e.into());
+        }
+    }
     if !start_it {
         println!("{}", state.id);
         return Ok(());
@@ -336,7 +441,7 @@ pub fn run(root: &Path, a: RunArgs, start_it: bool) -> Result<()> {
     } else {
         Attach::Attached
     };
-    match container_start::start(&cs, &state.id, &exe()?, Path::new(CGROUP_ROOT), attach) {
+    match start_with_networks(root, &cs, &state.id, attach) {
         Ok(None) => {
             println!("{}", state.id);
             Ok(())
@@ -421,6 +526,27 @@ pub fn exec(root: &Path, c: &str, f: ExecFlags, command: Vec<String>) -> Result<
     }
 }
 
+/// Connects the container to its networks, then starts it; on failure before the monitor
+/// runs, disconnects it again.
+fn start_with_networks(
+    root: &Path,
+    cs: &Containers,
+    id: &str,
+    attach: Attach,
+) -> Result<Option<i32>, StartError> {
+    let netns = super::network::attach_for_start(root, cs, id).map_err(|e| StartError::Failed {
+        code: 125,
+        message: format!("{e:#}"),
+    })?;
+    let networked = netns.is_some();
+    let exe = exe().map_err(|e| StartError::Spawn(std::io::Error::other(e.to_string())))?;
+    let res = container_start::start(cs, id, &exe, Path::new(CGROUP_ROOT), attach, netns);
+    if networked && matches!(res, Err(StartError::Spawn(_))) {
+        let _ = super::network::release(root, id);
+    }
+    res
+}
+
 pub fn start(root: &Path, c: &str, attach: bool) -> Result<()> {
     let cs = containers(root)?;
     let id = cs.resolve(c)?;
@@ -429,7 +555,7 @@ pub fn start(root: &Path, c: &str, attach: bool) -> Result<()> {
     } else {
         Attach::Detached
     };
-    match container_start::start(&cs, &id, &exe()?, Path::new(CGROUP_ROOT), mode) {
+    match start_with_networks(root, &cs, &id, mode) {
         Ok(Some(code)) => Err(Code(code).into()),
         Ok(None) => Ok(()),
         Err(StartError::Failed { code, message }) => {
@@ -747,12 +873,8 @@ pub fn kill(root: &Path, names: &[String], signal: &str) -> Result<()> {
 
 pub fn rm(root: &Path, names: &[String], force: bool) -> Result<()> {
     for_each(root, names, |cs, id| {
-        Ok(container_delete::delete(
-            cs,
-            id,
-            force,
-            Path::new(CGROUP_ROOT),
-        )?)
+        container_delete::delete(cs, id, force, Path::new(CGROUP_ROOT))?;
+        super::network::release(root, id)
     })
 }
 
@@ -797,6 +919,7 @@ pub fn inspect(root: &Path, targets: &[String]) -> Result<()> {
                         "read_only": c.read_only, "binds": c.binds, "tmpfs": c.tmpfs,
                         "auto_remove": s.auto_remove,
                     },
+                    "network_settings": super::network::settings_json(root, &id),
                     "cgroup_paths": s.cgroup_paths,
                     "log_path": cs.dir(&id).join("ctr.log"),
                 }));

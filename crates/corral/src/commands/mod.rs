@@ -4,6 +4,7 @@
 pub mod container;
 mod host;
 mod image;
+pub mod network;
 mod volume;
 
 use anyhow::Result;
@@ -67,6 +68,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Wait { containers } => container::wait(&root, &containers),
         Command::Inspect { targets } => container::inspect(&root, &targets),
         Command::Volume(cmd) => volume::run(&root, cmd),
+        Command::Network(cmd) => network::run(&root, cmd),
         Command::Image(cmd) => image::run(&root, cmd),
         Command::Pull(a) => image::run(&root, ImageCommand::Pull(a)),
         Command::Push(a) => image::run(&root, ImageCommand::Push(a)),

@@ -1,0 +1,316 @@
+//! Attaching a container to its networks, the part the engine calls around a start: a network
+//! namespace of its own held by a descriptor ([`new_netns`]), one endpoint per network with
+//! `eth0`, `eth1` ... ([`Networks::attach_container`]), its name and aliases in each network's DNS
+//! server (started on first use, one process per network: [`Networks::ensure_dns`]), the
+//! contents of its `/etc/hosts` and `/etc/resolv.conf` ([`hosts_file`], [`resolv_conf`]),
+//! and the way back ([`Networks::release`]).
+//!
+//! The namespace is made on a short-lived thread (`unshare(CLONE_NEWNET)` changes only the
+//! calling thread, so this is safe in a multi-threaded caller) and lives as long as a
+//! descriptor of it is open: the container's monitor holds it, so it survives restarts of the
+//! container's process and goes away, with the veth pair in it, when the container stops.
+
+use std::io::{self, BufRead};
+use std::net::Ipv4Addr;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dns::{self, Record};
+use crate::fsutil::{read_json, write_json_runtime, Lock};
+use crate::networks::NetError;
+use crate::ports::PortSpec;
+use crate::store::DEFAULT_NETWORK;
+use crate::{ConnectOptions, Endpoint, Networks};
+
+/// Makes a new network namespace and returns a descriptor that keeps it alive.
+pub fn new_netns() -> io::Result<OwnedFd> {
+    std::thread::spawn(|| -> io::Result<OwnedFd> {
+        // SAFETY: CLONE_FILES is not among the flags; the new namespace belongs to this
+        // thread only, which ends right after.
+        #[allow(unsafe_code)]
+        unsafe {
+            rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET)?
+        };
+        Ok(std::fs::File::open("/proc/thread-self/ns/net")?.into())
+    })
+    .join()
+    .map_err(|_| io::Error::other("the namespace thread panicked"))?
+}
+
+/// One network a container joins (kept in the container's directory between `create` and
+/// `start`: [`save_requests`], [`load_requests`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// The network's name.
+    pub network: String,
+    /// Its DNS aliases there.
+    pub aliases: Vec<String>,
+    /// Ports to publish through it.
+    pub ports: Vec<PortSpec>,
+}
+
+const REQUESTS: &str = "networks.json";
+
+/// Records in a container's directory the networks it is to join.
+pub fn save_requests(container_dir: &Path, to: &[Attachment]) -> Result<(), NetError> {
+    Ok(write_json_runtime(&container_dir.join(REQUESTS), &to)?)
+}
+
+/// The networks a container is to join; empty when it joins none of corral's networks.
+pub fn load_requests(container_dir: &Path) -> Result<Vec<Attachment>, NetError> {
+    Ok(read_json(&container_dir.join(REQUESTS))?.unwrap_or_default())
+}
+
+/// The pid of a network's DNS server process and its start time, to recognize it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct DnsPid {
+    pid: i32,
+    start: u64,
+}
+
+const DNS_PID: &str = "dns.pid";
+
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut f = rest.split(' ');
+    let state = f.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    f.nth(18)?.parse().ok()
+}
+
+impl Networks {
+    /// Connects `owner` (a container named `name`) to each network of `to` inside `netns`:
+    /// interfaces `eth0`, `eth1` ... in that order, its name (and aliases) in each network's
+    /// DNS, whose server is started with `exe __dns` if it is not running. The default
+    /// network is created on first use. All or nothing.
+    pub fn attach_container(
+        &self,
+        owner: &str,
+        name: &str,
+        netns: BorrowedFd<'_>,
+        to: &[Attachment],
+        exe: &Path,
+    ) -> Result<Vec<Endpoint>, NetError> {
+        let mut done: Vec<Endpoint> = Vec::new();
+        let result = (|| {
+            for (i, a) in to.iter().enumerate() {
+                let n = if a.network == DEFAULT_NETWORK {
+                    self.ensure_default()?
+                } else {
+                    let n = self.get(&a.network)?;
+                    self.ensure_up(&n)?;
+                    n
+                };
+                let opts = ConnectOptions {
+                    container_name: Some(name.to_owned()),
+                    ifname: format!("eth{i}"),
+                    aliases: a.aliases.clone(),
+                    ports: a.ports.clone(),
+                    ..ConnectOptions::default()
+                };
+                let ep = self.connect(&n.name, owner, netns, &opts)?;
+                done.push(ep.clone());
+                let dir = self.store().network_dir(&n.name);
+                let mut aliases = a.aliases.clone();
+                if owner.len() >= 12 {
+                    aliases.push(owner[..12].to_owned());
+                }
+                dns::add_record(
+                    &dir,
+                    Record {
+                        name: name.to_owned(),
+                        aliases,
+                        ipv4: ep.ip,
+                    },
+                )
+                .map_err(|e| NetError::Dns(n.name.clone(), e))?;
+                self.ensure_dns(&n.name, ep.gateway, exe)?;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok(done),
+            Err(e) => {
+                for ep in &done {
+                    let _ = self.release_one(&ep.network, owner, name, true);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// `owner`'s endpoints on every network, in interface order.
+    pub fn endpoints_of(&self, owner: &str) -> Result<Vec<Endpoint>, NetError> {
+        let mut out = Vec::new();
+        for n in self.list()? {
+            if let Some(ep) = self.endpoint(&n.name, owner)? {
+                out.push(ep);
+            }
+        }
+        out.sort_by_key(|e| {
+            e.ifname
+                .as_deref()
+                .and_then(|i| i.strip_prefix("eth"))
+                .and_then(|i| i.parse::<u32>().ok())
+                .unwrap_or(u32::MAX)
+        });
+        Ok(out)
+    }
+
+    /// Disconnects `owner` (named `name`) from network `network` and takes its name out of the
+    /// network's DNS. `running`: its network namespace lives on (else its devices are left to
+    /// go with it, see [`Networks::forget`]).
+    pub fn release_one(
+        &self,
+        network: &str,
+        owner: &str,
+        name: &str,
+        running: bool,
+    ) -> Result<(), NetError> {
+        let dir = self.store().network_dir(network);
+        dns::remove_record(&dir, name).map_err(|e| NetError::Dns(network.to_owned(), e))?;
+        if running {
+            self.disconnect(network, owner)?;
+        } else {
+            self.forget(network, owner)?;
+        }
+        Ok(())
+    }
+
+    /// Disconnects `owner`, whose container ended, from every network it is on. Goes on past
+    /// errors and returns the first.
+    pub fn release(&self, owner: &str) -> Result<(), NetError> {
+        let mut first = None;
+        for ep in self.endpoints_of(owner)? {
+            let name = ep.container_name.clone().unwrap_or_default();
+            if let Err(e) = self.release_one(&ep.network, owner, &name, false) {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Starts network `network`'s DNS server (`exe __dns NETWORK_DIR GATEWAY`, detached) unless
+    /// it runs, and waits until it listens.
+    pub fn ensure_dns(&self, network: &str, gateway: Ipv4Addr, exe: &Path) -> Result<(), NetError> {
+        let dir = self.store().network_dir(network);
+        let _lock = Lock::exclusive(&dir.join("dns-server.lock"))?;
+        let pidfile = dir.join(DNS_PID);
+        if let Some(p) = read_json::<DnsPid>(&pidfile)? {
+            if start_time(p.pid) == Some(p.start) {
+                return Ok(());
+            }
+        }
+        let mut child = Command::new(exe)
+            .arg("__dns")
+            .arg(&dir)
+            .arg(gateway.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| NetError::DnsServer(network.to_owned(), e.to_string()))?;
+        let pid = child.id() as i32;
+        // It prints one line once bound, or exits with the reason on failure.
+        let mut line = String::new();
+        let out = child.stdout.take().expect("piped");
+        let read = std::thread::spawn(move || {
+            let _ = io::BufReader::new(out).read_line(&mut line);
+            line
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !read.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let line = if read.is_finished() {
+            read.join().unwrap_or_default()
+        } else {
+            String::new()
+        };
+        if line.trim() != "ready" {
+            let _ = child.kill();
+            let _ = child.wait();
+            let why = if line.trim().is_empty() {
+                "it did not come up".to_owned()
+            } else {
+                line.trim().to_owned()
+            };
+            return Err(NetError::DnsServer(network.to_owned(), why));
+        }
+        let start = start_time(pid).unwrap_or_default();
+        write_json_runtime(&pidfile, &DnsPid { pid, start })?;
+        // Reaped by init once we are gone; it outlives this process on purpose.
+        std::mem::forget(child);
+        Ok(())
+    }
+
+    /// Stops network `network`'s DNS server, if it runs.
+    pub fn stop_dns(&self, network: &str) {
+        let dir = self.store().network_dir(network);
+        if let Ok(Some(p)) = read_json::<DnsPid>(&dir.join(DNS_PID)) {
+            if start_time(p.pid) == Some(p.start) {
+                if let Some(pid) = rustix::process::Pid::from_raw(p.pid) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+                    // Gone before the network's address goes, so that nothing listens on it.
+                    for _ in 0..200 {
+                        if start_time(p.pid) != Some(p.start) {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            }
+        }
+        let _ = std::fs::remove_file(dir.join(DNS_PID));
+    }
+}
+
+/// `/etc/hosts` of a container: localhost, then its address on each network with its hostname
+/// and name.
+pub fn hosts_file(hostname: &str, name: &str, endpoints: &[Endpoint]) -> String {
+    let mut s = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    for ep in endpoints {
+        let mut names = vec![hostname];
+        if name != hostname {
+            names.push(name);
+        }
+        s.push_str(&format!("{}\t{}\n", ep.ip, names.join(" ")));
+    }
+    s
+}
+
+/// `/etc/resolv.conf` of a container: the DNS server of its first network (its gateway);
+/// `None` when it has no network.
+pub fn resolv_conf(endpoints: &[Endpoint]) -> Option<String> {
+    let first = endpoints.first()?;
+    Some(format!(
+        "# written by corral: the DNS server of network {}\nnameserver {}\noptions ndots:0\n",
+        first.network, first.dns_server
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netns_is_new_and_outlives_its_thread() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("SKIPPED netns_is_new_and_outlives_its_thread: needs root");
+            return;
+        }
+        let fd = new_netns().unwrap();
+        let mine = std::fs::metadata("/proc/self/ns/net").unwrap();
+        let new = rustix::fs::fstat(&fd).unwrap();
+        assert_ne!(std::os::unix::fs::MetadataExt::ino(&mine), new.st_ino);
+    }
+}
