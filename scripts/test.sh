@@ -29,9 +29,25 @@ if [ -n "$cgroups" ]; then
   echo "$cgroups" >&2
   status=1
 fi
-if pgrep -f 'corral (__monitor|__init)' >/dev/null; then
-  echo "LEAK: container monitors still run:" >&2
-  pgrep -af 'corral (__monitor|__init)' >&2
+if pgrep -f 'corral-monitor |corral __monitor|corral __dns' >/dev/null; then
+  echo "LEAK: container monitors or network DNS servers still run:" >&2
+  pgrep -af 'corral-monitor |corral __monitor|corral __dns' >&2
+  status=1
+fi
+# Network devices go with their namespaces asynchronously: give the kernel a moment.
+for _ in $(seq 50); do
+  ip -o link show | grep -q ': crl' || break
+  sleep 0.1
+done
+links=$(ip -o link show | awk -F': ' '$2 ~ /^crl/ {print $2}')
+if [ -n "$links" ]; then
+  echo "LEAK: corral network devices remain:" >&2
+  echo "$links" >&2
+  status=1
+fi
+if nft list table ip corral >/dev/null 2>&1; then
+  echo "LEAK: nft table ip corral remains:" >&2
+  nft list table ip corral >&2
   status=1
 fi
 exit $status

@@ -19,7 +19,7 @@ use crate::fsutil::{io_err, read_json, write_json_runtime, FsError, Lock};
 use crate::ipam::{Ipam, IpamError};
 use crate::netlink::{Netlink, NetlinkError};
 use crate::ports::PortMapping;
-use crate::store::{Network, NetworkSpec, NetworkStore, StoreError};
+use crate::store::{Network, NetworkSpec, NetworkStore, StoreError, DEFAULT_NETWORK};
 
 /// Errors of network and endpoint operations.
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +179,11 @@ impl Networks {
     /// Creates the default network `corral` (10.120.0.0/16, bridge `crl-br-default`) unless
     /// it exists, and makes sure its bridge and rules are in place.
     pub fn ensure_default(&self) -> Result<Network> {
+        if let Ok(n) = self.store.get(DEFAULT_NETWORK) {
+            // The usual case, on every start: no need for the host's routes.
+            self.ensure_up(&n)?;
+            return Ok(n);
+        }
         let routes = Netlink::open()?.routes()?;
         let n = self.store.ensure_default(&routes)?;
         self.ensure_up(&n)?;

@@ -284,7 +284,10 @@ pub fn attach_for_start(root: &Path, cs: &Containers, id: &str) -> Result<Option
     let ns = attach::new_netns().context("making the container's network namespace")?;
     let eps = nets.attach_container(id, &s.name, ns.as_fd(), &reqs, &exe()?)?;
     let files = (|| -> Result<()> {
-        write_hosts(&nets, cs, id)?;
+        std::fs::write(
+            dir.join("hosts"),
+            attach::hosts_file(&cfg.hostname, &s.name, &eps),
+        )?;
         if let Some(r) = attach::resolv_conf(&eps) {
             std::fs::write(dir.join("resolv.conf"), r)?;
         }
