@@ -8,8 +8,10 @@
 //! them is left on the host.
 //!
 //! Every test runs the real binary as root in its own world (`CORRAL_ROOT`), on networks of
-//! its own in 10.124.0.0/16 (see `corral_e2e::networks`), never on the default network but in
-//! [`default_network_serves_containers_without_network_flag_in_every_root`], which holds a lock for it.
+//! its own in 10.124.0.0/16 (see `corral_e2e::networks`), never on the default network (one per
+//! host, `Corral::with_default_network`) but in
+//! [`default_network_serves_containers_without_network_flag_in_every_root`], which holds a lock
+//! for it.
 //! "The outside" is a network namespace the test makes (`corral_e2e::netns`). Guards remove
 //! containers, networks, the namespace and its veth even when a test fails.
 
@@ -1219,7 +1221,8 @@ fn default_network_serves_containers_without_network_flag_in_every_root() {
     let _lock = DEFAULT_NETWORK_LOCK
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    // Removing the default network deletes its bridge: only when this test made it.
+    // The default network is one per host (`Corral::with_default_network`): removing it
+    // deletes its bridge, so only when this test made it.
     if !links_of_bridge(DEFAULT_BRIDGE).is_empty() {
         report_skip(
             test,
@@ -1227,30 +1230,39 @@ fn default_network_serves_containers_without_network_flag_in_every_root() {
         );
         return;
     }
-    // Two roots at once, as parallel test worlds are: the second must get the default
-    // network although the first made its bridge.
-    let first = world();
-    let first_guard = ContainerGuard::new(&first);
-    let second = world();
-    let second_guard = ContainerGuard::new(&second);
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        assert_default_network_serves(&first, "first root");
-        assert_default_network_serves(&second, "second root, the first's network still up");
-    }));
-    drop(second_guard);
-    drop(first_guard);
-    // Leave the host as found.
-    for c in [&second, &first] {
-        let _ = c.cmd(&["network", "rm", "-f", DEFAULT_NETWORK]);
+    // Two roots in turn, as a test suite runs them: each gets the default network, and
+    // removing it leaves the host as it was for the next.
+    for round in ["first root", "second root"] {
+        let mut c = Corral::with_default_network();
+        c.timeout = COMMAND_TIMEOUT;
+        c.busybox_image();
+        let guard = ContainerGuard::new(&c);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            assert_default_network_serves(&c, round);
+        }));
+        drop(guard);
+        let rm = c.cmd(&["network", "rm", "-f", DEFAULT_NETWORK]);
+        if let Err(panic) = result {
+            std::panic::resume_unwind(panic);
+        }
+        assert!(
+            rm.status.success(),
+            "{round}: network rm {DEFAULT_NETWORK}: {}",
+            describe(&rm)
+        );
+        let left = links_of_bridge(DEFAULT_BRIDGE);
+        assert!(
+            left.is_empty(),
+            "{round}: the default network's links are left: {left:?}"
+        );
+        let default = TestNetwork {
+            name: DEFAULT_NETWORK.to_owned(),
+            subnet: DEFAULT_SUBNET.to_owned(),
+            gateway: DEFAULT_GATEWAY,
+            bridge: DEFAULT_BRIDGE.to_owned(),
+        };
+        assert_network_gone(&default);
     }
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
-    }
-    let left = links_of_bridge(DEFAULT_BRIDGE);
-    assert!(
-        left.is_empty(),
-        "the default network's links are left: {left:?}"
-    );
 }
 
 #[test]
