@@ -15,6 +15,10 @@ pub enum StartError {
     /// The state store failed.
     #[error(transparent)]
     State(#[from] StateError),
+    /// What the caller makes around the start (the container's networks) failed; nothing
+    /// ran.
+    #[error("{0}")]
+    Prepare(String),
     /// The container is not in a state to start.
     #[error("container {0} is {1}: only a created container can be started")]
     NotCreated(String, &'static str),

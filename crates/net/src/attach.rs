@@ -100,8 +100,15 @@ impl Networks {
         exe: &Path,
     ) -> Result<Vec<Endpoint>, NetError> {
         let mut done: Vec<Endpoint> = Vec::new();
+        // After the interfaces it has (`network connect` of a running container).
+        let base = if to.len() == 1 {
+            self.endpoints_of(owner)?.len()
+        } else {
+            0
+        };
         let result = (|| {
             for (i, a) in to.iter().enumerate() {
+                let i = base + i;
                 let n = if a.network == DEFAULT_NETWORK {
                     self.ensure_default()?
                 } else {

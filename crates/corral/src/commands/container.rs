@@ -18,7 +18,7 @@ use corral_net::Attachment;
 use serde_json::json;
 
 use crate::cli::RunArgs;
-use crate::exit::Code;
+use crate::exit::{Code, CORRAL_FAILURE};
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
@@ -441,7 +441,16 @@ pub fn run(root: &Path, a: RunArgs, start_it: bool) -> Result<()> {
     } else {
         Attach::Attached
     };
-    match start_with_networks(root, &cs, &state.id, attach) {
+    let started = start_with_networks(root, &cs, &state.id, attach);
+    if let Err(StartError::Prepare(_)) = &started {
+        // Nothing ran: `run` leaves nothing behind (`start` of a created one keeps it).
+        let _ = cs.remove(&state);
+    }
+    match started {
+        Err(StartError::Prepare(message)) => {
+            eprintln!("error: {message}");
+            Err(Code(CORRAL_FAILURE).into())
+        }
         Ok(None) => {
             println!("{}", state.id);
             Ok(())
@@ -534,10 +543,8 @@ fn start_with_networks(
     id: &str,
     attach: Attach,
 ) -> Result<Option<i32>, StartError> {
-    let netns = super::network::attach_for_start(root, cs, id).map_err(|e| StartError::Failed {
-        code: 125,
-        message: format!("{e:#}"),
-    })?;
+    let netns = super::network::attach_for_start(root, cs, id)
+        .map_err(|e| StartError::Prepare(format!("{e:#}")))?;
     let networked = netns.is_some();
     let exe = exe().map_err(|e| StartError::Spawn(std::io::Error::other(e.to_string())))?;
     let res = container_start::start(cs, id, &exe, Path::new(CGROUP_ROOT), attach, netns);
@@ -727,7 +734,7 @@ fn for_each(
         }
     }
     if failed {
-        return Err(Code(crate::exit::CORRAL_FAILURE).into());
+        return Err(Code(CORRAL_FAILURE).into());
     }
     Ok(())
 }
