@@ -154,6 +154,48 @@ impl Networks {
         }
     }
 
+    /// Attaches a VM: a TAP device on network `network` with an address from its allocator,
+    /// the VM's name (and aliases) in the network's DNS, the DNS server started if need be.
+    /// The VM engine hands the TAP to QEMU and the address to the guest.
+    pub fn attach_vm(
+        &self,
+        owner: &str,
+        name: &str,
+        network: &str,
+        aliases: &[String],
+        exe: &Path,
+    ) -> Result<Endpoint, NetError> {
+        let n = if network == DEFAULT_NETWORK {
+            self.ensure_default()?
+        } else {
+            let n = self.get(network)?;
+            self.ensure_up(&n)?;
+            n
+        };
+        let opts = ConnectOptions {
+            container_name: Some(name.to_owned()),
+            aliases: aliases.to_vec(),
+            ..ConnectOptions::default()
+        };
+        let ep = self.create_tap_endpoint(&n.name, owner, None, &opts)?;
+        let dir = self.store().network_dir(&n.name);
+        let named = dns::add_record(
+            &dir,
+            Record {
+                name: name.to_owned(),
+                aliases: aliases.to_vec(),
+                ipv4: ep.ip,
+            },
+        )
+        .map_err(|e| NetError::Dns(n.name.clone(), e))
+        .and_then(|()| self.ensure_dns(&n.name, ep.gateway, exe));
+        if let Err(e) = named {
+            let _ = self.release_one(&n.name, owner, name, true);
+            return Err(e);
+        }
+        Ok(ep)
+    }
+
     /// `owner`'s endpoints on every network, in interface order.
     pub fn endpoints_of(&self, owner: &str) -> Result<Vec<Endpoint>, NetError> {
         let mut out = Vec::new();
