@@ -134,6 +134,21 @@ pub struct NetworkSpec {
     pub labels: BTreeMap<String, String>,
 }
 
+/// Parses `g` as a host address of `subnet`.
+fn gateway_in(subnet: Subnet, g: &str) -> Result<Ipv4Addr> {
+    let gateway: Ipv4Addr = g
+        .parse()
+        .map_err(|_| StoreError::InvalidGateway(g.to_string()))?;
+    if !subnet.is_host(gateway) {
+        return Err(StoreError::GatewayOutside {
+            gateway,
+            subnet,
+            default: subnet.first_host(),
+        });
+    }
+    Ok(gateway)
+}
+
 /// Validates a network name as docker does: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 64 bytes.
 pub fn validate_name(name: &str) -> Result<()> {
     let b = name.as_bytes();
@@ -255,16 +270,7 @@ impl NetworkStore {
             .transpose()
             .map_err(StoreError::InvalidSubnet)?;
         if let (Some(subnet), Some(g)) = (requested, spec.gateway.as_deref()) {
-            let gateway: Ipv4Addr = g
-                .parse()
-                .map_err(|_| StoreError::InvalidGateway(g.to_string()))?;
-            if !subnet.is_host(gateway) {
-                return Err(StoreError::GatewayOutside {
-                    gateway,
-                    subnet,
-                    default: subnet.first_host(),
-                });
-            }
+            gateway_in(subnet, g)?;
         }
         let _lock = self.lock()?;
         let existing = self.list()?;
@@ -309,19 +315,7 @@ impl NetworkStore {
                 .ok_or(StoreError::PoolExhausted)?,
         };
         let gateway = match spec.gateway.as_deref() {
-            Some(g) => {
-                let gateway: Ipv4Addr = g
-                    .parse()
-                    .map_err(|_| StoreError::InvalidGateway(g.to_string()))?;
-                if !subnet.is_host(gateway) {
-                    return Err(StoreError::GatewayOutside {
-                        gateway,
-                        subnet,
-                        default: subnet.first_host(),
-                    });
-                }
-                gateway
-            }
+            Some(g) => gateway_in(subnet, g)?,
             None => subnet.first_host(),
         };
         let id = crate::fsutil::random_hex(32);

@@ -284,9 +284,14 @@ fn upstream_answer(query: &[u8], max: usize) -> Option<Vec<u8>> {
 
 impl FakeUpstream {
     fn start() -> Self {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let addr = udp.local_addr().unwrap();
-        let tcp = TcpListener::bind(addr).unwrap();
+        // The same port for both: another test may hold the TCP port of a free UDP one.
+        let (udp, addr, tcp) = (0..32)
+            .find_map(|_| {
+                let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+                let addr = udp.local_addr().unwrap();
+                TcpListener::bind(addr).ok().map(|tcp| (udp, addr, tcp))
+            })
+            .expect("a port free for both UDP and TCP");
         tcp.set_nonblocking(true).unwrap();
         udp.set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
