@@ -1,8 +1,9 @@
 //! The container's init, forked by the monitor (or the runtime's `create`) as PID 1 of a new
 //! PID namespace.
 //!
-//! It waits for the monitor's go (sent once it is inside the container's cgroup), enters new
-//! mount, UTS, IPC, network and cgroup namespaces, builds the root filesystem, applies
+//! It enters new mount, UTS, IPC and network namespaces, says `ns` on the status pipe, waits
+//! for the monitor's go (sent once it is inside the container's cgroup), enters a new cgroup
+//! namespace, builds the root filesystem, applies
 //! hostname, rlimits, user, capabilities, no_new_privs and the seccomp filter, and execs the
 //! workload. If anything fails, it writes `CODE MESSAGE` to the status pipe (close-on-exec: a
 //! successful exec closes it with nothing written) and exits with CODE: 127 when the command is
@@ -63,15 +64,6 @@ fn run(
         netns,
     } = prepared;
     let own = |e: &dyn std::fmt::Display| (125, e.to_string());
-    // The go: one byte once we are in the cgroup. EOF means the monitor gave up.
-    let sync: OwnedFd = super::inherited(sync_fd).ok_or((125, "no sync pipe".to_owned()))?;
-    let mut go = [0u8; 1];
-    let mut sf = std::fs::File::from(sync);
-    if sf.read(&mut go).map_err(|e| own(&e))? != 1 {
-        return Err((125, "the monitor went away before the start".into()));
-    }
-    drop(sf);
-
     if !cfg.uid_map.is_empty() && userns.is_none() {
         return Err((125, "the container's user namespace was not made".into()));
     }
@@ -127,13 +119,35 @@ fn run(
         rustix::fs::Mode::empty(),
     )
     .ok();
+    // The namespaces are made before the go, that is before this process is in the
+    // container's cgroup: their kernel memory (a copy of the host's mount tree, a network
+    // namespace) is the runtime's work, not charged to the container's memory limit. All but
+    // the cgroup namespace, whose root is the cgroup it is made in.
+    let cgroupns = flags.contains(UnshareFlags::NEWCGROUP);
+    flags.remove(UnshareFlags::NEWCGROUP);
     // SAFETY: CLONE_FILES is not among the flags, and this process has one thread.
     #[allow(unsafe_code)]
     unsafe { rustix::thread::unshare_unsafe(flags) }
         .map_err(|e| (125, format!("entering new namespaces: {e}")))?;
-
     if cfg.network == NetworkMode::None {
         crate::loopback::up().map_err(|e| (125, format!("bringing up lo: {e}")))?;
+    }
+
+    rustix::io::write(status, b"ns\n")
+        .map_err(|e| (125, format!("reporting the namespaces: {e}")))?;
+    // The go: one byte once we are in the cgroup. EOF means the monitor gave up.
+    let sync: OwnedFd = super::inherited(sync_fd).ok_or((125, "no sync pipe".to_owned()))?;
+    let mut go = [0u8; 1];
+    let mut sf = std::fs::File::from(sync);
+    if sf.read(&mut go).map_err(|e| own(&e))? != 1 {
+        return Err((125, "the monitor went away before the start".into()));
+    }
+    drop(sf);
+    if cgroupns {
+        // SAFETY: as above.
+        #[allow(unsafe_code)]
+        unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWCGROUP) }
+            .map_err(|e| (125, format!("entering a new cgroup namespace: {e}")))?;
     }
     crate::rootfs::setup(cfg, state_dir, userns.as_ref().map(|f| f.as_fd()))
         .map_err(|e| own(&error_chain(&e)))?;

@@ -201,6 +201,37 @@ pub(crate) fn launch_init(
     let mut child = InitChild {
         pid: rustix::process::Pid::from_raw(pid).expect("positive pid"),
     };
+    let mut status = std::fs::File::from(status_r);
+    // The child makes its namespaces first (their kernel memory is not the container's) and
+    // says `ns`; then it joins the cgroup. Anything else is its failure, `CODE MESSAGE`.
+    let mut said = [0u8; 3];
+    let mut got = 0;
+    while got < said.len() {
+        match std::io::Read::read(&mut status, &mut said[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e125("reading the container's status", e));
+            }
+        }
+    }
+    if &said[..got] != b"ns\n" {
+        let mut rest = String::from_utf8_lossy(&said[..got]).into_owned();
+        let _ = std::io::Read::read_to_string(&mut status, &mut rest);
+        let _ = child.wait();
+        let (code, msg) = rest.split_once(' ').unwrap_or(("125", rest.as_str()));
+        return Err((
+            code.parse().unwrap_or(125),
+            if msg.is_empty() {
+                "the container's init died".to_owned()
+            } else {
+                msg.to_owned()
+            },
+        ));
+    }
     if let Err(e) = cgroup.add(pid) {
         let _ = child.kill();
         let _ = child.wait();
@@ -211,8 +242,5 @@ pub(crate) fn launch_init(
         let _ = child.wait();
         return Err(e125("starting the container", e));
     }
-    Ok(Launched {
-        child,
-        status: std::fs::File::from(status_r),
-    })
+    Ok(Launched { child, status })
 }
