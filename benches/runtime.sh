@@ -20,7 +20,13 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/bundle/rootfs/bin" "$work/bin"
 cp /bin/busybox "$work/bundle/rootfs/bin/busybox"
 ln -s busybox "$work/bundle/rootfs/bin/true"
-ln -s "$CORRAL" "$work/bin/corral-runtime"
+# The runtime's own small executable when it is built (target/release/corral-runtime), else a
+# corral-runtime link to corral (argv[0] dispatch).
+if [ -x "$(dirname "$CORRAL")/corral-runtime" ]; then
+  ln -s "$(dirname "$CORRAL")/corral-runtime" "$work/bin/corral-runtime"
+else
+  ln -s "$CORRAL" "$work/bin/corral-runtime"
+fi
 (cd "$work/bundle" && "$work/bin/corral-runtime" spec)
 python3 - "$work/bundle/config.json" <<'PY'
 import json, sys
