@@ -310,12 +310,16 @@ impl Default for PodmanOnCorral {
 }
 
 impl PodmanOnCorral {
-    /// A fresh store, and the `corral-runtime` link podman is pointed at.
+    /// A fresh store, and the `corral-runtime` podman is pointed at: a link to the runtime's
+    /// own executable built beside corral (what the docs install), or to corral itself (its
+    /// argv[0] dispatch; containerd's test uses that one).
     pub fn new() -> Self {
         let dir = test_tempdir("podman-runtime");
         let base = dir.path().to_path_buf();
         let runtime = base.join("corral-runtime");
-        std::os::unix::fs::symlink(corral_bin(), &runtime)
+        let own = corral_bin().with_file_name("corral-runtime");
+        let target = if own.is_file() { own } else { corral_bin() };
+        std::os::unix::fs::symlink(&target, &runtime)
             .unwrap_or_else(|e| panic!("link {}: {e}", runtime.display()));
         fs::create_dir(base.join("scratch")).expect("create podman scratch");
         PodmanOnCorral {
