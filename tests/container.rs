@@ -20,7 +20,7 @@ use serde_json::Value;
 use corral_e2e::containers::{
     cgroup_dirs, cgroup_dirs_anywhere, cgroup_procs, host_output, is_container_id, mounts_of,
     parent_pid, poll_until, printed_container_id, process_alive, process_cmdline, processes_of,
-    run_rm, run_rm_ok, signal, wait_until, BUSYBOX_IMAGE,
+    run_detached, run_rm, run_rm_ok, signal, wait_until, BUSYBOX_IMAGE,
 };
 use corral_e2e::mounts::mounts_under;
 use corral_e2e::process::{describe, wait_deadline};
@@ -50,22 +50,6 @@ fn world() -> Corral {
 /// A container name unique to this run: `<prefix>-<token>`.
 fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}", unique_token())
-}
-
-/// `corral run -d --name NAME FLAGS busybox:test CMD...`: tracks it in `guard`, returns the id.
-fn run_detached(
-    c: &Corral,
-    guard: &mut ContainerGuard,
-    name: &str,
-    flags: &[&str],
-    cmd: &[&str],
-) -> String {
-    guard.track(name);
-    let mut args = vec!["run", "-d", "--name", name];
-    args.extend_from_slice(flags);
-    args.push(BUSYBOX_IMAGE);
-    args.extend_from_slice(cmd);
-    printed_container_id(&c.ok(&args))
 }
 
 fn stdout_of(out: &Output) -> String {

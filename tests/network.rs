@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::Duration;
 
-use corral_e2e::containers::{poll_until, printed_container_id, run_rm, run_rm_ok, BUSYBOX_IMAGE};
+use corral_e2e::containers::{poll_until, run_detached, run_rm, run_rm_ok, BUSYBOX_IMAGE};
 use corral_e2e::netns::Outside;
 use corral_e2e::networks::{
     assert_network_gone, attachments, bridge_ports, corral_nft_table, free_tcp_port, free_udp_port,
@@ -64,22 +64,6 @@ fn python_binds(test: &str) -> Option<Vec<String>> {
         );
     }
     binds
-}
-
-/// `corral run -d --name NAME FLAGS busybox:test CMD...`: tracks it in `guard`, returns the id.
-fn run_detached(
-    c: &Corral,
-    guard: &mut ContainerGuard,
-    name: &str,
-    flags: &[&str],
-    cmd: &[&str],
-) -> String {
-    guard.track(name);
-    let mut args = vec!["run", "-d", "--name", name];
-    args.extend_from_slice(flags);
-    args.push(BUSYBOX_IMAGE);
-    args.extend_from_slice(cmd);
-    printed_container_id(&c.ok(&args))
 }
 
 /// `corral exec C CMD...`, whatever its outcome.

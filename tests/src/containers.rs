@@ -578,6 +578,22 @@ pub fn run_rm_ok(c: &Corral, flags: &[&str], cmd: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `corral run -d --name NAME FLAGS busybox:test CMD...`: tracks it in `guard`, returns the id.
+pub fn run_detached(
+    c: &Corral,
+    guard: &mut ContainerGuard<'_>,
+    name: &str,
+    flags: &[&str],
+    cmd: &[&str],
+) -> String {
+    guard.track(name);
+    let mut args = vec!["run", "-d", "--name", name];
+    args.extend_from_slice(flags);
+    args.push(BUSYBOX_IMAGE);
+    args.extend_from_slice(cmd);
+    printed_container_id(&c.ok(&args))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
