@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # corral's main job on a fresh Debian 12 machine, as root: set everything up, then make an image
-# from Debian's busybox-static on the spot, import it, list and inspect it, and round-trip it
-# through an OCI archive.
+# from Debian's busybox-static on the spot, import it, list and inspect it, round-trip it
+# through an OCI archive, run a container of it, and two containers that talk by name over a
+# virtual network.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -10,12 +11,13 @@ export PATH="$HOME/.cargo/bin:$PATH"
 corral=target/release/corral
 work=$(mktemp -d /tmp/corral-demo.XXXXXX)
 export CORRAL_ROOT="$work/root"
-trap 'rm -rf "$work"' EXIT
+# The networks go first: their bridges, firewall rules and DNS servers are the host's.
+trap '$corral rm -f web >/dev/null 2>&1 || true; $corral network rm -f demo-net corral >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 
 # A root filesystem: busybox and its applets.
 mkdir -p "$work/rootfs/bin" "$work/rootfs/etc" "$work/rootfs/tmp" "$work/rootfs/proc" "$work/rootfs/sys" "$work/rootfs/dev"
 cp /bin/busybox "$work/rootfs/bin/busybox"
-for applet in sh ls cat echo true false env id ps sleep uname hostname mount; do ln -s busybox "$work/rootfs/bin/$applet"; done
+for applet in sh ls cat echo true false env id ps sleep uname hostname mount nc ip nslookup; do ln -s busybox "$work/rootfs/bin/$applet"; done
 echo 'root:x:0:0:root:/root:/bin/sh' > "$work/rootfs/etc/passwd"
 echo 'root:x:0:' > "$work/rootfs/etc/group"
 tar -C "$work/rootfs" -czf "$work/busybox.tar.gz" .
@@ -33,5 +35,12 @@ $corral image load -i "$work/busybox-oci.tar"
 $corral image ls
 # A shell in a container of that image: its own PID namespace (it is PID 1), hostname, limits.
 $corral run --rm --hostname demo -m 64m busybox:demo sh -c 'echo "hello from $(hostname), pid $$"; ls /'
+# A virtual network: a server and a client that finds it by name through the network's DNS.
+$corral network create demo-net
+$corral run -d --name web --network demo-net busybox:demo sh -c 'while true; do echo "hello from web" | nc -l -p 8080; done'
+$corral run --rm --network demo-net busybox:demo sh -c 'ip -4 addr show eth0 | grep inet; nc web 8080'
+$corral network inspect demo-net
+$corral rm -f web
+$corral network rm demo-net corral
 $corral image rm busybox:demo
 $corral image prune
