@@ -88,7 +88,8 @@ fn start_time(pid: i32) -> Option<u64> {
 
 impl Networks {
     /// Connects `owner` (a container named `name`) to each network of `to` inside `netns`:
-    /// interfaces `eth0`, `eth1` ... in that order, its name (and aliases) in each network's
+    /// interfaces `eth<first>`, `eth<first+1>` ... in that order (`first` is 0 at a start, the
+    /// number of interfaces it has for `network connect`), its name (and aliases) in each network's
     /// DNS, whose server is started with `exe __dns` if it is not running. The default
     /// network is created on first use. All or nothing.
     pub fn attach_container(
@@ -97,18 +98,13 @@ impl Networks {
         name: &str,
         netns: BorrowedFd<'_>,
         to: &[Attachment],
+        first: usize,
         exe: &Path,
     ) -> Result<Vec<Endpoint>, NetError> {
         let mut done: Vec<Endpoint> = Vec::new();
-        // After the interfaces it has (`network connect` of a running container).
-        let base = if to.len() == 1 {
-            self.endpoints_of(owner)?.len()
-        } else {
-            0
-        };
         let result = (|| {
             for (i, a) in to.iter().enumerate() {
-                let i = base + i;
+                let i = first + i;
                 let n = if a.network == DEFAULT_NETWORK {
                     self.ensure_default()?
                 } else {

@@ -206,7 +206,8 @@ fn connect(root: &Path, network: &str, c: &str, aliases: Vec<String>) -> Result<
         (Status::Running, Some(pid)) if cfg.network == NetworkMode::Networks => {
             let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
                 .with_context(|| format!("opening the network namespace of {}", s.name))?;
-            nets.attach_container(&id, &s.name, ns.as_fd(), &[wanted], &exe()?)?;
+            let first = nets.endpoints_of(&id)?.len();
+            nets.attach_container(&id, &s.name, ns.as_fd(), &[wanted], first, &exe()?)?;
             write_hosts(&nets, &cs, &id)?;
         }
         (Status::Created, _) if cfg.network == NetworkMode::Networks => {
@@ -282,7 +283,7 @@ pub fn attach_for_start(root: &Path, cs: &Containers, id: &str) -> Result<Option
     let reqs = attach::load_requests(&dir)?;
     let nets = networks(root);
     let ns = attach::new_netns().context("making the container's network namespace")?;
-    let eps = nets.attach_container(id, &s.name, ns.as_fd(), &reqs, &exe()?)?;
+    let eps = nets.attach_container(id, &s.name, ns.as_fd(), &reqs, 0, &exe()?)?;
     let files = (|| -> Result<()> {
         std::fs::write(
             dir.join("hosts"),
