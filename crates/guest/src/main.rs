@@ -1,0 +1,2 @@
+//! `corral-guest`: PID 1 of a corral VM.
+fn main() {}
