@@ -241,6 +241,10 @@ pub enum Request {
     },
     /// The guest's addresses, uptime and kernel. Answered by [`Response::Info`].
     Info,
+    /// Host side only, to the VM's monitor (an agent answers [`Response::Error`]): join the
+    /// main process's session, 0, as its terminal — its output, its stdin, its [`Exit`]; the
+    /// monitor starts a main process that waits for this.
+    Attach,
     /// Sync the disks and power off (or reboot). Answered by [`Response::Ok`] first.
     Shutdown {
         /// Reboot instead of powering off.

@@ -40,7 +40,8 @@ pub enum FsError {
     },
 }
 
-pub(crate) fn io_err<'a>(
+/// Maps an I/O error on `path` during `what` to an [`FsError`].
+pub fn io_err<'a>(
     what: &'static str,
     path: &'a Path,
 ) -> impl FnOnce(io::Error) -> FsError + 'a {
@@ -54,7 +55,7 @@ pub(crate) fn io_err<'a>(
 /// Replaces `path` with `data` so that a crash leaves the old or the new content, never a torn
 /// one: write a temporary file next to it, fsync (if `durable`), rename over, fsync the
 /// directory (if `durable`).
-pub(crate) fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<(), FsError> {
+pub fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<(), FsError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -93,7 +94,7 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<()
 }
 
 /// Writes `value` as pretty JSON, atomically.
-pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), FsError> {
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), FsError> {
     let data = serde_json::to_vec_pretty(value).map_err(|err| FsError::Corrupt {
         path: path.to_path_buf(),
         err,
@@ -103,7 +104,7 @@ pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), FsE
 
 /// Writes `value` as JSON, atomically against a crash of this process, without fsync (see the
 /// module's doc).
-pub(crate) fn write_json_runtime<T: Serialize>(path: &Path, value: &T) -> Result<(), FsError> {
+pub fn write_json_runtime<T: Serialize>(path: &Path, value: &T) -> Result<(), FsError> {
     let data = serde_json::to_vec(value).map_err(|err| FsError::Corrupt {
         path: path.to_path_buf(),
         err,
@@ -112,7 +113,7 @@ pub(crate) fn write_json_runtime<T: Serialize>(path: &Path, value: &T) -> Result
 }
 
 /// Reads a JSON state file; `Ok(None)` when it does not exist.
-pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, FsError> {
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, FsError> {
     match fs::read(path) {
         Ok(data) => serde_json::from_slice(&data)
             .map(Some)
@@ -128,18 +129,18 @@ pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, F
 /// An flock(2) held on a lock file until dropped (closing the file releases it, also when the
 /// process dies, so a crash never leaves a lock behind).
 #[derive(Debug)]
-pub(crate) struct Lock {
+pub struct Lock {
     _file: File,
 }
 
 impl Lock {
     /// Takes an exclusive lock on `path`, creating the file (and its directory) if needed.
-    pub(crate) fn exclusive(path: &Path) -> Result<Lock, FsError> {
+    pub fn exclusive(path: &Path) -> Result<Lock, FsError> {
         Self::take(path, FlockOperation::LockExclusive)
     }
 
     /// Takes a shared lock on `path`, creating the file (and its directory) if needed.
-    pub(crate) fn shared(path: &Path) -> Result<Lock, FsError> {
+    pub fn shared(path: &Path) -> Result<Lock, FsError> {
         Self::take(path, FlockOperation::LockShared)
     }
 
@@ -160,7 +161,7 @@ impl Lock {
 }
 
 /// Random bytes from the kernel, for ids.
-pub(crate) fn random_hex(bytes: usize) -> String {
+pub fn random_hex(bytes: usize) -> String {
     use std::io::Read;
     let mut buf = vec![0u8; bytes];
     // /dev/urandom never blocks once the pool is initialized, which it is long after boot;

@@ -22,7 +22,7 @@ pub mod attach;
 pub mod dns;
 pub mod endpoint;
 pub mod firewall;
-mod fsutil;
+pub mod fsutil;
 pub mod ipam;
 pub mod netlink;
 mod networks;

@@ -1,2 +1,24 @@
 //! corral-vm: virtual machines, with QEMU as the machine emulator.
+//!
+//! Owns: the VMs' state on disk ([`store`]), the QEMU engine — which accelerator the host
+//! allows and a VM's command line ([`qemu`]), the QMP client ([`qmp`]) — and the per-VM
+//! [`monitor`] process that starts QEMU, boots the guest agent and shares its channel.
+//! Guest kernels, the initramfs corral builds around its agent, and the disks made from OCI
+//! images are in [`kernel`], [`initramfs`], [`cpio`] and [`disk`].
+//!
+//! Does not own: the agent itself and its protocol (corral-guest), networks (corral-net,
+//! whose TAP endpoints the VMs use), the command line (the corral binary).
+
 #![warn(missing_docs)]
+
+pub mod client;
+pub mod cpio;
+pub mod disk;
+pub mod initramfs;
+pub mod kernel;
+pub mod lifecycle;
+pub mod monitor;
+pub mod qemu;
+pub mod qmp;
+pub mod seed;
+pub mod store;

@@ -660,7 +660,19 @@ pub fn logs(
     let cs = containers(root)?;
     let id = cs.resolve(c)?;
     let path = cs.dir(&id).join("ctr.log");
-    let mut offset = 0u64;
+    let running = || cs.load(&id).is_ok_and(|s| s.status == Status::Running);
+    follow_json_log(&path, follow, tail, timestamps, &running)
+}
+
+/// Prints a log of JSON lines (`log`, `stream`, `time`, as docker's json-file), the last
+/// `tail` lines first, and with `follow` what comes while `running()` says so.
+pub fn follow_json_log(
+    path: &Path,
+    follow: bool,
+    tail: Option<usize>,
+    timestamps: bool,
+    running: &dyn Fn() -> bool,
+) -> Result<()> {
     let print = |line: &str, out: &mut dyn Write, err: &mut dyn Write| -> Result<()> {
         let v: serde_json::Value = match serde_json::from_str(line) {
             Ok(v) => v,
@@ -674,9 +686,45 @@ pub fn logs(
         to.write_all(text.as_bytes())?;
         Ok(())
     };
+    follow_lines(path, follow, tail, running, &mut |lines| {
+        let mut out = std::io::stdout().lock();
+        let mut err = std::io::stderr().lock();
+        for l in lines {
+            print(l, &mut out, &mut err)?;
+        }
+        out.flush()?;
+        Ok(())
+    })
+}
+
+/// Prints a plain text log (a VM's console), as [`follow_json_log`] does.
+pub fn follow_raw(
+    path: &Path,
+    follow: bool,
+    tail: Option<usize>,
+    running: &dyn Fn() -> bool,
+) -> Result<()> {
+    follow_lines(path, follow, tail, running, &mut |lines| {
+        let mut out = std::io::stdout().lock();
+        for l in lines {
+            writeln!(out, "{l}")?;
+        }
+        out.flush()?;
+        Ok(())
+    })
+}
+
+fn follow_lines(
+    path: &Path,
+    follow: bool,
+    tail: Option<usize>,
+    running: &dyn Fn() -> bool,
+    emit: &mut dyn FnMut(&[&str]) -> Result<()>,
+) -> Result<()> {
+    let mut offset = 0u64;
     let mut first = true;
     loop {
-        let data = std::fs::read(&path).unwrap_or_default();
+        let data = std::fs::read(path).unwrap_or_default();
         if (data.len() as u64) > offset {
             let chunk = &data[offset as usize..];
             // Only whole lines; a partial last line is read next time.
@@ -689,22 +737,17 @@ pub fn logs(
                     lines.drain(..skip);
                 }
             }
-            let mut out = std::io::stdout().lock();
-            let mut err = std::io::stderr().lock();
-            for l in lines {
-                print(l, &mut out, &mut err)?;
-            }
-            out.flush()?;
+            emit(&lines)?;
             offset += end as u64;
         }
         first = false;
         if !follow {
             return Ok(());
         }
-        match cs.load(&id) {
-            Ok(s) if s.status == Status::Running => std::thread::sleep(Duration::from_millis(100)),
-            Ok(_) if (std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)) > offset => {}
-            _ => return Ok(()),
+        if running() {
+            std::thread::sleep(Duration::from_millis(100));
+        } else if std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) <= offset {
+            return Ok(());
         }
     }
 }

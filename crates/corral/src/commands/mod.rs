@@ -5,6 +5,7 @@ pub mod container;
 mod host;
 mod image;
 pub mod network;
+pub mod vm;
 mod volume;
 
 use anyhow::Result;
@@ -69,6 +70,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect { targets } => container::inspect(&root, &targets),
         Command::Volume(cmd) => volume::run(&root, cmd),
         Command::Network(cmd) => network::run(&root, cmd),
+        Command::Vm(cmd) => vm::run(&root, cmd),
         Command::Image(cmd) => image::run(&root, cmd),
         Command::Pull(a) => image::run(&root, ImageCommand::Pull(a)),
         Command::Push(a) => image::run(&root, ImageCommand::Push(a)),

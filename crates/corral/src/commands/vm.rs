@@ -1,0 +1,611 @@
+//! `corral vm ...`: flags to corral-vm's lifecycle and client, results to the terminal.
+
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use corral_guest::proto;
+use corral_vm::client::{Client, ClientError, Sinks};
+use corral_vm::lifecycle::{self, CreateSpec, Source, VmError};
+use corral_vm::store::{Accel, NetRequest, Status, Vms};
+
+use crate::cli::{VmCommand, VmRunArgs};
+use crate::exit::Code;
+
+/// Runs a `corral vm` verb.
+pub fn run(root: &Path, cmd: VmCommand) -> Result<()> {
+    match cmd {
+        VmCommand::Run(a) => run_vm(root, a, true),
+        VmCommand::Create(a) => run_vm(root, a, false),
+        VmCommand::Start { attach, vms } => {
+            for v in &vms {
+                start(root, v, attach && vms.len() == 1)?;
+            }
+            Ok(())
+        }
+        VmCommand::Stop { time, vms } => for_each(root, &vms, |id| {
+            lifecycle::stop(root, id, Duration::from_secs(time))?;
+            Ok(())
+        }),
+        VmCommand::Restart { time, vms } => for_each(root, &vms, |id| {
+            lifecycle::stop(root, id, Duration::from_secs(time))?;
+            let exe = std::env::current_exe()?;
+            lifecycle::start(root, id, false, &exe).map_err(start_error)?;
+            Ok(())
+        }),
+        VmCommand::Kill { vms } => for_each(root, &vms, |id| Ok(lifecycle::kill(root, id)?)),
+        VmCommand::Rm { force, vms } => for_each(root, &vms, |id| {
+            lifecycle::remove(root, id, force)?;
+            Ok(())
+        }),
+        VmCommand::Ls { quiet, json } => ls(root, quiet, json),
+        VmCommand::Inspect { vms } => inspect(root, &vms),
+        VmCommand::Exec {
+            interactive,
+            tty,
+            env,
+            workdir,
+            user,
+            vm,
+            command,
+        } => exec(root, &vm, interactive, tty, env, workdir, user, command),
+        VmCommand::Cp {
+            source,
+            destination,
+        } => cp(root, &source, &destination),
+        VmCommand::Logs {
+            follow,
+            tail,
+            timestamps,
+            console,
+            vm,
+        } => logs(root, &vm, follow, tail, timestamps, console),
+        VmCommand::Console { vm } => console(root, &vm),
+    }
+}
+
+fn vms(root: &Path) -> Vms {
+    Vms::open(root)
+}
+
+/// A size flag in bytes.
+fn size(flag: &str, v: &str) -> Result<u64> {
+    corral_vm::disk::parse_size(v).map_err(|e| anyhow!("--{flag}: {e}"))
+}
+
+fn start_error(e: VmError) -> anyhow::Error {
+    match e {
+        VmError::Start { code, message } => {
+            eprintln!("error: the VM did not start: {message}");
+            anyhow::Error::new(Code(code))
+        }
+        other => other.into(),
+    }
+}
+
+fn networks(a: &VmRunArgs) -> Result<Vec<NetRequest>> {
+    let mut names: Vec<String> = a
+        .network
+        .iter()
+        .flat_map(|n| n.split(','))
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if names.is_empty() {
+        names.push(
+            std::env::var("CORRAL_DEFAULT_NETWORK")
+                .ok()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| corral_net::store::DEFAULT_NETWORK.to_owned()),
+        );
+    }
+    if names.iter().any(|n| n == "none") {
+        if names.len() > 1 {
+            bail!("--network none cannot be combined with other networks");
+        }
+        if !a.network_alias.is_empty() {
+            bail!("--network-alias needs a network, not --network none");
+        }
+        return Ok(Vec::new());
+    }
+    if names.iter().any(|n| n == "host") {
+        bail!("--network host: a VM has its own kernel and cannot share the host's network stack; use a corral network");
+    }
+    Ok(names
+        .into_iter()
+        .map(|network| NetRequest {
+            network,
+            aliases: a.network_alias.clone(),
+            ports: Vec::new(),
+        })
+        .collect())
+}
+
+fn spec(a: &VmRunArgs) -> Result<CreateSpec> {
+    let source = match (&a.image, &a.boot_disk, &a.kernel) {
+        (Some(image), None, k) => Source::Image { image: image.clone(), kernel: k.clone() },
+        (None, Some(path), None) => Source::BootDisk { path: path.clone(), uefi: a.uefi },
+        (None, None, Some(k)) => Source::Kernel {
+            kernel: k.clone(),
+            initrd: a.initrd.clone(),
+            cmdline: a.cmdline.clone().unwrap_or_else(|| "console=ttyS0".into()),
+        },
+        _ => bail!("say what the VM boots: --image IMAGE, --boot-disk FILE, or --kernel FILE [--initrd FILE --cmdline S]"),
+    };
+    if !a.command.is_empty() && !matches!(source, Source::Image { .. }) {
+        bail!("a command after `--` needs --image: only image VMs run corral's agent");
+    }
+    let accel = match a.accel.as_str() {
+        "auto" => None,
+        "kvm" => Some(Accel::Kvm),
+        "tcg" => Some(Accel::Tcg),
+        other => bail!("--accel {other:?}: give kvm, tcg or auto"),
+    };
+    let memory = size("memory", &a.memory)?;
+    Ok(CreateSpec {
+        name: a.name.clone(),
+        cpus: a.cpus,
+        memory_mib: memory.div_ceil(1 << 20),
+        accel,
+        source,
+        disk_bytes: size("disk", &a.disk)?,
+        networks: networks(a)?,
+        command: a.command.clone(),
+        entrypoint: a.entrypoint.as_ref().map(|e| vec![e.clone()]),
+        env: a.env.clone(),
+        workdir: a.workdir.clone(),
+        user: a.user.clone(),
+        auto_remove: a.rm,
+        cloud_init: a.cloud_init.clone(),
+        boot_timeout_secs: a.boot_timeout,
+        tty: a.tty,
+        interactive: a.interactive,
+    })
+}
+
+fn run_vm(root: &Path, a: VmRunArgs, start_it: bool) -> Result<()> {
+    let spec = spec(&a)?;
+    let cfg = lifecycle::create(root, &spec)?;
+    if !start_it {
+        println!("{}", cfg.id);
+        return Ok(());
+    }
+    let exe = std::env::current_exe()?;
+    let attach = !a.detach && cfg.main.is_some();
+    let started = match lifecycle::start(root, &cfg.id, attach, &exe) {
+        Ok(s) => s,
+        Err(e) => {
+            if a.rm {
+                let _ = lifecycle::remove(root, &cfg.id, true);
+            }
+            return Err(start_error(e));
+        }
+    };
+    if a.detach {
+        println!("{}", cfg.id);
+        return Ok(());
+    }
+    foreground(root, &cfg.id, started, a.interactive, a.tty)
+}
+
+/// Follows a started VM in the foreground: its main process's streams (or its console), then
+/// its exit code.
+fn foreground(
+    root: &Path,
+    id: &str,
+    mut started: lifecycle::Started,
+    interactive: bool,
+    tty: bool,
+) -> Result<()> {
+    let v = vms(root);
+    let cfg = v.config(id)?;
+    if cfg.main.is_none() {
+        // A disk or kernel boot: the console is the VM's terminal.
+        console_relay(root, id)?;
+        let _ = started.monitor.wait();
+        return Ok(());
+    }
+    let paths = corral_vm::qemu::Paths::new(&v.run_dir(id), &v.dir(id));
+    let mut client = Client::connect(&paths.ctl)?;
+    let _raw = if tty {
+        corral_container::tty::RawMode::enter(std::io::stdin().as_fd())
+    } else {
+        None
+    };
+    let stdin: Option<Box<dyn Read + Send>> =
+        interactive.then(|| Box::new(std::io::stdin()) as Box<dyn Read + Send>);
+    let mut out = std::io::stdout();
+    let mut err = std::io::stderr();
+    let res = client.attach(
+        stdin,
+        Sinks {
+            stdout: &mut out,
+            stderr: &mut err,
+        },
+    );
+    drop(_raw);
+    // The monitor exits once QEMU has; its code is the main process's.
+    let status = started.monitor.wait()?;
+    let code = match res {
+        Ok(c) => c,
+        Err(ClientError::Refused { message, code }) => {
+            eprintln!("error: {message}");
+            code
+        }
+        Err(_) => status.code().unwrap_or(125),
+    };
+    if code == 125 {
+        if let Ok(st) = v.state(id) {
+            if let Some(e) = st.error {
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    if code != 0 {
+        return Err(Code(code).into());
+    }
+    Ok(())
+}
+
+fn start(root: &Path, what: &str, attach: bool) -> Result<()> {
+    let v = vms(root);
+    let id = v.resolve(what)?;
+    let exe = std::env::current_exe()?;
+    let cfg = v.config(&id)?;
+    let attach = attach && cfg.main.is_some();
+    let started = lifecycle::start(root, &id, attach, &exe).map_err(start_error)?;
+    if attach {
+        let tty = cfg.main.as_ref().is_some_and(|m| m.tty);
+        let interactive = cfg.main.as_ref().is_some_and(|m| m.stdin);
+        return foreground(root, &id, started, interactive, tty);
+    }
+    println!("{}", cfg.name);
+    Ok(())
+}
+
+fn for_each(root: &Path, names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<()> {
+    let v = vms(root);
+    let mut failed = false;
+    for n in names {
+        match v
+            .resolve(n)
+            .map_err(anyhow::Error::from)
+            .and_then(|id| f(&id))
+        {
+            Ok(()) => println!("{n}"),
+            Err(e) => {
+                eprintln!("error: {n}: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        return Err(Code(crate::exit::CORRAL_FAILURE).into());
+    }
+    Ok(())
+}
+
+fn boot_desc(cfg: &corral_vm::store::VmConfig) -> String {
+    match &cfg.boot {
+        corral_vm::store::BootSource::Image { image, .. } => image.clone(),
+        corral_vm::store::BootSource::Disk { path, .. } => format!("disk:{}", path.display()),
+        corral_vm::store::BootSource::Kernel { kernel, .. } => {
+            format!("kernel:{}", kernel.display())
+        }
+    }
+}
+
+fn ls(root: &Path, quiet: bool, json: bool) -> Result<()> {
+    let v = vms(root);
+    let mut rows = Vec::new();
+    for id in v.ids()? {
+        let (Ok(cfg), Ok(st)) = (v.config(&id), lifecycle::current_state(&v, &id)) else {
+            continue;
+        };
+        rows.push((cfg, st));
+    }
+    let mut out = std::io::stdout().lock();
+    if quiet {
+        for (c, _) in &rows {
+            writeln!(out, "{}", &c.id[..12])?;
+        }
+        return Ok(());
+    }
+    if json {
+        let list: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(c, s)| {
+                serde_json::json!({
+                    "id": c.id,
+                    "name": c.name,
+                    "boot": boot_desc(c),
+                    "status": s.status.as_str(),
+                    "cpus": c.cpus,
+                    "memory_mib": c.memory_mib,
+                    "accel": c.accel.as_str(),
+                    "addresses": s.addresses,
+                    "exit_code": s.exit_code,
+                    "created": c.created,
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:12}  {:16}  {:24}  {:10}  {:4}  {:7}  {:5}  ADDRESSES",
+        "VM ID", "NAME", "BOOT", "STATUS", "CPUS", "MEMORY", "ACCEL"
+    )?;
+    for (c, s) in &rows {
+        let status = match (s.status, s.exit_code) {
+            (Status::Stopped, Some(code)) => format!("exited({code})"),
+            (st, _) => st.as_str().to_owned(),
+        };
+        let addrs: Vec<&str> = s
+            .addresses
+            .iter()
+            .map(|a| a.split_whitespace().last().unwrap_or(""))
+            .collect();
+        writeln!(
+            out,
+            "{:12}  {:16}  {:24}  {:10}  {:4}  {:7}  {:5}  {}",
+            &c.id[..12],
+            c.name,
+            boot_desc(c),
+            status,
+            c.cpus,
+            format!("{}M", c.memory_mib),
+            c.accel.as_str(),
+            addrs.join(",")
+        )?;
+    }
+    Ok(())
+}
+
+fn inspect(root: &Path, names: &[String]) -> Result<()> {
+    let v = vms(root);
+    let mut out = Vec::new();
+    for n in names {
+        let id = v.resolve(n)?;
+        let cfg = v.config(&id)?;
+        let st = lifecycle::current_state(&v, &id)?;
+        let guest = if st.status == Status::Running && st.agent_ready {
+            let paths = corral_vm::qemu::Paths::new(&v.run_dir(&id), &v.dir(&id));
+            Client::connect(&paths.ctl)
+                .and_then(|mut c| {
+                    c.set_timeout(Some(Duration::from_secs(5)))?;
+                    c.info()
+                })
+                .ok()
+        } else {
+            None
+        };
+        let endpoints = corral_net::Networks::open(root)
+            .endpoints_of(&id)
+            .unwrap_or_default();
+        out.push(serde_json::json!({
+            "id": cfg.id,
+            "name": cfg.name,
+            "config": cfg,
+            "state": st,
+            "accelerator": cfg.accel.as_str(),
+            "guest": guest,
+            "network_endpoints": endpoints,
+        }));
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+fn client_of(root: &Path, what: &str) -> Result<Client> {
+    let v = vms(root);
+    let id = v.resolve(what)?;
+    let st = lifecycle::current_state(&v, &id)?;
+    if st.status != Status::Running {
+        bail!("VM {what} is not running (it is {})", st.status.as_str());
+    }
+    if !st.agent_ready {
+        bail!("VM {what} has no corral agent (it was not booted from an image): use `corral vm console`");
+    }
+    let paths = corral_vm::qemu::Paths::new(&v.run_dir(&id), &v.dir(&id));
+    Ok(Client::connect(&paths.ctl)?)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn exec(
+    root: &Path,
+    vm: &str,
+    interactive: bool,
+    tty: bool,
+    env: Vec<String>,
+    workdir: Option<String>,
+    user: Option<String>,
+    command: Vec<String>,
+) -> Result<()> {
+    let mut client = client_of(root, vm)?;
+    let (uid, gid) = lifecycle::parse_user(user.as_deref().unwrap_or(""))?;
+    let mut envs =
+        vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned()];
+    if tty {
+        envs.push("TERM=xterm".into());
+    }
+    for e in env {
+        let key = e.split('=').next().unwrap_or("").to_owned();
+        envs.retain(|x| x.split('=').next() != Some(key.as_str()));
+        envs.push(e);
+    }
+    let (rows, cols) = if tty {
+        rustix::termios::tcgetwinsize(std::io::stdout().as_fd())
+            .map(|w| (w.ws_row, w.ws_col))
+            .unwrap_or((24, 80))
+    } else {
+        (0, 0)
+    };
+    let req = proto::Exec {
+        argv: command,
+        env: envs,
+        cwd: workdir.unwrap_or_default(),
+        uid,
+        gid,
+        tty,
+        rows,
+        cols,
+        stdin: interactive,
+    };
+    let _raw = if tty {
+        corral_container::tty::RawMode::enter(std::io::stdin().as_fd())
+    } else {
+        None
+    };
+    let stdin: Option<Box<dyn Read + Send>> =
+        interactive.then(|| Box::new(std::io::stdin()) as Box<dyn Read + Send>);
+    let mut out = std::io::stdout();
+    let mut err = std::io::stderr();
+    let code = match client.exec(
+        req,
+        stdin,
+        Sinks {
+            stdout: &mut out,
+            stderr: &mut err,
+        },
+    ) {
+        Ok(c) => c,
+        Err(ClientError::Refused { message, code }) => {
+            drop(_raw);
+            eprintln!("error: {message}");
+            if code == 0 {
+                125
+            } else {
+                code
+            }
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if code != 0 {
+        return Err(Code(code).into());
+    }
+    Ok(())
+}
+
+fn cp(root: &Path, source: &str, destination: &str) -> Result<()> {
+    let split = |s: &str| -> Option<(String, String)> {
+        let (vm, path) = s.split_once(':')?;
+        (!vm.is_empty() && !vm.contains('/') && path.starts_with('/'))
+            .then(|| (vm.to_owned(), path.to_owned()))
+    };
+    match (split(source), split(destination)) {
+        (None, Some((vm, path))) => {
+            let mut client = client_of(root, &vm)?;
+            if source == "-" {
+                client.copy_in(&path, 0o644, &mut std::io::stdin())?;
+            } else {
+                let mut f = std::fs::File::open(source).with_context(|| source.to_owned())?;
+                let mode = {
+                    use std::os::unix::fs::PermissionsExt;
+                    f.metadata()?.permissions().mode() & 0o7777
+                };
+                client.copy_in(&path, mode, &mut f)?;
+            }
+        }
+        (Some((vm, path)), None) => {
+            let mut client = client_of(root, &vm)?;
+            if destination == "-" {
+                client.copy_out(&path, &mut std::io::stdout())?;
+            } else {
+                let tmp = format!("{destination}.corral-cp");
+                let mut f = std::fs::File::create(&tmp).with_context(|| tmp.clone())?;
+                match client.copy_out(&path, &mut f) {
+                    Ok(()) => std::fs::rename(&tmp, destination)?,
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&tmp);
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
+        _ => bail!("give one side as VM:/absolute/path and the other as a host path (or -)"),
+    }
+    Ok(())
+}
+
+fn logs(
+    root: &Path,
+    vm: &str,
+    follow: bool,
+    tail: Option<usize>,
+    timestamps: bool,
+    console: bool,
+) -> Result<()> {
+    let v = vms(root);
+    let id = v.resolve(vm)?;
+    let dir = v.dir(&id);
+    let running = || {
+        lifecycle::current_state(&v, &id)
+            .is_ok_and(|s| matches!(s.status, Status::Running | Status::Starting))
+    };
+    let has_main = v.config(&id).is_ok_and(|c| c.main.is_some());
+    if console || !has_main {
+        return super::container::follow_raw(&dir.join("console.log"), follow, tail, &running);
+    }
+    super::container::follow_json_log(&dir.join("main.log"), follow, tail, timestamps, &running)
+}
+
+fn console(root: &Path, vm: &str) -> Result<()> {
+    let v = vms(root);
+    let id = v.resolve(vm)?;
+    let st = lifecycle::current_state(&v, &id)?;
+    if st.status != Status::Running {
+        bail!("VM {vm} is not running");
+    }
+    console_relay(root, &id)
+}
+
+/// Relays the terminal to the VM's serial console until Ctrl-] or the VM stops.
+fn console_relay(root: &Path, id: &str) -> Result<()> {
+    let v = vms(root);
+    let paths = corral_vm::qemu::Paths::new(&v.run_dir(id), &v.dir(id));
+    let sock = std::os::unix::net::UnixStream::connect(&paths.console)
+        .with_context(|| format!("the VM's console ({})", paths.console.display()))?;
+    let is_tty = rustix::termios::isatty(std::io::stdin());
+    if is_tty {
+        eprintln!("(console of VM {}: detach with Ctrl-])", &id[..12]);
+    }
+    let _raw = if is_tty {
+        corral_container::tty::RawMode::enter(std::io::stdin().as_fd())
+    } else {
+        None
+    };
+    let mut w = sock.try_clone()?;
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        let mut stdin = std::io::stdin();
+        while let Ok(n) = stdin.read(&mut buf) {
+            if n == 0 {
+                return;
+            }
+            if is_tty && buf[..n].contains(&0x1d) {
+                // Ctrl-]: detach.
+                let _ = w.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+            if w.write_all(&buf[..n]).is_err() {
+                return;
+            }
+        }
+    });
+    let mut r = sock;
+    let mut out = std::io::stdout();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = r.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n])?;
+        out.flush()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,581 @@
+//! A VM's life, as the CLI drives it: create (disks, kernel, initramfs, config), start (TAP
+//! endpoints, boot plan, the monitor), stop, kill, remove, and what `ls`/`inspect` show.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use corral_guest::proto;
+
+use crate::monitor::{self, BootPlan};
+use crate::qmp::Qmp;
+use crate::store::{Accel, BootSource, NetRequest, Status, StoreError, VmConfig, VmState, Vms};
+use crate::{disk, initramfs, kernel};
+
+/// Why a VM command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// State on disk.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Bad input, with what to do.
+    #[error("{0}")]
+    Invalid(String),
+    /// The image store.
+    #[error(transparent)]
+    Image(#[from] corral_image::store::StoreError),
+    /// Kernel, initramfs or disks.
+    #[error(transparent)]
+    Disk(#[from] disk::DiskError),
+    /// The guest kernel.
+    #[error(transparent)]
+    Kernel(#[from] kernel::KernelError),
+    /// The initramfs.
+    #[error(transparent)]
+    Initramfs(#[from] initramfs::InitramfsError),
+    /// Networks.
+    #[error(transparent)]
+    Net(#[from] corral_net::NetError),
+    /// The VM did not start; `code` is the exit code to use.
+    #[error("{message}")]
+    Start {
+        /// docker-style exit code.
+        code: i32,
+        /// What went wrong, with the console's tail.
+        message: String,
+    },
+    /// The VM is not in a state for this.
+    #[error("{0}")]
+    State(String),
+    /// Something else on the host.
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+}
+
+type Result<T> = std::result::Result<T, VmError>;
+
+/// What the guest boots from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// An OCI image of the image store.
+    Image {
+        /// The image's name or id.
+        image: String,
+        /// A kernel other than the one corral finds in /boot.
+        kernel: Option<PathBuf>,
+    },
+    /// A bootable raw or qcow2 disk.
+    BootDisk {
+        /// The disk.
+        path: PathBuf,
+        /// Boot through UEFI.
+        uefi: bool,
+    },
+    /// A kernel, initramfs and command line.
+    Kernel {
+        /// The kernel.
+        kernel: PathBuf,
+        /// The initramfs.
+        initrd: Option<PathBuf>,
+        /// The command line.
+        cmdline: String,
+    },
+}
+
+/// What `vm create` / `vm run` ask for.
+#[derive(Debug, Clone)]
+pub struct CreateSpec {
+    /// The name; generated when `None`.
+    pub name: Option<String>,
+    /// Virtual CPUs.
+    pub cpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Forced accelerator; detected when `None`.
+    pub accel: Option<Accel>,
+    /// The boot source.
+    pub source: Source,
+    /// Size of the writable disk (image boots), bytes.
+    pub disk_bytes: u64,
+    /// Networks, in NIC order.
+    pub networks: Vec<NetRequest>,
+    /// The command (image boots): replaces the image's cmd.
+    pub command: Vec<String>,
+    /// Replaces the image's entrypoint.
+    pub entrypoint: Option<Vec<String>>,
+    /// Extra `KEY=VALUE`s.
+    pub env: Vec<String>,
+    /// Working directory.
+    pub workdir: Option<String>,
+    /// `UID[:GID]`.
+    pub user: Option<String>,
+    /// Remove the VM when it stops.
+    pub auto_remove: bool,
+    /// A cloud-init user-data file (disk boots).
+    pub cloud_init: Option<PathBuf>,
+    /// Seconds to wait for the agent.
+    pub boot_timeout_secs: u64,
+    /// Run the main process on a terminal.
+    pub tty: bool,
+    /// Feed the main process's stdin from the attached client.
+    pub interactive: bool,
+}
+
+/// Where corral keeps built kernels' initramfs and image disks: `CORRAL_ROOT/vm-cache`.
+pub fn cache_dir(root: &Path) -> PathBuf {
+    root.join("vm-cache")
+}
+
+fn host_memory_mib() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+/// Makes a VM: checks the request, builds (or finds cached) the image disk and initramfs,
+/// makes the writable disk, and records the config. The VM is not started.
+pub fn create(root: &Path, spec: &CreateSpec) -> Result<VmConfig> {
+    let vms = Vms::open(root);
+    if spec.cpus == 0 || spec.cpus > 255 {
+        return Err(VmError::Invalid(format!(
+            "--cpus {}: give 1 to 255",
+            spec.cpus
+        )));
+    }
+    if spec.memory_mib < 64 {
+        return Err(VmError::Invalid(format!(
+            "--memory {}M is too small for a Linux guest: give at least 64M",
+            spec.memory_mib
+        )));
+    }
+    if let Some(host) = host_memory_mib() {
+        if spec.memory_mib > host {
+            return Err(VmError::Invalid(format!(
+                "--memory {}M is more than this host has ({host}M): give less",
+                spec.memory_mib
+            )));
+        }
+    }
+    let accel = spec
+        .accel
+        .unwrap_or_else(|| crate::qemu::detect_accel().best);
+    let id = crate::store::new_id();
+    let name = spec
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("vm-{}", &id[..8]));
+    crate::store::check_name(&name)?;
+    let cache = cache_dir(root);
+    let dir = vms.dir(&id);
+    let mut main = None;
+    let mut upper_disk = None;
+    let mut seed = None;
+    let boot = match &spec.source {
+        Source::Image { image, kernel: k } => {
+            let store = corral_image::Store::open(root.join("images"))?;
+            let img = store.resolve(image)?;
+            let guest = kernel::GuestKernel::find(k.as_deref())?;
+            let agent = initramfs::agent_path()?;
+            let initrd = initramfs::build_initramfs(&cache.join("initramfs"), &guest, &agent)?;
+            let image_disk = disk::image_disk(&store, &img, &cache.join("disks"))?;
+            main = Some(main_exec(&img, spec)?);
+            std::fs::create_dir_all(&dir).map_err(|e| VmError::Io(dir.display().to_string(), e))?;
+            let upper = dir.join("upper.ext4");
+            disk::create_upper_disk(&upper, spec.disk_bytes)?;
+            upper_disk = Some(upper);
+            BootSource::Image {
+                image: image.clone(),
+                digest: img.digest.to_string(),
+                image_disk,
+                kernel: guest.kernel.clone(),
+                initrd,
+            }
+        }
+        Source::BootDisk { path, uefi } => {
+            let format = disk_format(path)?;
+            if let Some(ud) = &spec.cloud_init {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| VmError::Io(dir.display().to_string(), e))?;
+                let s = dir.join("seed.iso");
+                crate::seed::nocloud_seed(&s, ud, &name).map_err(VmError::Invalid)?;
+                seed = Some(s);
+            }
+            BootSource::Disk {
+                path: path.clone(),
+                format,
+                uefi: *uefi,
+            }
+        }
+        Source::Kernel {
+            kernel,
+            initrd,
+            cmdline,
+        } => {
+            for p in std::iter::once(kernel).chain(initrd.iter()) {
+                if !p.is_file() {
+                    return Err(VmError::Invalid(format!("{}: no such file", p.display())));
+                }
+            }
+            BootSource::Kernel {
+                kernel: kernel.clone(),
+                initrd: initrd.clone(),
+                cmdline: cmdline.clone(),
+            }
+        }
+    };
+    let cfg = VmConfig {
+        id: id.clone(),
+        name,
+        created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        cpus: spec.cpus,
+        memory_mib: spec.memory_mib,
+        accel,
+        boot,
+        upper_disk,
+        extra_cmdline: String::new(),
+        networks: spec.networks.clone(),
+        main,
+        auto_remove: spec.auto_remove,
+        seed,
+        boot_timeout_secs: spec.boot_timeout_secs,
+    };
+    let made = (|| {
+        let _names = vms.names_lock()?;
+        vms.create(&cfg)
+    })();
+    if let Err(e) = made {
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(e.into());
+    }
+    Ok(cfg)
+}
+
+fn disk_format(path: &Path) -> Result<String> {
+    let mut head = [0u8; 4];
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| VmError::Invalid(format!("--boot-disk {}: {e}", path.display())))?;
+    let n = f.read(&mut head).unwrap_or(0);
+    Ok(if n == 4 && &head == b"QFI\xfb" {
+        "qcow2"
+    } else {
+        "raw"
+    }
+    .to_owned())
+}
+
+/// The main process of an image VM: the image's entrypoint and cmd, environment, working
+/// directory and user, as `corral run` takes them, with the user's overrides.
+fn main_exec(img: &corral_image::store::Image, spec: &CreateSpec) -> Result<proto::Exec> {
+    let cfg = img.config.config().clone().unwrap_or_default();
+    let entrypoint = match &spec.entrypoint {
+        Some(e) => e.clone(),
+        None => cfg.entrypoint().clone().unwrap_or_default(),
+    };
+    let cmd = if !spec.command.is_empty() {
+        spec.command.clone()
+    } else if spec.entrypoint.is_some() {
+        Vec::new()
+    } else {
+        cfg.cmd().clone().unwrap_or_default()
+    };
+    let argv: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if argv.is_empty() {
+        return Err(VmError::Invalid(
+            "the image has no command: give one after `--` (e.g. `-- /bin/sh`)".into(),
+        ));
+    }
+    let mut env = cfg.env().clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    }
+    for e in &spec.env {
+        let key = e.split('=').next().unwrap_or("");
+        env.retain(|x| x.split('=').next() != Some(key));
+        env.push(e.clone());
+    }
+    let user = spec
+        .user
+        .clone()
+        .or_else(|| cfg.user().clone())
+        .unwrap_or_default();
+    let (uid, gid) = parse_user(&user)?;
+    Ok(proto::Exec {
+        argv,
+        env,
+        cwd: spec
+            .workdir
+            .clone()
+            .or_else(|| cfg.working_dir().clone())
+            .unwrap_or_default(),
+        uid,
+        gid,
+        tty: spec.tty,
+        rows: 0,
+        cols: 0,
+        stdin: spec.interactive,
+    })
+}
+
+/// `UID[:GID]`, numeric (names would need the image's /etc/passwd, read in the guest).
+pub fn parse_user(user: &str) -> Result<(u32, u32)> {
+    if user.is_empty() {
+        return Ok((0, 0));
+    }
+    let (u, g) = user.split_once(':').unwrap_or((user, ""));
+    let uid: u32 = u.parse().map_err(|_| {
+        VmError::Invalid(format!(
+            "user {user:?}: VMs take a numeric UID[:GID] for now"
+        ))
+    })?;
+    let gid: u32 = if g.is_empty() {
+        uid
+    } else {
+        g.parse()
+            .map_err(|_| VmError::Invalid(format!("user {user:?}: the group must be numeric")))?
+    };
+    Ok((uid, gid))
+}
+
+/// Is `pid` alive (and not a zombie)?
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// A VM's state, corrected by what runs: a VM whose monitor and QEMU are gone is stopped.
+pub fn current_state(vms: &Vms, id: &str) -> Result<VmState> {
+    let mut st = vms.state(id)?;
+    if matches!(st.status, Status::Running | Status::Starting) {
+        let monitor = st.monitor_pid.is_some_and(alive);
+        let qemu = st.qemu_pid.is_some_and(alive);
+        if !monitor && !qemu {
+            st.status = Status::Stopped;
+            st.error
+                .get_or_insert_with(|| "the VM's monitor died; its exit is unknown".into());
+            st.monitor_pid = None;
+            st.qemu_pid = None;
+        } else if !monitor {
+            st.error =
+                Some("the VM's monitor died; QEMU still runs (`corral vm rm -f` ends it)".into());
+        }
+    }
+    Ok(st)
+}
+
+/// A started VM: the monitor's process, whose exit code is the main process's.
+pub struct Started {
+    /// The monitor (the caller's child).
+    pub monitor: Child,
+    /// The VM's id.
+    pub id: String,
+}
+
+/// Starts a created or stopped VM: joins its networks, writes its boot plan, starts the
+/// monitor and waits until the guest agent answered (or QEMU runs, for guests without one).
+/// With `attach`, the main process waits for a client to attach (see [`crate::client`]).
+pub fn start(root: &Path, id: &str, attach: bool, exe: &Path) -> Result<Started> {
+    let vms = Vms::open(root);
+    let _lock = vms.lock(id)?;
+    let cfg = vms.config(id)?;
+    let st = current_state(&vms, id)?;
+    if matches!(st.status, Status::Running | Status::Starting) {
+        return Err(VmError::State(format!(
+            "VM {} is already running",
+            cfg.name
+        )));
+    }
+    let nets = corral_net::Networks::open(root);
+    // Endpoints left from a start that did not finish go first.
+    let _ = nets.release(id);
+    let mut plan = BootPlan::default();
+    let joined = (|| -> Result<()> {
+        for (i, req) in cfg.networks.iter().enumerate() {
+            let ep = nets.attach_vm(id, &cfg.name, &req.network, &req.aliases, exe)?;
+            plan.nics.push((ep.host_ifname.clone(), ep.mac.clone()));
+            plan.boot.interfaces.push(proto::Interface {
+                mac: ep.mac.clone(),
+                name: format!("eth{i}"),
+                address: format!("{}/{}", ep.ip, ep.prefix),
+                gateway: (i == 0).then(|| ep.gateway.to_string()),
+                mtu: None,
+            });
+            if i == 0 {
+                plan.boot.nameservers.push(ep.dns_server.to_string());
+            }
+            plan.boot.hosts.push(format!("{}\t{}", ep.ip, cfg.name));
+        }
+        Ok(())
+    })();
+    if let Err(e) = joined {
+        let _ = nets.release(id);
+        return Err(e);
+    }
+    plan.boot.hostname = cfg.name.clone();
+    if matches!(cfg.boot, BootSource::Image { .. }) {
+        plan.boot.root = Some(proto::RootDisks {
+            image_serial: "image".into(),
+            upper_serial: "upper".into(),
+        });
+    }
+    corral_net::fsutil::write_json_runtime(&monitor::plan_path(&vms, id), &plan)
+        .map_err(StoreError::from)?;
+    let small = exe.with_file_name("corral-vm-monitor");
+    let mut cmd = if small.is_file() {
+        Command::new(small)
+    } else {
+        let mut c = Command::new(exe);
+        c.arg("__vm-monitor");
+        c
+    };
+    cmd.arg(root).arg(id);
+    if attach {
+        cmd.arg("--attach");
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0);
+    use std::os::unix::process::CommandExt;
+    let mut child = cmd.spawn().map_err(|e| {
+        let _ = nets.release(id);
+        VmError::Io(
+            format!("cannot start the VM monitor ({})", exe.display()),
+            e,
+        )
+    })?;
+    let mut msg = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        let _ = out.read_to_string(&mut msg);
+    }
+    if msg == "OK" {
+        return Ok(Started {
+            monitor: child,
+            id: id.to_owned(),
+        });
+    }
+    let _ = child.wait();
+    let _ = nets.release(id);
+    let (code, message) = match msg.strip_prefix("ERR ") {
+        Some(rest) => {
+            let (c, m) = rest.split_once(' ').unwrap_or(("125", rest));
+            (c.parse().unwrap_or(125), m.to_owned())
+        }
+        None => (
+            125,
+            "the VM monitor exited before the VM started".to_owned(),
+        ),
+    };
+    Err(VmError::Start { code, message })
+}
+
+/// Stops a VM: asks the agent (or ACPI) for a clean power-off, waits up to `timeout`, then
+/// ends QEMU. Returns whether it had to be killed.
+pub fn stop(root: &Path, id: &str, timeout: Duration) -> Result<bool> {
+    let vms = Vms::open(root);
+    let st = current_state(&vms, id)?;
+    if !matches!(st.status, Status::Running | Status::Starting) {
+        return Ok(false);
+    }
+    let paths = crate::qemu::Paths::new(&vms.run_dir(id), &vms.dir(id));
+    let asked = crate::client::Client::connect(&paths.ctl)
+        .and_then(|mut c| c.shutdown())
+        .is_ok();
+    if !asked {
+        if let Ok(mut q) = Qmp::connect(&paths.qmp_cli, Duration::from_secs(2)) {
+            let _ = q.execute("system_powerdown", None);
+        }
+    }
+    if wait_gone(&st, timeout) {
+        return Ok(false);
+    }
+    kill(root, id)?;
+    Ok(true)
+}
+
+fn wait_gone(st: &VmState, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let gone = !st.monitor_pid.is_some_and(alive) && !st.qemu_pid.is_some_and(alive);
+        if gone {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Ends a VM's QEMU at once (QMP `quit`, else SIGKILL), and waits for its monitor to finish.
+pub fn kill(root: &Path, id: &str) -> Result<()> {
+    let vms = Vms::open(root);
+    let st = current_state(&vms, id)?;
+    let paths = crate::qemu::Paths::new(&vms.run_dir(id), &vms.dir(id));
+    if let Ok(mut q) = Qmp::connect(&paths.qmp_cli, Duration::from_secs(2)) {
+        let _ = q.quit();
+    }
+    if !wait_gone(&st, Duration::from_secs(5)) {
+        if let Some(pid) = st
+            .qemu_pid
+            .filter(|p| alive(*p) && is_our_qemu(*p, id, &vms))
+        {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+        wait_gone(&st, Duration::from_secs(10));
+    }
+    // A monitor that died left its state: record the stop ourselves.
+    let mut st = vms.state(id)?;
+    if matches!(st.status, Status::Running | Status::Starting) {
+        st.status = Status::Stopped;
+        st.monitor_pid = None;
+        st.qemu_pid = None;
+        st.finished_at =
+            Some(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string());
+        vms.save_state(id, &st)?;
+        let _ = corral_net::Networks::open(root).release(id);
+        let _ = std::fs::remove_dir_all(vms.run_dir(id));
+    }
+    Ok(())
+}
+
+/// Is `pid` the QEMU of VM `id` (its command line names the VM's runtime directory)?
+fn is_our_qemu(pid: i32, id: &str, vms: &Vms) -> bool {
+    let run = vms.run_dir(id);
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            let needle = run.display().to_string();
+            String::from_utf8_lossy(&c).contains(&needle)
+        })
+        .unwrap_or(false)
+}
+
+/// Removes a VM: refuses a running one unless `force` (then kills it first); releases its
+/// endpoints and deletes its disks, logs and sockets.
+pub fn remove(root: &Path, id: &str, force: bool) -> Result<()> {
+    let vms = Vms::open(root);
+    let st = current_state(&vms, id)?;
+    if matches!(st.status, Status::Running | Status::Starting) {
+        if !force {
+            let name = vms
+                .config(id)
+                .map(|c| c.name)
+                .unwrap_or_else(|_| id.to_owned());
+            return Err(VmError::State(format!(
+                "VM {name} is running: stop it first (`corral vm stop {name}`) or use `vm rm -f`"
+            )));
+        }
+        kill(root, id)?;
+    }
+    let _lock = vms.lock(id)?;
+    let _ = corral_net::Networks::open(root).release(id);
+    vms.remove_files(id)?;
+    Ok(())
+}

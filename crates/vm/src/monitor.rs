@@ -1,0 +1,692 @@
+//! The VM monitor: one small process per running VM, the parent of its QEMU.
+//!
+//! It starts QEMU, hands the guest agent its boot plan and waits (bounded) for it to answer,
+//! then tells the CLI that started it (`OK` or `ERR <code> <message>` on an inherited pipe).
+//! While the VM runs it keeps the one connection QEMU's agent socket allows and shares it:
+//! clients (`vm exec`, `vm cp`, an attached `vm run`) connect to its socket `ctl.sock` and
+//! speak the agent's own protocol; their session numbers are mapped onto the agent's. The
+//! main process of an image VM runs in session 0: its output goes to `main.log` (JSON lines,
+//! as a container's log) and to an attached client; when it ends the guest is powered off,
+//! as a container ends with its process. When QEMU exits the monitor records why, releases
+//! the VM's network endpoints, removes the runtime directory (and the VM, with `--rm`) and
+//! exits with the main process's code.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use corral_guest::proto::{self, Frame, FrameReader, Kind, Request, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::qemu::{self, Nic, Paths};
+use crate::qmp::Qmp;
+use crate::store::{BootSource, Status, VmConfig, Vms};
+
+/// What the CLI prepared for this start: the NICs it created and the agent's boot request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BootPlan {
+    /// TAP devices and MACs, in NIC order.
+    pub nics: Vec<(String, String)>,
+    /// The request the agent gets first.
+    pub boot: proto::Boot,
+}
+
+/// `vms/<id>/boot.json`.
+pub fn plan_path(vms: &Vms, id: &str) -> PathBuf {
+    vms.dir(id).join("boot.json")
+}
+
+/// Runs the monitor: `ROOT ID [--attach]`. Its standard output is the CLI's pipe: it
+/// carries `OK` or `ERR <code> <message>` once, then points at `/dev/null`. Returns the
+/// process's exit code.
+pub fn main_from_args(args: &[std::ffi::OsString]) -> i32 {
+    let (Some(root), Some(id)) = (args.first(), args.get(1)) else {
+        eprintln!("usage: corral-vm-monitor CORRAL_ROOT VM_ID [--attach]");
+        return 125;
+    };
+    let attach = args.iter().skip(2).any(|a| a == "--attach");
+    let vms = Vms::open(Path::new(root));
+    let id = id.to_string_lossy().into_owned();
+    run(&vms, &id, Notify, attach)
+}
+
+/// The one message to the CLI, on standard output, which is closed right after.
+struct Notify;
+
+impl Write for Notify {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut out = std::io::stdout().lock();
+        out.write_all(buf)?;
+        out.flush()?;
+        if let Ok(null) = File::options().write(true).open("/dev/null") {
+            let _ = rustix::stdio::dup2_stdout(&null);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Shared between the monitor's threads.
+struct Shared {
+    /// Frames to the agent, whole frames under the lock.
+    agent_w: Mutex<UnixStream>,
+    /// Global session -> (client, the client's own session number).
+    sessions: Mutex<HashMap<u32, (u64, u32)>>,
+    /// Client id -> its socket.
+    clients: Mutex<HashMap<u64, UnixStream>>,
+    /// The client attached to the main process.
+    attached: Mutex<Option<u64>>,
+    attach_cv: Condvar,
+    next_session: AtomicU32,
+    /// The main process's exit, once it ended.
+    main_exit: Mutex<Option<proto::Exit>>,
+    shutting_down: AtomicBool,
+    log: Mutex<Option<File>>,
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
+    let fail = |notify: &mut Notify, code: i32, msg: &str| {
+        let _ = notify.write_all(format!("ERR {code} {msg}").as_bytes());
+        code
+    };
+    let cfg = match vms.config(id) {
+        Ok(c) => c,
+        Err(e) => return fail(&mut notify, 125, &e.to_string()),
+    };
+    let plan: BootPlan = match corral_net::fsutil::read_json(&plan_path(vms, id)) {
+        Ok(p) => p.unwrap_or_default(),
+        Err(e) => return fail(&mut notify, 125, &e.to_string()),
+    };
+    let run_dir = vms.run_dir(id);
+    let dir = vms.dir(id);
+    if let Err(e) = std::fs::create_dir_all(&run_dir) {
+        return fail(&mut notify, 125, &format!("{}: {e}", run_dir.display()));
+    }
+    let paths = Paths::new(&run_dir, &dir);
+    for p in [
+        &paths.qmp,
+        &paths.qmp_cli,
+        &paths.agent,
+        &paths.console,
+        &paths.ctl,
+    ] {
+        let _ = std::fs::remove_file(p);
+    }
+    let nics: Vec<Nic> = plan
+        .nics
+        .iter()
+        .map(|(tap, mac)| Nic {
+            tap: tap.clone(),
+            mac: mac.clone(),
+        })
+        .collect();
+    let qemu_bin = match qemu::qemu_binary() {
+        Ok(q) => q,
+        Err(e) => return finish_failed_start(vms, id, &cfg, &mut notify, 125, &e),
+    };
+    let qemu_log = dir.join("qemu.log");
+    let log_file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&qemu_log);
+    let (out, err) = match log_file.and_then(|f| Ok((f.try_clone()?, f))) {
+        Ok(p) => p,
+        Err(e) => return fail(&mut notify, 125, &format!("{}: {e}", qemu_log.display())),
+    };
+    let started = Instant::now();
+    let mut child = match Command::new(&qemu_bin)
+        .args(qemu::args(&cfg, &paths, &nics))
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = format!("cannot run {}: {e}", qemu_bin.display());
+            return finish_failed_start(vms, id, &cfg, &mut notify, 125, &msg);
+        }
+    };
+    let mut state = vms
+        .state(id)
+        .unwrap_or_else(|_| crate::store::VmState::created());
+    state.status = Status::Starting;
+    state.monitor_pid = Some(std::process::id() as i32);
+    state.qemu_pid = Some(child.id() as i32);
+    state.started_at = Some(now());
+    state.finished_at = None;
+    state.exit_code = None;
+    state.error = None;
+    state.agent_ready = false;
+    state.boot_ms = None;
+    state.addresses = plan
+        .boot
+        .interfaces
+        .iter()
+        .map(|i| format!("{} {}", i.name, i.address))
+        .collect();
+    let _ = vms.save_state(id, &state);
+
+    // The monitor's QMP connection: it sees why QEMU stops.
+    let reason: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    match Qmp::connect(&paths.qmp, Duration::from_secs(10)) {
+        Ok(mut q) => {
+            let reason = reason.clone();
+            let _ = q.set_timeout(None);
+            std::thread::spawn(move || {
+                while let Ok(ev) = q.next_event() {
+                    if ev["event"] == "SHUTDOWN" {
+                        let r = ev["data"]["reason"].as_str().unwrap_or("").to_owned();
+                        *reason.lock().expect("reason") = Some(r);
+                    } else if ev["event"] == "GUEST_PANICKED" {
+                        *reason.lock().expect("reason") = Some("guest-panic".into());
+                    }
+                }
+            });
+        }
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let msg = format!("QEMU did not start: {e}; {}", tail_of(&qemu_log, 10));
+            return finish_failed_start(vms, id, &cfg, &mut notify, 125, &msg);
+        }
+    }
+
+    let has_agent = matches!(cfg.boot, BootSource::Image { .. });
+    let mut shared: Option<Arc<Shared>> = None;
+    if has_agent {
+        let deadline = started + Duration::from_secs(cfg.boot_timeout_secs.max(1));
+        match boot_agent(&paths, &plan.boot, deadline, &mut child) {
+            Ok((stream, reader, _uptime)) => {
+                let sh = Arc::new(Shared {
+                    agent_w: Mutex::new(stream.try_clone().expect("clone socket")),
+                    sessions: Mutex::new(HashMap::new()),
+                    clients: Mutex::new(HashMap::new()),
+                    attached: Mutex::new(None),
+                    attach_cv: Condvar::new(),
+                    next_session: AtomicU32::new(1),
+                    main_exit: Mutex::new(None),
+                    shutting_down: AtomicBool::new(false),
+                    log: Mutex::new(
+                        OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(dir.join("main.log"))
+                            .ok(),
+                    ),
+                });
+                {
+                    let sh = sh.clone();
+                    std::thread::spawn(move || agent_reader(sh, stream, reader));
+                }
+                match UnixListener::bind(&paths.ctl) {
+                    Ok(l) => {
+                        let sh = sh.clone();
+                        std::thread::spawn(move || serve_clients(sh, l));
+                    }
+                    Err(e) => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        let msg = format!("{}: {e}", paths.ctl.display());
+                        return finish_failed_start(vms, id, &cfg, &mut notify, 125, &msg);
+                    }
+                }
+                shared = Some(sh);
+            }
+            Err(msg) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let msg = format!("{msg}\n{}", tail_of(&paths.console_log, 20));
+                return finish_failed_start(vms, id, &cfg, &mut notify, 125, &msg);
+            }
+        }
+    }
+    state.status = Status::Running;
+    state.agent_ready = has_agent;
+    state.boot_ms = Some(started.elapsed().as_millis() as u64);
+    let _ = vms.save_state(id, &state);
+    let _ = notify.write_all(b"OK");
+
+    // The main process, once a client attached when one is to.
+    if let (Some(sh), Some(main)) = (&shared, &cfg.main) {
+        let sh = sh.clone();
+        let main = main.clone();
+        std::thread::spawn(move || {
+            if attach {
+                let guard = sh.attached.lock().expect("attached");
+                let _ = sh
+                    .attach_cv
+                    .wait_timeout_while(guard, Duration::from_secs(60), |a| a.is_none());
+            }
+            let f = Frame::json(Kind::Request, 0, &Request::Exec(main));
+            let _ = send_agent(&sh, &f);
+        });
+    }
+
+    let status = child.wait();
+    let reason = reason.lock().expect("reason").clone();
+    let main_exit = shared
+        .as_ref()
+        .and_then(|s| *s.main_exit.lock().expect("exit"));
+    let mut state = vms.state(id).unwrap_or(state);
+    state.status = Status::Stopped;
+    state.finished_at = Some(now());
+    state.monitor_pid = None;
+    state.qemu_pid = None;
+    state.agent_ready = false;
+    state.exit_code = main_exit.map(|e| e.code);
+    let stop_requested = shared
+        .as_ref()
+        .is_some_and(|s| s.shutting_down.load(Ordering::SeqCst));
+    state.error = match (&status, reason.as_deref()) {
+        (Ok(s), _) if !s.success() && s.code() != Some(0) && reason.is_none() => {
+            Some(format!("QEMU exited with {s}: {}", tail_of(&qemu_log, 5)))
+        }
+        (_, Some("guest-reset")) if main_exit.is_none() && !stop_requested => Some(format!(
+            "the guest reset (a kernel panic, or a reboot): {}",
+            tail_of(&paths.console_log, 10)
+        )),
+        (_, Some("guest-panic")) => Some(format!(
+            "the guest kernel panicked: {}",
+            tail_of(&paths.console_log, 10)
+        )),
+        _ => None,
+    };
+    let _ = vms.save_state(id, &state);
+    let _ = corral_net::Networks::open(vms.corral_root()).release(id);
+    let _ = std::fs::remove_dir_all(vms.run_dir(id));
+    if cfg.auto_remove {
+        let _ = vms.remove_files(id);
+    }
+    match main_exit {
+        Some(e) => e.code,
+        None if state.error.is_some() => 125,
+        None => 0,
+    }
+}
+
+/// Records a start that failed before the VM ran, cleans what it made, and tells the CLI.
+fn finish_failed_start(
+    vms: &Vms,
+    id: &str,
+    cfg: &VmConfig,
+    notify: &mut Notify,
+    code: i32,
+    msg: &str,
+) -> i32 {
+    if let Ok(mut st) = vms.state(id) {
+        st.status = Status::Stopped;
+        st.monitor_pid = None;
+        st.qemu_pid = None;
+        st.finished_at = Some(now());
+        st.error = Some(msg.to_owned());
+        let _ = vms.save_state(id, &st);
+    }
+    let _ = corral_net::Networks::open(vms.corral_root()).release(id);
+    let _ = std::fs::remove_dir_all(vms.run_dir(id));
+    if cfg.auto_remove {
+        let _ = vms.remove_files(id);
+    }
+    let _ = notify.write_all(format!("ERR {code} {msg}").as_bytes());
+    code
+}
+
+/// Connects to the agent's socket, sends the boot request and waits for `Ready`.
+fn boot_agent(
+    paths: &Paths,
+    boot: &proto::Boot,
+    deadline: Instant,
+    child: &mut Child,
+) -> Result<(UnixStream, FrameReader, u64), String> {
+    let timeout_msg = |what: &str| {
+        format!("the guest agent did not answer within the boot timeout ({what}); the console's last lines follow")
+    };
+    let mut stream = loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Err(format!("QEMU exited ({st}) before the guest came up"));
+        }
+        match UnixStream::connect(&paths.agent) {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => return Err(format!("cannot reach the agent's socket: {e}")),
+        }
+    };
+    let mut boot = boot.clone();
+    boot.version = proto::VERSION;
+    boot.time_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Frame::json(Kind::Request, 0, &Request::Boot(boot))
+        .write_to(&mut stream)
+        .map_err(|e| format!("cannot send the boot request to the agent: {e}"))?;
+    let mut reader = FrameReader::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timeout_msg("no answer"));
+        }
+        let _ = stream.set_read_timeout(Some(left));
+        match reader.read_from(&mut stream) {
+            Ok(Some(f)) if f.kind == Kind::Response && f.session == 0 => {
+                let _ = stream.set_read_timeout(None);
+                return match f.parse::<Response>() {
+                    Ok(Response::Ready { version, uptime_ms }) if version == proto::VERSION => {
+                        Ok((stream, reader, uptime_ms))
+                    }
+                    Ok(Response::Ready { version, .. }) => Err(format!(
+                        "the guest agent speaks protocol {version}, corral {}: rebuild the agent (scripts/build-guest.sh)",
+                        proto::VERSION
+                    )),
+                    Ok(Response::Error { message, .. }) => {
+                        Err(format!("the guest agent could not set up the guest: {message}"))
+                    }
+                    Ok(other) => Err(format!("the guest agent answered {other:?} to boot")),
+                    Err(e) => Err(format!("the guest agent's answer is malformed: {e}")),
+                };
+            }
+            Ok(Some(_)) => continue,
+            Ok(None) => {
+                // QEMU closed the socket: it exited.
+                let st = child.wait().map(|s| s.to_string()).unwrap_or_default();
+                return Err(format!(
+                    "QEMU exited ({st}) before the guest agent answered"
+                ));
+            }
+            Err(proto::ProtoError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(timeout_msg("timed out"));
+            }
+            Err(e) => return Err(format!("the guest agent's channel broke: {e}")),
+        }
+    }
+}
+
+fn send_agent(sh: &Shared, f: &Frame) -> std::io::Result<()> {
+    let mut w = sh.agent_w.lock().expect("agent writer");
+    f.write_to(&mut *w)
+}
+
+fn send_client(sh: &Shared, client: u64, f: &Frame) {
+    let stream = sh
+        .clients
+        .lock()
+        .expect("clients")
+        .get(&client)
+        .and_then(|s| s.try_clone().ok());
+    if let Some(mut s) = stream {
+        // A client that stopped reading loses its frames, never the VM's other sessions:
+        // writes to it are bounded by a timeout.
+        let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
+        let _ = f.write_to(&mut s);
+    }
+}
+
+/// Reads the agent's frames and routes them: session 0 to the log and the attached client,
+/// the rest to the client that owns the session.
+fn agent_reader(sh: Arc<Shared>, mut stream: UnixStream, mut reader: FrameReader) {
+    loop {
+        let f = match reader.read_from(&mut stream) {
+            Ok(Some(f)) => f,
+            Ok(None) => return,
+            Err(proto::ProtoError::Io(_)) => return,
+            Err(e) => {
+                tracing::warn!("guest agent: {e}; dropping what was buffered");
+                reader = FrameReader::new();
+                continue;
+            }
+        };
+        if f.session == 0 {
+            match f.kind {
+                Kind::Stdout | Kind::Stderr => {
+                    let stream = if f.kind == Kind::Stdout {
+                        "stdout"
+                    } else {
+                        "stderr"
+                    };
+                    if let Some(log) = sh.log.lock().expect("log").as_mut() {
+                        write_log(log, stream, &f.payload);
+                    }
+                }
+                Kind::Exit => {
+                    if let Ok(e) = f.parse::<proto::Exit>() {
+                        *sh.main_exit.lock().expect("exit") = Some(e);
+                    }
+                }
+                Kind::Response => {
+                    if let Ok(Response::Error { message, code }) = f.parse::<Response>() {
+                        if let Some(log) = sh.log.lock().expect("log").as_mut() {
+                            write_log(log, "stderr", format!("{message}\n").as_bytes());
+                        }
+                        *sh.main_exit.lock().expect("exit") = Some(proto::Exit {
+                            code: if code == 0 { 125 } else { code },
+                            signal: None,
+                        });
+                    }
+                }
+                _ => {}
+            }
+            let attached = *sh.attached.lock().expect("attached");
+            if let Some(c) = attached {
+                send_client(&sh, c, &f);
+            }
+            let ended = f.kind == Kind::Exit
+                || (f.kind == Kind::Response
+                    && matches!(f.parse::<Response>(), Ok(Response::Error { .. })));
+            if ended {
+                // The main process is the VM's reason to run, as a container's process is.
+                sh.shutting_down.store(true, Ordering::SeqCst);
+                let _ = send_agent(
+                    &sh,
+                    &Frame::json(Kind::Request, 0, &Request::Shutdown { reboot: false }),
+                );
+            }
+            continue;
+        }
+        let route = sh
+            .sessions
+            .lock()
+            .expect("sessions")
+            .get(&f.session)
+            .copied();
+        if let Some((client, local)) = route {
+            // A session ends with its process's exit, or with its one answer.
+            let done = f.kind == Kind::Exit
+                || (f.kind == Kind::Response
+                    && !matches!(f.parse::<Response>(), Ok(Response::Started { .. })));
+            send_client(
+                &sh,
+                client,
+                &Frame {
+                    session: local,
+                    ..f
+                },
+            );
+            if done {
+                sh.sessions.lock().expect("sessions").remove(&f.session);
+            }
+        }
+    }
+}
+
+fn write_log(log: &mut File, stream: &str, data: &[u8]) {
+    let time = now();
+    let mut out = Vec::new();
+    for line in data.split_inclusive(|&b| b == b'\n') {
+        let entry = serde_json::json!({
+            "log": String::from_utf8_lossy(line),
+            "stream": stream,
+            "time": time,
+        });
+        serde_json::to_writer(&mut out, &entry).expect("json");
+        out.push(b'\n');
+    }
+    let _ = log.write_all(&out);
+}
+
+fn serve_clients(sh: Arc<Shared>, listener: UnixListener) {
+    let mut next_client = 1u64;
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        let client = next_client;
+        next_client += 1;
+        let Ok(w) = conn.try_clone() else { continue };
+        sh.clients.lock().expect("clients").insert(client, w);
+        let sh = sh.clone();
+        std::thread::spawn(move || serve_client(sh, client, conn));
+    }
+}
+
+fn serve_client(sh: Arc<Shared>, client: u64, mut conn: UnixStream) {
+    let mut reader = FrameReader::new();
+    let mut mine: HashMap<u32, u32> = HashMap::new();
+    loop {
+        let f = match reader.read_from(&mut conn) {
+            Ok(Some(f)) => f,
+            Ok(None) | Err(_) => break,
+        };
+        if f.session == 0 {
+            match f.kind {
+                Kind::Request if matches!(f.parse::<Request>(), Ok(Request::Attach)) => {
+                    *sh.attached.lock().expect("attached") = Some(client);
+                    sh.attach_cv.notify_all();
+                    if let Some(e) = *sh.main_exit.lock().expect("exit") {
+                        send_client(&sh, client, &Frame::json(Kind::Exit, 0, &e));
+                    }
+                }
+                // Stdin and terminal requests for the main process, from its attached client.
+                Kind::Stdin | Kind::Request
+                    if *sh.attached.lock().expect("attached") == Some(client) =>
+                {
+                    let _ = send_agent(&sh, &f);
+                }
+                _ => send_client(
+                    &sh,
+                    client,
+                    &Frame::json(
+                        Kind::Response,
+                        0,
+                        &Response::Error {
+                            message: "session 0 is the main process's: attach first".into(),
+                            code: 125,
+                        },
+                    ),
+                ),
+            }
+            continue;
+        }
+        if f.kind != Kind::Request && f.kind != Kind::Stdin {
+            continue;
+        }
+        let global = match mine.get(&f.session) {
+            Some(g) => *g,
+            None if f.kind == Kind::Request => {
+                let g = sh.next_session.fetch_add(1, Ordering::SeqCst);
+                mine.insert(f.session, g);
+                sh.sessions
+                    .lock()
+                    .expect("sessions")
+                    .insert(g, (client, f.session));
+                g
+            }
+            None => continue,
+        };
+        if send_agent(
+            &sh,
+            &Frame {
+                session: global,
+                ..f
+            },
+        )
+        .is_err()
+        {
+            break;
+        }
+    }
+    // The client went: its processes lose their stdin; its routes go.
+    for g in mine.values() {
+        let _ = send_agent(
+            &sh,
+            &Frame {
+                kind: Kind::Stdin,
+                session: *g,
+                payload: Vec::new(),
+            },
+        );
+        sh.sessions.lock().expect("sessions").remove(g);
+    }
+    sh.clients.lock().expect("clients").remove(&client);
+    let mut a = sh.attached.lock().expect("attached");
+    if *a == Some(client) {
+        *a = None;
+    }
+}
+
+/// The last `n` lines of a log, for error messages.
+pub fn tail_of(path: &Path, n: usize) -> String {
+    let mut data = Vec::new();
+    if let Ok(mut f) = File::open(path) {
+        let _ = f.read_to_end(&mut data);
+    }
+    let text = String::from_utf8_lossy(&data);
+    let text = strip_escapes(&text);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let start = lines.len().saturating_sub(n);
+    if lines.is_empty() {
+        return format!("({} is empty)", path.display());
+    }
+    format!("{}:\n  {}", path.display(), lines[start..].join("\n  "))
+}
+
+/// Drops terminal escape sequences (the firmware's screen clearing) from console text.
+fn strip_escapes(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                while let Some(&d) = chars.peek() {
+                    chars.next();
+                    if d.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        if c == '\r' {
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_are_stripped() {
+        assert_eq!(strip_escapes("c\u{1b}[?7l\u{1b}[2Jhello\r\n"), "chello\n");
+    }
+}

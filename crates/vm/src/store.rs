@@ -1,0 +1,436 @@
+//! VMs on disk: `CORRAL_ROOT/vms/<id>/` holds `config.json` (what the VM is: written once
+//! at create, durable), `state.json` (what it is doing: written by the monitor and the CLI),
+//! its writable disk, and the logs (`console.log` from the serial port, `main.log` from the
+//! main process). Sockets live under `/run/corral/vm-<id>/` (unix socket paths are short).
+//! Every change to a VM happens under its lock (`vms/<id>/lock`).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use corral_guest::proto;
+use corral_net::fsutil::{self, FsError, Lock};
+use serde::{Deserialize, Serialize};
+
+/// A VM's state files could not be read or written, or the VM is unknown.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No VM by that name or id.
+    #[error("no such VM: {0} (see `corral vm ls -a`)")]
+    NotFound(String),
+    /// A prefix of an id matches several VMs.
+    #[error("{0} matches several VMs: give more of the id, or the name")]
+    Ambiguous(String),
+    /// The name is taken.
+    #[error("the name {0:?} is already used by VM {1}: choose another or remove it (`corral vm rm {0}`)")]
+    NameTaken(String, String),
+    /// The name is not valid.
+    #[error("invalid VM name {0:?}: use letters, digits, '_', '.', '-', starting with a letter or digit, at most 63 characters")]
+    BadName(String),
+    /// A file operation failed.
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    /// A plain I/O error.
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// How the guest boots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BootSource {
+    /// An OCI image: corral's kernel and initramfs (the agent as init), the image as a
+    /// read-only ext4 disk and a writable disk joined by overlayfs in the guest.
+    Image {
+        /// The image as the user named it.
+        image: String,
+        /// The image's digest.
+        digest: String,
+        /// The cached ext4 disk of the image.
+        image_disk: PathBuf,
+        /// The guest kernel.
+        kernel: PathBuf,
+        /// The initramfs corral built.
+        initrd: PathBuf,
+    },
+    /// A kernel and initramfs of the user's (the agent answers only if their init runs it).
+    Kernel {
+        /// The kernel.
+        kernel: PathBuf,
+        /// The initramfs, if any.
+        initrd: Option<PathBuf>,
+        /// The kernel command line.
+        cmdline: String,
+    },
+    /// A bootable disk image, through the firmware.
+    Disk {
+        /// The disk (raw or qcow2).
+        path: PathBuf,
+        /// `raw` or `qcow2`.
+        format: String,
+        /// Boot through UEFI (OVMF) rather than the BIOS.
+        uefi: bool,
+    },
+}
+
+/// Which accelerator runs the guest's CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    /// The kernel's KVM (hardware virtualization).
+    Kvm,
+    /// QEMU's translator (software emulation).
+    Tcg,
+}
+
+impl Accel {
+    /// `kvm` or `tcg`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// A network the VM joins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetRequest {
+    /// The network's name.
+    pub network: String,
+    /// Extra DNS names.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Published ports (`-p` syntax).
+    #[serde(default)]
+    pub ports: Vec<String>,
+}
+
+/// What a VM is; fixed at create (`vm set` changes cpus/memory).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmConfig {
+    /// 64 hex digits.
+    pub id: String,
+    /// The VM's name (and the guest's hostname).
+    pub name: String,
+    /// When it was created (RFC 3339).
+    pub created: String,
+    /// Virtual CPUs.
+    pub cpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// The accelerator chosen at create.
+    pub accel: Accel,
+    /// How it boots.
+    pub boot: BootSource,
+    /// The writable disk (image boots): path and size.
+    #[serde(default)]
+    pub upper_disk: Option<PathBuf>,
+    /// Extra kernel command line (image boots).
+    #[serde(default)]
+    pub extra_cmdline: String,
+    /// Networks, in NIC order.
+    #[serde(default)]
+    pub networks: Vec<NetRequest>,
+    /// The main process (image boots): the image's entrypoint and cmd or the user's command.
+    #[serde(default)]
+    pub main: Option<proto::Exec>,
+    /// Remove the VM when it stops.
+    #[serde(default)]
+    pub auto_remove: bool,
+    /// A NoCloud seed image (disk boots with `--cloud-init`).
+    #[serde(default)]
+    pub seed: Option<PathBuf>,
+    /// How long to wait for the agent after QEMU starts, in seconds.
+    #[serde(default = "default_boot_timeout")]
+    pub boot_timeout_secs: u64,
+}
+
+fn default_boot_timeout() -> u64 {
+    90
+}
+
+/// Where a VM is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Made, never started (or removed state of a stopped one).
+    Created,
+    /// QEMU started, the guest is booting.
+    Starting,
+    /// The guest runs (the agent answered, or QEMU runs a guest without agent).
+    Running,
+    /// QEMU is not running.
+    Stopped,
+}
+
+impl Status {
+    /// The word `vm ls` prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Starting => "starting",
+            Status::Running => "running",
+            Status::Stopped => "stopped",
+        }
+    }
+}
+
+/// What a VM is doing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmState {
+    /// Its status as last recorded.
+    pub status: Status,
+    /// The monitor's pid while it runs.
+    #[serde(default)]
+    pub monitor_pid: Option<i32>,
+    /// QEMU's pid while it runs.
+    #[serde(default)]
+    pub qemu_pid: Option<i32>,
+    /// When it last started (RFC 3339).
+    #[serde(default)]
+    pub started_at: Option<String>,
+    /// When it last stopped (RFC 3339).
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    /// The main process's exit code, when it had one and ended.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// Why it stopped, when not by a clean power-off: for a person.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The agent answered.
+    #[serde(default)]
+    pub agent_ready: bool,
+    /// Milliseconds from QEMU's start to the agent's answer.
+    #[serde(default)]
+    pub boot_ms: Option<u64>,
+    /// The guest's addresses (`IFACE ADDR/PREFIX`), as the agent was told.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+impl VmState {
+    /// A VM just made.
+    pub fn created() -> VmState {
+        VmState {
+            status: Status::Created,
+            monitor_pid: None,
+            qemu_pid: None,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            error: None,
+            agent_ready: false,
+            boot_ms: None,
+            addresses: Vec::new(),
+        }
+    }
+}
+
+/// The VMs of one state root.
+#[derive(Debug, Clone)]
+pub struct Vms {
+    root: PathBuf,
+    run: PathBuf,
+}
+
+impl Vms {
+    /// The VMs under `corral_root/vms`.
+    pub fn open(corral_root: &Path) -> Vms {
+        Vms {
+            root: corral_root.join("vms"),
+            run: PathBuf::from("/run/corral"),
+        }
+    }
+
+    /// The state root (`CORRAL_ROOT`).
+    pub fn corral_root(&self) -> &Path {
+        self.root.parent().unwrap_or(Path::new("/"))
+    }
+
+    /// `vms/<id>`.
+    pub fn dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    /// The VM's runtime directory for sockets: `/run/corral/vm-<first 16 of id>`.
+    pub fn run_dir(&self, id: &str) -> PathBuf {
+        self.run.join(format!("vm-{}", &id[..16.min(id.len())]))
+    }
+
+    /// The VM's lock.
+    pub fn lock(&self, id: &str) -> Result<Lock> {
+        Ok(Lock::exclusive(&self.dir(id).join("lock"))?)
+    }
+
+    /// Records a new VM; fails if the name is taken. Call under [`Vms::names_lock`].
+    pub fn create(&self, cfg: &VmConfig) -> Result<()> {
+        check_name(&cfg.name)?;
+        if let Some(other) = self.find_by_name(&cfg.name)? {
+            return Err(StoreError::NameTaken(
+                cfg.name.clone(),
+                other[..12].to_owned(),
+            ));
+        }
+        let dir = self.dir(&cfg.id);
+        fs::create_dir_all(&dir).map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
+        fsutil::write_json(&dir.join("config.json"), cfg)?;
+        fsutil::write_json(&dir.join("state.json"), &VmState::created())?;
+        Ok(())
+    }
+
+    /// The lock that makes name checks and creation one step.
+    pub fn names_lock(&self) -> Result<Lock> {
+        Ok(Lock::exclusive(&self.root.join("names.lock"))?)
+    }
+
+    /// A VM's config.
+    pub fn config(&self, id: &str) -> Result<VmConfig> {
+        fsutil::read_json(&self.dir(id).join("config.json"))?
+            .ok_or_else(|| StoreError::NotFound(id.to_owned()))
+    }
+
+    /// Replaces a VM's config (`vm set`).
+    pub fn save_config(&self, cfg: &VmConfig) -> Result<()> {
+        Ok(fsutil::write_json(
+            &self.dir(&cfg.id).join("config.json"),
+            cfg,
+        )?)
+    }
+
+    /// A VM's recorded state.
+    pub fn state(&self, id: &str) -> Result<VmState> {
+        fsutil::read_json(&self.dir(id).join("state.json"))?
+            .ok_or_else(|| StoreError::NotFound(id.to_owned()))
+    }
+
+    /// Records a VM's state.
+    pub fn save_state(&self, id: &str, st: &VmState) -> Result<()> {
+        Ok(fsutil::write_json_runtime(
+            &self.dir(id).join("state.json"),
+            st,
+        )?)
+    }
+
+    /// Every VM's id.
+    pub fn ids(&self) -> Result<Vec<String>> {
+        let rd = match fs::read_dir(&self.root) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(StoreError::Io(self.root.display().to_string(), e)),
+        };
+        let mut ids: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+            .filter(|n| self.dir(n).join("config.json").is_file())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    fn find_by_name(&self, name: &str) -> Result<Option<String>> {
+        for id in self.ids()? {
+            if self.config(&id).is_ok_and(|c| c.name == name) {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The id of the VM called `what`, or whose id starts with `what`.
+    pub fn resolve(&self, what: &str) -> Result<String> {
+        if let Some(id) = self.find_by_name(what)? {
+            return Ok(id);
+        }
+        let hits: Vec<String> = self
+            .ids()?
+            .into_iter()
+            .filter(|id| !what.is_empty() && id.starts_with(what))
+            .collect();
+        match hits.len() {
+            0 => Err(StoreError::NotFound(what.to_owned())),
+            1 => Ok(hits.into_iter().next().expect("one")),
+            _ => Err(StoreError::Ambiguous(what.to_owned())),
+        }
+    }
+
+    /// Deletes a VM's directory and runtime directory (the caller has stopped it).
+    pub fn remove_files(&self, id: &str) -> Result<()> {
+        let _ = fs::remove_dir_all(self.run_dir(id));
+        let dir = self.dir(id);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::Io(dir.display().to_string(), e)),
+        }
+    }
+}
+
+/// Checks a VM name: docker's rule for container names, and short enough to be a hostname.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::BadName(name.to_owned()))
+    }
+}
+
+/// A new VM id: 64 hex digits.
+pub fn new_id() -> String {
+    fsutil::random_hex(32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(check_name("vm-1.a_b").is_ok());
+        for bad in ["", "-x", "a/b", "a b", &"x".repeat(64)] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn create_resolve_remove() {
+        let t = tempfile::tempdir().unwrap();
+        let vms = Vms::open(t.path());
+        let cfg = VmConfig {
+            id: new_id(),
+            name: "one".into(),
+            created: "2026-01-01T00:00:00Z".into(),
+            cpus: 1,
+            memory_mib: 256,
+            accel: Accel::Tcg,
+            boot: BootSource::Kernel {
+                kernel: "/k".into(),
+                initrd: None,
+                cmdline: String::new(),
+            },
+            upper_disk: None,
+            extra_cmdline: String::new(),
+            networks: vec![],
+            main: None,
+            auto_remove: false,
+            seed: None,
+            boot_timeout_secs: 90,
+        };
+        vms.create(&cfg).unwrap();
+        assert_eq!(vms.resolve("one").unwrap(), cfg.id);
+        assert_eq!(vms.resolve(&cfg.id[..6]).unwrap(), cfg.id);
+        assert!(matches!(vms.create(&cfg), Err(StoreError::NameTaken(..))));
+        assert_eq!(vms.state(&cfg.id).unwrap().status, Status::Created);
+        vms.remove_files(&cfg.id).unwrap();
+        assert!(matches!(vms.resolve("one"), Err(StoreError::NotFound(_))));
+    }
+}
