@@ -7,7 +7,8 @@
 //! `mkfs.ext4 -d` (e2fsprogs) copies that merged tree into a new file system image. The
 //! overlay is unmounted whatever happens. Image disks are read-only lowers shared by every VM
 //! of the image, so they have no journal; they are cached per image id (config digest) at
-//! `<cache>/<hex>.ext4`, built under a lock file into a temporary file and renamed.
+//! `<cache>/<hex>.ext4`, built under a lock file (`<cache>/<hex>.lock`, left in place) into a
+//! temporary file and renamed.
 //!
 //! Both kinds are sparse files formatted with `assume_storage_prezeroed` (e2fsprogs 1.47):
 //! a fresh file reads as zeros, so mke2fs writes no inode tables and the guest kernel runs no

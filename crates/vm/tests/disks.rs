@@ -82,6 +82,13 @@ fn image_disk_holds_busybox_and_second_build_is_cached() {
     let size = std::fs::metadata("/bin/busybox").unwrap().len();
     assert!(stat.contains(&format!("Size: {size}")), "{stat}");
     assert!(stat.contains("Mode:  0755"), "{stat}");
+    let tmp = debugfs(&disk, "stat /tmp");
+    assert!(tmp.contains("Mode:  01777"), "{tmp}");
+    let root = debugfs(&disk, "stat /root");
+    assert!(
+        root.contains("Mode:  0700") && root.contains("User:     0"),
+        "{root}"
+    );
     let label = debugfs(&disk, "stats");
     assert!(
         label.contains("Filesystem volume name:   corral-image"),
@@ -264,6 +271,7 @@ fn initramfs_lists_init_and_modules_and_is_cached() {
     let t = Instant::now();
     assert_eq!(build_initramfs(dir.path(), &k, &agent).unwrap(), img);
     let cached = t.elapsed();
+    assert!(cached.as_millis() < 100, "cached call took {cached:?}");
 
     let out = Command::new("cpio")
         .args(["-t", "--quiet"])
