@@ -7,13 +7,14 @@
 //!
 //! Per session: one thread per output stream (pty master, or stdout and stderr pipes), one
 //! that writes Stdin frames into the process, and one that waits for the exit status from
-//! the [`reaper`](crate::reaper), joins the output threads, then sends `Exit`: the exit frame
-//! always comes after all output. A process that leaves a background child holding its
-//! stdout delays `Exit` until that child closes it, as `docker exec` does.
+//! the [`reaper`](crate::reaper), wakes and joins the output threads, then sends `Exit`: the
+//! exit frame always comes after all the output the process wrote. Output that a background
+//! child writes after the process ended is read for at most [`DRAIN_AFTER_EXIT`] while it
+//! keeps coming, then dropped: a daemon started by `exec` does not hold the session open.
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::PermissionsExt;
@@ -22,8 +23,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use corral_guest::proto::{Exec, Exit, Frame, Kind, Response};
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
+use rustix::pipe::PipeFlags;
 use rustix::process::Pid;
 use rustix::pty::OpenptFlags;
 use rustix::termios::Winsize;
@@ -171,6 +176,14 @@ pub fn start(agent: &Arc<Agent>, session: u32, req: Exec) {
             pid: pid.as_raw_nonzero().get(),
         },
     );
+    // The waiter drops `exited_wr` when the process has ended, which wakes the pumps.
+    let (exited_rd, exited_wr) = match rustix::pipe::pipe_with(PipeFlags::CLOEXEC) {
+        Ok((r, w)) => (Arc::new(r), w),
+        Err(e) => {
+            crate::log!("session {session}: pipe: {e}");
+            return;
+        }
+    };
     let mut pumps = Vec::new();
     match ends {
         Ends::Pipes {
@@ -181,8 +194,20 @@ pub fn start(agent: &Arc<Agent>, session: u32, req: Exec) {
             if let Some(w) = stdin {
                 feed_stdin(stdin_rx, w, None);
             }
-            pumps.extend(pump(agent, session, Kind::Stdout, stdout));
-            pumps.extend(pump(agent, session, Kind::Stderr, stderr));
+            pumps.extend(pump(
+                agent,
+                session,
+                Kind::Stdout,
+                stdout.into(),
+                Arc::clone(&exited_rd),
+            ));
+            pumps.extend(pump(
+                agent,
+                session,
+                Kind::Stderr,
+                stderr.into(),
+                Arc::clone(&exited_rd),
+            ));
         }
         Ends::Pty(master) => {
             match master.try_clone() {
@@ -191,7 +216,13 @@ pub fn start(agent: &Arc<Agent>, session: u32, req: Exec) {
                 Err(e) => crate::log!("session {session}: cannot clone the pty: {e}"),
             }
             match master.try_clone() {
-                Ok(fd) => pumps.extend(pump(agent, session, Kind::Stdout, File::from(fd))),
+                Ok(fd) => pumps.extend(pump(
+                    agent,
+                    session,
+                    Kind::Stdout,
+                    fd,
+                    Arc::clone(&exited_rd),
+                )),
                 Err(e) => crate::log!("session {session}: cannot clone the pty: {e}"),
             }
         }
@@ -202,6 +233,7 @@ pub fn start(agent: &Arc<Agent>, session: u32, req: Exec) {
             code: 125,
             signal: None,
         });
+        drop(exited_wr);
         for p in pumps {
             let _ = p.join();
         }
@@ -283,13 +315,11 @@ fn spawn(
                 .try_clone()
                 .map_err(|e| StartError::internal("pty", e))?,
         );
-        cmd.stdin(if req.stdin {
-            Stdio::from(slave)
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::from(s1))
-        .stderr(Stdio::from(s2));
+        // The terminal is stdin too even when the host sends no input, as `docker run -t`
+        // without `-i`: programs ask stdin whether they are on a terminal.
+        cmd.stdin(Stdio::from(slave))
+            .stdout(Stdio::from(s1))
+            .stderr(Stdio::from(s2));
         master = Some(m);
     } else {
         cmd.stdin(if req.stdin {
@@ -381,22 +411,62 @@ fn feed_stdin(rx: Receiver<Vec<u8>>, mut w: impl Write + Send + 'static, eof_byt
     });
 }
 
-/// Reads `r` until its end, sending the bytes as `kind` frames of `session`.
+/// How long output is still read after the process ended, when more keeps coming (a
+/// background child still writing): the session ends anyway.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
+
+/// Reads `fd` until its end, sending the bytes as `kind` frames of `session`. Once `exited`
+/// becomes readable (the waiter closed its other end: the process is gone), it reads only
+/// what is already there — everything the process wrote — and stops at the first empty
+/// poll, so that a background child holding the stream open cannot hold the session.
 fn pump(
     agent: &Arc<Agent>,
     session: u32,
     kind: Kind,
-    mut r: impl Read + Send + 'static,
+    fd: OwnedFd,
+    exited: Arc<OwnedFd>,
 ) -> Option<std::thread::JoinHandle<()>> {
     let a = Arc::clone(agent);
     spawn_thread("exec-output", move || {
         let out: &Out = &a.out;
         let mut buf = vec![0u8; corral_guest::proto::CHUNK];
+        let mut drain_until: Option<Instant> = None;
+        let zero = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         loop {
-            match r.read(&mut buf) {
+            let mut fds = [
+                PollFd::new(&fd, PollFlags::IN),
+                PollFd::new(&*exited, PollFlags::IN),
+            ];
+            let timeout = drain_until.map(|_| &zero);
+            match rustix::event::poll(
+                &mut fds[..if drain_until.is_some() { 1 } else { 2 }],
+                timeout,
+            ) {
+                Ok(_) => {}
+                Err(Errno::INTR) => continue,
+                Err(_) => return,
+            }
+            let data_ready = !fds[0].revents().is_empty();
+            let ended = drain_until.is_none() && !fds[1].revents().is_empty();
+            if ended {
+                drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
+            }
+            if !data_ready {
+                if drain_until.is_some() && !ended {
+                    return;
+                }
+                continue;
+            }
+            if drain_until.is_some_and(|t| Instant::now() > t) {
+                return;
+            }
+            match rustix::io::read(&fd, &mut buf) {
                 Ok(0) => return,
                 Ok(n) => out.data(kind, session, &buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(Errno::INTR) | Err(Errno::AGAIN) => {}
                 // EIO: the pty's slave side is closed everywhere.
                 Err(_) => return,
             }

@@ -476,3 +476,21 @@ fn serve_mode_connects_to_the_host() {
     assert_eq!(c.response(2), Response::Ok);
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn background_child_does_not_hold_the_session() {
+    let agent = Agent::start();
+    let mut c = agent.connect();
+    let t = Instant::now();
+    // The background child keeps stdout and stderr open; the session ends with its parent,
+    // with all the parent's output.
+    let o = c.exec(1, &["sh", "-c", "sleep 30 & seq 1 20000; echo done"]);
+    assert_eq!(code(&o), 0);
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        text.ends_with("19999\n20000\ndone\n"),
+        "{}",
+        &text[text.len() - 40..]
+    );
+    assert!(t.elapsed() < Duration::from_secs(10));
+}
