@@ -285,13 +285,20 @@ impl Agent {
                 }
                 lock(&self.sessions).insert(session, Session::CopyOut);
                 let agent = Arc::clone(self);
-                spawn_thread("copy-out", move || {
-                    match files::copy_out(&agent.out, session, &path) {
+                let started = spawn_thread("copy-out", move || {
+                    let result = files::copy_out(&agent.out, session, &path);
+                    // Free the id before the answer, so the host may reuse it at once.
+                    lock(&agent.sessions).remove(&session);
+                    match result {
                         Ok(()) => agent.out.respond(session, &Response::Ok),
                         Err(e) => agent.out.error(session, 125, error_chain(&e)),
                     }
-                    lock(&agent.sessions).remove(&session);
                 });
+                if started.is_none() {
+                    lock(&self.sessions).remove(&session);
+                    self.out
+                        .error(session, 125, "cannot start a thread for the copy");
+                }
             }
             Request::Attach => self.out.error(
                 session,
