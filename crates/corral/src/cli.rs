@@ -233,6 +233,10 @@ pub struct RunArgs {
     /// Run in the background and print the container id.
     #[arg(short, long)]
     pub detach: bool,
+    /// `container` (namespaces and cgroups on the host's kernel) or `vm` (a VM of its own,
+    /// with its own kernel: see `corral vm run --help`).
+    #[arg(long, default_value = "container", value_parser = ["container", "vm"])]
+    pub isolation: String,
     /// Name the container.
     #[arg(long)]
     pub name: Option<String>,

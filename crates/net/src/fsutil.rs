@@ -41,10 +41,7 @@ pub enum FsError {
 }
 
 /// Maps an I/O error on `path` during `what` to an [`FsError`].
-pub fn io_err<'a>(
-    what: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(io::Error) -> FsError + 'a {
+pub fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FsError + 'a {
     move |err| FsError::Io {
         what,
         path: path.to_path_buf(),

@@ -178,11 +178,9 @@ impl Client {
             }
             match f.kind {
                 Kind::Response => match f.parse::<Response>()? {
-                    Response::Started { .. } => {
-                        if !started {
-                            started = true;
-                            feeding = stdin.take().map(|r| self.feed(s, r));
-                        }
+                    Response::Started { .. } if !started => {
+                        started = true;
+                        feeding = stdin.take().map(|r| self.feed(s, r));
                     }
                     Response::Error { message, code } => {
                         return Err(ClientError::Refused { message, code })

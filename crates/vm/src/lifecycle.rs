@@ -167,8 +167,62 @@ pub fn create(root: &Path, spec: &CreateSpec) -> Result<VmConfig> {
         .clone()
         .unwrap_or_else(|| format!("vm-{}", &id[..8]));
     crate::store::check_name(&name)?;
-    let cache = cache_dir(root);
     let dir = vms.dir(&id);
+    if matches!(spec.source, Source::Image { .. }) && spec.disk_bytes < 64 << 20 {
+        return Err(disk::DiskError::TooSmall(spec.disk_bytes).into());
+    }
+    let made = build_boot(root, spec, &vms, &id, &name);
+    let (boot, main, upper_disk, seed) = match made {
+        Ok(parts) => parts,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
+    let cfg = VmConfig {
+        id: id.clone(),
+        name,
+        created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        cpus: spec.cpus,
+        memory_mib: spec.memory_mib,
+        accel,
+        boot,
+        upper_disk,
+        extra_cmdline: String::new(),
+        networks: spec.networks.clone(),
+        main,
+        auto_remove: spec.auto_remove,
+        seed,
+        boot_timeout_secs: spec.boot_timeout_secs,
+    };
+    let made = (|| {
+        let _names = vms.names_lock()?;
+        vms.create(&cfg)
+    })();
+    if let Err(e) = made {
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(e.into());
+    }
+    Ok(cfg)
+}
+
+type BootParts = (
+    BootSource,
+    Option<proto::Exec>,
+    Option<PathBuf>,
+    Option<PathBuf>,
+);
+
+/// Builds what the VM boots from: image disk, initramfs, writable disk, seed.
+fn build_boot(
+    root: &Path,
+    spec: &CreateSpec,
+    vms: &Vms,
+    id: &str,
+    name: &str,
+) -> Result<BootParts> {
+    let cache = cache_dir(root);
+    let dir = vms.dir(id);
     let mut main = None;
     let mut upper_disk = None;
     let mut seed = None;
@@ -199,7 +253,7 @@ pub fn create(root: &Path, spec: &CreateSpec) -> Result<VmConfig> {
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| VmError::Io(dir.display().to_string(), e))?;
                 let s = dir.join("seed.iso");
-                crate::seed::nocloud_seed(&s, ud, &name).map_err(VmError::Invalid)?;
+                crate::seed::nocloud_seed(&s, ud, name).map_err(VmError::Invalid)?;
                 seed = Some(s);
             }
             BootSource::Disk {
@@ -225,31 +279,7 @@ pub fn create(root: &Path, spec: &CreateSpec) -> Result<VmConfig> {
             }
         }
     };
-    let cfg = VmConfig {
-        id: id.clone(),
-        name,
-        created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        cpus: spec.cpus,
-        memory_mib: spec.memory_mib,
-        accel,
-        boot,
-        upper_disk,
-        extra_cmdline: String::new(),
-        networks: spec.networks.clone(),
-        main,
-        auto_remove: spec.auto_remove,
-        seed,
-        boot_timeout_secs: spec.boot_timeout_secs,
-    };
-    let made = (|| {
-        let _names = vms.names_lock()?;
-        vms.create(&cfg)
-    })();
-    if let Err(e) = made {
-        let _ = std::fs::remove_dir_all(&dir);
-        return Err(e.into());
-    }
-    Ok(cfg)
+    Ok((boot, main, upper_disk, seed))
 }
 
 fn disk_format(path: &Path) -> Result<String> {

@@ -277,6 +277,17 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
         });
     }
 
+    // A disk boot has no agent to wait for; a disk the firmware cannot boot says so on the
+    // console, and the VM is ended with that reason rather than left spinning.
+    let boot_failure: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    if matches!(cfg.boot, BootSource::Disk { .. }) {
+        let log = paths.console_log.clone();
+        let failure = boot_failure.clone();
+        let pid = child.id() as i32;
+        let limit = Duration::from_secs(cfg.boot_timeout_secs.max(1));
+        std::thread::spawn(move || watch_firmware(&log, pid, limit, &failure));
+    }
+
     let status = child.wait();
     let reason = reason.lock().expect("reason").clone();
     let main_exit = shared
@@ -292,7 +303,10 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
     let stop_requested = shared
         .as_ref()
         .is_some_and(|s| s.shutting_down.load(Ordering::SeqCst));
+    state.addresses.clear();
+    let failed_boot = boot_failure.lock().expect("boot failure").clone();
     state.error = match (&status, reason.as_deref()) {
+        _ if failed_boot.is_some() => failed_boot,
         (Ok(s), _) if !s.success() && s.code() != Some(0) && reason.is_none() => {
             Some(format!("QEMU exited with {s}: {}", tail_of(&qemu_log, 5)))
         }
@@ -558,11 +572,7 @@ fn serve_clients(sh: Arc<Shared>, listener: UnixListener) {
 fn serve_client(sh: Arc<Shared>, client: u64, mut conn: UnixStream) {
     let mut reader = FrameReader::new();
     let mut mine: HashMap<u32, u32> = HashMap::new();
-    loop {
-        let f = match reader.read_from(&mut conn) {
-            Ok(Some(f)) => f,
-            Ok(None) | Err(_) => break,
-        };
+    while let Ok(Some(f)) = reader.read_from(&mut conn) {
         if f.session == 0 {
             match f.kind {
                 Kind::Request if matches!(f.parse::<Request>(), Ok(Request::Attach)) => {
@@ -637,6 +647,30 @@ fn serve_client(sh: Arc<Shared>, client: u64, mut conn: UnixStream) {
     let mut a = sh.attached.lock().expect("attached");
     if *a == Some(client) {
         *a = None;
+    }
+}
+
+/// Watches a disk boot's console for the firmware's verdict that nothing boots, for up to
+/// `limit`; on it, records the reason and ends QEMU (pid `pid`, the monitor's child).
+fn watch_firmware(log: &Path, pid: i32, limit: Duration, failure: &Mutex<Option<String>>) {
+    const VERDICTS: [&str; 3] = ["No bootable device", "Boot failed", "No bootable option"];
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        let text = std::fs::read(log).unwrap_or_default();
+        let text = String::from_utf8_lossy(&text);
+        if let Some(v) = VERDICTS.iter().find(|v| text.contains(*v)) {
+            *failure.lock().expect("boot failure") = Some(format!(
+                "the disk does not boot: the firmware says {v:?}; is it a bootable disk image (a boot loader in its first sector, or an EFI system partition with --uefi)?"
+            ));
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+            return;
+        }
+        if !crate::lifecycle::alive(pid) {
+            return;
+        }
     }
 }
 

@@ -411,6 +411,9 @@ fn merge_env(env: &mut Vec<String>, add: impl Iterator<Item = String>) {
 }
 
 pub fn run(root: &Path, a: RunArgs, start_it: bool) -> Result<()> {
+    if a.isolation == "vm" {
+        return super::vm::run_isolated(root, a, start_it);
+    }
     let (mut cfg, image_id, entrypoint_len, attachments) = plan(root, &a)?;
     let cs = containers(root)?;
     cfg.hostname = a.hostname.clone().unwrap_or_default();

@@ -11,7 +11,7 @@ use corral_vm::client::{Client, ClientError, Sinks};
 use corral_vm::lifecycle::{self, CreateSpec, Source, VmError};
 use corral_vm::store::{Accel, NetRequest, Status, Vms};
 
-use crate::cli::{VmCommand, VmRunArgs};
+use crate::cli::{RunArgs, VmCommand, VmRunArgs};
 use crate::exit::Code;
 
 /// Runs a `corral vm` verb.
@@ -206,6 +206,10 @@ fn foreground(
         // A disk or kernel boot: the console is the VM's terminal.
         console_relay(root, id)?;
         let _ = started.monitor.wait();
+        if let Some(e) = v.state(id).ok().and_then(|s| s.error) {
+            eprintln!("error: {e}");
+            return Err(Code(crate::exit::CORRAL_FAILURE).into());
+        }
         return Ok(());
     }
     let paths = corral_vm::qemu::Paths::new(&v.run_dir(id), &v.dir(id));
@@ -608,4 +612,52 @@ fn console_relay(root: &Path, id: &str) -> Result<()> {
         out.flush()?;
     }
     Ok(())
+}
+
+/// `corral run --isolation vm`: the container's image, command and flags, run in a VM of its
+/// own. Flags that shape a container on the host's kernel (capabilities, seccomp, user
+/// namespaces, cgroup shares) have no meaning there: the VM's boundary replaces them.
+pub fn run_isolated(root: &Path, a: RunArgs, start_it: bool) -> Result<()> {
+    if !a.volume.is_empty() || !a.tmpfs.is_empty() {
+        bail!("-v/--tmpfs are not supported with --isolation vm yet: copy files in with `corral vm cp`");
+    }
+    if !a.publish.is_empty() || a.publish_all {
+        bail!("-p/-P are not supported with --isolation vm yet: reach the VM at its address on its network");
+    }
+    let mut env = Vec::new();
+    for e in &a.env {
+        if e.contains('=') {
+            env.push(e.clone());
+        } else if let Ok(v) = std::env::var(e) {
+            env.push(format!("{e}={v}"));
+        }
+    }
+    let memory = a.memory.clone().unwrap_or_else(|| "512M".into());
+    let v = VmRunArgs {
+        detach: a.detach,
+        name: a.name.clone(),
+        rm: a.rm,
+        cpus: a.cpus.map(|c| c.ceil().max(1.0) as u32).unwrap_or(1),
+        memory,
+        disk: "2G".into(),
+        image: Some(a.image.clone()),
+        boot_disk: None,
+        uefi: false,
+        kernel: None,
+        initrd: None,
+        cmdline: None,
+        cloud_init: None,
+        accel: "auto".into(),
+        network: a.network.clone(),
+        network_alias: a.network_alias.clone(),
+        interactive: a.interactive,
+        tty: a.tty,
+        env,
+        workdir: a.workdir.clone(),
+        user: a.user.clone(),
+        entrypoint: a.entrypoint.clone(),
+        boot_timeout: 90,
+        command: a.command.clone(),
+    };
+    run_vm(root, v, start_it)
 }

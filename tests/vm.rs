@@ -1,0 +1,561 @@
+//! End-to-end tests of corral's virtual machines (docs/cli-vms.md), with real guests: Debian's
+//! cloud kernel booted by QEMU (TCG on these hosts: see ARCHITECTURE.md), corral's initramfs
+//! with its agent as init, the busybox image as the root disk. What a user checks: the
+//! command's output and exit code come back as from `corral run`; the guest has its own kernel,
+//! CPUs and memory; `vm exec`/`vm cp` work on a running VM; VMs and containers on one network
+//! reach each other by name; bad input fails in bounded time with the reason and the console's
+//! tail; and nothing is left behind — no VM directory, runtime directory, TAP device or QEMU.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use corral_e2e::containers::{poll_until, BUSYBOX_IMAGE};
+use corral_e2e::networks::NetworkGuard;
+use corral_e2e::process::describe;
+use corral_e2e::{path_str, report_skip, skip_unless_tools, unique_token, Corral};
+
+/// Every VM command here is bounded by this (a TCG boot takes 2–4 s; parallel tests share two
+/// cores).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The guest kernel setup installs; the tests skip loudly without it.
+fn guest_kernel() -> Option<String> {
+    let mut found: Vec<String> = std::fs::read_dir("/boot")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with("vmlinuz-") && n.ends_with("-cloud-amd64"))
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .map(|n| n.trim_start_matches("vmlinuz-").to_owned())
+}
+
+/// A world for VM tests, or `None` after a loud SKIPPED line.
+fn world(test: &str) -> Option<Corral> {
+    if skip_unless_tools(test, &["qemu-system-x86_64", "mkfs.ext4"]) {
+        return None;
+    }
+    if guest_kernel().is_none() {
+        report_skip(
+            test,
+            "no /boot/vmlinuz-*-cloud-amd64 (apt-get install linux-image-cloud-amd64)",
+        );
+        return None;
+    }
+    let mut c = Corral::new();
+    c.timeout = COMMAND_TIMEOUT;
+    c.busybox_image();
+    Some(c)
+}
+
+/// Removes the VMs a test made, even when it fails, then checks nothing of theirs is left.
+struct VmGuard<'a> {
+    corral: &'a Corral,
+    names: Vec<String>,
+}
+
+impl<'a> VmGuard<'a> {
+    fn new(corral: &'a Corral) -> Self {
+        VmGuard {
+            corral,
+            names: Vec::new(),
+        }
+    }
+
+    fn track(&mut self, name: &str) {
+        self.names.push(name.to_owned());
+    }
+}
+
+impl Drop for VmGuard<'_> {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = self.corral.cmd(&["vm", "rm", "-f", n]);
+        }
+    }
+}
+
+/// What a VM leaves on the host while it exists: its state dir, its runtime dir, QEMU.
+fn assert_no_vm_leftovers(c: &Corral) {
+    let vms = c.root().join("vms");
+    let left: Vec<String> = std::fs::read_dir(&vms)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.len() == 64)
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "VM directories left in {}: {left:?}",
+        vms.display()
+    );
+    let root = path_str(c.root()).to_owned();
+    let qemus = qemu_processes_of(&root);
+    assert!(
+        qemus.is_empty(),
+        "QEMU processes of this world still run: {qemus:?}"
+    );
+}
+
+/// QEMU processes whose command line names a file under `root`.
+fn qemu_processes_of(root: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd);
+        if (cmd.starts_with("qemu-system") || cmd.contains("/qemu-system")) && cmd.contains(root) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn image_vm_runs_a_command_like_corral_run() {
+    let Some(c) = world("image_vm_runs_a_command_like_corral_run") else {
+        return;
+    };
+    // Output and code come back; the guest has its own kernel, CPUs and memory.
+    let kernel = guest_kernel().expect("kernel");
+    let out = c.cmd(&[
+        "vm",
+        "run",
+        "--rm",
+        "--cpus",
+        "2",
+        "--memory",
+        "384M",
+        "--image",
+        BUSYBOX_IMAGE,
+        "--",
+        "sh",
+        "-c",
+        "echo hi; uname -r; nproc; grep MemTotal /proc/meminfo; echo oops >&2; exit 7",
+    ]);
+    assert_eq!(out.status.code(), Some(7), "{}", describe(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "hi", "{text}");
+    assert_eq!(lines[1], kernel, "the guest runs the guest kernel: {text}");
+    assert_eq!(lines[2], "2", "--cpus 2: {text}");
+    let kib: u64 = lines[3].split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(
+        (250_000..=393_216).contains(&kib),
+        "--memory 384M gives MemTotal {kib} kB"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("oops"),
+        "stderr: {}",
+        describe(&out)
+    );
+    // docker's codes: not found 127; corral run's behaviour on success.
+    let out = c.cmd(&[
+        "vm",
+        "run",
+        "--rm",
+        "--image",
+        BUSYBOX_IMAGE,
+        "--",
+        "no-such-program",
+    ]);
+    assert_eq!(out.status.code(), Some(127), "{}", describe(&out));
+    let out = c.cmd(&[
+        "vm",
+        "run",
+        "--rm",
+        "--image",
+        BUSYBOX_IMAGE,
+        "--",
+        "echo",
+        "again",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(stdout(&out), "again\n");
+    // --rm: nothing is left.
+    assert_eq!(c.ok(&["vm", "ls", "-q"]), "");
+    assert_no_vm_leftovers(&c);
+}
+
+#[test]
+fn running_vm_takes_exec_cp_logs_stop_and_rm() {
+    let Some(c) = world("running_vm_takes_exec_cp_logs_stop_and_rm") else {
+        return;
+    };
+    let name = format!("v{}", &unique_token()[..8].replace('x', "0"));
+    let mut guard = VmGuard::new(&c);
+    guard.track(&name);
+    let id = c.ok(&[
+        "vm",
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--image",
+        BUSYBOX_IMAGE,
+        "--",
+        "sh",
+        "-c",
+        "echo main-started; exec sleep 100000",
+    ]);
+    assert_eq!(id.trim().len(), 64, "vm run -d prints the id: {id}");
+    // ls and inspect: running, under the accelerator corral chose.
+    let ls: serde_json::Value = serde_json::from_str(&c.ok(&["vm", "ls", "--json"])).unwrap();
+    assert_eq!(ls[0]["name"], name.as_str());
+    assert_eq!(ls[0]["status"], "running");
+    let info: serde_json::Value = serde_json::from_str(&c.ok(&["vm", "inspect", &name])).unwrap();
+    let accel = info[0]["accelerator"].as_str().unwrap().to_owned();
+    assert!(accel == "tcg" || accel == "kvm", "{info}");
+    assert_eq!(info[0]["guest"]["hostname"], name.as_str(), "{info}");
+    assert!(
+        info[0]["guest"]["uptime_ms"].as_u64().unwrap() > 0,
+        "{info}"
+    );
+    // exec: output, stderr, code, stdin, the guest's own process tree.
+    let out = c.cmd(&[
+        "vm",
+        "exec",
+        &name,
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    assert_eq!(stdout(&out), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    let out = c.cmd_with_stdin(
+        &["vm", "exec", "-i", &name, "--", "cat"],
+        b"through stdin".to_vec(),
+    );
+    assert_eq!(stdout(&out), "through stdin", "{}", describe(&out));
+    let ps = c.ok(&["vm", "exec", &name, "--", "ps"]);
+    assert!(
+        ps.contains("sleep 100000"),
+        "the main process runs in the guest: {ps}"
+    );
+    let out = c.cmd(&["vm", "exec", &name, "--", "nope"]);
+    assert_eq!(out.status.code(), Some(127), "{}", describe(&out));
+    // cp both ways, byte for byte.
+    let data: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let src = c.path("in.bin");
+    std::fs::write(&src, &data).unwrap();
+    c.ok(&["vm", "cp", path_str(&src), &format!("{name}:/tmp/in.bin")]);
+    let back = c.path("back.bin");
+    c.ok(&["vm", "cp", &format!("{name}:/tmp/in.bin"), path_str(&back)]);
+    assert_eq!(std::fs::read(&back).unwrap(), data, "vm cp round trip");
+    let (code, err) = c.fail(&[
+        "vm",
+        "cp",
+        &format!("{name}:/no/such/file"),
+        path_str(&back),
+    ]);
+    assert_eq!(code, 125);
+    assert!(err.contains("/no/such/file"), "{err}");
+    // logs: the main process's output.
+    assert!(poll_until(Duration::from_secs(10), || c
+        .ok(&["vm", "logs", &name])
+        .contains("main-started")));
+    // A running VM is not removed without -f.
+    let (code, err) = c.fail(&["vm", "rm", &name]);
+    assert_eq!(code, 125);
+    assert!(err.contains("running"), "{err}");
+    // stop: clean power-off through the agent, well before the timeout.
+    let t = Instant::now();
+    c.ok(&["vm", "stop", "-t", "60", &name]);
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "stop took {:?}",
+        t.elapsed()
+    );
+    let ls: serde_json::Value = serde_json::from_str(&c.ok(&["vm", "ls", "--json"])).unwrap();
+    assert_eq!(ls[0]["status"], "stopped", "{ls}");
+    assert!(qemu_processes_of(path_str(c.root())).is_empty());
+    let console = c.ok(&["vm", "logs", "--console", &name]);
+    assert!(
+        console.contains("Power down") || console.contains("power off"),
+        "{console}"
+    );
+    // and start again: the writable disk kept the file.
+    c.ok(&["vm", "start", &name]);
+    let again = c.ok(&["vm", "exec", &name, "--", "sh", "-c", "wc -c < /tmp/in.bin"]);
+    assert_eq!(again.trim(), "300000", "the VM's disk survives a restart");
+    c.ok(&["vm", "rm", "-f", &name]);
+    assert_eq!(c.ok(&["vm", "ls", "-q"]), "");
+    assert_no_vm_leftovers(&c);
+}
+
+/// Serves the hostname at `/name` over HTTP on port 80.
+const SERVE_NAME: &str = "mkdir -p /www && hostname > /www/name && exec httpd -f -p 80 -h /www";
+
+#[test]
+fn vms_and_a_container_reach_each_other_by_name() {
+    let Some(c) = world("vms_and_a_container_reach_each_other_by_name") else {
+        return;
+    };
+    let t = unique_token();
+    let net_name = format!("vn{}", &t[t.len() - 6..]);
+    let mut nets = NetworkGuard::new(&c);
+    let net = nets.create(&net_name, 24, &[]);
+    let mut guard = VmGuard::new(&c);
+    let (a, b, ct) = (
+        format!("a{}", &t[..5]),
+        format!("b{}", &t[..5]),
+        format!("c{}", &t[..5]),
+    );
+    // Each serves its own /etc/hostname over HTTP: the answer names who answered.
+    for vm in [&a, &b] {
+        guard.track(vm);
+        c.ok(&[
+            "vm",
+            "run",
+            "-d",
+            "--name",
+            vm,
+            "--network",
+            &net_name,
+            "--image",
+            BUSYBOX_IMAGE,
+            "--",
+            "sh",
+            "-c",
+            SERVE_NAME,
+        ]);
+    }
+    let mut containers = corral_e2e::ContainerGuard::new(&c);
+    containers.track(&ct);
+    c.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &ct,
+        "--hostname",
+        &ct,
+        "--network",
+        &net_name,
+        BUSYBOX_IMAGE,
+        "sh",
+        "-c",
+        SERVE_NAME,
+    ]);
+    let get = |from_vm: Option<&str>, to: &str| -> String {
+        let script = format!("printf 'GET /name HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {to} 80");
+        let out = match from_vm {
+            Some(vm) => c.cmd(&["vm", "exec", vm, "--", "sh", "-c", &script]),
+            None => c.cmd(&["exec", &ct, "sh", "-c", &script]),
+        };
+        stdout(&out)
+    };
+    for (from, to) in [
+        (Some(a.as_str()), b.as_str()),
+        (Some(b.as_str()), a.as_str()),
+        (Some(a.as_str()), ct.as_str()),
+        (None, a.as_str()),
+    ] {
+        let mut answer = String::new();
+        let reached = poll_until(Duration::from_secs(20), || {
+            answer = get(from, to);
+            answer.contains("200 OK")
+        });
+        assert!(reached, "{from:?} -> {to} by name: {answer:?}");
+        assert!(
+            answer.trim_end().ends_with(to),
+            "{from:?} -> {to}: the answer comes from {to}: {answer:?}"
+        );
+    }
+    // The guests' addresses are the network's.
+    let prefix = net.subnet.rsplit_once('.').unwrap().0.to_owned();
+    let addr = c.ok(&["vm", "exec", &a, "--", "ip", "-4", "addr", "show", "eth0"]);
+    assert!(addr.contains(&prefix), "{addr}");
+    c.ok(&["vm", "rm", "-f", &a, &b]);
+    c.ok(&["rm", "-f", &ct]);
+    // Their TAP devices went with them.
+    let links = std::process::Command::new("ip")
+        .args(["-o", "link", "show", "master", &net.bridge])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&links.stdout).contains("crlt"),
+        "{}",
+        describe(&links)
+    );
+    assert_no_vm_leftovers(&c);
+}
+
+#[test]
+fn bad_input_fails_clearly_in_bounded_time_and_leaves_nothing() {
+    let Some(c) = world("bad_input_fails_clearly_in_bounded_time_and_leaves_nothing") else {
+        return;
+    };
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "vm",
+                "run",
+                "--rm",
+                "--image",
+                "no-such-image:1",
+                "--",
+                "true",
+            ],
+            "no-such-image",
+        ),
+        (
+            vec![
+                "vm",
+                "run",
+                "--rm",
+                "--memory",
+                "64T",
+                "--image",
+                BUSYBOX_IMAGE,
+                "--",
+                "true",
+            ],
+            "more than this host has",
+        ),
+        (
+            vec![
+                "vm",
+                "run",
+                "--rm",
+                "--cpus",
+                "0",
+                "--image",
+                BUSYBOX_IMAGE,
+                "--",
+                "true",
+            ],
+            "--cpus",
+        ),
+        (
+            vec![
+                "vm",
+                "run",
+                "--rm",
+                "--image",
+                BUSYBOX_IMAGE,
+                "--kernel",
+                "/no/such/vmlinuz",
+                "--",
+                "true",
+            ],
+            "/no/such/vmlinuz",
+        ),
+        (
+            vec!["vm", "run", "--rm", "--boot-disk", "/no/such/disk.img"],
+            "/no/such/disk.img",
+        ),
+        (
+            vec![
+                "vm",
+                "run",
+                "--rm",
+                "--disk",
+                "1M",
+                "--image",
+                BUSYBOX_IMAGE,
+                "--",
+                "true",
+            ],
+            "too small",
+        ),
+        (
+            vec![
+                "vm",
+                "run",
+                "--rm",
+                "--accel",
+                "fast",
+                "--image",
+                BUSYBOX_IMAGE,
+            ],
+            "--accel",
+        ),
+        (vec!["vm", "exec", "no-such-vm", "--", "true"], "no-such-vm"),
+    ];
+    for (args, needle) in cases {
+        let (code, err) = c.fail(&args);
+        assert_eq!(code, 125, "{args:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "{args:?} should name {needle:?}: {err}"
+        );
+    }
+    assert_eq!(c.ok(&["vm", "ls", "-q"]), "");
+    // An agent that never answers: a static program that is not corral's agent as init.
+    let busybox = Path::new("/bin/busybox");
+    if busybox.is_file() {
+        let t = Instant::now();
+        let out = c
+            .command(&[
+                "vm",
+                "run",
+                "--rm",
+                "--boot-timeout",
+                "15",
+                "--image",
+                BUSYBOX_IMAGE,
+                "--",
+                "true",
+            ])
+            .env("CORRAL_GUEST_AGENT", busybox)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+        assert!(err.contains("did not answer"), "{err}");
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "bounded: {:?}",
+            t.elapsed()
+        );
+    }
+    // A guest whose kernel panics (no init): the VM stops, and says why.
+    let kernel = format!("/boot/vmlinuz-{}", guest_kernel().unwrap());
+    let t = Instant::now();
+    let out = c.cmd(&[
+        "vm",
+        "run",
+        "--name",
+        "panics",
+        "--network",
+        "none",
+        "--kernel",
+        &kernel,
+        "--cmdline",
+        "console=ttyS0 rdinit=/no/init root=/dev/nowhere panic=-1",
+    ]);
+    assert!(
+        t.elapsed() < Duration::from_secs(120),
+        "bounded: {:?}",
+        t.elapsed()
+    );
+    let console = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        console.contains("Kernel panic"),
+        "the console is relayed: {}",
+        describe(&out)
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&c.ok(&["vm", "inspect", "panics"])).unwrap();
+    assert_eq!(info[0]["state"]["status"], "stopped", "{info}");
+    let why = info[0]["state"]["error"].as_str().unwrap_or_default();
+    assert!(why.contains("panic") || why.contains("reset"), "{info}");
+    c.ok(&["vm", "rm", "panics"]);
+    assert_no_vm_leftovers(&c);
+}
