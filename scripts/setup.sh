@@ -5,13 +5,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # What corral itself needs at run time, what builds it, and the real peers its tests and
-# benchmarks drive (podman, skopeo, docker-registry).
+# benchmarks drive (podman, skopeo, docker-registry); for VMs: QEMU, Debian's cloud kernel
+# (the guest kernel of image VMs), firmware (SeaBIOS comes with QEMU, OVMF for UEFI), and what
+# the tests build bootable disks and cloud-init seeds with.
 PACKAGES=(
   ca-certificates tar zstd gzip e2fsprogs util-linux iproute2 procps nftables
   gcc libc6-dev pkg-config
   busybox-static
   podman skopeo docker-registry apache2-utils containerd tmux
   hyperfine runc python3 iperf3 sockperf
+  qemu-system-x86 qemu-utils linux-image-cloud-amd64 ovmf
+  extlinux syslinux-common genisoimage cpio fdisk
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -42,3 +46,5 @@ fi
 
 echo "setup: building corral (release)"
 cargo build --release --locked -p corral
+echo "setup: building the guest agent (static)"
+bash scripts/build-guest.sh --locked

@@ -45,6 +45,22 @@ if [ -n "$links" ]; then
   echo "$links" >&2
   status=1
 fi
+if pgrep -f 'corral-vm-monitor |corral __vm-monitor' >/dev/null; then
+  echo "LEAK: VM monitors still run:" >&2
+  pgrep -af 'corral-vm-monitor |corral __vm-monitor' >&2
+  status=1
+fi
+if pgrep -f 'qemu-system-x86_64 -name corral-' >/dev/null; then
+  echo "LEAK: corral's QEMU processes still run:" >&2
+  pgrep -af 'qemu-system-x86_64 -name corral-' >&2
+  status=1
+fi
+vmruns=$(find /run/corral -maxdepth 1 -name 'vm-*' 2>/dev/null || true)
+if [ -n "$vmruns" ]; then
+  echo "LEAK: VM runtime directories remain:" >&2
+  echo "$vmruns" >&2
+  status=1
+fi
 if nft list table ip corral >/dev/null 2>&1; then
   echo "LEAK: nft table ip corral remains:" >&2
   nft list table ip corral >&2

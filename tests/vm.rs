@@ -223,6 +223,27 @@ fn running_vm_takes_exec_cp_logs_stop_and_rm() {
         info[0]["guest"]["uptime_ms"].as_u64().unwrap() > 0,
         "{info}"
     );
+    // QEMU runs in a cgroup of its own, limited to the guest's memory plus QEMU's share.
+    let qemus = qemu_processes_of(path_str(c.root()));
+    assert_eq!(qemus.len(), 1, "one QEMU for the VM: {qemus:?}");
+    let cgroups = std::fs::read_to_string(format!("/proc/{}/cgroup", qemus[0])).unwrap();
+    let vm_cgroup = format!("/corral/vm-{}", &id.trim()[..16]);
+    assert!(
+        cgroups.contains(&vm_cgroup),
+        "QEMU in {vm_cgroup}: {cgroups}"
+    );
+    let limit = [
+        format!("/sys/fs/cgroup/memory{vm_cgroup}/memory.limit_in_bytes"),
+        format!("/sys/fs/cgroup{vm_cgroup}/memory.max"),
+    ]
+    .iter()
+    .find_map(|p| std::fs::read_to_string(p).ok())
+    .expect("the VM's memory cgroup");
+    assert_eq!(
+        limit.trim(),
+        ((512u64 + 384) << 20).to_string(),
+        "512M guest + QEMU's 384M"
+    );
     // exec: output, stderr, code, stdin, the guest's own process tree.
     let out = c.cmd(&[
         "vm",
@@ -557,5 +578,65 @@ fn bad_input_fails_clearly_in_bounded_time_and_leaves_nothing() {
     let why = info[0]["state"]["error"].as_str().unwrap_or_default();
     assert!(why.contains("panic") || why.contains("reset"), "{info}");
     c.ok(&["vm", "rm", "panics"]);
+    assert_no_vm_leftovers(&c);
+}
+
+#[test]
+fn run_isolation_vm_runs_a_container_in_its_own_vm_with_published_ports() {
+    let Some(c) = world("run_isolation_vm_runs_a_container_in_its_own_vm_with_published_ports")
+    else {
+        return;
+    };
+    // `corral run` flags, a VM underneath: the output and code come back as for a container.
+    let out = c.cmd(&[
+        "run",
+        "--isolation",
+        "vm",
+        "--rm",
+        "-e",
+        "GREETING=hello",
+        BUSYBOX_IMAGE,
+        "sh",
+        "-c",
+        "echo $GREETING from $(uname -r); exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
+    let kernel = guest_kernel().unwrap();
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("hello from {kernel}"),
+        "{}",
+        describe(&out)
+    );
+    // A published port reaches the guest's server from the host.
+    let t = unique_token();
+    let mut nets = NetworkGuard::new(&c);
+    let net_name = format!("vp{}", &t[t.len() - 6..]);
+    nets.create(&net_name, 24, &[]);
+    let name = format!("p{}", &t[..5]);
+    let mut guard = VmGuard::new(&c);
+    guard.track(&name);
+    let port = corral_e2e::networks::free_tcp_port();
+    c.ok(&[
+        "run",
+        "--isolation",
+        "vm",
+        "-d",
+        "--name",
+        &name,
+        "--network",
+        &net_name,
+        "-p",
+        &format!("127.0.0.1:{port}:80"),
+        BUSYBOX_IMAGE,
+        "sh",
+        "-c",
+        SERVE_NAME,
+    ]);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let answer = corral_e2e::networks::http_get_ok(addr, "/name", Duration::from_secs(30));
+    let answer = answer.unwrap_or_else(|e| panic!("GET 127.0.0.1:{port}/name: {e}"));
+    assert!(answer.trim_end().ends_with(&name), "{answer}");
+    c.ok(&["vm", "rm", "-f", &name]);
     assert_no_vm_leftovers(&c);
 }

@@ -779,6 +779,10 @@ pub struct VmRunArgs {
     /// An extra DNS name on the networks.
     #[arg(long)]
     pub network_alias: Vec<String>,
+    /// Publish a guest port on the host: [IP:][HOSTPORT:]PORT[/tcp|udp], ranges as
+    /// 8000-8010:80-90 (on the first network).
+    #[arg(short, long = "publish", value_name = "SPEC")]
+    pub publish: Vec<String>,
     /// Keep stdin open for the main process.
     #[arg(short, long)]
     pub interactive: bool,

@@ -151,14 +151,16 @@ impl Networks {
     }
 
     /// Attaches a VM: a TAP device on network `network` with an address from its allocator,
-    /// the VM's name (and aliases) in the network's DNS, the DNS server started if need be.
-    /// The VM engine hands the TAP to QEMU and the address to the guest.
+    /// the VM's name (and aliases) in the network's DNS, the DNS server started if need be,
+    /// and `ports` published to the VM's address. The VM engine hands the TAP to QEMU and the
+    /// address to the guest.
     pub fn attach_vm(
         &self,
         owner: &str,
         name: &str,
         network: &str,
         aliases: &[String],
+        ports: &[PortSpec],
         exe: &Path,
     ) -> Result<Endpoint, NetError> {
         let n = if network == DEFAULT_NETWORK {
@@ -171,6 +173,7 @@ impl Networks {
         let opts = ConnectOptions {
             container_name: Some(name.to_owned()),
             aliases: aliases.to_vec(),
+            ports: ports.to_vec(),
             ..ConnectOptions::default()
         };
         let ep = self.create_tap_endpoint(&n.name, owner, None, &opts)?;

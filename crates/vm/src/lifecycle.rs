@@ -249,6 +249,8 @@ fn build_boot(
         }
         Source::BootDisk { path, uefi } => {
             let format = disk_format(path)?;
+            // Absolute: the monitor, and a later `vm start`, may run from another directory.
+            let path = &absolute(path)?;
             if let Some(ud) = &spec.cloud_init {
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| VmError::Io(dir.display().to_string(), e))?;
@@ -273,13 +275,17 @@ fn build_boot(
                 }
             }
             BootSource::Kernel {
-                kernel: kernel.clone(),
-                initrd: initrd.clone(),
+                kernel: absolute(kernel)?,
+                initrd: initrd.as_deref().map(absolute).transpose()?,
                 cmdline: cmdline.clone(),
             }
         }
     };
     Ok((boot, main, upper_disk, seed))
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).map_err(|e| VmError::Io(path.display().to_string(), e))
 }
 
 fn disk_format(path: &Path) -> Result<String> {
@@ -400,10 +406,25 @@ pub fn current_state(vms: &Vms, id: &str) -> Result<VmState> {
 
 /// A started VM: the monitor's process, whose exit code is the main process's.
 pub struct Started {
-    /// The monitor (the caller's child).
+    /// The monitor (the caller's child). Its standard output carries the last words of a VM
+    /// removed with `--rm`: see [`Started::error`].
     pub monitor: Child,
     /// The VM's id.
     pub id: String,
+}
+
+impl Started {
+    /// Once the monitor has ended: why the VM failed, from its state, or from the monitor's
+    /// last words when `--rm` removed the state with the VM.
+    pub fn error(&mut self, root: &Path) -> Option<String> {
+        if let Ok(st) = Vms::open(root).state(&self.id) {
+            return st.error;
+        }
+        let mut words = String::new();
+        let _ = self.monitor.stdout.take()?.read_to_string(&mut words);
+        let rest = words.strip_prefix("ERR ")?;
+        Some(rest.split_once(' ').map_or(rest, |(_, m)| m).to_owned())
+    }
 }
 
 /// Starts a created or stopped VM: joins its networks, writes its boot plan, starts the
@@ -426,7 +447,14 @@ pub fn start(root: &Path, id: &str, attach: bool, exe: &Path) -> Result<Started>
     let mut plan = BootPlan::default();
     let joined = (|| -> Result<()> {
         for (i, req) in cfg.networks.iter().enumerate() {
-            let ep = nets.attach_vm(id, &cfg.name, &req.network, &req.aliases, exe)?;
+            let mut ports = Vec::new();
+            for p in &req.ports {
+                ports.push(
+                    p.parse::<corral_net::PortSpec>()
+                        .map_err(|e| VmError::Invalid(format!("-p {p:?}: {e}")))?,
+                );
+            }
+            let ep = nets.attach_vm(id, &cfg.name, &req.network, &req.aliases, &ports, exe)?;
             plan.nics.push((ep.host_ifname.clone(), ep.mac.clone()));
             plan.boot.interfaces.push(proto::Interface {
                 mac: ep.mac.clone(),
@@ -479,9 +507,18 @@ pub fn start(root: &Path, id: &str, attach: bool, exe: &Path) -> Result<Started>
             e,
         )
     })?;
+    // `OK`, and the pipe stays open for the last words; or `ERR ...` and the monitor ends.
     let mut msg = String::new();
     if let Some(mut out) = child.stdout.take() {
-        let _ = out.read_to_string(&mut msg);
+        let mut head = [0u8; 2];
+        if out.read_exact(&mut head).is_ok() {
+            msg.push_str(&String::from_utf8_lossy(&head));
+            if msg == "OK" {
+                child.stdout = Some(out);
+            } else {
+                let _ = out.read_to_string(&mut msg);
+            }
+        }
     }
     if msg == "OK" {
         return Ok(Started {

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -43,8 +44,9 @@ pub fn plan_path(vms: &Vms, id: &str) -> PathBuf {
 }
 
 /// Runs the monitor: `ROOT ID [--attach]`. Its standard output is the CLI's pipe: it
-/// carries `OK` or `ERR <code> <message>` once, then points at `/dev/null`. Returns the
-/// process's exit code.
+/// carries `OK` or `ERR <code> <message>` once, then points at `/dev/null`; after `OK`, the
+/// pipe stays open on another descriptor for the last words of a VM that `--rm` removes
+/// (`ERR <code> <message>` when it failed, nothing otherwise). Returns the process's exit code.
 pub fn main_from_args(args: &[std::ffi::OsString]) -> i32 {
     let (Some(root), Some(id)) = (args.first(), args.get(1)) else {
         eprintln!("usage: corral-vm-monitor CORRAL_ROOT VM_ID [--attach]");
@@ -53,11 +55,29 @@ pub fn main_from_args(args: &[std::ffi::OsString]) -> i32 {
     let attach = args.iter().skip(2).any(|a| a == "--attach");
     let vms = Vms::open(Path::new(root));
     let id = id.to_string_lossy().into_owned();
-    run(&vms, &id, Notify, attach)
+    // Close-on-exec: QEMU does not inherit it.
+    let last_words = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .ok()
+        .map(File::from);
+    run(&vms, &id, Notify { last_words }, attach)
 }
 
-/// The one message to the CLI, on standard output, which is closed right after.
-struct Notify;
+/// The one message to the CLI, on standard output, which is closed right after; and the last
+/// words, on a copy of it.
+struct Notify {
+    last_words: Option<File>,
+}
+
+impl Notify {
+    /// The error of a VM whose state is gone with its files (`--rm`), for the CLI that waits.
+    fn last_words(&mut self, msg: &str) {
+        if let Some(mut f) = self.last_words.take() {
+            let _ = f.write_all(msg.as_bytes());
+        }
+    }
+}
 
 impl Write for Notify {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -161,6 +181,30 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
             return finish_failed_start(vms, id, &cfg, &mut notify, 125, &msg);
         }
     };
+    // QEMU runs in a cgroup of its own: the guest's memory plus QEMU's own share, and as
+    // many CPUs' time as the guest has vCPUs, so that a VM cannot take more than it was given.
+    let cgroup = corral_container::cgroups::Cgroup::create_at(
+        Path::new(CGROUP_ROOT),
+        &Path::new("corral").join(format!("vm-{}", &id[..16.min(id.len())])),
+        &vm_resources(&cfg),
+    );
+    let cgroup = CgroupGuard(match cgroup {
+        Ok(cg) => {
+            // The container default device list is not QEMU's: it opens /dev/net/tun, /dev/kvm
+            // and the disks' files; a VM's boundary is the machine, not the device cgroup.
+            for d in cg.dirs.iter().filter(|d| d.join("devices.allow").exists()) {
+                let _ = std::fs::write(d.join("devices.allow"), "a");
+            }
+            if let Err(e) = cg.add(child.id() as i32) {
+                tracing::warn!("cannot put QEMU in its cgroup: {e}");
+            }
+            Some(cg)
+        }
+        Err(e) => {
+            tracing::warn!("cannot make the VM's cgroup: {e}");
+            None
+        }
+    });
     let mut state = vms
         .state(id)
         .unwrap_or_else(|_| crate::store::VmState::created());
@@ -304,7 +348,17 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
         .as_ref()
         .is_some_and(|s| s.shutting_down.load(Ordering::SeqCst));
     state.addresses.clear();
-    let failed_boot = boot_failure.lock().expect("boot failure").clone();
+    let mut failed_boot = boot_failure.lock().expect("boot failure").clone();
+    if let Some(cg) = &cgroup.0 {
+        if cg.oom_killed() && failed_boot.is_none() {
+            failed_boot = Some(format!(
+                "QEMU was killed for lack of memory in its cgroup ({} MiB for a {} MiB guest)",
+                vm_resources(&cfg).memory.unwrap_or(0) >> 20,
+                cfg.memory_mib
+            ));
+        }
+        cg.destroy();
+    }
     state.error = match (&status, reason.as_deref()) {
         _ if failed_boot.is_some() => failed_boot,
         (Ok(s), _) if !s.success() && s.code() != Some(0) && reason.is_none() => {
@@ -325,11 +379,42 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
     let _ = std::fs::remove_dir_all(vms.run_dir(id));
     if cfg.auto_remove {
         let _ = vms.remove_files(id);
+        if let Some(e) = &state.error {
+            notify.last_words(&format!("ERR 125 {e}"));
+        }
     }
     match main_exit {
         Some(e) => e.code,
         None if state.error.is_some() => 125,
         None => 0,
+    }
+}
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Removes the VM's cgroup when the monitor is done with it, on every path out of it (QEMU
+/// has exited or was killed by then).
+struct CgroupGuard(Option<corral_container::cgroups::Cgroup>);
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        if let Some(cg) = &self.0 {
+            cg.destroy();
+        }
+    }
+}
+
+/// What QEMU may use beyond the guest's memory: its own code and heap, device state, and
+/// under TCG the translation cache (bounded by `tb-size` in [`crate::qemu`]).
+pub const QEMU_OVERHEAD_MIB: u64 = 384;
+
+/// The cgroup limits of a VM's QEMU.
+pub fn vm_resources(cfg: &VmConfig) -> corral_container::config::Resources {
+    corral_container::config::Resources {
+        memory: Some((cfg.memory_mib + QEMU_OVERHEAD_MIB) << 20),
+        cpu_quota: Some(i64::from(cfg.cpus) * 100_000),
+        cpu_period: Some(100_000),
+        ..Default::default()
     }
 }
 

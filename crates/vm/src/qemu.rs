@@ -128,8 +128,10 @@ pub fn args(cfg: &VmConfig, paths: &Paths, nics: &[Nic]) -> Vec<OsString> {
             push("host");
         }
         Accel::Tcg => {
-            // qemu64 boots faster than `max` under TCG (fewer features to emulate).
-            push("tcg");
+            // qemu64 boots faster than `max` under TCG (fewer features to emulate). The
+            // translation cache is bounded (QEMU's default is 1 GiB) to keep QEMU within its
+            // cgroup's share (monitor::QEMU_OVERHEAD_MIB).
+            push("tcg,tb-size=128");
             push("-cpu");
             push("qemu64");
         }

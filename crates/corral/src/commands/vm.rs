@@ -106,20 +106,29 @@ fn networks(a: &VmRunArgs) -> Result<Vec<NetRequest>> {
         if names.len() > 1 {
             bail!("--network none cannot be combined with other networks");
         }
-        if !a.network_alias.is_empty() {
-            bail!("--network-alias needs a network, not --network none");
+        if !a.network_alias.is_empty() || !a.publish.is_empty() {
+            bail!("--network-alias and -p need a network, not --network none");
         }
         return Ok(Vec::new());
     }
     if names.iter().any(|n| n == "host") {
         bail!("--network host: a VM has its own kernel and cannot share the host's network stack; use a corral network");
     }
+    for p in &a.publish {
+        p.parse::<corral_net::PortSpec>()
+            .map_err(|e| anyhow!("-p {p:?}: {e}"))?;
+    }
     Ok(names
         .into_iter()
-        .map(|network| NetRequest {
+        .enumerate()
+        .map(|(i, network)| NetRequest {
             network,
             aliases: a.network_alias.clone(),
-            ports: Vec::new(),
+            ports: if i == 0 {
+                a.publish.clone()
+            } else {
+                Vec::new()
+            },
         })
         .collect())
 }
@@ -206,7 +215,7 @@ fn foreground(
         // A disk or kernel boot: the console is the VM's terminal.
         console_relay(root, id)?;
         let _ = started.monitor.wait();
-        if let Some(e) = v.state(id).ok().and_then(|s| s.error) {
+        if let Some(e) = started.error(root) {
             eprintln!("error: {e}");
             return Err(Code(crate::exit::CORRAL_FAILURE).into());
         }
@@ -242,10 +251,8 @@ fn foreground(
         Err(_) => status.code().unwrap_or(125),
     };
     if code == 125 {
-        if let Ok(st) = v.state(id) {
-            if let Some(e) = st.error {
-                eprintln!("error: {e}");
-            }
+        if let Some(e) = started.error(root) {
+            eprintln!("error: {e}");
         }
     }
     if code != 0 {
@@ -621,8 +628,8 @@ pub fn run_isolated(root: &Path, a: RunArgs, start_it: bool) -> Result<()> {
     if !a.volume.is_empty() || !a.tmpfs.is_empty() {
         bail!("-v/--tmpfs are not supported with --isolation vm yet: copy files in with `corral vm cp`");
     }
-    if !a.publish.is_empty() || a.publish_all {
-        bail!("-p/-P are not supported with --isolation vm yet: reach the VM at its address on its network");
+    if a.publish_all {
+        bail!("-P is not supported with --isolation vm: publish ports with -p");
     }
     let mut env = Vec::new();
     for e in &a.env {
@@ -650,6 +657,7 @@ pub fn run_isolated(root: &Path, a: RunArgs, start_it: bool) -> Result<()> {
         accel: "auto".into(),
         network: a.network.clone(),
         network_alias: a.network_alias.clone(),
+        publish: a.publish.clone(),
         interactive: a.interactive,
         tty: a.tty,
         env,
