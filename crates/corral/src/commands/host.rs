@@ -1,7 +1,7 @@
 //! `version` and `info`.
 //!
-//! The host probes here read /proc and /sys only; they move into corral-container (cgroups)
-//! and corral-vm (KVM) when those crates arrive.
+//! The host probes here read /proc and /sys; what concerns VMs (the accelerator, QEMU, the
+//! guest kernel) is corral-vm's, asked here.
 
 use std::path::Path;
 
@@ -39,31 +39,24 @@ fn cgroup_layout(mountinfo: &str) -> &'static str {
     }
 }
 
-/// Whether KVM can run a full guest: /dev/kvm opens and the CPU has vmx or svm.
-fn kvm_state(cpuinfo: &str) -> (&'static str, &'static str) {
-    let dev = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok();
-    let hw = cpuinfo
-        .lines()
-        .filter(|l| l.starts_with("flags"))
-        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
-    match (dev, hw) {
-        (true, true) => ("usable", "kvm"),
-        (true, false) => ("present, but the CPU shows no vmx/svm (nested or paravirtualized KVM): it cannot run a stock Linux guest", "tcg"),
-        (false, _) => ("absent", "tcg"),
-    }
-}
-
 pub fn info(root: &Path, as_json: bool) -> Result<()> {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let kernel = kernel.trim();
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let cgroups = cgroup_layout(&mountinfo);
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let (kvm, accel) = kvm_state(&cpuinfo);
+    let support = corral_vm::qemu::detect_accel();
+    let accel = support.best.as_str();
+    let kvm = support.reason.as_str();
+    let guest_kernel = corral_vm::kernel::GuestKernel::find(None)
+        .map(|k| k.kernel.display().to_string())
+        .unwrap_or_else(|e| format!("none ({e})"));
+    let qemu = corral_vm::qemu::qemu_binary()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|e| e);
+    let vms = corral_vm::store::Vms::open(root)
+        .ids()
+        .map(|v| v.len())
+        .unwrap_or(0);
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -91,6 +84,9 @@ pub fn info(root: &Path, as_json: bool) -> Result<()> {
             "cgroups": cgroups,
             "kvm": kvm,
             "vm_accelerator": accel,
+            "qemu": qemu,
+            "guest_kernel": guest_kernel,
+            "vms": vms,
             "root": root,
             "images": images,
             "images_disk_bytes": usage,
@@ -102,8 +98,10 @@ pub fn info(root: &Path, as_json: bool) -> Result<()> {
         println!("cpus:            {cpus}");
         println!("memory:          {:.1} GiB", mem_kib as f64 / 1048576.0);
         println!("cgroups:         {cgroups}");
-        println!("/dev/kvm:        {kvm}");
-        println!("VM accelerator:  {accel}");
+        println!("VM accelerator:  {accel} ({kvm})");
+        println!("QEMU:            {qemu}");
+        println!("guest kernel:    {guest_kernel}");
+        println!("VMs:             {vms}");
         println!("state root:      {}", root.display());
         println!("images:          {images} ({})", super::image::human(usage));
     }
