@@ -640,3 +640,100 @@ fn run_isolation_vm_runs_a_container_in_its_own_vm_with_published_ports() {
     c.ok(&["vm", "rm", "-f", &name]);
     assert_no_vm_leftovers(&c);
 }
+
+/// The monitor of the VM whose QEMU is `qemu`: its parent.
+fn parent_of(pid: u32) -> u32 {
+    corral_e2e::containers::parent_pid(pid).expect("parent")
+}
+
+#[test]
+fn a_dead_qemu_or_monitor_is_reported_and_cleaned() {
+    let Some(c) = world("a_dead_qemu_or_monitor_is_reported_and_cleaned") else {
+        return;
+    };
+    let t = unique_token();
+    let mut nets = NetworkGuard::new(&c);
+    let net_name = format!("vd{}", &t[t.len() - 6..]);
+    let net = nets.create(&net_name, 24, &[]);
+    let mut guard = VmGuard::new(&c);
+    let root = path_str(c.root()).to_owned();
+    // QEMU killed: the VM is stopped, says why, and its TAP goes at once.
+    let a = format!("q{}", &t[..5]);
+    guard.track(&a);
+    c.ok(&[
+        "vm",
+        "run",
+        "-d",
+        "--name",
+        &a,
+        "--network",
+        &net_name,
+        "--image",
+        BUSYBOX_IMAGE,
+        "--",
+        "sleep",
+        "100000",
+    ]);
+    let qemu = qemu_processes_of(&root);
+    assert_eq!(qemu.len(), 1);
+    assert!(corral_e2e::containers::signal(qemu[0], "KILL"));
+    assert!(
+        poll_until(Duration::from_secs(20), || c
+            .ok(&["vm", "ls", "--json"])
+            .contains("\"stopped\"")),
+        "{}",
+        c.ok(&["vm", "ls"])
+    );
+    let info: serde_json::Value = serde_json::from_str(&c.ok(&["vm", "inspect", &a])).unwrap();
+    let why = info[0]["state"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(why.contains("QEMU exited"), "{info}");
+    let taps = || {
+        let out = std::process::Command::new("ip")
+            .args(["-o", "link", "show", "master", &net.bridge])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).matches("crlt").count()
+    };
+    assert_eq!(taps(), 0, "the dead VM's TAP is released");
+    c.ok(&["vm", "rm", &a]);
+    // The monitor killed: QEMU still runs; `vm rm -f` ends it and cleans everything.
+    let b = format!("m{}", &t[..5]);
+    guard.track(&b);
+    let id = c.ok(&[
+        "vm",
+        "run",
+        "-d",
+        "--name",
+        &b,
+        "--network",
+        &net_name,
+        "--image",
+        BUSYBOX_IMAGE,
+        "--",
+        "sleep",
+        "100000",
+    ]);
+    let qemu = qemu_processes_of(&root);
+    assert_eq!(qemu.len(), 1);
+    let monitor = parent_of(qemu[0]);
+    assert!(
+        corral_e2e::containers::process_cmdline(monitor).contains("monitor"),
+        "{}",
+        corral_e2e::containers::process_cmdline(monitor)
+    );
+    assert!(corral_e2e::containers::signal(monitor, "KILL"));
+    assert!(poll_until(Duration::from_secs(5), || {
+        !corral_e2e::containers::process_alive(monitor)
+    }));
+    let ls = c.ok(&["vm", "inspect", &b]);
+    assert!(ls.contains("monitor died"), "{ls}");
+    c.ok(&["vm", "rm", "-f", &b]);
+    assert_eq!(taps(), 0, "rm -f releases the TAP");
+    let cg = format!("/sys/fs/cgroup/memory/corral/vm-{}", &id.trim()[..16]);
+    assert!(!Path::new(&cg).exists(), "rm -f removes the cgroup {cg}");
+    assert!(!Path::new(&format!("/run/corral/vm-{}", &id.trim()[..16])).exists());
+    assert_no_vm_leftovers(&c);
+}

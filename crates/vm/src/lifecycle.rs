@@ -609,6 +609,7 @@ pub fn kill(root: &Path, id: &str) -> Result<()> {
         vms.save_state(id, &st)?;
         let _ = corral_net::Networks::open(root).release(id);
         let _ = std::fs::remove_dir_all(vms.run_dir(id));
+        monitor::remove_cgroup(id);
     }
     Ok(())
 }
@@ -643,6 +644,7 @@ pub fn remove(root: &Path, id: &str, force: bool) -> Result<()> {
     }
     let _lock = vms.lock(id)?;
     let _ = corral_net::Networks::open(root).release(id);
+    monitor::remove_cgroup(id);
     vms.remove_files(id)?;
     Ok(())
 }

@@ -183,9 +183,9 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
     };
     // QEMU runs in a cgroup of its own: the guest's memory plus QEMU's own share, and as
     // many CPUs' time as the guest has vCPUs, so that a VM cannot take more than it was given.
-    let cgroup = corral_container::cgroups::Cgroup::create_at(
+    let cgroup = corral_container::cgroups::Cgroup::create(
         Path::new(CGROUP_ROOT),
-        &Path::new("corral").join(format!("vm-{}", &id[..16.min(id.len())])),
+        &cgroup_name(id),
         &vm_resources(&cfg),
     );
     let cgroup = CgroupGuard(match cgroup {
@@ -390,7 +390,22 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
     }
 }
 
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// Where cgroup hierarchies are mounted.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// The name of a VM's cgroup under `corral/` in each hierarchy: `vm-<first 16 of id>`.
+pub fn cgroup_name(id: &str) -> String {
+    format!("vm-{}", &id[..16.min(id.len())])
+}
+
+/// Removes what is left of a VM's cgroup (after its monitor died); QEMU must be gone.
+pub fn remove_cgroup(id: &str) {
+    let root = Path::new(CGROUP_ROOT);
+    let dirs = corral_container::cgroups::Cgroup::dirs_for(root, &cgroup_name(id));
+    if !dirs.is_empty() {
+        corral_container::cgroups::Cgroup::from_dirs(root, dirs).destroy();
+    }
+}
 
 /// Removes the VM's cgroup when the monitor is done with it, on every path out of it (QEMU
 /// has exited or was killed by then).
@@ -738,15 +753,21 @@ fn serve_client(sh: Arc<Shared>, client: u64, mut conn: UnixStream) {
 /// Watches a disk boot's console for the firmware's verdict that nothing boots, for up to
 /// `limit`; on it, records the reason and ends QEMU (pid `pid`, the monitor's child).
 fn watch_firmware(log: &Path, pid: i32, limit: Duration, failure: &Mutex<Option<String>>) {
-    const VERDICTS: [&str; 3] = ["No bootable device", "Boot failed", "No bootable option"];
+    // What the console shows, and what it means. OVMF with nothing to boot ends in its shell.
+    const VERDICTS: [(&str, &str); 4] = [
+        ("No bootable device", "says \"No bootable device\""),
+        ("Boot failed", "says \"Boot failed\""),
+        ("No bootable option", "says \"No bootable option\""),
+        ("Shell> ", "found nothing to boot and opened its UEFI shell"),
+    ];
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
         let text = std::fs::read(log).unwrap_or_default();
         let text = String::from_utf8_lossy(&text);
-        if let Some(v) = VERDICTS.iter().find(|v| text.contains(*v)) {
+        if let Some((_, v)) = VERDICTS.iter().find(|(seen, _)| text.contains(seen)) {
             *failure.lock().expect("boot failure") = Some(format!(
-                "the disk does not boot: the firmware says {v:?}; is it a bootable disk image (a boot loader in its first sector, or an EFI system partition with --uefi)?"
+                "the disk does not boot: the firmware {v}; is it a bootable disk image (a boot loader in its first sector, or an EFI system partition with --uefi)?"
             ));
             if let Some(pid) = rustix::process::Pid::from_raw(pid) {
                 let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
