@@ -291,6 +291,32 @@ fn running_vm_takes_exec_cp_logs_stop_and_rm() {
     assert!(poll_until(Duration::from_secs(10), || c
         .ok(&["vm", "logs", &name])
         .contains("main-started")));
+    // The balloon: a running guest shrinks, as its own /proc/meminfo says.
+    let total_kib = || -> u64 {
+        let m = c.ok(&["vm", "exec", &name, "--", "cat", "/proc/meminfo"]);
+        m.lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|k| k.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = total_kib();
+    c.ok(&["vm", "set", &name, "--memory", "256M"]);
+    let mut after = before;
+    assert!(
+        poll_until(Duration::from_secs(30), || {
+            after = total_kib();
+            after < 262_144
+        }),
+        "MemTotal {before} kB -> {after} kB after vm set --memory 256M"
+    );
+    let stats: serde_json::Value =
+        serde_json::from_str(&c.ok(&["vm", "stats", "--json", &name])).unwrap();
+    assert_eq!(stats[0]["balloon_bytes"], 256u64 << 20, "{stats}");
+    assert!(stats[0]["cpu_usage_ns"].as_u64().unwrap() > 0, "{stats}");
+    let (code, err) = c.fail(&["vm", "set", &name, "--cpus", "2"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("next start"), "{err}");
     // A running VM is not removed without -f.
     let (code, err) = c.fail(&["vm", "rm", &name]);
     assert_eq!(code, 125);
@@ -311,8 +337,11 @@ fn running_vm_takes_exec_cp_logs_stop_and_rm() {
         console.contains("Power down") || console.contains("power off"),
         "{console}"
     );
-    // and start again: the writable disk kept the file.
+    // A stopped VM takes new CPUs and memory for its next start; and the writable disk kept
+    // the file.
+    c.ok(&["vm", "set", &name, "--cpus", "2", "--memory", "384M"]);
     c.ok(&["vm", "start", &name]);
+    assert_eq!(c.ok(&["vm", "exec", &name, "--", "sh", "-c", "nproc"]).trim(), "2");
     let again = c.ok(&["vm", "exec", &name, "--", "sh", "-c", "wc -c < /tmp/in.bin"]);
     assert_eq!(again.trim(), "300000", "the VM's disk survives a restart");
     c.ok(&["vm", "rm", "-f", &name]);

@@ -720,6 +720,30 @@ pub enum VmCommand {
         /// The VM.
         vm: String,
     },
+    /// Show VMs' usage: QEMU's CPU time and host memory (its cgroup), and the guest's own
+    /// memory (from the agent) and balloon.
+    Stats {
+        /// Print once and exit.
+        #[arg(long)]
+        no_stream: bool,
+        /// As JSON (once).
+        #[arg(long)]
+        json: bool,
+        /// VM names or ids (default: every running VM).
+        vms: Vec<String>,
+    },
+    /// Change a VM's memory or CPUs. A running VM's memory moves through its balloon (up to
+    /// what it booted with); other changes apply at the next start.
+    Set {
+        /// Memory (e.g. 256M).
+        #[arg(short, long)]
+        memory: Option<String>,
+        /// Virtual CPUs.
+        #[arg(long)]
+        cpus: Option<u32>,
+        /// The VM.
+        vm: String,
+    },
     /// Attach the terminal to a running VM's serial console (detach with Ctrl-]).
     Console {
         /// The VM.

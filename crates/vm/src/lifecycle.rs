@@ -648,3 +648,138 @@ pub fn remove(root: &Path, id: &str, force: bool) -> Result<()> {
     vms.remove_files(id)?;
     Ok(())
 }
+
+/// A VM's usage: QEMU's cgroup on the host, and the guest's own view from the agent.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VmStats {
+    /// The VM's name.
+    pub name: String,
+    /// CPU time QEMU used, nanoseconds (all vCPU and device threads).
+    pub cpu_usage_ns: u64,
+    /// Host memory QEMU's cgroup uses, bytes.
+    pub memory_usage: u64,
+    /// Its limit, bytes.
+    pub memory_limit: Option<u64>,
+    /// The guest's total memory (after the balloon), KiB, when the agent answers.
+    pub guest_mem_total_kib: Option<u64>,
+    /// The guest's available memory, KiB.
+    pub guest_mem_available_kib: Option<u64>,
+    /// The balloon's target: the memory the guest may use now, bytes.
+    pub balloon_bytes: Option<u64>,
+}
+
+/// Reads a running VM's usage.
+pub fn stats(root: &Path, id: &str) -> Result<VmStats> {
+    let vms = Vms::open(root);
+    let cfg = vms.config(id)?;
+    let st = current_state(&vms, id)?;
+    if st.status != Status::Running {
+        return Err(VmError::State(format!("VM {} is not running", cfg.name)));
+    }
+    let cgroot = Path::new(monitor::CGROUP_ROOT);
+    let dirs = corral_container::cgroups::Cgroup::dirs_for(cgroot, &monitor::cgroup_name(id));
+    let cg = corral_container::cgroups::Cgroup::from_dirs(cgroot, dirs).stats();
+    let paths = crate::qemu::Paths::new(&vms.run_dir(id), &vms.dir(id));
+    let guest = if st.agent_ready {
+        crate::client::Client::connect(&paths.ctl)
+            .and_then(|mut c| {
+                c.set_timeout(Some(Duration::from_secs(5)))?;
+                c.info()
+            })
+            .ok()
+    } else {
+        None
+    };
+    let balloon = Qmp::connect(&paths.qmp_cli, Duration::from_secs(2))
+        .ok()
+        .and_then(|mut q| q.execute("query-balloon", None).ok())
+        .and_then(|v| v["actual"].as_u64());
+    Ok(VmStats {
+        name: cfg.name,
+        cpu_usage_ns: cg.cpu_usage_ns,
+        memory_usage: cg.memory_usage,
+        memory_limit: cg.memory_limit,
+        guest_mem_total_kib: guest.as_ref().map(|g| g.mem_total_kib),
+        guest_mem_available_kib: guest.as_ref().map(|g| g.mem_available_kib),
+        balloon_bytes: balloon,
+    })
+}
+
+/// What `vm set` changes.
+#[derive(Debug, Clone, Default)]
+pub struct SetSpec {
+    /// New memory, MiB.
+    pub memory_mib: Option<u64>,
+    /// New vCPU count.
+    pub cpus: Option<u32>,
+}
+
+/// What `vm set` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetOutcome {
+    /// The config changed; it applies at the next start.
+    Recorded,
+    /// A running guest's memory was changed through its balloon (within its boot size).
+    Ballooned {
+        /// The balloon's target now, MiB.
+        mib: u64,
+    },
+}
+
+/// Changes a VM's memory or CPUs. A stopped VM's config changes. A running VM's memory moves
+/// through its balloon, between 64 MiB and the size it booted with; a running VM's CPU count
+/// and memory beyond its boot size need a restart (refused with that advice).
+pub fn set(root: &Path, id: &str, spec: &SetSpec) -> Result<SetOutcome> {
+    let vms = Vms::open(root);
+    let _lock = vms.lock(id)?;
+    let mut cfg = vms.config(id)?;
+    if let Some(c) = spec.cpus {
+        if c == 0 || c > 255 {
+            return Err(VmError::Invalid(format!("--cpus {c}: give 1 to 255")));
+        }
+    }
+    if let Some(m) = spec.memory_mib {
+        if m < 64 {
+            return Err(VmError::Invalid(format!(
+                "--memory {m}M: give at least 64M"
+            )));
+        }
+        if host_memory_mib().is_some_and(|h| m > h) {
+            return Err(VmError::Invalid(format!(
+                "--memory {m}M is more than this host has: give less"
+            )));
+        }
+    }
+    let st = current_state(&vms, id)?;
+    if !matches!(st.status, Status::Running | Status::Starting) {
+        if let Some(m) = spec.memory_mib {
+            cfg.memory_mib = m;
+        }
+        if let Some(c) = spec.cpus {
+            cfg.cpus = c;
+        }
+        vms.save_config(&cfg)?;
+        return Ok(SetOutcome::Recorded);
+    }
+    if spec.cpus.is_some_and(|c| c != cfg.cpus) {
+        return Err(VmError::State(format!(
+            "VM {} is running: its CPU count changes at the next start (`corral vm stop`, `vm set --cpus`, `vm start`)",
+            cfg.name
+        )));
+    }
+    let Some(m) = spec.memory_mib else {
+        return Ok(SetOutcome::Recorded);
+    };
+    if m > cfg.memory_mib {
+        return Err(VmError::State(format!(
+            "VM {} booted with {}M: a running guest can shrink and grow back up to that through its balloon; more needs a restart",
+            cfg.name, cfg.memory_mib
+        )));
+    }
+    let paths = crate::qemu::Paths::new(&vms.run_dir(id), &vms.dir(id));
+    let mut q = Qmp::connect(&paths.qmp_cli, Duration::from_secs(5))
+        .map_err(|e| VmError::State(format!("cannot reach VM {}'s QEMU: {e}", cfg.name)))?;
+    q.execute("balloon", Some(serde_json::json!({ "value": m << 20 })))
+        .map_err(|e| VmError::State(format!("the balloon of VM {} refused: {e}", cfg.name)))?;
+    Ok(SetOutcome::Ballooned { mib: m })
+}

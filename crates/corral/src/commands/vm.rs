@@ -63,6 +63,25 @@ pub fn run(root: &Path, cmd: VmCommand) -> Result<()> {
             vm,
         } => logs(root, &vm, follow, tail, timestamps, console),
         VmCommand::Console { vm } => console(root, &vm),
+        VmCommand::Stats {
+            no_stream,
+            json,
+            vms,
+        } => stats(root, &vms, no_stream || json, json),
+        VmCommand::Set { memory, cpus, vm } => {
+            let v = vms(root);
+            let id = v.resolve(&vm)?;
+            let memory_mib = memory
+                .map(|m| size("memory", &m).map(|b| b.div_ceil(1 << 20)))
+                .transpose()?;
+            match lifecycle::set(root, &id, &lifecycle::SetSpec { memory_mib, cpus })? {
+                lifecycle::SetOutcome::Recorded => println!("{vm}"),
+                lifecycle::SetOutcome::Ballooned { mib } => {
+                    println!("{vm}: the guest now has {mib}M (balloon)")
+                }
+            }
+            Ok(())
+        }
     }
 }
 
@@ -668,4 +687,71 @@ pub fn run_isolated(root: &Path, a: RunArgs, start_it: bool) -> Result<()> {
         command: a.command.clone(),
     };
     run_vm(root, v, start_it)
+}
+
+fn stats(root: &Path, names: &[String], once: bool, json: bool) -> Result<()> {
+    let v = vms(root);
+    let ids: Vec<String> = if names.is_empty() {
+        v.ids()?
+            .into_iter()
+            .filter(|id| {
+                lifecycle::current_state(&v, id).is_ok_and(|s| s.status == Status::Running)
+            })
+            .collect()
+    } else {
+        names
+            .iter()
+            .map(|n| v.resolve(n))
+            .collect::<Result<_, _>>()?
+    };
+    let mut last: std::collections::HashMap<String, (u64, std::time::Instant)> =
+        std::collections::HashMap::new();
+    loop {
+        let mut rows = Vec::new();
+        for id in &ids {
+            let s = lifecycle::stats(root, id)?;
+            let now = std::time::Instant::now();
+            let cpu = last.get(id).map(|(ns, t)| {
+                let dt = now.duration_since(*t).as_nanos().max(1) as f64;
+                (s.cpu_usage_ns.saturating_sub(*ns)) as f64 / dt * 100.0
+            });
+            last.insert(id.clone(), (s.cpu_usage_ns, now));
+            rows.push((s, cpu));
+        }
+        if json {
+            let list: Vec<&lifecycle::VmStats> = rows.iter().map(|(s, _)| s).collect();
+            println!("{}", serde_json::to_string_pretty(&list)?);
+            return Ok(());
+        }
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "{:16}  {:>7}  {:>21}  {:>21}  {:>9}",
+            "NAME", "CPU %", "HOST MEM / LIMIT", "GUEST AVAIL / TOTAL", "BALLOON"
+        )?;
+        let mib = |b: u64| format!("{}MiB", b >> 20);
+        for (s, cpu) in &rows {
+            let cpu = cpu.map_or("--".to_owned(), |c| format!("{c:.1}%"));
+            let host = format!(
+                "{} / {}",
+                mib(s.memory_usage),
+                s.memory_limit.map_or("--".into(), mib)
+            );
+            let guest = match (s.guest_mem_available_kib, s.guest_mem_total_kib) {
+                (Some(a), Some(t)) => format!("{} / {}", mib(a << 10), mib(t << 10)),
+                _ => "--".into(),
+            };
+            let balloon = s.balloon_bytes.map_or("--".into(), mib);
+            writeln!(
+                out,
+                "{:16}  {cpu:>7}  {host:>21}  {guest:>21}  {balloon:>9}",
+                s.name
+            )?;
+        }
+        drop(out);
+        if once {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
