@@ -1,0 +1,570 @@
+//! End-to-end tests of corral's full-disk-image VMs (`corral vm run --boot-disk FILE`): the
+//! disk boots through firmware (SeaBIOS; OVMF with `--uefi`) and gets its cloud-init
+//! user-data from a NoCloud seed, an ISO labelled `cidata` on a second virtio disk.
+//!
+//! The bootable disk is built at test time, without network: an MBR with syslinux's boot
+//! code, one ext2 partition with extlinux, Debian's cloud kernel and a small initramfs
+//! (busybox-static, the virtio and iso9660 modules, an `/init` script). The script prints a
+//! marker, finds the seed disk by its serial, prints its `user-data` and powers off; the test
+//! checks both came through the console. A disk that does not boot must fail clearly and fast.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use corral_e2e::containers::poll_until;
+use corral_e2e::process::{describe, run_bounded, run_ok};
+use corral_e2e::{path_str, report_skip, skip_unless_tools, unique_token, Corral};
+
+/// Every VM command here is bounded by this (the disk boots in 3–5 s under TCG; parallel tests
+/// share two cores).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Bound for the disk-building tools.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the test disk's `/init` prints first.
+const MARKER: &str = "corral-disk-test: init runs";
+
+/// syslinux's MBR boot code (syslinux-common).
+const MBR_BIN: &str = "/usr/lib/syslinux/mbr/mbr.bin";
+
+/// Where the partition starts: 1 MiB, in bytes.
+const PART_OFFSET: u64 = 1 << 20;
+
+/// The modules the initramfs loads to see virtio disks and mount an ISO, before their
+/// dependencies (which come from modules.dep).
+const MODULES: [&str; 8] = [
+    "virtio",
+    "virtio_ring",
+    "virtio_pci_modern_dev",
+    "virtio_pci_legacy_dev",
+    "virtio_pci",
+    "virtio_blk",
+    "cdrom",
+    "isofs",
+];
+
+/// The busybox applets `/init` uses, as links in `/bin`.
+const APPLETS: [&str; 8] = [
+    "sh", "mount", "insmod", "cat", "sleep", "mkdir", "poweroff", "ls",
+];
+
+/// The guest kernel setup installs: its version.
+fn guest_kernel() -> Option<String> {
+    let mut found: Vec<String> = std::fs::read_dir("/boot")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with("vmlinuz-") && n.ends_with("-cloud-amd64"))
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .map(|n| n.trim_start_matches("vmlinuz-").to_owned())
+}
+
+/// A world for disk-VM tests, or `None` after a loud SKIPPED line.
+fn world(test: &str, tools: &[&str]) -> Option<Corral> {
+    let mut needed = vec!["qemu-system-x86_64", "genisoimage"];
+    needed.extend_from_slice(tools);
+    if skip_unless_tools(test, &needed) {
+        return None;
+    }
+    let mut c = Corral::new();
+    c.timeout = COMMAND_TIMEOUT;
+    Some(c)
+}
+
+/// Removes the VMs a test made, even when it fails.
+struct VmGuard<'a> {
+    corral: &'a Corral,
+    names: Vec<String>,
+}
+
+impl<'a> VmGuard<'a> {
+    fn new(corral: &'a Corral) -> Self {
+        VmGuard {
+            corral,
+            names: Vec::new(),
+        }
+    }
+
+    fn track(&mut self, name: &str) {
+        self.names.push(name.to_owned());
+    }
+}
+
+impl Drop for VmGuard<'_> {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = self.corral.cmd(&["vm", "rm", "-f", n]);
+        }
+    }
+}
+
+/// What a VM leaves on the host while it exists: its state dir, its runtime dir, QEMU.
+fn assert_no_vm_leftovers(c: &Corral) {
+    let vms = c.root().join("vms");
+    let left: Vec<String> = std::fs::read_dir(&vms)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.len() == 64)
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "VM directories left in {}: {left:?}",
+        vms.display()
+    );
+    let qemus = qemu_processes_of(path_str(c.root()));
+    assert!(
+        qemus.is_empty(),
+        "QEMU processes of this world still run: {qemus:?}"
+    );
+}
+
+/// QEMU processes whose command line names a file under `root`.
+fn qemu_processes_of(root: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd);
+        if (cmd.starts_with("qemu-system") || cmd.contains("/qemu-system")) && cmd.contains(root) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// A loop mount of the disk's partition, unmounted on drop (the loop device goes with it:
+/// `mount -o loop` sets autoclear).
+struct PartitionMount {
+    dir: PathBuf,
+    mounted: bool,
+}
+
+impl PartitionMount {
+    fn new(disk: &Path, dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let opts = format!("loop,offset={PART_OFFSET}");
+        run_ok(
+            "mount",
+            &["-o", &opts, path_str(disk), path_str(dir)],
+            TOOL_TIMEOUT,
+        );
+        PartitionMount {
+            dir: dir.to_owned(),
+            mounted: true,
+        }
+    }
+
+    fn unmount(&mut self) {
+        if self.mounted {
+            run_ok("umount", &[path_str(&self.dir)], TOOL_TIMEOUT);
+            self.mounted = false;
+        }
+    }
+}
+
+impl Drop for PartitionMount {
+    fn drop(&mut self) {
+        if self.mounted {
+            let mut umount = Command::new("umount");
+            umount.arg(&self.dir);
+            if !run_bounded(&mut umount, None, TOOL_TIMEOUT)
+                .status
+                .success()
+            {
+                let mut lazy = Command::new("umount");
+                lazy.arg("-l").arg(&self.dir);
+                let _ = run_bounded(&mut lazy, None, TOOL_TIMEOUT);
+            }
+        }
+    }
+}
+
+/// The module files for `names` and their dependencies, dependencies first, from the kernel's
+/// modules.dep.
+fn modules_with_deps(kver: &str, names: &[&str]) -> Vec<PathBuf> {
+    let base = Path::new("/lib/modules").join(kver);
+    let dep = std::fs::read_to_string(base.join("modules.dep")).expect("modules.dep");
+    let mut by_name: HashMap<String, (String, Vec<String>)> = HashMap::new();
+    for line in dep.lines() {
+        let Some((path, deps)) = line.split_once(':') else {
+            continue;
+        };
+        let file = path.rsplit('/').next().unwrap_or(path);
+        let name = file.split(".ko").next().unwrap_or(file).replace('-', "_");
+        by_name.insert(
+            name,
+            (
+                path.to_owned(),
+                deps.split_whitespace().map(str::to_owned).collect(),
+            ),
+        );
+    }
+    let path_name = |p: &str| {
+        let file = p.rsplit('/').next().unwrap_or(p);
+        file.split(".ko").next().unwrap_or(file).replace('-', "_")
+    };
+    fn visit(
+        name: &str,
+        by_name: &HashMap<String, (String, Vec<String>)>,
+        path_name: &dyn Fn(&str) -> String,
+        seen: &mut HashSet<String>,
+        out: &mut Vec<String>,
+    ) {
+        if !seen.insert(name.to_owned()) {
+            return;
+        }
+        let (path, deps) = by_name
+            .get(name)
+            .unwrap_or_else(|| panic!("module {name} is not in modules.dep"));
+        for d in deps {
+            visit(&path_name(d), by_name, path_name, seen, out);
+        }
+        out.push(path.clone());
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for n in names {
+        visit(n, &by_name, &path_name, &mut seen, &mut out);
+    }
+    out.into_iter()
+        .map(|p| {
+            assert!(
+                p.ends_with(".ko"),
+                "{p}: a compressed module; busybox insmod wants plain .ko files"
+            );
+            base.join(p)
+        })
+        .collect()
+}
+
+/// The initramfs's `/init`: loads `modules` in order, prints the marker, finds the seed disk
+/// by its serial, prints its user-data and powers off.
+fn init_script(modules: &[String]) -> String {
+    format!(
+        r#"#!/bin/sh
+mkdir -p /proc /sys /dev /seed
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+echo "{MARKER}"
+for m in {modules}; do
+  insmod /lib/modules/$m.ko || echo "corral-disk-test: insmod $m failed"
+done
+seed=
+for try in 1 2 3 4 5 6 7 8 9 10; do
+  for b in /sys/block/vd*; do
+    if [ "$(cat $b/serial 2>/dev/null)" = cidata ]; then seed=/dev/${{b##*/}}; fi
+  done
+  if [ -n "$seed" ] && [ -b "$seed" ]; then break; fi
+  sleep 1
+done
+echo "corral-disk-test: seed disk ${{seed:-none}}"
+if [ -n "$seed" ] && mount -t iso9660 -o ro "$seed" /seed; then
+  cat /seed/user-data
+fi
+echo "corral-disk-test: done"
+poweroff -f
+"#,
+        modules = modules.join(" ")
+    )
+}
+
+/// Writes the initramfs (an uncompressed newc cpio) to `out`, staged in `stage`.
+fn build_initramfs(kver: &str, stage: &Path, out: &Path) {
+    std::fs::create_dir_all(stage.join("bin")).unwrap();
+    std::fs::create_dir_all(stage.join("lib/modules")).unwrap();
+    std::fs::copy("/bin/busybox", stage.join("bin/busybox")).unwrap();
+    for applet in APPLETS {
+        std::os::unix::fs::symlink("busybox", stage.join("bin").join(applet)).unwrap();
+    }
+    let mut names = Vec::new();
+    for m in modules_with_deps(kver, &MODULES) {
+        let file = m.file_name().unwrap().to_string_lossy().into_owned();
+        std::fs::copy(&m, stage.join("lib/modules").join(&file)).unwrap();
+        names.push(file.trim_end_matches(".ko").to_owned());
+    }
+    let init = stage.join("init");
+    std::fs::write(&init, init_script(&names)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cpio = Command::new("sh")
+        .args(["-c", "find . -print0 | cpio --null -o -H newc --quiet"])
+        .current_dir(stage)
+        .stdout(std::fs::File::create(out).unwrap())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(cpio.status.success(), "cpio: {}", describe(&cpio));
+}
+
+/// Builds a 64 MiB raw disk that SeaBIOS boots: syslinux's MBR, one bootable ext2 partition
+/// with extlinux, the guest kernel and the test initramfs. Returns its path.
+fn build_boot_disk(dir: &Path, kver: &str) -> PathBuf {
+    let initrd = dir.join("initrd.img");
+    build_initramfs(kver, &dir.join("initramfs"), &initrd);
+    let disk = dir.join("disk.img");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let mut sfdisk = Command::new("sfdisk");
+    sfdisk.args(["-q", path_str(&disk)]);
+    let out = run_bounded(
+        &mut sfdisk,
+        Some(format!("start={}, type=83, bootable\n", PART_OFFSET / 512).into_bytes()),
+        TOOL_TIMEOUT,
+    );
+    assert!(out.status.success(), "sfdisk: {}", describe(&out));
+    // ext2: extlinux knows it, and the guest never mounts it (the initramfs is the root).
+    let offset = format!("offset={PART_OFFSET}");
+    let size = format!("{}k", ((64 << 20) - PART_OFFSET) / 1024);
+    run_ok(
+        "mkfs.ext2",
+        &["-q", "-F", "-E", &offset, path_str(&disk), &size],
+        TOOL_TIMEOUT,
+    );
+    let mut mnt = PartitionMount::new(&disk, &dir.join("mnt"));
+    std::fs::copy(format!("/boot/vmlinuz-{kver}"), mnt.dir.join("vmlinuz")).unwrap();
+    std::fs::copy(&initrd, mnt.dir.join("initrd.img")).unwrap();
+    std::fs::write(
+        mnt.dir.join("extlinux.conf"),
+        "SERIAL 0 115200\nDEFAULT linux\nPROMPT 0\nTIMEOUT 0\nLABEL linux\n  KERNEL /vmlinuz\n  \
+         INITRD /initrd.img\n  APPEND console=ttyS0 quiet panic=-1\n",
+    )
+    .unwrap();
+    let mut extlinux = Command::new("extlinux");
+    extlinux.arg("--install").arg(&mnt.dir);
+    let out = run_bounded(&mut extlinux, None, TOOL_TIMEOUT);
+    assert!(out.status.success(), "extlinux: {}", describe(&out));
+    mnt.unmount();
+    // The MBR's boot code: its first 440 bytes, before the disk signature and partition table.
+    let mbr = std::fs::read(MBR_BIN).unwrap();
+    assert!(mbr.len() >= 440, "{MBR_BIN}: {} bytes", mbr.len());
+    let mut f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    f.write_all(&mbr[..440]).unwrap();
+    f.sync_all().unwrap();
+    disk
+}
+
+/// The user-data file, with a token only this test knows.
+fn user_data(c: &Corral) -> (PathBuf, String) {
+    let token = format!("token-{}", unique_token());
+    let path = c.path("user-data.yaml");
+    std::fs::write(&path, format!("#cloud-config\n# corral-test {token}\n")).unwrap();
+    (path, token)
+}
+
+#[test]
+fn built_disk_boots_through_firmware_and_reads_its_cloud_init_seed() {
+    let test = "built_disk_boots_through_firmware_and_reads_its_cloud_init_seed";
+    let Some(c) = world(
+        test,
+        &[
+            "sfdisk",
+            "mkfs.ext2",
+            "extlinux",
+            "cpio",
+            "qemu-img",
+            "/bin/busybox",
+            MBR_BIN,
+        ],
+    ) else {
+        return;
+    };
+    let Some(kver) = guest_kernel() else {
+        report_skip(
+            test,
+            "no /boot/vmlinuz-*-cloud-amd64 (apt-get install linux-image-cloud-amd64)",
+        );
+        return;
+    };
+    let build = c.path("build");
+    std::fs::create_dir_all(&build).unwrap();
+    let t = Instant::now();
+    let disk = build_boot_disk(&build, &kver);
+    eprintln!("built the boot disk in {:?}", t.elapsed());
+    let (ud, token) = user_data(&c);
+
+    // Raw, in the foreground: the console is the output; the guest's power-off ends it.
+    let t = Instant::now();
+    let out = c.cmd(&[
+        "vm",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--boot-disk",
+        path_str(&disk),
+        "--cloud-init",
+        path_str(&ud),
+    ]);
+    eprintln!("raw disk: booted and powered off in {:?}", t.elapsed());
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let console = String::from_utf8_lossy(&out.stdout);
+    assert!(console.contains("SeaBIOS"), "{}", describe(&out));
+    assert!(console.contains(MARKER), "{}", describe(&out));
+    assert!(
+        console.contains("corral-disk-test: seed disk /dev/vd"),
+        "the seed is a virtio disk with serial cidata: {}",
+        describe(&out)
+    );
+    assert!(
+        console.contains(&token),
+        "the user-data came through the seed: {}",
+        describe(&out)
+    );
+    assert_eq!(c.ok(&["vm", "ls", "-q"]), "");
+    assert_no_vm_leftovers(&c);
+
+    // qcow2, detached, named by a relative path: the VM keeps where its disk is, so it starts
+    // again from another directory.
+    let qcow = build.join("disk.qcow2");
+    run_ok(
+        "qemu-img",
+        &["convert", "-O", "qcow2", path_str(&disk), path_str(&qcow)],
+        TOOL_TIMEOUT,
+    );
+    let name = format!("d{}", &unique_token()[..8].replace('x', "0"));
+    let mut guard = VmGuard::new(&c);
+    guard.track(&name);
+    let run = run_bounded(
+        c.command(&[
+            "vm",
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            "none",
+            "--boot-disk",
+            "disk.qcow2",
+            "--cloud-init",
+            path_str(&ud),
+        ])
+        .current_dir(&build),
+        None,
+        COMMAND_TIMEOUT,
+    );
+    assert_eq!(run.status.code(), Some(0), "{}", describe(&run));
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout).trim().len(),
+        64,
+        "vm run -d prints the id: {}",
+        describe(&run)
+    );
+    let info: serde_json::Value = serde_json::from_str(&c.ok(&["vm", "inspect", &name])).unwrap();
+    assert_eq!(
+        info[0]["config"]["boot"]["path"],
+        path_str(&qcow),
+        "the absolute path: {info}"
+    );
+    assert_eq!(info[0]["config"]["boot"]["format"], "qcow2", "{info}");
+    let mut console = String::new();
+    let booted = poll_until(Duration::from_secs(120), || {
+        console = c.ok(&["vm", "logs", "--console", &name]);
+        console.contains(&token) && console.contains("corral-disk-test: done")
+    });
+    assert!(booted, "the qcow2 disk boots and reads its seed: {console}");
+    assert!(console.contains(MARKER), "{console}");
+    let stopped = poll_until(Duration::from_secs(60), || {
+        let ls: serde_json::Value = serde_json::from_str(&c.ok(&["vm", "ls", "--json"])).unwrap();
+        ls[0]["status"] == "stopped"
+    });
+    assert!(stopped, "the guest powered itself off");
+    // Again, from here.
+    c.ok(&["vm", "start", &name]);
+    let again = poll_until(Duration::from_secs(120), || {
+        c.ok(&["vm", "logs", "--console", &name])
+            .matches("corral-disk-test: done")
+            .count()
+            >= 2
+    });
+    assert!(
+        again,
+        "the VM boots its disk again: {}",
+        c.ok(&["vm", "logs", "--console", &name])
+    );
+    c.ok(&["vm", "rm", "-f", &name]);
+    assert_eq!(c.ok(&["vm", "ls", "-q"]), "");
+    assert_no_vm_leftovers(&c);
+}
+
+#[test]
+fn disk_that_does_not_boot_fails_clearly_and_fast() {
+    let Some(c) = world("disk_that_does_not_boot_fails_clearly_and_fast", &[]) else {
+        return;
+    };
+    let zeros = c.path("zeros.img");
+    std::fs::File::create(&zeros)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    // SeaBIOS finds no boot sector.
+    let t = Instant::now();
+    let out = c.cmd(&[
+        "vm",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--boot-timeout",
+        "30",
+        "--boot-disk",
+        path_str(&zeros),
+    ]);
+    let took = t.elapsed();
+    eprintln!("zeros under SeaBIOS failed in {took:?}");
+    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not boot"), "{}", describe(&out));
+    assert!(err.contains("No bootable device"), "{}", describe(&out));
+    assert!(took < Duration::from_secs(20), "bounded: {took:?}");
+    assert_eq!(c.ok(&["vm", "ls", "-q"]), "");
+    assert_no_vm_leftovers(&c);
+
+    // OVMF finds no EFI system partition and opens its shell: that is a failure too.
+    if !Path::new("/usr/share/qemu/OVMF.fd").is_file() {
+        report_skip(
+            "disk_that_does_not_boot_fails_clearly_and_fast (--uefi part)",
+            "no /usr/share/qemu/OVMF.fd (apt-get install ovmf)",
+        );
+        return;
+    }
+    let t = Instant::now();
+    let out = c.cmd(&[
+        "vm",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--uefi",
+        "--boot-timeout",
+        "90",
+        "--boot-disk",
+        path_str(&zeros),
+    ]);
+    let took = t.elapsed();
+    eprintln!("zeros under OVMF failed in {took:?}");
+    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not boot"), "{}", describe(&out));
+    assert!(err.contains("UEFI shell"), "{}", describe(&out));
+    assert!(took < Duration::from_secs(80), "bounded: {took:?}");
+    assert_eq!(c.ok(&["vm", "ls", "-q"]), "");
+    assert_no_vm_leftovers(&c);
+}
