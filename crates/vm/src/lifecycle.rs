@@ -249,6 +249,12 @@ fn build_boot(
         }
         Source::BootDisk { path, uefi } => {
             let format = disk_format(path)?;
+            if *uefi && !Path::new(crate::qemu::OVMF).is_file() {
+                return Err(VmError::Invalid(format!(
+                    "--uefi needs OVMF ({}): apt-get install ovmf",
+                    crate::qemu::OVMF
+                )));
+            }
             // Absolute: the monitor, and a later `vm start`, may run from another directory.
             let path = &absolute(path)?;
             if let Some(ud) = &spec.cloud_init {

@@ -167,6 +167,8 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
         Ok(p) => p,
         Err(e) => return fail(&mut notify, 125, &format!("{}: {e}", qemu_log.display())),
     };
+    // The console log is appended to across starts: this start's lines begin here.
+    let console_from = std::fs::metadata(&paths.console_log).map_or(0, |m| m.len());
     let started = Instant::now();
     let mut child = match Command::new(&qemu_bin)
         .args(qemu::args(&cfg, &paths, &nics))
@@ -329,7 +331,7 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
         let failure = boot_failure.clone();
         let pid = child.id() as i32;
         let limit = Duration::from_secs(cfg.boot_timeout_secs.max(1));
-        std::thread::spawn(move || watch_firmware(&log, pid, limit, &failure));
+        std::thread::spawn(move || watch_firmware(&log, console_from, pid, limit, &failure));
     }
 
     let status = child.wait();
@@ -752,7 +754,13 @@ fn serve_client(sh: Arc<Shared>, client: u64, mut conn: UnixStream) {
 
 /// Watches a disk boot's console for the firmware's verdict that nothing boots, for up to
 /// `limit`; on it, records the reason and ends QEMU (pid `pid`, the monitor's child).
-fn watch_firmware(log: &Path, pid: i32, limit: Duration, failure: &Mutex<Option<String>>) {
+fn watch_firmware(
+    log: &Path,
+    from: u64,
+    pid: i32,
+    limit: Duration,
+    failure: &Mutex<Option<String>>,
+) {
     // What the console shows, and what it means. OVMF with nothing to boot ends in its shell.
     const VERDICTS: [(&str, &str); 4] = [
         ("No bootable device", "says \"No bootable device\""),
@@ -764,7 +772,7 @@ fn watch_firmware(log: &Path, pid: i32, limit: Duration, failure: &Mutex<Option<
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
         let text = std::fs::read(log).unwrap_or_default();
-        let text = String::from_utf8_lossy(&text);
+        let text = String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default());
         if let Some((_, v)) = VERDICTS.iter().find(|(seen, _)| text.contains(seen)) {
             *failure.lock().expect("boot failure") = Some(format!(
                 "the disk does not boot: the firmware {v}; is it a bootable disk image (a boot loader in its first sector, or an EFI system partition with --uefi)?"

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 
 use crate::store::{Accel, BootSource, VmConfig};
 
+/// The UEFI firmware for `--uefi` (Debian's `ovmf`).
+pub const OVMF: &str = "/usr/share/qemu/OVMF.fd";
+
 /// The QEMU executable: `$CORRAL_QEMU`, or `qemu-system-x86_64` on `PATH`.
 pub fn qemu_binary() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("CORRAL_QEMU") {
@@ -213,7 +216,7 @@ pub fn args(cfg: &VmConfig, paths: &Paths, nics: &[Nic]) -> Vec<OsString> {
         BootSource::Disk { path, format, uefi } => {
             if *uefi {
                 push("-bios");
-                push("/usr/share/qemu/OVMF.fd");
+                push(OVMF);
             }
             drive(&mut push, "boot", path, format, false);
             if let Some(seed) = &cfg.seed {
