@@ -88,6 +88,9 @@ pub enum DiskError {
     /// The upper disk's file already exists.
     #[error("{0} already exists: remove it first, corral does not overwrite a disk")]
     Exists(PathBuf),
+    /// `qemu-img` failed or is missing.
+    #[error("qemu-img: {0}")]
+    QemuImg(String),
     /// A size that does not parse.
     #[error(
         "invalid size {0:?}: give bytes or a number with a suffix K, M, G or T (e.g. 512M, 1.5G)"
@@ -196,8 +199,8 @@ pub fn image_disk(store: &Store, image: &Image, cache_dir: &Path) -> Result<Path
     Ok(out)
 }
 
-/// Creates `path`, an empty ext4 disk of `size_bytes` (rounded down to 4 KiB) labelled
-/// `corral-upper`: a sparse file formatted in milliseconds. Refuses sizes below 64 MiB and an
+/// Creates `path`, a qcow2 disk of `size_bytes` (rounded down to 4 KiB) holding an empty ext4
+/// filesystem labelled `corral-upper`: formatted sparse and converted in milliseconds. Refuses sizes below 64 MiB and an
 /// existing `path`.
 pub fn create_upper_disk(path: &Path, size_bytes: u64) -> Result<(), DiskError> {
     if size_bytes < MIN_UPPER_DISK {
@@ -219,17 +222,44 @@ pub fn create_upper_disk(path: &Path, size_bytes: u64) -> Result<(), DiskError> 
             .map(|s| s.to_string())
             .collect();
         mkfs(&args, "", &tmp, size)?;
+        // qcow2 on disk: internal snapshots (with or without the machine's memory) and
+        // copy-on-write clones need it. The conversion of a fresh sparse filesystem copies
+        // only its few metadata blocks.
+        let qcow = tmp_name(dir, "upper-qcow2");
+        let out = std::process::Command::new("qemu-img")
+            .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+            .arg(&tmp)
+            .arg(&qcow)
+            .output();
+        let _ = fs::remove_file(&tmp);
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => {
+                let _ = fs::remove_file(&qcow);
+                return Err(DiskError::QemuImg(
+                    String::from_utf8_lossy(&o.stderr).trim().to_owned(),
+                ));
+            }
+            Err(e) => {
+                return Err(DiskError::QemuImg(format!(
+                    "cannot run qemu-img ({e}): apt-get install qemu-utils"
+                )))
+            }
+        }
+        let tmp = qcow;
         File::open(&tmp)
             .and_then(|f| f.sync_all())
             .map_err(io_err("syncing", &tmp))?;
         // A hard link refuses to replace an existing file, where rename would not.
-        fs::hard_link(&tmp, path).map_err(|e| {
+        let linked = fs::hard_link(&tmp, path).map_err(|e| {
             if e.kind() == io::ErrorKind::AlreadyExists {
                 DiskError::Exists(path.to_owned())
             } else {
                 io_err("creating", path)(e)
             }
-        })
+        });
+        let _ = fs::remove_file(&tmp);
+        linked
     })();
     let _ = fs::remove_file(&tmp);
     res

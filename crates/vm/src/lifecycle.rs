@@ -236,7 +236,7 @@ fn build_boot(
             let image_disk = disk::image_disk(&store, &img, &cache.join("disks"))?;
             main = Some(main_exec(&img, spec)?);
             std::fs::create_dir_all(&dir).map_err(|e| VmError::Io(dir.display().to_string(), e))?;
-            let upper = dir.join("upper.ext4");
+            let upper = dir.join("upper.qcow2");
             disk::create_upper_disk(&upper, spec.disk_bytes)?;
             upper_disk = Some(upper);
             BootSource::Image {

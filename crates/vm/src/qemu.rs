@@ -196,7 +196,7 @@ pub fn args(cfg: &VmConfig, paths: &Paths, nics: &[Nic]) -> Vec<OsString> {
             push(&image_cmdline(&cfg.extra_cmdline));
             drive(&mut push, "image", image_disk, "raw", true);
             if let Some(upper) = &cfg.upper_disk {
-                drive(&mut push, "upper", upper, "raw", false);
+                drive(&mut push, "upper", upper, "qcow2", false);
             }
         }
         BootSource::Kernel {

@@ -146,19 +146,39 @@ fn image_disk_applies_whiteouts_and_opaque_directories() {
 
 #[test]
 fn upper_disk_is_sparse_and_never_overwritten() {
-    if skip_unless_tools("upper_disk_is_sparse_and_never_overwritten", &["debugfs"]) {
+    if skip_unless_tools(
+        "upper_disk_is_sparse_and_never_overwritten",
+        &["debugfs", "qemu-img"],
+    ) {
         return;
     }
     let dir = test_tempdir("vm-upper");
-    let path = dir.path().join("upper.ext4");
+    let path = dir.path().join("upper.qcow2");
     let t = Instant::now();
     create_upper_disk(&path, 4 << 30).unwrap();
     let took = t.elapsed();
     let meta = std::fs::metadata(&path).unwrap();
-    assert_eq!(meta.len(), 4 << 30);
     let allocated = std::os::unix::fs::MetadataExt::blocks(&meta) * 512;
     assert!(allocated < 64 << 20, "allocated {allocated} bytes");
-    let stats = debugfs(&path, "stats");
+    // A qcow2 file of 4 GiB virtual size holding an ext4 filesystem.
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "--output", "json"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["format"], "qcow2", "{info}");
+    assert_eq!(info["virtual-size"], 4u64 << 30, "{info}");
+    let raw = test_tempdir("vm-upper-raw");
+    let raw_path = raw.path().join("upper.raw");
+    let conv = std::process::Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(&path)
+        .arg(&raw_path)
+        .status()
+        .unwrap();
+    assert!(conv.success());
+    let stats = debugfs(&raw_path, "stats");
     assert!(
         stats.contains("Filesystem volume name:   corral-upper"),
         "{stats}"
@@ -166,7 +186,7 @@ fn upper_disk_is_sparse_and_never_overwritten() {
     assert!(stats.contains("has_journal"), "{stats}");
     let err = create_upper_disk(&path, 1 << 30).unwrap_err();
     assert!(err.to_string().contains("already exists"), "{err}");
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), 4 << 30);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), meta.len());
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(left.len(), 1, "temporary files left: {left:?}");
     eprintln!(
