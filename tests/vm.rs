@@ -341,7 +341,11 @@ fn running_vm_takes_exec_cp_logs_stop_and_rm() {
     // the file.
     c.ok(&["vm", "set", &name, "--cpus", "2", "--memory", "384M"]);
     c.ok(&["vm", "start", &name]);
-    assert_eq!(c.ok(&["vm", "exec", &name, "--", "sh", "-c", "nproc"]).trim(), "2");
+    assert_eq!(
+        c.ok(&["vm", "exec", &name, "--", "sh", "-c", "nproc"])
+            .trim(),
+        "2"
+    );
     let again = c.ok(&["vm", "exec", &name, "--", "sh", "-c", "wc -c < /tmp/in.bin"]);
     assert_eq!(again.trim(), "300000", "the VM's disk survives a restart");
     c.ok(&["vm", "rm", "-f", &name]);
@@ -764,5 +768,150 @@ fn a_dead_qemu_or_monitor_is_reported_and_cleaned() {
     let cg = format!("/sys/fs/cgroup/memory/corral/vm-{}", &id.trim()[..16]);
     assert!(!Path::new(&cg).exists(), "rm -f removes the cgroup {cg}");
     assert!(!Path::new(&format!("/run/corral/vm-{}", &id.trim()[..16])).exists());
+    assert_no_vm_leftovers(&c);
+}
+
+/// The number a guest's counter loop last wrote to `/counter` (0 before it wrote one).
+fn counter(c: &Corral, vm: &str) -> u64 {
+    let out = c.cmd(&["vm", "exec", vm, "--", "cat", "/counter"]);
+    stdout(&out).trim().parse().unwrap_or(0)
+}
+
+#[test]
+fn snapshots_with_memory_and_of_the_disk_restore_what_they_took() {
+    let Some(c) = world("snapshots_with_memory_and_of_the_disk_restore_what_they_took") else {
+        return;
+    };
+    let t = unique_token();
+    let name = format!("s{}", &t[..5]);
+    let mut guard = VmGuard::new(&c);
+    guard.track(&name);
+    // A process that counts in its memory and writes the count every 100 ms.
+    c.ok(&[
+        "vm",
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--image",
+        BUSYBOX_IMAGE,
+        "--",
+        "sh",
+        "-c",
+        "i=0; while true; do i=$((i+1)); echo $i > /counter; sleep 0.1; done",
+    ]);
+    assert!(poll_until(Duration::from_secs(20), || counter(&c, &name) >= 3));
+    c.ok(&["vm", "exec", &name, "--", "sh", "-c", "echo before > /file"]);
+    c.ok(&["vm", "snapshot", "create", "--memory", &name, "m1"]);
+    let c0 = counter(&c, &name);
+    // The guest moves on: the counter grows, the file changes.
+    assert!(poll_until(Duration::from_secs(30), || counter(&c, &name) >= c0 + 10));
+    c.ok(&["vm", "exec", &name, "--", "sh", "-c", "echo after > /file"]);
+    let c1 = counter(&c, &name);
+    // Restore in place: the file and the counting process are back as they were.
+    c.ok(&["vm", "snapshot", "restore", &name, "m1"]);
+    let c2 = counter(&c, &name);
+    assert!(
+        c2 < c1 && c2 + 5 >= c0,
+        "counter {c0} at the snapshot, {c1} before the restore, {c2} after"
+    );
+    assert_eq!(
+        c.ok(&["vm", "exec", &name, "--", "cat", "/file"]).trim(),
+        "before"
+    );
+    // A disk snapshot of the running VM, restored into the stopped VM.
+    c.ok(&[
+        "vm",
+        "exec",
+        &name,
+        "--",
+        "sh",
+        "-c",
+        "echo disk1 > /d && sync",
+    ]);
+    c.ok(&["vm", "snapshot", "create", &name, "d1"]);
+    c.ok(&[
+        "vm",
+        "exec",
+        &name,
+        "--",
+        "sh",
+        "-c",
+        "echo disk2 > /d && sync",
+    ]);
+    let (code, err) = c.fail(&["vm", "snapshot", "restore", &name, "d1"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("stop the VM first"), "{err}");
+    c.ok(&["vm", "stop", &name]);
+    c.ok(&["vm", "snapshot", "restore", &name, "d1"]);
+    c.ok(&["vm", "start", &name]);
+    assert_eq!(
+        c.ok(&["vm", "exec", &name, "--", "cat", "/d"]).trim(),
+        "disk1"
+    );
+    // A memory snapshot restored into the stopped VM starts it where the snapshot was.
+    c.ok(&["vm", "stop", &name]);
+    c.ok(&["vm", "snapshot", "restore", &name, "m1"]);
+    let c3 = counter(&c, &name);
+    assert!(
+        c3 + 5 >= c0 && c3 < c1,
+        "counter {c0} at the snapshot, {c3} after starting from it"
+    );
+    assert_eq!(
+        c.ok(&["vm", "exec", &name, "--", "cat", "/file"]).trim(),
+        "before"
+    );
+    // Listing, and bad requests: each a clear 125.
+    let ls: serde_json::Value =
+        serde_json::from_str(&c.ok(&["vm", "snapshot", "ls", "--json", &name])).unwrap();
+    let names: Vec<&str> = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["m1", "d1"]);
+    assert_eq!(ls[0]["memory"], true);
+    let other = format!("o{}", &t[..5]);
+    guard.track(&other);
+    c.ok(&[
+        "vm",
+        "create",
+        "--name",
+        &other,
+        "--image",
+        BUSYBOX_IMAGE,
+        "--",
+        "true",
+    ]);
+    c.ok(&["vm", "snapshot", "create", &other, "theirs"]);
+    for (args, needle) in [
+        (
+            vec!["vm", "snapshot", "restore", name.as_str(), "theirs"],
+            "not",
+        ),
+        (
+            vec!["vm", "snapshot", "restore", name.as_str(), "nope"],
+            "no snapshot nope",
+        ),
+        (
+            vec!["vm", "snapshot", "create", name.as_str(), "m1"],
+            "already has",
+        ),
+        (
+            vec!["vm", "snapshot", "create", "--memory", other.as_str(), "x"],
+            "not running",
+        ),
+    ] {
+        let (code, err) = c.fail(&args);
+        assert_eq!(code, 125, "{args:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "{args:?} should say {needle:?}: {err}"
+        );
+    }
+    c.ok(&["vm", "snapshot", "rm", &name, "d1"]);
+    assert!(!c.ok(&["vm", "snapshot", "ls", &name]).contains("d1"));
+    c.ok(&["vm", "rm", "-f", &name, &other]);
     assert_no_vm_leftovers(&c);
 }

@@ -744,10 +744,65 @@ pub enum VmCommand {
         /// The VM.
         vm: String,
     },
+    /// Snapshots of a VM's disk, or of the whole running machine with --memory.
+    #[command(subcommand)]
+    Snapshot(VmSnapshotCommand),
     /// Attach the terminal to a running VM's serial console (detach with Ctrl-]).
     Console {
         /// The VM.
         vm: String,
+    },
+    /// Turn a stopped image VM into a read-only template (the VM is gone afterwards); `vm
+    /// template ls`, `vm template rm NAME`.
+    ///
+    /// Examples:
+    ///   corral vm template web1 web-base
+    ///   corral vm clone web-base web2 --start
+    #[command(
+        args_conflicts_with_subcommands = true,
+        subcommand_negates_reqs = true
+    )]
+    Template {
+        /// ls or rm.
+        #[command(subcommand)]
+        cmd: Option<VmTemplateCommand>,
+        /// The stopped VM.
+        #[arg(required = true)]
+        vm: Option<String>,
+        /// The template's name (not `ls` or `rm`).
+        #[arg(required = true)]
+        name: Option<String>,
+    },
+    /// Make a new VM from a template or a stopped VM: its disk is a copy-on-write overlay,
+    /// made in milliseconds whatever its size; it has its own name, addresses and machine id.
+    Clone {
+        /// Start the new VM.
+        #[arg(long)]
+        start: bool,
+        /// Networks to join instead of the source's (repeatable; `none` for no NIC).
+        #[arg(long)]
+        network: Vec<String>,
+        /// A template's name, or a stopped VM's name or id.
+        source: String,
+        /// The new VM's name (also its hostname).
+        name: String,
+    },
+}
+
+/// `corral vm template ls|rm`.
+#[derive(Debug, Subcommand)]
+pub enum VmTemplateCommand {
+    /// List templates, with the VMs that use them.
+    Ls {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove templates; refused while a VM or template uses one (they are named).
+    Rm {
+        /// Template names.
+        #[arg(required = true)]
+        names: Vec<String>,
     },
 }
 
@@ -831,4 +886,43 @@ pub struct VmRunArgs {
     /// The command and its arguments, after `--` (default: the image's).
     #[arg(last = true)]
     pub command: Vec<String>,
+}
+
+/// `corral vm snapshot ...`.
+#[derive(Debug, Subcommand)]
+pub enum VmSnapshotCommand {
+    /// Take a snapshot: the disk (crash-consistent; a running guest syncs first), or with
+    /// --memory the whole running machine, so that a restore resumes its processes.
+    Create {
+        /// Include the running machine's memory, CPUs and devices.
+        #[arg(long)]
+        memory: bool,
+        /// The VM.
+        vm: String,
+        /// The snapshot's name.
+        name: String,
+    },
+    /// List a VM's snapshots.
+    Ls {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+        /// The VM.
+        vm: String,
+    },
+    /// Restore a snapshot: a memory snapshot puts a running VM back where it was (a stopped
+    /// one starts from it); a disk snapshot rolls a stopped VM's disk back.
+    Restore {
+        /// The VM.
+        vm: String,
+        /// The snapshot's name.
+        name: String,
+    },
+    /// Delete a snapshot.
+    Rm {
+        /// The VM.
+        vm: String,
+        /// The snapshot's name.
+        name: String,
+    },
 }

@@ -318,6 +318,14 @@ fn write_etc(etc: &Path, b: &Boot) -> Result<(), BootError> {
         write_file(&etc.join("hostname"), &format!("{}\n", b.hostname))?;
     }
     write_file(&etc.join("hosts"), &hosts_text(&b.hostname, &b.hosts))?;
+    if valid_machine_id(&b.machine_id) {
+        write_file(&etc.join("machine-id"), &format!("{}\n", b.machine_id))?;
+    } else if !b.machine_id.is_empty() {
+        log!(
+            "ignoring machine id {:?}: not 32 lowercase hex digits",
+            b.machine_id
+        );
+    }
     if !b.nameservers.is_empty() || !b.search.is_empty() {
         write_file(
             &etc.join("resolv.conf"),
@@ -325,6 +333,15 @@ fn write_etc(etc: &Path, b: &Boot) -> Result<(), BootError> {
         )?;
     }
     Ok(())
+}
+
+/// machine-id(5): 32 lowercase hex digits, not all zeros.
+pub fn valid_machine_id(id: &str) -> bool {
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && id.bytes().any(|b| b != b'0')
 }
 
 /// Sets the wall clock to the host's when it is more than a second off.
@@ -440,6 +457,20 @@ mod tests {
         let t = hosts_text("vm1", &["10.0.0.2 vm1 vm1.corral".into()]);
         assert!(!t.contains("127.0.1.1"), "{t}");
         assert!(t.contains("10.0.0.2 vm1 vm1.corral\n"));
+    }
+
+    #[test]
+    fn machine_ids_are_32_lowercase_hex_digits() {
+        assert!(valid_machine_id("0123456789abcdef0123456789abcdef"));
+        for bad in [
+            "",
+            "0123456789ABCDEF0123456789abcdef",
+            "0123456789abcdef",
+            "00000000000000000000000000000000",
+            "0123456789abcdef0123456789abcdeg",
+        ] {
+            assert!(!valid_machine_id(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -278,6 +278,11 @@ pub struct Boot {
     /// The wall clock of the host, in milliseconds since the epoch, to set the guest's clock.
     #[serde(default)]
     pub time_ms: u64,
+    /// The guest's `/etc/machine-id`: 32 lowercase hex digits derived from the VM's id, so
+    /// that clones of one disk are distinct machines (systemd's machine-id(5)). Empty: left
+    /// as the disk has it. Not sent when empty, so that older agents still accept the request.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub machine_id: String,
 }
 
 /// The disks that make the guest's root filesystem.

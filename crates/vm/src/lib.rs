@@ -4,7 +4,9 @@
 //! allows and a VM's command line ([`qemu`]), the QMP client ([`qmp`]) — and the per-VM
 //! [`monitor`] process that starts QEMU, boots the guest agent and shares its channel.
 //! Guest kernels, the initramfs corral builds around its agent, and the disks made from OCI
-//! images are in [`kernel`], [`initramfs`], [`cpio`] and [`disk`].
+//! images are in [`kernel`], [`initramfs`], [`cpio`] and [`disk`]. [`export`] moves a stopped
+//! VM to another host as one archive. [`clone`] makes templates of stopped VMs and clones
+//! that share their disks copy-on-write.
 //!
 //! Does not own: the agent itself and its protocol (corral-guest), networks (corral-net,
 //! whose TAP endpoints the VMs use), the command line (the corral binary).
@@ -12,8 +14,10 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod clone;
 pub mod cpio;
 pub mod disk;
+pub mod export;
 pub mod initramfs;
 pub mod kernel;
 pub mod lifecycle;
@@ -21,4 +25,5 @@ pub mod monitor;
 pub mod qemu;
 pub mod qmp;
 pub mod seed;
+pub mod snapshot;
 pub mod store;

@@ -437,6 +437,22 @@ impl Started {
 /// monitor and waits until the guest agent answered (or QEMU runs, for guests without one).
 /// With `attach`, the main process waits for a client to attach (see [`crate::client`]).
 pub fn start(root: &Path, id: &str, attach: bool, exe: &Path) -> Result<Started> {
+    start_with(root, id, attach, exe, None)
+}
+
+/// Starts a stopped VM from its snapshot `name` with memory (see [`crate::snapshot`]): the
+/// guest resumes where the snapshot left it, main process included.
+pub fn start_from_snapshot(root: &Path, id: &str, name: &str, exe: &Path) -> Result<Started> {
+    start_with(root, id, false, exe, Some(name))
+}
+
+fn start_with(
+    root: &Path,
+    id: &str,
+    attach: bool,
+    exe: &Path,
+    loadvm: Option<&str>,
+) -> Result<Started> {
     let vms = Vms::open(root);
     let _lock = vms.lock(id)?;
     let cfg = vms.config(id)?;
@@ -446,6 +462,9 @@ pub fn start(root: &Path, id: &str, attach: bool, exe: &Path) -> Result<Started>
             "VM {} is already running",
             cfg.name
         )));
+    }
+    if let Some(upper) = &cfg.upper_disk {
+        crate::clone::check_not_shared(upper).map_err(VmError::State)?;
     }
     let nets = corral_net::Networks::open(root);
     // Endpoints left from a start that did not finish go first.
@@ -481,6 +500,8 @@ pub fn start(root: &Path, id: &str, attach: bool, exe: &Path) -> Result<Started>
         return Err(e);
     }
     plan.boot.hostname = cfg.name.clone();
+    plan.boot.machine_id = crate::clone::machine_id(&cfg.id);
+    plan.loadvm = loadvm.map(str::to_owned);
     if matches!(cfg.boot, BootSource::Image { .. }) {
         plan.boot.root = Some(proto::RootDisks {
             image_serial: "image".into(),
@@ -648,10 +669,15 @@ pub fn remove(root: &Path, id: &str, force: bool) -> Result<()> {
         }
         kill(root, id)?;
     }
-    let _lock = vms.lock(id)?;
+    let lock = vms.lock(id)?;
     let _ = corral_net::Networks::open(root).release(id);
     monitor::remove_cgroup(id);
     vms.remove_files(id)?;
+    drop(lock);
+    // A base disk only this VM used goes with it (after the VM's lock: see crate::clone).
+    if let Err(e) = crate::clone::collect(root) {
+        tracing::warn!(error = %e, "collecting unused base disks");
+    }
     Ok(())
 }
 

@@ -36,6 +36,10 @@ pub struct BootPlan {
     pub nics: Vec<(String, String)>,
     /// The request the agent gets first.
     pub boot: proto::Boot,
+    /// Start from this snapshot with memory: the guest is already booted, its main process
+    /// already runs; the agent is only pinged.
+    #[serde(default)]
+    pub loadvm: Option<String>,
 }
 
 /// `vms/<id>/boot.json`.
@@ -171,7 +175,7 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
     let console_from = std::fs::metadata(&paths.console_log).map_or(0, |m| m.len());
     let started = Instant::now();
     let mut child = match Command::new(&qemu_bin)
-        .args(qemu::args(&cfg, &paths, &nics))
+        .args(qemu::args(&cfg, &paths, &nics, plan.loadvm.as_deref()))
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -256,7 +260,11 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
     let mut shared: Option<Arc<Shared>> = None;
     if has_agent {
         let deadline = started + Duration::from_secs(cfg.boot_timeout_secs.max(1));
-        match boot_agent(&paths, &plan.boot, deadline, &mut child) {
+        let first = match &plan.loadvm {
+            Some(_) => Request::Ping,
+            None => Request::Boot(plan.boot.clone()),
+        };
+        match boot_agent(&paths, first, deadline, &mut child) {
             Ok((stream, reader, _uptime)) => {
                 let sh = Arc::new(Shared {
                     agent_w: Mutex::new(stream.try_clone().expect("clone socket")),
@@ -308,7 +316,12 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
     let _ = notify.write_all(b"OK");
 
     // The main process, once a client attached when one is to.
-    if let (Some(sh), Some(main)) = (&shared, &cfg.main) {
+    let main = if plan.loadvm.is_some() {
+        None
+    } else {
+        cfg.main.as_ref()
+    };
+    if let (Some(sh), Some(main)) = (&shared, main) {
         let sh = sh.clone();
         let main = main.clone();
         std::thread::spawn(move || {
@@ -381,6 +394,7 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
     let _ = std::fs::remove_dir_all(vms.run_dir(id));
     if cfg.auto_remove {
         let _ = vms.remove_files(id);
+        let _ = crate::clone::collect(vms.corral_root());
         if let Some(e) = &state.error {
             notify.last_words(&format!("ERR 125 {e}"));
         }
@@ -456,6 +470,7 @@ fn finish_failed_start(
     let _ = std::fs::remove_dir_all(vms.run_dir(id));
     if cfg.auto_remove {
         let _ = vms.remove_files(id);
+        let _ = crate::clone::collect(vms.corral_root());
     }
     let _ = notify.write_all(format!("ERR {code} {msg}").as_bytes());
     code
@@ -464,7 +479,7 @@ fn finish_failed_start(
 /// Connects to the agent's socket, sends the boot request and waits for `Ready`.
 fn boot_agent(
     paths: &Paths,
-    boot: &proto::Boot,
+    first: Request,
     deadline: Instant,
     child: &mut Child,
 ) -> Result<(UnixStream, FrameReader, u64), String> {
@@ -481,13 +496,18 @@ fn boot_agent(
             Err(e) => return Err(format!("cannot reach the agent's socket: {e}")),
         }
     };
-    let mut boot = boot.clone();
-    boot.version = proto::VERSION;
-    boot.time_ms = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    Frame::json(Kind::Request, 0, &Request::Boot(boot))
+    let first = match first {
+        Request::Boot(mut boot) => {
+            boot.version = proto::VERSION;
+            boot.time_ms = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            Request::Boot(boot)
+        }
+        other => other,
+    };
+    Frame::json(Kind::Request, 0, &first)
         .write_to(&mut stream)
         .map_err(|e| format!("cannot send the boot request to the agent: {e}"))?;
     let mut reader = FrameReader::new();
@@ -504,6 +524,7 @@ fn boot_agent(
                     Ok(Response::Ready { version, uptime_ms }) if version == proto::VERSION => {
                         Ok((stream, reader, uptime_ms))
                     }
+                    Ok(Response::Pong { uptime_ms }) => Ok((stream, reader, uptime_ms)),
                     Ok(Response::Ready { version, .. }) => Err(format!(
                         "the guest agent speaks protocol {version}, corral {}: rebuild the agent (scripts/build-guest.sh)",
                         proto::VERSION

@@ -116,7 +116,7 @@ pub fn image_cmdline(extra: &str) -> String {
 }
 
 /// QEMU's arguments for `cfg` (without the executable).
-pub fn args(cfg: &VmConfig, paths: &Paths, nics: &[Nic]) -> Vec<OsString> {
+pub fn args(cfg: &VmConfig, paths: &Paths, nics: &[Nic], loadvm: Option<&str>) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |s: &str| a.push(s.into());
     push("-name");
@@ -233,6 +233,11 @@ pub fn args(cfg: &VmConfig, paths: &Paths, nics: &[Nic]) -> Vec<OsString> {
         push("-device");
         push(&format!("virtio-net-pci,netdev=net{i},mac={}", nic.mac));
     }
+    if let Some(tag) = loadvm {
+        // Start from a snapshot with memory: the guest resumes where it was.
+        push("-loadvm");
+        push(tag);
+    }
     push("-device");
     push("virtio-balloon-pci,id=balloon0");
     push("-object");
@@ -245,7 +250,7 @@ pub fn args(cfg: &VmConfig, paths: &Paths, nics: &[Nic]) -> Vec<OsString> {
 fn drive(push: &mut impl FnMut(&str), serial: &str, path: &Path, format: &str, ro: bool) {
     push("-drive");
     push(&format!(
-        "file={},if=none,id=d-{serial},format={format},readonly={},discard=unmap",
+        "file={},if=none,id=d-{serial},node-name=n-{serial},format={format},readonly={},discard=unmap",
         path.display(),
         if ro { "on" } else { "off" }
     ));

@@ -11,7 +11,7 @@ use corral_vm::client::{Client, ClientError, Sinks};
 use corral_vm::lifecycle::{self, CreateSpec, Source, VmError};
 use corral_vm::store::{Accel, NetRequest, Status, Vms};
 
-use crate::cli::{RunArgs, VmCommand, VmRunArgs};
+use crate::cli::{RunArgs, VmCommand, VmRunArgs, VmSnapshotCommand};
 use crate::exit::Code;
 
 /// Runs a `corral vm` verb.
@@ -63,6 +63,7 @@ pub fn run(root: &Path, cmd: VmCommand) -> Result<()> {
             vm,
         } => logs(root, &vm, follow, tail, timestamps, console),
         VmCommand::Console { vm } => console(root, &vm),
+        VmCommand::Snapshot(cmd) => snapshot(root, cmd),
         VmCommand::Stats {
             no_stream,
             json,
@@ -754,4 +755,51 @@ fn stats(root: &Path, names: &[String], once: bool, json: bool) -> Result<()> {
         }
         std::thread::sleep(Duration::from_secs(1));
     }
+}
+
+fn snapshot(root: &Path, cmd: VmSnapshotCommand) -> Result<()> {
+    use corral_vm::snapshot;
+    let v = vms(root);
+    match cmd {
+        VmSnapshotCommand::Create { memory, vm, name } => {
+            let id = v.resolve(&vm)?;
+            let s = snapshot::create(root, &id, &name, memory)?;
+            println!("{}", s.name);
+        }
+        VmSnapshotCommand::Ls { json, vm } => {
+            let id = v.resolve(&vm)?;
+            let list = snapshot::list(&v, &id)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{:24}  {:8}  {:>8}  CREATED", "NAME", "KIND", "TOOK")?;
+                for s in list {
+                    let kind = if s.memory { "memory" } else { "disk" };
+                    writeln!(
+                        out,
+                        "{:24}  {kind:8}  {:>6}ms  {}",
+                        s.name, s.took_ms, s.created
+                    )?;
+                }
+            }
+        }
+        VmSnapshotCommand::Restore { vm, name } => {
+            let id = v.resolve(&vm)?;
+            match snapshot::restore(root, &id, &name)? {
+                snapshot::Restored::NeedsStart => {
+                    let exe = std::env::current_exe()?;
+                    lifecycle::start_from_snapshot(root, &id, &name, &exe).map_err(start_error)?;
+                }
+                snapshot::Restored::InPlace | snapshot::Restored::Disk => {}
+            }
+            println!("{name}");
+        }
+        VmSnapshotCommand::Rm { vm, name } => {
+            let id = v.resolve(&vm)?;
+            snapshot::remove(root, &id, &name)?;
+            println!("{name}");
+        }
+    }
+    Ok(())
 }
