@@ -758,10 +758,7 @@ pub enum VmCommand {
     /// Examples:
     ///   corral vm template web1 web-base
     ///   corral vm clone web-base web2 --start
-    #[command(
-        args_conflicts_with_subcommands = true,
-        subcommand_negates_reqs = true
-    )]
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Template {
         /// ls or rm.
         #[command(subcommand)]

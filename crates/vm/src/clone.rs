@@ -456,10 +456,18 @@ fn new_vm(
         boot,
         upper_disk: Some(upper.clone()),
         extra_cmdline: tpl.extra_cmdline.clone(),
-        networks: spec
-            .networks
-            .clone()
-            .unwrap_or_else(|| tpl.networks.clone()),
+        // The source's networks, without its DNS aliases and published ports: those name one
+        // machine, and a host port can be published once.
+        networks: spec.networks.clone().unwrap_or_else(|| {
+            tpl.networks
+                .iter()
+                .map(|n| NetRequest {
+                    network: n.network.clone(),
+                    aliases: Vec::new(),
+                    ports: Vec::new(),
+                })
+                .collect()
+        }),
         main: tpl.main.clone(),
         auto_remove: false,
         seed: None,
@@ -497,9 +505,7 @@ pub fn list(root: &Path) -> Result<Vec<TemplateInfo>> {
             continue;
         };
         let disk = tdir.join(&name).join(DISK_FILE);
-        let disk_allocated = fs::metadata(&disk)
-            .map(|m| m.blocks() * 512)
-            .unwrap_or(0);
+        let disk_allocated = fs::metadata(&disk).map(|m| m.blocks() * 512).unwrap_or(0);
         let used_by = users_of(root, &disk, &disks);
         out.push(TemplateInfo {
             template,
@@ -577,8 +583,7 @@ pub fn reconcile(root: &Path) -> Result<()> {
         } else if let Ok(Some(tpl)) = read_template(&tdir, &name) {
             // Made, but the VM not yet removed: finish.
             let upper = vms.dir(&tpl.source_id).join("upper.qcow2");
-            if fs::metadata(&upper).is_ok_and(|m| m.ino() == meta.ino() && m.dev() == meta.dev())
-            {
+            if fs::metadata(&upper).is_ok_and(|m| m.ino() == meta.ino() && m.dev() == meta.dev()) {
                 tracing::info!(vm = %tpl.source_vm, "finishing an interrupted template");
                 let _vm_lock = vms.lock(&tpl.source_id)?;
                 remove_vm_files(root, &vms, &tpl.source_id);
@@ -788,7 +793,9 @@ pub fn create_overlay(base: &Path, path: &Path, size: u64) -> Result<()> {
         .arg(path)
         .arg(size.to_string())
         .output()
-        .map_err(|e| CloneError::QemuImg(format!("cannot run it ({e}): apt-get install qemu-utils")))?;
+        .map_err(|e| {
+            CloneError::QemuImg(format!("cannot run it ({e}): apt-get install qemu-utils"))
+        })?;
     if !out.status.success() {
         let _ = fs::remove_file(path);
         return Err(CloneError::QemuImg(
@@ -888,7 +895,13 @@ mod tests {
         let base = t.path().join("base.qcow2");
         qcow2(&base, "100M");
         let h = qcow2_header(&base).unwrap();
-        assert_eq!(h, Qcow2Header { size: 100 << 20, backing: None });
+        assert_eq!(
+            h,
+            Qcow2Header {
+                size: 100 << 20,
+                backing: None
+            }
+        );
         let top = t.path().join("top.qcow2");
         create_overlay(&base, &top, 100 << 20).unwrap();
         let h = qcow2_header(&top).unwrap();
@@ -939,9 +952,15 @@ mod tests {
 
         collect(root).unwrap();
         assert!(used.is_dir(), "a base in use stays");
-        assert!(!unused.exists() && !chained.exists(), "unused bases go, chains too");
+        assert!(
+            !unused.exists() && !chained.exists(),
+            "unused bases go, chains too"
+        );
         assert!(!frozen.exists(), "an interrupted freeze is undone");
-        assert!(other.join("upper.qcow2").is_file(), "the VM's own disk stays");
+        assert!(
+            other.join("upper.qcow2").is_file(),
+            "the VM's own disk stays"
+        );
         assert!(!tmp.exists());
         // Once the VM goes, so does its base.
         fs::remove_dir_all(&vm).unwrap();
