@@ -359,6 +359,15 @@ pub enum NetworkCommand {
         /// No way out: no NAT, no default route, no published ports.
         #[arg(long)]
         internal: bool,
+        /// Bridge the network onto this host interface (Proxmox's vmbr0 style): its VMs and
+        /// containers share the interface's LAN with other hosts' bridges, and a VM keeps its
+        /// address when it migrates between them.
+        #[arg(long, value_name = "IFACE")]
+        parent: Option<String>,
+        /// Allocate this host's addresses from this part of the subnet (hosts that share a
+        /// LAN through --parent each take their own range).
+        #[arg(long, value_name = "CIDR")]
+        ip_range: Option<String>,
         /// The name: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
         name: String,
     },
@@ -751,6 +760,36 @@ pub enum VmCommand {
     Console {
         /// The VM.
         vm: String,
+    },
+    /// Write a stopped VM to one archive (zstd-compressed tar: its config, disks, kernel and
+    /// initramfs), for `corral vm import` on another host.
+    ///
+    /// Examples:
+    ///   corral vm export web -o web.vm.tar.zst
+    ///   corral vm export web -o - | ssh other corral vm import -
+    Export {
+        /// The archive to write (`-`: standard output).
+        #[arg(short, long, value_name = "FILE")]
+        output: String,
+        /// No progress bar.
+        #[arg(short, long)]
+        quiet: bool,
+        /// The stopped VM.
+        vm: String,
+    },
+    /// Make a new, stopped VM from an archive of `corral vm export`.
+    Import {
+        /// The new VM's name (default: the exported VM's, unless taken here).
+        #[arg(long)]
+        name: Option<String>,
+        /// Join this network instead of the exported VM's (`none`: no NIC).
+        #[arg(long, value_name = "NAME")]
+        network: Option<String>,
+        /// No progress bar.
+        #[arg(short, long)]
+        quiet: bool,
+        /// The archive (`-`: standard input).
+        file: String,
     },
     /// Turn a stopped image VM into a read-only template (the VM is gone afterwards); `vm
     /// template ls`, `vm template rm NAME`.

@@ -234,7 +234,9 @@ fn parts_of(cfg: &VmConfig) -> Vec<(Part, Option<PathBuf>)> {
 }
 
 fn is_hex64(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl Manifest {
@@ -262,8 +264,8 @@ impl Manifest {
                 head.version
             )));
         }
-        let m: Manifest = serde_json::from_slice(bytes)
-            .map_err(|e| invalid(format!("{MANIFEST_NAME}: {e}")))?;
+        let m: Manifest =
+            serde_json::from_slice(bytes).map_err(|e| invalid(format!("{MANIFEST_NAME}: {e}")))?;
         m.check()?;
         Ok(m)
     }
@@ -290,8 +292,9 @@ impl Manifest {
         let mut seen = BTreeSet::new();
         let mut total: u64 = 0;
         for f in &self.files {
-            let part = Part::from_name(&f.name)
-                .ok_or_else(|| invalid(format!("the manifest lists an unknown file {:?}", f.name)))?;
+            let part = Part::from_name(&f.name).ok_or_else(|| {
+                invalid(format!("the manifest lists an unknown file {:?}", f.name))
+            })?;
             if !seen.insert(part) {
                 return Err(invalid(format!("the manifest lists {} twice", f.name)));
             }
@@ -305,7 +308,8 @@ impl Manifest {
         }
         let want: BTreeSet<Part> = parts_of(cfg).into_iter().map(|(p, _)| p).collect();
         if seen != want {
-            let names = |s: &BTreeSet<Part>| s.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ");
+            let names =
+                |s: &BTreeSet<Part>| s.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ");
             return Err(invalid(format!(
                 "the manifest lists [{}] but a VM of this config needs [{}]",
                 names(&seen),
@@ -317,7 +321,10 @@ impl Manifest {
 
     /// The sum of the files' sizes.
     pub fn total_bytes(&self) -> u64 {
-        self.files.iter().map(|f| f.size).fold(0, u64::saturating_add)
+        self.files
+            .iter()
+            .map(|f| f.size)
+            .fold(0, u64::saturating_add)
     }
 
     fn entry(&self, part: Part) -> Option<&FileEntry> {
@@ -344,10 +351,7 @@ struct TempDir {
 impl TempDir {
     fn new(parent: &Path, prefix: &str) -> Result<TempDir> {
         fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
-        let path = parent.join(format!(
-            ".{prefix}-{}",
-            corral_net::fsutil::random_hex(8)
-        ));
+        let path = parent.join(format!(".{prefix}-{}", corral_net::fsutil::random_hex(8)));
         fs::create_dir(&path).map_err(io_err("creating", &path))?;
         Ok(TempDir { path, keep: false })
     }
@@ -368,7 +372,9 @@ fn qcow2_references(path: &Path) -> Result<Vec<String>> {
         .arg(path)
         .output()
         .map_err(|e| {
-            ExportError::QemuImg(format!("cannot run qemu-img ({e}): apt-get install qemu-utils"))
+            ExportError::QemuImg(format!(
+                "cannot run qemu-img ({e}): apt-get install qemu-utils"
+            ))
         })?;
     if !out.status.success() {
         return Err(ExportError::QemuImg(format!(
@@ -537,7 +543,9 @@ pub fn export_to_path(
             .map_err(io_err("creating", &tmp))?;
         let mut w = io::BufWriter::with_capacity(1 << 20, f);
         let done = export(root, id, &mut w, progress)?;
-        let f = w.into_inner().map_err(|e| ExportError::Write(e.into_error()))?;
+        let f = w
+            .into_inner()
+            .map_err(|e| ExportError::Write(e.into_error()))?;
         f.sync_all().map_err(io_err("syncing", &tmp))?;
         fs::rename(&tmp, path).map_err(io_err("renaming into place", path))?;
         Ok(done)
@@ -570,7 +578,12 @@ impl<R: Read> Read for CountingHasher<'_, R> {
 /// Reads the archive `input` (zstd-compressed tar) into the directory `dir`, one file per
 /// part named [`Part::name`], and returns its checked manifest. Refuses more than
 /// `max_bytes` of files. Leaves partial files in `dir` on error: the caller removes it.
-pub fn unpack(input: impl Read, dir: &Path, max_bytes: u64, progress: &dyn Progress) -> Result<Manifest> {
+pub fn unpack(
+    input: impl Read,
+    dir: &Path,
+    max_bytes: u64,
+    progress: &dyn Progress,
+) -> Result<Manifest> {
     let dec = zstd::Decoder::new(input).map_err(ExportError::Read)?;
     let mut ar = tar::Archive::new(dec);
     let mut manifest: Option<Manifest> = None;
@@ -608,7 +621,9 @@ pub fn unpack(input: impl Read, dir: &Path, max_bytes: u64, progress: &dyn Progr
                 )));
             }
             if size > MAX_MANIFEST {
-                return Err(invalid(format!("{MANIFEST_NAME} of {size} bytes is too large")));
+                return Err(invalid(format!(
+                    "{MANIFEST_NAME} of {size} bytes is too large"
+                )));
             }
             let mut bytes = Vec::with_capacity(size as usize);
             (&mut e)
@@ -656,7 +671,9 @@ pub fn unpack(input: impl Read, dir: &Path, max_bytes: u64, progress: &dyn Progr
         }
     }
     let Some(m) = manifest else {
-        return Err(invalid(format!("no {MANIFEST_NAME}: not a corral VM export")));
+        return Err(invalid(format!(
+            "no {MANIFEST_NAME}: not a corral VM export"
+        )));
     };
     let missing: Vec<&str> = m
         .files
@@ -709,7 +726,8 @@ fn write_sparse(r: &mut impl Read, path: &Path, progress: &dyn Progress) -> Resu
         let block = &buf[..n];
         h.update(block);
         if block.iter().all(|&b| b == 0) {
-            f.seek(SeekFrom::Current(n as i64)).map_err(io_err("writing", path))?;
+            f.seek(SeekFrom::Current(n as i64))
+                .map_err(io_err("writing", path))?;
         } else {
             f.write_all(block).map_err(io_err("writing", path))?;
         }
@@ -774,11 +792,15 @@ pub fn import(
     match spec.network.as_deref() {
         Some("none") => cfg.networks.clear(),
         Some(net) => {
-            let mut first = cfg.networks.first().cloned().unwrap_or(crate::store::NetRequest {
-                network: String::new(),
-                aliases: Vec::new(),
-                ports: Vec::new(),
-            });
+            let mut first = cfg
+                .networks
+                .first()
+                .cloned()
+                .unwrap_or(crate::store::NetRequest {
+                    network: String::new(),
+                    aliases: Vec::new(),
+                    ports: Vec::new(),
+                });
             first.network = net.to_owned();
             cfg.networks = vec![first];
         }
@@ -832,7 +854,9 @@ pub fn import(
             }
             (n.clone(), None)
         }
-        None if name_taken(&vms, &original)?.is_some() => (format!("vm-{}", &id[..8]), Some(original)),
+        None if name_taken(&vms, &original)?.is_some() => {
+            (format!("vm-{}", &id[..8]), Some(original))
+        }
         None => (original, None),
     };
 
@@ -940,35 +964,56 @@ mod tests {
         }
     }
 
-    fn archive(entries: &[(&str, &[u8])], manifest: Option<Manifest>) -> Vec<u8> {
-        let m = manifest.unwrap_or_else(|| Manifest {
+    fn manifest_for(entries: &[(&str, &[u8])]) -> Manifest {
+        Manifest {
             format: FORMAT.into(),
             version: VERSION,
             created: "now".into(),
             config: config(),
             files: entries
                 .iter()
-                .filter(|(n, _)| *n != MANIFEST_NAME)
                 .map(|(n, d)| FileEntry {
                     name: n.to_string(),
                     size: d.len() as u64,
                     sha256: corral_image::Digest::of(d).hex().to_owned(),
                 })
                 .collect(),
-        });
-        let json = serde_json::to_vec(&m).unwrap();
+        }
+    }
+
+    /// A zstd tar of `entries`, names written raw (the tar crate's writer refuses `..`).
+    fn tar_zst(entries: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
-        let mut add = |name: &str, data: &[u8]| {
+        for (name, kind, data) in entries {
             let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
             h.set_size(data.len() as u64);
             h.set_mode(0o644);
-            b.append_data(&mut h, name, data).unwrap();
-        };
-        add(MANIFEST_NAME, &json);
-        for (n, d) in entries {
-            add(n, d);
+            h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+            if kind.is_symlink() {
+                h.set_link_name("/etc/shadow").unwrap();
+            }
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
         }
         zstd::encode_all(&b.into_inner().unwrap()[..], 1).unwrap()
+    }
+
+    fn archive(entries: &[(&str, &[u8])], manifest: Option<Manifest>) -> Vec<u8> {
+        let listed: Vec<(&str, &[u8])> = entries
+            .iter()
+            .filter(|(n, _)| !n.contains(".."))
+            .copied()
+            .collect();
+        let m = manifest.unwrap_or_else(|| manifest_for(&listed));
+        let json = serde_json::to_vec(&m).unwrap();
+        let mut all = vec![(MANIFEST_NAME, tar::EntryType::Regular, &json[..])];
+        all.extend(
+            entries
+                .iter()
+                .map(|(n, d)| (*n, tar::EntryType::Regular, *d)),
+        );
+        tar_zst(&all)
     }
 
     fn read(bytes: &[u8]) -> Result<Manifest> {
@@ -993,18 +1038,20 @@ mod tests {
         assert!(e.to_string().contains("outside"), "{e}");
         let e = read(&archive(&[("kernel", b"k"), ("initrd", b"i")], None)).unwrap_err();
         assert!(e.to_string().contains("needs"), "{e}");
-        let mut m = Manifest::parse(&serde_json::to_vec(&Manifest {
-            format: FORMAT.into(),
-            version: VERSION,
-            created: String::new(),
-            config: config(),
-            files: vec![FileEntry {
-                name: "kernel".into(),
-                size: 1,
-                sha256: "0".repeat(64),
-            }],
-        })
-        .unwrap())
+        let mut m = Manifest::parse(
+            &serde_json::to_vec(&Manifest {
+                format: FORMAT.into(),
+                version: VERSION,
+                created: String::new(),
+                config: config(),
+                files: vec![FileEntry {
+                    name: "kernel".into(),
+                    size: 1,
+                    sha256: "0".repeat(64),
+                }],
+            })
+            .unwrap(),
+        )
         .unwrap();
         let e = read(&archive(&[("kernel", b"k")], Some(m.clone()))).unwrap_err();
         assert!(e.to_string().contains("corrupted"), "{e}");
@@ -1023,17 +1070,26 @@ mod tests {
 
     #[test]
     fn links_are_refused() {
-        let m = archive(&[], None);
-        let mut plain = zstd::decode_all(&m[..]).unwrap();
-        plain.truncate(plain.len() - 1024);
-        let mut b = tar::Builder::new(plain);
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Symlink);
-        h.set_size(0);
-        b.append_link(&mut h, "kernel", "/etc/shadow").unwrap();
-        let bytes = zstd::encode_all(&b.into_inner().unwrap()[..], 1).unwrap();
-        let e = read(&bytes).unwrap_err();
-        assert!(e.to_string().contains("symbolic link"), "{e}");
+        let json = serde_json::to_vec(&manifest_for(&[("kernel", b"")])).unwrap();
+        for kind in [
+            tar::EntryType::Symlink,
+            tar::EntryType::Link,
+            tar::EntryType::Char,
+            tar::EntryType::Directory,
+        ] {
+            let bytes = tar_zst(&[
+                (MANIFEST_NAME, tar::EntryType::Regular, &json),
+                ("kernel", kind, b""),
+            ]);
+            let e = read(&bytes).unwrap_err();
+            assert!(e.to_string().contains("refused"), "{kind:?}: {e}");
+        }
+        // Nor may the manifest itself be a link.
+        let bytes = tar_zst(&[(MANIFEST_NAME, tar::EntryType::Symlink, b"")]);
+        assert!(read(&bytes)
+            .unwrap_err()
+            .to_string()
+            .contains("symbolic link"));
     }
 
     #[test]

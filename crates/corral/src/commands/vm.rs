@@ -63,6 +63,13 @@ pub fn run(root: &Path, cmd: VmCommand) -> Result<()> {
             vm,
         } => logs(root, &vm, follow, tail, timestamps, console),
         VmCommand::Console { vm } => console(root, &vm),
+        VmCommand::Export { output, quiet, vm } => export(root, &vm, &output, quiet),
+        VmCommand::Import {
+            name,
+            network,
+            quiet,
+            file,
+        } => import(root, &file, name, network, quiet),
         VmCommand::Snapshot(cmd) => snapshot(root, cmd),
         VmCommand::Template { cmd, vm, name } => template(root, cmd, vm, name),
         VmCommand::Clone {
@@ -796,7 +803,9 @@ fn snapshot(root: &Path, cmd: VmSnapshotCommand) -> Result<()> {
             match snapshot::restore(root, &id, &name)? {
                 snapshot::Restored::NeedsStart => {
                     let exe = std::env::current_exe()?;
-                    lifecycle::start_from_snapshot(root, &id, &name, &exe).map_err(start_error)?;
+                    let keep = snapshot::get(root, &id, &name)?.keep();
+                    lifecycle::start_from_snapshot(root, &id, &name, keep, &exe)
+                        .map_err(start_error)?;
                 }
                 snapshot::Restored::InPlace | snapshot::Restored::Disk => {}
             }

@@ -1,0 +1,485 @@
+//! End-to-end tests of `corral vm export` and `vm import` (docs/cli-vms.md, "Export and
+//! import"), between two worlds that stand for two hosts (two state roots). What a user
+//! checks: a VM exported on one host boots on another that never had its image, with the
+//! files its guest wrote; a running VM is not exported; a truncated, corrupted or hostile
+//! archive fails with a clear message (exit 125) and leaves nothing behind.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use corral_e2e::containers::{poll_until, BUSYBOX_IMAGE};
+use corral_e2e::process::describe;
+use corral_e2e::{path_str, report_skip, sha256_hex, skip_unless_tools, unique_token, Corral};
+
+/// Every VM command here is bounded by this (a TCG boot takes 2–4 s; parallel tests share two
+/// cores).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn has_guest_kernel() -> bool {
+    std::fs::read_dir("/boot")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()).any(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.starts_with("vmlinuz-") && n.ends_with("-cloud-amd64")
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// A host for VM tests (without any image), or `None` after a loud SKIPPED line.
+fn host(test: &str) -> Option<Corral> {
+    if skip_unless_tools(test, &["qemu-system-x86_64", "qemu-img", "mkfs.ext4"]) {
+        return None;
+    }
+    if !has_guest_kernel() {
+        report_skip(
+            test,
+            "no /boot/vmlinuz-*-cloud-amd64 (apt-get install linux-image-cloud-amd64)",
+        );
+        return None;
+    }
+    let mut c = Corral::new();
+    c.timeout = COMMAND_TIMEOUT;
+    Some(c)
+}
+
+/// Removes the VMs a test made, even when it fails.
+struct VmGuard<'a> {
+    corral: &'a Corral,
+    names: Vec<String>,
+}
+
+impl<'a> VmGuard<'a> {
+    fn new(corral: &'a Corral) -> Self {
+        VmGuard {
+            corral,
+            names: Vec::new(),
+        }
+    }
+
+    fn track(&mut self, name: &str) {
+        self.names.push(name.to_owned());
+    }
+}
+
+impl Drop for VmGuard<'_> {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = self.corral.cmd(&["vm", "rm", "-f", n]);
+        }
+    }
+}
+
+/// Nothing of a VM or of an import is left: no directory under `vms/` (lock files aside), no
+/// imported cache entry, no QEMU of this world.
+fn assert_nothing_left(c: &Corral, what: &str) {
+    let vms = c.root().join("vms");
+    let left: Vec<String> = std::fs::read_dir(&vms)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.ends_with(".lock"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "{what}: left in {}: {left:?}",
+        vms.display()
+    );
+    let imported = c.root().join("vm-cache/imported");
+    let cached = std::fs::read_dir(&imported)
+        .map(|rd| rd.count())
+        .unwrap_or(0);
+    assert_eq!(cached, 0, "{what}: entries left in {}", imported.display());
+    let root = path_str(c.root()).to_owned();
+    assert!(
+        qemu_processes_of(&root).is_empty(),
+        "{what}: QEMU of this world still runs"
+    );
+}
+
+/// QEMU processes whose command line names a file under `root`.
+fn qemu_processes_of(root: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd);
+        if (cmd.starts_with("qemu-system") || cmd.contains("/qemu-system")) && cmd.contains(root) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `vm import FILE` on `c`, expects 125 and a message containing `want`, then checks
+/// nothing is left.
+fn import_fails(c: &Corral, archive: &Path, want: &str, what: &str) {
+    let (code, err) = c.fail(&["vm", "import", path_str(archive)]);
+    assert_eq!(code, 125, "{what}: {err}");
+    assert!(err.contains(want), "{what}: wanted {want:?} in: {err}");
+    assert_nothing_left(c, what);
+}
+
+/// A zstd-compressed tar of `entries` (name, kind, data), names written raw in the header so
+/// that hostile ones (`..`, absolute) go in as they are.
+fn tar_zst(entries: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, kind, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(*kind);
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+        if kind.is_symlink() || kind.is_hard_link() {
+            h.set_link_name("/etc/passwd").unwrap();
+        }
+        h.set_cksum();
+        b.append(&h, *data).unwrap();
+    }
+    zstd::encode_all(&b.into_inner().unwrap()[..], 3).unwrap()
+}
+
+/// The manifest of a kernel-boot VM called `name` on `network` whose only file is `kernel`.
+fn kernel_vm_manifest(name: &str, network: &str, kernel: &[u8], version: u32) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "format": "corral-vm-export",
+        "version": version,
+        "created": "2026-01-01T00:00:00Z",
+        "config": {
+            "id": "0".repeat(64),
+            "name": name,
+            "created": "2026-01-01T00:00:00Z",
+            "cpus": 1,
+            "memory_mib": 128,
+            "accel": "tcg",
+            "boot": {"kind": "kernel", "kernel": "/elsewhere/vmlinuz", "initrd": null, "cmdline": "console=ttyS0"},
+            "networks": [{"network": network}],
+        },
+        "files": [{"name": "kernel", "size": kernel.len(), "sha256": sha256_hex(kernel)}],
+    }))
+    .unwrap()
+}
+
+#[test]
+fn exported_vm_boots_on_another_host_with_its_files() {
+    let Some(a) = host("exported_vm_boots_on_another_host_with_its_files") else {
+        return;
+    };
+    let b = host("exported_vm_boots_on_another_host_with_its_files").expect("second host");
+    a.busybox_image();
+    let t = unique_token();
+    let name = format!("x{}", &t[..8]);
+    let token = format!("token-{t}");
+    let mut guard_a = VmGuard::new(&a);
+    guard_a.track(&name);
+    let mut guard_b = VmGuard::new(&b);
+    guard_b.track(&name);
+
+    // Host A: a VM writes a file on its writable disk.
+    a.ok(&[
+        "vm",
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--image",
+        BUSYBOX_IMAGE,
+        "--",
+        "sleep",
+        "100000",
+    ]);
+    a.ok(&[
+        "vm",
+        "exec",
+        &name,
+        "--",
+        "sh",
+        "-c",
+        &format!("echo {token} > /root/token && sync"),
+    ]);
+    // A running VM is refused, with advice.
+    let archive = a.path("vm.tar.zst");
+    let (code, err) = a.fail(&["vm", "export", &name, "-o", path_str(&archive)]);
+    assert_eq!(code, 125, "{err}");
+    assert!(
+        err.contains("running") && err.contains("vm stop"),
+        "export of a running VM: {err}"
+    );
+    assert!(!archive.exists(), "no archive from a refused export");
+    a.ok(&["vm", "stop", &name]);
+    let started = Instant::now();
+    a.ok(&["vm", "export", &name, "-o", path_str(&archive)]);
+    let export_time = started.elapsed();
+    let bytes = std::fs::read(&archive).unwrap();
+    let leftovers: Vec<String> = std::fs::read_dir(a.work())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "partial files: {leftovers:?}");
+    // The archive: the manifest first, then the closed set of files.
+    let plain = zstd::decode_all(&bytes[..]).unwrap();
+    let mut names = Vec::new();
+    let mut image_disk_at = None;
+    for e in tar::Archive::new(&plain[..]).entries().unwrap() {
+        let e = e.unwrap();
+        let n = e.path().unwrap().display().to_string();
+        if n == "image.ext4" {
+            image_disk_at = Some((e.raw_file_position(), e.size()));
+        }
+        names.push(n);
+    }
+    assert_eq!(
+        names,
+        [
+            "manifest.json",
+            "upper.qcow2",
+            "image.ext4",
+            "kernel",
+            "initrd"
+        ],
+        "entries of the archive"
+    );
+    eprintln!(
+        "export of a stopped busybox VM: {} bytes compressed ({} bytes of tar), {:?}",
+        bytes.len(),
+        plain.len(),
+        export_time
+    );
+
+    // Host B never had the image. Broken archives first: each fails and leaves nothing.
+    assert!(!b.has_image(BUSYBOX_IMAGE));
+    let truncated = b.path("truncated.tar.zst");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    import_fails(&b, &truncated, "truncated", "a truncated archive");
+    let flipped = b.path("flipped.tar.zst");
+    let mut f = bytes.clone();
+    let mid = f.len() / 2;
+    for x in &mut f[mid..mid + 16] {
+        *x ^= 0xa5;
+    }
+    std::fs::write(&flipped, &f).unwrap();
+    import_fails(&b, &flipped, "archive", "flipped compressed bytes");
+    // Bytes flipped inside the image disk's entry, recompressed: the sha256 catches it.
+    let (at, size) = image_disk_at.expect("image.ext4 in the archive");
+    let mut p = plain.clone();
+    let pos = (at + size / 3) as usize;
+    for x in &mut p[pos..pos + 8] {
+        *x ^= 0xff;
+    }
+    let corrupted = b.path("corrupted.tar.zst");
+    std::fs::write(&corrupted, zstd::encode_all(&p[..], 3).unwrap()).unwrap();
+    import_fails(&b, &corrupted, "image.ext4", "a corrupted disk entry");
+    let (_, err) = b.fail(&["vm", "import", path_str(&corrupted)]);
+    assert!(err.contains("sha256"), "{err}");
+
+    // The archive itself, through standard input.
+    let started = Instant::now();
+    let out = b.cmd_with_stdin(&["vm", "import", "-"], bytes.clone());
+    let import_time = started.elapsed();
+    assert!(out.status.success(), "vm import -: {}", describe(&out));
+    let id = stdout(&out).trim().to_owned();
+    assert_eq!(id.len(), 64, "vm import prints the new id: {id}");
+    eprintln!("import: {import_time:?}");
+    let ls: serde_json::Value = serde_json::from_str(&b.ok(&["vm", "ls", "--json"])).unwrap();
+    assert_eq!(ls[0]["name"], name.as_str(), "{ls}");
+    assert_eq!(ls[0]["id"], id.as_str(), "{ls}");
+    assert_eq!(ls[0]["status"], "created", "{ls}");
+    let cache = b.root().join("vm-cache/imported");
+    assert_eq!(
+        std::fs::read_dir(&cache).unwrap().count(),
+        3,
+        "kernel, initrd, image disk"
+    );
+    assert!(!b.has_image(BUSYBOX_IMAGE), "B still has no image");
+
+    // The same archive again: the name is taken, the cache is shared.
+    let out = b.cmd_with_stdin(&["vm", "import", "-"], bytes.clone());
+    assert!(out.status.success(), "second import: {}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("taken"),
+        "{}",
+        describe(&out)
+    );
+    let second = stdout(&out).trim().to_owned();
+    assert_ne!(second, id);
+    assert_eq!(
+        std::fs::read_dir(&cache).unwrap().count(),
+        3,
+        "deduplicated"
+    );
+    b.ok(&["vm", "rm", &second]);
+
+    // B boots it: the guest sees the file written on A.
+    b.ok(&["vm", "start", &name]);
+    let mut seen = String::new();
+    assert!(
+        poll_until(Duration::from_secs(30), || {
+            seen = b.ok(&["vm", "exec", &name, "--", "cat", "/root/token"]);
+            seen.trim() == token
+        }),
+        "the imported VM's disk has the token: {seen:?}"
+    );
+    b.ok(&["vm", "rm", "-f", &name]);
+    a.ok(&["vm", "rm", "-f", &name]);
+    // The imported cache entries stay (shared by content); B's VMs are gone.
+    std::fs::remove_dir_all(&cache).unwrap();
+    assert_nothing_left(&a, "host A at the end");
+    assert_nothing_left(&b, "host B at the end");
+}
+
+#[test]
+fn hostile_archives_are_refused_and_leave_nothing() {
+    let Some(c) = host("hostile_archives_are_refused_and_leave_nothing") else {
+        return;
+    };
+    let t = unique_token();
+    let name = format!("h{}", &t[..8]);
+    let kernel = format!("not really a kernel {t}").into_bytes();
+    let manifest = kernel_vm_manifest(&name, "corral", &kernel, 1);
+    let regular = tar::EntryType::Regular;
+    let write = |file: &str, bytes: Vec<u8>| {
+        let p = c.path(file);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "an entry with ../",
+            tar_zst(&[
+                ("manifest.json", regular, &manifest),
+                ("../../escape", regular, &kernel),
+            ]),
+            "outside",
+        ),
+        (
+            "an absolute entry",
+            tar_zst(&[
+                ("manifest.json", regular, &manifest),
+                ("/tmp/escape", regular, &kernel),
+            ]),
+            "outside",
+        ),
+        (
+            "a symbolic link",
+            tar_zst(&[
+                ("manifest.json", regular, &manifest),
+                ("kernel", tar::EntryType::Symlink, b""),
+            ]),
+            "symbolic link",
+        ),
+        (
+            "a hard link",
+            tar_zst(&[
+                ("manifest.json", regular, &manifest),
+                ("kernel", tar::EntryType::Link, b""),
+            ]),
+            "hard link",
+        ),
+        (
+            "a device",
+            tar_zst(&[
+                ("manifest.json", regular, &manifest),
+                ("kernel", tar::EntryType::Block, b""),
+            ]),
+            "device",
+        ),
+        (
+            "an unknown entry",
+            tar_zst(&[
+                ("manifest.json", regular, &manifest),
+                ("kernel", regular, &kernel),
+                ("extra", regular, b"x"),
+            ]),
+            "unknown entry",
+        ),
+        (
+            "a missing entry",
+            tar_zst(&[("manifest.json", regular, &manifest)]),
+            "missing",
+        ),
+        (
+            "a manifest of a newer version",
+            tar_zst(&[
+                (
+                    "manifest.json",
+                    regular,
+                    &kernel_vm_manifest(&name, "corral", &kernel, 99),
+                ),
+                ("kernel", regular, &kernel),
+            ]),
+            "version",
+        ),
+        (
+            "no manifest first",
+            tar_zst(&[("kernel", regular, &kernel)]),
+            "manifest.json",
+        ),
+        (
+            "not zstd",
+            b"plain text, not an archive".to_vec(),
+            "reading the archive",
+        ),
+    ];
+    for (i, (what, bytes, want)) in cases.into_iter().enumerate() {
+        let p = write(&format!("hostile-{i}.tar.zst"), bytes);
+        import_fails(&c, &p, want, what);
+    }
+    assert!(!c.root().join("escape").exists() && !c.base().join("escape").exists());
+
+    // Networks named in the config must exist here, or be replaced.
+    let net = format!("nonet{}", &t[..6]);
+    let archive = write(
+        "kernel-vm.tar.zst",
+        tar_zst(&[
+            (
+                "manifest.json",
+                regular,
+                &kernel_vm_manifest(&name, &net, &kernel, 1),
+            ),
+            ("kernel", regular, &kernel),
+        ]),
+    );
+    import_fails(&c, &archive, &net, "a missing network");
+    let (_, err) = c.fail(&["vm", "import", path_str(&archive)]);
+    assert!(err.contains("--network"), "{err}");
+    let mut guard = VmGuard::new(&c);
+    guard.track(&name);
+    let id = c.ok(&["vm", "import", "--network", "none", path_str(&archive)]);
+    let info: serde_json::Value = serde_json::from_str(&c.ok(&["vm", "inspect", &name])).unwrap();
+    assert_eq!(info[0]["id"], id.trim(), "{info}");
+    assert_eq!(
+        info[0]["config"]["networks"],
+        serde_json::json!([]),
+        "{info}"
+    );
+    let placed = info[0]["config"]["boot"]["kernel"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        placed,
+        path_str(
+            &c.root()
+                .join("vm-cache/imported")
+                .join(sha256_hex(&kernel))
+                .join("kernel")
+        ),
+        "the kernel lands in the imported cache by its sha256"
+    );
+    assert_eq!(std::fs::read(&placed).unwrap(), kernel);
+    c.ok(&["vm", "rm", &name]);
+    std::fs::remove_dir_all(c.root().join("vm-cache/imported")).unwrap();
+    assert_nothing_left(&c, "the end");
+}
