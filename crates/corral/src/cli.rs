@@ -359,15 +359,6 @@ pub enum NetworkCommand {
         /// No way out: no NAT, no default route, no published ports.
         #[arg(long)]
         internal: bool,
-        /// Bridge the network onto this host interface (Proxmox's vmbr0 style): its VMs and
-        /// containers share the interface's LAN with other hosts' bridges, and a VM keeps its
-        /// address when it migrates between them.
-        #[arg(long, value_name = "IFACE")]
-        parent: Option<String>,
-        /// Allocate this host's addresses from this part of the subnet (hosts that share a
-        /// LAN through --parent each take their own range).
-        #[arg(long, value_name = "CIDR")]
-        ip_range: Option<String>,
         /// The name: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
         name: String,
     },
