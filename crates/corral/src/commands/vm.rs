@@ -803,9 +803,7 @@ fn snapshot(root: &Path, cmd: VmSnapshotCommand) -> Result<()> {
             match snapshot::restore(root, &id, &name)? {
                 snapshot::Restored::NeedsStart => {
                     let exe = std::env::current_exe()?;
-                    let keep = snapshot::get(root, &id, &name)?.keep();
-                    lifecycle::start_from_snapshot(root, &id, &name, keep, &exe)
-                        .map_err(start_error)?;
+                    lifecycle::start_from_snapshot(root, &id, &name, &exe).map_err(start_error)?;
                 }
                 snapshot::Restored::InPlace | snapshot::Restored::Disk => {}
             }
