@@ -86,6 +86,9 @@ pub enum CloneError {
     /// The VM runs.
     #[error("VM {0} is running: stop it first (`corral vm stop {0}`)")]
     Running(String),
+    /// The VM's disk holds snapshots, which a frozen base would take out of its reach.
+    #[error("VM {0} has snapshots, which live in its disk and would not follow it onto a clone's shared base: remove them (`corral vm snapshot ls {0}`, `vm snapshot rm`), or template it and clone the template")]
+    HasSnapshots(String),
     /// The VM has no disk corral owns.
     #[error("VM {0} does not boot an image: only image VMs (--image) have a writable disk corral can template or clone")]
     NotImage(String),
@@ -339,6 +342,10 @@ pub fn clone(root: &Path, spec: &CloneSpec) -> Result<VmConfig> {
             })?;
             let _vm_lock = vms.lock(&id)?;
             let (cfg, upper) = stopped_image_vm(&vms, &id)?;
+            // Internal snapshots would stay in the frozen base, out of the VM's reach.
+            if !crate::snapshot::list(&vms, &id)?.is_empty() {
+                return Err(CloneError::HasSnapshots(cfg.name));
+            }
             let base = freeze(root, &cfg, &upper)?;
             let tpl = Template {
                 name: String::new(),
