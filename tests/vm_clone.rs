@@ -422,6 +422,27 @@ fn template_clones_boot_together_with_own_identity_and_disks() {
         "one\n"
     );
 
+    // A VM whose disk holds snapshots is not frozen under them: refused, with what to do.
+    let snap = format!("p{tok}");
+    guard.vms.push(snap.clone());
+    c.ok(&[
+        "vm",
+        "create",
+        "--name",
+        &snap,
+        "--network",
+        "none",
+        "--image",
+        corral_e2e::containers::BUSYBOX_IMAGE,
+        "--",
+        "true",
+    ]);
+    c.ok(&["vm", "snapshot", "create", &snap, "s1"]);
+    let (code, err) = c.fail(&["vm", "clone", &snap, &format!("q{tok}")]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("snapshot"), "{err}");
+    c.ok(&["vm", "rm", &snap]);
+
     // Everything goes: VMs, then the template, then nothing is left.
     let mut all: Vec<&str> = clones[1..].iter().map(String::as_str).collect();
     all.push(&copy);
