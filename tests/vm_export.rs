@@ -258,6 +258,36 @@ fn exported_vm_boots_on_another_host_with_its_files() {
         export_time
     );
 
+    // `-o -`: the same files on standard output.
+    let out = a.cmd(&["vm", "export", &name, "-o", "-"]);
+    assert!(out.status.success(), "export -o -: {}", describe(&out));
+    let manifest_of = |archive: &[u8]| -> serde_json::Value {
+        let plain = zstd::decode_all(archive).unwrap();
+        let mut ar = tar::Archive::new(&plain[..]);
+        let mut first = ar.entries().unwrap().next().unwrap().unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut first, &mut text).unwrap();
+        serde_json::from_str(&text).unwrap()
+    };
+    assert_eq!(
+        manifest_of(&out.stdout)["files"],
+        manifest_of(&bytes)["files"],
+        "the same files through -o -"
+    );
+    // A clone is a thin overlay on a base: its archive carries a standalone disk.
+    let clone = format!("c{}", &t[..8]);
+    guard_a.track(&clone);
+    guard_b.track(&clone);
+    a.ok(&["vm", "clone", &name, &clone]);
+    let clone_archive = a.path("clone.tar.zst");
+    a.ok(&["vm", "export", &clone, "-o", path_str(&clone_archive)]);
+    let clone_bytes = std::fs::read(&clone_archive).unwrap();
+    assert_eq!(
+        manifest_of(&clone_bytes)["config"]["name"],
+        clone.as_str(),
+        "the clone's archive"
+    );
+
     // Host B never had the image. Broken archives first: each fails and leaves nothing.
     assert!(!b.has_image(BUSYBOX_IMAGE));
     let truncated = b.path("truncated.tar.zst");
@@ -332,6 +362,31 @@ fn exported_vm_boots_on_another_host_with_its_files() {
         "the imported VM's disk has the token: {seen:?}"
     );
     b.ok(&["vm", "rm", "-f", &name]);
+    // The clone, imported, boots alone with the file its source had.
+    b.ok(&["vm", "import", path_str(&clone_archive)]);
+    let upper = b.root().join("vms");
+    let info: serde_json::Value = serde_json::from_str(&b.ok(&["vm", "inspect", &clone])).unwrap();
+    let upper_disk = info[0]["config"]["upper_disk"].as_str().unwrap().to_owned();
+    assert!(upper_disk.starts_with(path_str(&upper)), "{upper_disk}");
+    let qinfo = corral_e2e::containers::host_output(
+        "qemu-img",
+        &["info", "--output=json", "-U", &upper_disk],
+    );
+    assert!(
+        !qinfo.contains("backing-filename"),
+        "a standalone disk: {qinfo}"
+    );
+    b.ok(&["vm", "start", &clone]);
+    let mut seen = String::new();
+    assert!(
+        poll_until(Duration::from_secs(30), || {
+            seen = b.ok(&["vm", "exec", &clone, "--", "cat", "/root/token"]);
+            seen.trim() == token
+        }),
+        "the imported clone's disk has the token: {seen:?}"
+    );
+    b.ok(&["vm", "rm", "-f", &clone]);
+    a.ok(&["vm", "rm", "-f", &clone]);
     a.ok(&["vm", "rm", "-f", &name]);
     // The imported cache entries stay (shared by content); B's VMs are gone.
     std::fs::remove_dir_all(&cache).unwrap();
