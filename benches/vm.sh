@@ -108,12 +108,13 @@ done
 accel=$(inspect "$vm_a" 'v["accelerator"]')
 qemu_a=$(inspect "$vm_a" 'v["state"]["qemu_pid"]')
 mon_a=$(inspect "$vm_a" 'v["state"]["monitor_pid"]')
-ctl="/run/corral/vm-${vm_a:0:16}/ctl.sock"
+run_a=$(ls -d /run/corral/vm-"${vm_a:0:16}"-* | head -n 1)
+ctl="$run_a/ctl.sock"
 echo "accelerator: $accel; $STARTS detached starts: boot_ms (QEMU start -> agent Ready) ${boot_ms[*]}; vm run -d wall ms ${run_d_ms[*]}"
 
 # The hand-written QEMU command: corral's exact argv with this script's paths in place of the
 # VM's runtime directory and state directory.
-python3 - "$qemu_a" "/run/corral/vm-${vm_a:0:16}/" "$CORRAL_ROOT/vms/$vm_a/" "$hand/" > "$work/qemu-argv.sh" <<'PY'
+python3 - "$qemu_a" "$run_a/" "$CORRAL_ROOT/vms/$vm_a/" "$hand/" > "$work/qemu-argv.sh" <<'PY'
 import shlex, sys
 pid, run_dir, vm_dir, hand = sys.argv[1:]
 argv = open(f"/proc/{pid}/cmdline", "rb").read().decode().split("\0")[:-1]

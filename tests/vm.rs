@@ -227,11 +227,15 @@ fn running_vm_takes_exec_cp_logs_stop_and_rm() {
     let qemus = qemu_processes_of(path_str(c.root()));
     assert_eq!(qemus.len(), 1, "one QEMU for the VM: {qemus:?}");
     let cgroups = std::fs::read_to_string(format!("/proc/{}/cgroup", qemus[0])).unwrap();
-    let vm_cgroup = format!("/corral/vm-{}", &id.trim()[..16]);
-    assert!(
-        cgroups.contains(&vm_cgroup),
-        "QEMU in {vm_cgroup}: {cgroups}"
-    );
+    let prefix = format!("/corral/vm-{}", &id.trim()[..16]);
+    // `N:memory:/corral/vm-<id>-<root>` (v1) or `0::/corral/...` (v2).
+    let vm_cgroup = cgroups
+        .lines()
+        .filter(|l| l.contains(":memory:") || l.starts_with("0::"))
+        .filter_map(|l| l.splitn(3, ':').nth(2))
+        .find(|p| p.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("QEMU in {prefix}-*: {cgroups}"))
+        .to_owned();
     let limit = [
         format!("/sys/fs/cgroup/memory{vm_cgroup}/memory.limit_in_bytes"),
         format!("/sys/fs/cgroup{vm_cgroup}/memory.max"),
@@ -765,9 +769,25 @@ fn a_dead_qemu_or_monitor_is_reported_and_cleaned() {
     assert!(ls.contains("monitor died"), "{ls}");
     c.ok(&["vm", "rm", "-f", &b]);
     assert_eq!(taps(), 0, "rm -f releases the TAP");
-    let cg = format!("/sys/fs/cgroup/memory/corral/vm-{}", &id.trim()[..16]);
-    assert!(!Path::new(&cg).exists(), "rm -f removes the cgroup {cg}");
-    assert!(!Path::new(&format!("/run/corral/vm-{}", &id.trim()[..16])).exists());
+    let cgs: Vec<String> = std::fs::read_dir("/sys/fs/cgroup/memory/corral")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("vm-{}", &id.trim()[..16])))
+        .collect();
+    assert!(cgs.is_empty(), "rm -f removes the cgroup: {cgs:?}");
+    let run_dirs: Vec<String> = std::fs::read_dir("/run/corral")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("vm-{}", &id.trim()[..16])))
+        .collect();
+    assert!(
+        run_dirs.is_empty(),
+        "runtime directories left: {run_dirs:?}"
+    );
     assert_no_vm_leftovers(&c);
 }
 

@@ -359,6 +359,15 @@ pub enum NetworkCommand {
         /// No way out: no NAT, no default route, no published ports.
         #[arg(long)]
         internal: bool,
+        /// Bridge the network onto this host interface (Proxmox's vmbr0 style): its VMs and
+        /// containers share the interface's LAN with other hosts' bridges, and a VM keeps its
+        /// address when it migrates between them.
+        #[arg(long, value_name = "IFACE")]
+        parent: Option<String>,
+        /// Allocate this host's addresses from this part of the subnet (hosts that share a
+        /// LAN through --parent each take their own range).
+        #[arg(long, value_name = "CIDR")]
+        ip_range: Option<String>,
         /// The name: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
         name: String,
     },
@@ -743,6 +752,27 @@ pub enum VmCommand {
         cpus: Option<u32>,
         /// The VM.
         vm: String,
+    },
+    /// Move a running image VM to another corral host while it keeps running (disk and
+    /// memory copied live, then a short pause). The other host runs `corral vm receive`.
+    Migrate {
+        /// The destination: the ADDR:PORT its `corral vm receive --listen` serves.
+        #[arg(long)]
+        to: String,
+        /// Leave QEMU's migration settings at its defaults (for comparison).
+        #[arg(long)]
+        qemu_defaults: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The VM.
+        vm: String,
+    },
+    /// Receive VMs migrated from other corral hosts (runs until stopped).
+    Receive {
+        /// ADDR:PORT to listen on.
+        #[arg(long)]
+        listen: String,
     },
     /// Snapshots of a VM's disk, or of the whole running machine with --memory.
     #[command(subcommand)]

@@ -152,15 +152,15 @@ impl Networks {
 
     /// Attaches a VM: a TAP device on network `network` with an address from its allocator,
     /// the VM's name (and aliases) in the network's DNS, the DNS server started if need be,
-    /// and `ports` published to the VM's address. The VM engine hands the TAP to QEMU and the
-    /// address to the guest.
+    /// and the ports of `opts` published to the VM's address (`opts.ip` and `opts.mac` keep a
+    /// migrating VM's identity). The VM engine hands the TAP to QEMU and the address to the
+    /// guest.
     pub fn attach_vm(
         &self,
         owner: &str,
         name: &str,
         network: &str,
-        aliases: &[String],
-        ports: &[PortSpec],
+        opts: ConnectOptions,
         exe: &Path,
     ) -> Result<Endpoint, NetError> {
         let n = if network == DEFAULT_NETWORK {
@@ -172,17 +172,16 @@ impl Networks {
         };
         let opts = ConnectOptions {
             container_name: Some(name.to_owned()),
-            aliases: aliases.to_vec(),
-            ports: ports.to_vec(),
-            ..ConnectOptions::default()
+            ..opts
         };
+        let aliases = opts.aliases.clone();
         let ep = self.create_tap_endpoint(&n.name, owner, None, &opts)?;
         let dir = self.store().network_dir(&n.name);
         let named = dns::add_record(
             &dir,
             Record {
                 name: name.to_owned(),
-                aliases: aliases.to_vec(),
+                aliases,
                 ipv4: ep.ip,
             },
         )

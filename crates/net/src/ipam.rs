@@ -76,6 +76,8 @@ pub struct Ipam {
     lock: PathBuf,
     subnet: Subnet,
     gateway: Ipv4Addr,
+    /// Where [`Ipam::allocate`] picks from (the subnet when `None`).
+    range: Option<Subnet>,
 }
 
 impl Ipam {
@@ -86,7 +88,15 @@ impl Ipam {
             lock: dir.join("ipam.lock"),
             subnet,
             gateway,
+            range: None,
         }
+    }
+
+    /// Picks new addresses only from `range` (a part of the subnet); specific addresses may
+    /// still be anywhere in the subnet.
+    pub fn with_range(mut self, range: Option<Subnet>) -> Ipam {
+        self.range = range;
+        self
     }
 
     fn update<T>(&self, f: impl FnOnce(&mut IpamState) -> Result<(T, bool)>) -> Result<T> {
@@ -101,13 +111,14 @@ impl Ipam {
 
     /// Allocates the lowest free address to `owner` (or returns the one it has).
     pub fn allocate(&self, owner: &str) -> Result<Ipv4Addr> {
-        let (subnet, gateway) = (self.subnet, self.gateway);
+        let (subnet, gateway, range) = (self.subnet, self.gateway, self.range);
         self.update(|st| {
             if let Some((ip, _)) = st.allocations.iter().find(|(_, o)| *o == owner) {
                 return Ok((*ip, false));
             }
             let ip = subnet
                 .hosts()
+                .filter(|ip| range.is_none_or(|r| r.contains(*ip)))
                 .find(|ip| *ip != gateway && !st.allocations.contains_key(ip))
                 .ok_or(IpamError::Exhausted {
                     subnet,

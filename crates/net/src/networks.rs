@@ -27,6 +27,9 @@ pub enum NetError {
     /// A state or validation error of the network store.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// `--parent` names an interface this host does not have.
+    #[error("the parent interface {0} does not exist on this host (see `ip link`)")]
+    ParentMissing(String),
     /// An address allocation error.
     #[error("network {network}")]
     Ipam {
@@ -207,6 +210,13 @@ impl Networks {
 
     fn setup_with(&self, nl: &mut Netlink, n: &Network) -> Result<u32> {
         let index = nl.create_bridge(&n.bridge, n.gateway, n.subnet.prefix())?;
+        if let Some(parent) = &n.parent {
+            // The host interface becomes a port of the bridge: the network reaches its LAN.
+            let link = nl
+                .link(parent)?
+                .ok_or_else(|| NetError::ParentMissing(parent.clone()))?;
+            nl.set_master_up(link.index, index)?;
+        }
         self.firewall.setup_network(n)?;
         Ok(index)
     }
@@ -223,7 +233,7 @@ impl Networks {
 
     /// The network's address allocator.
     pub fn ipam(&self, n: &Network) -> Ipam {
-        Ipam::open(&self.store.network_dir(&n.name), n.subnet, n.gateway)
+        Ipam::open(&self.store.network_dir(&n.name), n.subnet, n.gateway).with_range(n.ip_range)
     }
 
     fn endpoint_path(&self, network: &str, owner: &str) -> PathBuf {

@@ -56,6 +56,17 @@ pub enum StoreError {
         /// The default gateway.
         default: Ipv4Addr,
     },
+    /// `--ip-range` is not inside the subnet.
+    #[error("--ip-range {range} is not inside the subnet {subnet}: give a part of it, such as {subnet} itself")]
+    RangeOutside {
+        /// The range given.
+        range: Subnet,
+        /// The network's subnet.
+        subnet: Subnet,
+    },
+    /// The parent interface's name is not a valid interface name.
+    #[error("--parent {0:?} is not a valid interface name")]
+    BadParent(String),
     /// The gateway does not parse as an IPv4 address.
     #[error("invalid gateway {0:?}: expected an IPv4 address such as 10.121.0.1")]
     InvalidGateway(String),
@@ -117,6 +128,15 @@ pub struct Network {
     /// User labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// A host interface enslaved to the bridge (Proxmox's vmbr0 style): the network is
+    /// then one L2 segment with whatever that interface reaches — other hosts' bridges on
+    /// the same LAN, so that a VM keeps its address when it moves between them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Where this host allocates addresses, within the subnet (so that hosts sharing one
+    /// LAN through `parent` do not hand out the same address); `None`: the whole subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<Subnet>,
 }
 
 /// What to create.
@@ -132,6 +152,10 @@ pub struct NetworkSpec {
     pub internal: bool,
     /// See [`Network::labels`].
     pub labels: BTreeMap<String, String>,
+    /// See [`Network::parent`].
+    pub parent: Option<String>,
+    /// See [`Network::ip_range`] (CIDR).
+    pub ip_range: Option<String>,
 }
 
 /// Parses `g` as a host address of `subnet`.
@@ -318,6 +342,19 @@ impl NetworkStore {
             Some(g) => gateway_in(subnet, g)?,
             None => subnet.first_host(),
         };
+        let ip_range = match spec.ip_range.as_deref() {
+            Some(r) => {
+                let range: Subnet = r.parse().map_err(StoreError::InvalidSubnet)?;
+                if !subnet.contains(range.addr()) || range.prefix() < subnet.prefix() {
+                    return Err(StoreError::RangeOutside { range, subnet });
+                }
+                Some(range)
+            }
+            None => None,
+        };
+        if let Some(p) = &spec.parent {
+            crate::netlink::check_ifname(p).map_err(|_| StoreError::BadParent(p.clone()))?;
+        }
         let id = crate::fsutil::random_hex(32);
         let network = Network {
             name: spec.name.clone(),
@@ -330,6 +367,8 @@ impl NetworkStore {
             internal: spec.internal,
             created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             labels: spec.labels.clone(),
+            parent: spec.parent.clone(),
+            ip_range,
         };
         let dir = self.network_dir(&network.name);
         fs::create_dir_all(dir.join("endpoints")).map_err(io_err("create directory", &dir))?;

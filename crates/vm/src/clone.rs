@@ -313,7 +313,7 @@ fn stopped_image_vm(vms: &Vms, id: &str) -> Result<(VmConfig, PathBuf)> {
 /// Removes a stopped VM's files, endpoints and cgroup (its disk lives on as a template's).
 fn remove_vm_files(root: &Path, vms: &Vms, id: &str) {
     let _ = corral_net::Networks::open(root).release(id);
-    monitor::remove_cgroup(id);
+    monitor::remove_cgroup(vms, id);
     if let Err(e) = vms.remove_files(id) {
         tracing::warn!(vm = id, error = %e, "removing the templated VM's files");
     }

@@ -21,6 +21,7 @@ pub mod export;
 pub mod initramfs;
 pub mod kernel;
 pub mod lifecycle;
+pub mod migrate;
 pub mod monitor;
 pub mod qemu;
 pub mod qmp;

@@ -437,22 +437,55 @@ impl Started {
 /// monitor and waits until the guest agent answered (or QEMU runs, for guests without one).
 /// With `attach`, the main process waits for a client to attach (see [`crate::client`]).
 pub fn start(root: &Path, id: &str, attach: bool, exe: &Path) -> Result<Started> {
-    start_with(root, id, attach, exe, None)
+    start_with(
+        root,
+        id,
+        exe,
+        &StartOptions {
+            attach,
+            ..Default::default()
+        },
+    )
 }
 
 /// Starts a stopped VM from its snapshot `name` with memory (see [`crate::snapshot`]): the
-/// guest resumes where the snapshot left it, main process included.
-pub fn start_from_snapshot(root: &Path, id: &str, name: &str, exe: &Path) -> Result<Started> {
-    start_with(root, id, false, exe, Some(name))
-}
-
-fn start_with(
+/// guest resumes where the snapshot left it, main process included, on the addresses it had.
+pub fn start_from_snapshot(
     root: &Path,
     id: &str,
-    attach: bool,
+    name: &str,
+    keep: Vec<(Option<std::net::Ipv4Addr>, Option<[u8; 6]>)>,
     exe: &Path,
-    loadvm: Option<&str>,
 ) -> Result<Started> {
+    start_with(
+        root,
+        id,
+        exe,
+        &StartOptions {
+            loadvm: Some(name.to_owned()),
+            keep,
+            ..Default::default()
+        },
+    )
+}
+
+/// How a VM starts.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// The main process waits for a client to attach.
+    pub attach: bool,
+    /// Start from this snapshot with memory.
+    pub loadvm: Option<String>,
+    /// Wait, paused, for an incoming migration (see [`crate::migrate`]).
+    pub incoming: bool,
+    /// Per NIC: the address and MAC to take again (a resumed or migrated guest has them).
+    pub keep: Vec<(Option<std::net::Ipv4Addr>, Option<[u8; 6]>)>,
+}
+
+/// Starts a VM as `opts` say.
+pub fn start_with(root: &Path, id: &str, exe: &Path, opts: &StartOptions) -> Result<Started> {
+    let attach = opts.attach;
+    let keep = &opts.keep;
     let vms = Vms::open(root);
     let _lock = vms.lock(id)?;
     let cfg = vms.config(id)?;
@@ -479,7 +512,14 @@ fn start_with(
                         .map_err(|e| VmError::Invalid(format!("-p {p:?}: {e}")))?,
                 );
             }
-            let ep = nets.attach_vm(id, &cfg.name, &req.network, &req.aliases, &ports, exe)?;
+            let opts = corral_net::ConnectOptions {
+                aliases: req.aliases.clone(),
+                ports,
+                ip: keep.get(i).and_then(|k| k.0),
+                mac: keep.get(i).and_then(|k| k.1),
+                ..Default::default()
+            };
+            let ep = nets.attach_vm(id, &cfg.name, &req.network, opts, exe)?;
             plan.nics.push((ep.host_ifname.clone(), ep.mac.clone()));
             plan.boot.interfaces.push(proto::Interface {
                 mac: ep.mac.clone(),
@@ -501,7 +541,8 @@ fn start_with(
     }
     plan.boot.hostname = cfg.name.clone();
     plan.boot.machine_id = crate::clone::machine_id(&cfg.id);
-    plan.loadvm = loadvm.map(str::to_owned);
+    plan.loadvm = opts.loadvm.clone();
+    plan.incoming = opts.incoming;
     if matches!(cfg.boot, BootSource::Image { .. }) {
         plan.boot.root = Some(proto::RootDisks {
             image_serial: "image".into(),
@@ -636,7 +677,7 @@ pub fn kill(root: &Path, id: &str) -> Result<()> {
         vms.save_state(id, &st)?;
         let _ = corral_net::Networks::open(root).release(id);
         let _ = std::fs::remove_dir_all(vms.run_dir(id));
-        monitor::remove_cgroup(id);
+        monitor::remove_cgroup(&vms, id);
     }
     Ok(())
 }
@@ -671,7 +712,7 @@ pub fn remove(root: &Path, id: &str, force: bool) -> Result<()> {
     }
     let lock = vms.lock(id)?;
     let _ = corral_net::Networks::open(root).release(id);
-    monitor::remove_cgroup(id);
+    monitor::remove_cgroup(&vms, id);
     vms.remove_files(id)?;
     drop(lock);
     // A base disk only this VM used goes with it (after the VM's lock: see crate::clone).
@@ -709,7 +750,7 @@ pub fn stats(root: &Path, id: &str) -> Result<VmStats> {
         return Err(VmError::State(format!("VM {} is not running", cfg.name)));
     }
     let cgroot = Path::new(monitor::CGROUP_ROOT);
-    let dirs = corral_container::cgroups::Cgroup::dirs_for(cgroot, &monitor::cgroup_name(id));
+    let dirs = corral_container::cgroups::Cgroup::dirs_for(cgroot, &monitor::cgroup_name(&vms, id));
     let cg = corral_container::cgroups::Cgroup::from_dirs(cgroot, dirs).stats();
     let paths = crate::qemu::Paths::new(&vms.run_dir(id), &vms.dir(id));
     let guest = if st.agent_ready {

@@ -40,6 +40,10 @@ pub struct BootPlan {
     /// already runs; the agent is only pinged.
     #[serde(default)]
     pub loadvm: Option<String>,
+    /// Wait, paused, for an incoming migration: the guest arrives booted and running its main
+    /// process; the agent answers once the migration is done and the VM continues.
+    #[serde(default)]
+    pub incoming: bool,
 }
 
 /// `vms/<id>/boot.json`.
@@ -175,7 +179,13 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
     let console_from = std::fs::metadata(&paths.console_log).map_or(0, |m| m.len());
     let started = Instant::now();
     let mut child = match Command::new(&qemu_bin)
-        .args(qemu::args(&cfg, &paths, &nics, plan.loadvm.as_deref()))
+        .args(qemu::args(
+            &cfg,
+            &paths,
+            &nics,
+            plan.loadvm.as_deref(),
+            plan.incoming,
+        ))
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -191,7 +201,7 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
     // many CPUs' time as the guest has vCPUs, so that a VM cannot take more than it was given.
     let cgroup = corral_container::cgroups::Cgroup::create(
         Path::new(CGROUP_ROOT),
-        &cgroup_name(id),
+        &cgroup_name(vms, id),
         &vm_resources(&cfg),
     );
     let cgroup = CgroupGuard(match cgroup {
@@ -258,11 +268,20 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
 
     let has_agent = matches!(cfg.boot, BootSource::Image { .. });
     let mut shared: Option<Arc<Shared>> = None;
+    if plan.incoming {
+        // QEMU waits, paused, for the migration: the one who migrates drives it over QMP
+        // now; the agent answers once the guest runs here.
+        let _ = notify.write_all(b"OK");
+    }
     if has_agent {
-        let deadline = started + Duration::from_secs(cfg.boot_timeout_secs.max(1));
-        let first = match &plan.loadvm {
-            Some(_) => Request::Ping,
-            None => Request::Boot(plan.boot.clone()),
+        let deadline = if plan.incoming {
+            Instant::now() + Duration::from_secs(INCOMING_LIMIT_SECS)
+        } else {
+            started + Duration::from_secs(cfg.boot_timeout_secs.max(1))
+        };
+        let first = match (&plan.loadvm, plan.incoming) {
+            (Some(_), _) | (_, true) => Request::Ping,
+            (None, false) => Request::Boot(plan.boot.clone()),
         };
         match boot_agent(&paths, first, deadline, &mut child) {
             Ok((stream, reader, _uptime)) => {
@@ -316,7 +335,7 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
     let _ = notify.write_all(b"OK");
 
     // The main process, once a client attached when one is to.
-    let main = if plan.loadvm.is_some() {
+    let main = if plan.loadvm.is_some() || plan.incoming {
         None
     } else {
         cfg.main.as_ref()
@@ -406,18 +425,21 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
     }
 }
 
+/// How long an incoming VM may wait for its migration to finish.
+const INCOMING_LIMIT_SECS: u64 = 3600;
+
 /// Where cgroup hierarchies are mounted.
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
-/// The name of a VM's cgroup under `corral/` in each hierarchy: `vm-<first 16 of id>`.
-pub fn cgroup_name(id: &str) -> String {
-    format!("vm-{}", &id[..16.min(id.len())])
+/// The name of a VM's cgroup under `corral/` in each hierarchy: its instance name.
+pub fn cgroup_name(vms: &Vms, id: &str) -> String {
+    vms.instance(id)
 }
 
 /// Removes what is left of a VM's cgroup (after its monitor died); QEMU must be gone.
-pub fn remove_cgroup(id: &str) {
+pub fn remove_cgroup(vms: &Vms, id: &str) {
     let root = Path::new(CGROUP_ROOT);
-    let dirs = corral_container::cgroups::Cgroup::dirs_for(root, &cgroup_name(id));
+    let dirs = corral_container::cgroups::Cgroup::dirs_for(root, &cgroup_name(vms, id));
     if !dirs.is_empty() {
         corral_container::cgroups::Cgroup::from_dirs(root, dirs).destroy();
     }

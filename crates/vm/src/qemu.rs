@@ -116,7 +116,13 @@ pub fn image_cmdline(extra: &str) -> String {
 }
 
 /// QEMU's arguments for `cfg` (without the executable).
-pub fn args(cfg: &VmConfig, paths: &Paths, nics: &[Nic], loadvm: Option<&str>) -> Vec<OsString> {
+pub fn args(
+    cfg: &VmConfig,
+    paths: &Paths,
+    nics: &[Nic],
+    loadvm: Option<&str>,
+    incoming: bool,
+) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |s: &str| a.push(s.into());
     push("-name");
@@ -232,6 +238,12 @@ pub fn args(cfg: &VmConfig, paths: &Paths, nics: &[Nic], loadvm: Option<&str>) -
         ));
         push("-device");
         push(&format!("virtio-net-pci,netdev=net{i},mac={}", nic.mac));
+    }
+    if incoming {
+        // Paused until the migration's disk and memory are all here (`cont`).
+        push("-S");
+        push("-incoming");
+        push("defer");
     }
     if let Some(tag) = loadvm {
         // Start from a snapshot with memory: the guest resumes where it was.

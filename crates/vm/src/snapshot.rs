@@ -39,6 +39,27 @@ pub struct Snapshot {
     /// Milliseconds it took.
     #[serde(default)]
     pub took_ms: u64,
+    /// The guest's addresses when it was taken (`IFACE ADDR/PREFIX`), which a guest resumed
+    /// from it still has.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+impl Snapshot {
+    /// Per NIC, the address to take again when the guest resumes from this snapshot.
+    pub fn keep(&self) -> Vec<(Option<std::net::Ipv4Addr>, Option<[u8; 6]>)> {
+        self.addresses
+            .iter()
+            .map(|a| {
+                let ip = a
+                    .split_whitespace()
+                    .last()
+                    .and_then(|cidr| cidr.split('/').next())
+                    .and_then(|ip| ip.parse().ok());
+                (ip, None)
+            })
+            .collect()
+    }
 }
 
 /// The QEMU node name of a writable disk (see `qemu::drive`).
@@ -220,6 +241,11 @@ pub fn create(root: &Path, id: &str, name: &str, memory: bool) -> Result<Snapsho
         created: now(),
         memory,
         took_ms: started.elapsed().as_millis() as u64,
+        addresses: if memory {
+            st.addresses.clone()
+        } else {
+            Vec::new()
+        },
     };
     records.push(snap.clone());
     save(&vms, id, &records)?;
@@ -255,6 +281,11 @@ fn find(vms: &Vms, id: &str, name: &str) -> Result<Snapshot> {
     Err(VmError::Invalid(format!(
         "VM {vm} has no snapshot {name} (see `corral vm snapshot ls {vm}`)"
     )))
+}
+
+/// Snapshot `name` of VM `id`.
+pub fn get(root: &Path, id: &str, name: &str) -> Result<Snapshot> {
+    find(&Vms::open(root), id, name)
 }
 
 /// Restores snapshot `name` into VM `id`.

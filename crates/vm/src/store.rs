@@ -255,9 +255,22 @@ impl Vms {
         self.root.join(id)
     }
 
-    /// The VM's runtime directory for sockets: `/run/corral/vm-<first 16 of id>`.
+    /// The VM's name on this machine, for its runtime directory and cgroup:
+    /// `vm-<first 16 of id>-<8 hex of the state root>` (the root's part keeps two state roots
+    /// on one machine apart: a migrated VM keeps its id).
+    pub fn instance(&self, id: &str) -> String {
+        // FNV-1a of the root's path: stable, and enough to tell a machine's roots apart.
+        let mut h: u32 = 0x811c_9dc5;
+        for b in self.root.as_os_str().as_encoded_bytes() {
+            h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
+        }
+        format!("vm-{}-{h:08x}", &id[..16.min(id.len())])
+    }
+
+    /// The VM's runtime directory for sockets (short, for unix socket paths):
+    /// `/run/corral/<instance>`.
     pub fn run_dir(&self, id: &str) -> PathBuf {
-        self.run.join(format!("vm-{}", &id[..16.min(id.len())]))
+        self.run.join(self.instance(id))
     }
 
     /// The VM's lock.

@@ -32,6 +32,8 @@ pub fn run(root: &Path, cmd: NetworkCommand) -> Result<()> {
             subnet,
             gateway,
             internal,
+            parent,
+            ip_range,
             name,
         } => {
             let n = networks(root).create(&NetworkSpec {
@@ -39,6 +41,8 @@ pub fn run(root: &Path, cmd: NetworkCommand) -> Result<()> {
                 subnet,
                 gateway,
                 internal,
+                parent,
+                ip_range,
                 ..NetworkSpec::default()
             })?;
             println!("{}", n.name);

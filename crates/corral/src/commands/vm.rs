@@ -71,6 +71,43 @@ pub fn run(root: &Path, cmd: VmCommand) -> Result<()> {
             file,
         } => import(root, &file, name, network, quiet),
         VmCommand::Snapshot(cmd) => snapshot(root, cmd),
+        VmCommand::Migrate {
+            to,
+            qemu_defaults,
+            json,
+            vm,
+        } => {
+            let v = vms(root);
+            let id = v.resolve(&vm)?;
+            let tuning = if qemu_defaults {
+                corral_vm::migrate::Tuning::QemuDefaults
+            } else {
+                corral_vm::migrate::Tuning::Corral
+            };
+            let r = corral_vm::migrate::migrate(root, &id, &to, tuning)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "{} moved to {} in {} ms (destination ready {} ms, disk {} ms, memory {} ms, {} MiB sent, source cleaned {} ms); the guest paused {} ms (QEMU's own measure: {} ms)",
+                    r.name,
+                    r.to,
+                    r.total_ms,
+                    r.prepare_ms,
+                    r.disk_ms,
+                    r.memory_ms,
+                    r.ram_bytes >> 20,
+                    r.cleanup_ms,
+                    r.downtime_ms,
+                    r.qemu_downtime_ms
+                );
+            }
+            Ok(())
+        }
+        VmCommand::Receive { listen } => {
+            let exe = std::env::current_exe()?;
+            Ok(corral_vm::migrate::receive(root, &listen, &exe)?)
+        }
         VmCommand::Template { cmd, vm, name } => template(root, cmd, vm, name),
         VmCommand::Clone {
             start,
@@ -803,7 +840,9 @@ fn snapshot(root: &Path, cmd: VmSnapshotCommand) -> Result<()> {
             match snapshot::restore(root, &id, &name)? {
                 snapshot::Restored::NeedsStart => {
                     let exe = std::env::current_exe()?;
-                    lifecycle::start_from_snapshot(root, &id, &name, &exe).map_err(start_error)?;
+                    let keep = snapshot::get(root, &id, &name)?.keep();
+                    lifecycle::start_from_snapshot(root, &id, &name, keep, &exe)
+                        .map_err(start_error)?;
                 }
                 snapshot::Restored::InPlace | snapshot::Restored::Disk => {}
             }
