@@ -543,6 +543,7 @@ pub fn start_with(root: &Path, id: &str, exe: &Path, opts: &StartOptions) -> Res
     plan.boot.machine_id = crate::clone::machine_id(&cfg.id);
     plan.loadvm = opts.loadvm.clone();
     plan.incoming = opts.incoming;
+    plan.incoming_owner = opts.incoming.then(|| std::process::id() as i32);
     if matches!(cfg.boot, BootSource::Image { .. }) {
         plan.boot.root = Some(proto::RootDisks {
             image_serial: "image".into(),

@@ -44,6 +44,10 @@ pub struct BootPlan {
     /// process; the agent answers once the migration is done and the VM continues.
     #[serde(default)]
     pub incoming: bool,
+    /// The process that receives the migration (`corral vm receive`): if it dies before the
+    /// guest runs here, the half-made VM is removed.
+    #[serde(default)]
+    pub incoming_owner: Option<i32>,
 }
 
 /// `vms/<id>/boot.json`.
@@ -268,10 +272,29 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
 
     let has_agent = matches!(cfg.boot, BootSource::Image { .. });
     let mut shared: Option<Arc<Shared>> = None;
+    let arrived = Arc::new(AtomicBool::new(false));
+    let abandoned = Arc::new(AtomicBool::new(false));
     if plan.incoming {
         // QEMU waits, paused, for the migration: the one who migrates drives it over QMP
         // now; the agent answers once the guest runs here.
         let _ = notify.write_all(b"OK");
+        if let Some(owner) = plan.incoming_owner {
+            let (arrived, abandoned) = (arrived.clone(), abandoned.clone());
+            let qemu = child.id() as i32;
+            std::thread::spawn(move || {
+                while !arrived.load(Ordering::SeqCst) {
+                    if !crate::lifecycle::alive(owner) {
+                        abandoned.store(true, Ordering::SeqCst);
+                        if let Some(pid) = rustix::process::Pid::from_raw(qemu) {
+                            let _ =
+                                rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                        }
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
     }
     if has_agent {
         let deadline = if plan.incoming {
@@ -285,6 +308,7 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
         };
         match boot_agent(&paths, first, deadline, &mut child) {
             Ok((stream, reader, _uptime)) => {
+                arrived.store(true, Ordering::SeqCst);
                 let sh = Arc::new(Shared {
                     agent_w: Mutex::new(stream.try_clone().expect("clone socket")),
                     sessions: Mutex::new(HashMap::new()),
@@ -323,6 +347,13 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
             Err(msg) => {
                 let _ = child.kill();
                 let _ = child.wait();
+                if abandoned.load(Ordering::SeqCst) {
+                    // A migration that never arrived: nothing of it stays.
+                    let mut cfg = cfg.clone();
+                    cfg.auto_remove = true;
+                    let msg = "the incoming migration was abandoned (its receiver ended)";
+                    return finish_failed_start(vms, id, &cfg, &mut notify, 125, msg);
+                }
                 let msg = format!("{msg}\n{}", tail_of(&paths.console_log, 20));
                 return finish_failed_start(vms, id, &cfg, &mut notify, 125, &msg);
             }
