@@ -295,12 +295,16 @@ fn spawn(
         rustix::process::geteuid().as_raw(),
         rustix::process::getegid().as_raw(),
     );
-    // As root, always set them (std then also drops the supplementary groups: setgroups([])
-    // before setuid); otherwise only a change, which fails without privilege as it should.
-    if euid == 0 || req.gid != egid {
+    // Root staying root (the common case) changes nothing: no setuid/setgid, so that std can
+    // spawn with posix_spawn (a vfork, not a copy of the agent: under TCG that is most of an
+    // exec's cost). PID 1 has no supplementary groups to drop. Any other user: as root,
+    // always set both (std then drops the supplementary groups: setgroups([]) before
+    // setuid); otherwise only a change, which fails without privilege as it should.
+    let stays_root = euid == 0 && egid == 0 && req.uid == 0 && req.gid == 0;
+    if !stays_root && (euid == 0 || req.gid != egid) {
         cmd.gid(req.gid);
     }
-    if euid == 0 || req.uid != euid {
+    if !stays_root && (euid == 0 || req.uid != euid) {
         cmd.uid(req.uid);
     }
     let mut master = None;
@@ -331,19 +335,24 @@ fn spawn(
         .stderr(Stdio::piped());
     }
     let tty = req.tty;
-    #[allow(unsafe_code)]
-    // SAFETY: the hook runs in the child between fork and exec, where only
-    // async-signal-safe work is allowed: it makes two raw syscalls (setsid, and the
-    // TIOCSCTTY ioctl on fd 1, which std has already made the pty's slave) and allocates
-    // nothing (the io::Error it may build from an errno holds no allocation).
-    unsafe {
-        cmd.pre_exec(move || {
-            rustix::process::setsid()?;
-            if tty {
+    if !tty {
+        // Its own process group, for `Signal` (std's posix_spawn path does this itself); a
+        // terminal session needs a session of its own instead, below.
+        cmd.process_group(0);
+    }
+    if tty {
+        #[allow(unsafe_code)]
+        // SAFETY: the hook runs in the child between fork and exec, where only
+        // async-signal-safe work is allowed: it makes two raw syscalls (setsid, and the
+        // TIOCSCTTY ioctl on fd 1, which std has already made the pty's slave) and allocates
+        // nothing (the io::Error it may build from an errno holds no allocation).
+        unsafe {
+            cmd.pre_exec(move || {
+                rustix::process::setsid()?;
                 rustix::process::ioctl_tiocsctty(rustix::stdio::stdout())?;
-            }
-            Ok(())
-        });
+                Ok(())
+            });
+        }
     }
     let spawned = agent.reaper.spawn(|| {
         let child = cmd.spawn()?;

@@ -199,6 +199,54 @@ pub fn image_disk(store: &Store, image: &Image, cache_dir: &Path) -> Result<Path
     Ok(out)
 }
 
+/// Creates `path` as [`create_upper_disk`] does, from an empty disk of the same size made
+/// once under `cache_dir` and copied (a 2 MiB copy instead of `mkfs.ext4` and `qemu-img
+/// convert`: tens of milliseconds off every VM's creation).
+pub fn create_upper_disk_cached(
+    cache_dir: &Path,
+    path: &Path,
+    size_bytes: u64,
+) -> Result<(), DiskError> {
+    if size_bytes < MIN_UPPER_DISK {
+        return Err(DiskError::TooSmall(size_bytes));
+    }
+    if path.symlink_metadata().is_ok() {
+        return Err(DiskError::Exists(path.to_owned()));
+    }
+    let size = size_bytes / 4096 * 4096;
+    fs::create_dir_all(cache_dir).map_err(io_err("creating", cache_dir))?;
+    let blank = cache_dir.join(format!("empty-{size}.qcow2"));
+    if !blank.is_file() {
+        // Made aside and linked into place: concurrent makers do not see half a disk.
+        let tmp = tmp_name(cache_dir, "empty");
+        create_upper_disk(&tmp, size)?;
+        let linked = fs::hard_link(&tmp, &blank);
+        let _ = fs::remove_file(&tmp);
+        if let Err(e) = linked {
+            if e.kind() != io::ErrorKind::AlreadyExists {
+                return Err(io_err("creating", &blank)(e));
+            }
+        }
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let tmp = tmp_name(dir, "upper");
+    let res = (|| {
+        fs::copy(&blank, &tmp).map_err(io_err("copying", &blank))?;
+        fs::hard_link(&tmp, path).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                DiskError::Exists(path.to_owned())
+            } else {
+                io_err("creating", path)(e)
+            }
+        })
+    })();
+    let _ = fs::remove_file(&tmp);
+    res
+}
+
 /// Creates `path`, a qcow2 disk of `size_bytes` (rounded down to 4 KiB) holding an empty ext4
 /// filesystem labelled `corral-upper`: formatted sparse and converted in milliseconds. Refuses sizes below 64 MiB and an
 /// existing `path`.

@@ -237,7 +237,7 @@ fn build_boot(
             main = Some(main_exec(&img, spec)?);
             std::fs::create_dir_all(&dir).map_err(|e| VmError::Io(dir.display().to_string(), e))?;
             let upper = dir.join("upper.qcow2");
-            disk::create_upper_disk(&upper, spec.disk_bytes)?;
+            disk::create_upper_disk_cached(&cache.join("upper"), &upper, spec.disk_bytes)?;
             upper_disk = Some(upper);
             BootSource::Image {
                 image: image.clone(),
