@@ -314,9 +314,13 @@ fn running_vm_takes_exec_cp_logs_stop_and_rm() {
         }),
         "MemTotal {before} kB -> {after} kB after vm set --memory 256M"
     );
-    let stats: serde_json::Value =
-        serde_json::from_str(&c.ok(&["vm", "stats", "--json", &name])).unwrap();
-    assert_eq!(stats[0]["balloon_bytes"], 256u64 << 20, "{stats}");
+    // The balloon reaches its target a moment after the guest's MemTotal falls below it.
+    let mut stats = serde_json::Value::Null;
+    let reached = poll_until(Duration::from_secs(30), || {
+        stats = serde_json::from_str(&c.ok(&["vm", "stats", "--json", &name])).unwrap();
+        stats[0]["balloon_bytes"] == 256u64 << 20
+    });
+    assert!(reached, "the balloon at 256 MiB: {stats}");
     assert!(stats[0]["cpu_usage_ns"].as_u64().unwrap() > 0, "{stats}");
     let (code, err) = c.fail(&["vm", "set", &name, "--cpus", "2"]);
     assert_eq!(code, 125);

@@ -440,7 +440,7 @@ pub fn bound_on(proto: &str, ip: Ipv4Addr, port: u16) -> bool {
     })
 }
 
-/// Host pids of DNS server processes (`__dns` in their command line) that name `needle`.
+/// Host pids of DNS server processes (`__dns` in their command line) of network `needle`.
 pub fn dns_processes(needle: &str) -> Vec<u32> {
     let mut found = Vec::new();
     let Ok(entries) = fs::read_dir("/proc") else {
@@ -456,7 +456,9 @@ pub fn dns_processes(needle: &str) -> Vec<u32> {
         };
         let raw = fs::read(entry.path().join("cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
-        if cmdline.contains("__dns") && cmdline.contains(needle) {
+        // `corral __dns <root>/networks/<name> <gateway>`: the network's directory, not any
+        // mention of the name (the binary's own path says "corral").
+        if cmdline.contains("__dns") && cmdline.contains(&format!("/networks/{needle} ")) {
             found.push(pid);
         }
     }

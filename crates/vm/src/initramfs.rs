@@ -319,11 +319,22 @@ pub fn agent_path_from(env: Option<OsString>, exe: &Path) -> Result<PathBuf, Ini
         dir.join("..").join(&target),
         dir.join("../..").join(&target),
     ];
+    // A development tree has both: the workspace's own build of the agent beside corral
+    // (dynamically linked, unusable as init) and the static one under the target triple. The
+    // first static one wins; a dynamic one is reported only if no static one is found.
+    let mut first_err = None;
     for c in &candidates {
         if c.is_file() {
-            check_static(c)?;
-            return Ok(c.clone());
+            match check_static(c) {
+                Ok(()) => return Ok(c.clone()),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
         }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
     }
     Err(InitramfsError::AgentNotFound {
         looked: candidates

@@ -496,6 +496,7 @@ pub fn start_with(root: &Path, id: &str, exe: &Path, opts: &StartOptions) -> Res
             cfg.name
         )));
     }
+    check_budget(root, &cfg.name, cfg.memory_mib)?;
     if let Some(upper) = &cfg.upper_disk {
         crate::clone::check_not_shared(upper).map_err(VmError::State)?;
     }
@@ -856,4 +857,113 @@ pub fn set(root: &Path, id: &str, spec: &SetSpec) -> Result<SetOutcome> {
     q.execute("balloon", Some(serde_json::json!({ "value": m << 20 })))
         .map_err(|e| VmError::State(format!("the balloon of VM {} refused: {e}", cfg.name)))?;
     Ok(SetOutcome::Ballooned { mib: m })
+}
+
+/// corral's settings for VMs, from `CORRAL_ROOT/config.json` (all optional).
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+pub struct VmSettings {
+    /// How much memory the VMs of this host may be promised, as a multiple of the host's:
+    /// above 1, guests are expected to give memory back through their balloons
+    /// (`vm set --memory`). Default 1.5.
+    #[serde(default = "default_overcommit")]
+    pub vm_memory_overcommit: f64,
+}
+
+fn default_overcommit() -> f64 {
+    1.5
+}
+
+impl Default for VmSettings {
+    fn default() -> Self {
+        VmSettings {
+            vm_memory_overcommit: default_overcommit(),
+        }
+    }
+}
+
+/// Reads the settings; a missing file gives the defaults, a malformed one an error naming it.
+pub fn settings(root: &Path) -> Result<VmSettings> {
+    let path = root.join("config.json");
+    match std::fs::read(&path) {
+        Ok(data) => {
+            let s: VmSettings = serde_json::from_slice(&data)
+                .map_err(|e| VmError::Invalid(format!("{}: {e}", path.display())))?;
+            if !(s.vm_memory_overcommit > 0.0 && s.vm_memory_overcommit <= 100.0) {
+                return Err(VmError::Invalid(format!(
+                    "{}: vm_memory_overcommit must be above 0 and at most 100",
+                    path.display()
+                )));
+            }
+            Ok(s)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(VmSettings::default()),
+        Err(e) => Err(VmError::Io(path.display().to_string(), e)),
+    }
+}
+
+/// Memory promised to VMs against what the host has.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MemoryBudget {
+    /// The host's memory, MiB.
+    pub host_mib: u64,
+    /// The overcommit ratio in force.
+    pub overcommit: f64,
+    /// What may be promised: host × ratio, MiB.
+    pub limit_mib: u64,
+    /// What the running VMs were promised (their boot sizes), MiB.
+    pub promised_mib: u64,
+    /// What their QEMUs use now (their cgroups), MiB.
+    pub used_mib: u64,
+    /// Running VMs.
+    pub running: usize,
+}
+
+/// The memory budget of this state root's VMs.
+pub fn memory_budget(root: &Path) -> Result<MemoryBudget> {
+    let vms = Vms::open(root);
+    let s = settings(root)?;
+    let host_mib = host_memory_mib().unwrap_or(0);
+    let mut promised_mib = 0;
+    let mut used = 0u64;
+    let mut running = 0;
+    for id in vms.ids()? {
+        let Ok(st) = current_state(&vms, &id) else {
+            continue;
+        };
+        if !matches!(st.status, Status::Running | Status::Starting) {
+            continue;
+        }
+        let Ok(cfg) = vms.config(&id) else { continue };
+        running += 1;
+        promised_mib += cfg.memory_mib;
+        let cgroot = Path::new(monitor::CGROUP_ROOT);
+        let dirs =
+            corral_container::cgroups::Cgroup::dirs_for(cgroot, &monitor::cgroup_name(&vms, &id));
+        used += corral_container::cgroups::Cgroup::from_dirs(cgroot, dirs)
+            .stats()
+            .memory_usage;
+    }
+    Ok(MemoryBudget {
+        host_mib,
+        overcommit: s.vm_memory_overcommit,
+        limit_mib: (host_mib as f64 * s.vm_memory_overcommit) as u64,
+        promised_mib,
+        used_mib: used >> 20,
+        running,
+    })
+}
+
+/// Refuses to start a VM of `mib` MiB when that would promise more than the budget allows.
+fn check_budget(root: &Path, name: &str, mib: u64) -> Result<()> {
+    let b = memory_budget(root)?;
+    if b.host_mib > 0 && b.promised_mib + mib > b.limit_mib {
+        return Err(VmError::State(format!(
+            "starting VM {name} ({mib}M) would promise {}M of memory to VMs, more than this host's {}M × {} (vm_memory_overcommit in {}) allows: stop a VM, start this one smaller (`vm set --memory`), or raise the ratio",
+            b.promised_mib + mib,
+            b.host_mib,
+            b.overcommit,
+            root.join("config.json").display()
+        )));
+    }
+    Ok(())
 }

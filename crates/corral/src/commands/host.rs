@@ -57,6 +57,7 @@ pub fn info(root: &Path, as_json: bool) -> Result<()> {
         .ids()
         .map(|v| v.len())
         .unwrap_or(0);
+    let budget = corral_vm::lifecycle::memory_budget(root).ok();
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -87,6 +88,7 @@ pub fn info(root: &Path, as_json: bool) -> Result<()> {
             "qemu": qemu,
             "guest_kernel": guest_kernel,
             "vms": vms,
+            "vm_memory": budget,
             "root": root,
             "images": images,
             "images_disk_bytes": usage,
@@ -102,6 +104,12 @@ pub fn info(root: &Path, as_json: bool) -> Result<()> {
         println!("QEMU:            {qemu}");
         println!("guest kernel:    {guest_kernel}");
         println!("VMs:             {vms}");
+        if let Some(b) = &budget {
+            println!(
+                "VM memory:       {}M promised to {} running of {}M allowed ({}M × {} overcommit); {}M used",
+                b.promised_mib, b.running, b.limit_mib, b.host_mib, b.overcommit, b.used_mib
+            );
+        }
         println!("state root:      {}", root.display());
         println!("images:          {images} ({})", super::image::human(usage));
     }
