@@ -559,6 +559,22 @@ fn bad_input_fails_clearly_in_bounded_time_and_leaves_nothing() {
         );
     }
     assert_eq!(c.ok(&["vm", "ls", "-q"]), "");
+    // Overcommit: a ratio that leaves no room refuses the start, and says what to do.
+    let config = c.root().join("config.json");
+    std::fs::write(&config, r#"{"vm_memory_overcommit": 0.001}"#).unwrap();
+    let (code, err) = c.fail(&["vm", "run", "--rm", "--image", BUSYBOX_IMAGE, "--", "true"]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("vm_memory_overcommit"), "{err}");
+    std::fs::write(&config, b"{not json").unwrap();
+    let info = c.cmd(&["vm", "run", "--rm", "--image", BUSYBOX_IMAGE, "--", "true"]);
+    assert_eq!(info.status.code(), Some(125), "{}", describe(&info));
+    assert!(
+        String::from_utf8_lossy(&info.stderr).contains("config.json"),
+        "{}",
+        describe(&info)
+    );
+    std::fs::remove_file(&config).unwrap();
+    assert_eq!(c.ok(&["vm", "ls", "-q"]), "");
     // An agent that never answers: a static program that is not corral's agent as init.
     let busybox = Path::new("/bin/busybox");
     if busybox.is_file() {
