@@ -60,7 +60,10 @@ impl Podman {
             ])
             .arg("--tmpdir")
             .arg(base.join("tmp"))
-            .args(args);
+            .args(args)
+            // conmon writes a file named `oom` into its working directory when the container
+            // is OOM-killed: the scratch dir, not the test's checkout.
+            .current_dir(base);
         run_bounded(&mut cmd, None, PODMAN_TIMEOUT)
     }
 
