@@ -358,7 +358,10 @@ impl PodmanOnCorral {
             ])
             .arg("--runtime")
             .arg(&self.runtime)
-            .args(args);
+            .args(args)
+            // conmon writes a file named `oom` into its working directory when the container
+            // is OOM-killed: the scratch dir, not the test's checkout.
+            .current_dir(&self.base);
         cmd
     }
 
