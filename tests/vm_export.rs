@@ -538,3 +538,86 @@ fn hostile_archives_are_refused_and_leave_nothing() {
     std::fs::remove_dir_all(c.root().join("vm-cache/imported")).unwrap();
     assert_nothing_left(&c, "the end");
 }
+
+#[test]
+fn a_running_vm_exported_with_its_memory_resumes_on_another_host() {
+    let test = "a_running_vm_exported_with_its_memory_resumes_on_another_host";
+    let Some(a) = host(test) else { return };
+    let Some(b) = host(test) else { return };
+    a.busybox_image();
+    let name = format!("m{}", &unique_token()[..6]);
+    let mut guard_a = VmGuard::new(&a);
+    let mut guard_b = VmGuard::new(&b);
+    guard_a.track(&name);
+    guard_b.track(&name);
+    // A process that counts in its memory; a file it wrote before the export.
+    a.ok(&[
+        "vm",
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--image",
+        BUSYBOX_IMAGE,
+        "--",
+        "sh",
+        "-c",
+        "echo kept > /kept; i=0; while true; do i=$((i+1)); echo $i > /counter; sleep 0.1; done",
+    ]);
+    let count = |c: &Corral| -> u64 {
+        stdout(&c.cmd(&["vm", "exec", &name, "--", "cat", "/counter"]))
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    assert!(poll_until(Duration::from_secs(30), || count(&a) >= 5));
+    let archive = a.path("running.vmx");
+    let out = a.cmd(&[
+        "vm",
+        "export",
+        "--memory",
+        "-q",
+        "-o",
+        path_str(&archive),
+        &name,
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let at_export = count(&a);
+    assert_eq!(
+        at_export, 0,
+        "the VM is stopped after an export with --memory"
+    );
+    let c0: u64 = {
+        let ls: serde_json::Value =
+            serde_json::from_str(&a.ok(&["vm", "snapshot", "ls", "--json", &name])).unwrap();
+        assert_eq!(ls[0]["memory"], true, "{ls}");
+        ls.as_array().unwrap().len() as u64
+    };
+    assert_eq!(c0, 1);
+    // On B: the snapshot came along inside the disk; restoring it resumes the counter.
+    b.ok(&["vm", "import", "-q", path_str(&archive)]);
+    let ls: serde_json::Value =
+        serde_json::from_str(&b.ok(&["vm", "snapshot", "ls", "--json", &name])).unwrap();
+    let tag = ls[0]["name"].as_str().expect("a snapshot on B").to_owned();
+    assert!(tag.starts_with("export-"), "{ls}");
+    b.ok(&["vm", "snapshot", "restore", &name, &tag]);
+    let first = count(&b);
+    assert!(
+        first >= 5,
+        "the counter resumes from where it was, not from 0: {first}"
+    );
+    assert!(
+        poll_until(Duration::from_secs(30), || count(&b) > first + 3),
+        "it keeps counting on B"
+    );
+    assert_eq!(
+        stdout(&b.cmd(&["vm", "exec", &name, "--", "cat", "/kept"])).trim(),
+        "kept"
+    );
+    b.ok(&["vm", "rm", "-f", &name]);
+    a.ok(&["vm", "rm", "-f", &name]);
+    assert_nothing_left(&a, "host A");
+    // B keeps the imported kernel, initramfs and image disk in its cache, by design.
+    assert_eq!(b.ok(&["vm", "ls", "-q"]), "");
+    assert!(qemu_processes_of(path_str(b.root())).is_empty());
+}

@@ -795,10 +795,16 @@ pub enum VmCommand {
         /// No progress bar.
         #[arg(short, long)]
         quiet: bool,
-        /// The stopped VM.
+        /// Export a running VM with its memory: take a memory snapshot (`export-<time>`),
+        /// stop the VM, and export it with its snapshots; on the other host `vm snapshot
+        /// restore VM export-<time>` resumes it where it was.
+        #[arg(long)]
+        memory: bool,
+        /// The VM (stopped, unless --memory).
         vm: String,
     },
-    /// Make a new, stopped VM from an archive of `corral vm export`.
+    /// Make a new, stopped VM from an archive of `corral vm export` (with the snapshots
+    /// that travelled in its disk).
     Import {
         /// The new VM's name (default: the exported VM's, unless taken here).
         #[arg(long)]

@@ -199,6 +199,11 @@ pub struct Manifest {
     pub config: VmConfig,
     /// The other entries, in archive order.
     pub files: Vec<FileEntry>,
+    /// The VM's snapshots that travel inside its writable disk (internal qcow2 snapshots:
+    /// with `--memory` ones, the other host resumes the machine where it was). Empty when the
+    /// disk had to be flattened (a clone's): flattening keeps only the current state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<crate::snapshot::Snapshot>,
 }
 
 /// The parts a VM of `cfg` has, with the paths its config names.
@@ -426,6 +431,7 @@ pub fn export(root: &Path, id: &str, out: impl Write, progress: &dyn Progress) -
     let _span = tracing::info_span!("vm_export", vm = %id).entered();
     let scratch = TempDir::new(&root.join("vms"), "export")?;
     let mut sources = Vec::new();
+    let mut flattened = false;
     for (part, path) in parts_of(&cfg) {
         let Some(path) = path else { continue };
         let qcow2 = match (&cfg.boot, part) {
@@ -447,6 +453,7 @@ pub fn export(root: &Path, id: &str, out: impl Write, progress: &dyn Progress) -
                     String::from_utf8_lossy(&o.stderr).trim().to_owned(),
                 ));
             }
+            flattened |= part == Part::Upper;
             flat
         } else {
             path
@@ -468,12 +475,18 @@ pub fn export(root: &Path, id: &str, out: impl Write, progress: &dyn Progress) -
         });
     }
     progress.end("hash", "done");
+    let snapshots = if flattened || cfg.upper_disk.is_none() {
+        Vec::new()
+    } else {
+        crate::snapshot::list(&vms, id).map_err(|e| invalid(e.to_string()))?
+    };
     let manifest = Manifest {
         format: FORMAT.to_owned(),
         version: VERSION,
         created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         config: cfg,
         files,
+        snapshots,
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
 
@@ -913,6 +926,20 @@ pub fn import(
         .map_err(StoreError::from)?;
     corral_net::fsutil::write_json(&staging.path.join("state.json"), &VmState::created())
         .map_err(StoreError::from)?;
+    if !m.snapshots.is_empty() && cfg.upper_disk.is_some() {
+        // The snapshots are inside the disk that came along; they are this VM's now.
+        let snaps: Vec<crate::snapshot::Snapshot> = m
+            .snapshots
+            .iter()
+            .cloned()
+            .map(|mut sn| {
+                sn.vm_id = id.clone();
+                sn
+            })
+            .collect();
+        corral_net::fsutil::write_json(&staging.path.join("snapshots.json"), &snaps)
+            .map_err(StoreError::from)?;
+    }
     fs::rename(&staging.path, &dir).map_err(io_err("renaming into place", &dir))?;
     staging.keep = true;
     tracing::info!(vm = %id, name = %cfg.name, "imported VM");
@@ -978,6 +1005,7 @@ mod tests {
                     sha256: corral_image::Digest::of(d).hex().to_owned(),
                 })
                 .collect(),
+            snapshots: Vec::new(),
         }
     }
 
@@ -1049,6 +1077,7 @@ mod tests {
                     size: 1,
                     sha256: "0".repeat(64),
                 }],
+                snapshots: Vec::new(),
             })
             .unwrap(),
         )

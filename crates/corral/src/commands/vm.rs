@@ -63,7 +63,29 @@ pub fn run(root: &Path, cmd: VmCommand) -> Result<()> {
             vm,
         } => logs(root, &vm, follow, tail, timestamps, console),
         VmCommand::Console { vm } => console(root, &vm),
-        VmCommand::Export { output, quiet, vm } => export(root, &vm, &output, quiet),
+        VmCommand::Export {
+            output,
+            quiet,
+            memory,
+            vm,
+        } => {
+            if memory {
+                let v = vms(root);
+                let id = v.resolve(&vm)?;
+                let tag = format!(
+                    "export-{}",
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0)
+                );
+                corral_vm::snapshot::create(root, &id, &tag, true)?;
+                // The snapshot holds the machine: what runs after it is not exported.
+                lifecycle::kill(root, &id)?;
+                eprintln!("snapshot {tag} taken, VM stopped; on the other host: corral vm snapshot restore {vm} {tag}");
+            }
+            export(root, &vm, &output, quiet)
+        }
         VmCommand::Import {
             name,
             network,
