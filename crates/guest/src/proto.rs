@@ -241,6 +241,9 @@ pub enum Request {
     },
     /// The guest's addresses, uptime and kernel. Answered by [`Response::Info`].
     Info,
+    /// Write every filesystem's dirty data to its disk (before a disk snapshot). Answered by
+    /// [`Response::Ok`] once done.
+    Sync,
     /// Host side only, to the VM's monitor (an agent answers [`Response::Error`]): join the
     /// main process's session, 0, as its terminal — its output, its stdin, its [`Exit`]; the
     /// monitor starts a main process that waits for this.

@@ -223,6 +223,10 @@ impl Agent {
             Request::Info => self
                 .out
                 .respond(session, &Response::Info(info::guest_info())),
+            Request::Sync => {
+                rustix::fs::sync();
+                self.out.respond(session, &Response::Ok)
+            }
             Request::Boot(b) => match boot::boot(self, &b) {
                 Ok(()) => self.out.respond(
                     session,

@@ -5,7 +5,7 @@
 //!   writable disk beside its blocks; a restore (`snapshot-load` on a running VM, `-loadvm` on a
 //!   stopped one) resumes every process where it was.
 //! - Without it: the disk alone, crash-consistent: a running guest is asked to `sync` through
-//!   the agent (when the image has `sync`), its CPUs paused for the instant of
+//!   the agent, its CPUs paused for the instant of
 //!   `blockdev-snapshot-internal-sync`, and resumed; a stopped VM's disk is snapshotted by
 //!   `qemu-img snapshot`. A disk-only restore needs the VM stopped.
 //!
@@ -189,24 +189,12 @@ pub fn create(root: &Path, id: &str, name: &str, memory: bool) -> Result<Snapsho
     let node = node_name(serial);
     if running {
         if !memory && st.agent_ready {
-            // Best effort: the guest's dirty pages reach the disk first.
+            // The guest's dirty pages reach the disk first (then its CPUs pause for the
+            // snapshot): what the guest wrote before is in it.
             let paths = crate::qemu::Paths::new(&vms.run_dir(id), &vms.dir(id));
             if let Ok(mut c) = crate::client::Client::connect(&paths.ctl) {
-                let _ = c.set_timeout(Some(Duration::from_secs(10)));
-                let mut sink = std::io::sink();
-                let mut sink2 = std::io::sink();
-                let _ = c.exec(
-                    corral_guest::proto::Exec {
-                        argv: vec!["sync".into()],
-                        env: vec!["PATH=/usr/sbin:/usr/bin:/sbin:/bin".into()],
-                        ..Default::default()
-                    },
-                    None,
-                    crate::client::Sinks {
-                        stdout: &mut sink,
-                        stderr: &mut sink2,
-                    },
-                );
+                let _ = c.set_timeout(Some(Duration::from_secs(30)));
+                let _ = c.request(&corral_guest::proto::Request::Sync);
             }
         }
         let mut q = qmp(&vms, id)?;
