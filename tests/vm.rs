@@ -948,3 +948,57 @@ fn snapshots_with_memory_and_of_the_disk_restore_what_they_took() {
     c.ok(&["vm", "rm", "-f", &name, &other]);
     assert_no_vm_leftovers(&c);
 }
+
+#[test]
+fn a_snapshot_on_a_full_disk_fails_clearly_and_the_vm_runs_on() {
+    let test = "a_snapshot_on_a_full_disk_fails_clearly_and_the_vm_runs_on";
+    if skip_unless_tools(test, &["qemu-system-x86_64", "mkfs.ext4", "qemu-img"]) {
+        return;
+    }
+    if guest_kernel().is_none() {
+        report_skip(test, "no guest kernel");
+        return;
+    }
+    // The state root on a tmpfs of its own, filled up once the VM runs.
+    let mut c = Corral::with_tmpfs_root("400m");
+    c.timeout = COMMAND_TIMEOUT;
+    c.busybox_image();
+    let name = format!("f{}", &unique_token()[..6]);
+    let mut guard = VmGuard::new(&c);
+    guard.track(&name);
+    c.ok(&[
+        "vm",
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--image",
+        BUSYBOX_IMAGE,
+        "--",
+        "sleep",
+        "100000",
+    ]);
+    let filler = c.root().join("filler");
+    let fill = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=1M", "status=none"])
+        .arg(format!("of={}", filler.display()))
+        .status()
+        .unwrap();
+    assert!(!fill.success(), "dd stops when the tmpfs is full");
+    let (code, err) = c.fail(&["vm", "snapshot", "create", "--memory", &name, "full"]);
+    assert_eq!(code, 125, "{err}");
+    assert!(
+        err.to_lowercase().contains("space") || err.contains("failed"),
+        "{err}"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    // Nothing half-made: no record, the VM still runs and takes a snapshot now.
+    assert!(!c.ok(&["vm", "snapshot", "ls", &name]).contains("full"));
+    assert_eq!(
+        c.ok(&["vm", "exec", &name, "--", "echo", "alive"]).trim(),
+        "alive"
+    );
+    c.ok(&["vm", "snapshot", "create", "--memory", &name, "later"]);
+    c.ok(&["vm", "rm", "-f", &name]);
+    assert_no_vm_leftovers(&c);
+}
