@@ -290,7 +290,11 @@ fn spawn(
             }
         }
     }
-    cmd.current_dir(cwd);
+    // The agent's own directory is `/`: setting it again would only keep std from its
+    // posix_spawn path (a static binary cannot look up posix_spawn's chdir action).
+    if cwd != Path::new("/") {
+        cmd.current_dir(cwd);
+    }
     let (euid, egid) = (
         rustix::process::geteuid().as_raw(),
         rustix::process::getegid().as_raw(),
