@@ -2273,3 +2273,45 @@ fn concurrent_runs_all_start_and_leave_nothing() {
         failures[0]
     );
 }
+
+#[test]
+fn container_sees_its_own_cgroups_read_only() {
+    if skip_unless_root("container_sees_its_own_cgroups_read_only") {
+        return;
+    }
+    let c = world();
+    // Its own limits under /sys/fs/cgroup, as docker shows them, and no way to change them.
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let file = if v2 {
+        "/sys/fs/cgroup/memory.max"
+    } else {
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes"
+    };
+    let script = format!("cat {file}; echo 1 > /sys/fs/cgroup/pids/pids.max 2>/dev/null || echo read-only; ls /sys/fs/cgroup");
+    let out = c.cmd(&[
+        "run",
+        "--rm",
+        "-m",
+        "48m",
+        BUSYBOX_IMAGE,
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = stdout_of(&out);
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("50331648"),
+        "the container's own memory limit: {text}"
+    );
+    assert_eq!(lines.next(), Some("read-only"), "{text}");
+    if !v2 {
+        let listed: Vec<&str> = lines.collect();
+        for h in ["memory", "pids", "cpu", "cpuacct"] {
+            assert!(listed.contains(&h), "/sys/fs/cgroup lists {h}: {listed:?}");
+        }
+    }
+    c.assert_no_leaks();
+}

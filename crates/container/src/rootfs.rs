@@ -348,6 +348,8 @@ fn default_mounts(
         mount_remount(proc_fd(&t), MountFlags::BIND | sys_flags, "")
             .map_err(fail("remounting", "/sys"))?;
     }
+    // The container's cgroups, read-only, as docker mounts them.
+    cgroup_mount(root, "/sys/fs/cgroup", sys_flags | MountFlags::RDONLY)?;
     for t in &cfg.tmpfs {
         mount_fs(
             root,
@@ -477,21 +479,7 @@ fn spec_mount(
                 .map_err(fail("remounting", dest))?;
         }
     } else if typ == "cgroup" || typ == "cgroup2" {
-        // cgroup v1 hierarchies are not mounted into containers yet: an empty read-only tmpfs
-        // keeps /sys/fs/cgroup present; on a v2 host, the container's own cgroup2 view.
-        let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-        if v2 {
-            mount_fs(root, "cgroup2", dest, "cgroup2", flags, None)?;
-        } else {
-            mount_fs(
-                root,
-                "tmpfs",
-                dest,
-                "tmpfs",
-                flags | MountFlags::RDONLY,
-                Some("mode=755,size=64k"),
-            )?;
-        }
+        cgroup_mount(root, dest, flags)?;
     } else {
         let src = m.source.clone().unwrap_or_else(|| typ.clone());
         let data = (!data.is_empty()).then_some(data.as_str());
@@ -520,6 +508,105 @@ fn spec_mount(
         mount_change(proc_fd(&t), p).map_err(fail("setting propagation of", dest))?;
     }
     Ok(())
+}
+
+/// The container's view of its cgroups at `dest`: on a v2 host its own cgroup2 (rooted at
+/// its cgroup by the cgroup namespace); on a v1 or hybrid host a read-only tmpfs holding each
+/// hierarchy ([`cgroup_v1_hierarchies`]).
+fn cgroup_mount(root: &OwnedFd, dest: &str, flags: MountFlags) -> Result<(), RootfsError> {
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        return mount_fs(root, "cgroup2", dest, "cgroup2", flags, None);
+    }
+    mount_fs(
+        root,
+        "tmpfs",
+        dest,
+        "tmpfs",
+        flags - MountFlags::RDONLY,
+        Some("mode=755,size=64k"),
+    )?;
+    cgroup_v1_hierarchies(root, dest, flags);
+    let t = target(root, dest, false)?;
+    mount_remount(proc_fd(&t), flags | MountFlags::RDONLY, "mode=755,size=64k")
+        .map_err(fail("remounting", dest))
+}
+
+/// The cgroup v1 hierarchies of a v1 (or hybrid) host under the container's `dest` tmpfs,
+/// as docker's containers see them: one directory per hierarchy (`memory`, `cpu,cpuacct`
+/// with `cpu` and `cpuacct` links, `pids`, ..., and `unified` for a hybrid host's cgroup2),
+/// each showing the container's own cgroup as its root. In a cgroup namespace (the init has
+/// entered it, so /proc/self/cgroup says `/`) a fresh mount of each hierarchy is rooted
+/// there by the kernel; without one, the container's directory of the host's hierarchy is
+/// bound. Read-only unless the mount asked otherwise. Best effort: a hierarchy that cannot
+/// be mounted (in a user namespace, v1 cgroup filesystems cannot be) is left out.
+fn cgroup_v1_hierarchies(root: &OwnedFd, dest: &str, flags: MountFlags) {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    // The fresh tmpfs: links and clean-up happen relative to it, never through the image's
+    // own paths.
+    let Ok(dir) = target(root, dest, false) else {
+        return;
+    };
+    for line in mountinfo.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fields: Vec<&str> = pre.split_whitespace().collect();
+        let post: Vec<&str> = post.split_whitespace().collect();
+        let (Some(mountpoint), Some(fstype), Some(superopts)) =
+            (fields.get(4), post.first(), post.get(2))
+        else {
+            continue;
+        };
+        let Some(name) = mountpoint.strip_prefix("/sys/fs/cgroup/") else {
+            continue;
+        };
+        if name.contains('/') || name.is_empty() {
+            continue;
+        }
+        // The controllers (or `name=...`) of this hierarchy, as /proc/self/cgroup lists them.
+        let (key, opts) = match *fstype {
+            "cgroup" => {
+                let ctrls: Vec<&str> = superopts
+                    .split(',')
+                    .filter(|o| !matches!(*o, "rw" | "ro") && !o.starts_with("release_agent"))
+                    .collect();
+                (ctrls.join(","), ctrls.join(","))
+            }
+            "cgroup2" => (String::new(), String::new()),
+            _ => continue,
+        };
+        // This process's path in the hierarchy: `N:<key>:<path>` (cgroup2: `0::<path>`).
+        let path = own.lines().find_map(|l| {
+            let mut it = l.splitn(3, ':');
+            let (_, k, p) = (it.next()?, it.next()?, it.next()?);
+            (k == key).then(|| p.to_owned())
+        });
+        let Some(path) = path else { continue };
+        let inside = format!("{}/{name}", dest.trim_end_matches('/'));
+        let Ok(t) = target(root, &inside, false) else {
+            continue;
+        };
+        let ro = flags | MountFlags::RDONLY;
+        let mounted = if path == "/" {
+            let data = std::ffi::CString::new(opts).expect("no NUL in mount options");
+            mount(*fstype, proc_fd(&t), *fstype, ro, Some(data.as_c_str())).is_ok()
+        } else {
+            let host = format!("{mountpoint}{path}");
+            rustix::mount::mount_bind(host.as_str(), proc_fd(&t)).is_ok()
+                && mount_remount(proc_fd(&t), MountFlags::BIND | ro, "").is_ok()
+        };
+        if !mounted {
+            let _ = rfs::unlinkat(&dir, name, rfs::AtFlags::REMOVEDIR);
+            continue;
+        }
+        // `cpu,cpuacct` is also reachable as `cpu` and `cpuacct`.
+        if name.contains(',') {
+            for part in name.split(',') {
+                let _ = rfs::symlinkat(name, &dir, part);
+            }
+        }
+    }
 }
 
 fn mount_fs(
