@@ -261,8 +261,16 @@ pub fn migrate(root: &Path, id: &str, to: &str, tuning: Tuning) -> Result<Report
     }
     let pause_after = t_completed.elapsed();
     // The destination's monitor hears from the agent a moment later; wait for it (bounded),
-    // so that the next command there finds the VM running.
-    let _ = recv(&mut r);
+    // so that the next command there finds the VM running. A guest that does not come up
+    // there is removed there and resumed here.
+    match recv(&mut r) {
+        Ok(Message::Settled) => {}
+        Ok(Message::Error { message }) => {
+            let _ = q.execute("cont", None);
+            return Err(VmError::State(format!("{message}; the VM runs here again")));
+        }
+        _ => {}
+    }
     let qemu_downtime_ms = info["downtime"].as_u64().unwrap_or(0);
     // The source's QEMU is done; the monitor records the stop, releases what it held.
     let t_cleanup = Instant::now();
@@ -536,7 +544,6 @@ fn receive_one(root: &Path, conn: TcpStream, exe: &Path) -> Result<()> {
     })();
     match resumed {
         Ok(()) => {
-            made.id = None;
             send(
                 &mut w,
                 &Message::Done {
@@ -548,6 +555,19 @@ fn receive_one(root: &Path, conn: TcpStream, exe: &Path) -> Result<()> {
             while Instant::now() < deadline && !vms.state(&id).is_ok_and(|st| st.agent_ready) {
                 std::thread::sleep(Duration::from_millis(5));
             }
+            if !vms.state(&id).is_ok_and(|st| st.agent_ready) {
+                // The guest did not come up here: this copy goes (the guard removes it), and
+                // the source, still holding the paused machine, resumes it.
+                let message = "the guest's agent did not answer on the destination within 30 s";
+                let _ = send(
+                    &mut w,
+                    &Message::Error {
+                        message: message.into(),
+                    },
+                );
+                return Err(VmError::State(message.into()));
+            }
+            made.id = None;
             let _ = send(&mut w, &Message::Settled);
             Ok(())
         }
