@@ -109,8 +109,13 @@ fn now() -> String {
 
 fn qmp(vms: &Vms, id: &str) -> Result<Qmp> {
     let paths = crate::qemu::Paths::new(&vms.run_dir(id), &vms.dir(id));
-    Qmp::connect(&paths.qmp_cli, Duration::from_secs(5))
-        .map_err(|e| VmError::State(format!("cannot reach the VM's QEMU: {e}")))
+    let q = Qmp::connect(&paths.qmp_cli, Duration::from_secs(5))
+        .map_err(|e| VmError::State(format!("cannot reach the VM's QEMU: {e}")))?;
+    // While it writes the machine's state QEMU may answer slowly (seen above 5 s on a loaded
+    // host); the job itself is bounded by `run_job`.
+    q.set_timeout(Some(Duration::from_secs(120)))
+        .map_err(|e| VmError::State(e.to_string()))?;
+    Ok(q)
 }
 
 /// Runs a QMP job command and waits (bounded) for it to conclude; its error, if any.
