@@ -247,13 +247,19 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
 
     // The monitor's QMP connection: it sees why QEMU stops.
     let reason: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    // Set once the guest's CPUs run (QMP's RESUME): an incoming VM's devices must not be
+    // touched before, its state is still arriving.
+    let resumed = Arc::new(AtomicBool::new(false));
     match Qmp::connect(&paths.qmp, Duration::from_secs(10)) {
         Ok(mut q) => {
             let reason = reason.clone();
+            let resumed = resumed.clone();
             let _ = q.set_timeout(None);
             std::thread::spawn(move || {
                 while let Ok(ev) = q.next_event() {
-                    if ev["event"] == "SHUTDOWN" {
+                    if ev["event"] == "RESUME" {
+                        resumed.store(true, Ordering::SeqCst);
+                    } else if ev["event"] == "SHUTDOWN" {
                         let r = ev["data"]["reason"].as_str().unwrap_or("").to_owned();
                         *reason.lock().expect("reason") = Some(r);
                     } else if ev["event"] == "GUEST_PANICKED" {
@@ -302,6 +308,19 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
         } else {
             started + Duration::from_secs(cfg.boot_timeout_secs.max(1))
         };
+        if plan.incoming {
+            // Nothing may reach the guest's devices while its state is arriving: a frame
+            // for the agent's port written during the incoming migration lands in guest
+            // memory the migration then overwrites (seen as corrupted guests). Wait until the
+            // guest runs here, QEMU's end, or the receiver's.
+            while !resumed.load(Ordering::SeqCst)
+                && !abandoned.load(Ordering::SeqCst)
+                && Instant::now() < deadline
+                && matches!(child.try_wait(), Ok(None))
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
         let first = match (&plan.loadvm, plan.incoming) {
             (Some(_), _) | (_, true) => Request::Ping,
             (None, false) => Request::Boot(plan.boot.clone()),
