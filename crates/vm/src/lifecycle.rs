@@ -478,6 +478,8 @@ pub struct StartOptions {
     pub loadvm: Option<String>,
     /// Wait, paused, for an incoming migration (see [`crate::migrate`]).
     pub incoming: bool,
+    /// Where to listen for it (`tcp:HOST:PORT`).
+    pub incoming_uri: Option<String>,
     /// Per NIC: the address and MAC to take again (a resumed or migrated guest has them).
     pub keep: Vec<(Option<std::net::Ipv4Addr>, Option<[u8; 6]>)>,
 }
@@ -544,6 +546,7 @@ pub fn start_with(root: &Path, id: &str, exe: &Path, opts: &StartOptions) -> Res
     plan.boot.machine_id = crate::clone::machine_id(&cfg.id);
     plan.loadvm = opts.loadvm.clone();
     plan.incoming = opts.incoming;
+    plan.incoming_uri = opts.incoming_uri.clone();
     plan.incoming_owner = opts.incoming.then(|| std::process::id() as i32);
     if matches!(cfg.boot, BootSource::Image { .. }) {
         plan.boot.root = Some(proto::RootDisks {

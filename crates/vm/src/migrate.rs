@@ -7,7 +7,8 @@
 //!    NICs' addresses and MACs. The destination checks that it has the image, builds its own
 //!    image disk and initramfs, makes an empty disk of the same size, joins the same networks
 //!    with the same addresses and MACs (the networks must reach one LAN: `network create
-//!    --parent`), and starts the VM paused, waiting for the migration (`-S -incoming defer`).
+//!    --parent`), and starts the VM paused, listening for the migration (`-S -incoming
+//!    tcp:HOST:PORT`).
 //!    It exports the new disk over NBD and answers with where to send disk and memory.
 //! 2. The source mirrors its disk into that export (`drive-mirror`, until in step), then
 //!    migrates the machine (`migrate`) with corral's settings: unlimited bandwidth on the link,
@@ -669,8 +670,11 @@ fn prepare(
         .iter()
         .map(|n| (n.ip.parse().ok(), parse_mac(&n.mac)))
         .collect();
+    let mig_port = free_port(host)?;
+    let uri = format!("tcp:{host}:{mig_port}");
     let opts = StartOptions {
         incoming: true,
+        incoming_uri: Some(uri.clone()),
         keep,
         ..Default::default()
     };
@@ -699,10 +703,6 @@ fn prepare(
         })),
     )
     .map_err(qmp_err)?;
-    let mig_port = free_port(host)?;
-    let uri = format!("tcp:{host}:{mig_port}");
-    q.execute("migrate-incoming", Some(json!({ "uri": uri })))
-        .map_err(qmp_err)?;
     Ok((
         format!("nbd://{host}:{nbd_port}/upper"),
         uri,

@@ -44,6 +44,9 @@ pub struct BootPlan {
     /// process; the agent answers once the migration is done and the VM continues.
     #[serde(default)]
     pub incoming: bool,
+    /// Where QEMU listens for the incoming migration (`tcp:HOST:PORT`).
+    #[serde(default)]
+    pub incoming_uri: Option<String>,
     /// The process that receives the migration (`corral vm receive`): if it dies before the
     /// guest runs here, the half-made VM is removed.
     #[serde(default)]
@@ -188,7 +191,8 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
             &paths,
             &nics,
             plan.loadvm.as_deref(),
-            plan.incoming,
+            plan.incoming
+                .then(|| plan.incoming_uri.as_deref().unwrap_or("defer")),
         ))
         .stdin(Stdio::null())
         .stdout(out)

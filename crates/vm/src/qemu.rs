@@ -121,7 +121,7 @@ pub fn args(
     paths: &Paths,
     nics: &[Nic],
     loadvm: Option<&str>,
-    incoming: bool,
+    incoming: Option<&str>,
 ) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |s: &str| a.push(s.into());
@@ -239,11 +239,12 @@ pub fn args(
         push("-device");
         push(&format!("virtio-net-pci,netdev=net{i},mac={}", nic.mac));
     }
-    if incoming {
-        // Paused until the migration's disk and memory are all here (`cont`).
+    if let Some(uri) = incoming {
+        // Paused until the migration's disk and memory are all here (`cont`), listening at
+        // once (no `-incoming defer` + `migrate-incoming`: one step fewer).
         push("-S");
         push("-incoming");
-        push("defer");
+        push(uri);
     }
     if let Some(tag) = loadvm {
         // Start from a snapshot with memory: the guest resumes where it was.
