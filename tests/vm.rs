@@ -12,25 +12,12 @@ use std::time::{Duration, Instant};
 use corral_e2e::containers::{poll_until, BUSYBOX_IMAGE};
 use corral_e2e::networks::NetworkGuard;
 use corral_e2e::process::describe;
+use corral_e2e::vms::{guest_kernel, qemu_processes_of, VmGuard};
 use corral_e2e::{path_str, report_skip, skip_unless_tools, unique_token, Corral};
 
 /// Every VM command here is bounded by this (a TCG boot takes 2–4 s; parallel tests share two
 /// cores).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
-
-/// The guest kernel setup installs; the tests skip loudly without it.
-fn guest_kernel() -> Option<String> {
-    let mut found: Vec<String> = std::fs::read_dir("/boot")
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| n.starts_with("vmlinuz-") && n.ends_with("-cloud-amd64"))
-        .collect();
-    found.sort();
-    found
-        .pop()
-        .map(|n| n.trim_start_matches("vmlinuz-").to_owned())
-}
 
 /// A world for VM tests, or `None` after a loud SKIPPED line.
 fn world(test: &str) -> Option<Corral> {
@@ -48,33 +35,6 @@ fn world(test: &str) -> Option<Corral> {
     c.timeout = COMMAND_TIMEOUT;
     c.busybox_image();
     Some(c)
-}
-
-/// Removes the VMs a test made, even when it fails, then checks nothing of theirs is left.
-struct VmGuard<'a> {
-    corral: &'a Corral,
-    names: Vec<String>,
-}
-
-impl<'a> VmGuard<'a> {
-    fn new(corral: &'a Corral) -> Self {
-        VmGuard {
-            corral,
-            names: Vec::new(),
-        }
-    }
-
-    fn track(&mut self, name: &str) {
-        self.names.push(name.to_owned());
-    }
-}
-
-impl Drop for VmGuard<'_> {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = self.corral.cmd(&["vm", "rm", "-f", n]);
-        }
-    }
 }
 
 /// What a VM leaves on the host while it exists: its state dir, its runtime dir, QEMU.
@@ -99,24 +59,6 @@ fn assert_no_vm_leftovers(c: &Corral) {
         qemus.is_empty(),
         "QEMU processes of this world still run: {qemus:?}"
     );
-}
-
-/// QEMU processes whose command line names a file under `root`.
-fn qemu_processes_of(root: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let cmd = String::from_utf8_lossy(&cmd);
-        if (cmd.starts_with("qemu-system") || cmd.contains("/qemu-system")) && cmd.contains(root) {
-            out.push(pid);
-        }
-    }
-    out
 }
 
 fn stdout(out: &std::process::Output) -> String {

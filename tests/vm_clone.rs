@@ -12,23 +12,11 @@ use std::time::{Duration, Instant};
 
 use corral_e2e::networks::NetworkGuard;
 use corral_e2e::process::describe;
+use corral_e2e::vms::{guest_kernel, qemu_processes_of};
 use corral_e2e::{path_str, report_skip, sha256_hex, skip_unless_tools, unique_token, Corral};
 
 /// Every VM command here is bounded by this (three TCG guests boot at once on two cores).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(240);
-
-fn guest_kernel() -> Option<String> {
-    let mut found: Vec<String> = std::fs::read_dir("/boot")
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| n.starts_with("vmlinuz-") && n.ends_with("-cloud-amd64"))
-        .collect();
-    found.sort();
-    found
-        .pop()
-        .map(|n| n.trim_start_matches("vmlinuz-").to_owned())
-}
 
 /// A world for VM tests, or `None` after a loud SKIPPED line.
 fn world(test: &str) -> Option<Corral> {
@@ -106,24 +94,6 @@ fn assert_nothing_left(c: &Corral) {
         qemus.is_empty(),
         "QEMU processes of this world still run: {qemus:?}"
     );
-}
-
-/// QEMU processes whose command line names a file under `root`.
-fn qemu_processes_of(root: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let cmd = String::from_utf8_lossy(&cmd);
-        if (cmd.starts_with("qemu-system") || cmd.contains("/qemu-system")) && cmd.contains(root) {
-            out.push(pid);
-        }
-    }
-    out
 }
 
 /// What a guest says of itself.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use corral_e2e::containers::{poll_until, BUSYBOX_IMAGE};
 use corral_e2e::process::describe;
+use corral_e2e::vms::{qemu_processes_of, VmGuard};
 use corral_e2e::{path_str, report_skip, sha256_hex, skip_unless_tools, unique_token, Corral};
 
 /// Every VM command here is bounded by this (a TCG boot takes 2–4 s; parallel tests share two
@@ -43,33 +44,6 @@ fn host(test: &str) -> Option<Corral> {
     Some(c)
 }
 
-/// Removes the VMs a test made, even when it fails.
-struct VmGuard<'a> {
-    corral: &'a Corral,
-    names: Vec<String>,
-}
-
-impl<'a> VmGuard<'a> {
-    fn new(corral: &'a Corral) -> Self {
-        VmGuard {
-            corral,
-            names: Vec::new(),
-        }
-    }
-
-    fn track(&mut self, name: &str) {
-        self.names.push(name.to_owned());
-    }
-}
-
-impl Drop for VmGuard<'_> {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = self.corral.cmd(&["vm", "rm", "-f", n]);
-        }
-    }
-}
-
 /// Nothing of a VM or of an import is left: no directory under `vms/` (lock files aside), no
 /// imported cache entry, no QEMU of this world.
 fn assert_nothing_left(c: &Corral, what: &str) {
@@ -97,24 +71,6 @@ fn assert_nothing_left(c: &Corral, what: &str) {
         qemu_processes_of(&root).is_empty(),
         "{what}: QEMU of this world still runs"
     );
-}
-
-/// QEMU processes whose command line names a file under `root`.
-fn qemu_processes_of(root: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let cmd = String::from_utf8_lossy(&cmd);
-        if (cmd.starts_with("qemu-system") || cmd.contains("/qemu-system")) && cmd.contains(root) {
-            out.push(pid);
-        }
-    }
-    out
 }
 
 fn stdout(out: &std::process::Output) -> String {

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use corral_e2e::containers::{poll_until, BUSYBOX_IMAGE};
 use corral_e2e::process::{describe, run_bounded, wait_deadline};
+use corral_e2e::vms::qemu_processes_of;
 use corral_e2e::world::expect_failure;
 use corral_e2e::Corral;
 use corral_e2e::{corral_bin, path_str, report_skip, sha256_hex, skip_unless_tools, unique_token};
@@ -243,24 +244,6 @@ impl Drop for Receivers {
             let _ = c.wait();
         }
     }
-}
-
-/// QEMU processes whose command line names a file under `root`.
-fn qemu_processes_of(root: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let cmd = String::from_utf8_lossy(&cmd);
-        if (cmd.starts_with("qemu-system") || cmd.contains("/qemu-system")) && cmd.contains(root) {
-            out.push(pid);
-        }
-    }
-    out
 }
 
 /// Nothing of a VM on `h`: no VM listed, no directory under `vms/` (locks aside), no QEMU.

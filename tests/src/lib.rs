@@ -45,6 +45,7 @@ pub mod process;
 pub mod registry;
 pub mod runtime;
 pub mod tarball;
+pub mod vms;
 pub mod world;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,80 @@
+//! Virtual machines: the guest kernel the VM tests boot, a guard that removes the VMs a test
+//! made, and the host-side check that no QEMU of a world is left.
+
+use std::time::Duration;
+
+use crate::process::wait_deadline;
+use crate::Corral;
+
+/// The newest Debian cloud kernel's version in /boot (what corral boots image VMs with), or
+/// `None` when setup did not install it.
+pub fn guest_kernel() -> Option<String> {
+    let mut found: Vec<String> = std::fs::read_dir("/boot")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with("vmlinuz-") && n.ends_with("-cloud-amd64"))
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .map(|n| n.trim_start_matches("vmlinuz-").to_owned())
+}
+
+/// Removes (`vm rm -f`) the VMs a test made when dropped, even when the test fails; never
+/// panics.
+pub struct VmGuard<'a> {
+    corral: &'a Corral,
+    names: Vec<String>,
+}
+
+impl<'a> VmGuard<'a> {
+    /// A guard over VMs of `corral`'s world, tracking none yet.
+    pub fn new(corral: &'a Corral) -> Self {
+        VmGuard {
+            corral,
+            names: Vec::new(),
+        }
+    }
+
+    /// Tracks a VM by name.
+    pub fn track(&mut self, name: &str) {
+        self.names.push(name.to_owned());
+    }
+}
+
+impl Drop for VmGuard<'_> {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let child = self
+                .corral
+                .command(&["vm", "rm", "-f", n])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn();
+            if let Ok(mut child) = child {
+                let _ = wait_deadline(&mut child, Duration::from_secs(60));
+            }
+        }
+    }
+}
+
+/// Pids of the QEMU processes whose command line names a file under `root` (a world's state
+/// root): what a world's VMs left running.
+pub fn qemu_processes_of(root: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd);
+        if (cmd.starts_with("qemu-system") || cmd.contains("/qemu-system")) && cmd.contains(root) {
+            out.push(pid);
+        }
+    }
+    out
+}
