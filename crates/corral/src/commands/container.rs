@@ -288,22 +288,7 @@ fn networks_of(
     a: &RunArgs,
     exposed: &[String],
 ) -> Result<(NetworkMode, Vec<Attachment>)> {
-    let mut names: Vec<String> = a
-        .network
-        .iter()
-        .flat_map(|n| n.split(','))
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if names.is_empty() {
-        names.push(
-            std::env::var("CORRAL_DEFAULT_NETWORK")
-                .ok()
-                .filter(|n| !n.is_empty())
-                .unwrap_or_else(|| corral_net::store::DEFAULT_NETWORK.to_owned()),
-        );
-    }
+    let names = super::network::requested(&a.network);
     let mut ports = Vec::new();
     for p in &a.publish {
         ports.push(

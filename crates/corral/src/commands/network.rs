@@ -360,3 +360,24 @@ pub fn dns(args: &[std::ffi::OsString]) -> i32 {
         }
     }
 }
+
+/// The networks `--network` flags name (repeatable, or comma-separated), or the default one
+/// (`$CORRAL_DEFAULT_NETWORK`, else `corral`) when none is given: for containers and VMs.
+pub fn requested(flags: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = flags
+        .iter()
+        .flat_map(|n| n.split(','))
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if names.is_empty() {
+        names.push(
+            std::env::var("CORRAL_DEFAULT_NETWORK")
+                .ok()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| corral_net::store::DEFAULT_NETWORK.to_owned()),
+        );
+    }
+    names
+}

@@ -179,22 +179,7 @@ fn start_error(e: VmError) -> anyhow::Error {
 }
 
 fn networks(a: &VmRunArgs) -> Result<Vec<NetRequest>> {
-    let mut names: Vec<String> = a
-        .network
-        .iter()
-        .flat_map(|n| n.split(','))
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if names.is_empty() {
-        names.push(
-            std::env::var("CORRAL_DEFAULT_NETWORK")
-                .ok()
-                .filter(|n| !n.is_empty())
-                .unwrap_or_else(|| corral_net::store::DEFAULT_NETWORK.to_owned()),
-        );
-    }
+    let names = super::network::requested(&a.network);
     if names.iter().any(|n| n == "none") {
         if names.len() > 1 {
             bail!("--network none cannot be combined with other networks");
