@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use corral_e2e::containers::{poll_until, BUSYBOX_IMAGE};
 use corral_e2e::networks::NetworkGuard;
 use corral_e2e::process::describe;
-use corral_e2e::vms::{guest_kernel, qemu_processes_of, VmGuard};
+use corral_e2e::vms::{assert_no_vm_leftovers, guest_kernel, qemu_processes_of, VmGuard};
 use corral_e2e::{path_str, report_skip, skip_unless_tools, unique_token, Corral};
 
 /// Every VM command here is bounded by this (a TCG boot takes 2–4 s; parallel tests share two
@@ -35,30 +35,6 @@ fn world(test: &str) -> Option<Corral> {
     c.timeout = COMMAND_TIMEOUT;
     c.busybox_image();
     Some(c)
-}
-
-/// What a VM leaves on the host while it exists: its state dir, its runtime dir, QEMU.
-fn assert_no_vm_leftovers(c: &Corral) {
-    let vms = c.root().join("vms");
-    let left: Vec<String> = std::fs::read_dir(&vms)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.len() == 64)
-                .collect()
-        })
-        .unwrap_or_default();
-    assert!(
-        left.is_empty(),
-        "VM directories left in {}: {left:?}",
-        vms.display()
-    );
-    let root = path_str(c.root()).to_owned();
-    let qemus = qemu_processes_of(&root);
-    assert!(
-        qemus.is_empty(),
-        "QEMU processes of this world still run: {qemus:?}"
-    );
 }
 
 fn stdout(out: &std::process::Output) -> String {

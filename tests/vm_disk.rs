@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use corral_e2e::containers::poll_until;
 use corral_e2e::process::{describe, run_bounded, run_ok};
-use corral_e2e::vms::{guest_kernel, qemu_processes_of, VmGuard};
+use corral_e2e::vms::{assert_no_vm_leftovers, guest_kernel, VmGuard};
 use corral_e2e::{path_str, report_skip, skip_unless_tools, unique_token, Corral};
 
 /// Every VM command here is bounded by this (the disk boots in 3–5 s under TCG; parallel tests
@@ -63,29 +63,6 @@ fn world(test: &str, tools: &[&str]) -> Option<Corral> {
     let mut c = Corral::new();
     c.timeout = COMMAND_TIMEOUT;
     Some(c)
-}
-
-/// What a VM leaves on the host while it exists: its state dir, its runtime dir, QEMU.
-fn assert_no_vm_leftovers(c: &Corral) {
-    let vms = c.root().join("vms");
-    let left: Vec<String> = std::fs::read_dir(&vms)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.len() == 64)
-                .collect()
-        })
-        .unwrap_or_default();
-    assert!(
-        left.is_empty(),
-        "VM directories left in {}: {left:?}",
-        vms.display()
-    );
-    let qemus = qemu_processes_of(path_str(c.root()));
-    assert!(
-        qemus.is_empty(),
-        "QEMU processes of this world still run: {qemus:?}"
-    );
 }
 
 /// A loop mount of the disk's partition, unmounted on drop (the loop device goes with it:

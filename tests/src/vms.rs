@@ -78,3 +78,26 @@ pub fn qemu_processes_of(root: &str) -> Vec<u32> {
     }
     out
 }
+
+/// Panics if a VM of `c`'s world left its state directory or a QEMU process behind.
+pub fn assert_no_vm_leftovers(c: &Corral) {
+    let vms = c.root().join("vms");
+    let left: Vec<String> = std::fs::read_dir(&vms)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.len() == 64)
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "VM directories left in {}: {left:?}",
+        vms.display()
+    );
+    let qemus = qemu_processes_of(&c.root().to_string_lossy());
+    assert!(
+        qemus.is_empty(),
+        "QEMU processes of this world still run: {qemus:?}"
+    );
+}
