@@ -1211,6 +1211,118 @@ fn mknod_block_device_is_denied() {
     assert_workload_failed("mknod /tmp/sda b 8 0", &out);
 }
 
+/// The devices cgroup: a node the container makes itself is useless unless a rule allows it;
+/// `--device` brings a host device with the access asked; `--device-cgroup-rule` allows by
+/// number; `--privileged` gets the host's devices. /dev/net/tun (10:200) serves as the device:
+/// opening it needs no capability, so only the cgroup decides.
+#[test]
+fn device_flags_give_and_withhold_host_devices() {
+    if skip_unless_root("device_flags_give_and_withhold_host_devices") {
+        return;
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        report_skip(
+            "device_flags_give_and_withhold_host_devices",
+            "no /dev/net/tun on this host",
+        );
+        return;
+    }
+    let c = world();
+    let _guard = ContainerGuard::new(&c);
+
+    // mknod is allowed (docker's "c *:* m"), opening the node is not.
+    let out = run_rm(
+        &c,
+        &["--cap-add", "MKNOD"],
+        &[
+            "sh",
+            "-c",
+            "mknod /tmp/tun c 10 200 && echo made && exec 3<>/tmp/tun",
+        ],
+    );
+    let err = assert_workload_failed("opening a node no rule allows", &out);
+    assert!(stdout_of(&out).contains("made"), "{}", describe(&out));
+    assert!(
+        err.contains("Operation not permitted"),
+        "{}",
+        describe(&out)
+    );
+
+    // --device: the node, with the host's numbers, read and write.
+    let out = run_rm_ok(
+        &c,
+        &["--device", "/dev/net/tun"],
+        &[
+            "sh",
+            "-c",
+            "ls -l /dev/net/tun && exec 3<>/dev/net/tun && echo opened",
+        ],
+    );
+    assert!(
+        out.contains("10,") && out.contains("200") && out.contains("opened"),
+        "{out}"
+    );
+    // At another path, read only: reading opens, writing does not.
+    let out = run_rm_ok(
+        &c,
+        &["--device", "/dev/net/tun:/dev/mytun:r"],
+        &["sh", "-c", "exec 3</dev/mytun && echo read-ok"],
+    );
+    assert!(out.contains("read-ok"), "{out}");
+    let out = run_rm(
+        &c,
+        &["--device", "/dev/net/tun:/dev/mytun:r"],
+        &["sh", "-c", "exec 3>/dev/mytun"],
+    );
+    assert_workload_failed("writing a device given read-only", &out);
+
+    // --device-cgroup-rule: a node made inside, allowed by number.
+    let out = run_rm_ok(
+        &c,
+        &["--cap-add", "MKNOD", "--device-cgroup-rule", "c 10:200 rw"],
+        &[
+            "sh",
+            "-c",
+            "mknod /tmp/tun c 10 200 && exec 3<>/tmp/tun && echo opened",
+        ],
+    );
+    assert!(out.contains("opened"), "{out}");
+
+    // --privileged: the host's devices are there and usable.
+    let out = run_rm_ok(
+        &c,
+        &["--privileged"],
+        &["sh", "-c", "exec 3<>/dev/net/tun && echo opened"],
+    );
+    assert!(out.contains("opened"), "{out}");
+
+    // Bad input: each a clear error from corral, nothing run.
+    for (flags, says) in [
+        (vec!["--device", "/no/such/device"], "/no/such/device"),
+        (vec!["--device", "/etc/hostname"], "not a device node"),
+        (vec!["--device", "/dev/net/tun:/etc/tun"], "under /dev/"),
+        (vec!["--device", "/dev/net/tun:/dev/t:rx"], "r, w and m"),
+        (
+            vec!["--device-cgroup-rule", "x 1:3 r"],
+            "the type must be a, c or b",
+        ),
+        (vec!["--device-cgroup-rule", "c 1 r"], "MAJOR:MINOR"),
+    ] {
+        let out = run_rm(&c, &flags, &["true"]);
+        assert_eq!(
+            out.status.code(),
+            Some(EXIT_CORRAL),
+            "{flags:?}: {}",
+            describe(&out)
+        );
+        assert!(
+            stderr_of(&out).contains(says),
+            "{flags:?}: {}",
+            describe(&out)
+        );
+    }
+}
+
 #[test]
 fn kill_cannot_reach_host_processes() {
     if skip_unless_root("kill_cannot_reach_host_processes") {

@@ -78,6 +78,220 @@ pub struct Resources {
     pub cpuset_cpus: Option<String>,
     /// Maximum number of tasks.
     pub pids_limit: Option<i64>,
+    /// The device policy, in order (the last rule that matches an access decides); `None`
+    /// leaves devices alone (a VM's QEMU, an `update` that does not mention them).
+    #[serde(default)]
+    pub devices: Option<Vec<DeviceRule>>,
+}
+
+/// One rule of the devices cgroup, as OCI's `linux.resources.devices[]` and docker's
+/// `--device-cgroup-rule` write it (`c 1:3 rwm`, `b *:* m`, `a`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeviceRule {
+    /// Allow (or deny) what matches.
+    pub allow: bool,
+    /// `a` (every device), `c` (character) or `b` (block).
+    pub kind: char,
+    /// The major number; `None` for any.
+    pub major: Option<u32>,
+    /// The minor number; `None` for any.
+    pub minor: Option<u32>,
+    /// What it covers: a subset of `rwm` (read, write, mknod).
+    pub access: String,
+}
+
+/// docker's default device rules after the deny-all: mknod of any device, and the nodes a
+/// container's `/dev` holds.
+const ALLOWED_DEVICES: &[&str] = &[
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",   // null
+    "c 1:5 rwm",   // zero
+    "c 1:7 rwm",   // full
+    "c 1:8 rwm",   // random
+    "c 1:9 rwm",   // urandom
+    "c 5:0 rwm",   // tty
+    "c 5:1 rwm",   // console
+    "c 5:2 rwm",   // ptmx
+    "c 136:* rwm", // pts
+];
+
+/// Every device denied, then docker's defaults allowed: what a container gets before its own
+/// rules (`--device`, `--device-cgroup-rule`) are appended.
+pub fn default_device_rules() -> Vec<DeviceRule> {
+    let mut rules = vec![DeviceRule {
+        allow: false,
+        kind: 'a',
+        major: None,
+        minor: None,
+        access: "rwm".into(),
+    }];
+    rules.extend(allowed_devices());
+    rules
+}
+
+/// docker's defaults alone, as allow rules (what runc appends to a bundle's own rules).
+pub fn allowed_devices() -> impl Iterator<Item = DeviceRule> {
+    ALLOWED_DEVICES
+        .iter()
+        .map(|r| DeviceRule::parse(r, true).expect("valid built-in rule"))
+}
+
+impl DeviceRule {
+    /// Parses `TYPE [MAJOR:MINOR [ACCESS]]` (`c 1:3 rwm`, `c 136:* rw`, `a`); a missing part
+    /// is a wildcard, a missing access is `rwm`.
+    pub fn parse(s: &str, allow: bool) -> Result<Self, String> {
+        let bad = |why: &str| {
+            format!("device rule {s:?}: {why} (the form is \"c|b|a MAJOR:MINOR rwm\", e.g. \"c 1:3 rw\"; * for any number)")
+        };
+        let mut parts = s.split_whitespace();
+        let kind = match parts.next() {
+            Some("a") => 'a',
+            Some("c") => 'c',
+            Some("b") => 'b',
+            _ => return Err(bad("the type must be a, c or b")),
+        };
+        let (mut major, mut minor) = (None, None);
+        if let Some(nums) = parts.next() {
+            let (ma, mi) = nums.split_once(':').ok_or_else(|| bad("no MAJOR:MINOR"))?;
+            let num = |n: &str| -> Result<Option<u32>, String> {
+                match n {
+                    "*" => Ok(None),
+                    n => n
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|&v| v < 1 << 20)
+                        .map(Some)
+                        .ok_or_else(|| bad("a device number must be * or below 1048576")),
+                }
+            };
+            major = num(ma)?;
+            minor = num(mi)?;
+        }
+        let access = parts.next().unwrap_or("rwm").to_owned();
+        if access.is_empty() || !access.chars().all(|c| "rwm".contains(c)) {
+            return Err(bad("the access must be made of r, w and m"));
+        }
+        if parts.next().is_some() {
+            return Err(bad("too many fields"));
+        }
+        Ok(DeviceRule {
+            allow,
+            kind,
+            major,
+            minor,
+            access,
+        })
+    }
+
+    /// The rule as v1 `devices.allow`/`devices.deny` lines: `a` alone resets the controller,
+    /// so a rule on every type with numbers or some access only is written once per type.
+    pub fn v1_lines(&self) -> Vec<String> {
+        let n = |v: Option<u32>| v.map_or("*".to_owned(), |v| v.to_string());
+        let line =
+            |kind: char| format!("{kind} {}:{} {}", n(self.major), n(self.minor), self.access);
+        match self.kind {
+            'a' if self.major.is_none()
+                && self.minor.is_none()
+                && "rwm".chars().all(|c| self.access.contains(c)) =>
+            {
+                vec!["a".into()]
+            }
+            'a' => vec![line('c'), line('b')],
+            k => vec![line(k)],
+        }
+    }
+}
+
+impl DeviceNode {
+    /// The host's device node `host` (a character or block device), to be made at `path` in
+    /// the container with the host's mode and owner.
+    pub fn from_host(host: &std::path::Path, path: &str) -> std::io::Result<Self> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let md = std::fs::metadata(host)?;
+        let kind = if md.file_type().is_char_device() {
+            'c'
+        } else if md.file_type().is_block_device() {
+            'b'
+        } else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} is not a device node", host.display()),
+            ));
+        };
+        let rdev = md.rdev();
+        Ok(DeviceNode {
+            path: path.to_owned(),
+            kind,
+            major: libc::major(rdev),
+            minor: libc::minor(rdev),
+            mode: md.mode() & 0o777,
+            uid: md.uid(),
+            gid: md.gid(),
+        })
+    }
+
+    /// The rule that lets the container use this node with `access` (a subset of `rwm`).
+    pub fn rule(&self, access: &str) -> DeviceRule {
+        DeviceRule {
+            allow: true,
+            kind: if self.kind == 'b' { 'b' } else { 'c' },
+            major: Some(self.major),
+            minor: Some(self.minor),
+            access: access.to_owned(),
+        }
+    }
+}
+
+/// The host's device nodes under `/dev` that a `--privileged` container gets (docker's and
+/// podman's behaviour), less those corral makes itself and the per-mount ones (`pts`, `shm`,
+/// `mqueue`).
+pub fn host_devices() -> Vec<DeviceNode> {
+    const OWN: &[&str] = &[
+        "null", "zero", "full", "random", "urandom", "tty", "console", "ptmx",
+    ];
+    fn walk(dir: &std::path::Path, rel: &str, depth: u32, out: &mut Vec<DeviceNode>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let rel = format!("{rel}/{name}");
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                if depth < 3 && !matches!(rel.as_str(), "/dev/pts" | "/dev/shm" | "/dev/mqueue") {
+                    walk(&e.path(), &rel, depth + 1, out);
+                }
+            } else if !(depth == 0 && OWN.contains(&name.as_str())) {
+                if let Ok(d) = DeviceNode::from_host(&e.path(), &rel) {
+                    out.push(d);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(std::path::Path::new("/dev"), "/dev", 0, &mut out);
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+/// A device node made in the container's `/dev` (`--device`, a bundle's `linux.devices`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeviceNode {
+    /// Its path inside the container.
+    pub path: String,
+    /// `c` (character), `b` (block), or `p` (a FIFO).
+    pub kind: char,
+    /// Major number.
+    pub major: u32,
+    /// Minor number.
+    pub minor: u32,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
 }
 
 /// Network mode (other networks arrive with corral-net).
@@ -241,6 +455,9 @@ pub struct ContainerConfig {
     /// gid map of the container's user namespace (given whenever `uid_map` is).
     #[serde(default)]
     pub gid_map: Vec<crate::userns::IdMap>,
+    /// Device nodes to make in `/dev` beyond the standard ones.
+    #[serde(default)]
+    pub devices: Vec<DeviceNode>,
 }
 
 impl ContainerConfig {
@@ -260,7 +477,10 @@ impl ContainerConfig {
             binds: Vec::new(),
             tmpfs: Vec::new(),
             interactive: false,
-            resources: Resources::default(),
+            resources: Resources {
+                devices: Some(default_device_rules()),
+                ..Resources::default()
+            },
             network: NetworkMode::None,
             restart: RestartPolicy::No,
             tty: false,
@@ -281,6 +501,7 @@ impl ContainerConfig {
             privileged: false,
             uid_map: Vec::new(),
             gid_map: Vec::new(),
+            devices: Vec::new(),
         }
     }
 }

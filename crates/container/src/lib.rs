@@ -1,7 +1,8 @@
 //! corral-container: the container runtime.
 //!
 //! Owns turning a [`config::ContainerConfig`] into a running, isolated, limited process tree:
-//! namespaces (pid, mount, uts, ipc, net, cgroup), cgroups v1 and v2 ([`cgroups`]), the root
+//! namespaces (pid, mount, uts, ipc, net, cgroup), cgroups v1 and v2 ([`cgroups`], with the
+//! device policy as v1 rules or a v2 eBPF program), the root
 //! filesystem as an overlay of image layers or a bundle's directory ([`rootfs`]),
 //! user namespaces with idmapped layers ([`userns`]), capabilities, rlimits and the system
 //! call filter ([`seccomp`]), terminals ([`tty`]), the
@@ -12,8 +13,6 @@
 //! Does not own: images (corral-image hands it layer directories), networks beyond `none` and
 //! `host` (corral-net), the command line.
 //!
-//! Not yet here (issue 3 continues): the v2 devices eBPF filter, cgroup v1 hierarchies inside
-//! containers.
 
 #![warn(missing_docs)]
 

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config::{Bind, ContainerConfig, NetworkMode, Resources, Rlimit, RlimitName};
+use crate::config::{
+    Bind, ContainerConfig, DeviceNode, DeviceRule, NetworkMode, Resources, Rlimit, RlimitName,
+};
 
 /// Errors reading a bundle.
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +142,34 @@ struct Linux {
     uid_mappings: Vec<OciIdMap>,
     #[serde(rename = "gidMappings")]
     gid_mappings: Vec<OciIdMap>,
+    devices: Vec<OciDevice>,
+}
+
+/// A device node of `linux.devices`.
+#[derive(Debug, Clone, Deserialize)]
+struct OciDevice {
+    path: String,
+    #[serde(rename = "type")]
+    typ: String,
+    #[serde(default)]
+    major: u32,
+    #[serde(default)]
+    minor: u32,
+    #[serde(rename = "fileMode")]
+    file_mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+}
+
+/// A rule of `linux.resources.devices`.
+#[derive(Debug, Clone, Deserialize)]
+struct OciDeviceRule {
+    allow: bool,
+    #[serde(rename = "type")]
+    typ: Option<String>,
+    major: Option<i64>,
+    minor: Option<i64>,
+    access: Option<String>,
 }
 
 /// One line of `uidMappings`/`gidMappings`.
@@ -173,6 +203,7 @@ struct Namespace {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct LinuxResources {
+    devices: Option<Vec<OciDeviceRule>>,
     memory: Option<Memory>,
     cpu: Option<Cpu>,
     pids: Option<Pids>,
@@ -255,8 +286,53 @@ pub fn read_process(path: &Path) -> Result<Process, OciError> {
     serde_json::from_slice(&b).map_err(|e| OciError::Parse(path.into(), e))
 }
 
-fn resources_of(r: &LinuxResources) -> Resources {
+/// A bundle's device rules, then docker's defaults allowed (runc's order: a bundle that
+/// starts with a deny-all, as podman's and containerd's do, keeps /dev/null usable).
+fn device_rules(rules: &[OciDeviceRule]) -> Result<Vec<DeviceRule>, String> {
+    let mut out = Vec::with_capacity(rules.len());
+    for r in rules {
+        let num = |v: Option<i64>| -> Result<Option<u32>, String> {
+            match v {
+                None | Some(-1) => Ok(None),
+                Some(n) if (0..1 << 20).contains(&n) => Ok(Some(n as u32)),
+                Some(n) => Err(format!(
+                    "linux.resources.devices: device number {n} out of range"
+                )),
+            }
+        };
+        let kind = match r.typ.as_deref().unwrap_or("a") {
+            "a" => 'a',
+            "c" => 'c',
+            "b" => 'b',
+            t => return Err(format!("linux.resources.devices: unknown type {t:?}")),
+        };
+        let access = r
+            .access
+            .clone()
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| "rwm".into());
+        if !access.chars().all(|c| "rwm".contains(c)) {
+            return Err(format!(
+                "linux.resources.devices: access {access:?} is not made of r, w, m"
+            ));
+        }
+        out.push(DeviceRule {
+            allow: r.allow,
+            kind,
+            major: num(r.major)?,
+            minor: num(r.minor)?,
+            access,
+        });
+    }
+    out.extend(crate::config::allowed_devices());
+    Ok(out)
+}
+
+fn resources_of(r: &LinuxResources) -> Result<Resources, String> {
     let mut res = Resources::default();
+    if let Some(d) = &r.devices {
+        res.devices = Some(device_rules(d)?);
+    }
     if let Some(m) = &r.memory {
         res.memory = m.limit.filter(|&l| l > 0).map(|l| l as u64);
     }
@@ -269,14 +345,17 @@ fn resources_of(r: &LinuxResources) -> Resources {
     if let Some(p) = &r.pids {
         res.pids_limit = p.limit.filter(|&l| l > 0);
     }
-    res
+    Ok(res)
 }
 
 /// Parses an OCI `LinuxResources` object (`update --resources`).
 pub fn parse_resources(json: &[u8]) -> Result<Resources, OciError> {
     let r: LinuxResources =
         serde_json::from_slice(json).map_err(|e| OciError::Parse("resources".into(), e))?;
-    Ok(resources_of(&r))
+    resources_of(&r).map_err(|what| OciError::Unsupported {
+        path: "resources".into(),
+        what,
+    })
 }
 
 /// Reads `BUNDLE/config.json`.
@@ -324,9 +403,48 @@ pub fn read_bundle(bundle: &Path) -> Result<Bundle, OciError> {
     }
     cfg.masked_paths = spec.linux.masked_paths.clone().unwrap_or_default();
     cfg.readonly_paths = spec.linux.readonly_paths.clone().unwrap_or_default();
-    if let Some(r) = &spec.linux.resources {
-        cfg.resources = resources_of(r);
+    cfg.resources = match &spec.linux.resources {
+        Some(r) => resources_of(r).map_err(|w| unsupported(&w))?,
+        None => Resources::default(),
+    };
+    // Whatever the bundle says, the devices cgroup is set: to the bundle's rules and docker's
+    // defaults.
+    if cfg.resources.devices.is_none() {
+        cfg.resources.devices = Some(device_rules(&[]).map_err(|w| unsupported(&w))?);
     }
+    cfg.devices = spec
+        .linux
+        .devices
+        .iter()
+        .map(|d| {
+            let kind = match d.typ.as_str() {
+                "c" | "u" => 'c',
+                "b" => 'b',
+                "p" => 'p',
+                t => {
+                    return Err(unsupported(&format!(
+                        "linux.devices {}: type {t:?}",
+                        d.path
+                    )))
+                }
+            };
+            if !d.path.starts_with("/dev/") || d.path.split('/').any(|c| c == "..") {
+                return Err(unsupported(&format!(
+                    "linux.devices {}: a device must be under /dev",
+                    d.path
+                )));
+            }
+            Ok(DeviceNode {
+                path: d.path.clone(),
+                kind,
+                major: d.major,
+                minor: d.minor,
+                mode: d.file_mode.unwrap_or(0o666) & 0o7777,
+                uid: d.uid.unwrap_or(0),
+                gid: d.gid.unwrap_or(0),
+            })
+        })
+        .collect::<Result<_, _>>()?;
     cfg.seccomp = match &spec.linux.seccomp {
         None => None,
         Some(v) => Some(

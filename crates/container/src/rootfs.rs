@@ -154,6 +154,9 @@ pub fn setup(
         }
         None => default_mounts(&root, cfg, state_dir, userns)?,
     }
+    for d in &cfg.devices {
+        make_node(&root, d, cfg)?;
+    }
     if cfg.tty {
         // The terminal's slave (our stdin) lives in the host's devpts: bind it over
         // /dev/console so that the container can name it (ttyname, `tty`), as runc does.
@@ -667,6 +670,53 @@ fn make_devices(root: &OwnedFd) -> Result<(), RootfsError> {
         rfs::symlinkat(to, &dev, link).map_err(fail("creating link", link))?;
     }
     Ok(())
+}
+
+/// Makes one extra device node (`--device`, a bundle's `linux.devices`) inside the root,
+/// its directories as needed, owned as asked (a container id, shifted by the user namespace's
+/// map). The node is made while the init is still the host's root; the devices cgroup decides
+/// whether the container may use it.
+fn make_node(
+    root: &OwnedFd,
+    d: &crate::config::DeviceNode,
+    cfg: &ContainerConfig,
+) -> Result<(), RootfsError> {
+    let path = d.path.as_str();
+    let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(fail("creating device", path)(Errno::INVAL));
+    }
+    let dir = target(root, if parent.is_empty() { "/" } else { parent }, false)?;
+    let dir = rfs::open(
+        proc_fd(&dir),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(fail("opening", path))?;
+    let kind = match d.kind {
+        'b' => FileType::BlockDevice,
+        'p' => FileType::Fifo,
+        _ => FileType::CharacterDevice,
+    };
+    // A node the image or an earlier mount already has there is replaced.
+    match rfs::unlinkat(&dir, name, rfs::AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => {}
+        Err(e) => return Err(fail("replacing", path)(e)),
+    }
+    let mode = Mode::from_raw_mode(d.mode & 0o7777);
+    rfs::mknodat(&dir, name, kind, mode, rfs::makedev(d.major, d.minor))
+        .map_err(fail("creating device", path))?;
+    rfs::chmodat(&dir, name, mode, rfs::AtFlags::empty()).map_err(fail("chmod", path))?;
+    let shift = |map: &[crate::userns::IdMap], id: u32| {
+        if map.is_empty() {
+            Some(id)
+        } else {
+            crate::userns::host_id(map, id)
+        }
+    };
+    let uid = shift(&cfg.uid_map, d.uid).map(rustix::process::Uid::from_raw);
+    let gid = shift(&cfg.gid_map, d.gid).map(rustix::process::Gid::from_raw);
+    rfs::chownat(&dir, name, uid, gid, rfs::AtFlags::empty()).map_err(fail("chown", path))
 }
 
 /// Hides a path: /dev/null over a file, an empty read-only tmpfs over a directory.

@@ -320,9 +320,20 @@ pub struct RunArgs {
     /// Drop a capability (ALL: keep only those added).
     #[arg(long, value_name = "CAP")]
     pub cap_drop: Vec<String>,
-    /// Every capability, no masked or read-only /proc paths, /sys read-write.
+    /// Every capability, every host device (in /dev and allowed), no masked or read-only
+    /// /proc paths, /sys read-write, no system call filter.
     #[arg(long)]
     pub privileged: bool,
+    /// Give the container a host device: `HOSTPATH[:PATH][:PERMS]`, PERMS a subset of `rwm`
+    /// (read, write, mknod; default all), e.g. `--device /dev/fuse` or
+    /// `--device /dev/sdb:/dev/xvdb:r`.
+    #[arg(long, value_name = "HOST[:PATH][:PERMS]")]
+    pub device: Vec<String>,
+    /// Allow devices by number in the devices cgroup, as docker writes it: `c 1:11 r`,
+    /// `b 8:* rw` (`*` for any number, `a` for every device). The node itself must come from
+    /// the image, `--device` or mknod.
+    #[arg(long, value_name = "RULE")]
+    pub device_cgroup_rule: Vec<String>,
     /// User namespace: `host` (the default: container root is host root), or `auto[:size=N]`
     /// (root and up to N ids, 65536 by default, mapped to a range of host ids no other
     /// container has; image layers are idmapped, not copied).

@@ -156,6 +156,28 @@ pub enum Tuning {
     QemuDefaults,
 }
 
+/// A known hazard of moving VM `id` with the QEMU that runs it, to tell the user first: QEMU
+/// before 8 loses dirty pages of a busy guest under TCG (the guest's kernel oopses on the
+/// destination; reproduced with QEMU 7.2 alone, gone with 10.0: docs/benchmarks.md).
+pub fn known_hazard(root: &Path, id: &str) -> Option<String> {
+    let vms = Vms::open(root);
+    if vms.config(id).ok()?.accel != crate::store::Accel::Tcg {
+        return None;
+    }
+    let paths = crate::qemu::Paths::new(&vms.run_dir(id), &vms.dir(id));
+    let mut q = Qmp::connect(&paths.qmp_cli, Duration::from_secs(5)).ok()?;
+    let v = q.execute("query-version", None).ok()?;
+    let major = v["qemu"]["major"].as_u64()?;
+    (major < 8).then(|| {
+        format!(
+            "QEMU {major}.{} under TCG can lose memory a busy guest writes during the move \
+             (its kernel may crash on the destination); QEMU 8 or newer does not \
+             (on Debian 12: apt-get install -t bookworm-backports qemu-system-x86)",
+            v["qemu"]["minor"]
+        )
+    })
+}
+
 /// Moves running VM `id` to the corral host listening at `to`.
 pub fn migrate(root: &Path, id: &str, to: &str, tuning: Tuning) -> Result<Report> {
     let started = Instant::now();

@@ -1,31 +1,43 @@
-//! The v1 devices controller: deny every device, then allow the ones a container's `/dev`
-//! holds (docker's default list). In v2 this is an eBPF program (not yet done: see the
-//! crate docs).
+//! The devices policy: v1 writes the rules into `devices.deny`/`devices.allow` in order; v2
+//! attaches an eBPF program ([`super::device_filter`]).
 
-use std::path::Path;
+use std::io;
+use std::path::{Path, PathBuf};
 
-use super::{write, CgroupError};
+use super::{device_filter, write, CgroupError, Layout};
+use crate::config::DeviceRule;
 
-/// `type major:minor access` lines allowed by default.
-const ALLOWED: &[&str] = &[
-    "c *:* m",
-    "b *:* m",
-    "c 1:3 rwm",   // null
-    "c 1:5 rwm",   // zero
-    "c 1:7 rwm",   // full
-    "c 1:8 rwm",   // random
-    "c 1:9 rwm",   // urandom
-    "c 5:0 rwm",   // tty
-    "c 5:1 rwm",   // console
-    "c 5:2 rwm",   // ptmx
-    "c 136:* rwm", // pts
-];
-
-/// Applies the default device policy to a v1 devices cgroup.
-pub fn allow_default(dir: &Path) -> Result<(), CgroupError> {
-    write(dir, "devices.deny", "a")?;
-    for a in ALLOWED {
-        write(dir, "devices.allow", a)?;
+/// Makes `rules` the device policy of the container's devices cgroup `dir` (v1) or its cgroup
+/// (v2). In v1 the rules replace what was there: everything is denied first (the kernel's
+/// "a" clears the allow list), so that a rule list not starting with a deny-all is still
+/// read as one.
+pub fn apply(layout: Layout, dir: &Path, rules: &[DeviceRule]) -> Result<(), CgroupError> {
+    if dir.as_os_str().is_empty() {
+        return Err(CgroupError {
+            what: "controller not mounted:",
+            path: PathBuf::from("devices"),
+            err: io::Error::from(io::ErrorKind::NotFound),
+        });
     }
-    Ok(())
+    match layout {
+        Layout::V1 => {
+            write(dir, "devices.deny", "a")?;
+            for r in rules {
+                let file = if r.allow {
+                    "devices.allow"
+                } else {
+                    "devices.deny"
+                };
+                for line in r.v1_lines() {
+                    write(dir, file, &line)?;
+                }
+            }
+            Ok(())
+        }
+        Layout::V2 => device_filter::apply(dir, rules).map_err(|err| CgroupError {
+            what: "attaching the device filter (eBPF) to",
+            path: dir.to_owned(),
+            err,
+        }),
+    }
 }

@@ -13,6 +13,7 @@
 
 mod cpu;
 mod cpuset;
+mod device_filter;
 mod devices;
 mod memory;
 mod pids;
@@ -189,8 +190,8 @@ impl Cgroup {
         apply::<cpu::Cpu>(self.layout, cpu_dir, r)?;
         apply::<cpuset::Cpuset>(self.layout, cpuset_dir, r)?;
         apply::<pids::Pids>(self.layout, pids_dir, r)?;
-        if self.layout == Layout::V1 && !devices_dir.as_os_str().is_empty() {
-            devices::allow_default(devices_dir)?;
+        if let Some(rules) = &r.devices {
+            devices::apply(self.layout, devices_dir, rules)?;
         }
         Ok(())
     }
@@ -203,7 +204,11 @@ impl Cgroup {
                 apply::<memory::Memory>(self.layout, &d, r)?;
                 apply::<cpu::Cpu>(self.layout, &d, r)?;
                 apply::<cpuset::Cpuset>(self.layout, &d, r)?;
-                apply::<pids::Pids>(self.layout, &d, r)
+                apply::<pids::Pids>(self.layout, &d, r)?;
+                if let Some(rules) = &r.devices {
+                    devices::apply(self.layout, &d, rules)?;
+                }
+                Ok(())
             }
             Layout::V1 => {
                 let find = |h: &str| {
@@ -216,7 +221,11 @@ impl Cgroup {
                 apply::<memory::Memory>(self.layout, &find("memory"), r)?;
                 apply::<cpu::Cpu>(self.layout, &find("cpu"), r)?;
                 apply::<cpuset::Cpuset>(self.layout, &find("cpuset"), r)?;
-                apply::<pids::Pids>(self.layout, &find("pids"), r)
+                apply::<pids::Pids>(self.layout, &find("pids"), r)?;
+                match &r.devices {
+                    Some(rules) => devices::apply(self.layout, &find("devices"), rules),
+                    None => Ok(()),
+                }
             }
         }
     }

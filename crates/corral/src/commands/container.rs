@@ -244,9 +244,27 @@ fn plan(root: &Path, a: &RunArgs) -> Result<(ContainerConfig, String, usize, Vec
         a.privileged,
         &capabilities::available(),
     )?;
+    let rules = cfg.resources.devices.get_or_insert_with(Vec::new);
+    for d in &a.device {
+        let (node, perms) = parse_device(d)?;
+        rules.push(node.rule(&perms));
+        cfg.devices.push(node);
+    }
+    for r in &a.device_cgroup_rule {
+        rules.push(
+            corral_container::config::DeviceRule::parse(r, true)
+                .map_err(|e| anyhow::anyhow!("--device-cgroup-rule: {e}"))?,
+        );
+    }
     if a.privileged {
-        // docker's --privileged, less what corral does not do yet: host devices in /dev and
-        // an open devices cgroup (see docs/cli-containers.md).
+        // docker's --privileged: the host's devices, all of them allowed.
+        rules.push(corral_container::config::DeviceRule::parse("a", true).expect("valid"));
+        let own: Vec<String> = cfg.devices.iter().map(|d| d.path.clone()).collect();
+        cfg.devices.extend(
+            corral_container::config::host_devices()
+                .into_iter()
+                .filter(|d| !own.contains(&d.path)),
+        );
         cfg.privileged = true;
         cfg.masked_paths.clear();
         cfg.readonly_paths.clear();
@@ -980,4 +998,26 @@ pub fn inspect(root: &Path, targets: &[String]) -> Result<()> {
     };
     println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
+}
+
+/// `--device HOSTPATH[:PATH][:PERMS]`: the node to make and the access to allow.
+fn parse_device(spec: &str) -> Result<(corral_container::config::DeviceNode, String)> {
+    let is_perms = |p: &str| !p.is_empty() && p.chars().all(|c| "rwm".contains(c));
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (host, path, perms) = match parts.as_slice() {
+        [h] => (*h, *h, "rwm"),
+        [h, p] if is_perms(p) => (*h, *h, *p),
+        [h, p] => (*h, *p, "rwm"),
+        [h, p, perms] => (*h, *p, *perms),
+        _ => bail!("--device {spec:?}: expected HOSTPATH[:PATH][:PERMS], e.g. /dev/fuse or /dev/sdb:/dev/xvdb:r"),
+    };
+    if !is_perms(perms) {
+        bail!("--device {spec:?}: the permissions {perms:?} must be made of r, w and m");
+    }
+    let node = corral_container::config::DeviceNode::from_host(Path::new(host), path)
+        .with_context(|| format!("--device {spec:?}: {host} is not a usable host device"))?;
+    if !path.starts_with("/dev/") || path.split('/').any(|c| c == "..") {
+        bail!("--device {spec:?}: the path in the container must be under /dev/");
+    }
+    Ok((node, perms.to_owned()))
 }

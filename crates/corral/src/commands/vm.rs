@@ -106,6 +106,9 @@ pub fn run(root: &Path, cmd: VmCommand) -> Result<()> {
             } else {
                 corral_vm::migrate::Tuning::Corral
             };
+            if let Some(hazard) = corral_vm::migrate::known_hazard(root, &id) {
+                eprintln!("warning: {hazard}");
+            }
             let r = corral_vm::migrate::migrate(root, &id, &to, tuning)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
