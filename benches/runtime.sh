@@ -69,7 +69,9 @@ PY
 python3 - "$work/run.json" <<'PY'
 import json, sys
 r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
-c = r["corral-runtime"]["mean"]
+c = r["corral-runtime"]
 for n in ("crun", "runc"):
-    print(f"run /bin/true: corral-runtime {c*1000:.1f} ms, {n} {r[n]['mean']*1000:.1f} ms, {n}/corral = {r[n]['mean']/c:.2f}")
+    print(f"run /bin/true: corral-runtime {c['mean']*1000:.1f} ms, {n} {r[n]['mean']*1000:.1f} ms, {n}/corral = {r[n]['mean']/c['mean']:.2f} (means); "
+          f"medians {c['median']*1000:.1f} / {r[n]['median']*1000:.1f} ms = {r[n]['median']/c['median']:.2f}; "
+          f"user+sys {(c['user']+c['system'])*1000:.1f} / {(r[n]['user']+r[n]['system'])*1000:.1f} ms")
 PY

@@ -1,10 +1,11 @@
 //! The devices policy: v1 writes the rules into `devices.deny`/`devices.allow` in order; v2
 //! attaches an eBPF program ([`super::device_filter`]).
 
-use std::io;
+use std::fs;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::{device_filter, write, CgroupError, Layout};
+use super::{device_filter, CgroupError, Layout};
 use crate::config::DeviceRule;
 
 /// Makes `rules` the device policy of the container's devices cgroup `dir` (v1) or its cgroup
@@ -21,15 +22,31 @@ pub fn apply(layout: Layout, dir: &Path, rules: &[DeviceRule]) -> Result<(), Cgr
     }
     match layout {
         Layout::V1 => {
-            write(dir, "devices.deny", "a")?;
+            // Each file opened once, one rule per write(2) (the controller reads one per call).
+            let open = |name: &str| {
+                let p = dir.join(name);
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(&p)
+                    .map(|f| (f, p.clone()))
+                    .map_err(|e| CgroupError {
+                        what: "opening",
+                        path: p,
+                        err: e,
+                    })
+            };
+            let (mut allow, mut deny) = (open("devices.allow")?, open("devices.deny")?);
+            let put = |(f, p): &mut (fs::File, PathBuf), line: &str| {
+                f.write_all(line.as_bytes()).map_err(|e| CgroupError {
+                    what: "writing",
+                    path: p.clone(),
+                    err: e,
+                })
+            };
+            put(&mut deny, "a")?;
             for r in rules {
-                let file = if r.allow {
-                    "devices.allow"
-                } else {
-                    "devices.deny"
-                };
                 for line in r.v1_lines() {
-                    write(dir, file, &line)?;
+                    put(if r.allow { &mut allow } else { &mut deny }, &line)?;
                 }
             }
             Ok(())

@@ -21,6 +21,7 @@ pub mod stats;
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::config::Resources;
@@ -137,12 +138,19 @@ impl Cgroup {
             }
             Layout::V1 => {
                 let mut by = std::collections::HashMap::new();
+                let mut seen = Vec::with_capacity(V1_HIERARCHIES.len());
                 for h in V1_HIERARCHIES {
                     let base = root.join(h);
-                    // cpu and cpuacct are often one hierarchy with two names: link, skip.
-                    if !base.exists() || self.dirs.iter().any(|d| same_dir(d, &base.join(rel))) {
+                    // cpu and cpuacct are often one hierarchy with two names (links to
+                    // `cpu,cpuacct`): the second name is skipped. One stat per hierarchy.
+                    let Ok(md) = fs::metadata(&base) else {
+                        continue;
+                    };
+                    let key = (md.dev(), md.ino());
+                    if seen.contains(&key) {
                         continue;
                     }
+                    seen.push(key);
                     // The shared parent (`corral/`) may be removed by the last container of
                     // another process between our mkdirs: start the path again when it is.
                     let mut attempt = 0;
@@ -352,12 +360,5 @@ fn mkdir(p: &Path) -> Result<(), CgroupError> {
     match fs::create_dir(p) {
         Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(err("creating", p)(e)),
         _ => Ok(()),
-    }
-}
-
-fn same_dir(a: &Path, b: &Path) -> bool {
-    match (fs::canonicalize(a), fs::canonicalize(b)) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => false,
     }
 }
