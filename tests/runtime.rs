@@ -448,6 +448,39 @@ fn podman_runs_containers_through_corral() {
         describe(&out)
     );
 
+    // --device: podman puts the node in the bundle's linux.devices and an allow rule in its
+    // linux.resources.devices (after its deny-all); without it, the same node made inside
+    // cannot be opened.
+    if Path::new("/dev/net/tun").exists() {
+        let tun = |flags: &[&str], script: &str| {
+            let mut args = vec!["run", "--rm", "--network", "none"];
+            args.extend_from_slice(flags);
+            args.extend_from_slice(&[image, "/bin/busybox", "sh", "-c", script]);
+            let out = podman.cmd(&args);
+            assert!(out.status.success(), "podman {args:?}: {}", describe(&out));
+            stdout_text(&out)
+        };
+        let given = tun(
+            &["--device", "/dev/net/tun"],
+            "(exec 3<>/dev/net/tun) && echo opened || echo denied",
+        );
+        assert_eq!(given.trim(), "opened", "podman --device /dev/net/tun");
+        let made = tun(
+            &["--cap-add", "MKNOD"],
+            "/bin/busybox mknod /tmp/t c 10 200 && ((exec 3<>/tmp/t) 2>/dev/null && echo opened || echo denied)",
+        );
+        assert_eq!(
+            made.trim(),
+            "denied",
+            "a tun node made inside without --device"
+        );
+    } else {
+        corral_e2e::report_skip(
+            "podman_runs_containers_through_corral (--device)",
+            "no /dev/net/tun",
+        );
+    }
+
     // A user namespace podman asks for (uidMappings in the bundle): root inside, an
     // unprivileged host range outside, and podman's chowned image is root's inside.
     let out = podman.cmd(&[
