@@ -712,6 +712,9 @@ pub fn run_isolated(root: &Path, a: RunArgs, start_it: bool) -> Result<()> {
     if a.publish_all {
         bail!("-P is not supported with --isolation vm: publish ports with -p");
     }
+    if !a.device.is_empty() {
+        bail!("--device is not supported with --isolation vm: the VM has its own devices (host device passthrough is not done)");
+    }
     let mut env = Vec::new();
     for e in &a.env {
         if e.contains('=') {
