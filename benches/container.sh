@@ -17,9 +17,12 @@ if [ ! -x "$CORRAL" ]; then
 fi
 work=$(mktemp -d /var/tmp/corral-bench-container.XXXXXX)
 cleanup() {
+  set +e  # a step that finds nothing (grep without a match) must not end the cleanup early
   podman --root "$work/podman" --runroot "$work/podman-run" --storage-driver overlay rmi -a -f >/dev/null 2>&1 || true
   grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
-  rm -rf "$work"
+  # Lazily unmounted layers can hold the directory for a moment: try again before giving up.
+  for _ in 1 2 3 4 5; do rm -rf "$work" 2>/dev/null && break; sleep 1; done
+  [ ! -e "$work" ] || { echo "container.sh: could not remove $work:" >&2; rm -rf "$work" 2>&1 | head -n 3 >&2; }
 }
 trap cleanup EXIT
 
