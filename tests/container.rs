@@ -1913,7 +1913,8 @@ fn restart_policy_restarts_failures_until_stopped() {
     );
     let done = poll_until(Duration::from_secs(20), || {
         c.ok(&["logs", &name]).lines().count() >= 3
-            && c.ok(&["inspect", &name]).contains("\"status\": \"exited\"")
+            && c.ok(&["inspect", "--json", &name])
+                .contains("\"status\": \"exited\"")
     });
     assert!(
         done,
@@ -1926,7 +1927,8 @@ fn restart_policy_restarts_failures_until_stopped() {
         3,
         "restarted beyond its limit"
     );
-    let info: serde_json::Value = serde_json::from_str(&c.ok(&["inspect", &name])).unwrap();
+    let info: serde_json::Value =
+        serde_json::from_str(&c.ok(&["inspect", "--json", &name])).unwrap();
     assert_eq!(info["state"]["exit_code"], 3, "{info}");
 
     // always — restarts even after exit 0, but not after stop.
@@ -1948,7 +1950,8 @@ fn restart_policy_restarts_failures_until_stopped() {
     );
     c.ok(&["stop", "-t", "1", &name]);
     std::thread::sleep(Duration::from_secs(1));
-    let info: serde_json::Value = serde_json::from_str(&c.ok(&["inspect", &name])).unwrap();
+    let info: serde_json::Value =
+        serde_json::from_str(&c.ok(&["inspect", "--json", &name])).unwrap();
     assert_eq!(
         info["state"]["status"], "exited",
         "a stopped container came back: {info}"

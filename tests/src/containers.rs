@@ -98,7 +98,7 @@ impl Corral {
     /// # Panics
     /// If the command fails or does not print a JSON object.
     pub fn inspect_container(&self, name_or_id: &str) -> ContainerInfo {
-        let text = self.ok(&["inspect", name_or_id]);
+        let text = self.ok(&["inspect", "--json", name_or_id]);
         ContainerInfo::parse(&text)
             .unwrap_or_else(|e| panic!("corral inspect {name_or_id}: {e}:\n{text}"))
     }
@@ -320,7 +320,7 @@ impl Drop for ContainerGuard<'_> {
         for name in all {
             // Learn the id and cgroups first: after `rm` they can no longer be asked for.
             let info = self
-                .quiet_cmd(&["inspect", &name])
+                .quiet_cmd(&["inspect", "--json", &name])
                 .and_then(|text| ContainerInfo::parse(&text).ok());
             let removed = self.quiet_cmd(&["rm", "-f", &name]).is_some();
             let Some(info) = info else {

@@ -402,7 +402,7 @@ pub struct ContainerConfig {
     pub read_only: bool,
     /// Bind mounts.
     pub binds: Vec<Bind>,
-    /// tmpfs mounts (destinations).
+    /// tmpfs mounts: `DEST` or `DEST:OPTIONS` (`size=1048576,mode=1777,noexec`).
     pub tmpfs: Vec<String>,
     /// Keep stdin open.
     pub interactive: bool,

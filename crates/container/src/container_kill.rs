@@ -88,7 +88,25 @@ pub fn wait_exit(
 
 /// SIGTERM, then SIGKILL after `timeout`.
 pub fn stop(containers: &Containers, id: &str, timeout: Duration) -> Result<(), KillError> {
-    match kill(containers, id, Signal::TERM) {
+    stop_with(containers, id, Signal::TERM, timeout)
+}
+
+/// `sig` (the container's stop signal), then SIGKILL after `timeout`.
+pub fn stop_with(
+    containers: &Containers,
+    id: &str,
+    sig: Signal,
+    timeout: Duration,
+) -> Result<(), KillError> {
+    if sig != Signal::TERM && sig != Signal::KILL && sig != Signal::INT {
+        // kill() marks only TERM, KILL and INT as asked-for exits: a stop by any signal is.
+        let mut s = containers.load(id)?;
+        if s.status == Status::Running {
+            s.stop_requested = true;
+            containers.save(&s)?;
+        }
+    }
+    match kill(containers, id, sig) {
         Err(KillError::NotRunning(_)) => return Ok(()),
         r => r?,
     }

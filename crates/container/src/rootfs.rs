@@ -293,6 +293,36 @@ fn shift_ids(data: &str, fstype: &str, cfg: &ContainerConfig) -> String {
     out.join(",")
 }
 
+/// A `--tmpfs` entry, `DEST` or `DEST:OPTIONS` (docker's form, checked by the engine): the
+/// destination, the flags (nosuid and nodev unless `suid`/`dev`), and the data options (mode
+/// 1777 unless given).
+fn tmpfs_options(entry: &str) -> (&str, MountFlags, String) {
+    let (dest, given) = entry.split_once(':').unwrap_or((entry, ""));
+    let mut flags = MountFlags::NOSUID | MountFlags::NODEV;
+    let mut data = Vec::new();
+    for o in given.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "noexec" => flags |= MountFlags::NOEXEC,
+            "exec" => flags.remove(MountFlags::NOEXEC),
+            "suid" => flags.remove(MountFlags::NOSUID),
+            "nosuid" => flags |= MountFlags::NOSUID,
+            "dev" => flags.remove(MountFlags::NODEV),
+            "nodev" => flags |= MountFlags::NODEV,
+            "ro" => flags |= MountFlags::RDONLY,
+            "rw" => flags.remove(MountFlags::RDONLY),
+            "noatime" => flags |= MountFlags::NOATIME,
+            "nodiratime" => flags |= MountFlags::NODIRATIME,
+            "strictatime" => flags |= MountFlags::STRICTATIME,
+            "atime" | "relatime" | "tmpcopyup" | "notmpcopyup" => {}
+            data_opt => data.push(data_opt.to_owned()),
+        }
+    }
+    if !data.iter().any(|d| d.starts_with("mode=")) {
+        data.insert(0, "mode=1777".into());
+    }
+    (dest, flags, data.join(","))
+}
+
 /// corral's own mounts: /proc, /dev and its devices, /sys, tmpfs and volumes.
 fn default_mounts(
     root: &OwnedFd,
@@ -354,13 +384,14 @@ fn default_mounts(
     // The container's cgroups, read-only, as docker mounts them.
     cgroup_mount(root, "/sys/fs/cgroup", sys_flags | MountFlags::RDONLY)?;
     for t in &cfg.tmpfs {
+        let (dest, flags, data) = tmpfs_options(t);
         mount_fs(
             root,
             "tmpfs",
-            t,
+            dest,
             "tmpfs",
-            MountFlags::NOSUID | MountFlags::NODEV,
-            Some(&opts("tmpfs", "mode=1777")),
+            flags,
+            Some(&opts("tmpfs", &data)),
         )?;
     }
     // On corral's networks: the container's own /etc/hosts and /etc/resolv.conf, written by
@@ -747,4 +778,20 @@ fn readonly(path: &str) -> Result<(), RootfsError> {
         "",
     )
     .map_err(fail("remounting read-only", path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tmpfs_entries_split_into_flags_and_data() {
+        let (d, f, data) = tmpfs_options("/run");
+        assert_eq!((d, data.as_str()), ("/run", "mode=1777"));
+        assert!(f.contains(MountFlags::NOSUID | MountFlags::NODEV));
+        let (d, f, data) = tmpfs_options("/t:size=1048576,noexec,mode=700,uid=5");
+        assert_eq!(d, "/t");
+        assert_eq!(data, "size=1048576,mode=700,uid=5");
+        assert!(f.contains(MountFlags::NOEXEC));
+    }
 }

@@ -22,6 +22,14 @@ pub fn report(err: &anyhow::Error) -> i32 {
     if let Some(Code(c)) = err.downcast_ref::<Code>() {
         return *c;
     }
+    // The workload's own start failures keep docker's codes (126: cannot run, 127: not found).
+    if let Some(e) = err.downcast_ref::<corral_engine::EngineError>() {
+        let code = e.exit_code();
+        if code != CORRAL_FAILURE {
+            eprintln!("error: {}", corral_engine::containers::chain(e));
+            return code;
+        }
+    }
     let mut msg = format!("error: {err}");
     for cause in err.chain().skip(1) {
         msg.push_str(&format!(": {cause}"));

@@ -6,6 +6,7 @@
 mod cli;
 mod commands;
 mod exit;
+mod output;
 mod progress;
 mod runtime_cli;
 
@@ -16,9 +17,9 @@ fn main() {
     // The container's own processes: dispatched before any parsing, on the start path.
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     match argv.get(1).and_then(|a| a.to_str()) {
-        Some("__monitor") => std::process::exit(commands::container::monitor(&argv[2..])),
+        Some("__monitor") => std::process::exit(corral_engine::monitor::main(&argv[2..])),
         Some("__vm-monitor") => std::process::exit(corral_vm::monitor::main_from_args(&argv[2..])),
-        Some("__dns") => std::process::exit(commands::network::dns(&argv[2..])),
+        Some("__dns") => std::process::exit(commands::dns(&argv[2..])),
         // The OCI runtime command line: `corral runtime ...`, or a link named corral-runtime.
         Some("runtime") => {
             let mut a = vec![std::ffi::OsString::from("corral-runtime")];

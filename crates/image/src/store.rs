@@ -558,6 +558,17 @@ impl Store {
     /// Removes a name, or all names of an id (several only with `force`); content that no
     /// name refers to any more is deleted. Returns what was untagged and what was deleted.
     pub fn remove(&self, what: &str, force: bool) -> Result<(Vec<String>, Vec<Digest>)> {
+        self.remove_keeping(what, force, &BTreeSet::new())
+    }
+
+    /// [`Store::remove`], never deleting the unpacked layers named in `in_use` (see
+    /// [`Store::gc_keeping`]).
+    pub fn remove_keeping(
+        &self,
+        what: &str,
+        force: bool,
+        in_use: &BTreeSet<String>,
+    ) -> Result<(Vec<String>, Vec<Digest>)> {
         let img = self.resolve(what)?;
         let by_name = ImageName::parse(what)
             .ok()
@@ -588,7 +599,7 @@ impl Store {
         let deleted = if still_named {
             Vec::new()
         } else {
-            self.gc()?;
+            self.gc_keeping(in_use)?;
             vec![img.id.clone()]
         };
         Ok((untag.iter().map(|n| reference::short(n)).collect(), deleted))
@@ -597,9 +608,16 @@ impl Store {
     /// Deletes every blob, unpacked layer and temporary file that no name needs; returns the
     /// bytes reclaimed.
     pub fn gc(&self) -> Result<u64> {
+        self.gc_keeping(&BTreeSet::new())
+    }
+
+    /// [`Store::gc`], keeping also the unpacked layers named in `in_use` (by their directory
+    /// names: the diff ids' hex) — those that containers mount, whatever became of their
+    /// images' names.
+    pub fn gc_keeping(&self, in_use: &BTreeSet<String>) -> Result<u64> {
         let _l = self.lock_file("content.lock", FlockOperation::LockExclusive)?;
         let mut keep_blobs = BTreeSet::new();
-        let mut keep_layers = BTreeSet::new();
+        let mut keep_layers = in_use.clone();
         for d in self.names()?.into_values() {
             keep_blobs.insert(d.hex().to_owned());
             // An unreadable manifest keeps nothing else alive; report it rather than guess.

@@ -32,9 +32,22 @@ pub struct MonitorArgs<'a> {
     pub cgroup_root: &'a Path,
     /// The network namespace the container joins ([`crate::config::NetworkMode::Networks`]).
     pub netns: Option<OwnedFd>,
-    /// Called before an `--rm` container's state is removed (the caller's clean-up of what
-    /// it made around the container, such as its network endpoints).
-    pub on_remove: Option<&'a dyn Fn(&State)>,
+    /// What the caller does around the container's life: its events, and the clean-up of
+    /// what it made around an `--rm` container (network endpoints, volumes).
+    pub hooks: Option<&'a dyn MonitorHooks>,
+}
+
+/// Calls from the monitor at the turns of a container's life. The monitor is single-threaded
+/// and forks the init: a hook must not start threads.
+pub trait MonitorHooks {
+    /// The container's process started (again, after a restart: `state.restart_count`).
+    fn started(&self, _state: &State) {}
+    /// The container's process ended (`state.exit_code`, `state.oom_killed`).
+    fn exited(&self, _state: &State) {}
+    /// An `--rm` container is about to be removed.
+    fn removing(&self, _state: &State) {}
+    /// An `--rm` container was removed (what it held, such as its volumes, is free now).
+    fn removed(&self, _state: &State) {}
 }
 
 fn notify(n: &mut Option<OwnedFd>, msg: &str) {
@@ -45,7 +58,7 @@ fn notify(n: &mut Option<OwnedFd>, msg: &str) {
 
 /// The monitor's command line: `CONTAINERS_DIR ID NOTIFY_FD CGROUP_ROOT [--attach]
 /// [--netns-fd N]` (what [`crate::container_start`] passes); returns the exit code.
-pub fn main_from_args(args: &[std::ffi::OsString], on_remove: Option<&dyn Fn(&State)>) -> i32 {
+pub fn main_from_args(args: &[std::ffi::OsString], hooks: Option<&dyn MonitorHooks>) -> i32 {
     let s = |i: usize| {
         args.get(i)
             .map(std::path::PathBuf::from)
@@ -67,7 +80,7 @@ pub fn main_from_args(args: &[std::ffi::OsString], on_remove: Option<&dyn Fn(&St
         attach: args.iter().any(|a| a == "--attach"),
         cgroup_root: &s(3),
         netns: netns_fd.and_then(super::inherited),
-        on_remove,
+        hooks,
     })
 }
 
@@ -75,10 +88,13 @@ pub fn main_from_args(args: &[std::ffi::OsString], on_remove: Option<&dyn Fn(&St
 /// namespace closed so that its devices are already going.
 fn auto_remove(a: &mut MonitorArgs<'_>, state: &State) {
     drop(a.netns.take());
-    if let Some(f) = a.on_remove {
-        f(state);
+    if let Some(h) = a.hooks {
+        h.removing(state);
     }
     let _ = a.containers.remove(state);
+    if let Some(h) = a.hooks {
+        h.removed(state);
+    }
 }
 
 /// Runs the monitor; returns its exit code (the container's).
@@ -99,7 +115,13 @@ pub fn main(mut a: MonitorArgs<'_>) -> i32 {
         match start(&a, &mut state) {
             Ok((child, out, err, cgroup)) => {
                 notify(&mut notify_fd, "OK");
+                if let Some(h) = a.hooks {
+                    h.started(&state);
+                }
                 let code = supervise(&a, &mut state, child, out, err, cgroup);
+                if let Some(h) = a.hooks {
+                    h.exited(&state);
+                }
                 let policy = a
                     .containers
                     .config(a.id)

@@ -111,7 +111,10 @@ pub fn info(root: &Path, as_json: bool) -> Result<()> {
             );
         }
         println!("state root:      {}", root.display());
-        println!("images:          {images} ({})", super::image::human(usage));
+        println!(
+            "images:          {images} ({})",
+            crate::output::human(usage)
+        );
     }
     Ok(())
 }

@@ -38,26 +38,6 @@ fn options(root: &Path, a: &RegistryArgs) -> RegistryOptions {
     }
 }
 
-/// Bytes as docker prints sizes.
-pub fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n}B")
-    } else {
-        format!("{v:.3}{}", UNITS[u])
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_owned()
-            + ""
-    }
-}
-
 fn image_size(store: &Store, img: &Image) -> u64 {
     img.diff_ids()
         .unwrap_or_default()
@@ -74,7 +54,8 @@ fn open_input(p: &Path) -> Result<Box<dyn Read>> {
     Ok(Box::new(f))
 }
 
-pub fn run(root: &Path, cmd: ImageCommand) -> Result<()> {
+pub fn run(engine: &corral_engine::Engine, cmd: ImageCommand) -> Result<()> {
+    let root = engine.root();
     let store = store(root)?;
     match cmd {
         ImageCommand::Import(a) => {
@@ -202,7 +183,7 @@ pub fn run(root: &Path, cmd: ImageCommand) -> Result<()> {
                         "{repo:w$}  {tag:tw$}  {:12}  {:20}  {}",
                         id.short(),
                         created,
-                        human(*size)
+                        crate::output::human(*size)
                     )?;
                 }
             }
@@ -250,7 +231,7 @@ pub fn run(root: &Path, cmd: ImageCommand) -> Result<()> {
         ImageCommand::Rm(a) => {
             let mut failed = None;
             for i in &a.images {
-                match store.remove(i, a.force) {
+                match engine.remove_image(i, a.force) {
                     Ok((untagged, deleted)) => {
                         for u in untagged.iter().filter(|u| !u.starts_with('@')) {
                             println!("Untagged: {u}");
@@ -265,13 +246,13 @@ pub fn run(root: &Path, cmd: ImageCommand) -> Result<()> {
                     }
                 }
             }
-            if let Some(e) = failed {
-                return Err(anyhow::Error::new(e).context("some images were not removed"));
+            if failed.is_some() {
+                return Err(crate::exit::Code(crate::exit::CORRAL_FAILURE).into());
             }
         }
-        ImageCommand::Prune => {
-            let freed = store.gc()?;
-            println!("Reclaimed {freed} bytes ({})", human(freed));
+        ImageCommand::Prune { .. } => {
+            let freed = store.gc_keeping(&engine.layers_in_use()?)?;
+            println!("Reclaimed {freed} bytes ({})", crate::output::human(freed));
         }
         ImageCommand::Pull(a) => {
             let n = name(&a.reference)?;

@@ -6,38 +6,39 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use corral_engine::{Engine, EngineError};
 use corral_guest::proto;
 use corral_vm::client::{Client, ClientError, Sinks};
 use corral_vm::lifecycle::{self, CreateSpec, Source, VmError};
 use corral_vm::store::{Accel, NetRequest, Status, Vms};
 
-use crate::cli::{RunArgs, VmCommand, VmRunArgs, VmSnapshotCommand};
+use crate::cli::{VmCommand, VmRunArgs, VmSnapshotCommand};
 use crate::exit::Code;
 
 /// Runs a `corral vm` verb.
-pub fn run(root: &Path, cmd: VmCommand) -> Result<()> {
+pub fn run(engine: &Engine, cmd: VmCommand) -> Result<()> {
+    let root = engine.root();
     match cmd {
-        VmCommand::Run(a) => run_vm(root, a, true),
-        VmCommand::Create(a) => run_vm(root, a, false),
+        VmCommand::Run(a) => run_vm(engine, a, true),
+        VmCommand::Create(a) => run_vm(engine, a, false),
         VmCommand::Start { attach, vms } => {
             for v in &vms {
-                start(root, v, attach && vms.len() == 1)?;
+                start(engine, v, attach && vms.len() == 1)?;
             }
             Ok(())
         }
         VmCommand::Stop { time, vms } => for_each(root, &vms, |id| {
-            lifecycle::stop(root, id, Duration::from_secs(time))?;
+            engine.stop_vm(id, Duration::from_secs(time))?;
             Ok(())
         }),
         VmCommand::Restart { time, vms } => for_each(root, &vms, |id| {
-            lifecycle::stop(root, id, Duration::from_secs(time))?;
-            let exe = std::env::current_exe()?;
-            lifecycle::start(root, id, false, &exe).map_err(start_error)?;
+            engine.stop_vm(id, Duration::from_secs(time))?;
+            engine.start_vm(id, false).map_err(start_error)?;
             Ok(())
         }),
         VmCommand::Kill { vms } => for_each(root, &vms, |id| Ok(lifecycle::kill(root, id)?)),
         VmCommand::Rm { force, vms } => for_each(root, &vms, |id| {
-            lifecycle::remove(root, id, force)?;
+            engine.remove_vm(id, force)?;
             Ok(())
         }),
         VmCommand::Ls { quiet, json } => ls(root, quiet, json),
@@ -139,7 +140,7 @@ pub fn run(root: &Path, cmd: VmCommand) -> Result<()> {
             network,
             source,
             name,
-        } => clone(root, start, network, source, name),
+        } => clone(engine, start, network, source, name),
         VmCommand::Stats {
             no_stream,
             json,
@@ -171,9 +172,9 @@ fn size(flag: &str, v: &str) -> Result<u64> {
     corral_vm::disk::parse_size(v).map_err(|e| anyhow!("--{flag}: {e}"))
 }
 
-fn start_error(e: VmError) -> anyhow::Error {
-    match e {
-        VmError::Start { code, message } => {
+fn start_error(e: impl Into<EngineError>) -> anyhow::Error {
+    match e.into() {
+        EngineError::Vm(VmError::Start { code, message }) => {
             eprintln!("error: the VM did not start: {message}");
             anyhow::Error::new(Code(code))
         }
@@ -182,7 +183,7 @@ fn start_error(e: VmError) -> anyhow::Error {
 }
 
 fn networks(a: &VmRunArgs) -> Result<Vec<NetRequest>> {
-    let names = super::network::requested(&a.network);
+    let names = corral_engine::networks::requested(&a.network);
     if names.iter().any(|n| n == "none") {
         if names.len() > 1 {
             bail!("--network none cannot be combined with other networks");
@@ -256,29 +257,49 @@ fn spec(a: &VmRunArgs) -> Result<CreateSpec> {
     })
 }
 
-fn run_vm(root: &Path, a: VmRunArgs, start_it: bool) -> Result<()> {
+fn run_vm(engine: &Engine, a: VmRunArgs, start_it: bool) -> Result<()> {
     let spec = spec(&a)?;
-    let cfg = lifecycle::create(root, &spec)?;
+    create_and_start(engine, &spec, a.detach, start_it)
+}
+
+/// `corral run --isolation vm`: the container spec as a VM of its own.
+pub fn run_isolated(
+    engine: &Engine,
+    spec: &corral_engine::ContainerSpec,
+    detach: bool,
+    start_it: bool,
+) -> Result<()> {
+    let vm = corral_engine::vms::isolated_spec(spec)?;
+    create_and_start(engine, &vm, detach, start_it)
+}
+
+fn create_and_start(
+    engine: &Engine,
+    spec: &CreateSpec,
+    detach: bool,
+    start_it: bool,
+) -> Result<()> {
+    let root = engine.root();
+    let cfg = engine.create_vm(spec)?;
     if !start_it {
         println!("{}", cfg.id);
         return Ok(());
     }
-    let exe = std::env::current_exe()?;
-    let attach = !a.detach && cfg.main.is_some();
-    let started = match lifecycle::start(root, &cfg.id, attach, &exe) {
+    let attach = !detach && cfg.main.is_some();
+    let started = match engine.start_vm(&cfg.id, attach) {
         Ok(s) => s,
         Err(e) => {
-            if a.rm {
-                let _ = lifecycle::remove(root, &cfg.id, true);
+            if spec.auto_remove {
+                let _ = engine.remove_vm(&cfg.id, true);
             }
             return Err(start_error(e));
         }
     };
-    if a.detach {
+    if detach {
         println!("{}", cfg.id);
         return Ok(());
     }
-    foreground(root, &cfg.id, started, a.interactive, a.tty)
+    foreground(root, &cfg.id, started, spec.interactive, spec.tty)
 }
 
 /// Follows a started VM in the foreground: its main process's streams (or its console), then
@@ -342,13 +363,13 @@ fn foreground(
     Ok(())
 }
 
-fn start(root: &Path, what: &str, attach: bool) -> Result<()> {
+fn start(engine: &Engine, what: &str, attach: bool) -> Result<()> {
+    let root = engine.root();
     let v = vms(root);
     let id = v.resolve(what)?;
-    let exe = std::env::current_exe()?;
     let cfg = v.config(&id)?;
     let attach = attach && cfg.main.is_some();
-    let started = lifecycle::start(root, &id, attach, &exe).map_err(start_error)?;
+    let started = engine.start_vm(&id, attach).map_err(start_error)?;
     if attach {
         let tty = cfg.main.as_ref().is_some_and(|m| m.tty);
         let interactive = cfg.main.as_ref().is_some_and(|m| m.stdin);
@@ -640,10 +661,15 @@ fn logs(
             .is_ok_and(|s| matches!(s.status, Status::Running | Status::Starting))
     };
     let has_main = v.config(&id).is_ok_and(|c| c.main.is_some());
+    let opts = corral_engine::logs::LogOptions {
+        follow,
+        tail,
+        ..Default::default()
+    };
     if console || !has_main {
-        return super::container::follow_raw(&dir.join("console.log"), follow, tail, &running);
+        return crate::output::print_log(&dir.join("console.log"), &opts, &running, false, true);
     }
-    super::container::follow_json_log(&dir.join("main.log"), follow, tail, timestamps, &running)
+    crate::output::print_log(&dir.join("main.log"), &opts, &running, timestamps, false)
 }
 
 fn console(root: &Path, vm: &str) -> Result<()> {
@@ -705,55 +731,6 @@ fn console_relay(root: &Path, id: &str) -> Result<()> {
 /// `corral run --isolation vm`: the container's image, command and flags, run in a VM of its
 /// own. Flags that shape a container on the host's kernel (capabilities, seccomp, user
 /// namespaces, cgroup shares) have no meaning there: the VM's boundary replaces them.
-pub fn run_isolated(root: &Path, a: RunArgs, start_it: bool) -> Result<()> {
-    if !a.volume.is_empty() || !a.tmpfs.is_empty() {
-        bail!("-v/--tmpfs are not supported with --isolation vm yet: copy files in with `corral vm cp`");
-    }
-    if a.publish_all {
-        bail!("-P is not supported with --isolation vm: publish ports with -p");
-    }
-    if !a.device.is_empty() {
-        bail!("--device is not supported with --isolation vm: the VM has its own devices (host device passthrough is not done)");
-    }
-    let mut env = Vec::new();
-    for e in &a.env {
-        if e.contains('=') {
-            env.push(e.clone());
-        } else if let Ok(v) = std::env::var(e) {
-            env.push(format!("{e}={v}"));
-        }
-    }
-    let memory = a.memory.clone().unwrap_or_else(|| "512M".into());
-    let v = VmRunArgs {
-        detach: a.detach,
-        name: a.name.clone(),
-        rm: a.rm,
-        cpus: a.cpus.map(|c| c.ceil().max(1.0) as u32).unwrap_or(1),
-        memory,
-        disk: "2G".into(),
-        image: Some(a.image.clone()),
-        boot_disk: None,
-        uefi: false,
-        kernel: None,
-        initrd: None,
-        cmdline: None,
-        cloud_init: None,
-        accel: "auto".into(),
-        network: a.network.clone(),
-        network_alias: a.network_alias.clone(),
-        publish: a.publish.clone(),
-        interactive: a.interactive,
-        tty: a.tty,
-        env,
-        workdir: a.workdir.clone(),
-        user: a.user.clone(),
-        entrypoint: a.entrypoint.clone(),
-        boot_timeout: 90,
-        command: a.command.clone(),
-    };
-    run_vm(root, v, start_it)
-}
-
 fn stats(root: &Path, names: &[String], once: bool, json: bool) -> Result<()> {
     let v = vms(root);
     let ids: Vec<String> = if names.is_empty() {
@@ -940,12 +917,13 @@ fn template(
 
 /// `vm clone SOURCE NEW [--start] [--network ...]`.
 fn clone(
-    root: &Path,
+    engine: &Engine,
     start_it: bool,
     network: Vec<String>,
     source: String,
     name: String,
 ) -> Result<()> {
+    let root = engine.root();
     let names: Vec<&str> = network
         .iter()
         .flat_map(|n| n.split(','))
@@ -981,8 +959,7 @@ fn clone(
     };
     let cfg = corral_vm::clone::clone(root, &spec)?;
     if start_it {
-        let exe = std::env::current_exe()?;
-        lifecycle::start(root, &cfg.id, false, &exe).map_err(start_error)?;
+        engine.start_vm(&cfg.id, false).map_err(start_error)?;
     }
     println!("{}", cfg.id);
     Ok(())

@@ -23,10 +23,22 @@ fn containers(root: &Path) -> Result<Containers> {
 }
 
 /// Runs a `volume` verb.
-pub fn run(root: &Path, cmd: VolumeCommand) -> Result<()> {
+pub fn run(engine: &corral_engine::Engine, cmd: VolumeCommand) -> Result<()> {
+    let root = engine.root();
     match cmd {
         VolumeCommand::Create { name } => {
-            volumes(root)?.create(&name)?;
+            // Without a name: an anonymous volume, named by a random id as docker does.
+            let name = match name {
+                Some(n) => n,
+                None => corral_container::state::new_id().context("naming the volume")?,
+            };
+            let (_, made) = volumes(root)?.create(&name)?;
+            if made {
+                engine.emit(
+                    corral_engine::events::Event::new("volume", "create", &name)
+                        .attr("name", &name),
+                );
+            }
             println!("{name}");
             Ok(())
         }
@@ -132,39 +144,22 @@ fn prune(root: &Path) -> Result<()> {
         }
         writeln!(out)?;
     }
-    writeln!(out, "Total reclaimed space: {}", human_size(bytes))?;
+    writeln!(
+        out,
+        "Total reclaimed space: {}",
+        crate::output::human(bytes)
+    )?;
     Ok(())
-}
-
-/// Bytes as docker prints them: decimal units, up to three decimals.
-fn human_size(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i + 1 < UNITS.len() {
-        v /= 1000.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b}B")
-    } else {
-        let n = format!("{v:.3}");
-        format!(
-            "{}{}",
-            n.trim_end_matches('0').trim_end_matches('.'),
-            UNITS[i]
-        )
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::output::human;
 
     #[test]
     fn sizes_print_like_docker() {
-        assert_eq!(human_size(0), "0B");
-        assert_eq!(human_size(4096), "4.096kB");
-        assert_eq!(human_size(1_500_000), "1.5MB");
+        assert_eq!(human(0), "0B");
+        assert_eq!(human(4096), "4.096kB");
+        assert_eq!(human(1_500_000), "1.5MB");
     }
 }

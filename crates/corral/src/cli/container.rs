@@ -1,0 +1,256 @@
+//! Container verbs: `run`, `create`, `start`, `ps`, `exec`, `logs`, `stop` ... — at the top
+//! level as docker has them, and under `corral container` too.
+
+use clap::{Args, Subcommand};
+
+use super::RunArgs;
+
+/// The container verbs.
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// Create and start a container from an image.
+    Run(RunArgs),
+    /// Create a container without starting it.
+    Create(RunArgs),
+    /// Start containers: created ones, or exited ones again with their configuration.
+    Start {
+        /// Attach to its output and exit with its code (one container).
+        #[arg(short, long)]
+        attach: bool,
+        /// Containers (names or ids).
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Stop containers and start them again.
+    Restart {
+        /// Seconds to wait before SIGKILL (default: the container's --stop-timeout, else 10).
+        #[arg(short, long)]
+        time: Option<u64>,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Rename a container.
+    Rename {
+        /// The container.
+        container: String,
+        /// Its new name.
+        name: String,
+    },
+    /// List a container's published ports: `80/tcp -> 0.0.0.0:8080`.
+    Port {
+        /// The container.
+        container: String,
+        /// Only this port: `80` or `80/tcp`.
+        port: Option<String>,
+    },
+    /// List containers.
+    #[command(visible_alias = "ls", alias = "list")]
+    Ps {
+        /// All containers, not only running ones.
+        #[arg(short, long)]
+        all: bool,
+        /// Only ids.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Only those that match: id=, name=, label=K[=V], status=, exited=CODE, ancestor=IMAGE,
+        /// network=, volume=, before=C, since=C (repeatable).
+        #[arg(short, long, value_name = "KEY=VALUE")]
+        filter: Vec<String>,
+        /// The last N containers made (of any state).
+        #[arg(short = 'n', long)]
+        last: Option<usize>,
+        /// The last container made (of any state).
+        #[arg(short = 'l', long)]
+        latest: bool,
+        /// Full ids and commands.
+        #[arg(long)]
+        no_trunc: bool,
+    },
+    /// Run a command in a running container.
+    #[command(trailing_var_arg = true)]
+    Exec {
+        /// Keep standard input open.
+        #[arg(short, long)]
+        interactive: bool,
+        /// Give the command a terminal (with -i: an interactive session).
+        #[arg(short, long)]
+        tty: bool,
+        /// Do not wait for the command.
+        #[arg(short, long)]
+        detach: bool,
+        /// Set an environment variable.
+        #[arg(short, long = "env", value_name = "K=V")]
+        env: Vec<String>,
+        /// Read environment variables from a file (K=V lines).
+        #[arg(long)]
+        env_file: Vec<std::path::PathBuf>,
+        /// Working directory.
+        #[arg(short, long)]
+        workdir: Option<String>,
+        /// User: `USER[:GROUP]`, names (the container's /etc/passwd) or numbers.
+        #[arg(short, long)]
+        user: Option<String>,
+        /// The container.
+        container: String,
+        /// The command and its arguments.
+        #[arg(required = true)]
+        command: Vec<String>,
+    },
+    /// Copy files between a running container and the host: `cp CONTAINER:PATH HOSTPATH` or
+    /// `cp HOSTPATH CONTAINER:PATH`.
+    Cp {
+        /// Source.
+        source: String,
+        /// Destination.
+        destination: String,
+    },
+    /// Freeze every process of containers.
+    Pause {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Thaw paused containers.
+    Unpause {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Show containers' memory, CPU and process counts (from their cgroups).
+    Stats {
+        /// One snapshot instead of a refreshing display.
+        #[arg(long)]
+        no_stream: bool,
+        /// Print JSON (implies --no-stream).
+        #[arg(long)]
+        json: bool,
+        /// Containers (default: all running).
+        containers: Vec<String>,
+    },
+    /// Show the processes of a container.
+    Top {
+        /// The container.
+        container: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a container's output.
+    Logs {
+        /// Keep following the output until the container exits.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines (`all` for every line).
+        #[arg(short = 'n', long, value_parser = parse_tail)]
+        tail: Option<TailLines>,
+        /// Only lines since this time: RFC 3339, Unix seconds, or a duration before now (10m).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only lines before this time (same forms as --since).
+        #[arg(long)]
+        until: Option<String>,
+        /// Prefix each line with its time.
+        #[arg(short, long)]
+        timestamps: bool,
+        /// The container.
+        container: String,
+    },
+    /// Stop containers: their stop signal (the image's STOPSIGNAL, else SIGTERM), then
+    /// SIGKILL after a grace period.
+    Stop {
+        /// Seconds to wait before SIGKILL (default: the container's --stop-timeout, else 10).
+        #[arg(short, long)]
+        time: Option<u64>,
+        /// Every running container.
+        #[arg(short, long)]
+        all: bool,
+        /// Containers.
+        #[arg(required_unless_present = "all")]
+        containers: Vec<String>,
+    },
+    /// Send a signal to containers.
+    Kill {
+        /// Signal name or number.
+        #[arg(short, long, default_value = "KILL")]
+        signal: String,
+        /// Every running container.
+        #[arg(short, long)]
+        all: bool,
+        /// Containers.
+        #[arg(required_unless_present = "all")]
+        containers: Vec<String>,
+    },
+    /// Remove containers.
+    #[command(alias = "remove")]
+    Rm {
+        /// Kill running containers first.
+        #[arg(short, long)]
+        force: bool,
+        /// Remove their anonymous volumes too.
+        #[arg(short, long)]
+        volumes: bool,
+        /// Every container.
+        #[arg(short, long)]
+        all: bool,
+        /// Only those that match (the keys of `ps --filter`).
+        #[arg(long, value_name = "KEY=VALUE")]
+        filter: Vec<String>,
+        /// Containers.
+        #[arg(required_unless_present_any = ["all", "filter"])]
+        containers: Vec<String>,
+    },
+    /// Wait for containers to exit and print their exit codes.
+    Wait {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Show containers (or images) as JSON, in docker's shape (an array).
+    Inspect {
+        /// corral's own JSON shape instead of docker's.
+        #[arg(long)]
+        json: bool,
+        /// Only look for this kind: container or image.
+        #[arg(long = "type", value_parser = ["container", "image"])]
+        kind: Option<String>,
+        /// Containers or images.
+        #[arg(required = true)]
+        targets: Vec<String>,
+    },
+}
+
+/// `--tail`: a number of lines, or every line (`None`).
+#[derive(Debug, Clone, Copy)]
+pub struct TailLines(pub Option<usize>);
+
+/// `--tail`: a number, or `all`.
+fn parse_tail(s: &str) -> Result<TailLines, String> {
+    if s == "all" || s == "-1" {
+        return Ok(TailLines(None));
+    }
+    s.parse()
+        .map(|n| TailLines(Some(n)))
+        .map_err(|_| format!("{s:?}: give a number of lines or all"))
+}
+
+/// Arguments of `events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only events that match: type=container|vm|image|network|volume, event=ACTION,
+    /// container=NAME|ID, image=, label=K[=V], network=, volume=, vm= (repeatable).
+    #[arg(short, long, value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
+    /// Show events since this time (RFC 3339, Unix seconds, or a duration before now: 10m).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Stop at this time (same forms); without it, events are followed until interrupted.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// `json`: one JSON object per line.
+    #[arg(long)]
+    pub format: Option<String>,
+}

@@ -1,0 +1,104 @@
+//! The command line: every verb and flag, with the help text that teaches them. One file per
+//! group of verbs; this one holds the top level.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+mod container;
+mod image;
+mod network;
+mod run;
+mod vm;
+
+pub use container::*;
+pub use image::*;
+pub use network::*;
+pub use run::*;
+pub use vm::*;
+
+/// corral runs workloads at the isolation you pick — containers, virtual machines, containers
+/// in VMs — from the same OCI images, joined by virtual networks.
+#[derive(Debug, Parser)]
+#[command(
+    name = "corral",
+    version,
+    propagate_version = true,
+    after_help = "Start here:\n  corral image import rootfs.tar mybox      make an image from a root filesystem tarball\n  corral pull localhost:5000/app:1.0        pull from a registry\n  corral image ls                           list images\n  corral info                               what this host offers\n\nState lives under --root (default /var/lib/corral, or $CORRAL_ROOT)."
+)]
+pub struct Cli {
+    /// State directory: images, containers, VMs, networks, volumes.
+    #[arg(
+        long,
+        global = true,
+        env = "CORRAL_ROOT",
+        default_value = "/var/lib/corral"
+    )]
+    pub root: PathBuf,
+
+    /// Log level for diagnostics on stderr (error, warn, info, debug, trace).
+    #[arg(long, global = true, env = "CORRAL_LOG", default_value = "warn")]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The top-level verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    #[command(flatten)]
+    Containers(ContainerCommand),
+    /// Manage containers (the same verbs as at the top: `corral container ls` is `corral ps`).
+    #[command(subcommand)]
+    Container(ContainerCommand),
+    /// Show what happens to containers, VMs, images, networks and volumes, as it happens.
+    Events(EventsArgs),
+    /// Manage named volumes: create, list, inspect, remove, prune.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+    /// Manage virtual networks: create, list, inspect, remove, connect, disconnect, prune.
+    #[command(subcommand)]
+    Network(NetworkCommand),
+    /// Manage virtual machines: run an image or a bootable disk as a VM with its own kernel.
+    #[command(subcommand)]
+    Vm(VmCommand),
+    /// Manage images: import, load, save, list, inspect, tag, remove, prune.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Pull an image from a registry.
+    Pull(PullArgs),
+    /// Push an image to a registry.
+    Push(PushArgs),
+    /// Store credentials for a registry.
+    Login(LoginArgs),
+    /// Forget the credentials for a registry.
+    Logout {
+        /// The registry `host[:port]`.
+        registry: String,
+    },
+    /// List images (alias of `image ls`).
+    Images(LsArgs),
+    /// Remove images (alias of `image rm`).
+    Rmi(RmArgs),
+    /// Load an image archive (alias of `image load`).
+    Load(LoadArgs),
+    /// Save an image as an OCI archive (alias of `image save`).
+    Save(SaveArgs),
+    /// Import a root filesystem tarball (alias of `image import`).
+    Import(ImportArgs),
+    /// Add a name to an image (alias of `image tag`).
+    Tag(TagArgs),
+    /// Show corral's version.
+    Version {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what this host offers: kernel, cgroups, KVM, the state root and its use.
+    Info {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}

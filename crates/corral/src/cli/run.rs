@@ -1,0 +1,173 @@
+//! `run` and `create`: docker's flags.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// Arguments of `run` and `create`: docker's names.
+#[derive(Debug, Args)]
+#[command(trailing_var_arg = true, disable_help_flag = true)]
+pub struct RunArgs {
+    /// Print help (`-h` sets the hostname, as docker's does).
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+    /// Run in the background and print the container id.
+    #[arg(short, long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
+    pub detach: bool,
+    /// `container` (namespaces and cgroups on the host's kernel) or `vm` (a VM of its own,
+    /// with its own kernel: see `corral vm run --help`).
+    #[arg(long, default_value = "container", value_parser = ["container", "vm"])]
+    pub isolation: String,
+    /// Name the container.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Remove the container (and its anonymous volumes) when it exits.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
+    pub rm: bool,
+    /// Set an environment variable (K=V, or K to take it from here).
+    #[arg(short, long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Read environment variables from a file (K=V lines).
+    #[arg(long)]
+    pub env_file: Vec<PathBuf>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// User to run as: `USER[:GROUP]`, names (from the image's /etc/passwd and /etc/group)
+    /// or numbers.
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Another group for the process, a name or a number (repeatable).
+    #[arg(long, value_name = "GROUP")]
+    pub group_add: Vec<String>,
+    /// Hostname (default: the short id).
+    #[arg(short = 'h', long)]
+    pub hostname: Option<String>,
+    /// Keep standard input open.
+    #[arg(short, long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
+    pub interactive: bool,
+    /// Give the container a terminal (with -i: an interactive session); TERM=xterm is set.
+    #[arg(short, long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
+    pub tty: bool,
+    /// Override the image's entrypoint.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Mount a host directory (absolute or ./relative), a named volume (made on first use),
+    /// or an anonymous volume (`-v /data`): `[SRC:]DST[:OPTS]`, OPTS from ro, rw, z, Z, nocopy.
+    #[arg(short, long = "volume", value_name = "[SRC:]DST[:OPTS]")]
+    pub volume: Vec<String>,
+    /// Mount docker's long form: `type=bind|volume|tmpfs,source=SRC,target=DST[,readonly]`.
+    #[arg(long, value_name = "SPEC")]
+    pub mount: Vec<String>,
+    /// Mount a tmpfs: `DST[:OPTS]`, OPTS such as size=10m,mode=1777,noexec.
+    #[arg(long, value_name = "DST[:OPTS]")]
+    pub tmpfs: Vec<String>,
+    /// Mount the root filesystem read-only.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
+    pub read_only: bool,
+    /// Memory limit (e.g. 64m, 1g).
+    #[arg(short, long)]
+    pub memory: Option<String>,
+    /// CPUs the container may use (e.g. 0.5, 2).
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Relative CPU weight (default 1024).
+    #[arg(short = 'c', long)]
+    pub cpu_shares: Option<u64>,
+    /// CPUs allowed (0-1, 0,2).
+    #[arg(long)]
+    pub cpuset_cpus: Option<String>,
+    /// Maximum number of processes (-1: unlimited).
+    #[arg(long)]
+    pub pids_limit: Option<i64>,
+    /// Networks to join: a corral network's name (repeat or separate with commas for
+    /// several; `eth0` is on the first), `none` (loopback only) or `host` (the host's). Default:
+    /// the network `corral` (10.120.0.0/16 with NAT, made on first use), or $CORRAL_DEFAULT_NETWORK.
+    #[arg(long, alias = "net", value_name = "NAME")]
+    pub network: Vec<String>,
+    /// Another DNS name of the container on its networks (repeatable).
+    #[arg(long, value_name = "ALIAS")]
+    pub network_alias: Vec<String>,
+    /// Publish a port: `[IP:][HOSTPORT:]PORT[/tcp|udp]`, ranges as `8000-8001:80-81`; without
+    /// HOSTPORT a free port is chosen (see `corral inspect`).
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    pub publish: Vec<String>,
+    /// Publish every port the image exposes on free host ports.
+    #[arg(short = 'P', long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
+    pub publish_all: bool,
+    /// Restart policy: no, `on-failure[:N]`, always, unless-stopped (the monitor restarts the
+    /// process with back-off; `stop` and `kill` end it for good).
+    #[arg(long, default_value = "no")]
+    pub restart: String,
+    /// Set a label: `KEY=VALUE` (repeatable).
+    #[arg(short = 'l', long, value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+    /// Read labels from a file (`KEY=VALUE` lines).
+    #[arg(long, value_name = "FILE")]
+    pub label_file: Vec<PathBuf>,
+    /// When to pull the image: missing (the default), always, never, newer.
+    #[arg(long, default_value = "missing", value_name = "POLICY")]
+    pub pull: String,
+    /// The platform: only linux/amd64 runs here.
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// The signal `stop` sends first (default: the image's STOPSIGNAL, else SIGTERM).
+    #[arg(long, value_name = "SIGNAL")]
+    pub stop_signal: Option<String>,
+    /// Seconds `stop` waits before SIGKILL (default 10).
+    #[arg(long, value_name = "SECONDS")]
+    pub stop_timeout: Option<u64>,
+    /// Forward the signals corral receives (INT, TERM, HUP, QUIT, USR1, USR2) to the container
+    /// while attached (default true; with -t the terminal delivers them).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = true)]
+    pub sig_proxy: bool,
+    /// Write the container's id to this file (it must not exist).
+    #[arg(long, value_name = "FILE")]
+    pub cidfile: Option<PathBuf>,
+    /// Pass every variable of corral's own environment to the container.
+    #[arg(long)]
+    pub env_host: bool,
+    /// Security options: no-new-privileges; seccomp=unconfined (no system call filter) or
+    /// seccomp=FILE (a profile in docker's JSON format).
+    #[arg(long)]
+    pub security_opt: Vec<String>,
+    /// Add a capability (NET_ADMIN or CAP_NET_ADMIN, any case; ALL for every one).
+    #[arg(long, value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability (ALL: keep only those added).
+    #[arg(long, value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// Every capability, every host device (in /dev and allowed), no masked or read-only
+    /// /proc paths, /sys read-write, no system call filter.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
+    pub privileged: bool,
+    /// Give the container a host device: `HOSTPATH[:PATH][:PERMS]`, PERMS a subset of `rwm`
+    /// (read, write, mknod; default all), e.g. `--device /dev/fuse` or
+    /// `--device /dev/sdb:/dev/xvdb:r`.
+    #[arg(long, value_name = "HOST[:PATH][:PERMS]")]
+    pub device: Vec<String>,
+    /// Allow devices by number in the devices cgroup, as docker writes it: `c 1:11 r`,
+    /// `b 8:* rw` (`*` for any number, `a` for every device). The node itself must come from
+    /// the image, `--device` or mknod.
+    #[arg(long, value_name = "RULE")]
+    pub device_cgroup_rule: Vec<String>,
+    /// User namespace: `host` (the default: container root is host root), or `auto[:size=N]`
+    /// (root and up to N ids, 65536 by default, mapped to a range of host ids no other
+    /// container has; image layers are idmapped, not copied).
+    #[arg(long, value_name = "MODE")]
+    pub userns: Option<String>,
+    /// Map container ids to host ids in a user namespace: `CONTAINER:HOST:SIZE` (repeat for
+    /// more lines; the gid map is the same unless --gidmap is given).
+    #[arg(long, value_name = "C:H:N")]
+    pub uidmap: Vec<String>,
+    /// Map container gids to host gids: `CONTAINER:HOST:SIZE` (with --uidmap).
+    #[arg(long, value_name = "C:H:N")]
+    pub gidmap: Vec<String>,
+    /// Set a resource limit: `NAME=SOFT[:HARD]`, e.g. nofile=1024:2048 (-1: unlimited).
+    #[arg(long, value_name = "NAME=SOFT[:HARD]")]
+    pub ulimit: Vec<String>,
+    /// The image.
+    pub image: String,
+    /// The command and its arguments (default: the image's).
+    pub command: Vec<String>,
+}

@@ -1,0 +1,123 @@
+//! Reading a workload's log: docker's json-file lines (`log`, `stream`, `time`) that the
+//! container monitor writes, or a VM's plain console text; the last N lines, a time window,
+//! and following what comes while the workload runs.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+/// One line of a log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// `stdout` or `stderr` (a console's lines are `stdout`).
+    pub stream: String,
+    /// When it was written (RFC 3339 with nanoseconds); empty for a console's lines.
+    pub time: String,
+    /// The text, with its newline when it had one.
+    pub text: String,
+}
+
+/// What to read.
+#[derive(Debug, Clone, Default)]
+pub struct LogOptions {
+    /// Keep following while the workload runs.
+    pub follow: bool,
+    /// Only the last N lines (of those in the window).
+    pub tail: Option<usize>,
+    /// Only lines written at or after this time.
+    pub since: Option<SystemTime>,
+    /// Only lines written before this time.
+    pub until: Option<SystemTime>,
+}
+
+/// The lines of a json-file log at `path`, as `opts` says; `running` tells whether more may
+/// come.
+pub fn follow_json(
+    path: &Path,
+    opts: &LogOptions,
+    running: &dyn Fn() -> bool,
+    emit: &mut dyn FnMut(&LogLine) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let parse = |l: &str| -> Option<LogLine> {
+        let v: serde_json::Value = serde_json::from_str(l).ok()?;
+        Some(LogLine {
+            stream: v["stream"].as_str().unwrap_or("stdout").to_owned(),
+            time: v["time"].as_str().unwrap_or("").to_owned(),
+            text: v["log"].as_str().unwrap_or("").to_owned(),
+        })
+    };
+    let in_window = |l: &LogLine| {
+        if opts.since.is_none() && opts.until.is_none() {
+            return true;
+        }
+        let Ok(t) = humantime::parse_rfc3339_weak(&l.time) else {
+            return true;
+        };
+        opts.since.is_none_or(|s| t >= s) && opts.until.is_none_or(|u| t < u)
+    };
+    follow_lines(path, opts, running, &mut |lines| {
+        for l in lines.iter().filter_map(|l| parse(l)).filter(in_window) {
+            emit(&l)?;
+        }
+        Ok(())
+    })
+}
+
+/// The lines of a plain text log (a VM's console), as [`follow_json`] reads a json-file one
+/// (without a time window: console lines carry no time).
+pub fn follow_raw(
+    path: &Path,
+    opts: &LogOptions,
+    running: &dyn Fn() -> bool,
+    emit: &mut dyn FnMut(&LogLine) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    follow_lines(path, opts, running, &mut |lines| {
+        for l in lines {
+            emit(&LogLine {
+                stream: "stdout".into(),
+                time: String::new(),
+                text: format!("{l}\n"),
+            })?;
+        }
+        Ok(())
+    })
+}
+
+fn follow_lines(
+    path: &Path,
+    opts: &LogOptions,
+    running: &dyn Fn() -> bool,
+    emit: &mut dyn FnMut(&[&str]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut offset = 0u64;
+    let mut first = true;
+    loop {
+        if opts.until.is_some_and(|u| SystemTime::now() >= u) && !first {
+            return Ok(());
+        }
+        let data = std::fs::read(path).unwrap_or_default();
+        if (data.len() as u64) > offset {
+            let chunk = &data[offset as usize..];
+            // Only whole lines; a partial last line is read next time.
+            let end = chunk.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+            let text = String::from_utf8_lossy(&chunk[..end]);
+            let mut lines: Vec<&str> = text.lines().collect();
+            if first {
+                if let Some(n) = opts.tail {
+                    let skip = lines.len().saturating_sub(n);
+                    lines.drain(..skip);
+                }
+            }
+            emit(&lines)?;
+            offset += end as u64;
+        }
+        first = false;
+        if !opts.follow {
+            return Ok(());
+        }
+        if running() {
+            std::thread::sleep(Duration::from_millis(100));
+        } else if std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) <= offset {
+            return Ok(());
+        }
+    }
+}

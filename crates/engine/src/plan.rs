@@ -1,0 +1,413 @@
+//! A spec and an image's config to the runtime's plan ([`ContainerConfig`]): docker's rules
+//! for how the two combine (entrypoint and cmd, environment, working dir, user, exposed ports,
+//! volumes, stop signal), and every check that can fail before anything exists.
+
+use std::path::{Path, PathBuf};
+
+use corral_container::config::{Bind, ContainerConfig, DeviceNode, DeviceRule};
+use corral_container::userns::IdMap;
+use corral_container::{capabilities, rlimits};
+use corral_net::Attachment;
+
+use crate::record::Record;
+use crate::spec::{ContainerSpec, MountSource, Seccomp};
+use crate::{EngineError, Result};
+
+/// What the engine makes for a container, decided before anything exists.
+#[derive(Debug)]
+pub struct Plan {
+    /// The runtime's plan.
+    pub config: ContainerConfig,
+    /// The image's id.
+    pub image_id: String,
+    /// How many of `config.args` are the entrypoint.
+    pub entrypoint_len: usize,
+    /// The corral networks to join (empty for `none`/`host`).
+    pub attachments: Vec<Attachment>,
+    /// The engine's record.
+    pub record: Record,
+    /// Named volumes to make on first use (`-v NAME:/x`), and the anonymous ones' targets.
+    pub volumes: Vec<VolumeUse>,
+    /// `--userns=auto[:size=N]`.
+    pub userns_auto: Option<u32>,
+}
+
+/// A volume the plan mounts: made before the container is created.
+#[derive(Debug, Clone)]
+pub struct VolumeUse {
+    /// The name; `None` for an anonymous volume (named when made).
+    pub name: Option<String>,
+    /// Index into `config.binds` whose source is the volume's mount point.
+    pub bind: usize,
+}
+
+fn invalid(msg: impl Into<String>) -> EngineError {
+    EngineError::invalid(msg)
+}
+
+/// Builds the plan of `spec` over `image` (resolved in `store`).
+pub fn plan(
+    engine: &crate::Engine,
+    store: &corral_image::Store,
+    img: &corral_image::Image,
+    spec: &ContainerSpec,
+) -> Result<Plan> {
+    let mut layers = Vec::new();
+    for d in img.diff_ids()? {
+        if !store.has_layer(&d) {
+            return Err(invalid(format!(
+                "layer {d} of {} is not unpacked: pull or load the image again",
+                spec.image
+            )));
+        }
+        layers.push(store.layer_path(&d));
+    }
+    let icfg = img.config.config().clone().unwrap_or_default();
+    let entrypoint: Vec<String> = match &spec.entrypoint {
+        Some(e) => e.clone(),
+        None => icfg.entrypoint().clone().unwrap_or_default(),
+    };
+    let cmd: Vec<String> = if !spec.command.is_empty() {
+        spec.command.clone()
+    } else if spec.entrypoint.is_some() {
+        Vec::new()
+    } else {
+        icfg.cmd().clone().unwrap_or_default()
+    };
+    let entrypoint_len = entrypoint.len();
+    let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if args.is_empty() {
+        return Err(invalid(format!("no command: the image {} has neither Entrypoint nor Cmd; give one after the image name", spec.image)));
+    }
+    let mut cfg = ContainerConfig::defaults(layers, args);
+    if let Some(env) = icfg.env() {
+        merge_env(&mut cfg.env, env.iter().cloned());
+    }
+    merge_env(&mut cfg.env, spec.env.iter().cloned());
+    if spec.tty && !cfg.env.iter().any(|e| e.starts_with("TERM=")) {
+        // docker and podman give a terminal's process a TERM.
+        cfg.env.push("TERM=xterm".into());
+    }
+    if let Some(w) = spec.workdir.clone().or_else(|| icfg.working_dir().clone()) {
+        if !w.is_empty() {
+            if !w.starts_with('/') {
+                return Err(invalid(format!(
+                    "working directory {w:?} must be an absolute path"
+                )));
+            }
+            cfg.cwd = w;
+        }
+    }
+    // Users and groups by name, in the image's own /etc/passwd and /etc/group (top layer
+    // first).
+    let top_first: Vec<PathBuf> = cfg.layers.iter().rev().cloned().collect();
+    if let Some(u) = spec
+        .user
+        .clone()
+        .or_else(|| icfg.user().clone())
+        .filter(|u| !u.is_empty())
+    {
+        let user = crate::users::resolve(&u, &top_first)?;
+        cfg.uid = user.uid;
+        cfg.gid = user.gid;
+        cfg.additional_gids = user.groups;
+    }
+    if !spec.group_add.is_empty() {
+        let group = crate::users::read_in_layers(&top_first, "etc/group");
+        for g in &spec.group_add {
+            let id = crate::users::group_id(g, group.as_deref())?;
+            if !cfg.additional_gids.contains(&id) {
+                cfg.additional_gids.push(id);
+            }
+        }
+    }
+    let sec = &spec.security;
+    let parse_maps = |flag: &str, list: &[String]| -> Result<Vec<IdMap>> {
+        list.iter()
+            .map(|m| IdMap::parse(m).map_err(|e| invalid(format!("--{flag}: {e}"))))
+            .collect()
+    };
+    cfg.uid_map = parse_maps("uidmap", &sec.uidmap)?;
+    cfg.gid_map = parse_maps("gidmap", &sec.gidmap)?;
+    if cfg.uid_map.is_empty() && !cfg.gid_map.is_empty() {
+        return Err(invalid(
+            "--gidmap needs --uidmap: give both, or --userns=auto",
+        ));
+    }
+    if cfg.gid_map.is_empty() {
+        cfg.gid_map = cfg.uid_map.clone();
+    }
+    let userns_auto = userns_auto(sec.userns.as_deref())?;
+    if userns_auto.is_some() && !cfg.uid_map.is_empty() {
+        return Err(invalid(format!(
+            "--userns={} and --uidmap conflict: give one",
+            sec.userns.as_deref().unwrap_or("")
+        )));
+    }
+    if !cfg.uid_map.is_empty() {
+        for (what, map, id) in [
+            ("user", &cfg.uid_map, cfg.uid),
+            ("group", &cfg.gid_map, cfg.gid),
+        ] {
+            if corral_container::userns::host_id(map, id).is_none() {
+                return Err(invalid(format!("the container's {what} {id} is not mapped by --uidmap/--gidmap: map it, or run as a mapped id with -u")));
+            }
+        }
+    }
+    cfg.read_only = spec.read_only;
+    cfg.interactive = spec.interactive;
+    let mut volumes = Vec::new();
+    let mut targets = std::collections::BTreeSet::new();
+    for m in &spec.mounts {
+        if !targets.insert(m.target.trim_end_matches('/').to_owned()) {
+            return Err(invalid(format!(
+                "two mounts at {}: give each destination once",
+                m.target
+            )));
+        }
+        match &m.source {
+            MountSource::Tmpfs { options } => cfg.tmpfs.push(if options.is_empty() {
+                m.target.clone()
+            } else {
+                format!("{}:{options}", m.target)
+            }),
+            MountSource::Bind { source } => {
+                if !source.exists() {
+                    return Err(invalid(format!(
+                        "bind source {} does not exist: create it first",
+                        source.display()
+                    )));
+                }
+                cfg.binds.push(Bind {
+                    idmap: false,
+                    source: source.clone(),
+                    destination: m.target.clone(),
+                    readonly: m.readonly,
+                });
+            }
+            MountSource::Volume { name, .. } => {
+                volumes.push(VolumeUse {
+                    name: name.clone(),
+                    bind: cfg.binds.len(),
+                });
+                cfg.binds.push(Bind {
+                    idmap: true,
+                    // Filled in when the volume is made.
+                    source: PathBuf::new(),
+                    destination: m.target.clone(),
+                    readonly: m.readonly,
+                });
+            }
+        }
+    }
+    // The image's VOLUMEs that no mount covers: an anonymous volume each, as docker does.
+    if let Some(vols) = icfg.volumes() {
+        for v in vols {
+            let t = v.trim_end_matches('/');
+            let t = if t.is_empty() { "/" } else { t };
+            if targets.insert(t.to_owned()) {
+                volumes.push(VolumeUse {
+                    name: None,
+                    bind: cfg.binds.len(),
+                });
+                cfg.binds.push(Bind {
+                    idmap: true,
+                    source: PathBuf::new(),
+                    destination: t.to_owned(),
+                    readonly: false,
+                });
+            }
+        }
+    }
+    let r = &spec.resources;
+    if let Some(b) = r.memory {
+        if b < 256 << 10 {
+            return Err(invalid("the smallest memory limit is 256k"));
+        }
+        cfg.resources.memory = Some(b);
+    }
+    if let Some(c) = r.cpus {
+        if !(c > 0.0 && c.is_finite()) {
+            return Err(invalid(format!("--cpus {c}: must be a positive number")));
+        }
+        cfg.resources.cpu_quota = Some((c * 100_000.0) as i64);
+        cfg.resources.cpu_period = Some(100_000);
+    }
+    cfg.resources.cpu_shares = r.cpu_shares;
+    cfg.resources.cpuset_cpus = r.cpuset_cpus.clone();
+    cfg.resources.pids_limit = r.pids_limit;
+    let exposed = if spec.networking.publish_all {
+        icfg.exposed_ports().clone().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let (mode, attachments) =
+        crate::networks::requested_attachments(engine, &spec.networking, &exposed)?;
+    cfg.network = mode;
+    cfg.no_new_privileges = sec.no_new_privileges;
+    cfg.seccomp = match &sec.seccomp {
+        Seccomp::Default => cfg.seccomp,
+        Seccomp::Unconfined => None,
+        Seccomp::Profile(file) => Some(
+            corral_container::seccomp::SeccompProfile::load(file)
+                .map_err(|e| invalid(format!("--security-opt seccomp={}: {e}", file.display())))?,
+        ),
+    };
+    cfg.capabilities = capabilities::resolve(
+        &cfg.capabilities,
+        &sec.cap_add,
+        &sec.cap_drop,
+        sec.privileged,
+        &capabilities::available(),
+    )
+    .map_err(|e| invalid(e.to_string()))?;
+    let rules = cfg.resources.devices.get_or_insert_with(Vec::new);
+    for d in &sec.devices {
+        let (node, perms) = parse_device(d)?;
+        rules.push(node.rule(&perms));
+        cfg.devices.push(node);
+    }
+    for r in &sec.device_cgroup_rules {
+        rules.push(
+            DeviceRule::parse(r, true)
+                .map_err(|e| invalid(format!("--device-cgroup-rule: {e}")))?,
+        );
+    }
+    if sec.privileged {
+        // docker's --privileged: the host's devices, all of them allowed.
+        rules.push(DeviceRule::parse("a", true).expect("valid"));
+        let own: Vec<String> = cfg.devices.iter().map(|d| d.path.clone()).collect();
+        cfg.devices.extend(
+            corral_container::config::host_devices()
+                .into_iter()
+                .filter(|d| !own.contains(&d.path)),
+        );
+        cfg.privileged = true;
+        cfg.masked_paths.clear();
+        cfg.readonly_paths.clear();
+        if sec.seccomp == Seccomp::Default {
+            // docker's --privileged runs unconfined unless a profile is given.
+            cfg.seccomp = None;
+        }
+    }
+    if let Some(profile) = &cfg.seccomp {
+        // Compiled again by the init; compiling here reports a profile the kernel could not
+        // take (too large) before anything is created.
+        corral_container::seccomp::compile(profile, &cfg.capabilities)
+            .map_err(|e| invalid(format!("--security-opt seccomp: {e}")))?;
+    }
+    for u in &spec.ulimits {
+        rlimits::set(
+            &mut cfg.rlimits,
+            rlimits::parse_ulimit(u).map_err(|e| invalid(e.to_string()))?,
+        );
+    }
+    cfg.tty = spec.tty;
+    let restart = if spec.restart.is_empty() {
+        "no"
+    } else {
+        &spec.restart
+    };
+    cfg.restart = corral_container::config::RestartPolicy::parse(restart).ok_or_else(|| {
+        invalid(format!(
+            "--restart {restart:?}: expected no, on-failure[:N], always or unless-stopped"
+        ))
+    })?;
+    if spec.auto_remove && cfg.restart != corral_container::config::RestartPolicy::No {
+        return Err(invalid(format!(
+            "--rm and --restart {restart} conflict: a container removed at exit cannot restart"
+        )));
+    }
+    if let Some(s) = &spec.stop_signal {
+        corral_container::container_kill::parse_signal(s)
+            .map_err(|e| invalid(format!("--stop-signal: {e}")))?;
+    }
+    let mut labels = icfg.labels().clone().unwrap_or_default();
+    labels.extend(spec.labels.clone());
+    let record = Record {
+        labels: labels.into_iter().collect(),
+        stop_signal: spec
+            .stop_signal
+            .clone()
+            .or_else(|| icfg.stop_signal().clone()),
+        stop_timeout: spec.stop_timeout,
+        anonymous_volumes: Vec::new(),
+        publish: spec.networking.publish.clone(),
+        publish_all: spec.networking.publish_all,
+        networks: spec.networking.networks.clone(),
+    };
+    cfg.hostname = spec.hostname.clone().unwrap_or_default();
+    Ok(Plan {
+        config: cfg,
+        image_id: img.id.to_string(),
+        entrypoint_len,
+        attachments,
+        record,
+        volumes,
+        userns_auto,
+    })
+}
+
+/// `--userns`: `Some(size)` for an automatic range, `None` for the host's namespace.
+fn userns_auto(mode: Option<&str>) -> Result<Option<u32>> {
+    let Some(mode) = mode else {
+        return Ok(None);
+    };
+    let bad = || {
+        invalid(format!(
+            "--userns={mode:?}: expected host, auto or auto:size=N (N from 1 to 65536)"
+        ))
+    };
+    match mode {
+        "" | "host" => Ok(None),
+        "auto" | "private" => Ok(Some(corral_container::userns::AUTO_SIZE)),
+        m => {
+            let n: u32 = m
+                .strip_prefix("auto:size=")
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(bad)?;
+            if n == 0 || n > corral_container::userns::AUTO_SIZE {
+                return Err(bad());
+            }
+            Ok(Some(n))
+        }
+    }
+}
+
+/// Sets `K=V` pairs, replacing earlier values of the same key.
+pub fn merge_env(env: &mut Vec<String>, add: impl Iterator<Item = String>) {
+    for kv in add {
+        let key = kv.split('=').next().unwrap_or("").to_owned();
+        env.retain(|e| e.split('=').next() != Some(key.as_str()));
+        env.push(kv);
+    }
+}
+
+/// `--device HOSTPATH[:PATH][:PERMS]`: the node to make and the access to allow.
+pub fn parse_device(spec: &str) -> Result<(DeviceNode, String)> {
+    let is_perms = |p: &str| !p.is_empty() && p.chars().all(|c| "rwm".contains(c));
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (host, path, perms) = match parts.as_slice() {
+        [h] => (*h, *h, "rwm"),
+        [h, p] if is_perms(p) => (*h, *h, *p),
+        [h, p] => (*h, *p, "rwm"),
+        [h, p, perms] => (*h, *p, *perms),
+        _ => return Err(invalid(format!("--device {spec:?}: expected HOSTPATH[:PATH][:PERMS], e.g. /dev/fuse or /dev/sdb:/dev/xvdb:r"))),
+    };
+    if !is_perms(perms) {
+        return Err(invalid(format!(
+            "--device {spec:?}: the permissions {perms:?} must be made of r, w and m"
+        )));
+    }
+    let node = DeviceNode::from_host(Path::new(host), path).map_err(|e| {
+        invalid(format!(
+            "--device {spec:?}: {host} is not a usable host device: {e}"
+        ))
+    })?;
+    if !path.starts_with("/dev/") || path.split('/').any(|c| c == "..") {
+        return Err(invalid(format!(
+            "--device {spec:?}: the path in the container must be under /dev/"
+        )));
+    }
+    Ok((node, perms.to_owned()))
+}
