@@ -373,6 +373,40 @@ impl Engine {
         Ok(cs.load(id).ok().and_then(|s| s.exit_code))
     }
 
+    /// Waits until a container is `running`, `healthy` or `unhealthy`; fails if it exits
+    /// first (or, for a health condition, has no check).
+    pub fn wait_for(&self, id: &str, condition: &str) -> Result<()> {
+        let cs = self.containers()?;
+        let dir = cs.dir(id);
+        if condition != "running" && Record::load(&dir).healthcheck.is_none() {
+            return Err(EngineError::Conflict(format!(
+                "container {id} has no health check to wait for"
+            )));
+        }
+        let mut delay = Duration::from_millis(5);
+        loop {
+            let s = cs.load(id)?;
+            let met = match condition {
+                "running" => s.status == Status::Running,
+                c => crate::health::load(&dir).is_some_and(|h| h.status == c),
+            };
+            if met {
+                return Ok(());
+            }
+            let may_restart = cs
+                .config(id)
+                .is_ok_and(|c| c.restart != corral_container::config::RestartPolicy::No);
+            if s.status == Status::Exited && (!may_restart || s.stop_requested) {
+                return Err(EngineError::Conflict(format!(
+                    "container {} exited before it was {condition}",
+                    s.name
+                )));
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_millis(100));
+        }
+    }
+
     /// Freezes or thaws a container.
     pub fn set_paused(&self, id: &str, paused: bool) -> Result<()> {
         let cs = self.containers()?;

@@ -4,7 +4,7 @@
 //! the image resolved (and pulled when the pull policy says so), the runtime's plan built from
 //! the image's config and the spec ([`plan`]), user and group names resolved in the image
 //! ([`users`]), volumes made, networks joined around the start and left at the end
-//! ([`networks`]), the VM path for `--isolation vm` and `corral vm` ([`vms`]); the operations
+//! ([`networks`]), health checks ([`health`]), the VM path for `--isolation vm` and `corral vm` ([`vms`]); the operations
 //! on containers ([`containers`]: create, start — again, too —, stop with the image's stop
 //! signal, kill, restart, remove, exec, wait, rename, list with filters); the events journal
 //! ([`events`]); logs ([`logs`]); docker-shaped views for `inspect` and `ps` ([`views`]).
@@ -19,6 +19,7 @@
 
 pub mod containers;
 pub mod events;
+pub mod health;
 pub mod list;
 pub mod logs;
 pub mod monitor;

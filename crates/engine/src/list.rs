@@ -1,5 +1,5 @@
 //! `ps` and its `--filter`s (docker's keys: `id`, `name`, `label`, `status`, `exited`,
-//! `ancestor`, `network`, `volume`, `before`, `since`): one key given twice matches either
+//! `ancestor`, `network`, `volume`, `health`, `before`, `since`): one key given twice matches either
 //! value, different keys must all match.
 
 use std::collections::BTreeMap;
@@ -17,6 +17,7 @@ pub struct ContainerFilter {
 
 const KEYS: &[&str] = &[
     "id", "name", "label", "status", "exited", "ancestor", "network", "volume", "before", "since",
+    "health",
 ];
 
 impl ContainerFilter {
@@ -108,6 +109,10 @@ impl ContainerFilter {
                             .and_then(|p| p.file_name())
                             .is_some_and(|n| n == val.as_str())
                 }),
+                "health" => match &v.health {
+                    Some(h) => h.status == *val,
+                    None => val == "none",
+                },
                 "before" => created_of(val).is_some_and(|t| s.created < t),
                 "since" => created_of(val).is_some_and(|t| s.created > t),
                 _ => false,

@@ -21,19 +21,27 @@ struct Hooks {
 impl Hooks {
     fn event(&self, action: &str, s: &State) -> Event {
         let dir = self.root.join("containers").join(&s.id);
-        Event::new("container", action, &s.id)
-            .attr("name", &s.name)
-            .attr("image", &s.image)
-            .labels(&Record::load(&dir).labels)
+        event_of(action, s, &Record::load(&dir))
     }
+}
+
+fn event_of(action: &str, s: &State, r: &Record) -> Event {
+    Event::new("container", action, &s.id)
+        .attr("name", &s.name)
+        .attr("image", &s.image)
+        .labels(&r.labels)
 }
 
 impl MonitorHooks for Hooks {
     fn started(&self, s: &State) {
+        let record = Record::load(&self.root.join("containers").join(&s.id));
         if s.restart_count > 0 {
-            self.journal.record(&self.event("restart", s));
+            self.journal.record(&event_of("restart", s, &record));
         }
-        self.journal.record(&self.event("start", s));
+        self.journal.record(&event_of("start", s, &record));
+        if let (Some(_), Some(pid)) = (&record.healthcheck, s.pid) {
+            crate::health::spawn_checker(&self.root, &s.id, pid);
+        }
     }
 
     fn exited(&self, s: &State) {

@@ -9,6 +9,7 @@ use corral_container::userns::IdMap;
 use corral_container::{capabilities, rlimits};
 use corral_net::Attachment;
 
+use crate::containers::chain;
 use crate::record::Record;
 use crate::spec::{ContainerSpec, MountSource, Seccomp};
 use crate::{EngineError, Result};
@@ -249,8 +250,13 @@ pub fn plan(
         Seccomp::Default => cfg.seccomp,
         Seccomp::Unconfined => None,
         Seccomp::Profile(file) => Some(
-            corral_container::seccomp::SeccompProfile::load(file)
-                .map_err(|e| invalid(format!("--security-opt seccomp={}: {e}", file.display())))?,
+            corral_container::seccomp::SeccompProfile::load(file).map_err(|e| {
+                invalid(format!(
+                    "--security-opt seccomp={}: {}",
+                    file.display(),
+                    chain(&e)
+                ))
+            })?,
         ),
     };
     cfg.capabilities = capabilities::resolve(
@@ -260,7 +266,7 @@ pub fn plan(
         sec.privileged,
         &capabilities::available(),
     )
-    .map_err(|e| invalid(e.to_string()))?;
+    .map_err(|e| invalid(chain(&e)))?;
     let rules = cfg.resources.devices.get_or_insert_with(Vec::new);
     for d in &sec.devices {
         let (node, perms) = parse_device(d)?;
@@ -294,12 +300,12 @@ pub fn plan(
         // Compiled again by the init; compiling here reports a profile the kernel could not
         // take (too large) before anything is created.
         corral_container::seccomp::compile(profile, &cfg.capabilities)
-            .map_err(|e| invalid(format!("--security-opt seccomp: {e}")))?;
+            .map_err(|e| invalid(format!("--security-opt seccomp: {}", chain(&e))))?;
     }
     for u in &spec.ulimits {
         rlimits::set(
             &mut cfg.rlimits,
-            rlimits::parse_ulimit(u).map_err(|e| invalid(e.to_string()))?,
+            rlimits::parse_ulimit(u).map_err(|e| invalid(chain(&e)))?,
         );
     }
     cfg.tty = spec.tty;
@@ -322,6 +328,8 @@ pub fn plan(
         corral_container::container_kill::parse_signal(s)
             .map_err(|e| invalid(format!("--stop-signal: {e}")))?;
     }
+    let raw_config = store.read_blob(&img.id).ok();
+    let healthcheck = crate::health::resolve(raw_config.as_deref(), &spec.healthcheck)?;
     let mut labels = icfg.labels().clone().unwrap_or_default();
     labels.extend(spec.labels.clone());
     let record = Record {
@@ -335,6 +343,7 @@ pub fn plan(
         publish: spec.networking.publish.clone(),
         publish_all: spec.networking.publish_all,
         networks: spec.networking.networks.clone(),
+        healthcheck,
     };
     cfg.hostname = spec.hostname.clone().unwrap_or_default();
     Ok(Plan {

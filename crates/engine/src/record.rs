@@ -35,6 +35,9 @@ pub struct Record {
     /// The networks asked for by name (`none`, `host`, or corral networks).
     #[serde(default)]
     pub networks: Vec<String>,
+    /// The health check.
+    #[serde(default)]
+    pub healthcheck: Option<crate::health::HealthConfig>,
 }
 
 const FILE: &str = "engine.json";

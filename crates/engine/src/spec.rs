@@ -210,6 +210,8 @@ pub struct ContainerSpec {
     pub stop_timeout: Option<u64>,
     /// Container or VM.
     pub isolation: Isolation,
+    /// The health check flags (over the image's `HEALTHCHECK`).
+    pub healthcheck: crate::health::HealthSpec,
 }
 
 impl Mount {

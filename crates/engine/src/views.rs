@@ -23,6 +23,8 @@ pub struct ContainerView {
     pub endpoints: Vec<Endpoint>,
     /// Its log file.
     pub log_path: std::path::PathBuf,
+    /// Its health, when it has a check and has started.
+    pub health: Option<crate::health::Health>,
 }
 
 fn status_word(s: &State) -> &'static str {
@@ -60,14 +62,21 @@ fn since(t: Option<&str>) -> Duration {
 }
 
 /// The STATUS column: `Created`, `Up 5 minutes`, `Up 2 seconds (Paused)`,
-/// `Exited (0) 2 minutes ago`.
-pub fn status_column(s: &State) -> String {
+/// `Up 1 minute (healthy)`, `Exited (0) 2 minutes ago`.
+pub fn status_column(s: &State, health: Option<&crate::health::Health>) -> String {
     match s.status {
         Status::Created => "Created".into(),
         Status::Running => {
             let up = format!("Up {}", human_duration(since(s.started_at.as_deref())));
             if s.paused {
                 format!("{up} (Paused)")
+            } else if let Some(h) = health {
+                let word = if h.status == "starting" {
+                    "health: starting"
+                } else {
+                    &h.status
+                };
+                format!("{up} ({word})")
             } else {
                 up
             }
@@ -194,6 +203,7 @@ impl ContainerView {
                 "Error": s.error.clone().unwrap_or_default(),
                 "StartedAt": s.started_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
                 "FinishedAt": s.finished_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+                "Health": self.health,
             },
             "Image": s.image_id,
             "ResolvConfPath": "",
@@ -237,6 +247,13 @@ impl ContainerView {
                 "Labels": r.labels,
                 "StopSignal": r.stop_signal.clone().unwrap_or_else(|| "SIGTERM".into()),
                 "StopTimeout": r.stop_timeout.unwrap_or(10),
+                "Healthcheck": r.healthcheck.as_ref().map(|h| json!({
+                    "Test": h.test,
+                    "Interval": h.interval_ms * 1_000_000,
+                    "Timeout": h.timeout_ms * 1_000_000,
+                    "Retries": h.retries,
+                    "StartPeriod": h.start_period_ms * 1_000_000,
+                })),
             },
             "NetworkSettings": {
                 "IPAddress": first.map(|e| e.ip.to_string()).unwrap_or_default(),
@@ -313,6 +330,7 @@ impl crate::Engine {
             record: Record::load(&dir),
             endpoints: self.networks().endpoints_of(id).unwrap_or_default(),
             log_path: dir.join("ctr.log"),
+            health: crate::health::load(&dir),
         })
     }
 }

@@ -203,12 +203,19 @@ pub enum ContainerCommand {
         #[arg(required_unless_present_any = ["all", "filter"])]
         containers: Vec<String>,
     },
-    /// Wait for containers to exit and print their exit codes.
+    /// Wait for containers to exit and print their exit codes (or for another condition).
     Wait {
+        /// What to wait for: stopped (the default: exited, printing the code), running,
+        /// healthy, unhealthy.
+        #[arg(long, default_value = "stopped", value_parser = ["stopped", "exited", "running", "healthy", "unhealthy"])]
+        condition: String,
         /// Containers.
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Run a container's health check now.
+    #[command(subcommand)]
+    Healthcheck(HealthcheckCommand),
     /// Show containers (or images) as JSON, in docker's shape (an array).
     Inspect {
         /// corral's own JSON shape instead of docker's.
@@ -220,6 +227,16 @@ pub enum ContainerCommand {
         /// Containers or images.
         #[arg(required = true)]
         targets: Vec<String>,
+    },
+}
+
+/// `healthcheck ...`.
+#[derive(Debug, Subcommand)]
+pub enum HealthcheckCommand {
+    /// Run the check once; exit 0 if it passed, 1 if not (and record it as the checker does).
+    Run {
+        /// The container.
+        container: String,
     },
 }
 

@@ -124,6 +124,25 @@ pub struct RunArgs {
     /// Write the container's id to this file (it must not exist).
     #[arg(long, value_name = "FILE")]
     pub cidfile: Option<PathBuf>,
+    /// A health check command, run with /bin/sh -c in the container (over the image's
+    /// HEALTHCHECK); exit 0 is healthy.
+    #[arg(long, value_name = "COMMAND")]
+    pub health_cmd: Option<String>,
+    /// Time between checks (default 30s).
+    #[arg(long, value_name = "DURATION")]
+    pub health_interval: Option<humantime::Duration>,
+    /// A check running longer fails (default 30s).
+    #[arg(long, value_name = "DURATION")]
+    pub health_timeout: Option<humantime::Duration>,
+    /// Failures in a row that make the container unhealthy (default 3).
+    #[arg(long, value_name = "N")]
+    pub health_retries: Option<u32>,
+    /// Failures in this first span do not count (default 0s).
+    #[arg(long, value_name = "DURATION")]
+    pub health_start_period: Option<humantime::Duration>,
+    /// No health check, whatever the image says.
+    #[arg(long)]
+    pub no_healthcheck: bool,
     /// Pass every variable of corral's own environment to the container.
     #[arg(long)]
     pub env_host: bool,

@@ -155,12 +155,31 @@ pub fn run(engine: &Engine, cmd: ContainerCommand) -> Result<()> {
                 Ok(engine.remove(id, force, volumes)?)
             })
         }
-        ContainerCommand::Wait { containers } => {
+        ContainerCommand::Wait {
+            condition,
+            containers,
+        } => {
             for n in &containers {
                 let id = engine.resolve(n)?;
-                println!("{}", engine.wait(&id)?.unwrap_or(-1));
+                match condition.as_str() {
+                    "stopped" | "exited" => println!("{}", engine.wait(&id)?.unwrap_or(-1)),
+                    c => {
+                        engine.wait_for(&id, c)?;
+                        println!("{c}");
+                    }
+                }
             }
             Ok(())
+        }
+        ContainerCommand::Healthcheck(crate::cli::HealthcheckCommand::Run { container }) => {
+            let id = engine.resolve(&container)?;
+            if engine.health_check_now(&id)? {
+                println!("healthy");
+                Ok(())
+            } else {
+                println!("unhealthy");
+                Err(Code(1).into())
+            }
         }
         ContainerCommand::Inspect {
             json,
@@ -298,6 +317,14 @@ fn spec_of(a: &RunArgs) -> Result<ContainerSpec> {
         auto_remove: a.rm,
         stop_signal: a.stop_signal.clone(),
         stop_timeout: a.stop_timeout,
+        healthcheck: corral_engine::health::HealthSpec {
+            cmd: a.health_cmd.clone(),
+            interval: a.health_interval.map(Into::into),
+            timeout: a.health_timeout.map(Into::into),
+            retries: a.health_retries,
+            start_period: a.health_start_period.map(Into::into),
+            disable: a.no_healthcheck,
+        },
         isolation: if a.isolation == "vm" {
             Isolation::Vm
         } else {
@@ -503,7 +530,8 @@ fn ps(
                         corral_container::Status::Created => "created",
                         corral_container::Status::Exited => "exited",
                     },
-                    "state": corral_engine::views::status_column(s),
+                    "state": corral_engine::views::status_column(s, v.health.as_ref()),
+                    "health": v.health.as_ref().map(|h| h.status.clone()),
                     "ports": corral_engine::views::ports_column(&v.endpoints),
                     "labels": v.record.labels,
                     "exit_code": s.exit_code,
@@ -551,7 +579,7 @@ fn ps(
             s.image,
             cmd,
             created,
-            corral_engine::views::status_column(s),
+            corral_engine::views::status_column(s, v.health.as_ref()),
             corral_engine::views::ports_column(&v.endpoints),
             s.name
         )?;
