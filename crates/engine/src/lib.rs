@@ -27,6 +27,7 @@ pub mod networks;
 pub mod plan;
 pub mod record;
 pub mod spec;
+pub mod template;
 pub mod users;
 pub mod views;
 pub mod vms;

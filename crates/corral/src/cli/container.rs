@@ -69,6 +69,11 @@ pub enum ContainerCommand {
         /// Full ids and commands.
         #[arg(long)]
         no_trunc: bool,
+        /// A Go template for each row (`{{.ID}} {{.Names}} {{.Status}}`; fields ID, Image,
+        /// Command, CreatedAt, RunningFor, Ports, Status, State, Names, Labels, Networks,
+        /// Mounts); `table TEMPLATE` adds a header; `json` prints JSON.
+        #[arg(long)]
+        format: Option<String>,
     },
     /// Run a command in a running container.
     #[command(trailing_var_arg = true)]
@@ -221,6 +226,10 @@ pub enum ContainerCommand {
         /// corral's own JSON shape instead of docker's.
         #[arg(long)]
         json: bool,
+        /// A Go template over each object: `{{.State.Status}}`, `{{json .Config}}`,
+        /// `{{range .Mounts}}{{.Source}}{{end}}`, `{{index .Config.Labels "k"}}`.
+        #[arg(short, long)]
+        format: Option<String>,
         /// Only look for this kind: container or image.
         #[arg(long = "type", value_parser = ["container", "image"])]
         kind: Option<String>,

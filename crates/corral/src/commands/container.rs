@@ -48,14 +48,18 @@ pub fn run(engine: &Engine, cmd: ContainerCommand) -> Result<()> {
             last,
             latest,
             no_trunc,
+            format,
         } => ps(
             engine,
-            all,
-            quiet,
-            json,
-            &filter,
-            last.or(latest.then_some(1)),
-            no_trunc,
+            PsOptions {
+                all,
+                quiet,
+                json: json || format.as_deref() == Some("json"),
+                filter,
+                last: last.or(latest.then_some(1)),
+                no_trunc,
+                format: format.filter(|f| f != "json"),
+            },
         ),
         ContainerCommand::Exec {
             interactive,
@@ -183,9 +187,10 @@ pub fn run(engine: &Engine, cmd: ContainerCommand) -> Result<()> {
         }
         ContainerCommand::Inspect {
             json,
+            format,
             kind,
             targets,
-        } => inspect(engine, &targets, json, kind.as_deref()),
+        } => inspect(engine, &targets, json, format.as_deref(), kind.as_deref()),
         ContainerCommand::Cp {
             source,
             destination,
@@ -501,22 +506,36 @@ fn expand_env(e: &str) -> String {
     }
 }
 
-fn ps(
-    engine: &Engine,
+/// `ps`'s flags.
+struct PsOptions {
     all: bool,
     quiet: bool,
-    as_json: bool,
-    filter: &[String],
+    json: bool,
+    filter: Vec<String>,
     last: Option<usize>,
     no_trunc: bool,
-) -> Result<()> {
-    let f = ContainerFilter::parse(filter)?;
-    let mut rows = engine.list(all || last.is_some(), &f)?;
-    if let Some(n) = last {
+    format: Option<String>,
+}
+
+fn ps(engine: &Engine, o: PsOptions) -> Result<()> {
+    use corral_engine::views::{human_duration, ports_column, status_column};
+    let template = match &o.format {
+        Some(f) => {
+            let f = f.replace("\\t", "\t").replace("\\n", "\n");
+            Some((
+                corral_engine::template::table_header(&f),
+                corral_engine::template::Template::parse(corral_engine::template::table_body(&f))?,
+            ))
+        }
+        None => None,
+    };
+    let f = ContainerFilter::parse(&o.filter)?;
+    let mut rows = engine.list(o.all || o.last.is_some(), &f)?;
+    if let Some(n) = o.last {
         rows.truncate(n);
     }
     let mut out = std::io::stdout().lock();
-    if as_json {
+    if o.json {
         let v: Vec<_> = rows
             .iter()
             .map(|v| {
@@ -530,9 +549,9 @@ fn ps(
                         corral_container::Status::Created => "created",
                         corral_container::Status::Exited => "exited",
                     },
-                    "state": corral_engine::views::status_column(s, v.health.as_ref()),
+                    "state": status_column(s, v.health.as_ref()),
                     "health": v.health.as_ref().map(|h| h.status.clone()),
-                    "ports": corral_engine::views::ports_column(&v.endpoints),
+                    "ports": ports_column(&v.endpoints),
                     "labels": v.record.labels,
                     "exit_code": s.exit_code,
                     "oom_killed": s.oom_killed, "pid": s.pid, "created": s.created,
@@ -543,15 +562,56 @@ fn ps(
         return Ok(());
     }
     let id_of = |id: &str| {
-        if no_trunc {
+        if o.no_trunc {
             id.to_owned()
         } else {
             id[..12].to_owned()
         }
     };
-    if quiet {
+    if o.quiet {
         for v in &rows {
             writeln!(out, "{}", id_of(&v.state.id))?;
+        }
+        return Ok(());
+    }
+    let created_ago = |t: &str| {
+        humantime::parse_rfc3339_weak(t)
+            .ok()
+            .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+            .map_or_else(String::new, |d| format!("{} ago", human_duration(d)))
+    };
+    if let Some((header, tpl)) = template {
+        if let Some(h) = header {
+            writeln!(out, "{h}")?;
+        }
+        for v in &rows {
+            let s = &v.state;
+            let labels: Vec<String> = v
+                .record
+                .labels
+                .iter()
+                .map(|(k, x)| format!("{k}={x}"))
+                .collect();
+            let row = serde_json::json!({
+                "ID": id_of(&s.id),
+                "Image": s.image,
+                "Command": format!("\"{}\"", v.config.args.join(" ")),
+                "CreatedAt": s.created,
+                "RunningFor": created_ago(&s.created),
+                "Ports": ports_column(&v.endpoints),
+                "Status": status_column(s, v.health.as_ref()),
+                "State": match s.status {
+                    corral_container::Status::Running if s.paused => "paused",
+                    corral_container::Status::Running => "running",
+                    corral_container::Status::Created => "created",
+                    corral_container::Status::Exited => "exited",
+                },
+                "Names": s.name,
+                "Labels": labels.join(","),
+                "Networks": v.endpoints.iter().map(|e| e.network.clone()).collect::<Vec<_>>().join(","),
+                "Mounts": v.config.binds.iter().map(|b| b.destination.clone()).collect::<Vec<_>>().join(","),
+            });
+            writeln!(out, "{}", tpl.render(&row)?)?;
         }
         return Ok(());
     }
@@ -563,24 +623,18 @@ fn ps(
     for v in &rows {
         let s = &v.state;
         let mut cmd = format!("\"{}\"", v.config.args.join(" "));
-        if !no_trunc && cmd.chars().count() > 22 {
+        if !o.no_trunc && cmd.chars().count() > 22 {
             cmd = cmd.chars().take(19).collect::<String>() + "…\"";
         }
-        let created = humantime::parse_rfc3339_weak(&s.created)
-            .ok()
-            .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
-            .map_or_else(String::new, |d| {
-                format!("{} ago", corral_engine::views::human_duration(d))
-            });
         writeln!(
             out,
             "{:12}  {:20}  {:22}  {:16}  {:26}  {:24}  {}",
             id_of(&s.id),
             s.image,
             cmd,
-            created,
-            corral_engine::views::status_column(s, v.health.as_ref()),
-            corral_engine::views::ports_column(&v.endpoints),
+            created_ago(&s.created),
+            status_column(s, v.health.as_ref()),
+            ports_column(&v.endpoints),
             s.name
         )?;
     }
@@ -628,8 +682,14 @@ fn inspect(
     engine: &Engine,
     targets: &[String],
     corral_shape: bool,
+    format: Option<&str>,
     kind: Option<&str>,
 ) -> Result<()> {
+    let template = format
+        .map(|f| {
+            corral_engine::template::Template::parse(&f.replace("\\t", "\t").replace("\\n", "\n"))
+        })
+        .transpose()?;
     let mut out = Vec::new();
     let mut failed = false;
     for t in targets {
@@ -667,12 +727,19 @@ fn inspect(
             }
         }
     }
-    let v = if corral_shape && out.len() == 1 {
-        out.pop().expect("one")
+    if let Some(t) = template {
+        let mut o = std::io::stdout().lock();
+        for v in &out {
+            writeln!(o, "{}", t.render(v)?)?;
+        }
     } else {
-        serde_json::Value::Array(out)
-    };
-    println!("{}", serde_json::to_string_pretty(&v)?);
+        let v = if corral_shape && out.len() == 1 {
+            out.pop().expect("one")
+        } else {
+            serde_json::Value::Array(out)
+        };
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
     if failed {
         return Err(Code(CORRAL_FAILURE).into());
     }
