@@ -458,6 +458,11 @@ pub struct ContainerConfig {
     /// Device nodes to make in `/dev` beyond the standard ones.
     #[serde(default)]
     pub devices: Vec<DeviceNode>,
+    /// Kernel parameters of the container's own namespaces (`net.ipv4.ip_forward` = `1`),
+    /// written under its `/proc/sys` before that is made read-only. Whoever builds the config
+    /// checks that each belongs to a namespace the container owns.
+    #[serde(default)]
+    pub sysctls: std::collections::BTreeMap<String, String>,
 }
 
 impl ContainerConfig {
@@ -502,6 +507,7 @@ impl ContainerConfig {
             uid_map: Vec::new(),
             gid_map: Vec::new(),
             devices: Vec::new(),
+            sysctls: std::collections::BTreeMap::new(),
         }
     }
 }

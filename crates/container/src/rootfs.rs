@@ -180,6 +180,12 @@ pub fn setup(
         mount_remount("/", MountFlags::BIND | MountFlags::RDONLY, "")
             .map_err(fail("remounting read-only", "/"))?;
     }
+    // The container's /proc is mounted and /proc/sys not yet read-only: its namespaces'
+    // parameters can be written now (runc's order).
+    for (key, value) in &cfg.sysctls {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        fs::write(&path, value).map_err(fail("setting the sysctl", &path))?;
+    }
     for p in &cfg.masked_paths {
         mask(p)?;
     }

@@ -111,6 +111,53 @@ pub fn requested_attachments(
     Ok((NetworkMode::Networks, out))
 }
 
+/// A container's `/etc/hosts`: corral-net's lines, then `--add-host`'s (`host-gateway` is the
+/// first network's gateway).
+fn hosts_file(
+    hostname: &str,
+    name: &str,
+    eps: &[corral_net::Endpoint],
+    r: &crate::record::Record,
+) -> String {
+    let mut s = attach::hosts_file(hostname, name, eps);
+    for (host, ip) in &r.extra_hosts {
+        let ip = if ip == "host-gateway" {
+            eps.first()
+                .map_or_else(|| "127.0.0.1".to_owned(), |e| e.gateway.to_string())
+        } else {
+            ip.clone()
+        };
+        s.push_str(&format!("{ip}\t{host}\n"));
+    }
+    s
+}
+
+/// A container's `/etc/resolv.conf`: its network's DNS server, or `--dns`'s, with
+/// `--dns-search` and `--dns-option`.
+fn resolv_conf(eps: &[corral_net::Endpoint], r: &crate::record::Record) -> Option<String> {
+    if r.dns.is_empty() && r.dns_search.is_empty() && r.dns_options.is_empty() {
+        return attach::resolv_conf(eps);
+    }
+    let mut s = String::from("# written by corral\n");
+    if !r.dns_search.is_empty() {
+        s.push_str(&format!("search {}\n", r.dns_search.join(" ")));
+    }
+    if r.dns.is_empty() {
+        if let Some(e) = eps.first() {
+            s.push_str(&format!("nameserver {}\n", e.dns_server));
+        }
+    }
+    for d in &r.dns {
+        s.push_str(&format!("nameserver {d}\n"));
+    }
+    let mut opts = r.dns_options.clone();
+    if !opts.iter().any(|o| o.starts_with("ndots:")) {
+        opts.push("ndots:0".into());
+    }
+    s.push_str(&format!("options {}\n", opts.join(" ")));
+    Some(s)
+}
+
 impl Engine {
     /// Before a container on corral's networks starts: its network namespace, connected to
     /// the networks it asked for, and its `/etc/hosts` and `/etc/resolv.conf`. `None` for a
@@ -131,12 +178,13 @@ impl Engine {
         let ns =
             attach::new_netns().map_err(crate::io_err("making the network namespace of", &dir))?;
         let eps = nets.attach_container(id, &s.name, ns.as_fd(), &reqs, 0, &self.exe)?;
+        let record = crate::record::Record::load(&dir);
         let files = (|| -> std::io::Result<()> {
             std::fs::write(
                 dir.join("hosts"),
-                attach::hosts_file(&cfg.hostname, &s.name, &eps),
+                hosts_file(&cfg.hostname, &s.name, &eps, &record),
             )?;
-            if let Some(r) = attach::resolv_conf(&eps) {
+            if let Some(r) = resolv_conf(&eps, &record) {
                 std::fs::write(dir.join("resolv.conf"), r)?;
             }
             Ok(())
@@ -160,7 +208,8 @@ impl Engine {
         let cfg = cs.config(id)?;
         let eps = self.networks().endpoints_of(id)?;
         let path = cs.dir(id).join("hosts");
-        std::fs::write(&path, attach::hosts_file(&cfg.hostname, &s.name, &eps))
+        let record = crate::record::Record::load(&cs.dir(id));
+        std::fs::write(&path, hosts_file(&cfg.hostname, &s.name, &eps, &record))
             .map_err(crate::io_err("writing", &path))
     }
 

@@ -328,6 +328,34 @@ pub fn plan(
         corral_container::container_kill::parse_signal(s)
             .map_err(|e| invalid(format!("--stop-signal: {e}")))?;
     }
+    cfg.sysctls = sysctls(&spec.sysctls, cfg.network)?;
+    let mut extra_hosts = Vec::new();
+    for h in &spec.extra_hosts {
+        // docker's NAME:IP (an IPv6 address holds colons: split at the first).
+        let (name, ip) = h
+            .split_once(':')
+            .or_else(|| h.split_once('='))
+            .ok_or_else(|| invalid(format!("--add-host {h:?}: the form is NAME:IP")))?;
+        if name.is_empty() || ip != "host-gateway" && ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(invalid(format!(
+                "--add-host {h:?}: the form is NAME:IP (or NAME:host-gateway)"
+            )));
+        }
+        extra_hosts.push((name.to_owned(), ip.to_owned()));
+    }
+    for d in &spec.dns {
+        d.parse::<std::net::IpAddr>()
+            .map_err(|_| invalid(format!("--dns {d:?}: give an IP address")))?;
+    }
+    let name_files = !extra_hosts.is_empty()
+        || !spec.dns.is_empty()
+        || !spec.dns_search.is_empty()
+        || !spec.dns_options.is_empty();
+    if name_files && cfg.network != corral_container::config::NetworkMode::Networks {
+        return Err(invalid(
+            "--add-host and --dns* need a corral network: with --network none or host the image's own /etc/hosts and /etc/resolv.conf are used",
+        ));
+    }
     let raw_config = store.read_blob(&img.id).ok();
     let healthcheck = crate::health::resolve(raw_config.as_deref(), &spec.healthcheck)?;
     let mut labels = icfg.labels().clone().unwrap_or_default();
@@ -344,6 +372,10 @@ pub fn plan(
         publish_all: spec.networking.publish_all,
         networks: spec.networking.networks.clone(),
         healthcheck,
+        extra_hosts,
+        dns: spec.dns.clone(),
+        dns_search: spec.dns_search.clone(),
+        dns_options: spec.dns_options.clone(),
     };
     cfg.hostname = spec.hostname.clone().unwrap_or_default();
     Ok(Plan {
@@ -355,6 +387,66 @@ pub fn plan(
         volumes,
         userns_auto,
     })
+}
+
+/// The sysctls namespaced by what the container owns (runc's and docker's rule), checked;
+/// `net.ipv4.ping_group_range` opened to every group in a network namespace of its own, as
+/// docker and podman do, so that unprivileged ICMP sockets (`ping` without NET_RAW) work.
+fn sysctls(
+    given: &std::collections::BTreeMap<String, String>,
+    network: corral_container::config::NetworkMode,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    use corral_container::config::NetworkMode;
+    const IPC: &[&str] = &[
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    let mut out = std::collections::BTreeMap::new();
+    if network != NetworkMode::Host {
+        out.insert(
+            "net.ipv4.ping_group_range".to_owned(),
+            "0 2147483647".to_owned(),
+        );
+    }
+    for (k, v) in given {
+        if k.is_empty()
+            || !k
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            || k.contains("..")
+        {
+            return Err(invalid(format!(
+                "--sysctl {k:?}: not a kernel parameter name"
+            )));
+        }
+        let namespaced = IPC.contains(&k.as_str())
+            || k.starts_with("fs.mqueue.")
+            || k == "kernel.domainname"
+            || k.starts_with("net.");
+        if !namespaced {
+            return Err(invalid(format!(
+                "--sysctl {k}: not in a namespace the container owns (allowed: net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*, kernel.domainname); it would change the host"
+            )));
+        }
+        if k.starts_with("net.") && network == NetworkMode::Host {
+            return Err(invalid(format!(
+                "--sysctl {k}: the container shares the host's network namespace (--network host): it would change the host"
+            )));
+        }
+        if !Path::new("/proc/sys").join(k.replace('.', "/")).exists() {
+            return Err(invalid(format!(
+                "--sysctl {k}: this kernel has no such parameter"
+            )));
+        }
+        out.insert(k.clone(), v.clone());
+    }
+    Ok(out)
 }
 
 /// `--userns`: `Some(size)` for an automatic range, `None` for the host's namespace.

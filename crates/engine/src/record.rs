@@ -38,6 +38,18 @@ pub struct Record {
     /// The health check.
     #[serde(default)]
     pub healthcheck: Option<crate::health::HealthConfig>,
+    /// More `/etc/hosts` lines: (name, address or `host-gateway`).
+    #[serde(default)]
+    pub extra_hosts: Vec<(String, String)>,
+    /// DNS servers instead of the network's.
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// DNS search domains.
+    #[serde(default)]
+    pub dns_search: Vec<String>,
+    /// resolv.conf options.
+    #[serde(default)]
+    pub dns_options: Vec<String>,
 }
 
 const FILE: &str = "engine.json";

@@ -212,6 +212,17 @@ pub struct ContainerSpec {
     pub isolation: Isolation,
     /// The health check flags (over the image's `HEALTHCHECK`).
     pub healthcheck: crate::health::HealthSpec,
+    /// Kernel parameters of the container's namespaces (`net.*`, `kernel.shm*`, `kernel.msg*`,
+    /// `kernel.sem`, `fs.mqueue.*`, `kernel.domainname`).
+    pub sysctls: BTreeMap<String, String>,
+    /// More `/etc/hosts` lines, docker's `NAME:IP` (`host-gateway`: the network's gateway).
+    pub extra_hosts: Vec<String>,
+    /// DNS servers instead of the network's.
+    pub dns: Vec<String>,
+    /// DNS search domains.
+    pub dns_search: Vec<String>,
+    /// resolv.conf options (`ndots:2`).
+    pub dns_options: Vec<String>,
 }
 
 impl Mount {

@@ -143,6 +143,22 @@ pub struct RunArgs {
     /// No health check, whatever the image says.
     #[arg(long)]
     pub no_healthcheck: bool,
+    /// Set a kernel parameter of the container's own namespaces: `net.ipv4.ip_forward=1`,
+    /// `kernel.shmmax=...` (net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub sysctl: Vec<String>,
+    /// Add an /etc/hosts line: `NAME:IP` (`NAME:host-gateway` for the network's gateway).
+    #[arg(long, value_name = "NAME:IP")]
+    pub add_host: Vec<String>,
+    /// A DNS server instead of the network's (repeatable).
+    #[arg(long, value_name = "IP")]
+    pub dns: Vec<String>,
+    /// A DNS search domain (repeatable).
+    #[arg(long, value_name = "DOMAIN")]
+    pub dns_search: Vec<String>,
+    /// A resolv.conf option such as ndots:2 (repeatable).
+    #[arg(long, value_name = "OPTION")]
+    pub dns_option: Vec<String>,
     /// Pass every variable of corral's own environment to the container.
     #[arg(long)]
     pub env_host: bool,

@@ -330,6 +330,19 @@ fn spec_of(a: &RunArgs) -> Result<ContainerSpec> {
             start_period: a.health_start_period.map(Into::into),
             disable: a.no_healthcheck,
         },
+        sysctls: a
+            .sysctl
+            .iter()
+            .map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .with_context(|| format!("--sysctl {kv:?}: the form is KEY=VALUE"))
+            })
+            .collect::<Result<_>>()?,
+        extra_hosts: a.add_host.clone(),
+        dns: a.dns.clone(),
+        dns_search: a.dns_search.clone(),
+        dns_options: a.dns_option.clone(),
         isolation: if a.isolation == "vm" {
             Isolation::Vm
         } else {
