@@ -29,9 +29,11 @@ if [ -n "$cgroups" ]; then
   echo "$cgroups" >&2
   status=1
 fi
-if pgrep -f 'corral-monitor |corral __monitor|corral __dns' >/dev/null; then
-  echo "LEAK: container monitors or network DNS servers still run:" >&2
-  pgrep -af 'corral-monitor |corral __monitor|corral __dns' >&2
+# A container's health checker ends within a tenth of a second of its container.
+sleep 0.3
+if pgrep -f 'corral-monitor |corral __monitor|corral __dns|corral __health|corral __pod' >/dev/null; then
+  echo "LEAK: container monitors, health checkers, pods or network DNS servers still run:" >&2
+  pgrep -af 'corral-monitor |corral __monitor|corral __dns|corral __health|corral __pod' >&2
   status=1
 fi
 # Network devices go with their namespaces asynchronously: give the kernel a moment.
