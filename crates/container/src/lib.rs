@@ -7,7 +7,7 @@
 //! user namespaces with idmapped layers ([`userns`]), capabilities, rlimits and the system
 //! call filter ([`seccomp`]), terminals ([`tty`]), the
 //! per-container monitor and the init ([`process`]), container state on disk ([`state`]),
-//! named volumes ([`volumes`]), the engine's verbs, one per file (`container_*.rs`), and the OCI
+//! named volumes ([`volumes`]), pods' sandboxes ([`sandbox`]), the engine's verbs, one per file (`container_*.rs`), and the OCI
 //! runtime's verbs for podman and containerd ([`oci`], [`oci_runtime`]).
 //!
 //! Does not own: images (corral-image hands it layer directories), networks beyond `none` and
@@ -33,6 +33,7 @@ pub mod oci_runtime;
 pub mod process;
 pub mod rlimits;
 pub mod rootfs;
+pub mod sandbox;
 pub mod seccomp;
 pub mod state;
 pub mod tty;

@@ -204,18 +204,7 @@ impl Containers {
 
     /// Reserves `name` for `id`; exactly one of two racing callers wins.
     pub fn reserve_name(&self, name: &str, id: &str) -> Result<()> {
-        let ok = !name.is_empty()
-            && name.len() <= 128
-            && name
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphanumeric())
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-        if !ok {
-            return Err(StateError::BadName(name.to_owned()));
-        }
+        check_name(name)?;
         let p = self.root.join("names").join(name);
         match OpenOptions::new().write(true).create_new(true).open(&p) {
             Ok(mut f) => f.write_all(id.as_bytes()).map_err(io_err("writing", &p)),
@@ -249,6 +238,11 @@ impl Containers {
     /// Rewrites a state atomically.
     pub fn save(&self, state: &State) -> Result<()> {
         write_json(&self.dir(&state.id).join("state.json"), state)
+    }
+
+    /// Rewrites a config atomically (the engine updates a pod member's namespaces at start).
+    pub fn save_config(&self, id: &str, config: &ContainerConfig) -> Result<()> {
+        write_json(&self.dir(id).join("config.json"), config)
     }
 
     /// Reads a config.
@@ -339,6 +333,24 @@ impl Containers {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("removing", &dir)(e)),
             _ => Ok(()),
         }
+    }
+}
+
+/// Checks a name as docker does: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 128 characters.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(StateError::BadName(name.to_owned()))
     }
 }
 

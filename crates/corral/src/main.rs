@@ -20,6 +20,7 @@ fn main() {
         Some("__monitor") => std::process::exit(corral_engine::monitor::main(&argv[2..])),
         Some("__vm-monitor") => std::process::exit(corral_vm::monitor::main_from_args(&argv[2..])),
         Some("__health") => std::process::exit(corral_engine::health::main(&argv[2..])),
+        Some("__pod") => std::process::exit(corral_container::sandbox::main(&argv[2..])),
         Some("__dns") => std::process::exit(commands::dns(&argv[2..])),
         // The OCI runtime command line: `corral runtime ...`, or a link named corral-runtime.
         Some("runtime") => {

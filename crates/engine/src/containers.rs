@@ -237,9 +237,12 @@ impl Engine {
         } else {
             Attach::Detached
         };
-        let netns = self
-            .attach_for_start(&cs, id)
-            .map_err(|e| StartError::Prepare(chain(&e)))?;
+        let netns = match Record::load(&cs.dir(id)).pod {
+            Some(pod) => Some(self.prepare_pod_member(&cs, id, &pod)),
+            None => self.attach_for_start(&cs, id).transpose(),
+        }
+        .transpose()
+        .map_err(|e| StartError::Prepare(chain(&e)))?;
         let networked = netns.is_some();
         let res = container_start::start(&cs, id, &self.exe, Path::new(CGROUP_ROOT), mode, netns);
         if networked && matches!(res, Err(StartError::Spawn(_))) {

@@ -6,7 +6,7 @@
 //! ([`users`]), volumes made, networks joined around the start and left at the end
 //! ([`networks`]), health checks ([`health`]), the VM path for `--isolation vm` and `corral vm` ([`vms`]); the operations
 //! on containers ([`containers`]: create, start — again, too —, stop with the image's stop
-//! signal, kill, restart, remove, exec, wait, rename, list with filters); the events journal
+//! signal, kill, restart, remove, exec, wait, rename, list with filters); pods ([`pods`]); the events journal
 //! ([`events`]); logs ([`logs`]); docker-shaped views for `inspect` and `ps` ([`views`]).
 //! The CLI, compose, the builder and the node agent all start workloads through here, so a
 //! container started by one is the same thing as one started by another.
@@ -25,6 +25,7 @@ pub mod logs;
 pub mod monitor;
 pub mod networks;
 pub mod plan;
+pub mod pods;
 pub mod record;
 pub mod spec;
 pub mod template;

@@ -242,8 +242,29 @@ pub fn plan(
     } else {
         Vec::new()
     };
-    let (mode, attachments) =
-        crate::networks::requested_attachments(engine, &spec.networking, &exposed)?;
+    let pod = match &spec.pod {
+        Some(p) => Some(engine.resolve_pod(p)?),
+        None => None,
+    };
+    let (mode, attachments) = if let Some(pod) = &pod {
+        let n = &spec.networking;
+        if !n.networks.is_empty() || !n.publish.is_empty() || n.publish_all || !n.aliases.is_empty()
+        {
+            return Err(invalid(format!(
+                "--pod {}: the pod owns the network: give --network, -p and --network-alias to `corral pod create`",
+                pod.name
+            )));
+        }
+        if spec.hostname.is_some() {
+            return Err(invalid(format!(
+                "--pod {}: the pod owns the hostname (`corral pod create --hostname`)",
+                pod.name
+            )));
+        }
+        (corral_container::config::NetworkMode::Networks, Vec::new())
+    } else {
+        crate::networks::requested_attachments(engine, &spec.networking, &exposed)?
+    };
     cfg.network = mode;
     cfg.no_new_privileges = sec.no_new_privileges;
     cfg.seccomp = match &sec.seccomp {
@@ -376,8 +397,12 @@ pub fn plan(
         dns: spec.dns.clone(),
         dns_search: spec.dns_search.clone(),
         dns_options: spec.dns_options.clone(),
+        pod: pod.as_ref().map(|p| p.id.clone()),
     };
-    cfg.hostname = spec.hostname.clone().unwrap_or_default();
+    cfg.hostname = match &pod {
+        Some(p) => p.hostname.clone(),
+        None => spec.hostname.clone().unwrap_or_default(),
+    };
     Ok(Plan {
         config: cfg,
         image_id: img.id.to_string(),

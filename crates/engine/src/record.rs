@@ -50,6 +50,9 @@ pub struct Record {
     /// resolv.conf options.
     #[serde(default)]
     pub dns_options: Vec<String>,
+    /// The pod it belongs to (its id).
+    #[serde(default)]
+    pub pod: Option<String>,
 }
 
 const FILE: &str = "engine.json";

@@ -223,6 +223,8 @@ pub struct ContainerSpec {
     pub dns_search: Vec<String>,
     /// resolv.conf options (`ndots:2`).
     pub dns_options: Vec<String>,
+    /// The pod to join (name or id): its network, IPC and UTS namespaces.
+    pub pod: Option<String>,
 }
 
 impl Mount {

@@ -324,11 +324,14 @@ impl crate::Engine {
         let state = cs.load(id)?;
         let config = cs.config(id)?;
         let dir = cs.dir(id);
+        let record = Record::load(&dir);
+        // A pod's containers are on the pod's endpoints.
+        let owner = record.pod.clone().unwrap_or_else(|| id.to_owned());
         Ok(ContainerView {
             state,
             config,
-            record: Record::load(&dir),
-            endpoints: self.networks().endpoints_of(id).unwrap_or_default(),
+            endpoints: self.networks().endpoints_of(&owner).unwrap_or_default(),
+            record,
             log_path: dir.join("ctr.log"),
             health: crate::health::load(&dir),
         })

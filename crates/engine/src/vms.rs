@@ -84,6 +84,12 @@ pub fn isolated_spec(spec: &ContainerSpec) -> Result<CreateSpec> {
             "the VM has its own devices (host device passthrough is not done)",
         );
     }
+    if spec.pod.is_some() {
+        return refuse(
+            "--pod",
+            "a pod's containers share the host's kernel; a pod inside one VM is not done yet",
+        );
+    }
     if !spec.group_add.is_empty() {
         return refuse("--group-add", "give the user's groups in the image");
     }

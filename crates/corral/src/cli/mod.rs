@@ -8,12 +8,14 @@ use clap::{Parser, Subcommand};
 mod container;
 mod image;
 mod network;
+mod pod;
 mod run;
 mod vm;
 
 pub use container::*;
 pub use image::*;
 pub use network::*;
+pub use pod::*;
 pub use run::*;
 pub use vm::*;
 
@@ -52,6 +54,9 @@ pub enum Command {
     /// Manage containers (the same verbs as at the top: `corral container ls` is `corral ps`).
     #[command(subcommand)]
     Container(ContainerCommand),
+    /// Manage pods: containers that share one network (address, ports), IPC and hostname.
+    #[command(subcommand)]
+    Pod(PodCommand),
     /// Show what happens to containers, VMs, images, networks and volumes, as it happens.
     Events(EventsArgs),
     /// Manage named volumes: create, list, inspect, remove, prune.

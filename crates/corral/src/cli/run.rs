@@ -159,6 +159,9 @@ pub struct RunArgs {
     /// A resolv.conf option such as ndots:2 (repeatable).
     #[arg(long, value_name = "OPTION")]
     pub dns_option: Vec<String>,
+    /// Run in this pod (`corral pod create`): its network, IPC and hostname.
+    #[arg(long, value_name = "POD")]
+    pub pod: Option<String>,
     /// Pass every variable of corral's own environment to the container.
     #[arg(long)]
     pub env_host: bool,

@@ -343,6 +343,7 @@ fn spec_of(a: &RunArgs) -> Result<ContainerSpec> {
         dns: a.dns.clone(),
         dns_search: a.dns_search.clone(),
         dns_options: a.dns_option.clone(),
+        pod: a.pod.clone(),
         isolation: if a.isolation == "vm" {
             Isolation::Vm
         } else {

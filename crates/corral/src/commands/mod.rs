@@ -5,6 +5,7 @@ mod container;
 mod host;
 mod image;
 mod network;
+mod pod;
 mod stats;
 mod vm;
 mod volume;
@@ -23,6 +24,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Containers(cmd) | Command::Container(cmd) => container::run(&engine, cmd),
         Command::Events(a) => container::events(&engine, &a),
+        Command::Pod(cmd) => pod::run(&engine, cmd),
         Command::Volume(cmd) => volume::run(&engine, cmd),
         Command::Network(cmd) => network::run(&engine, cmd),
         Command::Vm(cmd) => vm::run(&engine, cmd),

@@ -1,0 +1,74 @@
+//! `pod ...`: groups of containers that share one network, IPC and UTS namespace.
+
+use clap::Subcommand;
+
+/// `corral pod ...`: podman's names.
+#[derive(Debug, Subcommand)]
+pub enum PodCommand {
+    /// Make a pod: its network (address, published ports, DNS name) and hostname are shared
+    /// by every container run in it with `corral run --pod NAME`.
+    Create {
+        /// The pod's name (default: pod-<id>).
+        #[arg(long)]
+        name: Option<String>,
+        /// The pod's hostname (default: its name).
+        #[arg(long)]
+        hostname: Option<String>,
+        /// Set a label: `KEY=VALUE` (repeatable).
+        #[arg(short = 'l', long, value_name = "KEY=VALUE")]
+        label: Vec<String>,
+        /// Networks to join: a corral network's name, or none (repeatable).
+        #[arg(long, value_name = "NAME")]
+        network: Vec<String>,
+        /// Another DNS name of the pod on its networks (repeatable).
+        #[arg(long, value_name = "ALIAS")]
+        network_alias: Vec<String>,
+        /// Publish a port of the pod: `[IP:][HOSTPORT:]PORT[/tcp|udp]`.
+        #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+        publish: Vec<String>,
+        /// Start its sandbox now (otherwise the first container's start does).
+        #[arg(long)]
+        start: bool,
+    },
+    /// List pods.
+    #[command(visible_alias = "ps", alias = "list")]
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Only ids.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show pods as JSON.
+    Inspect {
+        /// Pods.
+        #[arg(required = true)]
+        pods: Vec<String>,
+    },
+    /// Start pods and their containers.
+    Start {
+        /// Pods.
+        #[arg(required = true)]
+        pods: Vec<String>,
+    },
+    /// Stop pods: their containers, then their sandbox.
+    Stop {
+        /// Seconds to wait before SIGKILL (default: each container's own, else 10).
+        #[arg(short, long)]
+        time: Option<u64>,
+        /// Pods.
+        #[arg(required = true)]
+        pods: Vec<String>,
+    },
+    /// Remove pods and their containers.
+    #[command(alias = "remove")]
+    Rm {
+        /// Stop running pods first.
+        #[arg(short, long)]
+        force: bool,
+        /// Pods.
+        #[arg(required = true)]
+        pods: Vec<String>,
+    },
+}
