@@ -20,6 +20,8 @@
 //! - [`hostile`]: tarballs that try to write outside the layer they are unpacked into;
 //! - [`registry`]: Debian's `docker-registry` on loopback and a throttling TCP proxy in front;
 //! - [`podman`]: podman with a private, throw-away store;
+//! - [`engine`]: images with users, stop signals and volumes in their config, docker's
+//!   `inspect` shape, `ps` rows, children killed on drop — for the engine's docker behaviour;
 //! - [`files`]: walking trees, disk use and content searches used by assertions.
 //!
 //! Conventions every test follows:
@@ -34,6 +36,7 @@
 
 pub mod containerd;
 pub mod containers;
+pub mod engine;
 pub mod files;
 pub mod fixtures;
 pub mod hostile;

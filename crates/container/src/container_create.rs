@@ -37,6 +37,11 @@ pub fn create(containers: &Containers, mut req: CreateRequest) -> Result<State, 
     if req.config.hostname.is_empty() {
         req.config.hostname = id[..12].to_owned();
     }
+    // docker's HOSTNAME, unless the image or the caller set it.
+    if !req.config.env.iter().any(|e| e.starts_with("HOSTNAME=")) {
+        let h = format!("HOSTNAME={}", req.config.hostname);
+        req.config.env.push(h);
+    }
     containers.reserve_name(&name, &id)?;
     let state = State {
         image: req.image,

@@ -53,6 +53,8 @@ pub struct ExecRequest {
     pub cwd: Option<String>,
     /// User (default: the container's).
     pub user: Option<(u32, u32)>,
+    /// Supplementary groups, with `user` (default: the container's).
+    pub groups: Option<Vec<u32>>,
     /// Keep stdin open.
     pub interactive: bool,
     /// Do not wait.
@@ -146,6 +148,9 @@ pub fn exec(containers: &Containers, id: &str, req: ExecRequest) -> Result<i32, 
     if let Some((uid, gid)) = req.user {
         cfg.uid = uid;
         cfg.gid = gid;
+    }
+    if let Some(g) = &req.groups {
+        cfg.additional_gids = g.clone();
     }
     // The container's seccomp filter, installed as the init installs it: before the capability
     // drop when no_new_privs is off (installing needs CAP_SYS_ADMIN then), last otherwise. The

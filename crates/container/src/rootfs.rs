@@ -300,11 +300,12 @@ fn shift_ids(data: &str, fstype: &str, cfg: &ContainerConfig) -> String {
 }
 
 /// A `--tmpfs` entry, `DEST` or `DEST:OPTIONS` (docker's form, checked by the engine): the
-/// destination, the flags (nosuid and nodev unless `suid`/`dev`), and the data options (mode
+/// destination, the flags (noexec, nosuid and nodev unless `exec`/`suid`/`dev`), and the data options (mode
 /// 1777 unless given).
 fn tmpfs_options(entry: &str) -> (&str, MountFlags, String) {
     let (dest, given) = entry.split_once(':').unwrap_or((entry, ""));
-    let mut flags = MountFlags::NOSUID | MountFlags::NODEV;
+    // docker's and podman's defaults: noexec, nosuid, nodev unless the options say otherwise.
+    let mut flags = MountFlags::NOEXEC | MountFlags::NOSUID | MountFlags::NODEV;
     let mut data = Vec::new();
     for o in given.split(',').filter(|o| !o.is_empty()) {
         match o {
@@ -794,7 +795,9 @@ mod tests {
     fn tmpfs_entries_split_into_flags_and_data() {
         let (d, f, data) = tmpfs_options("/run");
         assert_eq!((d, data.as_str()), ("/run", "mode=1777"));
-        assert!(f.contains(MountFlags::NOSUID | MountFlags::NODEV));
+        assert!(f.contains(MountFlags::NOEXEC | MountFlags::NOSUID | MountFlags::NODEV));
+        let (_, f, _) = tmpfs_options("/t:exec");
+        assert!(!f.contains(MountFlags::NOEXEC));
         let (d, f, data) = tmpfs_options("/t:size=1048576,noexec,mode=700,uid=5");
         assert_eq!(d, "/t");
         assert_eq!(data, "size=1048576,mode=700,uid=5");

@@ -416,9 +416,9 @@ fn monitor_alive(s: &State) -> bool {
     }
 }
 
-/// Now as RFC 3339 UTC, seconds precision.
+/// Now as RFC 3339 UTC, nanoseconds precision (containers made in one second still sort).
 pub fn now() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+    humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
 }
 
 /// A fresh container id: 32 random bytes as hex.

@@ -223,12 +223,8 @@ impl Engine {
         let cs = self.containers()?;
         let s = cs.load(id)?;
         match s.status {
-            Status::Running => {
-                return Err(EngineError::Conflict(format!(
-                    "container {} is already running",
-                    s.name
-                )))
-            }
+            // docker: nothing to do, and no error.
+            Status::Running => return Ok(Started::Detached),
             Status::Exited => self.reset_for_start(&cs, s)?,
             Status::Created => {}
         }
@@ -440,14 +436,17 @@ impl Engine {
                 let mut dirs = vec![cs.dir(id).join("upper")];
                 dirs.extend(cfg.layers.iter().rev().cloned());
                 let r = crate::users::resolve(u, &dirs)?;
-                Some((r.uid, r.gid))
+                Some(r)
             }
         };
+        let groups = user.as_ref().map(|r| r.groups.clone());
+        let user = user.map(|r| (r.uid, r.gid));
         let req = corral_container::container_exec::ExecRequest {
             args: x.command,
             env: x.env,
             cwd: x.workdir,
             user,
+            groups,
             interactive: x.interactive,
             detach: x.detach,
             pid_file: None,

@@ -102,6 +102,7 @@ pub fn plan(
     // Users and groups by name, in the image's own /etc/passwd and /etc/group (top layer
     // first).
     let top_first: Vec<PathBuf> = cfg.layers.iter().rev().cloned().collect();
+    let mut home = "/root".to_owned();
     if let Some(u) = spec
         .user
         .clone()
@@ -112,6 +113,11 @@ pub fn plan(
         cfg.uid = user.uid;
         cfg.gid = user.gid;
         cfg.additional_gids = user.groups;
+        home = user.home;
+    }
+    // docker's HOME: the user's from passwd (root's /root), unless the image or flags set it.
+    if !cfg.env.iter().any(|e| e.starts_with("HOME=")) {
+        cfg.env.push(format!("HOME={home}"));
     }
     if !spec.group_add.is_empty() {
         let group = crate::users::read_in_layers(&top_first, "etc/group");

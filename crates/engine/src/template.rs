@@ -145,12 +145,11 @@ fn find_close(src: &str, from: usize) -> Option<usize> {
 
 type Items = [(usize, Result<String, String>)];
 
+/// Nodes parsed, and the `{{end}}`/`{{else}}` (its position and word) that ended them.
+type Parsed = (Vec<Node>, Option<(usize, String)>);
+
 /// Parses nodes until `{{end}}`/`{{else}}` (returned) or the end.
-fn parse_list(
-    src: &str,
-    items: &Items,
-    pos: &mut usize,
-) -> Result<(Vec<Node>, Option<(usize, String)>), EngineError> {
+fn parse_list(src: &str, items: &Items, pos: &mut usize) -> Result<Parsed, EngineError> {
     let mut nodes = Vec::new();
     while *pos < items.len() {
         let (at, item) = &items[*pos];

@@ -10,16 +10,19 @@ use std::path::PathBuf;
 
 use crate::EngineError;
 
-/// A resolved user: uid, primary gid, and the supplementary groups that `/etc/group` lists it
-/// in.
+/// A resolved user: uid, primary gid, the supplementary groups, and the home directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     /// The uid.
     pub uid: u32,
     /// The primary gid.
     pub gid: u32,
-    /// Supplementary gids from `/etc/group` (for a user given by name).
+    /// Supplementary gids: the primary one (docker since the CVE-2022-36109 fix, podman,
+    /// containerd), and, without an explicit group, those `/etc/group` lists the user in
+    /// (runc's rule).
     pub groups: Vec<u32>,
+    /// The home directory from passwd (`/root` for root, `/` for an unknown user).
+    pub home: String,
 }
 
 /// Reads `rel` (e.g. `etc/passwd`) from the first of `dirs` (top first) that has it; a
@@ -88,18 +91,19 @@ pub fn resolve_with(
             "user {spec:?}: the user part is empty"
         )));
     }
-    let (uid, mut gid, name) = match u.parse::<u32>() {
+    let home_of = |f: &[&str]| f.get(5).filter(|h| !h.is_empty()).map(|h| h.to_string());
+    let (uid, mut gid, name, home) = match u.parse::<u32>() {
         Ok(uid) => {
             // A number need not be in passwd; when it is, its group comes from there.
             let entry = passwd.and_then(|p| {
                 p.lines()
                     .map(|l| l.split(':').collect::<Vec<_>>())
                     .find(|f| f.len() >= 4 && f[2].parse() == Ok(uid))
-                    .map(|f| (f[3].parse().unwrap_or(0), f[0].to_owned()))
+                    .map(|f| (f[3].parse().unwrap_or(0), f[0].to_owned(), home_of(&f)))
             });
             match entry {
-                Some((gid, name)) => (uid, gid, Some(name)),
-                None => (uid, 0, None),
+                Some((gid, name, home)) => (uid, gid, Some(name), home),
+                None => (uid, 0, None, None),
             }
         }
         Err(_) => {
@@ -111,26 +115,46 @@ pub fn resolve_with(
             let uid = f[2].parse().map_err(|_| {
                 EngineError::invalid(format!("the passwd entry of {u} has a bad uid {:?}", f[2]))
             })?;
-            (uid, f[3].parse().unwrap_or(0), Some(u.to_owned()))
+            (
+                uid,
+                f[3].parse().unwrap_or(0),
+                Some(u.to_owned()),
+                home_of(&f),
+            )
         }
     };
+    let home = home.unwrap_or_else(|| if uid == 0 { "/root".into() } else { "/".into() });
+    let mut groups = Vec::new();
     if let Some(g) = g {
         gid = group_id(g, group)?;
+        return Ok(User {
+            uid,
+            gid,
+            groups: vec![gid],
+            home,
+        });
     }
-    let mut groups = Vec::new();
+    if name.is_some() {
+        groups.push(gid);
+    }
     if let (Some(name), Some(gf)) = (&name, group) {
         for l in gf.lines() {
             let f: Vec<&str> = l.split(':').collect();
             if f.len() >= 4 && f[3].split(',').any(|m| m == name) {
                 if let Ok(id) = f[2].parse::<u32>() {
-                    if id != gid && !groups.contains(&id) {
+                    if !groups.contains(&id) {
                         groups.push(id);
                     }
                 }
             }
         }
     }
-    Ok(User { uid, gid, groups })
+    Ok(User {
+        uid,
+        gid,
+        groups,
+        home,
+    })
 }
 
 /// A group name or number to its gid.
@@ -162,10 +186,14 @@ mod tests {
             User {
                 uid: 65534,
                 gid: 65534,
-                groups: vec![]
+                groups: vec![65534],
+                home: "/".into(),
             }
         );
-        assert_eq!(r("web").unwrap().groups, vec![10]);
+        assert_eq!(r("web").unwrap().groups, vec![1000, 10]);
+        assert_eq!(r("web").unwrap().home, "/home/web");
+        assert_eq!(r("root").unwrap().groups, vec![0, 10]);
+        assert_eq!(r("web:wheel").unwrap().groups, vec![10]);
         assert_eq!(r("1000").unwrap().gid, 1000);
         assert_eq!(r("4242").unwrap().gid, 0);
         assert_eq!(r("web:wheel").unwrap().gid, 10);

@@ -317,6 +317,48 @@ impl ContainerView {
     }
 }
 
+/// docker's `inspect` object of an image (with corral's own `id`, `digest` and `config`
+/// beside it, as `inspect` printed them before).
+pub fn image_json(store: &corral_image::Store, img: &corral_image::Image) -> Value {
+    let c = &img.config;
+    let layers: Vec<String> = img
+        .diff_ids()
+        .unwrap_or_default()
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    let size: u64 = img
+        .diff_ids()
+        .unwrap_or_default()
+        .iter()
+        .map(|d| store.layer_size(d).unwrap_or(0))
+        .sum();
+    // `host:5000/app:1` is repository `host:5000/app`: the tag is after the last colon that
+    // has no slash after it.
+    let repo = |n: &str| {
+        let n = n.split('@').next().unwrap_or(n);
+        match n.rsplit_once(':') {
+            Some((r, t)) if !t.contains('/') => r.to_owned(),
+            _ => n.to_owned(),
+        }
+    };
+    json!({
+        "Id": img.id.to_string(),
+        "RepoTags": img.names.iter().map(|n| corral_image::reference::short(n)).collect::<Vec<_>>(),
+        "RepoDigests": img.names.iter().map(|n| format!("{}@{}", repo(&corral_image::reference::short(n)), img.digest)).collect::<Vec<_>>(),
+        "Created": c.created(),
+        "Author": c.author(),
+        "Architecture": c.architecture().to_string(),
+        "Os": c.os().to_string(),
+        "Config": c.config(),
+        "RootFS": {"Type": "layers", "Layers": layers},
+        "Size": size,
+        "id": img.id.to_string(),
+        "digest": img.digest.to_string(),
+        "config": c,
+    })
+}
+
 impl crate::Engine {
     /// Everything known of a container, for `inspect` and `ps`.
     pub fn view(&self, id: &str) -> crate::Result<ContainerView> {

@@ -290,8 +290,10 @@ pub(crate) fn drop_privileges(cfg: &ContainerConfig) -> Result<(), String> {
             let _ = caps::drop(None, CapSet::Bounding, c);
         }
     }
-    // In a user namespace, always: the host's supplementary groups mean nothing there.
-    if cfg.gid != 0 || cfg.uid != 0 || !cfg.uid_map.is_empty() {
+    // Always, root too: the caller's supplementary groups must not reach the container (its
+    // root gets exactly the groups it asked for, as runc and docker give), and in a user
+    // namespace the host's groups mean nothing.
+    {
         let gid = rustix::process::Gid::from_raw(cfg.gid);
         let uid = rustix::process::Uid::from_raw(cfg.uid);
         let groups: Vec<rustix::process::Gid> = cfg

@@ -119,9 +119,6 @@ pub fn main(mut a: MonitorArgs<'_>) -> i32 {
                     h.started(&state);
                 }
                 let code = supervise(&a, &mut state, child, out, err, cgroup);
-                if let Some(h) = a.hooks {
-                    h.exited(&state);
-                }
                 let policy = a
                     .containers
                     .config(a.id)
@@ -370,6 +367,11 @@ fn supervise(
     // Keep what `stop`/`kill` recorded meanwhile.
     if let Ok(disk) = a.containers.load_raw(a.id) {
         state.stop_requested |= disk.stop_requested;
+    }
+    // Before the state says it exited: whoever waits for that (`stop`) records its own
+    // events after this one.
+    if let Some(h) = a.hooks {
+        h.exited(state);
     }
     let _ = a.containers.save(state);
     code

@@ -729,12 +729,9 @@ fn inspect(
             failed = true;
             continue;
         }
-        match engine.images()?.resolve(t) {
-            Ok(img) => out.push(serde_json::json!({
-                "Id": img.id.to_string(), "id": img.id.to_string(),
-                "Digest": img.digest.to_string(), "digest": img.digest.to_string(),
-                "RepoTags": img.names, "Config": img.config.config(), "config": img.config,
-            })),
+        let store = engine.images()?;
+        match store.resolve(t) {
+            Ok(img) => out.push(corral_engine::views::image_json(&store, &img)),
             Err(_) => {
                 eprintln!("error: no such container or image: {t}");
                 failed = true;

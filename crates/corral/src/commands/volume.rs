@@ -44,7 +44,7 @@ pub fn run(engine: &corral_engine::Engine, cmd: VolumeCommand) -> Result<()> {
         }
         VolumeCommand::Ls { json, quiet } => ls(root, json, quiet),
         VolumeCommand::Inspect { names } => inspect(root, &names),
-        VolumeCommand::Rm { force, names } => rm(root, &names, force),
+        VolumeCommand::Rm { force, names } => rm(engine, &names, force),
         VolumeCommand::Prune { force: _ } => prune(root),
     }
 }
@@ -112,13 +112,19 @@ fn inspect(root: &Path, names: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn rm(root: &Path, names: &[String], force: bool) -> Result<()> {
+fn rm(engine: &corral_engine::Engine, names: &[String], force: bool) -> Result<()> {
+    let root = engine.root();
     let vols = volumes(root)?;
     let cs = containers(root)?;
     let mut failed = false;
     for n in names {
         match vols.remove(n, &cs) {
-            Ok(_) => println!("{n}"),
+            Ok(_) => {
+                engine.emit(
+                    corral_engine::events::Event::new("volume", "destroy", n).attr("name", n),
+                );
+                println!("{n}");
+            }
             Err(VolumeError::NotFound(_)) if force => {}
             Err(e) => {
                 failed = true;
