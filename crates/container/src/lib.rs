@@ -22,6 +22,7 @@ pub mod config;
 pub mod container_cp;
 pub mod container_create;
 pub mod container_delete;
+pub mod container_diff;
 pub mod container_exec;
 pub mod container_kill;
 pub mod container_pause;

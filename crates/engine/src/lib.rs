@@ -20,6 +20,7 @@
 pub mod containers;
 pub mod events;
 pub mod health;
+pub mod images;
 pub mod list;
 pub mod logs;
 pub mod monitor;

@@ -4,7 +4,7 @@
 //! digest, each layer unpacked once by diff id into a directory that containers share as an
 //! overlayfs lower layer ([`unpack`]), and names. Brings images in and out: rootfs tarballs
 //! ([`import`]), docker and OCI archives ([`archive`]), registries over the OCI distribution API
-//! ([`registry`]).
+//! ([`registry`]); a container's changes as a new layer on its image ([`commit`]).
 //!
 //! Does not own: running anything from an image (corral-container, corral-vm), building images,
 //! or drawing progress (the caller implements [`progress::Progress`]).
@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod archive;
+pub mod commit;
 pub mod compression;
 pub mod digest;
 pub mod import;

@@ -95,6 +95,9 @@ pub enum StoreError {
     /// The name does not parse.
     #[error(transparent)]
     Name(#[from] reference::NameError),
+    /// A request the store cannot carry out as asked (a `commit --change` it cannot apply).
+    #[error("{0}")]
+    Refused(String),
     /// Removing an image by id that has several names needs force.
     #[error("image {id} has several names ({names}): remove them by name, or force")]
     MultipleNames {
@@ -176,7 +179,7 @@ impl Image {
     }
 }
 
-fn parse_digest(s: &str, within: &Digest) -> Result<Digest> {
+pub(crate) fn parse_digest(s: &str, within: &Digest) -> Result<Digest> {
     s.parse().map_err(|_| StoreError::Invalid {
         what: "digest in",
         digest: within.clone(),

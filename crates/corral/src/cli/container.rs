@@ -37,6 +37,31 @@ pub enum ContainerCommand {
         /// Its new name.
         name: String,
     },
+    /// Make an image of a container's changes over its image (a new layer).
+    Commit {
+        /// The author.
+        #[arg(short, long)]
+        author: Option<String>,
+        /// A comment for the history.
+        #[arg(short, long)]
+        message: Option<String>,
+        /// A Dockerfile-style change to the config: CMD, ENTRYPOINT, ENV, LABEL, WORKDIR,
+        /// USER, EXPOSE, VOLUME, STOPSIGNAL (repeatable).
+        #[arg(short, long, value_name = "INSTRUCTION")]
+        change: Vec<String>,
+        /// Freeze a running container while its files are read (default true).
+        #[arg(short, long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = true)]
+        pause: bool,
+        /// The container.
+        container: String,
+        /// The new image's name, `NAME[:TAG]` (without: a dangling image, shown by id).
+        image: Option<String>,
+    },
+    /// List what a container changed in its filesystem: A added, C changed, D deleted.
+    Diff {
+        /// The container.
+        container: String,
+    },
     /// List a container's published ports: `80/tcp -> 0.0.0.0:8080`.
     Port {
         /// The container.

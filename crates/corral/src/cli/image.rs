@@ -24,6 +24,17 @@ pub enum ImageCommand {
     },
     /// Add a name to an image.
     Tag(TagArgs),
+    /// Show how an image was made: its history, newest first, with each layer's size.
+    History {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Full commands.
+        #[arg(long)]
+        no_trunc: bool,
+        /// The image.
+        image: String,
+    },
     /// Remove image names; content no longer named is deleted.
     #[command(alias = "remove")]
     Rm(RmArgs),

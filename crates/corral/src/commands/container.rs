@@ -40,6 +40,32 @@ pub fn run(engine: &Engine, cmd: ContainerCommand) -> Result<()> {
             Ok(())
         }
         ContainerCommand::Port { container, port } => ports(engine, &container, port.as_deref()),
+        ContainerCommand::Commit {
+            author,
+            message,
+            change,
+            pause,
+            container,
+            image,
+        } => {
+            let id = engine.resolve(&container)?;
+            let opts = corral_image::commit::CommitOptions {
+                message,
+                author,
+                changes: change,
+                created_by: String::new(),
+            };
+            println!("{}", engine.commit(&id, image.as_deref(), &opts, pause)?);
+            Ok(())
+        }
+        ContainerCommand::Diff { container } => {
+            let id = engine.resolve(&container)?;
+            let mut out = std::io::stdout().lock();
+            for c in engine.diff(&id)? {
+                writeln!(out, "{c}")?;
+            }
+            Ok(())
+        }
         ContainerCommand::Ps {
             all,
             quiet,

@@ -250,6 +250,35 @@ pub fn run(engine: &corral_engine::Engine, cmd: ImageCommand) -> Result<()> {
                 return Err(crate::exit::Code(crate::exit::CORRAL_FAILURE).into());
             }
         }
+        ImageCommand::History {
+            json,
+            no_trunc,
+            image,
+        } => {
+            let h = engine.history(&image)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&h)?);
+                return Ok(());
+            }
+            let mut out = io::stdout().lock();
+            writeln!(
+                out,
+                "{:25}  {:48}  {:>10}  COMMENT",
+                "CREATED", "CREATED BY", "SIZE"
+            )?;
+            for e in h {
+                let mut by = e.created_by.clone();
+                if !no_trunc && by.chars().count() > 45 {
+                    by = by.chars().take(44).collect::<String>() + "…";
+                }
+                let size = e.size.map_or("0B".to_owned(), crate::output::human);
+                writeln!(
+                    out,
+                    "{:25}  {:48}  {:>10}  {}",
+                    e.created, by, size, e.comment
+                )?;
+            }
+        }
         ImageCommand::Prune { .. } => {
             let freed = store.gc_keeping(&engine.layers_in_use()?)?;
             println!("Reclaimed {freed} bytes ({})", crate::output::human(freed));

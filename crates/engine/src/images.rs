@@ -1,0 +1,136 @@
+//! Images made from containers: `commit` (the container's changes as a new layer over its
+//! image, frozen while they are read unless told not to), `diff`, and an image's `history`.
+
+use corral_container::container_diff::{self, Change};
+use corral_container::Status;
+use corral_image::commit::CommitOptions;
+
+use crate::events::Event;
+use crate::{Engine, EngineError, Result};
+
+/// One entry of an image's history, as `docker history` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HistoryEntry {
+    /// When.
+    pub created: String,
+    /// What made it.
+    pub created_by: String,
+    /// Its comment.
+    pub comment: String,
+    /// Whether it made no layer.
+    pub empty_layer: bool,
+    /// The layer's size on disk, when it made one.
+    pub size: Option<u64>,
+}
+
+impl Engine {
+    /// The changes of a container's filesystem (`diff`).
+    pub fn diff(&self, id: &str) -> Result<Vec<Change>> {
+        let cs = self.containers()?;
+        container_diff::changes(&cs, id)
+            .map_err(|e| EngineError::Conflict(crate::containers::chain(&e)))
+    }
+
+    /// A new image of the container's image plus its changes; returns the image id.
+    /// `pause` freezes a running container while its files are read (docker's default), so
+    /// that the layer is one consistent state.
+    pub fn commit(
+        &self,
+        id: &str,
+        reference: Option<&str>,
+        opts: &CommitOptions,
+        pause: bool,
+    ) -> Result<String> {
+        let cs = self.containers()?;
+        let s = cs.load(id)?;
+        let store = self.images()?;
+        let base = store.resolve(&s.image_id).map_err(|_| {
+            EngineError::Conflict(format!(
+                "the image of {} ({}) is no longer in the store: nothing to commit onto",
+                s.name, s.image
+            ))
+        })?;
+        let name = reference
+            .map(corral_image::reference::ImageName::parse)
+            .transpose()
+            .map_err(|e| EngineError::invalid(format!("commit: {e}")))?;
+        let freeze = pause && s.status == Status::Running && !s.paused;
+        if freeze {
+            self.set_paused(id, true)?;
+        }
+        // The layer goes through a temporary file: the store unpacks and stores it in one pass.
+        let tmp = store.tmp_path("commit");
+        let written = std::fs::File::create(&tmp)
+            .map_err(crate::io_err("creating", &tmp))
+            .and_then(|f| {
+                container_diff::write_layer(&cs, id, std::io::BufWriter::new(f))
+                    .map_err(|e| EngineError::Conflict(crate::containers::chain(&e)))
+            });
+        if freeze {
+            let _ = self.set_paused(id, false);
+        }
+        let made = written.and_then(|()| {
+            let f = std::fs::File::open(&tmp).map_err(crate::io_err("reading", &tmp))?;
+            let mut o = opts.clone();
+            if o.created_by.is_empty() {
+                o.created_by = format!("corral commit {}", s.name);
+            }
+            Ok(corral_image::commit::commit(
+                &store,
+                &base,
+                std::io::BufReader::new(f),
+                name.as_ref(),
+                &o,
+            )?)
+        });
+        let _ = std::fs::remove_file(&tmp);
+        let image_id = made?.to_string();
+        self.emit(
+            Event::new("container", "commit", &s.id)
+                .attr("name", &s.name)
+                .attr("image", reference.unwrap_or(&image_id)),
+        );
+        Ok(image_id)
+    }
+
+    /// An image's history, newest first, each layer-making step with its layer's size.
+    pub fn history(&self, what: &str) -> Result<Vec<HistoryEntry>> {
+        let store = self.images()?;
+        let img = store.resolve(what)?;
+        let raw: serde_json::Value =
+            serde_json::from_slice(&store.read_blob(&img.id)?).map_err(|e| {
+                EngineError::Conflict(format!("the image's config does not parse: {e}"))
+            })?;
+        let diff_ids = img.diff_ids()?;
+        let mut layers = diff_ids.iter();
+        let mut out = Vec::new();
+        let entries = raw["history"].as_array().cloned().unwrap_or_default();
+        for h in entries {
+            let empty = h["empty_layer"].as_bool().unwrap_or(false);
+            let size = if empty {
+                None
+            } else {
+                layers.next().and_then(|d| store.layer_size(d))
+            };
+            out.push(HistoryEntry {
+                created: h["created"].as_str().unwrap_or("").to_owned(),
+                created_by: h["created_by"].as_str().unwrap_or("").to_owned(),
+                comment: h["comment"].as_str().unwrap_or("").to_owned(),
+                empty_layer: empty,
+                size,
+            });
+        }
+        // Layers no history entry accounts for (images made without one).
+        for d in layers {
+            out.push(HistoryEntry {
+                created: String::new(),
+                created_by: String::new(),
+                comment: String::new(),
+                empty_layer: false,
+                size: store.layer_size(d),
+            });
+        }
+        out.reverse();
+        Ok(out)
+    }
+}
