@@ -463,6 +463,13 @@ pub struct ContainerConfig {
     /// checks that each belongs to a namespace the container owns.
     #[serde(default)]
     pub sysctls: std::collections::BTreeMap<String, String>,
+    /// Size of `/dev/shm` in bytes (docker's `--shm-size`; default 64 MiB).
+    #[serde(default)]
+    pub shm_size: Option<u64>,
+    /// Namespaces kept from the host instead of made new: `ipc`, `uts` (`--ipc host`,
+    /// `--uts host`; the hostname is then the host's and is never set).
+    #[serde(default)]
+    pub host_namespaces: Vec<String>,
 }
 
 impl ContainerConfig {
@@ -508,6 +515,8 @@ impl ContainerConfig {
             gid_map: Vec::new(),
             devices: Vec::new(),
             sysctls: std::collections::BTreeMap::new(),
+            shm_size: None,
+            host_namespaces: Vec::new(),
         }
     }
 }

@@ -363,7 +363,10 @@ fn default_mounts(
         "/dev/shm",
         "tmpfs",
         nosuid_nodev_noexec,
-        Some(&opts("tmpfs", "mode=1777,size=65536k")),
+        Some(&opts(
+            "tmpfs",
+            &format!("mode=1777,size={}", cfg.shm_size.unwrap_or(64 << 20)),
+        )),
     )?;
     mount_fs(
         root,

@@ -240,11 +240,50 @@ pub fn plan(
         cfg.resources.cpu_quota = Some((c * 100_000.0) as i64);
         cfg.resources.cpu_period = Some(100_000);
     }
+    if r.cpu_quota.is_some() || r.cpu_period.is_some() {
+        if r.cpus.is_some() {
+            return Err(invalid(
+                "--cpus conflicts with --cpu-quota/--cpu-period: give one",
+            ));
+        }
+        if let Some(p) = r.cpu_period {
+            if !(1000..=1_000_000).contains(&p) {
+                return Err(invalid(format!(
+                    "--cpu-period {p}: between 1000 and 1000000 microseconds"
+                )));
+            }
+        }
+        if let Some(q) = r.cpu_quota {
+            if q != -1 && q < 1000 {
+                return Err(invalid(format!(
+                    "--cpu-quota {q}: at least 1000 microseconds (or -1 for none)"
+                )));
+            }
+        }
+        cfg.resources.cpu_quota = r.cpu_quota.filter(|q| *q > 0);
+        cfg.resources.cpu_period = r.cpu_period.or(Some(100_000));
+    }
+    if let Some(adj) = r.oom_score_adj {
+        if !(-1000..=1000).contains(&adj) {
+            return Err(invalid(format!(
+                "--oom-score-adj {adj}: between -1000 and 1000"
+            )));
+        }
+        cfg.oom_score_adj = Some(adj);
+    }
+    if let Some(shm) = r.shm_size {
+        if shm < 4096 {
+            return Err(invalid("--shm-size: at least 4k"));
+        }
+        cfg.shm_size = Some(shm);
+    }
     cfg.resources.cpu_shares = r.cpu_shares;
     cfg.resources.cpuset_cpus = r.cpuset_cpus.clone();
     cfg.resources.pids_limit = r.pids_limit;
     let exposed = if spec.networking.publish_all {
-        icfg.exposed_ports().clone().unwrap_or_default()
+        let mut e = icfg.exposed_ports().clone().unwrap_or_default();
+        e.extend(spec.networking.expose.iter().cloned());
+        e
     } else {
         Vec::new()
     };
@@ -306,6 +345,28 @@ pub fn plan(
                 .map_err(|e| invalid(format!("--device-cgroup-rule: {e}")))?,
         );
     }
+    for m in &sec.mask {
+        for p in m.split(':').filter(|p| !p.is_empty()) {
+            if !p.starts_with('/') {
+                return Err(invalid(format!(
+                    "--security-opt mask={m}: paths are absolute"
+                )));
+            }
+            cfg.masked_paths.push(p.to_owned());
+        }
+    }
+    for u in &sec.unmask {
+        if u == "ALL" {
+            cfg.masked_paths.clear();
+            cfg.readonly_paths.clear();
+        } else {
+            for p in u.split(':') {
+                cfg.masked_paths.retain(|x| x != p);
+                cfg.readonly_paths.retain(|x| x != p);
+            }
+        }
+    }
+    cfg.host_namespaces = sec.host_namespaces.clone();
     if sec.privileged {
         // docker's --privileged: the host's devices, all of them allowed.
         rules.push(DeviceRule::parse("a", true).expect("valid"));
@@ -407,6 +468,16 @@ pub fn plan(
     };
     cfg.hostname = match &pod {
         Some(p) => p.hostname.clone(),
+        // The host's UTS namespace: its hostname is the host's.
+        None if cfg.host_namespaces.iter().any(|n| n == "uts") => {
+            if spec.hostname.is_some() {
+                return Err(invalid("--hostname conflicts with --uts host"));
+            }
+            rustix::system::uname()
+                .nodename()
+                .to_string_lossy()
+                .into_owned()
+        }
         None => spec.hostname.clone().unwrap_or_default(),
     };
     Ok(Plan {

@@ -105,6 +105,14 @@ pub struct Resources {
     pub cpuset_cpus: Option<String>,
     /// Maximum number of tasks (-1: unlimited).
     pub pids_limit: Option<i64>,
+    /// CFS period in microseconds (`--cpu-period`, with `cpu_quota`).
+    pub cpu_period: Option<u64>,
+    /// CFS quota in microseconds per period (`--cpu-quota`; -1 unlimited).
+    pub cpu_quota: Option<i64>,
+    /// The OOM killer's preference (`--oom-score-adj`, -1000 to 1000).
+    pub oom_score_adj: Option<i32>,
+    /// Size of `/dev/shm` in bytes.
+    pub shm_size: Option<u64>,
 }
 
 /// Which system call filter.
@@ -143,6 +151,12 @@ pub struct Security {
     pub uidmap: Vec<String>,
     /// gid map lines `C:H:N`.
     pub gidmap: Vec<String>,
+    /// Paths to hide beyond docker's defaults (`--security-opt mask=/a:/b`).
+    pub mask: Vec<String>,
+    /// Default masked or read-only paths to leave visible (`--security-opt unmask=ALL|/a:/b`).
+    pub unmask: Vec<String>,
+    /// `--ipc host` and `--uts host`: the host's IPC or UTS namespace ("ipc", "uts").
+    pub host_namespaces: Vec<String>,
 }
 
 /// The container's place on networks.
@@ -156,6 +170,8 @@ pub struct Networking {
     pub publish: Vec<String>,
     /// Publish every port the image exposes on free host ports.
     pub publish_all: bool,
+    /// More ports to count as exposed (`--expose`), for `publish_all`.
+    pub expose: Vec<String>,
 }
 
 /// A container to create.

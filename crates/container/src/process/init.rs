@@ -78,6 +78,13 @@ fn run(
     if cfg.network == NetworkMode::None {
         flags |= UnshareFlags::NEWNET;
     }
+    for ns in &cfg.host_namespaces {
+        match ns.as_str() {
+            "ipc" => flags.remove(UnshareFlags::NEWIPC),
+            "uts" => flags.remove(UnshareFlags::NEWUTS),
+            _ => {}
+        }
+    }
     if let Some(ns) = netns {
         rustix::thread::move_into_link_name_space(ns, Some(LinkNameSpaceType::Network))
             .map_err(|e| (125, format!("joining the network namespace: {e}")))?;
@@ -152,7 +159,8 @@ fn run(
     crate::rootfs::setup(cfg, state_dir, userns.as_ref().map(|f| f.as_fd()))
         .map_err(|e| own(&error_chain(&e)))?;
 
-    if !cfg.hostname.is_empty() {
+    // Never in the host's UTS namespace: that would rename the host.
+    if !cfg.hostname.is_empty() && !cfg.host_namespaces.iter().any(|n| n == "uts") {
         rustix::system::sethostname(cfg.hostname.as_bytes())
             .map_err(|e| (125, format!("setting the hostname: {e}")))?;
     }

@@ -159,6 +159,30 @@ pub struct RunArgs {
     /// A resolv.conf option such as ndots:2 (repeatable).
     #[arg(long, value_name = "OPTION")]
     pub dns_option: Vec<String>,
+    /// CFS period in microseconds (with --cpu-quota).
+    #[arg(long, value_name = "US")]
+    pub cpu_period: Option<u64>,
+    /// CFS quota in microseconds per period (-1: none).
+    #[arg(long, value_name = "US", allow_hyphen_values = true)]
+    pub cpu_quota: Option<i64>,
+    /// The OOM killer's preference for the container's processes (-1000 to 1000).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub oom_score_adj: Option<i32>,
+    /// Size of /dev/shm (default 64m).
+    #[arg(long, value_name = "SIZE")]
+    pub shm_size: Option<String>,
+    /// Count a port as exposed, as the image's EXPOSE does (for -P).
+    #[arg(long, value_name = "PORT[/PROTO]")]
+    pub expose: Vec<String>,
+    /// Remove a container that has this --name first (podman's --replace).
+    #[arg(long)]
+    pub replace: bool,
+    /// IPC namespace: private (default), shareable (the same here), or host.
+    #[arg(long, value_name = "MODE", value_parser = ["private", "shareable", "host"])]
+    pub ipc: Option<String>,
+    /// UTS namespace (hostname): private (default) or host.
+    #[arg(long, value_name = "MODE", value_parser = ["private", "host"])]
+    pub uts: Option<String>,
     /// Run in this pod (`corral pod create`): its network, IPC and hostname.
     #[arg(long, value_name = "POD")]
     pub pod: Option<String>,

@@ -275,6 +275,11 @@ fn spec_of(a: &RunArgs) -> Result<ContainerSpec> {
         userns: a.userns.clone(),
         uidmap: a.uidmap.clone(),
         gidmap: a.gidmap.clone(),
+        host_namespaces: [("ipc", &a.ipc), ("uts", &a.uts)]
+            .into_iter()
+            .filter(|(_, m)| m.as_deref() == Some("host"))
+            .map(|(n, _)| n.to_owned())
+            .collect(),
         ..Default::default()
     };
     for o in &a.security_opt {
@@ -289,8 +294,12 @@ fn spec_of(a: &RunArgs) -> Result<ContainerSpec> {
                     file => spec::Seccomp::Profile(file.into()),
                 };
             }
+            s if s.starts_with("mask=") => security.mask.push(s["mask=".len()..].to_owned()),
+            s if s.starts_with("unmask=") => {
+                security.unmask.push(s["unmask=".len()..].to_owned())
+            }
             _ => bail!(
-                "--security-opt {o:?}: supported: no-new-privileges, seccomp=unconfined, seccomp=FILE"
+                "--security-opt {o:?}: supported: no-new-privileges, seccomp=unconfined, seccomp=FILE, mask=PATHS, unmask=ALL|PATHS"
             ),
         }
     }
@@ -334,6 +343,17 @@ fn spec_of(a: &RunArgs) -> Result<ContainerSpec> {
             cpu_shares: a.cpu_shares,
             cpuset_cpus: a.cpuset_cpus.clone(),
             pids_limit: a.pids_limit,
+            cpu_period: a.cpu_period,
+            cpu_quota: a.cpu_quota,
+            oom_score_adj: a.oom_score_adj,
+            shm_size: match &a.shm_size {
+                Some(v) => {
+                    Some(corral_container::config::parse_size(v).with_context(|| {
+                        format!("--shm-size {v:?}: expected a size such as 64m")
+                    })?)
+                }
+                None => None,
+            },
         },
         security,
         ulimits: a.ulimit.clone(),
@@ -342,6 +362,7 @@ fn spec_of(a: &RunArgs) -> Result<ContainerSpec> {
             aliases: a.network_alias.clone(),
             publish: a.publish.clone(),
             publish_all: a.publish_all,
+            expose: a.expose.clone(),
         },
         labels,
         restart: a.restart.clone(),
@@ -388,6 +409,11 @@ fn run_container(engine: &Engine, a: RunArgs, start_it: bool) -> Result<()> {
         }
     }
     let spec = spec_of(&a)?;
+    if let (true, Some(n)) = (a.replace, &a.name) {
+        if let Ok(id) = engine.resolve(n) {
+            engine.remove(&id, true, true)?;
+        }
+    }
     if spec.isolation == Isolation::Vm {
         return super::vm::run_isolated(engine, &spec, a.detach, start_it);
     }

@@ -33,6 +33,7 @@ pub fn run(engine: &Engine, cmd: PodCommand) -> Result<()> {
                     aliases: network_alias,
                     publish,
                     publish_all: false,
+                    expose: Vec::new(),
                 },
             })?;
             if start {
