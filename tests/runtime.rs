@@ -8,6 +8,7 @@
 
 use std::fs;
 use std::path::Path;
+use std::process::Output;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -577,4 +578,105 @@ fn podman_gives_a_terminal_through_the_console_socket() {
         describe(&out)
     );
     let _ = podman.cmd(&["rm", "-f", "-t", "0", "tty-exec"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 18: runc conformance of what a bundle's process gets, and of runc's flags. The
+// expected values are runc 1.1's on the same bundles.
+
+/// `run` of `bundle` in `rt`, which must succeed; its output.
+fn run_ok(rt: &RuntimeRoot, bundle: &Bundle, prefix: &str) -> Output {
+    let id = unique_id(prefix);
+    let out = rt.cmd(&["run", "-b", path_str(bundle.path()), &id]);
+    assert!(
+        out.status.success(),
+        "corral runtime run ({prefix}): {}",
+        describe(&out)
+    );
+    assert_gone(rt, &id);
+    out
+}
+
+#[test]
+fn non_root_process_user_runs_and_create_waits_for_start() {
+    if skip_unless_root("non_root_process_user_runs_and_create_waits_for_start") {
+        return;
+    }
+    let rt = RuntimeRoot::new();
+    let bundle = Bundle::busybox(&["/bin/busybox", "sh", "-c", "id -u; id -g"]);
+    bundle.edit_config(|c| c["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1000}));
+    let out = run_ok(&rt, &bundle, "user");
+    assert_eq!(
+        stdout_text(&out).split_whitespace().collect::<Vec<_>>(),
+        ["1000", "1000"],
+        "id -u; id -g of a uid 1000 process: {}",
+        describe(&out)
+    );
+
+    // create, then start: the init waits on the FIFO as uid 1000 (it used to die there with
+    // "Permission denied" while create reported success).
+    let marker = bundle.path().join("rootfs/tmp/started");
+    bundle.edit_config(|c| {
+        c["process"]["args"] = serde_json::json!([
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "id -u > /tmp/started; exec /bin/busybox sleep 60"
+        ])
+    });
+    let id = unique_id("user-start");
+    rt.ok(&["create", "-b", path_str(bundle.path()), &id]);
+    let pid = rt.state(&id)["pid"].as_u64().expect("a pid after create") as u32;
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        process_alive(pid),
+        "the init of a uid 1000 container died while waiting for start"
+    );
+    assert_eq!(status_of(&rt, &id), "created");
+    assert!(!marker.exists(), "the process ran before start");
+    rt.ok(&["start", &id]);
+    wait_until(SETTLE, "the uid 1000 process to run", || {
+        fs::read_to_string(&marker).is_ok_and(|t| t.trim() == "1000")
+    });
+    assert_eq!(status_of(&rt, &id), "running");
+    rt.ok(&["delete", "--force", &id]);
+    assert_gone(&rt, &id);
+}
+
+#[test]
+fn podman_runs_a_non_root_user_through_corral() {
+    const TEST: &str = "podman_runs_a_non_root_user_through_corral";
+    if skip_unless_root(TEST) || skip_unless_tools(TEST, &["podman", "conmon"]) {
+        return;
+    }
+    let corral = Corral::new();
+    let podman = PodmanOnCorral::new();
+    let name = corral.busybox_image();
+    let archive = podman.path("busybox.tar");
+    corral.ok(&["image", "save", name, "-o", path_str(&archive)]);
+    podman.ok(&["load", "-q", "-i", path_str(&archive)]);
+    let out = podman.cmd(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--user",
+        "1000",
+        "docker.io/library/busybox:test",
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "/bin/busybox id -u; ulimit -n",
+    ]);
+    assert!(
+        out.status.success(),
+        "podman run --user 1000: {}",
+        describe(&out)
+    );
+    assert_eq!(
+        stdout_text(&out).split_whitespace().collect::<Vec<_>>(),
+        ["1000", "20000"],
+        "podman run --user 1000 --ulimit nofile=20000: {}",
+        describe(&out)
+    );
 }

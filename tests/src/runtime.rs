@@ -35,6 +35,16 @@ pub const RUNTIME_TIMEOUT: Duration = Duration::from_secs(60);
 /// Deadline of one podman command.
 pub const PODMAN_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// What podman is given on this host for every container: its defaults for root (1048576 open
+/// files, 4194304 processes) are above the hard limits of a root without `CAP_SYS_RESOURCE`
+/// (ARCHITECTURE.md), which neither runc nor corral raise.
+pub const PODMAN_ULIMITS: [&str; 4] = [
+    "--ulimit",
+    "nofile=20000:20000",
+    "--ulimit",
+    "nproc=32768:32768",
+];
+
 /// corral's runtime state dir when no `--root` is given: where containers podman made are.
 pub const DEFAULT_RUNTIME_ROOT: &str = "/run/corral-runtime";
 
@@ -339,8 +349,17 @@ impl PodmanOnCorral {
         self.base.join("scratch").join(name)
     }
 
-    /// A `Command` for `podman <private store> --runtime corral-runtime args...`.
+    /// A `Command` for `podman <private store> --runtime corral-runtime args...`. A `run` or
+    /// `create` gets [`PODMAN_ULIMITS`] first (a later `--ulimit` of the same kind wins).
     pub fn command(&self, args: &[&str]) -> Command {
+        let args: Vec<&str> = match args.split_first() {
+            Some((verb @ (&"run" | &"create"), rest)) => std::iter::once(*verb)
+                .chain(PODMAN_ULIMITS.iter().copied())
+                .chain(rest.iter().copied())
+                .collect(),
+            _ => args.to_vec(),
+        };
+        let args = args.as_slice();
         let mut cmd = Command::new("podman");
         cmd.arg("--root")
             .arg(self.base.join("root"))

@@ -160,10 +160,9 @@ fn create_inner(
         0,
     )
     .map_err(|e| io("creating", &fifo)(e.into()))?;
-    if !bundle.config.uid_map.is_empty() {
-        // The init opens it after becoming the process's user in its user namespace.
-        own_for_user(&fifo, &bundle.config).map_err(io("handing over", &fifo))?;
-    }
+    // The init opens it after becoming the process's user (in its user namespace, if any):
+    // that user's, mode 0600. runc makes it 0622 instead, writable by anyone who reaches it.
+    own_for_user(&fifo, &bundle.config).map_err(io("handing over", &fifo))?;
     let rel = cgroup_rel(bundle.cgroups_path.as_deref(), &state.id);
     let cgroup = Cgroup::create_at(o.cgroup_root, &rel, &bundle.config.resources).map_err(|e| {
         RuntimeError::Failed(format!(
@@ -388,12 +387,25 @@ pub fn pids(
     Ok(Cgroup::from_dirs(cgroup_root, s.cgroup_paths).procs())
 }
 
-/// Gives `path` to the host ids of the container's process user, so that it can open it from
-/// inside its user namespace.
+/// Gives `path` to the host ids of the container's process user, so that it can open it once
+/// it is that user (from inside its user namespace, if it has one). In a user namespace the
+/// bundle joins without giving its maps, the ids are unknown: left to root.
 fn own_for_user(path: &Path, cfg: &crate::ContainerConfig) -> std::io::Result<()> {
-    let unmapped =
-        || std::io::Error::other("the process's user is not mapped in its user namespace");
-    let uid = crate::userns::host_id(&cfg.uid_map, cfg.uid).ok_or_else(unmapped)?;
-    let gid = crate::userns::host_id(&cfg.gid_map, cfg.gid).ok_or_else(unmapped)?;
+    let (uid, gid) = if cfg.uid_map.is_empty() {
+        if cfg.join_namespaces.iter().any(|(k, _)| k == "user") {
+            return Ok(());
+        }
+        (cfg.uid, cfg.gid)
+    } else {
+        let unmapped =
+            || std::io::Error::other("the process's user is not mapped in its user namespace");
+        (
+            crate::userns::host_id(&cfg.uid_map, cfg.uid).ok_or_else(unmapped)?,
+            crate::userns::host_id(&cfg.gid_map, cfg.gid).ok_or_else(unmapped)?,
+        )
+    };
+    if (uid, gid) == (0, 0) {
+        return Ok(());
+    }
     std::os::unix::fs::chown(path, Some(uid), Some(gid))
 }

@@ -275,12 +275,31 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// Tells `create` the container is ready (`ready` on the status pipe), then blocks until
 /// `start` opens the FIFO for reading, as runc's `exec.fifo`.
+///
+/// The FIFO is opened as the process's user (it belongs to that user, see
+/// `crate::oci_runtime`), after the privileges are dropped. A non-blocking open first checks
+/// that it can be opened at all, before `ready`: one that fails then fails `create`, instead
+/// of a container that `create` reported made and that dies unseen (ENXIO is the success: no
+/// reader yet).
 fn wait_for_start(fifo: &OwnedFd, status: &OwnedFd) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    rustix::io::write(status, b"ready\n")?;
-    let mut w = std::fs::OpenOptions::new()
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = format!("/proc/self/fd/{}", fifo.as_raw_fd());
+    let early = match std::fs::OpenOptions::new()
         .write(true)
-        .open(format!("/proc/self/fd/{}", fifo.as_raw_fd()))?;
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&path)
+    {
+        Ok(f) => Some(f),
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => None,
+        Err(e) => return Err(e),
+    };
+    rustix::io::write(status, b"ready\n")?;
+    let mut w = match early {
+        // A reader was there already: the start came.
+        Some(f) => f,
+        None => std::fs::OpenOptions::new().write(true).open(&path)?,
+    };
     w.write_all(b"0")
 }
 
