@@ -584,6 +584,17 @@ fn podman_gives_a_terminal_through_the_console_socket() {
 // Issue 18: runc conformance of what a bundle's process gets, and of runc's flags. The
 // expected values are runc 1.1's on the same bundles.
 
+/// The `Cap*:` lines of `/proc/self/status` in `text`, as (name, hex mask).
+fn cap_lines(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.starts_with("Cap")
+                .then(|| (k.to_owned(), v.trim().to_owned()))
+        })
+        .collect()
+}
+
 /// `run` of `bundle` in `rt`, which must succeed; its output.
 fn run_ok(rt: &RuntimeRoot, bundle: &Bundle, prefix: &str) -> Output {
     let id = unique_id(prefix);
@@ -679,4 +690,134 @@ fn podman_runs_a_non_root_user_through_corral() {
         "podman run --user 1000 --ulimit nofile=20000: {}",
         describe(&out)
     );
+}
+
+/// `/proc/self/limits` as (label, soft, hard).
+fn limits_table(text: &str) -> Vec<(String, String, String)> {
+    text.lines()
+        .skip_while(|l| !l.starts_with("Limit"))
+        .skip(1)
+        .filter_map(|l| {
+            // Columns: the label (up to 26 characters), soft, hard, units.
+            let label = l.get(..26)?.trim().to_owned();
+            let mut rest = l.get(26..)?.split_whitespace();
+            Some((label, rest.next()?.to_owned(), rest.next()?.to_owned()))
+        })
+        .collect()
+}
+
+/// Whether this process holds CAP_SYS_RESOURCE (bit 24) in its effective set.
+fn holds_sys_resource() -> bool {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    cap_lines(&status)
+        .iter()
+        .find(|(k, _)| k == "CapEff")
+        .and_then(|(_, v)| u64::from_str_radix(v, 16).ok())
+        .is_some_and(|m| m & (1 << 24) != 0)
+}
+
+#[test]
+fn rlimits_of_every_type_are_applied_and_unknown_ones_refused() {
+    if skip_unless_root("rlimits_of_every_type_are_applied_and_unknown_ones_refused") {
+        return;
+    }
+    let rt = RuntimeRoot::new();
+    let bundle = Bundle::busybox(&[
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "ulimit -v; ulimit -f; /bin/busybox cat /proc/self/limits",
+    ]);
+    // All 16, each below this host's hard limits (a root without CAP_SYS_RESOURCE: nice and
+    // rtprio 0, 8 MiB locked memory, 20000 files), soft below hard where the host allows it.
+    let limits: [(&str, &str, u64, u64); 16] = [
+        ("RLIMIT_CPU", "Max cpu time", 100, 200),
+        ("RLIMIT_FSIZE", "Max file size", 1 << 20, 2 << 20),
+        ("RLIMIT_DATA", "Max data size", 512 << 20, 1 << 30),
+        ("RLIMIT_STACK", "Max stack size", 8 << 20, 16 << 20),
+        ("RLIMIT_CORE", "Max core file size", 0, 4096),
+        ("RLIMIT_RSS", "Max resident set", 100 << 20, 200 << 20),
+        ("RLIMIT_NPROC", "Max processes", 1000, 2000),
+        ("RLIMIT_NOFILE", "Max open files", 500, 600),
+        ("RLIMIT_MEMLOCK", "Max locked memory", 64 << 10, 128 << 10),
+        ("RLIMIT_AS", "Max address space", 1 << 30, 2 << 30),
+        ("RLIMIT_LOCKS", "Max file locks", 100, 200),
+        ("RLIMIT_SIGPENDING", "Max pending signals", 300, 400),
+        ("RLIMIT_MSGQUEUE", "Max msgqueue size", 8192, 16384),
+        ("RLIMIT_NICE", "Max nice priority", 0, 0),
+        ("RLIMIT_RTPRIO", "Max realtime priority", 0, 0),
+        (
+            "RLIMIT_RTTIME",
+            "Max realtime timeout",
+            1_000_000,
+            2_000_000,
+        ),
+    ];
+    bundle.edit_config(|c| {
+        c["process"]["rlimits"] = limits
+            .iter()
+            .map(|(t, _, soft, hard)| serde_json::json!({"type": t, "soft": soft, "hard": hard}))
+            .collect();
+    });
+    let out = run_ok(&rt, &bundle, "rlimits");
+    let text = stdout_text(&out);
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("1048576"), "ulimit -v (KiB): {text}");
+    assert_eq!(
+        lines.next(),
+        Some("2048"),
+        "ulimit -f (512-byte blocks): {text}"
+    );
+    let table = limits_table(&text);
+    for (t, label, soft, hard) in limits {
+        let row = table
+            .iter()
+            .find(|(l, _, _)| l == label)
+            .unwrap_or_else(|| panic!("no {label:?} in /proc/self/limits:\n{text}"));
+        assert_eq!(
+            (row.1.as_str(), row.2.as_str()),
+            (soft.to_string().as_str(), hard.to_string().as_str()),
+            "{t} inside the container:\n{text}"
+        );
+    }
+
+    // An unknown type: create fails, naming it, and leaves nothing.
+    bundle.edit_config(|c| {
+        c["process"]["rlimits"] =
+            serde_json::json!([{"type": "RLIMIT_BOGUS", "soft": 1, "hard": 1}])
+    });
+    let id = unique_id("rlimit-bad");
+    let (_, stderr) = rt.fail(&["create", "-b", path_str(bundle.path()), &id]);
+    assert!(
+        stderr.contains("RLIMIT_BOGUS"),
+        "create with an unknown rlimit should name it: {stderr}"
+    );
+    rt.fail(&["state", &id]);
+    assert_gone(&rt, &id);
+
+    // Above the caller's hard limit: refused as setrlimit refuses it, not lowered.
+    if holds_sys_resource() {
+        corral_e2e::report_skip(
+            "rlimits_of_every_type_are_applied_and_unknown_ones_refused (above the hard limit)",
+            "this root holds CAP_SYS_RESOURCE and may raise any limit",
+        );
+        return;
+    }
+    let limits = fs::read_to_string("/proc/self/limits").expect("read /proc/self/limits");
+    let hard: u64 = limits_table(&limits)
+        .iter()
+        .find(|(l, _, _)| l == "Max open files")
+        .and_then(|(_, _, h)| h.parse().ok())
+        .expect("a finite hard limit of open files without CAP_SYS_RESOURCE");
+    bundle.edit_config(|c| {
+        c["process"]["rlimits"] =
+            serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": hard + 1, "hard": hard + 1}])
+    });
+    let (_, stderr) = rt.fail(&["create", "-b", path_str(bundle.path()), &id]);
+    assert!(
+        stderr.contains("RLIMIT_NOFILE") && stderr.contains("CAP_SYS_RESOURCE"),
+        "create with a limit above the hard one should say why it fails: {stderr}"
+    );
+    rt.fail(&["state", &id]);
+    assert_gone(&rt, &id);
 }

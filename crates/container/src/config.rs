@@ -363,18 +363,95 @@ pub struct Rlimit {
     pub soft: u64,
     /// Hard limit.
     pub hard: u64,
+    /// Lowered to the caller's hard limit rather than refused when above it: corral's own
+    /// defaults and docker's `--ulimit` are, as documented; a bundle's limits are not (runc
+    /// fails as `setrlimit` does, and so does corral).
+    #[serde(default = "yes")]
+    pub lower_to_caller: bool,
 }
 
-/// The limits corral sets.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+/// The 16 resource limits of Linux (`include/uapi/asm-generic/resource.h`), by docker's
+/// `--ulimit` names.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 #[allow(missing_docs)]
 pub enum RlimitName {
-    Nofile,
-    Nproc,
-    Core,
-    Memlock,
+    Cpu,
+    Fsize,
+    Data,
     Stack,
+    Core,
+    Rss,
+    Nproc,
+    Nofile,
+    Memlock,
+    As,
+    Locks,
+    Sigpending,
+    Msgqueue,
+    Nice,
+    Rtprio,
+    Rttime,
+}
+
+impl RlimitName {
+    /// Every limit, in the kernel's order.
+    pub const ALL: [RlimitName; 16] = [
+        RlimitName::Cpu,
+        RlimitName::Fsize,
+        RlimitName::Data,
+        RlimitName::Stack,
+        RlimitName::Core,
+        RlimitName::Rss,
+        RlimitName::Nproc,
+        RlimitName::Nofile,
+        RlimitName::Memlock,
+        RlimitName::As,
+        RlimitName::Locks,
+        RlimitName::Sigpending,
+        RlimitName::Msgqueue,
+        RlimitName::Nice,
+        RlimitName::Rtprio,
+        RlimitName::Rttime,
+    ];
+
+    /// docker's name (`nofile`, `as`).
+    pub fn docker_name(self) -> &'static str {
+        match self {
+            RlimitName::Cpu => "cpu",
+            RlimitName::Fsize => "fsize",
+            RlimitName::Data => "data",
+            RlimitName::Stack => "stack",
+            RlimitName::Core => "core",
+            RlimitName::Rss => "rss",
+            RlimitName::Nproc => "nproc",
+            RlimitName::Nofile => "nofile",
+            RlimitName::Memlock => "memlock",
+            RlimitName::As => "as",
+            RlimitName::Locks => "locks",
+            RlimitName::Sigpending => "sigpending",
+            RlimitName::Msgqueue => "msgqueue",
+            RlimitName::Nice => "nice",
+            RlimitName::Rtprio => "rtprio",
+            RlimitName::Rttime => "rttime",
+        }
+    }
+
+    /// From docker's name, in any case.
+    pub fn from_docker(name: &str) -> Option<Self> {
+        let name = name.trim().to_ascii_lowercase();
+        Self::ALL.into_iter().find(|r| r.docker_name() == name)
+    }
+
+    /// The OCI spec's name (`RLIMIT_NOFILE`).
+    pub fn oci_name(self) -> String {
+        format!("RLIMIT_{}", self.docker_name().to_ascii_uppercase())
+    }
+
+    /// From the OCI spec's name (`RLIMIT_AS`), which is exact: runc takes no other spelling.
+    pub fn from_oci(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.oci_name() == name)
+    }
 }
 
 /// Everything the init needs to set up and exec the container's process.
@@ -435,7 +512,7 @@ pub struct ContainerConfig {
     /// What the monitor does when the process exits.
     #[serde(default)]
     pub restart: RestartPolicy,
-    /// Resource limits (capped at the caller's hard limits when applied).
+    /// Resource limits.
     pub rlimits: Vec<Rlimit>,
     /// Paths to mask.
     pub masked_paths: Vec<String>,
@@ -506,6 +583,7 @@ impl ContainerConfig {
                 name: RlimitName::Nofile,
                 soft: 1048576,
                 hard: 1048576,
+                lower_to_caller: true,
             }],
             masked_paths: MASKED_PATHS.iter().map(|s| s.to_string()).collect(),
             readonly_paths: READONLY_PATHS.iter().map(|s| s.to_string()).collect(),

@@ -30,6 +30,26 @@ pub enum OciError {
         /// What.
         what: String,
     },
+    /// The `process` cannot be run as given.
+    #[error("invalid process in {path}")]
+    Process {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        err: ProcessError,
+    },
+}
+
+/// Why a spec's `process` cannot be run.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// An rlimit type Linux does not have (runc refuses it too).
+    #[error("unknown rlimit type {0:?}: the types are RLIMIT_CPU, RLIMIT_FSIZE, RLIMIT_DATA, RLIMIT_STACK, RLIMIT_CORE, RLIMIT_RSS, RLIMIT_NPROC, RLIMIT_NOFILE, RLIMIT_MEMLOCK, RLIMIT_AS, RLIMIT_LOCKS, RLIMIT_SIGPENDING, RLIMIT_MSGQUEUE, RLIMIT_NICE, RLIMIT_RTPRIO, RLIMIT_RTTIME")]
+    UnknownRlimit(String),
+    /// The same rlimit type twice.
+    #[error("rlimit type {0} given twice")]
+    DuplicateRlimit(String),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -239,19 +259,8 @@ pub struct Bundle {
     pub cgroups_path: Option<String>,
 }
 
-fn rlimit_name(t: &str) -> Option<RlimitName> {
-    Some(match t {
-        "RLIMIT_NOFILE" => RlimitName::Nofile,
-        "RLIMIT_NPROC" => RlimitName::Nproc,
-        "RLIMIT_CORE" => RlimitName::Core,
-        "RLIMIT_MEMLOCK" => RlimitName::Memlock,
-        "RLIMIT_STACK" => RlimitName::Stack,
-        _ => return None,
-    })
-}
-
 /// Applies a spec `process` to a config (used by `create` and `exec --process`).
-pub fn apply_process(cfg: &mut ContainerConfig, p: &Process) {
+pub fn apply_process(cfg: &mut ContainerConfig, p: &Process) -> Result<(), ProcessError> {
     cfg.args = p.args.clone();
     cfg.env = p.env.clone();
     cfg.cwd = if p.cwd.is_empty() {
@@ -265,19 +274,23 @@ pub fn apply_process(cfg: &mut ContainerConfig, p: &Process) {
     if let Some(c) = &p.capabilities {
         cfg.capabilities = c.bounding.clone();
     }
-    cfg.rlimits = p
-        .rlimits
-        .iter()
-        .filter_map(|r| {
-            Some(Rlimit {
-                name: rlimit_name(&r.typ)?,
-                soft: r.soft,
-                hard: r.hard,
-            })
-        })
-        .collect();
+    cfg.rlimits = Vec::with_capacity(p.rlimits.len());
+    for r in &p.rlimits {
+        let name = RlimitName::from_oci(&r.typ)
+            .ok_or_else(|| ProcessError::UnknownRlimit(r.typ.clone()))?;
+        if cfg.rlimits.iter().any(|l| l.name == name) {
+            return Err(ProcessError::DuplicateRlimit(r.typ.clone()));
+        }
+        cfg.rlimits.push(Rlimit {
+            name,
+            soft: r.soft,
+            hard: r.hard,
+            lower_to_caller: false,
+        });
+    }
     cfg.no_new_privileges = p.no_new_privileges;
     cfg.oom_score_adj = p.oom_score_adj;
+    Ok(())
 }
 
 /// Reads a spec `process` file (`exec --process`).
@@ -374,7 +387,10 @@ pub fn read_bundle(bundle: &Path) -> Result<Bundle, OciError> {
         bundle.join(&spec.root.path)
     };
     let mut cfg = ContainerConfig::defaults(Vec::new(), Vec::new());
-    apply_process(&mut cfg, &spec.process);
+    apply_process(&mut cfg, &spec.process).map_err(|err| OciError::Process {
+        path: path.clone(),
+        err,
+    })?;
     cfg.rootfs = Some(root);
     cfg.read_only = spec.root.readonly;
     cfg.hostname = spec.hostname.clone().unwrap_or_default();

@@ -14,10 +14,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 
-use rustix::process::{getrlimit, setrlimit, Resource, Rlimit as RRlimit};
 use rustix::thread::{LinkNameSpaceType, UnshareFlags};
 
-use crate::config::{ContainerConfig, NetworkMode, RlimitName};
+use crate::config::{ContainerConfig, NetworkMode};
 
 /// What the caller prepared before the fork: the init works from the caller's memory, so that
 /// parsing the config and compiling the filter are neither repeated nor charged to the
@@ -164,27 +163,7 @@ fn run(
         rustix::system::sethostname(cfg.hostname.as_bytes())
             .map_err(|e| (125, format!("setting the hostname: {e}")))?;
     }
-    for r in &cfg.rlimits {
-        let res = match r.name {
-            RlimitName::Nofile => Resource::Nofile,
-            RlimitName::Nproc => Resource::Nproc,
-            RlimitName::Core => Resource::Core,
-            RlimitName::Memlock => Resource::Memlock,
-            RlimitName::Stack => Resource::Stack,
-        };
-        // Never above the caller's hard limit: raising it needs CAP_SYS_RESOURCE, which root
-        // on some hosts lacks.
-        let cur = getrlimit(res);
-        let cap = |v: u64| cur.maximum.map_or(v, |m| v.min(m));
-        setrlimit(
-            res,
-            RRlimit {
-                current: Some(cap(r.soft)),
-                maximum: Some(cap(r.hard)),
-            },
-        )
-        .map_err(|e| (125, format!("setting rlimit {:?}: {e}", r.name)))?;
-    }
+    crate::rlimits::apply(&cfg.rlimits).map_err(|e| own(&error_chain(&e)))?;
     // Lowering it needs privileges in the host's user namespace: before joining the container's.
     if let Some(adj) = cfg.oom_score_adj {
         let _ = std::fs::write("/proc/self/oom_score_adj", adj.to_string());
