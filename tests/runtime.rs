@@ -595,6 +595,31 @@ fn cap_lines(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Panics unless `text` (a `/proc/self/status`) holds exactly these masks, in the order
+/// Inh, Prm, Eff, Bnd, Amb.
+fn assert_caps(text: &str, want: [&str; 5], what: &str) {
+    let got = cap_lines(text);
+    let want: Vec<(String, String)> = ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"]
+        .iter()
+        .zip(want)
+        .map(|(k, v)| (k.to_string(), v.to_owned()))
+        .collect();
+    assert_eq!(got, want, "{what}: capability sets\n{text}");
+}
+
+/// Sets `process.capabilities` to these sets (bounding, effective, permitted, inheritable,
+/// ambient).
+fn set_caps(config: &mut Value, sets: [&[&str]; 5]) {
+    let list = |s: &[&str]| Value::from(s.iter().map(|c| Value::from(*c)).collect::<Vec<_>>());
+    config["process"]["capabilities"] = serde_json::json!({
+        "bounding": list(sets[0]),
+        "effective": list(sets[1]),
+        "permitted": list(sets[2]),
+        "inheritable": list(sets[3]),
+        "ambient": list(sets[4]),
+    });
+}
+
 /// `run` of `bundle` in `rt`, which must succeed; its output.
 fn run_ok(rt: &RuntimeRoot, bundle: &Bundle, prefix: &str) -> Output {
     let id = unique_id(prefix);
@@ -690,6 +715,145 @@ fn podman_runs_a_non_root_user_through_corral() {
         "podman run --user 1000 --ulimit nofile=20000: {}",
         describe(&out)
     );
+}
+
+#[test]
+fn capability_sets_are_applied_as_runc_applies_them() {
+    if skip_unless_root("capability_sets_are_applied_as_runc_applies_them") {
+        return;
+    }
+    let rt = RuntimeRoot::new();
+    let bundle = Bundle::busybox(&["/bin/busybox", "cat", "/proc/self/status"]);
+
+    // runc's "exec --cap [ambient is set from spec]" sets, on the init. CHOWN = bit 0, KILL = 5,
+    // SYSLOG = 34. With no_new_privs (the spec's default) a root exec keeps in permitted only
+    // what it had: the permitted set, with the bounding set gone from it.
+    bundle.edit_config(|c| {
+        set_caps(
+            c,
+            [
+                &["CAP_KILL", "CAP_CHOWN", "CAP_SYSLOG"],
+                &["CAP_KILL"],
+                &["CAP_KILL", "CAP_CHOWN"],
+                &["CAP_CHOWN", "CAP_SYSLOG"],
+                &["CAP_CHOWN"],
+            ],
+        )
+    });
+    let out = run_ok(&rt, &bundle, "caps-root");
+    assert_caps(
+        &stdout_text(&out),
+        [
+            "0000000400000001",
+            "0000000000000021",
+            "0000000000000021",
+            "0000000400000021",
+            "0000000000000001",
+        ],
+        "root with all five sets",
+    );
+
+    // A non-root user keeps what is ambient (NET_BIND_SERVICE = bit 10) across its exec.
+    bundle.edit_config(|c| {
+        c["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1000});
+        let nbs: &[&str] = &["CAP_NET_BIND_SERVICE"];
+        set_caps(
+            c,
+            [&["CAP_NET_BIND_SERVICE", "CAP_KILL"], nbs, nbs, nbs, nbs],
+        );
+    });
+    let out = run_ok(&rt, &bundle, "caps-user");
+    assert_caps(
+        &stdout_text(&out),
+        [
+            "0000000000000400",
+            "0000000000000400",
+            "0000000000000400",
+            "0000000000000420",
+            "0000000000000400",
+        ],
+        "uid 1000 with an ambient capability",
+    );
+
+    // An unknown name is warned about and ignored (runc: "ignoring unknown or unavailable
+    // capabilities"); so is an ambient capability that is not inheritable.
+    bundle.edit_config(|c| {
+        c["process"]["user"] = serde_json::json!({"uid": 0, "gid": 0});
+        set_caps(
+            c,
+            [
+                &["CAP_KILL", "CAP_BOGUS"],
+                &["CAP_KILL"],
+                &["CAP_KILL"],
+                &[],
+                &["CAP_KILL"],
+            ],
+        );
+    });
+    let out = run_ok(&rt, &bundle, "caps-unknown");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("CAP_BOGUS") && stderr.contains("warning"),
+        "an unknown capability should be warned about: {}",
+        describe(&out)
+    );
+    assert!(
+        stderr.contains("ambient capability CAP_KILL"),
+        "an ambient capability that cannot be raised should be warned about: {}",
+        describe(&out)
+    );
+    assert_caps(
+        &stdout_text(&out),
+        [
+            "0000000000000000",
+            "0000000000000020",
+            "0000000000000020",
+            "0000000000000020",
+            "0000000000000000",
+        ],
+        "only KILL",
+    );
+
+    // Inheritable outside the bounding set: the kernel refuses it, create fails and says why.
+    bundle.edit_config(|c| {
+        set_caps(
+            c,
+            [
+                &["CAP_KILL"],
+                &["CAP_KILL"],
+                &["CAP_KILL"],
+                &["CAP_KILL", "CAP_NET_RAW"],
+                &[],
+            ],
+        )
+    });
+    let id = unique_id("caps-bad");
+    let (_, stderr) = rt.fail(&["create", "-b", path_str(bundle.path()), &id]);
+    assert!(
+        stderr.contains("CAP_NET_RAW") && stderr.contains("bounding"),
+        "create with an inheritable capability outside bounding should name it: {stderr}"
+    );
+    rt.fail(&["state", &id]);
+    assert_gone(&rt, &id);
+    // Effective outside permitted: the same.
+    bundle.edit_config(|c| {
+        set_caps(
+            c,
+            [
+                &["CAP_KILL", "CAP_CHOWN"],
+                &["CAP_KILL", "CAP_CHOWN"],
+                &["CAP_KILL"],
+                &[],
+                &[],
+            ],
+        )
+    });
+    let (_, stderr) = rt.fail(&["create", "-b", path_str(bundle.path()), &id]);
+    assert!(
+        stderr.contains("CAP_CHOWN") && stderr.contains("permitted"),
+        "create with an effective capability outside permitted should name it: {stderr}"
+    );
+    assert_gone(&rt, &id);
 }
 
 /// `/proc/self/limits` as (label, soft, hard).

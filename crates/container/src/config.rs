@@ -454,6 +454,20 @@ impl RlimitName {
     }
 }
 
+/// The capability sets of the process besides the bounding set
+/// ([`ContainerConfig::capabilities`]), as an OCI bundle gives them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CapSets {
+    /// Effective set.
+    pub effective: Vec<String>,
+    /// Permitted set.
+    pub permitted: Vec<String>,
+    /// Inheritable set.
+    pub inheritable: Vec<String>,
+    /// Ambient set.
+    pub ambient: Vec<String>,
+}
+
 /// Everything the init needs to set up and exec the container's process.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ContainerConfig {
@@ -471,8 +485,12 @@ pub struct ContainerConfig {
     pub gid: u32,
     /// Hostname.
     pub hostname: String,
-    /// Capabilities kept (names like `CAP_CHOWN`).
+    /// Capabilities kept (names like `CAP_CHOWN`): the bounding set.
     pub capabilities: Vec<String>,
+    /// The other capability sets; `None` (docker's flags, configs written before the sets
+    /// existed): effective and permitted are the bounding set, inheritable and ambient empty.
+    #[serde(default)]
+    pub cap_sets: Option<CapSets>,
     /// Set no_new_privs before exec.
     pub no_new_privileges: bool,
     /// Root filesystem read-only.
@@ -561,6 +579,7 @@ impl ContainerConfig {
             gid: 0,
             hostname: String::new(),
             capabilities: DEFAULT_CAPS.iter().map(|s| s.to_string()).collect(),
+            cap_sets: None,
             no_new_privileges: false,
             read_only: false,
             binds: Vec::new(),

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::config::{
-    Bind, ContainerConfig, DeviceNode, DeviceRule, NetworkMode, Resources, Rlimit, RlimitName,
+    Bind, CapSets, ContainerConfig, DeviceNode, DeviceRule, NetworkMode, Resources, Rlimit,
+    RlimitName,
 };
 
 /// Errors reading a bundle.
@@ -50,6 +51,9 @@ pub enum ProcessError {
     /// The same rlimit type twice.
     #[error("rlimit type {0} given twice")]
     DuplicateRlimit(String),
+    /// Capability sets the kernel refuses.
+    #[error("process.capabilities")]
+    Capabilities(#[from] crate::capabilities::CapSetError),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -101,8 +105,7 @@ pub struct User {
     pub additional_gids: Vec<u32>,
 }
 
-/// Capability sets (only the bounding set is used: corral keeps effective = permitted =
-/// bounding for root, as podman asks).
+/// Capability sets, all five applied as runc applies them (see [`crate::capabilities`]).
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
 pub struct Capabilities {
@@ -110,6 +113,12 @@ pub struct Capabilities {
     pub bounding: Vec<String>,
     /// Effective set.
     pub effective: Vec<String>,
+    /// Permitted set.
+    pub permitted: Vec<String>,
+    /// Inheritable set.
+    pub inheritable: Vec<String>,
+    /// Ambient set.
+    pub ambient: Vec<String>,
 }
 
 /// One rlimit.
@@ -257,10 +266,14 @@ pub struct Bundle {
     pub config: ContainerConfig,
     /// The cgroup path the caller chose (relative to each hierarchy), if any.
     pub cgroups_path: Option<String>,
+    /// What the bundle asks that is ignored, for the caller to print (runc's warnings).
+    pub warnings: Vec<String>,
 }
 
-/// Applies a spec `process` to a config (used by `create` and `exec --process`).
-pub fn apply_process(cfg: &mut ContainerConfig, p: &Process) -> Result<(), ProcessError> {
+/// Applies a spec `process` to a config; returns warnings about what is ignored (capabilities
+/// this kernel does not have, ambient capabilities that cannot be raised).
+pub fn apply_process(cfg: &mut ContainerConfig, p: &Process) -> Result<Vec<String>, ProcessError> {
+    let mut warnings = Vec::new();
     cfg.args = p.args.clone();
     cfg.env = p.env.clone();
     cfg.cwd = if p.cwd.is_empty() {
@@ -272,7 +285,33 @@ pub fn apply_process(cfg: &mut ContainerConfig, p: &Process) -> Result<(), Proce
     cfg.gid = p.user.gid;
     cfg.additional_gids = p.user.additional_gids.clone();
     if let Some(c) = &p.capabilities {
-        cfg.capabilities = c.bounding.clone();
+        let supported = crate::capabilities::supported();
+        let mut unknown = Vec::new();
+        let mut known = |names: &[String]| {
+            let (ok, bad) = crate::capabilities::known(names, &supported);
+            unknown.extend(bad);
+            ok
+        };
+        cfg.capabilities = known(&c.bounding);
+        let mut sets = CapSets {
+            effective: known(&c.effective),
+            permitted: known(&c.permitted),
+            inheritable: known(&c.inheritable),
+            ambient: known(&c.ambient),
+        };
+        if !unknown.is_empty() {
+            unknown.sort();
+            unknown.dedup();
+            warnings.push(format!(
+                "ignoring unknown or unavailable capabilities: {}",
+                unknown.join(", ")
+            ));
+        }
+        warnings.extend(crate::capabilities::check_sets(
+            &cfg.capabilities,
+            &mut sets,
+        )?);
+        cfg.cap_sets = Some(sets);
     }
     cfg.rlimits = Vec::with_capacity(p.rlimits.len());
     for r in &p.rlimits {
@@ -290,7 +329,7 @@ pub fn apply_process(cfg: &mut ContainerConfig, p: &Process) -> Result<(), Proce
     }
     cfg.no_new_privileges = p.no_new_privileges;
     cfg.oom_score_adj = p.oom_score_adj;
-    Ok(())
+    Ok(warnings)
 }
 
 /// Reads a spec `process` file (`exec --process`).
@@ -387,7 +426,7 @@ pub fn read_bundle(bundle: &Path) -> Result<Bundle, OciError> {
         bundle.join(&spec.root.path)
     };
     let mut cfg = ContainerConfig::defaults(Vec::new(), Vec::new());
-    apply_process(&mut cfg, &spec.process).map_err(|err| OciError::Process {
+    let warnings = apply_process(&mut cfg, &spec.process).map_err(|err| OciError::Process {
         path: path.clone(),
         err,
     })?;
@@ -473,5 +512,6 @@ pub fn read_bundle(bundle: &Path) -> Result<Bundle, OciError> {
     Ok(Bundle {
         config: cfg,
         cgroups_path: spec.linux.cgroups_path.clone().filter(|p| !p.is_empty()),
+        warnings,
     })
 }

@@ -108,6 +108,8 @@ pub struct CreateOptions<'a> {
     pub console_socket: Option<&'a Path>,
     /// The cgroup root.
     pub cgroup_root: &'a Path,
+    /// Told what the bundle asks that is ignored (runc's warnings).
+    pub warn: &'a dyn Fn(&str),
 }
 
 /// `create`: builds the container; its process waits for `start`. Returns the init process
@@ -128,6 +130,9 @@ pub fn create(
         return Err(RuntimeError::Exists(id.to_owned()));
     }
     let bundle = crate::oci::read_bundle(o.bundle)?;
+    for w in &bundle.warnings {
+        (o.warn)(w);
+    }
     let bundle_dir = std::fs::canonicalize(o.bundle).unwrap_or_else(|_| o.bundle.to_owned());
     let mut state = State {
         cmd: bundle.config.args.clone(),

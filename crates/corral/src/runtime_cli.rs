@@ -151,9 +151,11 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
             return if e.use_stderr() { 1 } else { 0 };
         }
     };
-    let log = cli.log.clone();
-    let json = cli.log_format == "json";
-    match run(cli) {
+    let log = Log {
+        path: cli.log.clone(),
+        json: cli.log_format == "json",
+    };
+    match run(cli, &log) {
         Ok(code) => code,
         Err(err) => {
             let mut msg = err.to_string();
@@ -161,24 +163,41 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
                 msg.push_str(&format!(": {c}"));
             }
             eprintln!("corral-runtime: {msg}");
-            if let Some(path) = log {
-                if let Ok(mut f) = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                {
-                    let time = humantime_now();
-                    let line = if json {
-                        serde_json::json!({ "level": "error", "msg": msg, "time": time })
-                            .to_string()
-                    } else {
-                        format!("time=\"{time}\" level=error msg=\"{msg}\"")
-                    };
-                    let _ = writeln!(f, "{line}");
-                }
-            }
+            log.write("error", &msg);
             1
         }
+    }
+}
+
+/// `--log` and `--log-format`: where conmon and the shim look for what went wrong.
+struct Log {
+    path: Option<PathBuf>,
+    json: bool,
+}
+
+impl Log {
+    /// Appends one entry, if there is a log file.
+    fn write(&self, level: &str, msg: &str) {
+        let Some(path) = &self.path else { return };
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let time = humantime_now();
+            let line = if self.json {
+                serde_json::json!({ "level": level, "msg": msg, "time": time }).to_string()
+            } else {
+                format!("time=\"{time}\" level={level} msg=\"{msg}\"")
+            };
+            let _ = writeln!(f, "{line}");
+        }
+    }
+
+    /// A warning, as runc prints them: to stderr and the log.
+    fn warn(&self, msg: &str) {
+        eprintln!("corral-runtime: warning: {msg}");
+        self.write("warning", msg);
     }
 }
 
@@ -189,7 +208,7 @@ fn humantime_now() -> String {
     format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
 }
 
-fn run(cli: RuntimeCli) -> Result<i32> {
+fn run(cli: RuntimeCli, log: &Log) -> Result<i32> {
     if cli.version {
         println!(
             "corral-runtime version {}\nspec: 1.0.2-dev",
@@ -206,7 +225,7 @@ fn run(cli: RuntimeCli) -> Result<i32> {
     match verb {
         Verb::Create(a) => {
             // The init is left to the caller (a subreaper) to reap.
-            create(&cs, &a)?;
+            create(&cs, &a, log)?;
         }
         Verb::Start { id } => oci_runtime::start(&cs, &id)?,
         Verb::State { id } => println!(
@@ -220,7 +239,7 @@ fn run(cli: RuntimeCli) -> Result<i32> {
         Verb::Delete { force, id } => oci_runtime::delete(&cs, &id, force, cg)?,
         Verb::Run { detach, create: a } => {
             let id = a.id.clone();
-            let mut child = create(&cs, &a)?;
+            let mut child = create(&cs, &a, log)?;
             oci_runtime::start(&cs, &id)?;
             if detach {
                 // The init is left to the caller (a subreaper) to reap.
@@ -348,12 +367,18 @@ fn run(cli: RuntimeCli) -> Result<i32> {
 }
 
 /// `create` (also the first half of `run`).
-fn create(cs: &Containers, a: &CreateArgs) -> Result<corral_container::process::InitChild> {
+fn create(
+    cs: &Containers,
+    a: &CreateArgs,
+    log: &Log,
+) -> Result<corral_container::process::InitChild> {
+    let warn = |msg: &str| log.warn(msg);
     let opts = oci_runtime::CreateOptions {
         bundle: &a.bundle,
         pid_file: a.pid_file.as_deref(),
         console_socket: a.console_socket.as_deref(),
         cgroup_root: Path::new(CGROUP_ROOT),
+        warn: &warn,
     };
     Ok(oci_runtime::create(cs, &a.id, opts)?)
 }

@@ -282,16 +282,15 @@ fn wait_for_start(fifo: &OwnedFd, status: &OwnedFd) -> std::io::Result<()> {
     w.write_all(b"0")
 }
 
-/// Bounding set, then user and groups, then the capability sets for a root user.
+/// Applies the capability sets and the user as runc does (`finalizeNamespace`): the bounding
+/// set first, then, with `PR_SET_KEEPCAPS` so that a non-root user keeps what it is given,
+/// the groups and ids, then the inheritable, effective and permitted sets, then the ambient
+/// set (see [`crate::capabilities`] for what was checked beforehand).
 pub(crate) fn drop_privileges(cfg: &ContainerConfig) -> Result<(), String> {
-    use caps::{CapSet, Capability};
-    let keep: caps::CapsHashSet = cfg
-        .capabilities
-        .iter()
-        .filter_map(|c| c.parse::<Capability>().ok())
-        .collect();
+    use caps::CapSet;
+    let sets = crate::capabilities::ProcessCaps::of(cfg);
     for c in caps::all() {
-        if !keep.contains(&c) {
+        if !sets.bounding.contains(&c) {
             // Capabilities this kernel does not know cannot be dropped: ignore EINVAL.
             let _ = caps::drop(None, CapSet::Bounding, c);
         }
@@ -307,17 +306,39 @@ pub(crate) fn drop_privileges(cfg: &ContainerConfig) -> Result<(), String> {
             .iter()
             .map(|&g| rustix::process::Gid::from_raw(g))
             .collect();
+        rustix::thread::set_keep_capabilities(true)
+            .map_err(|e| format!("keeping capabilities across setuid: {e}"))?;
         rustix::thread::set_thread_groups(&groups).map_err(|e| format!("setting groups: {e}"))?;
         rustix::thread::set_thread_res_gid(gid, gid, gid)
             .map_err(|e| format!("setting gid {}: {e}", cfg.gid))?;
         rustix::thread::set_thread_res_uid(uid, uid, uid)
             .map_err(|e| format!("setting uid {}: {e}", cfg.uid))?;
+        rustix::thread::set_keep_capabilities(false)
+            .map_err(|e| format!("keeping capabilities across setuid: {e}"))?;
     }
-    if cfg.uid == 0 {
-        caps::set(None, CapSet::Inheritable, &caps::CapsHashSet::new())
-            .map_err(|e| format!("capabilities: {e}"))?;
-        caps::set(None, CapSet::Effective, &keep).map_err(|e| format!("capabilities: {e}"))?;
-        caps::set(None, CapSet::Permitted, &keep).map_err(|e| format!("capabilities: {e}"))?;
+    // In this order, each capset(2) valid on its own: effective is raised while permitted is
+    // still the full set, and permitted lowered once effective is within it.
+    let set = |which: CapSet, name: &str, value: &caps::CapsHashSet| {
+        caps::set(None, which, value).map_err(|e| {
+            let mut names: Vec<String> = value.iter().map(|c| c.to_string()).collect();
+            names.sort();
+            format!("setting the {name} capabilities [{}]: {e}", names.join(" "))
+        })
+    };
+    set(CapSet::Inheritable, "inheritable", &sets.inheritable)?;
+    set(CapSet::Effective, "effective", &sets.effective)?;
+    set(CapSet::Permitted, "permitted", &sets.permitted)?;
+    // Whatever the caller had in its ambient set goes; a kernel without ambient capabilities
+    // (before 4.3) fails the clear, which matters only if some are asked.
+    match caps::clear(None, CapSet::Ambient) {
+        Err(e) if !sets.ambient.is_empty() => {
+            return Err(format!("clearing the ambient capabilities: {e}"))
+        }
+        _ => {}
+    }
+    for &c in &sets.ambient {
+        caps::raise(None, CapSet::Ambient, c)
+            .map_err(|e| format!("raising ambient capability {c}: {e}"))?;
     }
     Ok(())
 }
