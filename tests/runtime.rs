@@ -985,3 +985,133 @@ fn rlimits_of_every_type_are_applied_and_unknown_ones_refused() {
     rt.fail(&["state", &id]);
     assert_gone(&rt, &id);
 }
+
+/// The names of `ls /proc/self/fd` output, sorted numerically.
+fn fd_list(text: &str) -> Vec<u32> {
+    let mut fds: Vec<u32> = text
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    fds.sort_unstable();
+    fds
+}
+
+#[test]
+fn inherited_descriptors_do_not_reach_the_container() {
+    if skip_unless_root("inherited_descriptors_do_not_reach_the_container") {
+        return;
+    }
+    let rt = RuntimeRoot::new();
+    let held = rt.path("held");
+    fs::write(&held, "preserved\n").expect("write the held file");
+    let bundle = Bundle::busybox(&["/bin/busybox", "ls", "/proc/self/fd"]);
+    let b = path_str(bundle.path());
+
+    // A caller holding descriptor 5 without close-on-exec: ls sees stdio and its own
+    // directory only.
+    let id = unique_id("fds");
+    let out = rt.run(&mut rt.command_holding(&[(5, &held)], &["run", "-b", b, &id]));
+    assert!(out.status.success(), "run holding fd 5: {}", describe(&out));
+    assert_eq!(
+        fd_list(&stdout_text(&out)),
+        [0, 1, 2, 3],
+        "descriptors of the container's process: {}",
+        describe(&out)
+    );
+
+    // --preserve-fds 1: descriptor 3 is passed, 5 still is not.
+    bundle.edit_config(|c| {
+        c["process"]["args"] = serde_json::json!([
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "/bin/busybox ls /proc/self/fd; /bin/busybox cat <&3"
+        ])
+    });
+    let id = unique_id("fds-keep");
+    let out = rt.run(&mut rt.command_holding(
+        &[(3, &held), (5, &held)],
+        &["run", "--preserve-fds", "1", "-b", b, &id],
+    ));
+    assert!(
+        out.status.success(),
+        "run --preserve-fds 1: {}",
+        describe(&out)
+    );
+    let text = stdout_text(&out);
+    let (listing, rest) = text.split_once("preserved").unwrap_or((&text, ""));
+    assert_eq!(
+        fd_list(listing),
+        [0, 1, 2, 3, 4],
+        "descriptors with --preserve-fds 1 (3 passed, 4 ls's own): {}",
+        describe(&out)
+    );
+    assert!(
+        text.contains("preserved") && rest.trim().is_empty(),
+        "fd 3 should read the held file: {}",
+        describe(&out)
+    );
+
+    // A descriptor said to be passed that is not open: refused.
+    let id = unique_id("fds-missing");
+    let out = rt
+        .run(&mut rt.command_holding(&[(3, &held)], &["run", "--preserve-fds", "2", "-b", b, &id]));
+    assert!(
+        !out.status.success(),
+        "--preserve-fds 2 with fd 4 closed: {}",
+        describe(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("descriptor 4"),
+        "--preserve-fds with a closed descriptor should name it: {}",
+        describe(&out)
+    );
+    assert_gone(&rt, &id);
+
+    // exec: the same for a process run in a running container.
+    bundle
+        .edit_config(|c| c["process"]["args"] = serde_json::json!(["/bin/busybox", "sleep", "60"]));
+    let id = unique_id("fds-exec");
+    rt.ok(&["create", "-b", b, &id]);
+    rt.ok(&["start", &id]);
+    let out = rt.run(&mut rt.command_holding(
+        &[(5, &held)],
+        &["exec", &id, "/bin/busybox", "ls", "/proc/self/fd"],
+    ));
+    assert!(
+        out.status.success(),
+        "exec holding fd 5: {}",
+        describe(&out)
+    );
+    assert_eq!(
+        fd_list(&stdout_text(&out)),
+        [0, 1, 2, 3],
+        "descriptors of an exec'd process: {}",
+        describe(&out)
+    );
+    let out = rt.run(&mut rt.command_holding(
+        &[(3, &held), (5, &held)],
+        &[
+            "exec",
+            "--preserve-fds",
+            "1",
+            &id,
+            "/bin/busybox",
+            "ls",
+            "/proc/self/fd",
+        ],
+    ));
+    assert!(
+        out.status.success(),
+        "exec --preserve-fds 1: {}",
+        describe(&out)
+    );
+    assert_eq!(
+        fd_list(&stdout_text(&out)),
+        [0, 1, 2, 3, 4],
+        "descriptors of an exec'd process with --preserve-fds 1: {}",
+        describe(&out)
+    );
+    rt.ok(&["delete", "--force", &id]);
+    assert_gone(&rt, &id);
+}

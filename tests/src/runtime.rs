@@ -211,6 +211,33 @@ impl RuntimeRoot {
         cmd
     }
 
+    /// A `Command` for `corral runtime --root ROOT args...` started by a shell that first
+    /// opens each file of `held` on its descriptor number, without close-on-exec, as a caller
+    /// that hands down what it holds would (numbers 3 to 9).
+    pub fn command_holding(&self, held: &[(u32, &Path)], args: &[&str]) -> Command {
+        let mut script = String::new();
+        for (fd, path) in held {
+            assert!((3..10).contains(fd), "descriptor {fd}: use 3 to 9");
+            script.push_str(&format!("exec {fd}<'{}'; ", path.display()));
+        }
+        script.push_str("exec \"$0\" \"$@\"");
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(script)
+            .arg(&self.bin)
+            .args(["runtime", "--root", path_str(&self.root)])
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG");
+        cmd
+    }
+
+    /// Runs a command made by [`Self::command`] or [`Self::command_holding`] (bounded by
+    /// [`RUNTIME_TIMEOUT`]).
+    pub fn run(&self, cmd: &mut Command) -> Output {
+        run_to_files_or_panic(cmd, &self.scratch, RUNTIME_TIMEOUT)
+    }
+
     /// Runs `corral runtime --root ROOT args...` (bounded by [`RUNTIME_TIMEOUT`]).
     pub fn cmd(&self, args: &[&str]) -> Output {
         run_to_files_or_panic(&mut self.command(args), &self.scratch, RUNTIME_TIMEOUT)

@@ -532,6 +532,10 @@ pub struct ContainerConfig {
     pub restart: RestartPolicy,
     /// Resource limits.
     pub rlimits: Vec<Rlimit>,
+    /// Descriptors 3 to 3 + N - 1 the process keeps (the runtime's `--preserve-fds N`); every
+    /// other descriptor above stderr is closed on exec.
+    #[serde(default)]
+    pub preserve_fds: u32,
     /// Paths to mask.
     pub masked_paths: Vec<String>,
     /// Paths to make read-only.
@@ -614,6 +618,7 @@ impl ContainerConfig {
             sysctls: std::collections::BTreeMap::new(),
             shm_size: None,
             host_namespaces: Vec::new(),
+            preserve_fds: 0,
         }
     }
 }

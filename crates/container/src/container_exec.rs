@@ -72,11 +72,29 @@ pub struct ExecRequest {
     pub console_socket: Option<std::path::PathBuf>,
 }
 
+/// What runc's `exec` takes beyond the process: its flags for the way in.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    /// Descriptors 3 to 3 + N - 1 the caller passes to the command (`--preserve-fds N`); every
+    /// other descriptor above stderr is closed on exec (see [`crate::fds`]).
+    pub preserve_fds: u32,
+}
+
 /// Runs `req` in container `id`; returns its exit code (0 when detached).
 ///
 /// The calling process is left inside the container's namespaces with its privileges: call it
 /// last, and exit afterwards.
 pub fn exec(containers: &Containers, id: &str, req: ExecRequest) -> Result<i32, ExecError> {
+    exec_with(containers, id, req, &ExecOptions::default())
+}
+
+/// [`exec`] with runc's options.
+pub fn exec_with(
+    containers: &Containers,
+    id: &str,
+    req: ExecRequest,
+    opts: &ExecOptions,
+) -> Result<i32, ExecError> {
     let s = containers.load(id)?;
     let (Status::Running, Some(pid)) = (s.status, s.pid) else {
         return Err(ExecError::NotRunning(s.name));
@@ -203,6 +221,10 @@ pub fn exec(containers: &Containers, id: &str, req: ExecRequest) -> Result<i32, 
             });
         }
     }
+    // The caller's descriptors stay out of the container but stdio and the preserved ones:
+    // marked here, in this process, which execs nothing else and exits after the command.
+    crate::fds::only_stdio_and_preserved(opts.preserve_fds)
+        .map_err(|e| enter(format!("closing inherited descriptors: {e}")))?;
     let mut child = cmd.spawn().map_err(|e| {
         let code = if e.kind() == std::io::ErrorKind::NotFound {
             127

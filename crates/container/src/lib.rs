@@ -5,7 +5,8 @@
 //! device policy as v1 rules or a v2 eBPF program), the root
 //! filesystem as an overlay of image layers or a bundle's directory ([`rootfs`]),
 //! user namespaces with idmapped layers ([`userns`]), capabilities, rlimits and the system
-//! call filter ([`seccomp`]), terminals ([`tty`]), the
+//! call filter ([`seccomp`]), the descriptors the process inherits ([`fds`]), terminals
+//! ([`tty`]), the
 //! per-container monitor and the init ([`process`]), container state on disk ([`state`]),
 //! named volumes ([`volumes`]), pods' sandboxes ([`sandbox`]), the engine's verbs, one per file (`container_*.rs`), and the OCI
 //! runtime's verbs for podman and containerd ([`oci`], [`oci_runtime`]).
@@ -28,6 +29,7 @@ pub mod container_kill;
 pub mod container_pause;
 pub mod container_start;
 pub mod container_stats;
+pub mod fds;
 pub mod loopback;
 pub mod oci;
 pub mod oci_runtime;

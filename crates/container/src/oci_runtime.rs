@@ -108,6 +108,8 @@ pub struct CreateOptions<'a> {
     pub console_socket: Option<&'a Path>,
     /// The cgroup root.
     pub cgroup_root: &'a Path,
+    /// Descriptors 3 to 3 + N - 1 the caller passes to the process (`--preserve-fds N`).
+    pub preserve_fds: u32,
     /// Told what the bundle asks that is ignored (runc's warnings).
     pub warn: &'a dyn Fn(&str),
 }
@@ -129,10 +131,11 @@ pub fn create(
     if containers.dir(id).exists() {
         return Err(RuntimeError::Exists(id.to_owned()));
     }
-    let bundle = crate::oci::read_bundle(o.bundle)?;
+    let mut bundle = crate::oci::read_bundle(o.bundle)?;
     for w in &bundle.warnings {
         (o.warn)(w);
     }
+    bundle.config.preserve_fds = o.preserve_fds;
     let bundle_dir = std::fs::canonicalize(o.bundle).unwrap_or_else(|_| o.bundle.to_owned());
     let mut state = State {
         cmd: bundle.config.args.clone(),

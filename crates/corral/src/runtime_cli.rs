@@ -42,9 +42,9 @@ struct RuntimeCli {
     command: Option<Verb>,
 }
 
-/// The flags of `create` (and `run`). `--no-pivot`, `--no-new-keyring` and `--preserve-fds`
-/// are accepted for the callers' sake: corral always pivots, makes no keyring, passes no extra
-/// descriptors.
+/// The flags of `create` (and `run`). `--no-pivot` and `--no-new-keyring` are accepted for the
+/// callers' sake: corral always pivots and makes no keyring. `--preserve-fds N` passes
+/// descriptors 3 to 3 + N - 1 to the process; no other descriptor of the caller's reaches it.
 #[derive(Debug, clap::Args)]
 struct CreateArgs {
     #[arg(short, long, default_value = ".")]
@@ -219,6 +219,16 @@ fn run(cli: RuntimeCli, log: &Log) -> Result<i32> {
     let Some(verb) = cli.command else {
         bail!("no command: see --help");
     };
+    // Before anything is opened here, which could take the number of a descriptor the caller
+    // said it passes but does not.
+    let preserve = match &verb {
+        Verb::Create(a) | Verb::Run { create: a, .. } => a.preserve_fds,
+        Verb::Exec { preserve_fds, .. } => *preserve_fds,
+        _ => 0,
+    };
+    if let Some(fd) = corral_container::fds::first_missing(preserve) {
+        bail!("--preserve-fds {preserve}: descriptor {fd} is not open");
+    }
     let cs =
         Containers::open(&cli.root).with_context(|| format!("opening {}", cli.root.display()))?;
     let cg = Path::new(CGROUP_ROOT);
@@ -261,9 +271,9 @@ fn run(cli: RuntimeCli, log: &Log) -> Result<i32> {
             tty,
             cwd,
             env,
+            preserve_fds,
             id,
             args,
-            ..
         } => {
             let req = match process {
                 Some(p) => {
@@ -298,7 +308,8 @@ fn run(cli: RuntimeCli, log: &Log) -> Result<i32> {
                     keep_stdio: true,
                 },
             };
-            return Ok(container_exec::exec(&cs, &id, req)?);
+            let opts = container_exec::ExecOptions { preserve_fds };
+            return Ok(container_exec::exec_with(&cs, &id, req, &opts)?);
         }
         Verb::Ps { format, id } => {
             let pids = oci_runtime::pids(&cs, &id, cg)?;
@@ -378,6 +389,7 @@ fn create(
         pid_file: a.pid_file.as_deref(),
         console_socket: a.console_socket.as_deref(),
         cgroup_root: Path::new(CGROUP_ROOT),
+        preserve_fds: a.preserve_fds,
         warn: &warn,
     };
     Ok(oci_runtime::create(cs, &a.id, opts)?)

@@ -4,8 +4,9 @@
 //! It enters new mount, UTS, IPC and network namespaces, says `ns` on the status pipe, waits
 //! for the monitor's go (sent once it is inside the container's cgroup), enters a new cgroup
 //! namespace, builds the root filesystem, applies
-//! hostname, rlimits, user, capabilities, no_new_privs and the seccomp filter, and execs the
-//! workload. If anything fails, it writes `CODE MESSAGE` to the status pipe (close-on-exec: a
+//! hostname, rlimits, user, capabilities, no_new_privs, marks every descriptor but stdio and
+//! the preserved ones close-on-exec ([`crate::fds`]), installs the seccomp filter, and execs
+//! the workload. If anything fails, it writes `CODE MESSAGE` to the status pipe (close-on-exec: a
 //! successful exec closes it with nothing written) and exits with CODE: 127 when the command is
 //! not found, 126 when it cannot be run, 125 for corral's own failures.
 
@@ -213,6 +214,10 @@ fn run(
     if let Some(fifo) = fifo {
         wait_for_start(&fifo, status).map_err(|e| (125, format!("waiting for start: {e}")))?;
     }
+    // Nothing of the caller's reaches the workload but stdio and what it asked to pass (see
+    // crate::fds): before the filter, which may not allow close_range.
+    crate::fds::only_stdio_and_preserved(cfg.preserve_fds)
+        .map_err(|e| (125, format!("closing inherited descriptors: {e}")))?;
     let Some((prog, args)) = cfg.args.split_first() else {
         return Err((125, "no command given and the image has none".into()));
     };
