@@ -1115,3 +1115,153 @@ fn inherited_descriptors_do_not_reach_the_container() {
     rt.ok(&["delete", "--force", &id]);
     assert_gone(&rt, &id);
 }
+
+#[test]
+fn exec_cap_adds_capabilities_as_runc() {
+    if skip_unless_root("exec_cap_adds_capabilities_as_runc") {
+        return;
+    }
+    let rt = RuntimeRoot::new();
+    let bundle = Bundle::busybox(&["/bin/busybox", "sleep", "60"]);
+    let b = path_str(bundle.path());
+    let status = ["/bin/busybox", "cat", "/proc/self/status"];
+    let exec = |id: &str, flags: &[&str]| {
+        let mut args = vec!["exec"];
+        args.extend_from_slice(flags);
+        args.push(id);
+        args.extend_from_slice(&status);
+        rt.ok(&args)
+    };
+
+    // runc's "exec --cap": no capabilities at all, then KILL (5) and AUDIT_WRITE (29) added.
+    bundle.edit_config(|c| c["process"]["capabilities"] = serde_json::json!({}));
+    let id = unique_id("execcap");
+    rt.ok(&["create", "-b", b, &id]);
+    rt.ok(&["start", &id]);
+    let zero = "0000000000000000";
+    assert_caps(&exec(&id, &[]), [zero; 5], "exec without --cap");
+    assert_caps(
+        &exec(&id, &["--cap", "CAP_KILL", "--cap", "CAP_AUDIT_WRITE"]),
+        [
+            zero,
+            "0000000020000020",
+            "0000000020000020",
+            "0000000020000020",
+            zero,
+        ],
+        "exec --cap CAP_KILL --cap CAP_AUDIT_WRITE",
+    );
+    rt.ok(&["delete", "--force", &id]);
+
+    // runc's "exec --cap [ambient is set from spec]": an inheritable capability given with
+    // --cap becomes ambient too.
+    bundle.edit_config(|c| {
+        set_caps(
+            c,
+            [
+                &["CAP_KILL", "CAP_CHOWN", "CAP_SYSLOG"],
+                &["CAP_KILL"],
+                &["CAP_KILL", "CAP_CHOWN"],
+                &["CAP_CHOWN", "CAP_SYSLOG"],
+                &["CAP_CHOWN"],
+            ],
+        )
+    });
+    let id = unique_id("execcap-amb");
+    rt.ok(&["create", "-b", b, &id]);
+    rt.ok(&["start", &id]);
+    assert_caps(
+        &exec(&id, &[]),
+        [
+            "0000000400000001",
+            "0000000000000021",
+            "0000000000000021",
+            "0000000400000021",
+            "0000000000000001",
+        ],
+        "exec with the spec's sets",
+    );
+    assert_caps(
+        &exec(&id, &["--cap", "CAP_SYSLOG"]),
+        [
+            "0000000400000001",
+            "0000000400000021",
+            "0000000400000021",
+            "0000000400000021",
+            "0000000400000001",
+        ],
+        "exec --cap CAP_SYSLOG",
+    );
+    rt.ok(&["delete", "--force", &id]);
+    assert_gone(&rt, &id);
+}
+
+#[test]
+fn exec_refuses_a_paused_container_unless_ignore_paused() {
+    if skip_unless_root("exec_refuses_a_paused_container_unless_ignore_paused") {
+        return;
+    }
+    let rt = RuntimeRoot::new();
+    let bundle = Bundle::busybox(&["/bin/busybox", "sleep", "60"]);
+    let id = unique_id("paused");
+    rt.ok(&["create", "-b", path_str(bundle.path()), &id]);
+    rt.ok(&["start", &id]);
+    rt.ok(&["pause", &id]);
+    assert_eq!(status_of(&rt, &id), "paused");
+    let (_, stderr) = rt.fail(&["exec", &id, "/bin/busybox", "echo", "hi"]);
+    assert!(
+        stderr.contains("paused") && stderr.contains("--ignore-paused"),
+        "exec in a paused container should refuse and say how to override: {stderr}"
+    );
+    // With --ignore-paused the command joins the frozen container and runs once it is
+    // resumed, as runc's test has it.
+    let resumer = std::thread::scope(|s| {
+        let r = s.spawn(|| {
+            std::thread::sleep(Duration::from_secs(1));
+            rt.cmd(&["resume", &id])
+        });
+        let out = rt.cmd(&["exec", "--ignore-paused", &id, "/bin/busybox", "echo", "hi"]);
+        assert!(
+            out.status.success(),
+            "exec --ignore-paused: {}",
+            describe(&out)
+        );
+        assert_eq!(
+            stdout_text(&out),
+            "hi\n",
+            "exec --ignore-paused: {}",
+            describe(&out)
+        );
+        r.join().expect("the resumer thread")
+    });
+    assert!(resumer.status.success(), "resume: {}", describe(&resumer));
+    assert_eq!(status_of(&rt, &id), "running");
+    rt.ok(&["delete", "--force", &id]);
+    assert_gone(&rt, &id);
+}
+
+#[test]
+fn list_quiet_prints_ids_only() {
+    if skip_unless_root("list_quiet_prints_ids_only") {
+        return;
+    }
+    let rt = RuntimeRoot::new();
+    let bundle = Bundle::busybox(&["/bin/busybox", "sleep", "60"]);
+    let mut ids = vec![unique_id("list-a"), unique_id("list-b")];
+    for id in &ids {
+        rt.ok(&["create", "-b", path_str(bundle.path()), id]);
+    }
+    ids.sort();
+    let out = rt.ok(&["list", "-q"]);
+    assert_eq!(out.lines().collect::<Vec<_>>(), ids, "list -q: {out:?}");
+    let out = rt.ok(&["list", "--quiet"]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ids,
+        "list --quiet: {out:?}"
+    );
+    for id in &ids {
+        rt.ok(&["delete", "--force", id]);
+        assert_gone(&rt, id);
+    }
+}

@@ -158,6 +158,26 @@ pub fn check_sets(bounding: &[String], sets: &mut CapSets) -> Result<Vec<String>
     Ok(warnings)
 }
 
+/// Adds `cap` to the process of `cfg` as `runc exec --cap` does: to the bounding, effective
+/// and permitted sets, and to the ambient set when it is inheritable. (runc adds it to the
+/// ambient set whenever the inheritable set is not empty, and warns when it cannot be raised,
+/// that is when it is not inheritable: the same sets, without the warning.)
+pub fn add_for_exec(cfg: &mut ContainerConfig, cap: &str) {
+    let push = |v: &mut Vec<String>| {
+        if !v.iter().any(|c| c == cap) {
+            v.push(cap.to_owned());
+        }
+    };
+    push(&mut cfg.capabilities);
+    if let Some(sets) = cfg.cap_sets.as_mut() {
+        push(&mut sets.effective);
+        push(&mut sets.permitted);
+        if sets.inheritable.iter().any(|c| c == cap) {
+            push(&mut sets.ambient);
+        }
+    }
+}
+
 /// The five capability sets of a container's process, parsed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProcessCaps {
@@ -303,6 +323,23 @@ mod tests {
         assert_eq!(sets.ambient, v(&["CAP_CHOWN"]));
         assert_eq!(warnings.len(), 2, "{warnings:?}");
         assert!(warnings[0].contains("CAP_KILL") && warnings[1].contains("CAP_SYSLOG"));
+    }
+
+    #[test]
+    fn exec_cap_adds_like_runc() {
+        let mut cfg = ContainerConfig::defaults(Vec::new(), Vec::new());
+        cfg.capabilities = v(&["CAP_KILL"]);
+        cfg.cap_sets = Some(CapSets::default());
+        add_for_exec(&mut cfg, "CAP_CHOWN");
+        let sets = cfg.cap_sets.clone().unwrap();
+        assert_eq!(cfg.capabilities, v(&["CAP_KILL", "CAP_CHOWN"]));
+        assert_eq!(sets.effective, v(&["CAP_CHOWN"]));
+        assert_eq!(sets.permitted, v(&["CAP_CHOWN"]));
+        assert!(sets.ambient.is_empty(), "not inheritable, not ambient");
+        cfg.cap_sets.as_mut().unwrap().inheritable = v(&["CAP_SYSLOG"]);
+        add_for_exec(&mut cfg, "CAP_SYSLOG");
+        add_for_exec(&mut cfg, "CAP_NET_RAW");
+        assert_eq!(cfg.cap_sets.unwrap().ambient, v(&["CAP_SYSLOG"]));
     }
 
     #[test]

@@ -25,6 +25,11 @@ pub enum ExecError {
     /// The container does not run.
     #[error("container {0} is not running: start it first")]
     NotRunning(String),
+    /// The container is paused: the command would be frozen with it.
+    #[error(
+        "container {0} is paused: resume it first (or, with runc's command line, --ignore-paused)"
+    )]
+    Paused(String),
     /// Joining the container failed.
     #[error("entering container {name}: {what}")]
     Enter {
@@ -78,6 +83,11 @@ pub struct ExecOptions {
     /// Descriptors 3 to 3 + N - 1 the caller passes to the command (`--preserve-fds N`); every
     /// other descriptor above stderr is closed on exec (see [`crate::fds`]).
     pub preserve_fds: u32,
+    /// Capabilities added to the container's (`--cap`, see
+    /// [`crate::capabilities::add_for_exec`]).
+    pub add_caps: Vec<String>,
+    /// Run in a paused container too (`--ignore-paused`): the command starts frozen.
+    pub ignore_paused: bool,
 }
 
 /// Runs `req` in container `id`; returns its exit code (0 when detached).
@@ -99,7 +109,13 @@ pub fn exec_with(
     let (Status::Running, Some(pid)) = (s.status, s.pid) else {
         return Err(ExecError::NotRunning(s.name));
     };
+    if s.paused && !opts.ignore_paused {
+        return Err(ExecError::Paused(s.name));
+    }
     let mut cfg = containers.config(id)?;
+    for c in &opts.add_caps {
+        crate::capabilities::add_for_exec(&mut cfg, c);
+    }
     let enter = |what: String| ExecError::Enter {
         name: s.name.clone(),
         what,

@@ -108,6 +108,13 @@ enum Verb {
         env: Vec<String>,
         #[arg(long, default_value_t = 0)]
         preserve_fds: u32,
+        /// Add a capability to the process (bounding, effective, permitted; ambient if
+        /// inheritable), as runc's `--cap`; repeatable.
+        #[arg(short, long = "cap")]
+        cap: Vec<String>,
+        /// Run in a paused container too (the process starts frozen).
+        #[arg(long)]
+        ignore_paused: bool,
         id: String,
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
@@ -139,6 +146,9 @@ enum Verb {
     List {
         #[arg(short, long, default_value = "table")]
         format: String,
+        /// Print the ids only.
+        #[arg(short, long)]
+        quiet: bool,
     },
 }
 
@@ -272,6 +282,8 @@ fn run(cli: RuntimeCli, log: &Log) -> Result<i32> {
             cwd,
             env,
             preserve_fds,
+            cap,
+            ignore_paused,
             id,
             args,
         } => {
@@ -308,7 +320,19 @@ fn run(cli: RuntimeCli, log: &Log) -> Result<i32> {
                     keep_stdio: true,
                 },
             };
-            let opts = container_exec::ExecOptions { preserve_fds };
+            let supported = corral_container::capabilities::supported();
+            let (add_caps, unknown) = corral_container::capabilities::known(&cap, &supported);
+            if !unknown.is_empty() {
+                log.warn(&format!(
+                    "ignoring unknown or unavailable capabilities: {}",
+                    unknown.join(", ")
+                ));
+            }
+            let opts = container_exec::ExecOptions {
+                preserve_fds,
+                add_caps,
+                ignore_paused,
+            };
             return Ok(container_exec::exec_with(&cs, &id, req, &opts)?);
         }
         Verb::Ps { format, id } => {
@@ -350,7 +374,7 @@ fn run(cli: RuntimeCli, log: &Log) -> Result<i32> {
             std::fs::write(&p, serde_json::to_string_pretty(&default_spec())?)
                 .with_context(|| format!("writing {}", p.display()))?;
         }
-        Verb::List { format } => {
+        Verb::List { format, quiet } => {
             let mut rows = Vec::new();
             for e in std::fs::read_dir(&cli.root)?.flatten() {
                 let id = e.file_name().to_string_lossy().into_owned();
@@ -358,7 +382,12 @@ fn run(cli: RuntimeCli, log: &Log) -> Result<i32> {
                     rows.push(v);
                 }
             }
-            if format == "json" {
+            rows.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+            if quiet {
+                for r in rows {
+                    println!("{}", r["id"].as_str().unwrap_or(""));
+                }
+            } else if format == "json" {
                 println!("{}", serde_json::to_string(&rows)?);
             } else {
                 println!("ID\tPID\tSTATUS\tBUNDLE");
