@@ -364,6 +364,34 @@ fn privileged_allows_mount_and_unmasks() {
 }
 
 #[test]
+fn ulimit_takes_every_kind_of_limit() {
+    if skip_unless_root("ulimit_takes_every_kind_of_limit") {
+        return;
+    }
+    let c = world();
+    let _containers = ContainerGuard::new(&c);
+    // Address space in KiB and file size in 512-byte blocks, as the shell prints them.
+    let out = run_rm_ok(
+        &c,
+        &[
+            "--ulimit",
+            "as=1073741824",
+            "--ulimit",
+            "fsize=1048576:2097152",
+            "--ulimit",
+            "cpu=100",
+        ],
+        &["sh", "-c", "ulimit -v; ulimit -f; ulimit -Hf; ulimit -t"],
+    );
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["1048576", "2048", "4096", "100"]
+    );
+    let err = c.fail_125(&["run", "--rm", "--ulimit", "bogus=1", BUSYBOX_IMAGE, "true"]);
+    assert!(err.contains("bogus"), "an unknown --ulimit: {err}");
+}
+
+#[test]
 fn ulimit_nofile_sets_soft_and_hard() {
     if skip_unless_root("ulimit_nofile_sets_soft_and_hard") {
         return;
