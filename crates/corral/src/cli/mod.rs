@@ -106,4 +106,43 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Disk use and clean-up of the whole state root.
+    #[command(subcommand)]
+    System(SystemCommand),
+    /// Print a shell completion script: `corral completion bash > /etc/bash_completion.d/corral`.
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages for every command into a directory (`corral.1`, `corral-run.1` ...).
+    #[command(hide = true)]
+    Man {
+        /// Where to write them.
+        dir: PathBuf,
+    },
+}
+
+/// `corral system ...`.
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// What images, containers and volumes take on disk, and how much is reclaimable.
+    Df {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove stopped containers, networks no container uses, and images no container uses
+    /// that have no name (with -a: every image no container uses); with --volumes, volumes no
+    /// container mounts.
+    Prune {
+        /// Every unused image, not only unnamed ones.
+        #[arg(short, long)]
+        all: bool,
+        /// Volumes too.
+        #[arg(long)]
+        volumes: bool,
+        /// Accepted for docker's scripts: corral never asks.
+        #[arg(short, long)]
+        force: bool,
+    },
 }

@@ -7,6 +7,7 @@ mod image;
 mod network;
 mod pod;
 mod stats;
+mod system;
 mod vm;
 mod volume;
 
@@ -41,5 +42,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Logout { registry } => image::logout(&root, &registry),
         Command::Version { json } => host::version(json),
         Command::Info { json } => host::info(&root, json),
+        Command::System(cmd) => system::run(&engine, cmd),
+        Command::Completion { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "corral", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { dir } => system::man_pages(&dir),
     }
 }
