@@ -45,8 +45,13 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::System(cmd) => system::run(&engine, cmd),
         Command::Completion { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "corral", &mut std::io::stdout());
-            Ok(())
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "corral", &mut script);
+            // `corral completion bash | head` ends quietly.
+            match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                r => Ok(r?),
+            }
         }
         Command::Man { dir } => system::man_pages(&dir),
     }
