@@ -577,3 +577,87 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     }
     m
 }
+
+/// What `update` changes (`None`: unchanged).
+#[derive(Debug, Clone, Default)]
+pub struct UpdateSpec {
+    /// Memory limit in bytes.
+    pub memory: Option<u64>,
+    /// CPUs, as a quota over a 100 ms period.
+    pub cpus: Option<f64>,
+    /// Relative CPU weight.
+    pub cpu_shares: Option<u64>,
+    /// Allowed CPUs.
+    pub cpuset_cpus: Option<String>,
+    /// Maximum number of tasks.
+    pub pids_limit: Option<i64>,
+    /// Restart policy.
+    pub restart: Option<String>,
+}
+
+impl Engine {
+    /// Changes a container's limits (applied to its cgroup at once when it runs, and kept for
+    /// its later starts) or its restart policy.
+    pub fn update(&self, id: &str, u: &UpdateSpec) -> Result<()> {
+        let cs = self.containers()?;
+        let mut cfg = cs.config(id)?;
+        let mut r = corral_container::config::Resources::default();
+        if let Some(m) = u.memory {
+            if m < 256 << 10 {
+                return Err(EngineError::invalid("the smallest memory limit is 256k"));
+            }
+            r.memory = Some(m);
+        }
+        if let Some(c) = u.cpus {
+            if !(c > 0.0 && c.is_finite()) {
+                return Err(EngineError::invalid(format!(
+                    "--cpus {c}: must be a positive number"
+                )));
+            }
+            r.cpu_quota = Some((c * 100_000.0) as i64);
+            r.cpu_period = Some(100_000);
+        }
+        r.cpu_shares = u.cpu_shares;
+        r.cpuset_cpus = u.cpuset_cpus.clone();
+        r.pids_limit = u.pids_limit;
+        if let Some(p) = &u.restart {
+            cfg.restart = corral_container::config::RestartPolicy::parse(p).ok_or_else(|| {
+                EngineError::invalid(format!(
+                    "--restart {p:?}: expected no, on-failure[:N], always or unless-stopped"
+                ))
+            })?;
+        }
+        let s = cs.load(id)?;
+        if s.auto_remove && cfg.restart != corral_container::config::RestartPolicy::No {
+            return Err(EngineError::invalid(
+                "--restart: the container is removed when it exits (--rm): it cannot restart",
+            ));
+        }
+        if s.status == Status::Running && !s.cgroup_paths.is_empty() {
+            let root = Path::new(CGROUP_ROOT);
+            corral_container::cgroups::Cgroup::from_dirs(root, s.cgroup_paths.clone())
+                .update(root, &r)
+                .map_err(|e| {
+                    EngineError::Conflict(format!(
+                        "updating the cgroup of {}: {}",
+                        s.name,
+                        chain(&e)
+                    ))
+                })?;
+        }
+        fn keep<T>(new: Option<T>, old: &mut Option<T>) {
+            if new.is_some() {
+                *old = new;
+            }
+        }
+        keep(r.memory, &mut cfg.resources.memory);
+        keep(r.cpu_quota, &mut cfg.resources.cpu_quota);
+        keep(r.cpu_period, &mut cfg.resources.cpu_period);
+        keep(r.cpu_shares, &mut cfg.resources.cpu_shares);
+        keep(r.pids_limit, &mut cfg.resources.pids_limit);
+        keep(r.cpuset_cpus, &mut cfg.resources.cpuset_cpus);
+        cs.save_config(id, &cfg)?;
+        self.emit(self.container_event("update", &s, &Record::load(&cs.dir(id))));
+        Ok(())
+    }
+}

@@ -18,10 +18,20 @@ impl CgroupController for Memory {
         let Some(limit) = r.memory else { return Ok(()) };
         match layout {
             Layout::V1 => {
-                write(dir, "memory.limit_in_bytes", &limit.to_string())?;
                 // No swap beyond the limit, as docker does with -m alone ... when swap
-                // accounting exists.
-                if dir.join("memory.memsw.limit_in_bytes").exists() {
+                // accounting exists. The kernel keeps memory <= memory+swap at every step: a
+                // raised limit (`update`) moves memsw first, a lowered one moves it last.
+                let memsw = dir.join("memory.memsw.limit_in_bytes").exists();
+                let current: Option<u64> =
+                    std::fs::read_to_string(dir.join("memory.limit_in_bytes"))
+                        .ok()
+                        .and_then(|v| v.trim().parse().ok());
+                let raising = current.is_some_and(|c| limit > c);
+                if memsw && raising {
+                    write(dir, "memory.memsw.limit_in_bytes", &limit.to_string())?;
+                }
+                write(dir, "memory.limit_in_bytes", &limit.to_string())?;
+                if memsw && !raising {
                     write(dir, "memory.memsw.limit_in_bytes", &limit.to_string())?;
                 }
             }

@@ -57,6 +57,43 @@ pub enum ContainerCommand {
         /// The new image's name, `NAME[:TAG]` (without: a dangling image, shown by id).
         image: Option<String>,
     },
+    /// Change the limits of containers (applied at once to running ones) or their restart
+    /// policy.
+    Update {
+        /// Memory limit (e.g. 64m).
+        #[arg(short, long)]
+        memory: Option<String>,
+        /// CPUs (e.g. 0.5).
+        #[arg(long)]
+        cpus: Option<f64>,
+        /// Relative CPU weight.
+        #[arg(short = 'c', long)]
+        cpu_shares: Option<u64>,
+        /// Allowed CPUs (0-1, 0,2).
+        #[arg(long)]
+        cpuset_cpus: Option<String>,
+        /// Maximum number of processes.
+        #[arg(long)]
+        pids_limit: Option<i64>,
+        /// Restart policy.
+        #[arg(long)]
+        restart: Option<String>,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Follow a running container's output (and forward signals to it) until it exits; exits
+    /// with its code.
+    Attach {
+        /// Do not forward signals.
+        #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = true)]
+        sig_proxy: bool,
+        /// Accepted for docker's scripts (stdin is the container's only with run -i).
+        #[arg(long)]
+        no_stdin: bool,
+        /// The container.
+        container: String,
+    },
     /// List what a container changed in its filesystem: A added, C changed, D deleted.
     Diff {
         /// The container.

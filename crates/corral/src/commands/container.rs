@@ -58,6 +58,61 @@ pub fn run(engine: &Engine, cmd: ContainerCommand) -> Result<()> {
             println!("{}", engine.commit(&id, image.as_deref(), &opts, pause)?);
             Ok(())
         }
+        ContainerCommand::Update {
+            memory,
+            cpus,
+            cpu_shares,
+            cpuset_cpus,
+            pids_limit,
+            restart,
+            containers,
+        } => {
+            let u = corral_engine::containers::UpdateSpec {
+                memory: memory
+                    .as_deref()
+                    .map(|m| {
+                        corral_container::config::parse_size(m)
+                            .with_context(|| format!("-m {m:?}: expected a size such as 64m"))
+                    })
+                    .transpose()?,
+                cpus,
+                cpu_shares,
+                cpuset_cpus,
+                pids_limit,
+                restart,
+            };
+            for_each(engine, &containers, true, |id| Ok(engine.update(id, &u)?))
+        }
+        ContainerCommand::Attach {
+            sig_proxy,
+            no_stdin: _,
+            container,
+        } => {
+            let id = engine.resolve(&container)?;
+            let cs = engine.containers()?;
+            let s = cs.load(&id)?;
+            if s.status != corral_container::Status::Running {
+                bail!(
+                    "container {} is not running: start it with `corral start -a`",
+                    s.name
+                );
+            }
+            let _proxy = sig_proxy.then(|| SignalProxy::start(engine, &id));
+            let running = || {
+                cs.load(&id)
+                    .is_ok_and(|s| s.status == corral_container::Status::Running)
+            };
+            let opts = LogOptions {
+                follow: true,
+                tail: Some(0),
+                ..Default::default()
+            };
+            crate::output::print_log(&cs.dir(&id).join("ctr.log"), &opts, &running, false, false)?;
+            match engine.wait(&id)? {
+                Some(0) | None => Ok(()),
+                Some(code) => Err(Code(code).into()),
+            }
+        }
         ContainerCommand::Diff { container } => {
             let id = engine.resolve(&container)?;
             let mut out = std::io::stdout().lock();
