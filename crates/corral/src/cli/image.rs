@@ -90,6 +90,22 @@ pub struct LsArgs {
     /// Print only image ids.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Also unnamed (dangling) images (they are always listed here: accepted for docker).
+    #[arg(short, long)]
+    pub all: bool,
+    /// Show the manifest digest.
+    #[arg(long)]
+    pub digests: bool,
+    /// Only those that match: reference=PATTERN (`*` wildcards), dangling=true|false,
+    /// label=K[=V], before=IMAGE, since=IMAGE (repeatable).
+    #[arg(short, long, value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
+    /// A Go template per row (`{{.Repository}}:{{.Tag}} {{.ID}} {{.Size}}`; also Digest,
+    /// CreatedAt, CreatedSince); `table TEMPLATE` adds a header; `json` prints JSON.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Only this repository (`busybox`, `localhost:5000/app`).
+    pub repository: Option<String>,
 }
 
 /// Arguments of `image tag`.

@@ -38,6 +38,109 @@ fn options(root: &Path, a: &RegistryArgs) -> RegistryOptions {
     }
 }
 
+/// `images --filter` and the REPOSITORY argument, as a predicate over (repository, tag, id).
+fn image_filter(
+    store: &Store,
+    filters: &[String],
+    repository: Option<&str>,
+) -> Result<Box<dyn Fn(&str, &str, &corral_image::Digest) -> bool>> {
+    let mut by: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for f in filters {
+        let (k, v) = f
+            .split_once('=')
+            .with_context(|| format!("--filter {f:?}: the form is KEY=VALUE"))?;
+        if !matches!(k, "reference" | "dangling" | "label" | "before" | "since") {
+            bail!(
+                "--filter {f:?}: unknown key {k:?} (use reference, dangling, label, before, since)"
+            );
+        }
+        by.entry(k.to_owned()).or_default().push(v.to_owned());
+    }
+    let created_of = |what: &str| -> Result<String> {
+        Ok(store
+            .resolve(what)?
+            .config
+            .created()
+            .clone()
+            .unwrap_or_default())
+    };
+    let mut before = Vec::new();
+    for b in by.get("before").into_iter().flatten() {
+        before.push(created_of(b)?);
+    }
+    let mut since = Vec::new();
+    for b in by.get("since").into_iter().flatten() {
+        since.push(created_of(b)?);
+    }
+    let images: std::collections::BTreeMap<
+        String,
+        (String, std::collections::HashMap<String, String>),
+    > = store
+        .images()?
+        .into_iter()
+        .map(|i| {
+            (
+                i.id.to_string(),
+                (
+                    i.config.created().clone().unwrap_or_default(),
+                    i.config
+                        .config()
+                        .as_ref()
+                        .and_then(|c| c.labels().clone())
+                        .unwrap_or_default(),
+                ),
+            )
+        })
+        .collect();
+    // `busybox` matches every tag; `busybox:1` one (a colon before a slash is a port).
+    let any_tag =
+        repository.is_some_and(|r| !r.rsplit_once(':').is_some_and(|(_, t)| !t.contains('/')));
+    let repo_arg = repository.map(|r| {
+        reference::short(
+            &ImageName::parse(r)
+                .map(|n| n.full())
+                .unwrap_or_else(|_| r.to_owned()),
+        )
+    });
+    let repo_arg = repo_arg.map(|r| reference::split_tag(&r));
+    Ok(Box::new(
+        move |repo: &str, tag: &str, id: &corral_image::Digest| {
+            let (created, labels) = images.get(&id.to_string()).cloned().unwrap_or_default();
+            let short_repo = reference::short(repo);
+            let any = |k: &str, f: &dyn Fn(&str) -> bool| {
+                by.get(k).is_none_or(|vs| vs.iter().any(|v| f(v)))
+            };
+            repo_arg
+                .as_ref()
+                .is_none_or(|(r, t)| (short_repo == *r || repo == r) && (any_tag || tag == t))
+                && any("reference", &|p| {
+                    let full = format!("{short_repo}:{tag}");
+                    glob(p, &full) || glob(p, &short_repo)
+                })
+                && any("dangling", &|v| (repo == "<none>") == (v == "true"))
+                && any("label", &|v| match v.split_once('=') {
+                    Some((k, x)) => labels.get(k).is_some_and(|l| l == x),
+                    None => labels.contains_key(v),
+                })
+                && before.iter().all(|b| created < *b)
+                && since.iter().all(|s| created > *s)
+        },
+    ))
+}
+
+/// `*` matches any run of characters but `/`, as docker's reference filter.
+fn glob(pattern: &str, s: &str) -> bool {
+    fn m(p: &[u8], s: &[u8]) -> bool {
+        match (p.first(), s.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => m(&p[1..], s) || (!s.is_empty() && s[0] != b'/' && m(p, &s[1..])),
+            (Some(a), Some(b)) if a == b => m(&p[1..], &s[1..]),
+            _ => false,
+        }
+    }
+    m(pattern.as_bytes(), s.as_bytes())
+}
+
 fn image_size(store: &Store, img: &Image) -> u64 {
     img.diff_ids()
         .unwrap_or_default()
@@ -149,7 +252,35 @@ pub fn run(engine: &corral_engine::Engine, cmd: ImageCommand) -> Result<()> {
                 }
             }
             rows.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-            if a.json {
+            let keep = image_filter(&store, &a.filter, a.repository.as_deref())?;
+            rows.retain(|r| keep(&r.0, &r.1, &r.2));
+            let json = a.json || a.format.as_deref() == Some("json");
+            if let Some(f) = a.format.as_deref().filter(|f| *f != "json") {
+                let f = f.replace("\\t", "\t").replace("\\n", "\n");
+                let header = corral_engine::template::table_header(&f);
+                let tpl = corral_engine::template::Template::parse(
+                    corral_engine::template::table_body(&f),
+                )?;
+                let mut out = io::stdout().lock();
+                if let Some(h) = header {
+                    writeln!(out, "{}", h.replace("I D", "IMAGE ID"))?;
+                }
+                for (repo, tag, id, digest, created, size, _) in &rows {
+                    let since = humantime::parse_rfc3339_weak(created)
+                        .ok()
+                        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+                        .map_or_else(String::new, |d| {
+                            format!("{} ago", corral_engine::views::human_duration(d))
+                        });
+                    let row = json!({
+                        "Repository": repo, "Tag": tag, "ID": id.short(), "Digest": digest.to_string(),
+                        "CreatedAt": created, "CreatedSince": since, "Size": crate::output::human(*size),
+                    });
+                    writeln!(out, "{}", tpl.render(&row)?)?;
+                }
+                return Ok(());
+            }
+            if json {
                 let v: Vec<_> = rows
                     .iter()
                     .map(|(repo, tag, id, digest, created, size, n)| {
@@ -172,15 +303,27 @@ pub fn run(engine: &corral_engine::Engine, cmd: ImageCommand) -> Result<()> {
                 let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(10);
                 let tw = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(3);
                 let mut out = io::stdout().lock();
+                let dw = if a.digests { 73 } else { 0 };
                 writeln!(
                     out,
-                    "{:w$}  {:tw$}  {:12}  {:20}  SIZE",
-                    "REPOSITORY", "TAG", "IMAGE ID", "CREATED"
+                    "{:w$}  {:tw$}  {:dw$}{}{:12}  {:20}  SIZE",
+                    "REPOSITORY",
+                    "TAG",
+                    if a.digests { "DIGEST" } else { "" },
+                    if a.digests { "  " } else { "" },
+                    "IMAGE ID",
+                    "CREATED"
                 )?;
-                for (repo, tag, id, _, created, size, _) in &rows {
+                for (repo, tag, id, digest, created, size, _) in &rows {
+                    let d = if a.digests {
+                        digest.to_string()
+                    } else {
+                        String::new()
+                    };
                     writeln!(
                         out,
-                        "{repo:w$}  {tag:tw$}  {:12}  {:20}  {}",
+                        "{repo:w$}  {tag:tw$}  {d:dw$}{}{:12}  {:20}  {}",
+                        if a.digests { "  " } else { "" },
                         id.short(),
                         created,
                         crate::output::human(*size)
