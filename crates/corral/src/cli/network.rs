@@ -26,6 +26,9 @@ pub enum NetworkCommand {
         /// LAN through --parent each take their own range).
         #[arg(long, value_name = "CIDR")]
         ip_range: Option<String>,
+        /// Set a label: `KEY=VALUE` (repeatable).
+        #[arg(long, value_name = "KEY=VALUE")]
+        label: Vec<String>,
         /// The name: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
         name: String,
     },
@@ -38,6 +41,13 @@ pub enum NetworkCommand {
         /// Print only names.
         #[arg(short, long)]
         quiet: bool,
+        /// Only those that match: name=, id=, label=K[=V] (repeatable).
+        #[arg(short, long, value_name = "KEY=VALUE")]
+        filter: Vec<String>,
+        /// A Go template per network (`{{.Name}} {{.Subnet}}`; fields Name, ID, Subnet,
+        /// Gateway, Driver, Internal, Labels, Containers); `table` adds a header.
+        #[arg(long)]
+        format: Option<String>,
     },
     /// Show networks and their endpoints as JSON.
     Inspect {

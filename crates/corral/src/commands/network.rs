@@ -26,8 +26,11 @@ pub fn run(engine: &Engine, cmd: NetworkCommand) -> Result<()> {
             internal,
             parent,
             ip_range,
+            label,
             name,
         } => {
+            let mut labels = std::collections::BTreeMap::new();
+            corral_engine::spec::parse_labels(&mut labels, label.iter().map(String::as_str))?;
             let n = networks(root).create(&NetworkSpec {
                 name,
                 subnet,
@@ -35,12 +38,20 @@ pub fn run(engine: &Engine, cmd: NetworkCommand) -> Result<()> {
                 internal,
                 parent,
                 ip_range,
-                ..NetworkSpec::default()
+                labels,
             })?;
+            engine.emit(
+                corral_engine::events::Event::new("network", "create", &n.id).attr("name", &n.name),
+            );
             println!("{}", n.name);
             Ok(())
         }
-        NetworkCommand::Ls { json, quiet } => ls(root, json, quiet),
+        NetworkCommand::Ls {
+            json,
+            quiet,
+            filter,
+            format,
+        } => ls(root, json, quiet, &filter, format.as_deref()),
         NetworkCommand::Inspect { names } => inspect(root, &names),
         NetworkCommand::Rm { force, names } => each(&names, |n| {
             engine.remove_network(n, force)?;
@@ -93,9 +104,57 @@ fn network_json(n: &Network, endpoints: &[Endpoint], full: bool) -> serde_json::
     v
 }
 
-fn ls(root: &Path, as_json: bool, quiet: bool) -> Result<()> {
+fn ls(
+    root: &Path,
+    as_json: bool,
+    quiet: bool,
+    filter: &[String],
+    format: Option<&str>,
+) -> Result<()> {
     let nets = networks(root);
-    let list = nets.list()?;
+    let mut list = nets.list()?;
+    let mut by: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for f in filter {
+        let (k, v) = f
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--filter {f:?}: the form is KEY=VALUE"))?;
+        if !matches!(k, "name" | "id" | "label") {
+            anyhow::bail!("--filter {f:?}: unknown key {k:?} (use name, id, label)");
+        }
+        by.entry(k).or_default().push(v);
+    }
+    list.retain(|n| {
+        by.iter().all(|(k, vs)| {
+            vs.iter().any(|v| match *k {
+                "name" => n.name.contains(v),
+                "id" => n.id.starts_with(v),
+                _ => match v.split_once('=') {
+                    Some((lk, lv)) => n.labels.get(lk).is_some_and(|x| x == lv),
+                    None => n.labels.contains_key(*v),
+                },
+            })
+        })
+    });
+    if let Some(f) = format.filter(|f| *f != "json") {
+        let f = f.replace("\\t", "\t").replace("\\n", "\n");
+        let tpl =
+            corral_engine::template::Template::parse(corral_engine::template::table_body(&f))?;
+        let mut out = std::io::stdout().lock();
+        if let Some(h) = corral_engine::template::table_header(&f) {
+            writeln!(out, "{h}")?;
+        }
+        for n in &list {
+            let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let row = json!({
+                "Name": n.name, "ID": &n.id[..12.min(n.id.len())], "Subnet": n.subnet.to_string(),
+                "Gateway": n.gateway.to_string(), "Driver": "bridge", "Internal": n.internal,
+                "Labels": labels.join(","), "Containers": nets.endpoints(&n.name)?.len(),
+            });
+            writeln!(out, "{}", tpl.render(&row)?)?;
+        }
+        return Ok(());
+    }
+    let as_json = as_json || format == Some("json");
     let mut out = std::io::stdout().lock();
     if quiet {
         for n in &list {
