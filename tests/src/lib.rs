@@ -22,7 +22,9 @@
 //! - [`podman`]: podman with a private, throw-away store;
 //! - [`engine`]: images with users, stop signals and volumes in their config, docker's
 //!   `inspect` shape, `ps` rows, children killed on drop — for the engine's docker behaviour;
-//! - [`files`]: walking trees, disk use and content searches used by assertions.
+//! - [`files`]: walking trees, disk use and content searches used by assertions;
+//! - [`checks`]: pods guarded and inspected, host processes found by their command line, JSON
+//!   as an array or one object per line, and podman on runc as the peer for `run` flags.
 //!
 //! Conventions every test follows:
 //! - it needs root, and returns early after printing a loud `SKIPPED:` line when it is not root
@@ -34,6 +36,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod checks;
 pub mod containerd;
 pub mod containers;
 pub mod engine;

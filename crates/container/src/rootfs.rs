@@ -405,11 +405,13 @@ fn default_mounts(
         )?;
     }
     // On corral's networks: the container's own /etc/hosts and /etc/resolv.conf, written by
-    // the engine into its state directory.
-    if cfg.network == crate::config::NetworkMode::Networks {
+    // the engine into its state directory; on others, its /etc/hosts when the engine wrote one
+    // (`--add-host`).
+    let networked = cfg.network == crate::config::NetworkMode::Networks;
+    if networked || state_dir.join("hosts").is_file() {
         for (file, dest) in [("hosts", "/etc/hosts"), ("resolv.conf", "/etc/resolv.conf")] {
             let src = state_dir.join(file);
-            if src.is_file() {
+            if src.is_file() && (networked || file == "hosts") {
                 let t = target(root, dest, true)?;
                 rustix::mount::mount_bind(&src, proc_fd(&t)).map_err(fail("binding", dest))?;
             }

@@ -188,6 +188,19 @@ impl Engine {
         plan.record.anonymous_volumes = made;
         let dir = cs.dir(&state.id);
         let saved = plan.record.save(&dir).and_then(|()| {
+            // --add-host without a corral network: a hosts file of its own (docker's too).
+            if plan.attachments.is_empty()
+                && !plan.record.extra_hosts.is_empty()
+                && plan.record.pod.is_none()
+            {
+                let mut hosts = String::from(
+                    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+                );
+                for (name, ip) in &plan.record.extra_hosts {
+                    hosts.push_str(&format!("{ip}\t{name}\n"));
+                }
+                std::fs::write(dir.join("hosts"), hosts).map_err(crate::io_err("writing", &dir))?;
+            }
             if plan.attachments.is_empty() {
                 Ok(())
             } else {
@@ -233,7 +246,12 @@ impl Engine {
         } else {
             Attach::Detached
         };
-        let netns = match Record::load(&cs.dir(id)).pod {
+        let record = Record::load(&cs.dir(id));
+        if record.healthcheck.is_some() {
+            // `starting` from the moment `start` returns; the checker takes over from here.
+            crate::health::reset(&cs.dir(id))?;
+        }
+        let netns = match record.pod {
             Some(pod) => Some(self.prepare_pod_member(&cs, id, &pod)),
             None => self.attach_for_start(&cs, id).transpose(),
         }

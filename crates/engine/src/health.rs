@@ -181,6 +181,11 @@ pub fn load(dir: &Path) -> Option<Health> {
     serde_json::from_slice(&std::fs::read(dir.join(FILE)).ok()?).ok()
 }
 
+/// Sets a container's health to `starting` (a new start).
+pub(crate) fn reset(dir: &Path) -> Result<()> {
+    save(dir, &Health::default()).map_err(crate::io_err("writing the health of", dir))
+}
+
 fn save(dir: &Path, h: &Health) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{FILE}.{}.tmp", std::process::id()));
     std::fs::write(&tmp, serde_json::to_vec(h).map_err(std::io::Error::other)?)?;
@@ -243,8 +248,16 @@ fn probe(exe: &Path, root: &Path, id: &str, cfg: &HealthConfig) -> Probe {
         match child.try_wait() {
             Ok(Some(st)) => break st.code().unwrap_or(-1),
             Ok(None) if Instant::now() >= deadline => {
-                // The whole group: the exec client and what it started in the container.
-                if let Some(pg) = rustix::process::Pid::from_raw(child.id() as i32) {
+                // What the exec client started in the container first, so that the client
+                // reaps it (killed with it, it would be left to the container's PID 1, which
+                // may never reap it); then the client and anything left of its group.
+                let client = child.id() as i32;
+                kill_group_but(client, client);
+                let until = Instant::now() + Duration::from_secs(1);
+                while Instant::now() < until && matches!(child.try_wait(), Ok(None)) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                if let Some(pg) = rustix::process::Pid::from_raw(client) {
                     let _ = rustix::process::kill_process_group(pg, rustix::process::Signal::KILL);
                 }
                 let _ = child.wait();
@@ -271,6 +284,39 @@ fn probe(exe: &Path, root: &Path, id: &str, cfg: &HealthConfig) -> Probe {
         end: stamp(SystemTime::now()),
         exit_code: code,
         output: String::from_utf8_lossy(&output).into_owned(),
+    }
+}
+
+/// SIGKILL to every process of process group `pgid` but `spare` (found in `/proc`; the
+/// group is one the checker made, so nothing else is in it).
+fn kill_group_but(pgid: i32, spare: i32) {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == spare {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // Field 5 (pgrp) after the command, which is in parentheses and may hold spaces.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        if rest
+            .split_whitespace()
+            .nth(2)
+            .and_then(|g| g.parse::<i32>().ok())
+            == Some(pgid)
+        {
+            if let Some(p) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+            }
+        }
     }
 }
 

@@ -50,6 +50,11 @@ impl ContainerFilter {
                     "--filter {f:?}: status is one of created, restarting, running, removing, paused, exited, dead"
                 )));
             }
+            if k == "health" && !matches!(v, "starting" | "healthy" | "unhealthy" | "none") {
+                return Err(EngineError::invalid(format!(
+                    "--filter {f:?}: unrecognised filter value for health: {v} (starting, healthy, unhealthy, none)"
+                )));
+            }
             if k == "exited" && v.parse::<i32>().is_err() {
                 return Err(EngineError::invalid(format!(
                     "--filter {f:?}: exited takes an exit code"

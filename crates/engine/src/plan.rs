@@ -435,13 +435,17 @@ pub fn plan(
         d.parse::<std::net::IpAddr>()
             .map_err(|_| invalid(format!("--dns {d:?}: give an IP address")))?;
     }
-    let name_files = !extra_hosts.is_empty()
-        || !spec.dns.is_empty()
-        || !spec.dns_search.is_empty()
-        || !spec.dns_options.is_empty();
-    if name_files && cfg.network != corral_container::config::NetworkMode::Networks {
+    let dns = !spec.dns.is_empty() || !spec.dns_search.is_empty() || !spec.dns_options.is_empty();
+    let networked = cfg.network == corral_container::config::NetworkMode::Networks;
+    if dns && !networked {
+        // podman's answer too: there is no network to resolve over, or the host's is used.
         return Err(invalid(
-            "--add-host and --dns* need a corral network: with --network none or host the image's own /etc/hosts and /etc/resolv.conf are used",
+            "--dns, --dns-search and --dns-option need a corral network: with --network none or host there is none of corral's to configure",
+        ));
+    }
+    if !networked && extra_hosts.iter().any(|(_, ip)| ip == "host-gateway") {
+        return Err(invalid(
+            "--add-host NAME:host-gateway needs a corral network (its gateway)",
         ));
     }
     let raw_config = store.read_blob(&img.id).ok();

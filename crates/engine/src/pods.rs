@@ -54,6 +54,9 @@ pub struct Pod {
     pub networking: Networking,
     /// The sandbox, while it runs.
     pub sandbox: Option<Sandbox>,
+    /// Whether it was ever started (a pod without a sandbox is then exited, not created).
+    #[serde(default)]
+    pub started: bool,
 }
 
 impl Pod {
@@ -168,6 +171,7 @@ impl Engine {
             labels: spec.labels.clone(),
             networking: spec.networking.clone(),
             sandbox: None,
+            started: false,
         };
         let dir = self.pod_dir(&id);
         std::fs::create_dir_all(pods_dir(self).join("names"))
@@ -240,6 +244,7 @@ impl Engine {
             return Err(e);
         }
         pod.sandbox = Some(sb);
+        pod.started = true;
         if let Err(e) = self.save_pod(&pod) {
             let _ = self.networks().release(&pod.id);
             sb.stop();

@@ -116,6 +116,15 @@ pub fn main(mut a: MonitorArgs<'_>) -> i32 {
             Ok((child, out, err, cgroup)) => {
                 notify(&mut notify_fd, "OK");
                 if let Some(h) = a.hooks {
+                    // What a hook starts is a host process: back in our own PID namespace for
+                    // children first (the init's was made for the container alone; a restart
+                    // makes a new one).
+                    if let Some(ns) = &own_pidns {
+                        let _ = rustix::thread::move_into_link_name_space(
+                            ns.as_fd(),
+                            Some(rustix::thread::LinkNameSpaceType::ProcessID),
+                        );
+                    }
                     h.started(&state);
                 }
                 let code = supervise(&a, &mut state, child, out, err, cgroup);

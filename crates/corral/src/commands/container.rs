@@ -135,11 +135,11 @@ pub fn run(engine: &Engine, cmd: ContainerCommand) -> Result<()> {
             PsOptions {
                 all,
                 quiet,
-                json: json || format.as_deref() == Some("json"),
+                json,
                 filter,
                 last: last.or(latest.then_some(1)),
                 no_trunc,
-                format: format.filter(|f| f != "json"),
+                format,
             },
         ),
         ContainerCommand::Exec {
@@ -702,6 +702,7 @@ fn ps(engine: &Engine, o: PsOptions) -> Result<()> {
             .map_or_else(String::new, |d| format!("{} ago", human_duration(d)))
     };
     if let Some((header, tpl)) = template {
+        let docker_json = o.format.as_deref() == Some("json");
         if let Some(h) = header {
             writeln!(out, "{h}")?;
         }
@@ -732,7 +733,12 @@ fn ps(engine: &Engine, o: PsOptions) -> Result<()> {
                 "Networks": v.endpoints.iter().map(|e| e.network.clone()).collect::<Vec<_>>().join(","),
                 "Mounts": v.config.binds.iter().map(|b| b.destination.clone()).collect::<Vec<_>>().join(","),
             });
-            writeln!(out, "{}", tpl.render(&row)?)?;
+            if docker_json {
+                // docker's `--format json`: one object per line, its keys.
+                writeln!(out, "{}", serde_json::to_string(&row)?)?;
+            } else {
+                writeln!(out, "{}", tpl.render(&row)?)?;
+            }
         }
         return Ok(());
     }

@@ -109,7 +109,7 @@ fn pod_json(engine: &Engine, p: &Pod) -> Result<serde_json::Value> {
     let eps = engine.networks().endpoints_of(&p.id).unwrap_or_default();
     Ok(json!({
         "Id": p.id, "Name": p.name, "Created": p.created, "Hostname": p.hostname,
-        "State": if p.running() { "Running" } else if p.sandbox.is_some() { "Exited" } else { "Created" },
+        "State": if p.running() { "Running" } else if p.sandbox.is_some() || p.started { "Exited" } else { "Created" },
         "Labels": p.labels,
         "SharedNamespaces": ["net", "ipc", "uts"],
         "InfraPid": p.sandbox.filter(|s| s.alive()).map(|s| s.pid),
