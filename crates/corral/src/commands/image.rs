@@ -38,12 +38,15 @@ fn options(root: &Path, a: &RegistryArgs) -> RegistryOptions {
     }
 }
 
+/// Whether an image row (repository, tag, id) is listed.
+type ImagePredicate = Box<dyn Fn(&str, &str, &corral_image::Digest) -> bool>;
+
 /// `images --filter` and the REPOSITORY argument, as a predicate over (repository, tag, id).
 fn image_filter(
     store: &Store,
     filters: &[String],
     repository: Option<&str>,
-) -> Result<Box<dyn Fn(&str, &str, &corral_image::Digest) -> bool>> {
+) -> Result<ImagePredicate> {
     let mut by: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for f in filters {
         let (k, v) = f
@@ -94,7 +97,7 @@ fn image_filter(
         .collect();
     // `busybox` matches every tag; `busybox:1` one (a colon before a slash is a port).
     let any_tag =
-        repository.is_some_and(|r| !r.rsplit_once(':').is_some_and(|(_, t)| !t.contains('/')));
+        repository.is_some_and(|r| r.rsplit_once(':').is_none_or(|(_, t)| t.contains('/')));
     let repo_arg = repository.map(|r| {
         reference::short(
             &ImageName::parse(r)

@@ -128,7 +128,7 @@ fn df(engine: &Engine, as_json: bool) -> Result<()> {
         "TYPE", "TOTAL", "ACTIVE", "SIZE"
     )?;
     for (t, total, act, size, rec) in rows {
-        let pct = if size > 0 { rec * 100 / size } else { 0 };
+        let pct = (rec * 100).checked_div(size).unwrap_or(0);
         writeln!(
             out,
             "{t:15}  {total:>6}  {act:>6}  {:>10}  {} ({pct}%)",
