@@ -118,22 +118,7 @@ pub fn changes(containers: &Containers, id: &str) -> Result<Vec<Change>, DiffErr
     let mut out = Vec::new();
     let mut stack = vec![String::new()];
     while let Some(rel) = stack.pop() {
-        let dir = upper.join(&rel);
-        let mut names: Vec<_> = fs::read_dir(&dir)
-            .map_err(io_err("listing", &dir))?
-            .filter_map(Result::ok)
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        for name in names {
-            let r = if rel.is_empty() {
-                name.clone()
-            } else {
-                format!("{rel}/{name}")
-            };
-            if skip.contains(&r.as_str()) {
-                continue;
-            }
+        for (_, r) in entries(&upper, &rel, skip)? {
             let path = upper.join(&r);
             let md = fs::symlink_metadata(&path).map_err(io_err("reading", &path))?;
             let shown = format!("/{r}");
@@ -155,6 +140,30 @@ pub fn changes(containers: &Containers, id: &str) -> Result<Vec<Change>, DiffErr
     }
     out.sort_by(|a, b| path_of(a).cmp(path_of(b)));
     Ok(out)
+}
+
+/// The entries of `rel` under the upper directory, sorted, as (name, path from the top),
+/// without those `skip` names.
+fn entries(upper: &Path, rel: &str, skip: &[&str]) -> Result<Vec<(String, String)>, DiffError> {
+    let dir = upper.join(rel);
+    let mut names: Vec<_> = fs::read_dir(&dir)
+        .map_err(io_err("listing", &dir))?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    Ok(names
+        .into_iter()
+        .map(|name| {
+            let r = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            (name, r)
+        })
+        .filter(|(_, r)| !skip.contains(&r.as_str()))
+        .collect())
 }
 
 fn path_of(c: &Change) -> &str {
@@ -187,22 +196,7 @@ pub fn write_layer<W: Write>(containers: &Containers, id: &str, out: W) -> Resul
         }
     };
     while let Some(rel) = stack.pop() {
-        let dir = upper.join(&rel);
-        let mut names: Vec<_> = fs::read_dir(&dir)
-            .map_err(io_err("listing", &dir))?
-            .filter_map(Result::ok)
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        for name in names {
-            let r = if rel.is_empty() {
-                name.clone()
-            } else {
-                format!("{rel}/{name}")
-            };
-            if skip.contains(&r.as_str()) {
-                continue;
-            }
+        for (name, r) in entries(&upper, &rel, skip)? {
             let path = upper.join(&r);
             let md = fs::symlink_metadata(&path).map_err(io_err("reading", &path))?;
             let mut h = tar::Header::new_gnu();

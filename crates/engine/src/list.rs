@@ -80,15 +80,7 @@ impl ContainerFilter {
                     Some((lk, lv)) => v.record.labels.get(lk).is_some_and(|x| x == lv),
                     None => v.record.labels.contains_key(val),
                 },
-                "status" => {
-                    let st = match s.status {
-                        Status::Created => "created",
-                        Status::Running if s.paused => "paused",
-                        Status::Running => "running",
-                        Status::Exited => "exited",
-                    };
-                    st == val
-                }
+                "status" => crate::views::status_word(s) == val,
                 "exited" => {
                     s.status == Status::Exited
                         && s.exit_code.map(|c| c.to_string()) == Some(val.clone())

@@ -27,7 +27,8 @@ pub struct ContainerView {
     pub health: Option<crate::health::Health>,
 }
 
-fn status_word(s: &State) -> &'static str {
+/// docker's state word: `created`, `running`, `paused`, `exited`.
+pub fn status_word(s: &State) -> &'static str {
     match s.status {
         Status::Created => "created",
         Status::Running if s.paused => "paused",

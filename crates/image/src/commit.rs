@@ -9,7 +9,7 @@ use std::io::Read;
 
 use serde_json::{json, Value};
 
-use crate::digest::{Digest, TeeReader};
+use crate::digest::Digest;
 use crate::manifest::{self, LayerDesc};
 use crate::reference::ImageName;
 use crate::store::{Image, Result, Store, StoreError};
@@ -169,12 +169,7 @@ pub fn commit<R: Read>(
         &opts.changes,
     )?;
     let _content = store.content_lock()?;
-    let mut tee = TeeReader::new(layer, store.blob_writer()?);
-    let diff_id = store.unpack_layer(&mut tee, None)?;
-    let staged = tee.into_writer().finish()?;
-    staged.verify(Some(&diff_id))?;
-    let size = staged.size;
-    staged.commit()?;
+    let (diff_id, size) = crate::import::store_layer(store, layer)?;
     let created = manifest::now_rfc3339();
     let obj = config.as_object_mut().expect("checked above");
     obj.insert("created".into(), json!(created));

@@ -11,6 +11,18 @@ use crate::reference::ImageName;
 use crate::store::{Result, Store, StoreError};
 use crate::unpack::UnpackError;
 
+/// Unpacks an uncompressed layer tar and stores it as a blob in the same pass (so its digest
+/// is its diff id); returns the diff id and the blob's size. The caller holds the content lock.
+pub(crate) fn store_layer<R: Read>(store: &Store, layer: R) -> Result<(Digest, u64)> {
+    let mut tee = TeeReader::new(layer, store.blob_writer()?);
+    let diff_id = store.unpack_layer(&mut tee, None)?;
+    let staged = tee.into_writer().finish()?;
+    staged.verify(Some(&diff_id))?;
+    let size = staged.size;
+    staged.commit()?;
+    Ok((diff_id, size))
+}
+
 /// Imports a rootfs tarball (plain, gzip or zstd) as image `name`; returns the image id.
 ///
 /// The tarball is read once: it is unpacked and stored as an uncompressed layer blob in the
@@ -19,12 +31,7 @@ pub fn import<R: Read>(store: &Store, input: R, name: &ImageName) -> Result<Dige
     let _content = store.content_lock()?;
     let (_, plain) = compression::decompress(input)
         .map_err(|e| StoreError::Unpack(None, UnpackError::Read(e)))?;
-    let mut tee = TeeReader::new(plain, store.blob_writer()?);
-    let diff_id = store.unpack_layer(&mut tee, None)?;
-    let staged = tee.into_writer().finish()?;
-    staged.verify(Some(&diff_id))?;
-    let size = staged.size;
-    staged.commit()?;
+    let (diff_id, size) = store_layer(store, plain)?;
     let created = manifest::now_rfc3339();
     let config = json!({
         "created": created,

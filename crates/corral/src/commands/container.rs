@@ -664,12 +664,7 @@ fn ps(engine: &Engine, o: PsOptions) -> Result<()> {
                 serde_json::json!({
                     "id": s.id, "name": s.name, "image": s.image,
                     "command": v.config.args.join(" "),
-                    "status": match s.status {
-                        corral_container::Status::Running if s.paused => "paused",
-                        corral_container::Status::Running => "running",
-                        corral_container::Status::Created => "created",
-                        corral_container::Status::Exited => "exited",
-                    },
+                    "status": corral_engine::views::status_word(s),
                     "state": status_column(s, v.health.as_ref()),
                     "health": v.health.as_ref().map(|h| h.status.clone()),
                     "ports": ports_column(&v.endpoints),
@@ -722,12 +717,7 @@ fn ps(engine: &Engine, o: PsOptions) -> Result<()> {
                 "RunningFor": created_ago(&s.created),
                 "Ports": ports_column(&v.endpoints),
                 "Status": status_column(s, v.health.as_ref()),
-                "State": match s.status {
-                    corral_container::Status::Running if s.paused => "paused",
-                    corral_container::Status::Running => "running",
-                    corral_container::Status::Created => "created",
-                    corral_container::Status::Exited => "exited",
-                },
+                "State": corral_engine::views::status_word(s),
                 "Names": s.name,
                 "Labels": labels.join(","),
                 "Networks": v.endpoints.iter().map(|e| e.network.clone()).collect::<Vec<_>>().join(","),
