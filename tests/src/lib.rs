@@ -23,6 +23,7 @@
 //! - [`engine`]: images with users, stop signals and volumes in their config, docker's
 //!   `inspect` shape, `ps` rows, children killed on drop — for the engine's docker behaviour;
 //! - [`files`]: walking trees, disk use and content searches used by assertions;
+//! - [`admin`]: worlds, names, states and log polling for the commit and admin-verb tests;
 //! - [`checks`]: pods guarded and inspected, host processes found by their command line, JSON
 //!   as an array or one object per line, and podman on runc as the peer for `run` flags.
 //!
@@ -36,6 +37,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod checks;
 pub mod containerd;
 pub mod containers;

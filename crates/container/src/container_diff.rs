@@ -100,10 +100,13 @@ fn in_layers(layers: &[PathBuf], rel: &str) -> bool {
 
 /// The paths under the upper directory that are not the container's own changes: the mount
 /// points of `/proc`, `/sys` and `/dev` (always mounted over: nothing the container writes
-/// there reaches the upper directory), and of the files corral binds over.
-fn excluded(network: NetworkMode) -> &'static [&'static str] {
+/// there reaches the upper directory), and of the files corral binds over (`/etc/hosts` and
+/// `/etc/resolv.conf` on corral's networks, `/etc/hosts` when the engine wrote one).
+fn excluded(network: NetworkMode, state_dir: &Path) -> &'static [&'static str] {
     if network == NetworkMode::Networks {
         &["proc", "sys", "dev", "etc/hosts", "etc/resolv.conf"]
+    } else if state_dir.join("hosts").is_file() {
+        &["proc", "sys", "dev", "etc/hosts"]
     } else {
         &["proc", "sys", "dev"]
     }
@@ -112,34 +115,51 @@ fn excluded(network: NetworkMode) -> &'static [&'static str] {
 /// Lists the container's changes, sorted by path.
 pub fn changes(containers: &Containers, id: &str) -> Result<Vec<Change>, DiffError> {
     let cfg = containers.config(id)?;
-    let upper = containers.dir(id).join("upper");
+    let dir = containers.dir(id);
+    let upper = dir.join("upper");
     let layers: Vec<PathBuf> = cfg.layers.iter().rev().cloned().collect();
-    let skip = excluded(cfg.network);
+    let skip = excluded(cfg.network, &dir);
     let mut out = Vec::new();
-    let mut stack = vec![String::new()];
-    while let Some(rel) = stack.pop() {
-        for (_, r) in entries(&upper, &rel, skip)? {
-            let path = upper.join(&r);
-            let md = fs::symlink_metadata(&path).map_err(io_err("reading", &path))?;
-            let shown = format!("/{r}");
-            if is_whiteout(&md) {
-                out.push(Change::Deleted(shown));
-            } else if in_layers(&layers, &r) {
-                out.push(Change::Changed(shown));
-                if md.is_dir() && !is_opaque(&path) {
-                    stack.push(r);
+    changes_below(&upper, "", &layers, skip, &mut out)?;
+    out.sort_by(|a, b| path_of(a).cmp(path_of(b)));
+    Ok(out)
+}
+
+/// The changes under `rel`. A directory of the image is listed as changed only when something
+/// below it changed (or it replaced the image's, opaque): one that holds nothing but corral's
+/// mount points is not a change.
+fn changes_below(
+    upper: &Path,
+    rel: &str,
+    layers: &[PathBuf],
+    skip: &[&str],
+    out: &mut Vec<Change>,
+) -> Result<(), DiffError> {
+    for (_, r) in entries(upper, rel, skip)? {
+        let path = upper.join(&r);
+        let md = fs::symlink_metadata(&path).map_err(io_err("reading", &path))?;
+        let shown = format!("/{r}");
+        if is_whiteout(&md) {
+            out.push(Change::Deleted(shown));
+        } else if in_layers(layers, &r) {
+            if md.is_dir() && !is_opaque(&path) {
+                let before = out.len();
+                changes_below(upper, &r, layers, skip, out)?;
+                if out.len() > before {
+                    out.push(Change::Changed(shown));
                 }
             } else {
-                out.push(Change::Added(shown.clone()));
-                if md.is_dir() {
-                    // Everything below a new directory is new: listed as docker lists it.
-                    stack.push(r);
-                }
+                out.push(Change::Changed(shown));
+            }
+        } else {
+            out.push(Change::Added(shown));
+            if md.is_dir() {
+                // Everything below a new directory is new: listed as docker lists it.
+                changes_below(upper, &r, layers, skip, out)?;
             }
         }
     }
-    out.sort_by(|a, b| path_of(a).cmp(path_of(b)));
-    Ok(out)
+    Ok(())
 }
 
 /// The entries of `rel` under the upper directory, sorted, as (name, path from the top),
@@ -183,7 +203,7 @@ fn unshift(map: &[IdMap], host: u32) -> u32 {
 pub fn write_layer<W: Write>(containers: &Containers, id: &str, out: W) -> Result<(), DiffError> {
     let cfg = containers.config(id)?;
     let upper = containers.dir(id).join("upper");
-    let skip = excluded(cfg.network);
+    let skip = excluded(cfg.network, &containers.dir(id));
     let mut tar = tar::Builder::new(out);
     tar.mode(tar::HeaderMode::Complete);
     let mut stack = vec![String::new()];

@@ -174,25 +174,34 @@ fn prune(engine: &Engine, all: bool, volumes: bool) -> Result<()> {
         }
         writeln!(out)?;
     }
-    // Images no container uses: with -a all of them, else only unnamed ones.
+    // Images no container uses: with -a all of them, else only unnamed (dangling) ones.
     let store = engine.images()?;
-    if all {
+    let before = store.disk_usage();
+    {
         let used: std::collections::BTreeSet<String> = engine
             .list(true, &ContainerFilter::default())?
             .into_iter()
             .map(|v| v.state.image_id)
             .collect();
         for img in store.images()? {
-            if !used.contains(&img.id.to_string()) {
-                if let Ok((untagged, _)) = engine.remove_image(&img.id.to_string(), true) {
-                    for u in untagged {
-                        writeln!(out, "Untagged: {u}")?;
+            let dangling = img
+                .names
+                .iter()
+                .all(|n| n.starts_with(corral_image::store::DANGLING_PREFIX));
+            if (all || dangling) && !used.contains(&img.id.to_string()) {
+                if let Ok((untagged, deleted)) = engine.remove_image(&img.id.to_string(), true) {
+                    for u in untagged.iter().filter(|u| !u.starts_with('@')) {
+                        writeln!(out, "untagged: {u}")?;
+                    }
+                    for d in deleted {
+                        writeln!(out, "deleted: {d}")?;
                     }
                 }
             }
         }
     }
-    let freed = store.gc_keeping(&engine.layers_in_use()?)?;
+    store.gc_keeping(&engine.layers_in_use()?)?;
+    let freed = before.saturating_sub(store.disk_usage());
     if volumes {
         let vols = corral_container::volumes::Volumes::open(engine.root().join("volumes"))?;
         let (names, bytes) = vols.prune(&engine.containers()?)?;
