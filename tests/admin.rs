@@ -308,7 +308,7 @@ fn system_prune_removes_unused_and_keeps_what_is_in_use() {
     let names: Vec<String> = c.ps(true).into_iter().map(|p| p.name).collect();
     assert_eq!(
         names,
-        [running.clone()],
+        std::slice::from_ref(&running),
         "prune removes the exited container only"
     );
     assert!(
