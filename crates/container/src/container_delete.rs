@@ -1,4 +1,9 @@
 //! `rm`: remove a container and everything it made.
+//!
+//! Accepts what a crash left: a directory whose state file is missing or does not parse (its
+//! processes and cgroups are found by id), a monitor that died (its cgroup may still hold
+//! processes, and cgroups it made before recording them are found by id too). The container
+//! stops existing in one step ([`Containers::remove`]) once nothing of it runs.
 
 use std::path::Path;
 use std::time::Duration;
@@ -32,13 +37,13 @@ pub fn delete(
 ) -> Result<(), DeleteError> {
     let s = match containers.load(id) {
         Ok(s) => s,
-        // A state file that does not parse: with force, remove what can be found by id.
+        // A state file that does not parse (with force), or none at all (an older version was
+        // killed while removing it): remove what can be found by id.
         Err(StateError::Corrupt { .. }) if force => {
-            let cg = Cgroup::from_dirs(cgroup_root, Cgroup::dirs_for(cgroup_root, id));
-            kill_all(&cg);
-            cg.destroy();
-            containers.remove_broken(id)?;
-            return Ok(());
+            return remove_broken(containers, id, cgroup_root)
+        }
+        Err(StateError::NotFound(_)) if containers.dir(id).is_dir() => {
+            return remove_broken(containers, id, cgroup_root)
         }
         Err(e) => return Err(e.into()),
     };
@@ -60,13 +65,34 @@ pub fn delete(
         Err(e) => return Err(e.into()),
     };
     // A monitor that died leaves its cgroup, and maybe processes in it: end them by pid, then
-    // remove the directories.
-    if !s.cgroup_paths.is_empty() {
-        let cg = Cgroup::from_dirs(cgroup_root, s.cgroup_paths.clone());
+    // remove the directories. One killed before it recorded its cgroup left it unrecorded:
+    // the directories named after the id are looked for too.
+    let mut dirs = s.cgroup_paths.clone();
+    for d in Cgroup::dirs_for(cgroup_root, id) {
+        if !dirs.contains(&d) {
+            dirs.push(d);
+        }
+    }
+    if !dirs.is_empty() {
+        let cg = Cgroup::from_dirs(cgroup_root, dirs);
         kill_all(&cg);
         cg.destroy();
     }
     containers.remove(&s)?;
+    Ok(())
+}
+
+/// Removes a container whose state cannot be read: its processes and cgroups by id, then its
+/// directory and names.
+fn remove_broken(containers: &Containers, id: &str, cgroup_root: &Path) -> Result<(), DeleteError> {
+    tracing::info!(
+        id,
+        "removing a container whose state file is missing or corrupt"
+    );
+    let cg = Cgroup::from_dirs(cgroup_root, Cgroup::dirs_for(cgroup_root, id));
+    kill_all(&cg);
+    cg.destroy();
+    containers.remove_broken(id)?;
     Ok(())
 }
 

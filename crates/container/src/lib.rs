@@ -6,8 +6,8 @@
 //! filesystem as an overlay of image layers or a bundle's directory ([`rootfs`]),
 //! user namespaces with idmapped layers ([`userns`]), capabilities, rlimits and the system
 //! call filter ([`seccomp`]), the descriptors the process inherits ([`fds`]), terminals
-//! ([`tty`]), the
-//! per-container monitor and the init ([`process`]), container state on disk ([`state`]),
+//! ([`tty`]), the per-container monitor and the init ([`process`]), container state on disk
+//! ([`state`]) and the crash safety of its directories ([`staging`]),
 //! named volumes ([`volumes`]), pods' sandboxes ([`sandbox`]), the engine's verbs, one per file (`container_*.rs`), and the OCI
 //! runtime's verbs for podman and containerd ([`oci`], [`oci_runtime`]).
 //!
@@ -38,6 +38,7 @@ pub mod rlimits;
 pub mod rootfs;
 pub mod sandbox;
 pub mod seccomp;
+pub mod staging;
 pub mod state;
 pub mod tty;
 pub mod userns;
