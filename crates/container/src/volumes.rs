@@ -5,12 +5,14 @@
 //! volumes/<name>/volume.json   name, creation time, labels
 //! volumes/<name>/copy-up       present until the volume is first mounted: the first container
 //!                              to mount it copies its image's content at the mount point in
-//! volumes/.tmp-*, .rm-*        a volume being made or removed (never listed)
+//! volumes/.<name>.tmp-*, .rm-*  a volume being made or removed (never listed)
 //! ```
 //!
 //! A volume appears whole or not at all: it is built in a temporary directory and renamed
 //! into place, so two `run -v NAME:/x` racing to make the same volume both succeed and share
-//! one. Removal renames it away first, then deletes it.
+//! one. Removal renames it away first, then deletes it. What a crash leaves of either is swept
+//! by the next [`Volumes::open`] once its process is gone ([`crate::staging`]). A volume is in
+//! use while a container that exists (see [`crate::state`]) binds it.
 //!
 //! Copy-up follows docker: a fresh volume mounted over a directory of the image gets that
 //! directory's content (and its owner and mode) once, on its first mount, if it is still empty.
@@ -24,7 +26,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{lchown, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -130,6 +132,7 @@ impl Volumes {
         let root = root.into();
         fs::create_dir_all(&root).map_err(io_err("creating", &root))?;
         let root = fs::canonicalize(&root).map_err(io_err("resolving", &root))?;
+        crate::staging::sweep(&root);
         Ok(Volumes { root })
     }
 
@@ -177,7 +180,7 @@ impl Volumes {
             created: crate::state::now(),
             labels: BTreeMap::new(),
         };
-        let tmp = self.root.join(format!(".tmp-{name}-{}", unique()));
+        let tmp = crate::staging::path(&self.root, name, crate::staging::TMP);
         let built = (|| {
             fs::create_dir(&tmp)?;
             fs::create_dir(tmp.join(DATA))?;
@@ -261,7 +264,7 @@ impl Volumes {
         }
         let dir = self.dir(name);
         // Gone at once for everyone (rename), then deleted at leisure.
-        let gone = self.root.join(format!(".rm-{name}-{}", unique()));
+        let gone = crate::staging::path(&self.root, name, crate::staging::RM);
         match fs::rename(&dir, &gone) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -270,7 +273,10 @@ impl Volumes {
             Err(e) => return Err(io_err("removing", &dir)(e)),
         }
         let size = disk_use(&gone);
-        fs::remove_dir_all(&gone).map_err(io_err("removing", &gone))?;
+        // The volume is gone: what cannot be deleted now is swept later.
+        if let Err(err) = crate::staging::remove_any(&gone) {
+            tracing::warn!(volume = name, path = %gone.display(), %err, "deleting a removed volume's files");
+        }
         Ok(size)
     }
 
@@ -304,13 +310,6 @@ fn disk_use(path: &Path) -> u64 {
         }
     }
     n
-}
-
-/// A string unlikely to be used by another process's temporary name.
-fn unique() -> String {
-    let mut b = [0u8; 8];
-    let _ = File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
-    format!("{}-{}", std::process::id(), hex::encode(b))
 }
 
 /// True once per volume, for the first mount of a volume never mounted before: `source` is a
@@ -464,6 +463,39 @@ mod tests {
         assert_eq!(made.iter().filter(|m| **m).count(), 1);
         // No temporary directory is left.
         assert_eq!(fs::read_dir(t.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn crash_leftovers_neither_list_nor_hold_a_volume() {
+        let t = tempfile::tempdir().unwrap();
+        let vroot = t.path().join("volumes");
+        // A `volume create` and a `volume rm` killed midway.
+        fs::create_dir_all(vroot.join(".data.tmp-999999999-1-00/_data")).unwrap();
+        fs::create_dir_all(vroot.join(".old.rm-999999999-1-00/_data")).unwrap();
+        let vols = Volumes::open(&vroot).unwrap();
+        assert_eq!(fs::read_dir(&vroot).unwrap().count(), 0, "swept");
+        vols.create("data").unwrap();
+        // A `run -v data:/d` killed before its container existed: its directory, not yet in
+        // place, binds the volume but is no user of it.
+        let cs = Containers::open(t.path().join("containers")).unwrap();
+        let mut cfg = crate::ContainerConfig::defaults(vec![], vec!["true".into()]);
+        cfg.binds.push(crate::config::Bind {
+            source: vols.mountpoint("data"),
+            destination: "/d".into(),
+            readonly: false,
+            idmap: true,
+        });
+        let half = cs.root().join(".abc.tmp-999999999-1-00");
+        fs::create_dir_all(&half).unwrap();
+        fs::write(half.join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+        assert!(vols.users("data", &cs).unwrap().is_empty());
+        // A container that exists is one.
+        let s = crate::State::new(&crate::state::new_id().unwrap(), "user");
+        cs.create(&s, &cfg).unwrap();
+        assert_eq!(vols.users("data", &cs).unwrap(), vec!["user".to_owned()]);
+        cs.remove(&s).unwrap();
+        vols.remove("data", &cs).unwrap();
+        assert_eq!(fs::read_dir(&vroot).unwrap().count(), 0);
     }
 
     #[test]
