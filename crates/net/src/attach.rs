@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::dns::{self, Record};
-use crate::fsutil::{read_json, write_json_runtime, Lock};
+use crate::fsutil::{process_start as start_time, read_json, write_json_runtime, FsError, Lock};
 use crate::networks::NetError;
 use crate::ports::PortSpec;
 use crate::store::DEFAULT_NETWORK;
@@ -75,15 +75,14 @@ struct DnsPid {
 
 const DNS_PID: &str = "dns.pid";
 
-fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let mut f = rest.split(' ');
-    let state = f.next()?;
-    if state == "Z" || state == "X" {
-        return None;
-    }
-    f.nth(18)?.parse().ok()
+/// Records the calling process as the DNS server of the network in `network_dir`. The server
+/// does it itself once it listens, before it says so: a command killed between starting it and
+/// hearing back leaves a server that the next one finds (and `network rm` stops) rather than
+/// an orphan that holds port 53 of the gateway.
+pub(crate) fn record_dns_server(network_dir: &Path) -> Result<(), FsError> {
+    let pid = std::process::id() as i32;
+    let start = start_time(pid).unwrap_or_default();
+    write_json_runtime(&network_dir.join(DNS_PID), &DnsPid { pid, start })
 }
 
 impl Networks {
@@ -223,7 +222,12 @@ impl Networks {
         running: bool,
     ) -> Result<(), NetError> {
         let dir = self.store().network_dir(network);
-        dns::remove_record(&dir, name).map_err(|e| NetError::Dns(network.to_owned(), e))?;
+        // Only the record of this endpoint's address: a record of the same name for another
+        // address is another container's, which took the name since (after a crash).
+        if let Some(ep) = self.endpoint(network, owner)? {
+            dns::remove_record_at(&dir, name, ep.ip)
+                .map_err(|e| NetError::Dns(network.to_owned(), e))?;
+        }
         if running {
             self.disconnect(network, owner)?;
         } else {
@@ -232,14 +236,33 @@ impl Networks {
         Ok(())
     }
 
-    /// Disconnects `owner`, whose container ended, from every network it is on. Goes on past
-    /// errors and returns the first.
+    /// Disconnects `owner`, whose container ended, from every network it is on, and frees
+    /// the addresses it holds without an endpoint (a connect killed between allocating the
+    /// address and recording the endpoint). Goes on past errors and returns the first.
     pub fn release(&self, owner: &str) -> Result<(), NetError> {
         let mut first = None;
         for ep in self.endpoints_of(owner)? {
             let name = ep.container_name.clone().unwrap_or_default();
             if let Err(e) = self.release_one(&ep.network, owner, &name, false) {
                 first.get_or_insert(e);
+            }
+        }
+        for n in self.list()? {
+            let owns = match self.ipam(&n).owners() {
+                Ok(o) => o.values().any(|o| o == owner),
+                Err(err) => {
+                    first.get_or_insert(NetError::Ipam {
+                        network: n.name.clone(),
+                        err,
+                    });
+                    continue;
+                }
+            };
+            if owns {
+                tracing::info!(network = %n.name, owner, "freeing an address a crashed connect left");
+                if let Err(e) = self.forget(&n.name, owner) {
+                    first.get_or_insert(e);
+                }
             }
         }
         first.map_or(Ok(()), Err)
@@ -293,8 +316,11 @@ impl Networks {
             };
             return Err(NetError::DnsServer(network.to_owned(), why));
         }
-        let start = start_time(pid).unwrap_or_default();
-        write_json_runtime(&pidfile, &DnsPid { pid, start })?;
+        // The server recorded itself before it said ready; an older one may not have.
+        if read_json::<DnsPid>(&pidfile)?.is_none_or(|p| p.pid != pid) {
+            let start = start_time(pid).unwrap_or_default();
+            write_json_runtime(&pidfile, &DnsPid { pid, start })?;
+        }
         // Reaped by init once we are gone; it outlives this process on purpose.
         std::mem::forget(child);
         Ok(())

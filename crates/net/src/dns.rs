@@ -202,6 +202,22 @@ pub fn remove_record(network_dir: &Path, name: &str) -> Result<bool, DnsError> {
     Ok(true)
 }
 
+/// Removes the record named `name` (case-insensitive) if it is for address `ip` (a record of
+/// that name for another address belongs to another container that took the name since);
+/// whether there was one.
+pub fn remove_record_at(network_dir: &Path, name: &str, ip: Ipv4Addr) -> Result<bool, DnsError> {
+    let _lock = Lock::exclusive(&network_dir.join(LOCK_FILE))?;
+    let mut records = read_records(network_dir)?;
+    let before = records.len();
+    let key = normalize(name);
+    records.retain(|r| normalize(&r.name) != key || r.ipv4 != ip);
+    if records.len() == before {
+        return Ok(false);
+    }
+    write_unlocked(network_dir, &records)?;
+    Ok(true)
+}
+
 /// Writes the file; the caller holds the lock. `flock` locks belong to the open file, so two
 /// threads of one process exclude each other too.
 fn write_unlocked(network_dir: &Path, records: &[Record]) -> Result<(), DnsError> {
@@ -919,6 +935,7 @@ pub fn serve(
     ready: impl FnOnce(),
 ) -> Result<(), DnsError> {
     let server = DnsServer::bind(network_dir, (listen, port).into(), Upstreams::Host)?;
+    crate::attach::record_dns_server(network_dir)?;
     ready();
     runtime()?.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};

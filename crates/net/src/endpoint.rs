@@ -1,6 +1,10 @@
 //! Endpoints: a container's veth or a VM's TAP device on a network, recorded in
 //! `<root>/networks/<name>/endpoints/<owner>.json` with everything the engine needs to
 //! write `/etc/hosts` and `/etc/resolv.conf` and to undo the connection.
+//!
+//! The record is written before the kernel objects are made ([`Endpoint::pending`]) and again
+//! once they are: whatever a crash leaves of a connection — address, device, published ports —
+//! is named by a record of its owner, and so can be undone.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -58,6 +62,11 @@ pub struct Endpoint {
     /// Whether the network is internal (no default route, no NAT).
     #[serde(default)]
     pub internal: bool,
+    /// Still being connected: its device and ports may not exist yet, or may be left by a
+    /// connection that crashed (then undone by the next connect of its owner, its release, or
+    /// a reconcile).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 impl Endpoint {

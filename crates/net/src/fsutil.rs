@@ -6,6 +6,11 @@
 //! describes kernel objects and processes a power cut ends anyway ([`write_json_runtime`]:
 //! atomic against a crashed process by the rename, without the fsyncs that would cost a
 //! container start several milliseconds).
+//!
+//! Temporary files and directories (and trash, a directory renamed away before it is deleted)
+//! are named `.<what>.tmp-<pid>-<start>-<n>` (`.rm-` for trash): the process that writes them
+//! and its start time, so that [`sweep`] removes what a crashed writer left and never a file
+//! another command is still writing (a running pid with another start time is a reused pid).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -58,13 +63,9 @@ pub fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<(), FsErr
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
-    // Unique per process and thread: writers of one file hold its lock, but a stale temporary
-    // file of a crashed writer must not be appended to.
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
+    // Unique per process and call: writers of one file hold its lock, but a stale temporary
+    // file of a crashed writer must not be appended to; the writer's tag lets a sweep take it.
+    let tmp = temp_path(dir, &name, TMP);
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
@@ -88,6 +89,122 @@ pub fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<(), FsErr
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// A temporary entry (being written).
+pub const TMP: &str = "tmp";
+/// A trash entry (being deleted).
+pub const RM: &str = "rm";
+
+/// How old an entry without a writer's tag (an older version's) must be before a sweep takes it.
+const UNTAGGED_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A process's start time in clock ticks since boot (`/proc/PID/stat` field 22); `None` if it
+/// does not run (or is a zombie).
+pub fn process_start(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut f = rest.split(' ');
+    let state = f.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    f.nth(18)?.parse().ok()
+}
+
+/// `<pid>-<start>` of this process.
+fn own_tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| {
+        let pid = std::process::id() as i32;
+        format!("{pid}-{}", process_start(pid).unwrap_or(0))
+    })
+}
+
+/// A fresh path `dir/.<what>.<kind>-<pid>-<start>-<n>` for a temporary ([`TMP`]) or trash
+/// ([`RM`]) entry of this process.
+pub fn temp_path(dir: &Path, what: &str, kind: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    dir.join(format!(".{what}.{kind}-{}-{n}", own_tag()))
+}
+
+/// The writer's pid and start time in a tagged name.
+fn tag_of(name: &str) -> Option<(i32, u64)> {
+    let at = [".tmp-", ".rm-"]
+        .iter()
+        .filter_map(|m| name.rfind(m).map(|i| i + m.len()))
+        .max()?;
+    let mut parts = name[at..].split('-');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// Whether directory entry `name` (at `path`) is a temporary or trash entry whose writer is
+/// gone.
+pub fn is_stale(name: &str, path: &Path) -> bool {
+    if !name.starts_with('.') || !(name.contains(".tmp") || name.contains(".rm-")) {
+        return false;
+    }
+    match tag_of(name) {
+        Some((pid, start)) => process_start(pid) != Some(start),
+        None => {
+            use std::os::unix::fs::MetadataExt;
+            fs::symlink_metadata(path).is_ok_and(|m| {
+                let changed =
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(m.ctime().max(0) as u64);
+                std::time::SystemTime::now()
+                    .duration_since(changed)
+                    .is_ok_and(|a| a >= UNTAGGED_AGE)
+            })
+        }
+    }
+}
+
+/// Removes a file or a directory tree; a missing one is not an error.
+pub fn remove_any(path: &Path) -> io::Result<()> {
+    let res = match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) => Err(e),
+    };
+    match res {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
+/// Removes the temporary and trash entries of `dir` whose writer is gone (see the module's
+/// doc); returns them. Each is renamed to a trash name of this process first, so that two
+/// sweeps never delete one tree together and a sweep killed midway leaves one the next takes.
+pub fn sweep(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for e in entries.flatten() {
+        let Some(n) = e.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let p = e.path();
+        if !is_stale(&n, &p) {
+            continue;
+        }
+        let what = n.trim_start_matches('.');
+        let what = what.split(".tmp").next().unwrap_or(what);
+        let what = what.split(".rm-").next().unwrap_or(what);
+        let mine = temp_path(dir, what, RM);
+        if fs::rename(&p, &mine).is_err() {
+            continue;
+        }
+        match remove_any(&mine) {
+            Ok(()) => {
+                tracing::info!(path = %p.display(), "removed what a crashed command left");
+                removed.push(p);
+            }
+            Err(err) => tracing::warn!(path = %mine.display(), %err, "removing a leftover"),
+        }
+    }
+    removed
 }
 
 /// Writes `value` as pretty JSON, atomically.
@@ -196,6 +313,42 @@ mod tests {
         assert!(read_json::<Vec<i32>>(&dir.path().join("none"))
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn sweep_takes_only_what_a_gone_writer_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // A crashed writer's temporary file and trash directory.
+        fs::write(d.join(".ipam.json.tmp-999999999-1-0"), b"{").unwrap();
+        fs::create_dir_all(d.join(".web.rm-999999999-1-3/endpoints")).unwrap();
+        // One of this process, still being written.
+        let live = temp_path(d, "dns.json", TMP);
+        fs::write(&live, b"").unwrap();
+        // State, and a young temporary file of an older version.
+        fs::write(d.join("ipam.json"), b"{}").unwrap();
+        fs::write(d.join(".x.json.tmp-12-ThreadId(1)"), b"").unwrap();
+        let mut gone = sweep(d);
+        gone.sort();
+        assert_eq!(
+            gone,
+            vec![
+                d.join(".ipam.json.tmp-999999999-1-0"),
+                d.join(".web.rm-999999999-1-3")
+            ]
+        );
+        let mut left: Vec<PathBuf> = fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        left.sort();
+        let mut want = vec![
+            live,
+            d.join("ipam.json"),
+            d.join(".x.json.tmp-12-ThreadId(1)"),
+        ];
+        want.sort();
+        assert_eq!(left, want);
     }
 
     #[test]

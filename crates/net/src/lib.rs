@@ -33,6 +33,6 @@ pub mod subnet;
 pub use attach::Attachment;
 pub use endpoint::{ConnectOptions, Endpoint, EndpointKind};
 pub use fsutil::FsError;
-pub use networks::{Leftovers, NetError, Networks};
+pub use networks::{Leftovers, NetError, Networks, Reconciled};
 pub use ports::{PortMapping, PortSpec, Protocol};
 pub use store::{Network, NetworkSpec};

@@ -4,6 +4,12 @@
 //! without published ports: state files, one netlink socket on the host and one inside the
 //! container's namespace, no process. Publishing ports adds one nft run (milliseconds).
 //! Every multi-step operation is all-or-nothing: a failure undoes the steps done, in reverse.
+//!
+//! A crash cannot run the undo; instead, every resource is recorded with its owner before it
+//! is made (the address in the allocator, then the endpoint record, marked pending until its
+//! device and ports exist), so what a crashed command left is found by owner:
+//! [`Networks::release`] frees everything of one owner, [`Networks::reconcile`] everything of
+//! the owners a caller says are gone.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -96,6 +102,22 @@ impl Leftovers {
     }
 }
 
+/// What [`Networks::reconcile`] freed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// The endpoints removed: network and owner.
+    pub endpoints: Vec<(String, String)>,
+    /// The addresses freed that had no endpoint: network, address and owner.
+    pub addresses: Vec<(String, Ipv4Addr, String)>,
+}
+
+impl Reconciled {
+    /// Whether nothing was freed.
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.is_empty() && self.addresses.is_empty()
+    }
+}
+
 /// corral's networks under one state root, with their bridges, firewall rules and endpoints.
 #[derive(Debug, Clone)]
 pub struct Networks {
@@ -106,6 +128,7 @@ pub struct Networks {
 /// Steps of a connect done so far, undone in reverse on failure.
 struct Undo<'a> {
     ipam: Option<(&'a Ipam, &'a str)>,
+    record: Option<PathBuf>,
     link: Option<String>,
     ports: Option<(Ipv4Addr, Vec<PortMapping>)>,
     firewall: &'a Firewall,
@@ -121,6 +144,11 @@ impl Undo<'_> {
         if let Some(link) = self.link {
             if let Err(e) = Netlink::open().and_then(|mut nl| nl.delete_link(&link)) {
                 tracing::warn!(error = %e, "undo: deleting {link}");
+            }
+        }
+        if let Some(record) = self.record {
+            if let Err(e) = fs::remove_file(&record) {
+                tracing::warn!(error = %e, "undo: removing {}", record.display());
             }
         }
         if let Some((ipam, owner)) = self.ipam {
@@ -243,8 +271,11 @@ impl Networks {
             .join(format!("{owner}.json"))
     }
 
-    /// The endpoints of network `name`.
+    /// The endpoints of network `name` (pending ones too). Sweeps the temporary files that
+    /// crashed writers left in the network's directory.
     pub fn endpoints(&self, name: &str) -> Result<Vec<Endpoint>> {
+        crate::fsutil::sweep(&self.store.network_dir(name));
+        crate::fsutil::sweep(&self.store.network_dir(name).join("endpoints"));
         let dir = self.store.network_dir(name).join("endpoints");
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
@@ -379,11 +410,20 @@ impl Networks {
             _ => return Err(StoreError::NotFound(network.to_string()).into()),
         };
         let path = self.endpoint_path(network, owner);
-        if path.exists() {
-            return Err(NetError::AlreadyConnected {
-                owner: owner.to_string(),
-                network: network.to_string(),
-            });
+        if let Some(old) = read_json::<Endpoint>(&path)? {
+            if !old.pending {
+                return Err(NetError::AlreadyConnected {
+                    owner: owner.to_string(),
+                    network: network.to_string(),
+                });
+            }
+            // A connection of this owner that crashed midway: undo what it made first.
+            tracing::info!(
+                network,
+                owner,
+                "undoing a connection that a crashed command left"
+            );
+            self.undo_endpoint(&n, &old, true)?;
         }
         if n.internal && !opts.ports.is_empty() {
             return Err(NetError::InternalPorts(network.to_string()));
@@ -402,6 +442,7 @@ impl Networks {
         let ipam = self.ipam(&n);
         let mut undo = Undo {
             ipam: None,
+            record: None,
             link: None,
             ports: None,
             firewall: &self.firewall,
@@ -430,6 +471,28 @@ impl Networks {
             .map_err(ipam_err)?;
             undo.ipam = Some((&ipam, owner));
             let mac = opts.mac.unwrap_or_else(|| mac_for(ip));
+            // Recorded before anything is made, so that a crash from here on leaves a record
+            // that names the device and the ports to undo.
+            let mut ep = Endpoint {
+                network: n.name.clone(),
+                network_id: n.id.clone(),
+                owner: owner.to_string(),
+                container_name: opts.container_name.clone(),
+                kind,
+                ip,
+                prefix: n.subnet.prefix(),
+                gateway: n.gateway,
+                dns_server: n.gateway,
+                mac: format_mac(mac),
+                host_ifname: host.clone(),
+                ifname: netns.map(|_| opts.ifname.clone()),
+                aliases: opts.aliases.clone(),
+                ports: ports.clone(),
+                internal: n.internal,
+                pending: true,
+            };
+            write_json_runtime(&path, &ep)?;
+            undo.record = Some(path.clone());
             let mut nl = Netlink::open()?;
             match netns {
                 Some(ns) => {
@@ -478,23 +541,7 @@ impl Networks {
                 self.firewall.publish(ip, &ports)?;
                 undo.ports = Some((ip, ports.clone()));
             }
-            let ep = Endpoint {
-                network: n.name.clone(),
-                network_id: n.id.clone(),
-                owner: owner.to_string(),
-                container_name: opts.container_name.clone(),
-                kind,
-                ip,
-                prefix: n.subnet.prefix(),
-                gateway: n.gateway,
-                dns_server: n.gateway,
-                mac: format_mac(mac),
-                host_ifname: host.clone(),
-                ifname: netns.map(|_| opts.ifname.clone()),
-                aliases: opts.aliases.clone(),
-                ports,
-                internal: n.internal,
-            };
+            ep.pending = false;
             write_json_runtime(&path, &ep)?;
             drop(ports_lock);
             Ok(ep)
@@ -578,6 +625,55 @@ impl Networks {
         }
     }
 
+    /// Frees what owners that no longer exist still hold: for each network, the endpoints
+    /// (device, published ports, DNS name, address) and the addresses without an endpoint of
+    /// every owner for which `alive` is false. `alive` is the engine's: whether a container or
+    /// VM of that id exists (not whether it runs: a stopped container keeps its address). The
+    /// lazy reconciliation of what a crash between removing an owner and releasing its network
+    /// resources left; idempotent, and safe while other commands run (an owner being created
+    /// exists before it connects).
+    pub fn reconcile(&self, alive: &dyn Fn(&str) -> bool) -> Result<Reconciled> {
+        let mut done = Reconciled::default();
+        let mut first = None;
+        for n in self.store.list()? {
+            for ep in self.endpoints(&n.name)? {
+                if alive(&ep.owner) {
+                    continue;
+                }
+                tracing::info!(network = %n.name, owner = %ep.owner, ip = %ep.ip,
+                    "releasing the endpoint of an owner that no longer exists");
+                let name = ep.container_name.clone().unwrap_or_default();
+                match self.release_one(&n.name, &ep.owner, &name, true) {
+                    Ok(()) => done.endpoints.push((n.name.clone(), ep.owner.clone())),
+                    Err(e) => {
+                        first.get_or_insert(e);
+                    }
+                }
+            }
+            let owners = self.ipam(&n).owners().map_err(|err| NetError::Ipam {
+                network: n.name.clone(),
+                err,
+            })?;
+            for (ip, owner) in owners {
+                if alive(&owner) || !valid_owner(&owner) {
+                    continue;
+                }
+                tracing::info!(network = %n.name, %owner, %ip,
+                    "freeing the address of an owner that no longer exists");
+                match self.disconnect(&n.name, &owner) {
+                    Ok(_) => done.addresses.push((n.name.clone(), ip, owner)),
+                    Err(e) => {
+                        first.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        match first {
+            Some(e) => Err(e),
+            None => Ok(done),
+        }
+    }
+
     /// Kernel objects corral made that no network or endpoint of this root accounts for:
     /// `crl*` links and firewall objects. On a host with one state root these are leaks;
     /// where several roots share the host (tests), filter by name.
@@ -608,5 +704,144 @@ impl Networks {
             .filter(|o| !known_fw.contains(o))
             .collect();
         Ok(Leftovers { links, firewall })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::{self, Record};
+    use std::collections::BTreeMap;
+
+    fn endpoint(n: &Network, owner: &str, ip: Ipv4Addr, name: &str) -> Endpoint {
+        Endpoint {
+            network: n.name.clone(),
+            network_id: n.id.clone(),
+            owner: owner.into(),
+            container_name: Some(name.into()),
+            kind: EndpointKind::Veth,
+            ip,
+            prefix: n.subnet.prefix(),
+            gateway: n.gateway,
+            dns_server: n.gateway,
+            mac: format_mac(mac_for(ip)),
+            host_ifname: host_ifname(EndpointKind::Veth, &n.id, owner),
+            ifname: Some("eth0".into()),
+            aliases: Vec::new(),
+            ports: Vec::new(),
+            internal: false,
+            pending: owner.ends_with("pending"),
+        }
+    }
+
+    #[test]
+    fn reconcile_frees_what_owners_that_are_gone_hold() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("SKIPPED reconcile_frees_what_owners_that_are_gone_hold: needs root");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let nets = Networks::open(t.path());
+        let spec = NetworkSpec {
+            name: "web".into(),
+            subnet: Some("10.125.9.0/24".into()),
+            ..Default::default()
+        };
+        // State only: no bridge is needed to free addresses and records.
+        let n = nets.store().create(&spec, &[]).unwrap();
+        let ipam = nets.ipam(&n);
+        let dir = nets.store().network_dir("web");
+        let mut ips = BTreeMap::new();
+        for owner in ["alive1", "gone1", "gone2", "alive2", "gone-pending"] {
+            ips.insert(owner, ipam.allocate(owner).unwrap());
+        }
+        // gone1 and alive1 are connected; gone-pending crashed while connecting; gone2 and
+        // alive2 hold an address without an endpoint (a connect killed in between).
+        for (owner, name) in [("alive1", "a"), ("gone1", "g"), ("gone-pending", "p")] {
+            let ep = endpoint(&n, owner, ips[owner], name);
+            write_json_runtime(&nets.endpoint_path("web", owner), &ep).unwrap();
+        }
+        for (owner, name) in [("alive1", "a"), ("gone1", "g")] {
+            let rec = Record {
+                name: name.into(),
+                aliases: Vec::new(),
+                ipv4: ips[owner],
+            };
+            dns::add_record(&dir, rec).unwrap();
+        }
+        let alive = |o: &str| o.starts_with("alive");
+        let done = nets.reconcile(&alive).unwrap();
+        assert_eq!(
+            done.endpoints,
+            vec![
+                ("web".to_string(), "gone-pending".to_string()),
+                ("web".to_string(), "gone1".to_string())
+            ]
+        );
+        assert_eq!(
+            done.addresses,
+            vec![("web".to_string(), ips["gone2"], "gone2".to_string())]
+        );
+        let owners: Vec<String> = ipam.owners().unwrap().into_values().collect();
+        assert_eq!(owners, vec!["alive1", "alive2"]);
+        let eps: Vec<String> = nets
+            .endpoints("web")
+            .unwrap()
+            .into_iter()
+            .map(|e| e.owner)
+            .collect();
+        assert_eq!(eps, vec!["alive1"]);
+        let names: Vec<String> = dns::read_records(&dir)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, vec!["a"]);
+        assert!(nets.reconcile(&alive).unwrap().is_empty(), "idempotent");
+        // release() of one owner also frees an address it holds without an endpoint.
+        ipam.allocate("half").unwrap();
+        nets.release("half").unwrap();
+        assert_eq!(ipam.owners().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn dns_records_of_a_reused_name_survive_the_old_owners_release() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("SKIPPED dns_records_of_a_reused_name_survive: needs root");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let nets = Networks::open(t.path());
+        let spec = NetworkSpec {
+            name: "web".into(),
+            subnet: Some("10.125.10.0/24".into()),
+            ..Default::default()
+        };
+        let n = nets.store().create(&spec, &[]).unwrap();
+        let dir = nets.store().network_dir("web");
+        let ipam = nets.ipam(&n);
+        // The old owner of name "db" crashed away; a new container took the name.
+        let old = ipam.allocate("old").unwrap();
+        let new = ipam.allocate("new").unwrap();
+        for (owner, ip) in [("old", old), ("new", new)] {
+            write_json_runtime(
+                &nets.endpoint_path("web", owner),
+                &endpoint(&n, owner, ip, "db"),
+            )
+            .unwrap();
+        }
+        dns::add_record(
+            &dir,
+            Record {
+                name: "db".into(),
+                aliases: Vec::new(),
+                ipv4: new,
+            },
+        )
+        .unwrap();
+        nets.reconcile(&|o: &str| o == "new").unwrap();
+        let recs = dns::read_records(&dir).unwrap();
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].ipv4, new);
     }
 }

@@ -12,7 +12,12 @@
 //! firewall rules around it. A network is created under the global lock, after checking
 //! its name, its subnet against every other network and every route on the host (given by
 //! the caller, from netlink), so two creations racing for a name or a subnet cannot both win.
-//! A directory without `network.json` (a crash mid-creation) counts as absent.
+//!
+//! A network exists when its directory holds `network.json`. The directory is built under a
+//! temporary name and renamed into place (one atomic step); removal renames it to a trash
+//! name first, then deletes it. What a crash leaves of either is swept by the next listing
+//! ([`crate::fsutil::sweep`]); a directory without `network.json` (left by an older version)
+//! counts as absent and is replaced by the next creation of that name.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -236,6 +241,7 @@ impl NetworkStore {
 
     /// Every network, by name.
     pub fn list(&self) -> Result<Vec<Network>> {
+        crate::fsutil::sweep(&self.dir);
         let entries = match fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -371,27 +377,59 @@ impl NetworkStore {
             ip_range,
         };
         let dir = self.network_dir(&network.name);
-        fs::create_dir_all(dir.join("endpoints")).map_err(io_err("create directory", &dir))?;
-        write_json(&dir.join("network.json"), &network)?;
+        let tmp = crate::fsutil::temp_path(&self.dir, &network.name, crate::fsutil::TMP);
+        let made = (|| {
+            fs::create_dir_all(tmp.join("endpoints")).map_err(io_err("create directory", &tmp))?;
+            write_json(&tmp.join("network.json"), &network)?;
+            // A directory without network.json, left by an older version: not a network.
+            if dir.exists() {
+                tracing::info!(network = %network.name, "replacing the remains of a network");
+                self.trash(&dir)?;
+            }
+            fs::rename(&tmp, &dir).map_err(io_err("rename into", &dir))?;
+            sync_dir(&self.dir)
+        })();
+        if made.is_err() {
+            let _ = crate::fsutil::remove_any(&tmp);
+        }
+        made?;
         tracing::info!(network = %network.name, subnet = %network.subnet, "network created");
         Ok(network)
+    }
+
+    /// Renames `dir` to a trash name (it stops existing), then deletes it; what cannot be
+    /// deleted is left to the next sweep.
+    fn trash(&self, dir: &Path) -> Result<()> {
+        let what = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let trash = crate::fsutil::temp_path(&self.dir, &what, crate::fsutil::RM);
+        fs::rename(dir, &trash).map_err(io_err("remove", dir))?;
+        sync_dir(&self.dir)?;
+        if let Err(err) = crate::fsutil::remove_any(&trash) {
+            tracing::warn!(path = %trash.display(), %err, "deleting a removed network's files");
+        }
+        Ok(())
     }
 
     /// Removes the definition and everything under the network's directory. The caller has
     /// checked that no endpoint remains and removed the kernel objects.
     pub(crate) fn remove_state(&self, name: &str) -> Result<()> {
         let dir = self.network_dir(name);
-        // Remove network.json first: a crash after it leaves a directory that counts as absent.
-        match fs::remove_file(dir.join("network.json")) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StoreError::NotFound(name.to_string()))
-            }
-            Err(e) => return Err(io_err("remove", &dir.join("network.json"))(e).into()),
+        if !dir.join("network.json").is_file() {
+            return Err(StoreError::NotFound(name.to_string()));
         }
-        fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
-        Ok(())
+        // One step makes it absent (the rename); a crash after it leaves trash to sweep.
+        self.trash(&dir)
     }
+}
+
+/// fsyncs a directory, so that a rename in it outlives a power cut.
+fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err("fsync", dir)(e).into())
 }
 
 #[cfg(test)]
@@ -513,6 +551,35 @@ mod tests {
         });
         assert_eq!(wins, 1);
         assert_eq!(s.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn crash_leftovers_are_absent_and_replaced() {
+        let d = tempfile::tempdir().unwrap();
+        let s = NetworkStore::open(d.path());
+        let dir = s.dir().to_path_buf();
+        // What older versions left: a removal killed after network.json went, its
+        // allocations still there; and a creation killed before the rename.
+        fs::create_dir_all(dir.join("web/endpoints")).unwrap();
+        fs::write(
+            dir.join("web/ipam.json"),
+            br#"{"allocations":{"10.125.0.2":"gone"}}"#,
+        )
+        .unwrap();
+        fs::create_dir_all(dir.join(".web.tmp-999999999-1-0/endpoints")).unwrap();
+        assert!(s.list().unwrap().is_empty());
+        assert!(!dir.join(".web.tmp-999999999-1-0").exists(), "swept");
+        s.create(&spec("web", Some("10.125.0.0/24")), &[]).unwrap();
+        assert!(
+            !dir.join("web/ipam.json").exists(),
+            "a new network starts with no allocations"
+        );
+        s.remove_state("web").unwrap();
+        let left: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from(".lock")]);
     }
 
     #[test]
