@@ -481,7 +481,7 @@ fn new_vm(
         boot_timeout_secs: tpl.boot_timeout_secs,
     };
     let made = (|| {
-        fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+        vms.begin(&id)?;
         create_overlay(base, &upper, tpl.disk_bytes)?;
         let _names = vms.names_lock()?;
         vms.create(&cfg)?;

@@ -356,7 +356,8 @@ struct TempDir {
 impl TempDir {
     fn new(parent: &Path, prefix: &str) -> Result<TempDir> {
         fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
-        let path = parent.join(format!(".{prefix}-{}", corral_net::fsutil::random_hex(8)));
+        // Tagged with this process, so that what a crash leaves is swept (`Vms::ids`).
+        let path = corral_net::fsutil::temp_path(parent, prefix, corral_net::fsutil::TMP);
         fs::create_dir(&path).map_err(io_err("creating", &path))?;
         Ok(TempDir { path, keep: false })
     }

@@ -171,7 +171,12 @@ pub fn create(root: &Path, spec: &CreateSpec) -> Result<VmConfig> {
     if matches!(spec.source, Source::Image { .. }) && spec.disk_bytes < 64 << 20 {
         return Err(disk::DiskError::TooSmall(spec.disk_bytes).into());
     }
-    let made = build_boot(root, spec, &vms, &id, &name);
+    // Marked with this process first, so that a crash while the disks are built leaves a
+    // directory the next listing knows to remove.
+    let made = vms
+        .begin(&id)
+        .map_err(VmError::from)
+        .and_then(|_| build_boot(root, spec, &vms, &id, &name));
     let (boot, main, upper_disk, seed) = match made {
         Ok(parts) => parts,
         Err(e) => {

@@ -650,7 +650,7 @@ fn prepare(
             })?;
     }
     let dir = vms.dir(&src.id);
-    std::fs::create_dir_all(&dir).map_err(|e| VmError::Io(dir.display().to_string(), e))?;
+    vms.begin(&src.id)?;
     let upper = dir.join("upper.qcow2");
     let out = std::process::Command::new("qemu-img")
         .args(["create", "-q", "-f", "qcow2"])

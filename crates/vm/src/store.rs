@@ -3,6 +3,14 @@
 //! its writable disk, and the logs (`console.log` from the serial port, `main.log` from the
 //! main process). Sockets live under `/run/corral/vm-<id>/` (unix socket paths are short).
 //! Every change to a VM happens under its lock (`vms/<id>/lock`).
+//!
+//! A VM exists when its directory holds `config.json`, written last when it is made: its disks
+//! are built in place first ([`Vms::begin`] marks the directory with its maker's pid and start
+//! time in `creating`), then `state.json`, then `config.json`. A directory without
+//! `config.json` whose maker is gone was left by a crash; [`Vms::ids`] sweeps it (one without
+//! the mark, from an older version, once it is an hour old). Removal renames the directory to
+//! a trash name first (from then on the VM does not exist), then deletes it; a removal that
+//! crashed leaves trash the next sweep takes ([`corral_net::fsutil::sweep`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -15,7 +23,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// No VM by that name or id.
-    #[error("no such VM: {0} (see `corral vm ls -a`)")]
+    #[error("no such VM: {0} (see `corral vm ls`)")]
     NotFound(String),
     /// A prefix of an id matches several VMs.
     #[error("{0} matches several VMs: give more of the id, or the name")]
@@ -35,6 +43,9 @@ pub enum StoreError {
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
+
+/// The mark of a VM directory being created: its maker's `<pid>-<start>`.
+const CREATING: &str = "creating";
 
 /// How the guest boots.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -278,7 +289,22 @@ impl Vms {
         Ok(Lock::exclusive(&self.dir(id).join("lock"))?)
     }
 
-    /// Records a new VM; fails if the name is taken. Call under [`Vms::names_lock`].
+    /// Makes the directory of a VM being created, marked with this process as its maker
+    /// (see the module's doc). Idempotent.
+    pub fn begin(&self, id: &str) -> Result<PathBuf> {
+        let dir = self.dir(id);
+        fs::create_dir_all(&dir).map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
+        let mark = dir.join(CREATING);
+        if !mark.exists() {
+            let pid = std::process::id() as i32;
+            let tag = format!("{pid}-{}", fsutil::process_start(pid).unwrap_or(0));
+            fsutil::write_atomic(&mark, tag.as_bytes(), false)?;
+        }
+        Ok(dir)
+    }
+
+    /// Records a new VM; fails if the name is taken. Call under [`Vms::names_lock`]. The VM
+    /// exists from the moment its `config.json` is in place (its last file).
     pub fn create(&self, cfg: &VmConfig) -> Result<()> {
         check_name(&cfg.name)?;
         if let Some(other) = self.find_by_name(&cfg.name)? {
@@ -287,11 +313,38 @@ impl Vms {
                 other[..12].to_owned(),
             ));
         }
-        let dir = self.dir(&cfg.id);
-        fs::create_dir_all(&dir).map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
-        fsutil::write_json(&dir.join("config.json"), cfg)?;
+        let dir = self.begin(&cfg.id)?;
         fsutil::write_json(&dir.join("state.json"), &VmState::created())?;
+        fsutil::write_json(&dir.join("config.json"), cfg)?;
+        let _ = fs::remove_file(dir.join(CREATING));
         Ok(())
+    }
+
+    /// Whether the directory of `id` (without `config.json`) was left by a crashed create.
+    fn abandoned(&self, id: &str) -> bool {
+        let dir = self.dir(id);
+        if dir.join("config.json").exists() {
+            return false;
+        }
+        let maker = fs::read_to_string(dir.join(CREATING)).ok().and_then(|t| {
+            let (pid, start) = t.trim().split_once('-')?;
+            Some((pid.parse::<i32>().ok()?, start.parse::<u64>().ok()?))
+        });
+        let gone = match maker {
+            Some((pid, start)) => fsutil::process_start(pid) != Some(start),
+            None => {
+                use std::os::unix::fs::MetadataExt;
+                fs::metadata(&dir).is_ok_and(|m| {
+                    let changed = std::time::UNIX_EPOCH
+                        + std::time::Duration::from_secs(m.ctime().max(0) as u64);
+                    std::time::SystemTime::now()
+                        .duration_since(changed)
+                        .is_ok_and(|a| a.as_secs() >= 3600)
+                })
+            }
+        };
+        // Checked again: a maker that ended may have committed just before.
+        gone && !dir.join("config.json").exists()
     }
 
     /// The lock that makes name checks and creation one step.
@@ -313,10 +366,18 @@ impl Vms {
         )?)
     }
 
-    /// A VM's recorded state.
+    /// A VM's recorded state. A VM whose state file is missing (an older version wrote it
+    /// after the config and was killed in between) is stopped, and says so.
     pub fn state(&self, id: &str) -> Result<VmState> {
-        fsutil::read_json(&self.dir(id).join("state.json"))?
-            .ok_or_else(|| StoreError::NotFound(id.to_owned()))
+        match fsutil::read_json(&self.dir(id).join("state.json"))? {
+            Some(st) => Ok(st),
+            None if self.dir(id).join("config.json").is_file() => Ok(VmState {
+                status: Status::Stopped,
+                error: Some("the VM's state file is missing".into()),
+                ..VmState::created()
+            }),
+            None => Err(StoreError::NotFound(id.to_owned())),
+        }
     }
 
     /// Records a VM's state.
@@ -334,14 +395,40 @@ impl Vms {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(StoreError::Io(self.root.display().to_string(), e)),
         };
-        let mut ids: Vec<String> = rd
+        let mut ids = Vec::new();
+        for n in rd
             .filter_map(|e| e.ok())
             .filter_map(|e| e.file_name().into_string().ok())
             .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
-            .filter(|n| self.dir(n).join("config.json").is_file())
-            .collect();
+        {
+            if self.dir(&n).join("config.json").is_file() {
+                ids.push(n);
+            } else if self.abandoned(&n) {
+                tracing::info!(vm = %n, "removing what a crashed create left");
+                if let Err(e) = self.trash(&n) {
+                    tracing::warn!(vm = %n, error = %e, "removing what a crashed create left");
+                }
+            }
+        }
+        fsutil::sweep(&self.root);
         ids.sort();
         Ok(ids)
+    }
+
+    /// Renames a VM's directory to a trash name (from then on it does not exist), then
+    /// deletes it; what cannot be deleted is left to the next sweep.
+    fn trash(&self, id: &str) -> Result<()> {
+        let dir = self.dir(id);
+        let trash = fsutil::temp_path(&self.root, id, fsutil::RM);
+        match fs::rename(&dir, &trash) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(StoreError::Io(dir.display().to_string(), e)),
+        }
+        if let Err(e) = fsutil::remove_any(&trash) {
+            tracing::warn!(vm = %id, path = %trash.display(), error = %e, "deleting a removed VM's files");
+        }
+        Ok(())
     }
 
     fn find_by_name(&self, name: &str) -> Result<Option<String>> {
@@ -370,15 +457,12 @@ impl Vms {
         }
     }
 
-    /// Deletes a VM's directory and runtime directory (the caller has stopped it).
+    /// Deletes a VM's directory and runtime directory (the caller has stopped it): the
+    /// directory is renamed away first, so a crash leaves the VM whole or gone.
     pub fn remove_files(&self, id: &str) -> Result<()> {
+        self.trash(id)?;
         let _ = fs::remove_dir_all(self.run_dir(id));
-        let dir = self.dir(id);
-        match fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StoreError::Io(dir.display().to_string(), e)),
-        }
+        Ok(())
     }
 }
 
@@ -414,13 +498,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn create_resolve_remove() {
-        let t = tempfile::tempdir().unwrap();
-        let vms = Vms::open(t.path());
-        let cfg = VmConfig {
+    fn test_config(name: &str) -> VmConfig {
+        VmConfig {
             id: new_id(),
-            name: "one".into(),
+            name: name.into(),
             created: "2026-01-01T00:00:00Z".into(),
             cpus: 1,
             memory_mib: 256,
@@ -437,7 +518,14 @@ mod tests {
             auto_remove: false,
             seed: None,
             boot_timeout_secs: 90,
-        };
+        }
+    }
+
+    #[test]
+    fn create_resolve_remove() {
+        let t = tempfile::tempdir().unwrap();
+        let vms = Vms::open(t.path());
+        let cfg = test_config("one");
         vms.create(&cfg).unwrap();
         assert_eq!(vms.resolve("one").unwrap(), cfg.id);
         assert_eq!(vms.resolve(&cfg.id[..6]).unwrap(), cfg.id);
@@ -445,5 +533,47 @@ mod tests {
         assert_eq!(vms.state(&cfg.id).unwrap().status, Status::Created);
         vms.remove_files(&cfg.id).unwrap();
         assert!(matches!(vms.resolve("one"), Err(StoreError::NotFound(_))));
+        assert_eq!(fs::read_dir(t.path().join("vms")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn crashed_creates_are_swept_and_leave_the_name_free() {
+        let t = tempfile::tempdir().unwrap();
+        let vms = Vms::open(t.path());
+        // A create killed while building disks: the mark names a maker that is gone.
+        let dead = new_id();
+        fs::create_dir_all(vms.dir(&dead)).unwrap();
+        fs::write(vms.dir(&dead).join("upper.qcow2"), b"x").unwrap();
+        fs::write(vms.dir(&dead).join(CREATING), b"999999999-1").unwrap();
+        // One in progress in this process.
+        let live = new_id();
+        vms.begin(&live).unwrap();
+        // A removal killed after the rename.
+        fs::create_dir_all(
+            t.path()
+                .join("vms")
+                .join(format!(".{dead}.rm-999999999-1-0")),
+        )
+        .unwrap();
+        assert!(vms.ids().unwrap().is_empty());
+        assert!(!vms.dir(&dead).exists());
+        assert!(vms.dir(&live).exists(), "its maker runs");
+        let left: Vec<_> = fs::read_dir(t.path().join("vms"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left, vec![live.clone()]);
+        // A config without state (an older version's crash): listed, stopped, removable.
+        let mut cfg = test_config("old");
+        cfg.id = live.clone();
+        fs::write(
+            vms.dir(&live).join("config.json"),
+            serde_json::to_vec(&cfg).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(vms.resolve("old").unwrap(), live);
+        assert_eq!(vms.state(&live).unwrap().status, Status::Stopped);
+        vms.remove_files(&live).unwrap();
+        vms.create(&test_config("old")).unwrap();
     }
 }
