@@ -13,7 +13,7 @@ PACKAGES=(
   gcc libc6-dev pkg-config
   busybox-static
   podman skopeo docker-registry apache2-utils containerd tmux
-  hyperfine runc crun python3 iperf3 sockperf
+  hyperfine runc crun python3 iperf3 sockperf strace
   qemu-system-x86 qemu-utils linux-image-cloud-amd64 ovmf
   extlinux syslinux-common genisoimage cpio fdisk
 )
