@@ -619,9 +619,11 @@ pub fn process_running(pid: i32, start: Option<u64>) -> bool {
     state != "Z" && state != "X" && start.is_some() && process_start_time(pid) == start
 }
 
+/// Whether the container's monitor runs. A zombie does not: a monitor killed a moment ago is
+/// one until its new parent reaps it, and its container (which dies with it) is already gone.
 fn monitor_alive(s: &State) -> bool {
     match (s.monitor_pid, s.monitor_start) {
-        (Some(pid), Some(start)) => process_start_time(pid) == Some(start),
+        (Some(pid), start @ Some(_)) => process_running(pid, start),
         _ => false,
     }
 }
