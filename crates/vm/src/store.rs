@@ -293,13 +293,26 @@ impl Vms {
     /// (see the module's doc). Idempotent.
     pub fn begin(&self, id: &str) -> Result<PathBuf> {
         let dir = self.dir(id);
-        fs::create_dir_all(&dir).map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
-        let mark = dir.join(CREATING);
-        if !mark.exists() {
-            let pid = std::process::id() as i32;
-            let tag = format!("{pid}-{}", fsutil::process_start(pid).unwrap_or(0));
-            fsutil::write_atomic(&mark, tag.as_bytes(), false)?;
+        if dir.is_dir() {
+            return Ok(dir);
         }
+        // Made with its mark under a temporary name, then renamed: never without the mark.
+        let io = |p: &Path| {
+            let p = p.display().to_string();
+            move |e| StoreError::Io(p, e)
+        };
+        fs::create_dir_all(&self.root).map_err(io(&self.root))?;
+        let tmp = fsutil::temp_path(&self.root, id, fsutil::TMP);
+        fs::create_dir(&tmp).map_err(io(&tmp))?;
+        let pid = std::process::id() as i32;
+        let tag = format!("{pid}-{}", fsutil::process_start(pid).unwrap_or(0));
+        let made = fs::write(tmp.join(CREATING), tag)
+            .and_then(|()| fs::rename(&tmp, &dir))
+            .map_err(io(&dir));
+        if made.is_err() {
+            let _ = fsutil::remove_any(&tmp);
+        }
+        made?;
         Ok(dir)
     }
 
