@@ -1,38 +1,43 @@
 //! Crash safety (issue 13): a `kill -9` at any state-changing system call of a command leaves
 //! the old state or the new one, and the next commands reconcile what they find
-//! (ARCHITECTURE.md, "State").
+//! (ARCHITECTURE.md, "State"). Scenarios: `run -d --name`, `create`, `run --rm`, `run --rm -v`,
+//! `run --network`, `run --network -p`, `rm -f`, `volume create`, `network create`, `network rm`, `vm create`,
+//! `vm rm -f`.
 //!
 //! Each scenario first runs its command once under `strace -f` to list the state-changing
 //! calls it makes — `rename*`, `unlink*`, `mkdir*`, `rmdir`, `symlink*`, `link*`, an `openat`
-//! that creates or opens for writing, a `write` to a file — in every process it starts: the
-//! CLI, the container's monitor and init, `nft`, the network's DNS server. Then, once per
-//! sampled call, it runs the command again under `strace -f -e inject=CALL:signal=KILL:when=N`:
-//! strace counts per system call and per process, so the process that makes its Nth CALL is
-//! killed right there (another process that reaches its own Nth CALL dies too: a crash of
-//! several, just as valid). strace is detached as soon as the CLI has exited, so a container's
-//! own process runs on untraced.
+//! that creates or opens for writing, a `write` to a file, a `sendto`/`sendmsg` (netlink
+//! requests that make links, addresses and routes) — in every process it starts: the
+//! CLI, the container's monitor and init, `nft`, the network's DNS server, `qemu-img`. Then,
+//! once per sampled call, it runs the command again under `strace -f -e
+//! inject=CALL:signal=KILL:when=N`: strace counts per system call and per process, so the
+//! process that makes its Nth CALL is killed right there (another process that reaches its own
+//! Nth CALL dies too: a crash of several, just as valid). strace is detached as soon as the
+//! CLI has exited, so a container's own process runs on untraced.
 //!
 //! After each kill it checks what a user would:
-//! - `ps -a --json`, `volume ls`, `network inspect` work, and no container is listed as
-//!   running without a live process;
+//! - `ps -a --json`, `vm ls --json`, `network ls --json`, `volume ls`, `image ls` work, and no
+//!   container is listed as running without a live process;
 //! - the normal commands clean up: `rm -f NAME` (or "no such container" when the kill came
-//!   before the container existed), `rm -f` of whatever `ps -a` lists, `volume rm` of whatever
-//!   `volume ls` lists, and `network rm NET` without `-f` — which corral refuses while any
-//!   address of the network is allocated, so it passing means every address is free;
-//! - the name can be used again (`create --name NAME`, then `rm`);
+//!   before the container existed), `rm -f` of whatever `ps -a` lists, `vm rm -f` of whatever
+//!   `vm ls` lists, `volume rm` of whatever `volume ls` lists, and `network rm` of whatever
+//!   `network ls` lists, without `-f` — which corral refuses while any address of the network
+//!   is allocated, so it passing means every address is free;
+//! - the name can be used again (a container, volume, network or VM takes it; with `-p`, a
+//!   container publishing the same host port starts);
 //! - nothing is left: no file under the state root but the lock files that the first,
 //!   uninterrupted run left too, no mount under it, no cgroup of any container id the command
 //!   wrote, no process naming the state root or running the scenario's marker command, no
-//!   link, nft rule, port-53 socket or DNS process of the network.
+//!   nft rule, address, port-53 socket or DNS process of the network.
 //!
 //! The uninterrupted run goes through the same checks, so they are known to pass without a
 //! crash.
 //!
-//! Sampling: a scenario makes from a few dozen to a few hundred such calls (most in the
-//! container's init). By default each runs [`DEFAULT_POINTS`] of them, evenly spaced in the
-//! order the first run made them, so that every phase (name, directory, start, network, exit)
-//! is hit and the whole file takes a few minutes. `CORRAL_CRASH_POINTS=N` runs N per scenario,
-//! `CORRAL_CRASH_POINTS=all` every one (the full sweep: tens of minutes). A failure names the
+//! Sampling: a scenario makes from about twenty to a few hundred such calls (most in the
+//! container's init). By default each runs at most [`DEFAULT_POINTS`] of them, evenly spaced
+//! in the order the first run made them, so that every phase (name, directory, start,
+//! network, exit) is hit and the whole file takes a few minutes. `CORRAL_CRASH_POINTS=N` runs
+//! N per scenario, `CORRAL_CRASH_POINTS=all` every one (the full sweep). A failure names the
 //! call and gives the strace command that reproduces it.
 //!
 //! Not covered here: a kill in `rm -f` of a container on a corral network between the
@@ -42,15 +47,16 @@
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use corral_e2e::containers::{cgroup_dirs, process_alive, process_cmdline, signal};
+use corral_e2e::containers::{cgroup_dirs, host_output, process_alive, process_cmdline, signal};
 use corral_e2e::files::walk;
-use corral_e2e::networks::{network_leftovers, TestNetwork};
+use corral_e2e::networks::{bound_on, corral_nft_table, dns_processes, free_tcp_port};
 use corral_e2e::process::{describe, wait_deadline};
 use corral_e2e::{corral_bin, path_str, skip_unless_tools, unique_token, Corral};
 
@@ -58,8 +64,9 @@ use corral_e2e::{corral_bin, path_str, skip_unless_tools, unique_token, Corral};
 const DEFAULT_POINTS: usize = 16;
 
 /// The system calls that change state, traced in the first run (`execve` to find the CLI).
+/// `sendto` and `sendmsg` are netlink requests (links, addresses, routes) for the most part.
 const TRACED: &str = "execve,rename,renameat,renameat2,unlink,unlinkat,mkdir,mkdirat,rmdir,\
-                      symlink,symlinkat,link,linkat,openat,write";
+                      symlink,symlinkat,link,linkat,openat,write,sendto,sendmsg";
 
 /// How long one traced command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(90);
@@ -70,16 +77,30 @@ const SETTLE: Duration = Duration::from_secs(10);
 /// Makes each world's marker command distinct.
 static MARKS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
+/// Commands with placeholders: `{NAME}`, `{VOL}`, `{NET}`, `{SUBNET}`, `{IMAGE}`, `{PORT}`,
+/// `{MARK}`.
+type Steps = &'static [&'static [&'static str]];
+
 /// One command under test, in its own world.
 struct Scenario {
     /// For messages.
     label: &'static str,
-    /// The command, with `{NAME}`, `{VOL}`, `{NET}`, `{IMAGE}` and `{MARK}` to fill in.
+    /// The command.
     args: &'static [&'static str],
+    /// Run (untraced) once, before anything: fixtures, and a first run that fills caches so
+    /// that the counted run is like the killed ones.
+    setup: Steps,
     /// Run (untraced) before each attempt: what the command acts on.
-    before: &'static [&'static [&'static str]],
-    /// Whether it uses a network `{NET}`.
+    before: Steps,
+    /// Run after the clean-up of each attempt: the fixtures again (the clean-up removes every
+    /// network).
+    restore: Steps,
+    /// Run after the clean-up: they must succeed, which shows the name is free again.
+    reuse: Steps,
+    /// Whether a network `{NET}` on `{SUBNET}` takes part (its host objects are checked).
     network: bool,
+    /// Host programs it needs besides strace.
+    tools: &'static [&'static str],
 }
 
 /// What the scenario's placeholders stand for in one world.
@@ -87,7 +108,10 @@ struct Names {
     name: String,
     volume: String,
     network: String,
+    subnet: String,
     image: String,
+    /// A free host port to publish.
+    port: String,
     /// The marker command's argument: `sleep MARK` is this world's container process.
     mark: String,
 }
@@ -99,7 +123,9 @@ impl Names {
                 a.replace("{NAME}", &self.name)
                     .replace("{VOL}", &self.volume)
                     .replace("{NET}", &self.network)
+                    .replace("{SUBNET}", &self.subnet)
                     .replace("{IMAGE}", &self.image)
+                    .replace("{PORT}", &self.port)
                     .replace("{MARK}", &self.mark)
             })
             .collect()
@@ -121,14 +147,11 @@ struct Traced {
     cli_end: String,
 }
 
-/// A world with the busybox image, the scenario's network, and the scenario itself.
+/// A world with the busybox image and the scenario.
 struct Crash<'a> {
     world: Corral,
     scenario: &'a Scenario,
     names: Names,
-    /// The network's subnet, to create it again after each `network rm`.
-    subnet: Option<String>,
-    net: Option<TestNetwork>,
     /// The state root's files after the uninterrupted run's clean-up.
     baseline: BTreeSet<String>,
 }
@@ -136,15 +159,27 @@ struct Crash<'a> {
 impl<'a> Crash<'a> {
     fn new(scenario: &'a Scenario) -> Self {
         let mut world = Corral::new();
-        world.timeout = Duration::from_secs(60);
+        world.timeout = Duration::from_secs(120);
         let image = world.busybox_image().to_owned();
         let token = unique_token();
         let short = &token[token.len().saturating_sub(6)..];
+        let network = format!("crashnet-{short}");
+        // A subnet no other network of the host has: the harness finds one, then frees it
+        // for the scenario.
+        let subnet = if scenario.network {
+            let net = world.create_test_network(&network, 24, &[]);
+            world.ok(&["network", "rm", &network]);
+            net.subnet
+        } else {
+            String::new()
+        };
         let names = Names {
             name: format!("crash-{short}"),
             volume: format!("crashvol-{short}"),
-            network: format!("crashnet-{short}"),
+            network,
+            subnet,
             image,
+            port: free_tcp_port().to_string(),
             // An unusual duration, so that the world's container processes can be told apart
             // from every other `sleep` on the host (and from the other scenarios').
             mark: format!(
@@ -153,35 +188,34 @@ impl<'a> Crash<'a> {
                 MARKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 100
             ),
         };
-        let mut crash = Crash {
+        let crash = Crash {
             world,
             scenario,
             names,
-            subnet: None,
-            net: None,
             baseline: BTreeSet::new(),
         };
-        if scenario.network {
-            let net = crash
-                .world
-                .create_test_network(&crash.names.network, 24, &[]);
-            crash.subnet = Some(net.subnet.clone());
-            crash.net = Some(net);
-        }
+        crash.steps(scenario.setup, "setup");
         crash
+    }
+
+    /// Runs untraced steps; each must succeed.
+    fn steps(&self, steps: Steps, what: &str) {
+        for step in steps {
+            let args = self.names.fill(step);
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = self.world.cmd(&refs);
+            assert!(
+                out.status.success(),
+                "{} ({what}): `corral {}` failed: {}",
+                self.scenario.label,
+                args.join(" "),
+                describe(&out)
+            );
+        }
     }
 
     fn args(&self) -> Vec<String> {
         self.names.fill(self.scenario.args)
-    }
-
-    /// Runs the scenario's preparation (untraced); it must succeed.
-    fn before(&self) {
-        for step in self.scenario.before {
-            let args = self.names.fill(step);
-            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-            self.world.ok(&refs);
-        }
     }
 
     /// Runs the command under strace with `extra` options; detaches strace once the CLI has
@@ -272,7 +306,7 @@ impl<'a> Crash<'a> {
     }
 
     /// The checks after the command (killed or not), the clean-up, and the leak checks; then
-    /// the network again for the next attempt. `what` says which attempt, for messages.
+    /// the fixtures again for the next attempt. `what` says which attempt, for messages.
     fn check(&mut self, traced: &Traced, what: &str) {
         let ctx = format!(
             "{} ({what}; the CLI {}): `corral {}`",
@@ -280,9 +314,8 @@ impl<'a> Crash<'a> {
             traced.cli_end,
             self.args().join(" ")
         );
-        let w = &self.world;
         // Listings work; nothing is running without a process.
-        for row in self.ps(&ctx) {
+        for row in self.json_list(&["ps", "-a", "--json"], &ctx) {
             if row["status"] == "running" {
                 let pid = row["pid"].as_u64().unwrap_or(0) as u32;
                 assert!(
@@ -291,12 +324,12 @@ impl<'a> Crash<'a> {
                 );
             }
         }
+        self.json_list(&["vm", "ls", "--json"], &ctx);
+        self.json_list(&["network", "ls", "--json"], &ctx);
         self.must(&["volume", "ls"], &ctx);
-        if self.scenario.network {
-            self.must(&["network", "inspect", &self.names.network], &ctx);
-        }
+        self.must(&["image", "ls"], &ctx);
         // The normal commands clean up.
-        let out = w.cmd(&["rm", "-f", &self.names.name]);
+        let out = self.world.cmd(&["rm", "-f", &self.names.name]);
         assert!(
             out.status.success()
                 || String::from_utf8_lossy(&out.stderr).contains("no such container"),
@@ -304,38 +337,39 @@ impl<'a> Crash<'a> {
             self.names.name,
             describe(&out)
         );
-        for row in self.ps(&ctx) {
-            let id = row["id"].as_str().unwrap_or_default().to_owned();
-            self.must(&["rm", "-f", &id], &ctx);
+        for id in self.must(&["ps", "-a", "-q"], &ctx).split_whitespace() {
+            self.must(&["rm", "-f", id], &ctx);
         }
-        assert!(
-            self.ps(&ctx).is_empty(),
-            "{ctx}: containers left after rm -f"
-        );
+        for vm in self.must(&["vm", "ls", "-q"], &ctx).split_whitespace() {
+            self.must(&["vm", "rm", "-f", vm], &ctx);
+        }
         for v in self.must(&["volume", "ls", "-q"], &ctx).split_whitespace() {
             self.must(&["volume", "rm", v], &ctx);
         }
-        assert_eq!(
-            self.must(&["volume", "ls", "-q"], &ctx).trim(),
-            "",
-            "{ctx}: volumes left after volume rm"
-        );
+        // Without -f: refused while any address of the network is allocated.
+        for n in self.must(&["network", "ls", "-q"], &ctx).split_whitespace() {
+            self.must(&["network", "rm", n], &ctx);
+        }
+        for (list, what) in [
+            (&["ps", "-a", "-q"][..], "containers"),
+            (&["vm", "ls", "-q"][..], "VMs"),
+            (&["volume", "ls", "-q"][..], "volumes"),
+            (&["network", "ls", "-q"][..], "networks"),
+        ] {
+            let left = self.must(list, &ctx);
+            assert_eq!(left.trim(), "", "{ctx}: {what} left after their removal");
+        }
         // The name can be used again.
-        let name = self.names.name.clone();
-        let image = self.names.image.clone();
-        self.must(&["create", "--name", &name, &image, "true"], &ctx);
-        self.must(&["rm", &name], &ctx);
-        // Every address is free: network rm (without -f) refuses otherwise.
-        if let Some(net) = &self.net {
-            self.must(&["network", "rm", &net.name], &ctx);
+        self.steps(self.scenario.reuse, &format!("{ctx}: using the name again"));
+        // Nothing is left.
+        if self.scenario.network {
             let mut left = Vec::new();
             let clean = poll(|| {
-                left = network_leftovers(net);
+                left = network_leftovers(&self.names);
                 left.is_empty()
             });
             assert!(clean, "{ctx}: the network left {left:?}");
         }
-        // Nothing is left.
         self.assert_no_processes(&ctx);
         for id in container_ids(&traced.trace) {
             let dirs = cgroup_dirs(&id);
@@ -355,10 +389,19 @@ impl<'a> Crash<'a> {
                  left {extra:?}, missing {missing:?}"
             );
         }
-        // The network again, for the next attempt.
-        if let (Some(net), Some(subnet)) = (&self.net, &self.subnet) {
-            self.must(&["network", "create", "--subnet", subnet, &net.name], &ctx);
-        }
+        self.steps(
+            self.scenario.restore,
+            &format!("{ctx}: restoring the fixtures"),
+        );
+    }
+
+    /// A command printing a JSON array, which must work.
+    fn json_list(&self, args: &[&str], ctx: &str) -> Vec<Value> {
+        let text = self.must(args, ctx);
+        serde_json::from_str::<Value>(text.trim())
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_else(|| panic!("{ctx}: {args:?} printed no JSON array:\n{text}"))
     }
 
     /// Runs a command that must succeed; its stdout.
@@ -371,15 +414,6 @@ impl<'a> Crash<'a> {
             describe(&out)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// `ps -a --json`, which must work.
-    fn ps(&self, ctx: &str) -> Vec<Value> {
-        let text = self.must(&["ps", "-a", "--json"], ctx);
-        serde_json::from_str::<Value>(text.trim())
-            .ok()
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_else(|| panic!("{ctx}: ps -a --json printed no JSON array:\n{text}"))
     }
 
     /// No process names the state root (monitors, DNS servers) or runs the marker command.
@@ -406,7 +440,8 @@ impl<'a> Crash<'a> {
 
     /// Runs the scenario: the uninterrupted run, then one killed run per sampled point.
     fn run(mut self) {
-        self.before();
+        self.steps(self.scenario.restore, "fixtures");
+        self.steps(self.scenario.before, "before");
         let first = self.traced(&[]);
         assert!(
             first.cli_end == "exited with 0",
@@ -430,7 +465,7 @@ impl<'a> Crash<'a> {
             points.len()
         );
         for p in points {
-            self.before();
+            self.steps(self.scenario.before, "before");
             let inject = format!("inject={}:signal=KILL:when={}", p.call, p.nth);
             let traced = self.traced(&["-e".to_owned(), inject.clone()]);
             let what = format!(
@@ -448,16 +483,58 @@ impl Drop for Crash<'_> {
     fn drop(&mut self) {
         // A failed check leaves things behind: take them down (never panics).
         let w = &self.world;
-        if let Ok(text) = String::from_utf8(w.cmd(&["ps", "-a", "-q"]).stdout) {
-            for id in text.split_whitespace() {
-                let _ = w.cmd(&["rm", "-f", id]);
-            }
+        let list = |args: &[&str]| String::from_utf8(w.cmd(args).stdout).unwrap_or_default();
+        for id in list(&["ps", "-a", "-q"]).split_whitespace() {
+            let _ = w.cmd(&["rm", "-f", id]);
         }
         let _ = w.cmd(&["rm", "-f", &self.names.name]);
-        if let Some(net) = &self.net {
-            let _ = w.cmd(&["network", "rm", "-f", &net.name]);
+        for vm in list(&["vm", "ls", "-q"]).split_whitespace() {
+            let _ = w.cmd(&["vm", "rm", "-f", vm]);
+        }
+        for n in list(&["network", "ls", "-q"]).split_whitespace() {
+            let _ = w.cmd(&["network", "rm", "-f", n]);
         }
     }
+}
+
+/// What network `{NET}` (on `{SUBNET}`) left on the host: nft mentions of its subnet, a link
+/// with its gateway's address, a socket on the gateway's port 53, a DNS process naming it.
+fn network_leftovers(names: &Names) -> Vec<String> {
+    let mut left = Vec::new();
+    let gateway: Ipv4Addr = {
+        let base: Ipv4Addr = names
+            .subnet
+            .split('/')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .expect("the scenario's subnet");
+        Ipv4Addr::from(u32::from(base) + 1)
+    };
+    // The network's own rules name its subnet, an endpoint's its address: with a /24, the
+    // first three octets.
+    let prefix = names
+        .subnet
+        .rsplit_once('.')
+        .map_or("", |(p, _)| p)
+        .to_owned()
+        + ".";
+    let nft = corral_nft_table();
+    if let Some(l) = nft.lines().find(|l| l.contains(&prefix)) {
+        left.push(format!("nft table ip corral: {}", l.trim()));
+    }
+    let addrs = host_output("ip", &["-o", "-4", "addr", "show"]);
+    if let Some(l) = addrs.lines().find(|l| l.contains(&format!(" {gateway}/"))) {
+        left.push(format!("a link holds the gateway's address: {l}"));
+    }
+    for proto in ["udp", "tcp"] {
+        if bound_on(proto, gateway, 53) {
+            left.push(format!("a {proto} socket on {gateway}:53"));
+        }
+    }
+    for pid in dns_processes(&names.network) {
+        left.push(format!("DNS process {pid}"));
+    }
+    left
 }
 
 fn poll(mut done: impl FnMut() -> bool) -> bool {
@@ -580,11 +657,28 @@ fn state_files(root: &Path) -> BTreeSet<String> {
 }
 
 fn crash_test(label: &str, scenario: &Scenario) {
-    if skip_unless_tools(label, &["strace", "nft"]) {
+    let mut tools = vec!["strace", "nft", "ip"];
+    tools.extend_from_slice(scenario.tools);
+    if skip_unless_tools(label, &tools) {
         return;
     }
     Crash::new(scenario).run();
 }
+
+/// Shows a container name is free: a container takes it.
+const CONTAINER_REUSE: Steps = &[
+    &["create", "--name", "{NAME}", "{IMAGE}", "true"],
+    &["rm", "{NAME}"],
+];
+
+/// The scenario's network, made again after each clean-up.
+const NETWORK_FIXTURE: Steps = &[&["network", "create", "--subnet", "{SUBNET}", "{NET}"]];
+
+/// Shows a network name and subnet are free: a network takes them.
+const NETWORK_REUSE: Steps = &[
+    &["network", "create", "--subnet", "{SUBNET}", "{NET}"],
+    &["network", "rm", "{NET}"],
+];
 
 #[test]
 fn run_detached_killed_anywhere_leaves_old_or_new_state() {
@@ -595,8 +689,12 @@ fn run_detached_killed_anywhere_leaves_old_or_new_state() {
             args: &[
                 "run", "-d", "--name", "{NAME}", "{IMAGE}", "sleep", "{MARK}",
             ],
+            setup: &[],
             before: &[],
+            restore: &[],
+            reuse: CONTAINER_REUSE,
             network: false,
+            tools: &[],
         },
     );
 }
@@ -608,8 +706,12 @@ fn create_killed_anywhere_leaves_old_or_new_state() {
         &Scenario {
             label: "create --name",
             args: &["create", "--name", "{NAME}", "{IMAGE}", "sleep", "{MARK}"],
+            setup: &[],
             before: &[],
+            restore: &[],
+            reuse: CONTAINER_REUSE,
             network: false,
+            tools: &[],
         },
     );
 }
@@ -621,8 +723,12 @@ fn run_rm_killed_anywhere_leaves_old_or_new_state() {
         &Scenario {
             label: "run --rm",
             args: &["run", "--rm", "--name", "{NAME}", "{IMAGE}", "true"],
+            setup: &[],
             before: &[],
+            restore: &[],
+            reuse: CONTAINER_REUSE,
             network: false,
+            tools: &[],
         },
     );
 }
@@ -643,8 +749,12 @@ fn run_with_volume_killed_anywhere_leaves_old_or_new_state() {
                 "{IMAGE}",
                 "true",
             ],
+            setup: &[],
             before: &[],
+            restore: &[],
+            reuse: CONTAINER_REUSE,
             network: false,
+            tools: &[],
         },
     );
 }
@@ -666,8 +776,58 @@ fn run_on_network_killed_anywhere_frees_its_addresses() {
                 "sleep",
                 "{MARK}",
             ],
+            setup: &[],
             before: &[],
+            restore: NETWORK_FIXTURE,
+            reuse: CONTAINER_REUSE,
             network: true,
+            tools: &[],
+        },
+    );
+}
+
+#[test]
+fn run_publishing_a_port_killed_anywhere_frees_address_and_port() {
+    crash_test(
+        "run_publishing_a_port_killed_anywhere_frees_address_and_port",
+        &Scenario {
+            label: "run --network -p",
+            args: &[
+                "run",
+                "-d",
+                "--name",
+                "{NAME}",
+                "--network",
+                "{NET}",
+                "-p",
+                "{PORT}:80",
+                "{IMAGE}",
+                "sleep",
+                "{MARK}",
+            ],
+            setup: &[],
+            before: &[],
+            restore: NETWORK_FIXTURE,
+            reuse: &[
+                &["network", "create", "--subnet", "{SUBNET}", "{NET}"],
+                &[
+                    "run",
+                    "-d",
+                    "--name",
+                    "{NAME}",
+                    "--network",
+                    "{NET}",
+                    "-p",
+                    "{PORT}:80",
+                    "{IMAGE}",
+                    "sleep",
+                    "{MARK}",
+                ],
+                &["rm", "-f", "{NAME}"],
+                &["network", "rm", "{NET}"],
+            ],
+            network: true,
+            tools: &[],
         },
     );
 }
@@ -679,6 +839,7 @@ fn rm_force_killed_anywhere_leaves_old_or_new_state() {
         &Scenario {
             label: "rm -f",
             args: &["rm", "-f", "{NAME}"],
+            setup: &[],
             before: &[&[
                 "run",
                 "-d",
@@ -690,7 +851,142 @@ fn rm_force_killed_anywhere_leaves_old_or_new_state() {
                 "sleep",
                 "{MARK}",
             ]],
+            restore: &[],
+            reuse: CONTAINER_REUSE,
             network: false,
+            tools: &[],
         },
     );
+}
+
+#[test]
+fn volume_create_killed_anywhere_leaves_old_or_new_state() {
+    crash_test(
+        "volume_create_killed_anywhere_leaves_old_or_new_state",
+        &Scenario {
+            label: "volume create",
+            args: &["volume", "create", "{VOL}"],
+            setup: &[],
+            before: &[],
+            restore: &[],
+            reuse: &[&["volume", "create", "{VOL}"], &["volume", "rm", "{VOL}"]],
+            network: false,
+            tools: &[],
+        },
+    );
+}
+
+#[test]
+fn network_create_killed_anywhere_leaves_old_or_new_state() {
+    crash_test(
+        "network_create_killed_anywhere_leaves_old_or_new_state",
+        &Scenario {
+            label: "network create",
+            args: &["network", "create", "--subnet", "{SUBNET}", "{NET}"],
+            setup: &[],
+            before: &[],
+            restore: &[],
+            reuse: NETWORK_REUSE,
+            network: true,
+            tools: &[],
+        },
+    );
+}
+
+#[test]
+fn network_rm_killed_anywhere_leaves_old_or_new_state() {
+    crash_test(
+        "network_rm_killed_anywhere_leaves_old_or_new_state",
+        &Scenario {
+            label: "network rm",
+            args: &["network", "rm", "{NET}"],
+            setup: &[],
+            // With its DNS server running, as a network that served a container.
+            before: &[
+                &["network", "create", "--subnet", "{SUBNET}", "{NET}"],
+                &["run", "--rm", "--network", "{NET}", "{IMAGE}", "true"],
+            ],
+            restore: &[],
+            reuse: NETWORK_REUSE,
+            network: true,
+            tools: &[],
+        },
+    );
+}
+
+/// Fills the VM caches (initramfs, image disk, upper disk template) once, so that the counted
+/// run is like the killed ones.
+const VM_WARM_UP: Steps = &[
+    &[
+        "vm", "create", "--name", "{NAME}", "--image", "{IMAGE}", "--", "true",
+    ],
+    &["vm", "rm", "{NAME}"],
+];
+
+/// Shows a VM name is free: a VM takes it.
+const VM_REUSE: Steps = VM_WARM_UP;
+
+#[test]
+fn vm_create_killed_anywhere_leaves_old_or_new_state() {
+    if skip_unless_guest_agent("vm_create_killed_anywhere_leaves_old_or_new_state") {
+        return;
+    }
+    crash_test(
+        "vm_create_killed_anywhere_leaves_old_or_new_state",
+        &Scenario {
+            label: "vm create",
+            args: &[
+                "vm", "create", "--name", "{NAME}", "--image", "{IMAGE}", "--", "true",
+            ],
+            setup: VM_WARM_UP,
+            before: &[],
+            restore: &[],
+            reuse: VM_REUSE,
+            network: false,
+            tools: &["qemu-img", "mkfs.ext4"],
+        },
+    );
+}
+
+#[test]
+fn vm_rm_killed_anywhere_leaves_old_or_new_state() {
+    if skip_unless_guest_agent("vm_rm_killed_anywhere_leaves_old_or_new_state") {
+        return;
+    }
+    crash_test(
+        "vm_rm_killed_anywhere_leaves_old_or_new_state",
+        &Scenario {
+            label: "vm rm -f",
+            args: &["vm", "rm", "-f", "{NAME}"],
+            setup: VM_WARM_UP,
+            before: &[&[
+                "vm", "create", "--name", "{NAME}", "--image", "{IMAGE}", "--", "true",
+            ]],
+            restore: &[],
+            reuse: VM_REUSE,
+            network: false,
+            tools: &["qemu-img", "mkfs.ext4"],
+        },
+    );
+}
+
+/// True (after a loud SKIPPED line) when the guest agent VMs boot with is not built.
+fn skip_unless_guest_agent(test: &str) -> bool {
+    let bin = corral_bin();
+    let dir = bin.parent().expect("the binary's directory");
+    let found = std::env::var_os("CORRAL_GUEST_AGENT").is_some()
+        || [
+            dir.join("corral-guest"),
+            dir.join("../x86_64-unknown-linux-gnu/release/corral-guest"),
+            dir.join("../../x86_64-unknown-linux-gnu/release/corral-guest"),
+        ]
+        .iter()
+        .any(|p| p.is_file());
+    if !found {
+        corral_e2e::report_skip(
+            test,
+            "the guest agent is not built (scripts/build-guest.sh)",
+        );
+    }
+    !found
 }
