@@ -257,6 +257,16 @@ impl Containers {
         self.root.join(id)
     }
 
+    /// Whether container `id` exists (its directory is in place; see the module's doc): what
+    /// the engine tells `corral_net::Networks::reconcile` an endpoint's owner is alive by.
+    pub fn exists(&self, id: &str) -> bool {
+        !id.is_empty()
+            && id != "names"
+            && !id.contains('/')
+            && !id.starts_with('.')
+            && self.dir(id).is_dir()
+    }
+
     fn name_path(&self, name: &str) -> PathBuf {
         self.root.join("names").join(name)
     }
@@ -737,6 +747,18 @@ mod tests {
         make(&cs, "db");
         Containers::open(cs.root()).unwrap();
         assert!(!trash.exists());
+    }
+
+    #[test]
+    fn exists_only_once_in_place() {
+        let (_t, cs) = store();
+        let s = make(&cs, "x");
+        assert!(cs.exists(&s.id));
+        for bad in ["", "names", "../x", ".tmp"] {
+            assert!(!cs.exists(bad), "{bad}");
+        }
+        cs.remove(&s).unwrap();
+        assert!(!cs.exists(&s.id));
     }
 
     #[test]

@@ -266,6 +266,13 @@ impl Vms {
         self.root.join(id)
     }
 
+    /// Whether VM `id` exists or is being made (its directory is there: a VM being made or
+    /// migrated in holds network endpoints before its config is written). What the engine
+    /// tells `corral_net::Networks::reconcile` an endpoint's owner is alive by.
+    pub fn exists(&self, id: &str) -> bool {
+        !id.is_empty() && !id.contains('/') && !id.starts_with('.') && self.dir(id).is_dir()
+    }
+
     /// The VM's name on this machine, for its runtime directory and cgroup:
     /// `vm-<first 16 of id>-<8 hex of the state root>` (the root's part keeps two state roots
     /// on one machine apart: a migrated VM keeps its id).
