@@ -56,6 +56,7 @@ use serde_json::Value;
 
 use corral_e2e::containers::{cgroup_dirs, host_output, process_alive, process_cmdline, signal};
 use corral_e2e::files::walk;
+use corral_e2e::fixtures::busybox_rootfs_with_random;
 use corral_e2e::networks::{bound_on, corral_nft_table, dns_processes, free_tcp_port};
 use corral_e2e::process::{describe, wait_deadline};
 use corral_e2e::{corral_bin, path_str, skip_unless_tools, unique_token, Corral};
@@ -78,7 +79,7 @@ const SETTLE: Duration = Duration::from_secs(10);
 static MARKS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// Commands with placeholders: `{NAME}`, `{VOL}`, `{NET}`, `{SUBNET}`, `{IMAGE}`, `{PORT}`,
-/// `{MARK}`.
+/// `{ARCHIVE}`, `{MARK}`.
 type Steps = &'static [&'static [&'static str]];
 
 /// One command under test, in its own world.
@@ -99,6 +100,9 @@ struct Scenario {
     reuse: Steps,
     /// Whether a network `{NET}` on `{SUBNET}` takes part (its host objects are checked).
     network: bool,
+    /// Whether image `{NAME}:1`, imported from `{ARCHIVE}`, takes part (it is removed, if it
+    /// exists, and the store pruned).
+    image: bool,
     /// Host programs it needs besides strace.
     tools: &'static [&'static str],
 }
@@ -112,6 +116,8 @@ struct Names {
     image: String,
     /// A free host port to publish.
     port: String,
+    /// A rootfs tarball of its own (busybox and random bytes), for image scenarios.
+    archive: String,
     /// The marker command's argument: `sleep MARK` is this world's container process.
     mark: String,
 }
@@ -126,6 +132,7 @@ impl Names {
                     .replace("{SUBNET}", &self.subnet)
                     .replace("{IMAGE}", &self.image)
                     .replace("{PORT}", &self.port)
+                    .replace("{ARCHIVE}", &self.archive)
                     .replace("{MARK}", &self.mark)
             })
             .collect()
@@ -173,7 +180,13 @@ impl<'a> Crash<'a> {
         } else {
             String::new()
         };
+        let archive = world.path("crash-image.tar");
+        if scenario.image {
+            let tar = busybox_rootfs_with_random(256 << 10, u64::from(std::process::id()));
+            fs::write(&archive, tar).expect("write the image archive");
+        }
         let names = Names {
+            archive: path_str(&archive).to_owned(),
             name: format!("crash-{short}"),
             volume: format!("crashvol-{short}"),
             network,
@@ -345,6 +358,17 @@ impl<'a> Crash<'a> {
         }
         for v in self.must(&["volume", "ls", "-q"], &ctx).split_whitespace() {
             self.must(&["volume", "rm", v], &ctx);
+        }
+        if self.scenario.image {
+            let tag = format!("{}:1", self.names.name);
+            let out = self.world.cmd(&["image", "rm", &tag]);
+            let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+            assert!(
+                out.status.success() || err.contains("image not known"),
+                "{ctx}: image rm {tag}: {}",
+                describe(&out)
+            );
+            self.must(&["image", "prune"], &ctx);
         }
         // Without -f: refused while any address of the network is allocated.
         for n in self.must(&["network", "ls", "-q"], &ctx).split_whitespace() {
@@ -694,6 +718,7 @@ fn run_detached_killed_anywhere_leaves_old_or_new_state() {
             restore: &[],
             reuse: CONTAINER_REUSE,
             network: false,
+            image: false,
             tools: &[],
         },
     );
@@ -711,6 +736,7 @@ fn create_killed_anywhere_leaves_old_or_new_state() {
             restore: &[],
             reuse: CONTAINER_REUSE,
             network: false,
+            image: false,
             tools: &[],
         },
     );
@@ -728,6 +754,7 @@ fn run_rm_killed_anywhere_leaves_old_or_new_state() {
             restore: &[],
             reuse: CONTAINER_REUSE,
             network: false,
+            image: false,
             tools: &[],
         },
     );
@@ -754,6 +781,7 @@ fn run_with_volume_killed_anywhere_leaves_old_or_new_state() {
             restore: &[],
             reuse: CONTAINER_REUSE,
             network: false,
+            image: false,
             tools: &[],
         },
     );
@@ -781,6 +809,7 @@ fn run_on_network_killed_anywhere_frees_its_addresses() {
             restore: NETWORK_FIXTURE,
             reuse: CONTAINER_REUSE,
             network: true,
+            image: false,
             tools: &[],
         },
     );
@@ -827,6 +856,7 @@ fn run_publishing_a_port_killed_anywhere_frees_address_and_port() {
                 &["network", "rm", "{NET}"],
             ],
             network: true,
+            image: false,
             tools: &[],
         },
     );
@@ -854,6 +884,7 @@ fn rm_force_killed_anywhere_leaves_old_or_new_state() {
             restore: &[],
             reuse: CONTAINER_REUSE,
             network: false,
+            image: false,
             tools: &[],
         },
     );
@@ -871,6 +902,7 @@ fn volume_create_killed_anywhere_leaves_old_or_new_state() {
             restore: &[],
             reuse: &[&["volume", "create", "{VOL}"], &["volume", "rm", "{VOL}"]],
             network: false,
+            image: false,
             tools: &[],
         },
     );
@@ -888,6 +920,7 @@ fn network_create_killed_anywhere_leaves_old_or_new_state() {
             restore: &[],
             reuse: NETWORK_REUSE,
             network: true,
+            image: false,
             tools: &[],
         },
     );
@@ -909,6 +942,7 @@ fn network_rm_killed_anywhere_leaves_old_or_new_state() {
             restore: &[],
             reuse: NETWORK_REUSE,
             network: true,
+            image: false,
             tools: &[],
         },
     );
@@ -943,6 +977,7 @@ fn vm_create_killed_anywhere_leaves_old_or_new_state() {
             restore: &[],
             reuse: VM_REUSE,
             network: false,
+            image: false,
             tools: &["qemu-img", "mkfs.ext4"],
         },
     );
@@ -965,6 +1000,7 @@ fn vm_rm_killed_anywhere_leaves_old_or_new_state() {
             restore: &[],
             reuse: VM_REUSE,
             network: false,
+            image: false,
             tools: &["qemu-img", "mkfs.ext4"],
         },
     );
@@ -989,4 +1025,46 @@ fn skip_unless_guest_agent(test: &str) -> bool {
         );
     }
     !found
+}
+
+/// Shows an image name is free: an image takes it.
+const IMAGE_REUSE: Steps = &[
+    &["image", "import", "{ARCHIVE}", "{NAME}:1"],
+    &["image", "rm", "{NAME}:1"],
+];
+
+#[test]
+fn image_import_killed_anywhere_leaves_old_or_new_state() {
+    crash_test(
+        "image_import_killed_anywhere_leaves_old_or_new_state",
+        &Scenario {
+            label: "image import",
+            args: &["image", "import", "{ARCHIVE}", "{NAME}:1"],
+            setup: &[],
+            before: &[],
+            restore: &[],
+            reuse: IMAGE_REUSE,
+            network: false,
+            image: true,
+            tools: &[],
+        },
+    );
+}
+
+#[test]
+fn image_rm_killed_anywhere_leaves_old_or_new_state() {
+    crash_test(
+        "image_rm_killed_anywhere_leaves_old_or_new_state",
+        &Scenario {
+            label: "image rm",
+            args: &["image", "rm", "{NAME}:1"],
+            setup: &[],
+            before: &[&["image", "import", "{ARCHIVE}", "{NAME}:1"]],
+            restore: &[],
+            reuse: IMAGE_REUSE,
+            network: false,
+            image: true,
+            tools: &[],
+        },
+    );
 }
