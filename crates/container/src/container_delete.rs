@@ -104,3 +104,31 @@ fn kill_all(cg: &Cgroup) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{new_id, State};
+
+    #[test]
+    fn a_container_whose_state_file_is_gone_can_be_removed() {
+        let t = tempfile::tempdir().unwrap();
+        let cs = Containers::open(t.path().join("containers")).unwrap();
+        let cgroups = t.path().join("cgroup");
+        std::fs::create_dir(&cgroups).unwrap();
+        let s = State::new(&new_id().unwrap(), "half");
+        cs.reserve_name("half", &s.id).unwrap();
+        cs.create(
+            &s,
+            &crate::ContainerConfig::defaults(vec![], vec!["true".into()]),
+        )
+        .unwrap();
+        // What an older version's rm left when killed after deleting the state file.
+        std::fs::remove_file(cs.dir(&s.id).join("state.json")).unwrap();
+        assert_eq!(cs.resolve("half").unwrap(), s.id);
+        delete(&cs, &s.id, false, &cgroups).unwrap();
+        assert!(cs.ids().unwrap().is_empty());
+        assert!(matches!(cs.resolve("half"), Err(StateError::NotFound(_))));
+        cs.reserve_name("half", &new_id().unwrap()).unwrap();
+    }
+}
