@@ -62,7 +62,7 @@ use corral_e2e::process::{describe, wait_deadline};
 use corral_e2e::{corral_bin, path_str, skip_unless_tools, unique_token, Corral};
 
 /// Points per scenario unless `CORRAL_CRASH_POINTS` says otherwise.
-const DEFAULT_POINTS: usize = 16;
+const DEFAULT_POINTS: usize = 32;
 
 /// The system calls that change state, traced in the first run (`execve` to find the CLI).
 /// `sendto` and `sendmsg` are netlink requests (links, addresses, routes) for the most part.
