@@ -1,4 +1,9 @@
 //! `create`: reserve the name, write the config and the state. Nothing runs yet.
+//!
+//! The container comes into existence in one step (its directory renamed into place, see
+//! [`crate::state`]): whatever else the caller keeps in its directory (the engine's record,
+//! the networks it is to join) goes in with it through [`create_with_files`], so that a crash
+//! never leaves a container without them.
 
 use crate::config::ContainerConfig;
 use crate::state::{new_id, Containers, State, StateError};
@@ -24,7 +29,17 @@ pub struct CreateRequest {
 
 /// Creates a container; returns its state.
 /// An empty `config.hostname` becomes the short id, as docker does.
-pub fn create(containers: &Containers, mut req: CreateRequest) -> Result<State, StateError> {
+pub fn create(containers: &Containers, req: CreateRequest) -> Result<State, StateError> {
+    create_with_files(containers, req, &[])
+}
+
+/// [`create`], with `files` (name in the container's directory, content) written into the
+/// directory before it is renamed into place: the container exists with them or not at all.
+pub fn create_with_files(
+    containers: &Containers,
+    mut req: CreateRequest,
+    files: &[(&str, &[u8])],
+) -> Result<State, StateError> {
     let id = new_id().map_err(|err| StateError::Io {
         what: "reading",
         path: "/dev/urandom".into(),
@@ -78,7 +93,7 @@ pub fn create(containers: &Containers, mut req: CreateRequest) -> Result<State, 
         }
         None => None,
     };
-    if let Err(e) = containers.create(&state, &req.config) {
+    if let Err(e) = containers.create_with_files(&state, &req.config, files) {
         let _ = containers.remove(&state);
         return Err(e);
     }

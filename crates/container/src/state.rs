@@ -371,12 +371,32 @@ impl Containers {
     /// Writes a new container's directory, config and state: built under a temporary name and
     /// renamed into place, so that the container exists whole or not at all.
     pub fn create(&self, state: &State, config: &ContainerConfig) -> Result<()> {
+        self.create_with_files(state, config, &[])
+    }
+
+    /// [`Containers::create`], with more files (name in the directory, content) written
+    /// before the directory is renamed into place.
+    pub fn create_with_files(
+        &self,
+        state: &State,
+        config: &ContainerConfig,
+        files: &[(&str, &[u8])],
+    ) -> Result<()> {
         let dir = self.dir(&state.id);
         let tmp = crate::staging::path(&self.root, &state.id, crate::staging::TMP);
         let built = (|| {
             for sub in ["upper", "work", "rootfs"] {
                 let p = tmp.join(sub);
                 fs::create_dir_all(&p).map_err(io_err("creating", &p))?;
+            }
+            for (name, data) in files {
+                let p = tmp.join(name);
+                if name.contains('/') || name.starts_with('.') {
+                    return Err(io_err("creating", &p)(io::Error::other(
+                        "not a plain file name",
+                    )));
+                }
+                fs::write(&p, data).map_err(io_err("writing", &p))?;
             }
             write_json(&tmp.join("config.json"), config)?;
             write_json(&tmp.join("state.json"), state)?;
@@ -747,6 +767,27 @@ mod tests {
         make(&cs, "db");
         Containers::open(cs.root()).unwrap();
         assert!(!trash.exists());
+    }
+
+    #[test]
+    fn extra_files_come_in_with_the_container() {
+        let (_t, cs) = store();
+        let s = State::new(&new_id().unwrap(), "f");
+        let cfg = ContainerConfig::defaults(vec![], vec!["true".into()]);
+        cs.create_with_files(&s, &cfg, &[("networks.json", b"[]")])
+            .unwrap();
+        assert_eq!(
+            fs::read(cs.dir(&s.id).join("networks.json")).unwrap(),
+            b"[]"
+        );
+        let t = State::new(&new_id().unwrap(), "g");
+        assert!(cs.create_with_files(&t, &cfg, &[("../x", b"")]).is_err());
+        assert!(!cs.exists(&t.id));
+        assert_eq!(
+            entries(cs.root()).len(),
+            2,
+            "no temporary directory is left"
+        );
     }
 
     #[test]
