@@ -109,12 +109,12 @@ unshare -m --propagation private sh -c "
 # Two long-running containers; their init's pid gives their network namespace.
 a=$("$CORRAL" run -d $net_flag bench/busybox:1 sleep 600)
 b=$("$CORRAL" run -d $net_flag bench/busybox:1 sleep 600)
-read -r pid_a ip_a < <("$CORRAL" inspect "$a" | python3 -c '
+read -r pid_a ip_a < <("$CORRAL" inspect --json "$a" | python3 -c '
 import json, sys
 c = json.load(sys.stdin)
 nets = c["network_settings"]["networks"]
 print(c["state"]["pid"], next(iter(nets.values()))["ip"].split("/")[0])')
-pid_b=$("$CORRAL" inspect "$b" | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"]["pid"])')
+pid_b=$("$CORRAL" inspect --json "$b" | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"]["pid"])')
 
 # The floor: two namespaces, one veth pair, nothing between.
 ip netns add "$ns_a"

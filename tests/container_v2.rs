@@ -32,7 +32,7 @@ r BUSYBOX sh -c 'echo own_cgroup=$(cat /proc/self/cgroup); touch /sys/fs/cgroup/
 r -m 16m BUSYBOX sh -c 'echo memory_max=$(cat /sys/fs/cgroup/memory.max)'
 $C run --name hog --network none -m 8m BUSYBOX sh -c 'x=a; while true; do x=$x$x; done'
 echo "oom_exit=$?"
-$C inspect hog | grep -q '"oom_killed": *true' && echo oom_killed=true || echo oom_killed=false
+$C inspect --json hog | grep -q '"oom_killed": *true' && echo oom_killed=true || echo oom_killed=false
 $C rm hog >/dev/null
 r --cpus 0.5 --cpu-shares 512 --cpuset-cpus 1 BUSYBOX sh -c 'echo cpu_max=$(cat /sys/fs/cgroup/cpu.max); echo cpu_weight=$(cat /sys/fs/cgroup/cpu.weight); echo cpuset=$(cat /sys/fs/cgroup/cpuset.cpus)'
 r --pids-limit 10 BUSYBOX sh -c 'echo pids_max=$(cat /sys/fs/cgroup/pids.max); for i in $(seq 1 30); do sleep 5 & done 2>/dev/null; wait; echo all_forked=yes'
