@@ -13,7 +13,7 @@ cargo test --release --locked --workspace --no-run
 # End-to-end tests are I/O-bound (registries, podman, unpacking): run more than one per core.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}"
 status=0
-cargo test --release --locked --workspace 2>&1 | tee /tmp/corral-test.log || status=$?
+cargo test --release --locked --workspace --no-fail-fast 2>&1 | tee /tmp/corral-test.log || status=$?
 
 # Nothing may be left behind: a leftover mount, cgroup or process with corral's name is a
 # cleanup bug.
