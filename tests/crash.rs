@@ -58,7 +58,7 @@ use corral_e2e::containers::{cgroup_dirs, host_output, process_alive, process_cm
 use corral_e2e::files::walk;
 use corral_e2e::fixtures::busybox_rootfs_with_random;
 use corral_e2e::networks::{bound_on, corral_nft_table, dns_processes, free_tcp_port};
-use corral_e2e::process::{describe, wait_deadline};
+use corral_e2e::process::describe;
 use corral_e2e::{corral_bin, path_str, skip_unless_tools, unique_token, Corral};
 
 /// Points per scenario unless `CORRAL_CRASH_POINTS` says otherwise.
@@ -171,12 +171,8 @@ impl<'a> Crash<'a> {
         let token = unique_token();
         let short = &token[token.len().saturating_sub(6)..];
         let network = format!("crashnet-{short}");
-        // A subnet no other network of the host has: the harness finds one, then frees it
-        // for the scenario.
         let subnet = if scenario.network {
-            let net = world.create_test_network(&network, 24, &[]);
-            world.ok(&["network", "rm", &network]);
-            net.subnet
+            free_subnet(&world, &network)
         } else {
             String::new()
         };
@@ -286,14 +282,39 @@ impl<'a> Crash<'a> {
                 self.args().join(" ")
             );
         }
+        // The CLI's end is in the trace once strace has seen it (a zombie is not yet seen).
+        if let Some(cli) = cli {
+            let seen_by = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < seen_by && matches!(strace.try_wait(), Ok(None)) {
+                let trace = fs::read_to_string(&trace_path).unwrap_or_default();
+                if trace.lines().any(|l| {
+                    l.split_once(' ').is_some_and(|(p, r)| {
+                        p == cli.to_string() && r.trim_start().starts_with("+++")
+                    })
+                }) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         // Detach from what still runs (a monitor, a container): strace leaves on SIGTERM.
         if let Ok(None) = strace.try_wait() {
             signal(spid, "TERM");
         }
-        if wait_deadline(&mut strace, Duration::from_secs(20)).is_none() {
+        // strace sometimes never leaves a process killed while several of its threads exit
+        // (one waits in its exit stop for a tracer that no longer looks at it): killing strace
+        // detaches it, as the kernel does for a tracer that dies, and lets the thread go.
+        let detach_by = Instant::now() + Duration::from_secs(10);
+        while matches!(strace.try_wait(), Ok(None)) && Instant::now() < detach_by {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if let Ok(None) = strace.try_wait() {
+            eprintln!(
+                "{}: strace {extra:?} did not detach within 10 s; killed it",
+                self.scenario.label
+            );
             let _ = strace.kill();
             let _ = strace.wait();
-            panic!("strace did not detach");
         }
         let trace = fs::read_to_string(&trace_path).unwrap_or_default();
         let _ = fs::remove_file(&trace_path);
@@ -559,6 +580,27 @@ fn network_leftovers(names: &Names) -> Vec<String> {
         left.push(format!("DNS process {pid}"));
     }
     left
+}
+
+/// A /24 of 10.123.0.0/16 that no network of the host has. That range is the crash tests'
+/// own: the scenarios remove and make their network again and again, and the harness's pool
+/// (`networks::TEST_POOL`) is shared with other tests, which could take it in between.
+fn free_subnet(world: &Corral, name: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start = std::process::id() % 200;
+    for _ in 0..256 {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let subnet = format!("10.123.{}.0/24", (start + n) % 256);
+        if world
+            .cmd(&["network", "create", "--subnet", &subnet, name])
+            .status
+            .success()
+        {
+            world.ok(&["network", "rm", name]);
+            return subnet;
+        }
+    }
+    panic!("no free /24 in 10.123.0.0/16");
 }
 
 fn poll(mut done: impl FnMut() -> bool) -> bool {
