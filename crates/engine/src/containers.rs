@@ -167,7 +167,29 @@ impl Engine {
             }
         };
         let entrypoint = plan.config.args[..plan.entrypoint_len].to_vec();
-        let state = match container_create::create(
+        // Everything the container's directory holds comes in with it, in one rename: a
+        // crash leaves the container whole or absent (corral-container's commit point).
+        plan.record.anonymous_volumes = made.clone();
+        let mut files: Vec<(&str, Vec<u8>)> = vec![(
+            crate::record::FILE,
+            serde_json::to_vec_pretty(&plan.record).expect("serializable"),
+        )];
+        if !plan.attachments.is_empty() {
+            files.push((
+                corral_net::attach::REQUESTS,
+                serde_json::to_vec(&plan.attachments).expect("serializable"),
+            ));
+        } else if !plan.record.extra_hosts.is_empty() && plan.record.pod.is_none() {
+            // --add-host without a corral network: a hosts file of its own (docker's too).
+            let mut hosts =
+                String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+            for (name, ip) in &plan.record.extra_hosts {
+                hosts.push_str(&format!("{ip}\t{name}\n"));
+            }
+            files.push(("hosts", hosts.into_bytes()));
+        }
+        let files: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+        let state = match container_create::create_with_files(
             &cs,
             CreateRequest {
                 name: spec.name.clone(),
@@ -178,6 +200,7 @@ impl Engine {
                 entrypoint,
                 userns_auto: plan.userns_auto,
             },
+            &files,
         ) {
             Ok(s) => s,
             Err(e) => {
@@ -185,33 +208,6 @@ impl Engine {
                 return Err(e.into());
             }
         };
-        plan.record.anonymous_volumes = made;
-        let dir = cs.dir(&state.id);
-        let saved = plan.record.save(&dir).and_then(|()| {
-            // --add-host without a corral network: a hosts file of its own (docker's too).
-            if plan.attachments.is_empty()
-                && !plan.record.extra_hosts.is_empty()
-                && plan.record.pod.is_none()
-            {
-                let mut hosts = String::from(
-                    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-                );
-                for (name, ip) in &plan.record.extra_hosts {
-                    hosts.push_str(&format!("{ip}\t{name}\n"));
-                }
-                std::fs::write(dir.join("hosts"), hosts).map_err(crate::io_err("writing", &dir))?;
-            }
-            if plan.attachments.is_empty() {
-                Ok(())
-            } else {
-                corral_net::attach::save_requests(&dir, &plan.attachments).map_err(Into::into)
-            }
-        });
-        if let Err(e) = saved {
-            let _ = cs.remove(&state);
-            undo_volumes(&plan.record.anonymous_volumes);
-            return Err(e);
-        }
         self.emit(
             Event::new("container", "create", &state.id)
                 .attr("name", &state.name)
@@ -374,6 +370,8 @@ impl Engine {
         let s = cs.load_raw(id).ok();
         container_delete::delete(&cs, id, force, Path::new(CGROUP_ROOT))?;
         self.release_networks(id)?;
+        // What a crash between the two steps above left (of this or any other owner).
+        self.reconcile_networks();
         if volumes {
             crate::monitor::remove_anonymous_volumes(&self.root, &record);
         }

@@ -196,6 +196,23 @@ impl Engine {
         Ok(Some(ns))
     }
 
+    /// Frees the endpoints, addresses and ports of owners (containers, VMs, pods) that no
+    /// longer exist — what a command killed between removing an owner and releasing its
+    /// networks left. Failures are logged: this is housekeeping on the way of another command.
+    pub fn reconcile_networks(&self) {
+        let Ok(cs) = self.containers() else { return };
+        let vms = self.vms();
+        let pods = self.root.join("pods");
+        let alive = |owner: &str| {
+            cs.exists(owner)
+                || vms.exists(owner)
+                || (!owner.contains('/') && pods.join(owner).join("pod.json").is_file())
+        };
+        if let Err(e) = self.networks().reconcile(&alive) {
+            tracing::warn!("reconciling the networks' endpoints: {e}");
+        }
+    }
+
     /// When a container goes: its endpoints, addresses, published ports and DNS names.
     pub fn release_networks(&self, id: &str) -> Result<()> {
         Ok(self.networks().release(id)?)
@@ -303,6 +320,8 @@ impl Engine {
     /// `network rm`: a network in use is refused unless `force`, which disconnects its
     /// containers (their `/etc/hosts` lose its line).
     pub fn remove_network(&self, name: &str, force: bool) -> Result<()> {
+        // Endpoints of owners a crash left gone must not keep the network in use.
+        self.reconcile_networks();
         let nets = self.networks();
         let eps = nets.endpoints(name).unwrap_or_default();
         match nets.remove(name, force) {

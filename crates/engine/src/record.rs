@@ -55,7 +55,8 @@ pub struct Record {
     pub pod: Option<String>,
 }
 
-const FILE: &str = "engine.json";
+/// The record's file in a container's directory.
+pub const FILE: &str = "engine.json";
 
 impl Record {
     /// Reads the record in a container's directory; the defaults if it has none.

@@ -54,7 +54,8 @@ pub struct Attachment {
     pub ports: Vec<PortSpec>,
 }
 
-const REQUESTS: &str = "networks.json";
+/// The file in a container's directory that lists the networks it asked for.
+pub const REQUESTS: &str = "networks.json";
 
 /// Records in a container's directory the networks it is to join.
 pub fn save_requests(container_dir: &Path, to: &[Attachment]) -> Result<(), NetError> {

@@ -66,7 +66,7 @@ pub fn run(engine: &Engine, cmd: NetworkCommand) -> Result<()> {
         NetworkCommand::Disconnect { network, container } => {
             Ok(engine.disconnect(&network, &container)?)
         }
-        NetworkCommand::Prune { force: _ } => prune(root),
+        NetworkCommand::Prune { force: _ } => prune(engine),
     }
 }
 
@@ -217,12 +217,14 @@ fn inspect(root: &Path, names: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn prune(root: &Path) -> Result<()> {
-    let nets = networks(root);
+fn prune(engine: &Engine) -> Result<()> {
+    // Endpoints of owners a crash left gone do not keep a network in use.
+    engine.reconcile_networks();
+    let nets = networks(engine.root());
     for n in nets.list()? {
         if n.name != corral_net::store::DEFAULT_NETWORK
             && nets.endpoints(&n.name)?.is_empty()
-            && nets.remove(&n.name, false).is_ok()
+            && engine.remove_network(&n.name, false).is_ok()
         {
             println!("{}", n.name);
         }
