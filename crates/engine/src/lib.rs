@@ -1,15 +1,19 @@
-//! corral-engine: the one door from "make this run on this host" to a running container or VM.
+//! corral-engine: the one door from "make this run on this host" to a running container, pod
+//! or VM.
 //!
 //! Owns the way from a typed workload spec ([`spec::ContainerSpec`]) to a running workload:
 //! the image resolved (and pulled when the pull policy says so), the runtime's plan built from
 //! the image's config and the spec ([`plan`]), user and group names resolved in the image
 //! ([`users`]), volumes made, networks joined around the start and left at the end
-//! ([`networks`]), health checks ([`health`]), the VM path for `--isolation vm` and `corral vm` ([`vms`]); the operations
-//! on containers ([`containers`]: create, start — again, too —, stop with the image's stop
-//! signal, kill, restart, remove, exec, wait, rename, list with filters); pods ([`pods`]); the events journal
-//! ([`events`]); logs ([`logs`]); docker-shaped views for `inspect` and `ps` ([`views`]).
-//! The CLI, compose, the builder and the node agent all start workloads through here, so a
-//! container started by one is the same thing as one started by another.
+//! ([`networks`]), pods ([`pods`]), health checks ([`health`]), the VM path for
+//! `--isolation vm` and `corral vm` ([`vms`]); the operations on containers ([`containers`]:
+//! create, start — again, too —, stop with the image's stop signal, kill, restart, update,
+//! remove, exec, wait, rename), listing with filters ([`list`]), images made from containers
+//! ([`images`]: commit, diff, history), the events journal ([`events`]) and the monitor's part
+//! in it ([`monitor`]), logs ([`logs`]), docker-shaped views for `inspect` and `ps` ([`views`])
+//! and the `--format` templates over them ([`template`]). The CLI, compose, the builder and
+//! the node agent all start workloads through here, so a container started by one is the same
+//! thing as one started by another.
 //!
 //! Does not own: the runtime itself (namespaces, cgroups, the monitor: corral-container),
 //! images (corral-image), networks' mechanics (corral-net), VMs' mechanics (corral-vm), the
