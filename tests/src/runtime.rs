@@ -349,7 +349,7 @@ impl Default for PodmanOnCorral {
 impl PodmanOnCorral {
     /// A fresh store, and the `corral-runtime` podman is pointed at: a link to the runtime's
     /// own executable built beside corral (what the docs install), or to corral itself (its
-    /// argv[0] dispatch; containerd's test uses that one).
+    /// `argv[0]` dispatch; containerd's test uses that one).
     pub fn new() -> Self {
         let dir = test_tempdir("podman-runtime");
         let base = dir.path().to_path_buf();

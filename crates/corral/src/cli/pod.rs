@@ -8,7 +8,7 @@ pub enum PodCommand {
     /// Make a pod: its network (address, published ports, DNS name) and hostname are shared
     /// by every container run in it with `corral run --pod NAME`.
     Create {
-        /// The pod's name (default: pod-<id>).
+        /// The pod's name (default: `pod-<id>`).
         #[arg(long)]
         name: Option<String>,
         /// The pod's hostname (default: its name).

@@ -88,7 +88,7 @@ pub enum VmCommand {
         /// Working directory in the guest.
         #[arg(short, long)]
         workdir: Option<String>,
-        /// UID[:GID] in the guest.
+        /// `UID[:GID]` in the guest.
         #[arg(short, long)]
         user: Option<String>,
         /// The VM.
@@ -314,7 +314,7 @@ pub struct VmRunArgs {
     /// An extra DNS name on the networks.
     #[arg(long)]
     pub network_alias: Vec<String>,
-    /// Publish a guest port on the host: [IP:][HOSTPORT:]PORT[/tcp|udp], ranges as
+    /// Publish a guest port on the host: `[IP:][HOSTPORT:]PORT[/tcp|udp]`, ranges as
     /// 8000-8010:80-90 (on the first network).
     #[arg(short, long = "publish", value_name = "SPEC")]
     pub publish: Vec<String>,
@@ -330,7 +330,7 @@ pub struct VmRunArgs {
     /// Working directory of the main process.
     #[arg(short, long)]
     pub workdir: Option<String>,
-    /// UID[:GID] of the main process.
+    /// `UID[:GID]` of the main process.
     #[arg(short, long)]
     pub user: Option<String>,
     /// Replace the image's entrypoint.
