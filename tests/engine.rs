@@ -1901,3 +1901,59 @@ fn rm_filter_and_rm_all_remove_exactly_the_right_containers() {
         "rm -a -f removes every container"
     );
 }
+
+#[test]
+fn cp_with_dash_streams_a_tar_as_docker_does() {
+    if skip_unless_root("cp_with_dash_streams_a_tar_as_docker_does") {
+        return;
+    }
+    let c = world();
+    let mut g = ContainerGuard::new(&c);
+    let name = unique_name("cp-tar");
+    run_looping(&c, &mut g, &name, &[], BUSYBOX_IMAGE);
+
+    // Into the container: a tar on standard input, unpacked into an existing directory.
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(6);
+    h.set_mode(0o640);
+    h.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut h, "in/hello.txt", &b"hello\n"[..])
+        .expect("tar entry");
+    let stream = tar.into_inner().expect("tar");
+    let out = c.cmd_with_stdin(&["cp", "-", &format!("{name}:/tmp")], stream.clone());
+    assert!(out.status.success(), "cp - C:/tmp: {}", describe(&out));
+    let inside = c.ok(&[
+        "exec",
+        &name,
+        "sh",
+        "-c",
+        "cat /tmp/in/hello.txt; stat -c %a /tmp/in/hello.txt",
+    ]);
+    assert_eq!(inside, "hello\n640\n");
+    // docker: the destination of a stream must be an existing directory.
+    let out = c.cmd_with_stdin(&["cp", "-", &format!("{name}:/nowhere")], stream);
+    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+    // A stream that is not a tar is refused, naming standard input.
+    let out = c.cmd_with_stdin(&["cp", "-", &format!("{name}:/tmp")], b"not a tar".to_vec());
+    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+
+    // Out of the container: a tar on standard output, named from the path's last component.
+    let out = c.cmd(&["cp", &format!("{name}:/tmp/in"), "-"]);
+    assert!(out.status.success(), "cp C:/tmp/in -: {}", describe(&out));
+    let mut names: Vec<String> = tar::Archive::new(&out.stdout[..])
+        .entries()
+        .expect("a tar on stdout")
+        .map(|e| {
+            let p = e
+                .expect("entry")
+                .path()
+                .expect("path")
+                .display()
+                .to_string();
+            p.trim_end_matches('/').to_owned()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, ["in", "in/hello.txt"], "entries of the stream");
+}

@@ -79,6 +79,12 @@ fn in_root(root: BorrowedFd<'_>, path: &str, flags: OFlags) -> rustix::io::Resul
     )
 }
 
+/// Whether `path` is a directory in the running container (resolved inside its root).
+pub fn is_dir(containers: &Containers, id: &str, path: &str) -> Result<bool, CpError> {
+    let root = container_root(containers, id)?;
+    Ok(in_root(root.as_fd(), path, OFlags::PATH | OFlags::DIRECTORY).is_ok())
+}
+
 /// Copies `path` in the container to `dest` on the host (into it, if it is a directory).
 pub fn copy_out(containers: &Containers, id: &str, path: &str, dest: &Path) -> Result<(), CpError> {
     let root = container_root(containers, id)?;

@@ -134,3 +134,75 @@ impl Engine {
         Ok(out)
     }
 }
+
+impl Engine {
+    /// `cp C:PATH -`: `path` in a running container as a tar stream (docker's form), written
+    /// to `out`. The files are first copied out as `cp` copies them — resolved inside the
+    /// container, symlinks as symlinks — into a private scratch directory.
+    pub fn copy_out_tar(&self, id: &str, path: &str, out: impl std::io::Write) -> Result<()> {
+        let cs = self.containers()?;
+        let scratch = tempfile::Builder::new()
+            .prefix(".cp-")
+            .tempdir_in(cs.dir(id))
+            .map_err(crate::io_err("making a scratch directory in", &cs.dir(id)))?;
+        corral_container::container_cp::copy_out(&cs, id, path, scratch.path())
+            .map_err(|e| EngineError::Conflict(crate::containers::chain(&e)))?;
+        let mut tar = tar::Builder::new(out);
+        tar.follow_symlinks(false);
+        for e in
+            std::fs::read_dir(scratch.path()).map_err(crate::io_err("listing", scratch.path()))?
+        {
+            let e = e.map_err(crate::io_err("listing", scratch.path()))?;
+            let name = e.file_name();
+            let p = e.path();
+            let r = if p.is_dir() && !p.is_symlink() {
+                tar.append_dir_all(&name, &p)
+            } else {
+                tar.append_path_with_name(&p, &name)
+            };
+            r.map_err(crate::io_err("writing the tar stream of", &p))?;
+        }
+        tar.finish()
+            .map_err(crate::io_err("writing the tar stream of", scratch.path()))?;
+        Ok(())
+    }
+
+    /// `cp - C:PATH`: a tar stream from `input` unpacked into directory `path` of a running
+    /// container. The archive is hostile input: it is unpacked into a private scratch
+    /// directory first (the tar crate refuses `..` and absolute names and never writes
+    /// through a symlink it made), then each entry is copied in as `cp` copies files in.
+    pub fn copy_in_tar(&self, id: &str, input: impl std::io::Read, path: &str) -> Result<()> {
+        let cs = self.containers()?;
+        // docker's rule: the destination of a stream is an existing directory.
+        let is_dir = corral_container::container_cp::is_dir(&cs, id, path)
+            .map_err(|e| EngineError::Conflict(crate::containers::chain(&e)))?;
+        if !is_dir {
+            return Err(EngineError::invalid(format!(
+                "cp -: {path} is not a directory in the container: a tar stream is unpacked into an existing directory"
+            )));
+        }
+        let scratch = tempfile::Builder::new()
+            .prefix(".cp-")
+            .tempdir_in(cs.dir(id))
+            .map_err(crate::io_err("making a scratch directory in", &cs.dir(id)))?;
+        let mut archive = tar::Archive::new(input);
+        archive.set_preserve_permissions(true);
+        archive.set_overwrite(true);
+        archive.unpack(scratch.path()).map_err(|e| {
+            EngineError::invalid(format!("cp -: the tar stream on standard input: {e}"))
+        })?;
+        let target = if path.ends_with('/') {
+            path.to_owned()
+        } else {
+            format!("{path}/")
+        };
+        for e in
+            std::fs::read_dir(scratch.path()).map_err(crate::io_err("listing", scratch.path()))?
+        {
+            let e = e.map_err(crate::io_err("listing", scratch.path()))?;
+            corral_container::container_cp::copy_in(&cs, id, &e.path(), &target)
+                .map_err(|err| EngineError::Conflict(crate::containers::chain(&err)))?;
+        }
+        Ok(())
+    }
+}

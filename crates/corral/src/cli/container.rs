@@ -168,7 +168,8 @@ pub enum ContainerCommand {
         command: Vec<String>,
     },
     /// Copy files between a running container and the host: `cp CONTAINER:PATH HOSTPATH` or
-    /// `cp HOSTPATH CONTAINER:PATH`.
+    /// `cp HOSTPATH CONTAINER:PATH`; `-` for HOSTPATH is a tar stream on standard output
+    /// (`cp C:/etc -`) or input (`cp - C:/dir`).
     Cp {
         /// Source.
         source: String,

@@ -870,6 +870,16 @@ fn cp(engine: &Engine, source: &str, destination: &str) -> Result<()> {
     use corral_container::container_cp;
     let cs = engine.containers()?;
     match (container_side(source), container_side(destination)) {
+        // `-`: a tar stream on standard output or input, as docker's.
+        (Some((c, p)), None) if destination == "-" => {
+            let id = cs.resolve(c)?;
+            let out = std::io::stdout().lock();
+            engine.copy_out_tar(&id, p, std::io::BufWriter::new(out))?;
+        }
+        (None, Some((c, p))) if source == "-" => {
+            let id = cs.resolve(c)?;
+            engine.copy_in_tar(&id, std::io::stdin().lock(), p)?;
+        }
         (Some((c, p)), None) => {
             let id = cs.resolve(c)?;
             container_cp::copy_out(&cs, &id, p, Path::new(destination))?;
