@@ -24,7 +24,10 @@ use corral_e2e::containers::{
 };
 use corral_e2e::mounts::mounts_under;
 use corral_e2e::process::{describe, wait_deadline};
-use corral_e2e::{path_str, report_skip, skip_unless_root, unique_token, ContainerGuard, Corral};
+use corral_e2e::{
+    path_str, report_skip, skip_unless_root, stderr_of, stdout_of, unique_name, unique_token,
+    ContainerGuard, Corral,
+};
 
 /// corral's own failures (docs/cli-containers.md).
 const EXIT_CORRAL: i32 = 125;
@@ -45,19 +48,6 @@ fn world() -> Corral {
     c.timeout = COMMAND_TIMEOUT;
     c.busybox_image();
     c
-}
-
-/// A container name unique to this run: `<prefix>-<token>`.
-fn unique_name(prefix: &str) -> String {
-    format!("{prefix}-{}", unique_token())
-}
-
-fn stdout_of(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr_of(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Asserts the container command ran and failed on its own (not corral's 125, not 126/127,

@@ -27,7 +27,8 @@ use corral_e2e::networks::{free_tcp_port, NetworkGuard};
 use corral_e2e::process::describe;
 use corral_e2e::registry::REGISTRY_BIN;
 use corral_e2e::{
-    path_str, skip_unless_root, skip_unless_tools, unique_token, ContainerGuard, Corral, Registry,
+    path_str, skip_unless_root, skip_unless_tools, stderr_of, stdout_of, unique_name,
+    ContainerGuard, Corral, Registry,
 };
 
 /// corral's own failures (docs/cli-containers.md).
@@ -51,19 +52,6 @@ fn world() -> Corral {
     c.timeout = COMMAND_TIMEOUT;
     c.busybox_image();
     c
-}
-
-/// A name unique to this run: `<prefix>-<token>`.
-fn unique_name(prefix: &str) -> String {
-    format!("{prefix}-{}", unique_token())
-}
-
-fn stdout_of(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr_of(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// `corral run --rm FLAGS IMAGE CMD...`, whatever its outcome.

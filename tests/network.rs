@@ -30,7 +30,10 @@ use corral_e2e::networks::{
     DEFAULT_NETWORK, DEFAULT_SUBNET, HOST_PYTHON,
 };
 use corral_e2e::process::describe;
-use corral_e2e::{path_str, report_skip, skip_unless_tools, unique_token, ContainerGuard, Corral};
+use corral_e2e::{
+    path_str, report_skip, skip_unless_tools, stdout_of, unique_name, unique_token, ContainerGuard,
+    Corral,
+};
 
 /// Deadline of one corral command here.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -47,11 +50,6 @@ fn world() -> Corral {
     c.timeout = COMMAND_TIMEOUT;
     c.busybox_image();
     c
-}
-
-/// A name unique to this run, usable as a container, network or DNS name: `<prefix>-<token>`.
-fn unique_name(prefix: &str) -> String {
-    format!("{prefix}-{}", unique_token())
 }
 
 /// The `-v` flags for the host's python3 in a busybox container, or `None` after a loud skip.
@@ -71,10 +69,6 @@ fn exec(c: &Corral, container: &str, cmd: &[&str]) -> Output {
     let mut args = vec!["exec", container];
     args.extend_from_slice(cmd);
     c.cmd(&args)
-}
-
-fn stdout_of(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Runs `attempt` until its stdout contains `want` or [`SERVER_START`] passes; the last output.

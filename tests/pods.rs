@@ -22,7 +22,9 @@ use corral_e2e::containers::{poll_until, printed_container_id, BUSYBOX_IMAGE};
 use corral_e2e::engine::{json_at, ok_output};
 use corral_e2e::networks::{free_tcp_port, host_python_binds, http_get_ok, NetworkGuard};
 use corral_e2e::process::describe;
-use corral_e2e::{report_skip, skip_unless_tools, unique_token, ContainerGuard, Corral};
+use corral_e2e::{
+    report_skip, skip_unless_tools, stderr_of, unique_name, unique_token, ContainerGuard, Corral,
+};
 
 /// corral's own failures (docs/cli-containers.md).
 const EXIT_CORRAL: i32 = 125;
@@ -49,15 +51,6 @@ fn world() -> Corral {
     c.timeout = COMMAND_TIMEOUT;
     c.busybox_image();
     c
-}
-
-/// A name unique to this run: `<prefix>-<token>`.
-fn unique_name(prefix: &str) -> String {
-    format!("{prefix}-{}", unique_token())
-}
-
-fn stderr_of(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// `corral pod create --name NAME FLAGS...`, tracked by `pods`; the id it printed.

@@ -23,7 +23,8 @@ use corral_e2e::engine::{json_at, ok_output, table_row, user_rootfs};
 use corral_e2e::networks::{host_python_binds, NetworkGuard};
 use corral_e2e::process::describe;
 use corral_e2e::{
-    report_skip, skip_unless_root, skip_unless_tools, unique_token, ContainerGuard, Corral,
+    report_skip, skip_unless_root, skip_unless_tools, stderr_of, stdout_of, unique_name,
+    ContainerGuard, Corral,
 };
 
 /// corral's own failures (docs/cli-containers.md).
@@ -50,19 +51,6 @@ fn world() -> Corral {
     c.timeout = COMMAND_TIMEOUT;
     c.busybox_image();
     c
-}
-
-/// A name unique to this run: `<prefix>-<token>`.
-fn unique_name(prefix: &str) -> String {
-    format!("{prefix}-{}", unique_token())
-}
-
-fn stdout_of(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr_of(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// `corral run -d --name NAME FLAGS IMAGE CMD...`, tracked by `guard`; the id.

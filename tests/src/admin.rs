@@ -3,14 +3,13 @@
 //! completion, man pages, and the late `run` flags): a world with the busybox image, unique
 //! names, container state by `inspect`, and log polling.
 
-use std::process::Output;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::containers::poll_until;
 use crate::engine::json_at;
-use crate::{unique_token, Corral};
+use crate::Corral;
 
 /// corral's own failures (docs/cli-containers.md).
 pub const EXIT_CORRAL: i32 = 125;
@@ -29,15 +28,9 @@ pub fn world() -> Corral {
     c
 }
 
-/// A name unique to this run: `<prefix>-<token>`.
-pub fn unique_name(prefix: &str) -> String {
-    format!("{prefix}-{}", unique_token())
-}
+pub use crate::unique_name;
 
-/// Stdout of `out`, lossily.
-pub fn stdout_of(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+pub use crate::stdout_of;
 
 /// `.State` of `inspect NAME` (docker's shape).
 pub fn state(c: &Corral, name: &str) -> Value {

@@ -177,6 +177,22 @@ pub fn unique_token() -> String {
     format!("{}x{n}x{nanos}", std::process::id())
 }
 
+/// A name unique to this run, usable as a container, network, pod or DNS name:
+/// `<prefix>-<token>`.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}-{}", unique_token())
+}
+
+/// A command's standard output, lossily.
+pub fn stdout_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A command's standard error, lossily.
+pub fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// A path as `&str`, for command-line arguments; temp paths made by this harness are UTF-8.
 pub fn path_str(path: &Path) -> &str {
     path.to_str()
