@@ -731,8 +731,16 @@ fn a_dead_qemu_or_monitor_is_reported_and_cleaned() {
 
 /// The number a guest's counter loop last wrote to `/counter` (0 before it wrote one).
 fn counter(c: &Corral, vm: &str) -> u64 {
-    let out = c.cmd(&["vm", "exec", vm, "--", "cat", "/counter"]);
-    stdout(&out).trim().parse().unwrap_or(0)
+    // `echo $i > /counter` truncates before it writes: a read can find it empty (a busy TCG
+    // guest makes that likely); read again rather than take the empty file for 0.
+    for _ in 0..20 {
+        let out = c.cmd(&["vm", "exec", vm, "--", "cat", "/counter"]);
+        if let Ok(n) = stdout(&out).trim().parse() {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    0
 }
 
 #[test]
