@@ -569,6 +569,50 @@ pub struct ContainerConfig {
     /// `--uts host`; the hostname is then the host's and is never set).
     #[serde(default)]
     pub host_namespaces: Vec<String>,
+    /// An OCI bundle's lifecycle hooks (see [`crate::hooks`]).
+    #[serde(default)]
+    pub hooks: Option<crate::hooks::Hooks>,
+    /// The propagation of the container's `/` (`linux.rootfsPropagation`); `None`: private.
+    #[serde(default)]
+    pub rootfs_propagation: Option<Propagation>,
+}
+
+/// A mount's propagation type.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Propagation {
+    /// Events go both ways with its peers.
+    Shared,
+    /// Events come from its master only.
+    Slave,
+    /// No events either way.
+    Private,
+    /// Private, and cannot be bind mounted.
+    Unbindable,
+}
+
+impl Propagation {
+    /// From the spec's name (`shared`, `rslave` ...).
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s.strip_prefix('r').unwrap_or(s) {
+            "shared" => Propagation::Shared,
+            "slave" => Propagation::Slave,
+            "private" => Propagation::Private,
+            "unbindable" => Propagation::Unbindable,
+            _ => return None,
+        })
+    }
+
+    /// The mount(2) flags.
+    pub fn flags(self) -> rustix::mount::MountPropagationFlags {
+        use rustix::mount::MountPropagationFlags as F;
+        match self {
+            Propagation::Shared => F::SHARED,
+            Propagation::Slave => F::DOWNSTREAM,
+            Propagation::Private => F::PRIVATE,
+            Propagation::Unbindable => F::UNBINDABLE,
+        }
+    }
 }
 
 impl ContainerConfig {
@@ -619,7 +663,34 @@ impl ContainerConfig {
             shm_size: None,
             host_namespaces: Vec::new(),
             preserve_fds: 0,
+            hooks: None,
+            rootfs_propagation: None,
         }
+    }
+}
+
+/// The namespace a kernel parameter belongs to (`net`, `ipc` or `uts`), or `None` when it is
+/// the host's: a container may set only those of namespaces it owns (runc's and docker's
+/// rule).
+pub fn sysctl_namespace(key: &str) -> Option<&'static str> {
+    const IPC: &[&str] = &[
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    if key.starts_with("net.") {
+        Some("net")
+    } else if IPC.contains(&key) || key.starts_with("fs.mqueue.") {
+        Some("ipc")
+    } else if key == "kernel.domainname" || key == "kernel.hostname" {
+        Some("uts")
+    } else {
+        None
     }
 }
 

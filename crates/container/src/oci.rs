@@ -59,7 +59,11 @@ pub enum ProcessError {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct Spec {
+    #[serde(rename = "ociVersion")]
+    oci_version: Option<String>,
     process: Process,
+    hooks: Option<crate::hooks::Hooks>,
+    annotations: std::collections::BTreeMap<String, String>,
     root: Root,
     hostname: Option<String>,
     mounts: Vec<Mount>,
@@ -172,6 +176,9 @@ struct Linux {
     #[serde(rename = "gidMappings")]
     gid_mappings: Vec<OciIdMap>,
     devices: Vec<OciDevice>,
+    #[serde(rename = "rootfsPropagation")]
+    rootfs_propagation: Option<String>,
+    sysctl: std::collections::BTreeMap<String, String>,
 }
 
 /// A device node of `linux.devices`.
@@ -410,6 +417,29 @@ pub fn parse_resources(json: &[u8]) -> Result<Resources, OciError> {
     })
 }
 
+/// Refuses an `ociVersion` that is not a semantic version of the spec's major version 1. One
+/// that is absent is taken as the current version (bundles written by hand often lack it).
+fn check_version(v: Option<&str>) -> Result<(), String> {
+    let Some(v) = v else { return Ok(()) };
+    let core = v.split(['-', '+']).next().unwrap_or("");
+    let parts: Vec<&str> = core.split('.').collect();
+    let numeric = parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    if !numeric {
+        return Err(format!(
+            "ociVersion {v:?} is not a version (MAJOR.MINOR.PATCH, as \"1.0.2\")"
+        ));
+    }
+    if parts[0] != "1" {
+        return Err(format!(
+            "ociVersion {v:?}: this runtime implements version 1 of the runtime spec"
+        ));
+    }
+    Ok(())
+}
+
 /// Reads `BUNDLE/config.json`.
 pub fn read_bundle(bundle: &Path) -> Result<Bundle, OciError> {
     let path = bundle.join("config.json");
@@ -419,6 +449,7 @@ pub fn read_bundle(bundle: &Path) -> Result<Bundle, OciError> {
         path: path.clone(),
         what: what.to_owned(),
     };
+    check_version(spec.oci_version.as_deref()).map_err(|w| unsupported(&w))?;
     let bundle = std::fs::canonicalize(bundle).map_err(|e| OciError::Read(bundle.into(), e))?;
     let root = if spec.root.path.is_absolute() {
         spec.root.path.clone()
@@ -436,6 +467,33 @@ pub fn read_bundle(bundle: &Path) -> Result<Bundle, OciError> {
     cfg.mounts = Some(spec.mounts.clone());
     cfg.binds = Vec::<Bind>::new();
     cfg.network = NetworkMode::Host;
+    // A namespace type the spec does not list is the caller's, inherited (runtime spec).
+    let mut seen: Vec<&str> = Vec::new();
+    for ns in &spec.linux.namespaces {
+        if !["pid", "network", "mount", "ipc", "uts", "user", "cgroup"].contains(&ns.typ.as_str()) {
+            return Err(unsupported(&format!(
+                "linux.namespaces: unknown type {:?} (the types are pid, network, mount, ipc, uts, user, cgroup)",
+                ns.typ
+            )));
+        }
+        if seen.contains(&ns.typ.as_str()) {
+            return Err(unsupported(&format!(
+                "linux.namespaces: type {:?} given twice",
+                ns.typ
+            )));
+        }
+        seen.push(&ns.typ);
+    }
+    for typ in ["pid", "mount", "ipc", "uts", "cgroup"] {
+        if !seen.contains(&typ) {
+            cfg.host_namespaces.push(typ.to_owned());
+        }
+    }
+    if !seen.contains(&"uts") && spec.hostname.as_deref().is_some_and(|h| !h.is_empty()) {
+        return Err(unsupported(
+            "a hostname without a uts namespace would rename the host: add {\"type\": \"uts\"} to linux.namespaces or remove hostname",
+        ));
+    }
     for ns in &spec.linux.namespaces {
         match (ns.typ.as_str(), &ns.path) {
             ("network", None) => cfg.network = NetworkMode::None,
@@ -455,6 +513,22 @@ pub fn read_bundle(bundle: &Path) -> Result<Bundle, OciError> {
             (t, Some(p)) => cfg.join_namespaces.push((t.to_owned(), p.clone())),
             _ => {}
         }
+    }
+    for (k, v) in &spec.linux.sysctl {
+        let owned = match crate::config::sysctl_namespace(k) {
+            Some("net") => {
+                cfg.network == NetworkMode::None
+                    || cfg.join_namespaces.iter().any(|(t, _)| t == "net")
+            }
+            Some(ns) => !cfg.host_namespaces.iter().any(|h| h == ns),
+            None => false,
+        };
+        if !owned || k.contains('/') || k.contains("..") {
+            return Err(unsupported(&format!(
+                "linux.sysctl {k}: not in a namespace the container owns; setting it would change the host"
+            )));
+        }
+        cfg.sysctls.insert(k.clone(), v.clone());
     }
     cfg.masked_paths = spec.linux.masked_paths.clone().unwrap_or_default();
     cfg.readonly_paths = spec.linux.readonly_paths.clone().unwrap_or_default();
@@ -509,6 +583,20 @@ pub fn read_bundle(bundle: &Path) -> Result<Bundle, OciError> {
     };
     cfg.die_with_parent = false;
     cfg.tty = spec.process.terminal;
+    cfg.rootfs_propagation = match spec.linux.rootfs_propagation.as_deref() {
+        None | Some("") => None,
+        Some(p) => Some(crate::config::Propagation::parse(p).ok_or_else(|| {
+            unsupported(&format!(
+                "linux.rootfsPropagation {p:?}: use shared, slave, private or unbindable"
+            ))
+        })?),
+    };
+    if let Some(mut hooks) = spec.hooks.clone().filter(|h| !h.is_empty()) {
+        hooks.check().map_err(|w| unsupported(&w))?;
+        hooks.bundle = bundle.clone();
+        hooks.annotations = spec.annotations.clone();
+        cfg.hooks = Some(hooks);
+    }
     Ok(Bundle {
         config: cfg,
         cgroups_path: spec.linux.cgroups_path.clone().filter(|p| !p.is_empty()),

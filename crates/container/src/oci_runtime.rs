@@ -136,6 +136,9 @@ pub fn create(
         (o.warn)(w);
     }
     bundle.config.preserve_fds = o.preserve_fds;
+    if let Some(h) = &mut bundle.config.hooks {
+        h.id = id.to_owned();
+    }
     let bundle_dir = std::fs::canonicalize(o.bundle).unwrap_or_else(|_| o.bundle.to_owned());
     let mut state = State {
         cmd: bundle.config.args.clone(),
@@ -272,8 +275,9 @@ fn release(s: &State, fifo: &Path) -> Result<(), RuntimeError> {
     }
 }
 
-/// `start`: releases the created container's process.
-pub fn start(containers: &Containers, id: &str) -> Result<(), RuntimeError> {
+/// `start`: releases the created container's process, then runs the bundle's `poststart`
+/// hooks (a failing one is told to `warn`, as the spec says).
+pub fn start(containers: &Containers, id: &str, warn: &dyn Fn(&str)) -> Result<(), RuntimeError> {
     let mut s = containers.load_raw(id)?;
     let fifo = containers.dir(id).join("exec.fifo");
     let st = status(&s, fifo.exists());
@@ -289,6 +293,12 @@ pub fn start(containers: &Containers, id: &str) -> Result<(), RuntimeError> {
     s.status = Status::Running;
     s.started_at = Some(now());
     containers.save(&s)?;
+    if let Some(h) = containers.config(id).ok().and_then(|c| c.hooks) {
+        let state = h.state("running", s.pid);
+        for e in crate::hooks::run_all("poststart", &h.poststart, &state) {
+            warn(&e.to_string());
+        }
+    }
     Ok(())
 }
 
@@ -341,12 +351,14 @@ pub fn kill(
     Ok(())
 }
 
-/// `delete`: removes a stopped container (with `force`, kills a running one first).
+/// `delete`: removes a stopped container (with `force`, kills a running one first), then
+/// runs the bundle's `poststop` hooks (a failing one is told to `warn`).
 pub fn delete(
     containers: &Containers,
     id: &str,
     force: bool,
     cgroup_root: &Path,
+    warn: &dyn Fn(&str),
 ) -> Result<(), RuntimeError> {
     let s = match containers.load_raw(id) {
         Ok(s) => s,
@@ -381,7 +393,14 @@ pub fn delete(
         }
     }
     cg.destroy();
+    let hooks = containers.config(id).ok().and_then(|c| c.hooks);
     containers.remove_broken(id)?;
+    if let Some(h) = hooks {
+        let state = h.state("stopped", None);
+        for e in crate::hooks::run_all("poststop", &h.poststop, &state) {
+            warn(&e.to_string());
+        }
+    }
     Ok(())
 }
 

@@ -10,7 +10,7 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use rustix::fs::{self as rfs, FileType, Mode, OFlags, ResolveFlags};
@@ -118,11 +118,13 @@ fn target(root: &OwnedFd, path: &str, file: bool) -> Result<OwnedFd, RootfsError
 /// Builds the root filesystem at `rootfs` (a directory of the container's state) and pivots
 /// into it. Runs in the init, in its new mount namespace, before dropping privileges and
 /// before joining the container's user namespace `userns` (if any), through which the layers
-/// and named volumes are idmapped.
+/// and named volumes are idmapped. `before_pivot` runs once everything is mounted, before
+/// `pivot_root` (the bundle's `createContainer` hooks).
 pub fn setup(
     cfg: &ContainerConfig,
     state_dir: &Path,
     userns: Option<BorrowedFd<'_>>,
+    before_pivot: &mut dyn FnMut() -> io::Result<()>,
 ) -> Result<(), RootfsError> {
     // Nothing we mount may propagate back to the host.
     mount_change(
@@ -168,6 +170,7 @@ pub fn setup(
             .map_err(fail("binding the terminal on", "/dev/console"))?;
     }
     drop(root);
+    before_pivot().map_err(fail("running the createContainer hooks of", &rootfs_s))?;
 
     // pivot_root(".", ".") then detach the old root stacked beneath (runc's trick: no
     // directory for the old root is needed inside the image).
@@ -191,6 +194,10 @@ pub fn setup(
     }
     for p in &cfg.readonly_paths {
         readonly(p)?;
+    }
+    // Last: an unbindable root would refuse the bind mounts above.
+    if let Some(p) = cfg.rootfs_propagation {
+        mount_change("/", p.flags()).map_err(fail("setting the propagation of", "/"))?;
     }
     Ok(())
 }
@@ -462,13 +469,28 @@ fn default_mounts(
     Ok(())
 }
 
-/// Splits mount(8) options into flags, propagation and data, as runc reads a spec.
-fn parse_options(opts: &[String]) -> (MountFlags, Option<MountPropagationFlags>, String) {
+/// A spec mount's options: flags for mount(2), propagation, filesystem data, and the
+/// recursive attributes applied afterwards with mount_setattr(2).
+struct Options {
+    flags: MountFlags,
+    prop: Option<MountPropagationFlags>,
+    data: String,
+    recursive: crate::mount_attr::Attrs,
+}
+
+/// Splits mount(8) options into flags, propagation, data and recursive attributes, as runc
+/// reads a spec.
+fn parse_options(opts: &[String]) -> Options {
     let mut flags = MountFlags::empty();
     let mut prop = None;
     let mut data = Vec::new();
+    let mut recursive = crate::mount_attr::Attrs::default();
     for o in opts {
+        if recursive.take(o) {
+            continue;
+        }
         match o.as_str() {
+            "nosymfollow" => flags |= MountFlags::NOSYMFOLLOW,
             "ro" => flags |= MountFlags::RDONLY,
             "rw" | "suid" | "dev" | "exec" | "async" | "atime" | "diratime" | "norelatime"
             | "nostrictatime" | "tmpcopyup" | "nomand" => {}
@@ -495,7 +517,12 @@ fn parse_options(opts: &[String]) -> (MountFlags, Option<MountPropagationFlags>,
             other => data.push(other.to_owned()),
         }
     }
-    (flags, prop, data.join(","))
+    Options {
+        flags,
+        prop,
+        data: data.join(","),
+        recursive,
+    }
 }
 
 /// One mount of an OCI bundle.
@@ -504,7 +531,12 @@ fn spec_mount(
     m: &crate::oci::Mount,
     cfg: &ContainerConfig,
 ) -> Result<(), RootfsError> {
-    let (flags, prop, data) = parse_options(&m.options);
+    let Options {
+        flags,
+        prop,
+        data,
+        recursive,
+    } = parse_options(&m.options);
     let typ = m.typ.clone().unwrap_or_default();
     let data = shift_ids(&data, &typ, cfg);
     let dest = m.destination.as_str();
@@ -552,6 +584,13 @@ fn spec_mount(
     if let Some(p) = prop {
         let t = target(root, dest, false).or_else(|_| target(root, dest, true))?;
         mount_change(proc_fd(&t), p).map_err(fail("setting propagation of", dest))?;
+    }
+    if !recursive.is_empty() {
+        let t = target(root, dest, false).or_else(|_| target(root, dest, true))?;
+        crate::mount_attr::apply(t.as_fd(), recursive, None, true).map_err(fail(
+            "setting recursive attributes (rro, rnosuid ...) of",
+            dest,
+        ))?;
     }
     Ok(())
 }

@@ -18,7 +18,7 @@
 //! other container holds (decided under the containers' lock by the caller).
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -180,28 +180,13 @@ pub fn idmapped_tree(path: &Path, userns: BorrowedFd<'_>) -> io::Result<OwnedFd>
         path,
         OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
     )?;
-    // struct mount_attr { u64 attr_set, attr_clr, propagation, userns_fd; }
-    let attr: [u64; 4] = [
-        libc::MOUNT_ATTR_IDMAP,
-        0,
-        0,
-        u64::try_from(userns.as_raw_fd()).map_err(io::Error::other)?,
-    ];
-    // SAFETY: mount_setattr(2) reads `size_of_val(&attr)` bytes from a valid, live
-    // `mount_attr`, and the path is an empty C string (AT_EMPTY_PATH on `tree`).
-    #[allow(unsafe_code)]
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_fd().as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            attr.as_ptr(),
-            std::mem::size_of_val(&attr),
-        )
-    };
-    if r < 0 {
-        let e = io::Error::last_os_error();
+    let r = crate::mount_attr::apply(
+        tree.as_fd(),
+        crate::mount_attr::Attrs::default(),
+        Some(userns),
+        false,
+    );
+    if let Err(e) = r {
         return Err(io::Error::new(
             e.kind(),
             format!(

@@ -242,12 +242,13 @@ fn run(cli: RuntimeCli, log: &Log) -> Result<i32> {
     let cs =
         Containers::open(&cli.root).with_context(|| format!("opening {}", cli.root.display()))?;
     let cg = Path::new(CGROUP_ROOT);
+    let warn = |msg: &str| log.warn(msg);
     match verb {
         Verb::Create(a) => {
             // The init is left to the caller (a subreaper) to reap.
             create(&cs, &a, log)?;
         }
-        Verb::Start { id } => oci_runtime::start(&cs, &id)?,
+        Verb::Start { id } => oci_runtime::start(&cs, &id, &warn)?,
         Verb::State { id } => println!(
             "{}",
             serde_json::to_string_pretty(&oci_runtime::state_json(&cs, &id)?)?
@@ -256,17 +257,17 @@ fn run(cli: RuntimeCli, log: &Log) -> Result<i32> {
             let sig = container_kill::parse_signal(signal.as_deref().unwrap_or("TERM"))?;
             oci_runtime::kill(&cs, &id, sig, all, cg)?;
         }
-        Verb::Delete { force, id } => oci_runtime::delete(&cs, &id, force, cg)?,
+        Verb::Delete { force, id } => oci_runtime::delete(&cs, &id, force, cg, &warn)?,
         Verb::Run { detach, create: a } => {
             let id = a.id.clone();
             let mut child = create(&cs, &a, log)?;
-            oci_runtime::start(&cs, &id)?;
+            oci_runtime::start(&cs, &id, &warn)?;
             if detach {
                 // The init is left to the caller (a subreaper) to reap.
                 return Ok(0);
             }
             let st = child.wait().context("waiting for the container")?;
-            oci_runtime::delete(&cs, &id, true, cg)?;
+            oci_runtime::delete(&cs, &id, true, cg, &warn)?;
             use std::os::unix::process::ExitStatusExt;
             return Ok(st
                 .code()
@@ -425,12 +426,38 @@ fn create(
 }
 
 fn features() -> serde_json::Value {
+    let mount_options = [
+        [
+            "ro",
+            "rw",
+            "nosuid",
+            "nodev",
+            "noexec",
+            "bind",
+            "rbind",
+            "private",
+            "rprivate",
+            "shared",
+            "rshared",
+            "slave",
+            "rslave",
+            "unbindable",
+            "runbindable",
+            "relatime",
+            "strictatime",
+            "noatime",
+            "nodiratime",
+            "nosymfollow",
+        ]
+        .as_slice(),
+        corral_container::mount_attr::OPTIONS,
+    ]
+    .concat();
     serde_json::json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.1.0",
-        "hooks": [],
-        "mountOptions": ["ro", "rw", "nosuid", "nodev", "noexec", "bind", "rbind", "private", "rprivate",
-            "shared", "rshared", "slave", "rslave", "relatime", "strictatime", "noatime"],
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
+        "mountOptions": mount_options,
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "uts"],
             "capabilities": corral_container::capabilities::available(),

@@ -503,16 +503,6 @@ fn sysctls(
     network: corral_container::config::NetworkMode,
 ) -> Result<std::collections::BTreeMap<String, String>> {
     use corral_container::config::NetworkMode;
-    const IPC: &[&str] = &[
-        "kernel.msgmax",
-        "kernel.msgmnb",
-        "kernel.msgmni",
-        "kernel.sem",
-        "kernel.shmall",
-        "kernel.shmmax",
-        "kernel.shmmni",
-        "kernel.shm_rmid_forced",
-    ];
     let mut out = std::collections::BTreeMap::new();
     if network != NetworkMode::Host {
         out.insert(
@@ -531,11 +521,8 @@ fn sysctls(
                 "--sysctl {k:?}: not a kernel parameter name"
             )));
         }
-        let namespaced = IPC.contains(&k.as_str())
-            || k.starts_with("fs.mqueue.")
-            || k == "kernel.domainname"
-            || k.starts_with("net.");
-        if !namespaced {
+        // The hostname is --hostname's.
+        if corral_container::config::sysctl_namespace(k).is_none() || k == "kernel.hostname" {
             return Err(invalid(format!(
                 "--sysctl {k}: not in a namespace the container owns (allowed: net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*, kernel.domainname); it would change the host"
             )));

@@ -82,6 +82,7 @@ fn run(
         match ns.as_str() {
             "ipc" => flags.remove(UnshareFlags::NEWIPC),
             "uts" => flags.remove(UnshareFlags::NEWUTS),
+            "cgroup" => flags.remove(UnshareFlags::NEWCGROUP),
             _ => {}
         }
     }
@@ -103,8 +104,10 @@ fn run(
                 UnshareFlags::NEWUTS,
             ),
             "cgroup" => (LinkNameSpaceType::ControlGroup, UnshareFlags::NEWCGROUP),
-            // Opened by the caller, joined after the root filesystem is built.
-            "user" => continue,
+            "mount" | "mnt" => (LinkNameSpaceType::Mount, UnshareFlags::NEWNS),
+            // Opened by the caller, joined after the root filesystem is built; the PID
+            // namespace is joined by the caller before it forks us.
+            "user" | "pid" => continue,
             other => {
                 return Err((
                     125,
@@ -156,8 +159,30 @@ fn run(
         unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWCGROUP) }
             .map_err(|e| (125, format!("entering a new cgroup namespace: {e}")))?;
     }
-    crate::rootfs::setup(cfg, state_dir, userns.as_ref().map(|f| f.as_fd()))
-        .map_err(|e| own(&error_chain(&e)))?;
+    // Our pid as the runtime sees it: the host's /proc is still mounted here.
+    let host_pid = cfg.hooks.as_ref().and_then(|_| {
+        std::fs::read_link("/proc/self")
+            .ok()?
+            .to_str()?
+            .parse::<i32>()
+            .ok()
+    });
+    let mut create_container = || match &cfg.hooks {
+        Some(h) => crate::hooks::run(
+            "createContainer",
+            &h.create_container,
+            &h.state("created", host_pid),
+        )
+        .map_err(std::io::Error::other),
+        None => Ok(()),
+    };
+    crate::rootfs::setup(
+        cfg,
+        state_dir,
+        userns.as_ref().map(|f| f.as_fd()),
+        &mut create_container,
+    )
+    .map_err(|e| own(&error_chain(&e)))?;
 
     // Never in the host's UTS namespace: that would rename the host.
     if !cfg.hostname.is_empty() && !cfg.host_namespaces.iter().any(|n| n == "uts") {
@@ -213,6 +238,14 @@ fn run(
 
     if let Some(fifo) = fifo {
         wait_for_start(&fifo, status).map_err(|e| (125, format!("waiting for start: {e}")))?;
+    }
+    if let Some(h) = &cfg.hooks {
+        crate::hooks::run(
+            "startContainer",
+            &h.start_container,
+            &h.state("created", host_pid),
+        )
+        .map_err(|e| own(&e))?;
     }
     // Nothing of the caller's reaches the workload but stdio and what it asked to pass (see
     // crate::fds): before the filter, which may not allow close_range.

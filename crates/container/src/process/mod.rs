@@ -140,11 +140,36 @@ pub(crate) fn launch_init(
         ),
         None => None,
     };
-    // Our next child is PID 1 of a new PID namespace; the caller itself stays outside.
-    // SAFETY: CLONE_FILES is not among the flags, and the caller has one thread.
-    #[allow(unsafe_code)]
-    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWPID) }
-        .map_err(|e| e125("new PID namespace", e.into()))?;
+    // Where the caller's later children go (hooks, say): back to its own PID namespace once
+    // the init is forked.
+    let own_pidns = std::fs::File::open("/proc/self/ns/pid").ok();
+    // Our next child is PID 1 of a new PID namespace, or a process of the one the bundle
+    // names, or of the caller's when the bundle lists none; the caller itself stays outside.
+    match cfg.join_namespaces.iter().find(|(k, _)| k == "pid") {
+        Some((_, path)) => {
+            let f = std::fs::File::open(path).map_err(|e| {
+                (
+                    125,
+                    format!("opening PID namespace {}: {e}", path.display()),
+                )
+            })?;
+            rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&f),
+                Some(rustix::thread::LinkNameSpaceType::ProcessID),
+            )
+            .map_err(|e| {
+                (
+                    125,
+                    format!("joining PID namespace {}: {e}", path.display()),
+                )
+            })?;
+        }
+        None if cfg.host_namespaces.iter().any(|n| n == "pid") => {}
+        // SAFETY: CLONE_FILES is not among the flags, and the caller has one thread.
+        #[allow(unsafe_code)]
+        None => unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWPID) }
+            .map_err(|e| e125("new PID namespace", e.into()))?,
+    }
     // SAFETY: the caller is single-threaded (see above), so the child inherits no lock held by
     // another thread and may allocate; it never returns into the caller's code: init::main
     // execs the workload or exits.
@@ -198,6 +223,12 @@ pub(crate) fn launch_init(
     drop(sync_r);
     drop(status_w);
     drop((stdin, stdout, stderr, userns));
+    if let Some(ns) = &own_pidns {
+        let _ = rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(ns),
+            Some(rustix::thread::LinkNameSpaceType::ProcessID),
+        );
+    }
     let mut child = InitChild {
         pid: rustix::process::Pid::from_raw(pid).expect("positive pid"),
     };
@@ -236,6 +267,18 @@ pub(crate) fn launch_init(
         let _ = child.kill();
         let _ = child.wait();
         return Err((125, format!("joining the cgroup: {e}")));
+    }
+    // A bundle's first hooks: its namespaces exist and it is in its cgroup, nothing of its
+    // root filesystem is built yet (a network hook configures its namespace now).
+    if let Some(h) = &cfg.hooks {
+        let state = h.state("created", Some(pid));
+        let ran = crate::hooks::run("prestart", &h.prestart, &state)
+            .and_then(|()| crate::hooks::run("createRuntime", &h.create_runtime, &state));
+        if let Err(e) = ran {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err((125, e.to_string()));
+        }
     }
     if let Err(e) = std::fs::File::from(sync_w).write_all(b"g") {
         let _ = child.kill();

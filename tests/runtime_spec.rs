@@ -1,0 +1,512 @@
+//! End-to-end tests of what the OCI runtime spec asks of `corral runtime` beyond the
+//! lifecycle: hooks, namespaces inherited or joined by path, recursive mount attributes, root
+//! propagation, sysctls and the version check — each checked from where the conformance
+//! suites check it (the hook's output file, `/proc/self/ns/*` inside, a write that gets EROFS).
+//!
+//! Every test runs the real binary as root in temp dirs of its own; guards delete what it made.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use corral_e2e::containers::{cgroup_dirs_anywhere, process_alive, wait_until};
+use corral_e2e::mounts::TmpfsMount;
+use corral_e2e::process::describe;
+use corral_e2e::runtime::{stdout_text, Bundle, RuntimeRoot};
+use corral_e2e::{path_str, skip_unless_root, test_tempdir, unique_token};
+
+/// A container id unique to this run.
+fn unique_id(prefix: &str) -> String {
+    format!("{prefix}-{}", unique_token())
+}
+
+/// Panics unless the container left no state dir and no cgroup behind.
+fn assert_gone(rt: &RuntimeRoot, id: &str) {
+    assert!(
+        !rt.root().join(id).exists(),
+        "the state of {id} is still there"
+    );
+    let cgroups = cgroup_dirs_anywhere(id);
+    assert!(cgroups.is_empty(), "cgroups of {id} left: {cgroups:?}");
+}
+
+/// A hook that appends its name and the state it read on stdin to `log` (one line each), run
+/// by the host's shell.
+fn logging_hook(name: &str, log: &Path) -> Value {
+    json!({
+        "path": "/bin/sh",
+        "args": ["sh", "-c", format!("s=$(cat); printf '%s %s\\n' {name} \"$s\" >> {}", log.display())],
+        "env": ["PATH=/usr/bin:/bin"],
+        "timeout": 10,
+    })
+}
+
+/// The link target of `/proc/PID/ns/KIND` (`ipc:[4026531839]`).
+fn ns_of(pid: &str, kind: &str) -> String {
+    fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|e| panic!("readlink /proc/{pid}/ns/{kind}: {e}"))
+}
+
+#[test]
+fn hooks_run_in_order_with_the_container_state() {
+    if skip_unless_root("hooks_run_in_order_with_the_container_state") {
+        return;
+    }
+    let rt = RuntimeRoot::new();
+    let bundle = Bundle::busybox(&["/bin/busybox", "sh", "-c", "echo program >> /hooks.log"]);
+    let log = bundle.path().join("rootfs/hooks.log");
+    fs::write(&log, "").unwrap();
+    bundle.edit_config(|c| {
+        c["annotations"] = json!({"org.example.test": "hooks"});
+        c["hooks"] = json!({
+            "prestart": [logging_hook("prestart", &log)],
+            "createRuntime": [logging_hook("createRuntime", &log)],
+            "createContainer": [logging_hook("createContainer", &log)],
+            // Inside the container, after pivot_root: its own shell and its own path.
+            "startContainer": [{
+                "path": "/bin/busybox",
+                "args": ["sh", "-c", "s=$(cat); printf 'startContainer %s\\n' \"$s\" >> /hooks.log"],
+            }],
+            "poststart": [logging_hook("poststart", &log)],
+            "poststop": [logging_hook("poststop", &log)],
+        });
+    });
+    let id = unique_id("hooks");
+    rt.ok(&["create", "-b", path_str(bundle.path()), &id]);
+    let pid = rt.state(&id)["pid"].as_i64().expect("pid after create");
+    let after_create = fs::read_to_string(&log).unwrap();
+    let names = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(|l| l.split(' ').next().unwrap_or("").to_owned())
+            .collect()
+    };
+    assert_eq!(
+        names(&after_create),
+        ["prestart", "createRuntime", "createContainer"],
+        "hooks run by create:\n{after_create}"
+    );
+    rt.ok(&["start", &id]);
+    wait_until(
+        Duration::from_secs(15),
+        "the program to run and the container to stop",
+        || rt.state(&id)["status"] == "stopped",
+    );
+    rt.ok(&["delete", &id]);
+    assert_gone(&rt, &id);
+    let text = fs::read_to_string(&log).unwrap();
+    // poststart and the program race (the program is released first): both ran, and every
+    // other hook is in its place.
+    for needed in ["startContainer", "program", "poststart", "poststop"] {
+        assert!(
+            names(&text).iter().any(|n| n == needed),
+            "{needed} missing:\n{text}"
+        );
+    }
+    let order: Vec<String> = names(&text)
+        .into_iter()
+        .filter(|n| n != "poststart")
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "prestart",
+            "createRuntime",
+            "createContainer",
+            "startContainer",
+            "program",
+            "poststop"
+        ],
+        "{text}"
+    );
+    let bundle_dir = fs::canonicalize(bundle.path()).unwrap();
+    for line in text.lines().filter(|l| !l.starts_with("program")) {
+        let (name, state) = line.split_once(' ').unwrap();
+        let state: Value = serde_json::from_str(state)
+            .unwrap_or_else(|e| panic!("{name} read no state JSON ({e}): {line}"));
+        assert_eq!(state["id"], id.as_str(), "{name}: {state}");
+        assert_eq!(state["bundle"], path_str(&bundle_dir), "{name}: {state}");
+        assert_eq!(state["annotations"]["org.example.test"], "hooks", "{name}");
+        let want = match name {
+            "poststart" => "running",
+            "poststop" => "stopped",
+            _ => "created",
+        };
+        assert_eq!(state["status"], want, "{name}: {state}");
+        if name != "poststop" {
+            assert_eq!(state["pid"], pid, "{name} was told another pid: {state}");
+        }
+    }
+}
+
+#[test]
+fn a_failing_or_hanging_create_hook_fails_create_and_leaves_nothing() {
+    if skip_unless_root("a_failing_or_hanging_create_hook_fails_create_and_leaves_nothing") {
+        return;
+    }
+    let rt = RuntimeRoot::new();
+    let bundle = Bundle::busybox(&["/bin/busybox", "true"]);
+    for (kind, hook, want) in [
+        (
+            "prestart",
+            json!({"path": "/bin/sh", "args": ["sh", "-c", "echo no network for you >&2; exit 7"]}),
+            "no network for you",
+        ),
+        (
+            "createContainer",
+            json!({"path": "/bin/sh", "args": ["sh", "-c", "exit 3"]}),
+            "exit status: 3",
+        ),
+        (
+            "createRuntime",
+            json!({"path": "/bin/sleep", "args": ["sleep", "60"], "timeout": 1}),
+            "timeout of 1 s",
+        ),
+        (
+            "prestart",
+            json!({"path": "/nonexistent/hook"}),
+            "/nonexistent/hook",
+        ),
+    ] {
+        bundle.edit_config(|c| c["hooks"] = json!({ kind: [hook] }));
+        let id = unique_id("hookfail");
+        let t0 = Instant::now();
+        let (code, err) = rt.fail(&["create", "-b", path_str(bundle.path()), &id]);
+        assert!(
+            code != 0 && err.contains(want),
+            "{kind}: exit {code}: {err}"
+        );
+        assert!(
+            err.contains(kind),
+            "the error names the hook point {kind}: {err}"
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "{kind} took {:?}",
+            t0.elapsed()
+        );
+        assert_gone(&rt, &id);
+    }
+    // A failing poststop is a warning: delete still deletes.
+    bundle.edit_config(|c| {
+        c["hooks"] = json!({"poststop": [{"path": "/bin/false", "args": ["false"]}]})
+    });
+    let id = unique_id("poststop");
+    rt.ok(&["create", "-b", path_str(bundle.path()), &id]);
+    let out = rt.cmd(&["delete", "--force", &id]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("poststop hook /bin/false"),
+        "the failing poststop is reported: {}",
+        describe(&out)
+    );
+    assert_gone(&rt, &id);
+    // A relative hook path is refused before anything starts.
+    bundle.edit_config(|c| c["hooks"] = json!({"poststart": [{"path": "bin/true"}]}));
+    let id = unique_id("relhook");
+    let (_, err) = rt.fail(&["create", "-b", path_str(bundle.path()), &id]);
+    assert!(err.contains("must be absolute"), "{err}");
+    assert_gone(&rt, &id);
+}
+
+#[test]
+fn namespaces_the_spec_omits_are_the_callers() {
+    if skip_unless_root("namespaces_the_spec_omits_are_the_callers") {
+        return;
+    }
+    let rt = RuntimeRoot::new();
+    let bundle = Bundle::busybox(&[
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "for n in pid ipc uts cgroup net mnt; do echo $n $(/bin/busybox readlink /proc/self/ns/$n); done",
+    ]);
+    bundle.edit_config(|c| {
+        c["linux"]["namespaces"] = json!([{"type": "mount"}]);
+        c.as_object_mut().unwrap().remove("hostname");
+    });
+    let id = unique_id("inherit");
+    let out = rt.cmd(&["run", "-b", path_str(bundle.path()), &id]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = stdout_text(&out);
+    for kind in ["pid", "ipc", "uts", "cgroup", "net"] {
+        let line = format!("{kind} {}", ns_of("self", kind));
+        assert!(
+            text.lines().any(|l| l == line),
+            "{kind} is not the caller's ({line}):\n{text}"
+        );
+    }
+    let mnt = format!("mnt {}", ns_of("self", "mnt"));
+    assert!(
+        !text.contains(&mnt),
+        "the listed mount namespace is new:\n{text}"
+    );
+    assert_gone(&rt, &id);
+
+    // A hostname without a UTS namespace would rename the host: refused.
+    bundle.edit_config(|c| c["hostname"] = json!("renamed"));
+    let id = unique_id("inherit-uts");
+    let (_, err) = rt.fail(&["run", "-b", path_str(bundle.path()), &id]);
+    assert!(err.contains("uts"), "{err}");
+    assert_gone(&rt, &id);
+}
+
+/// A process of its own namespaces (`unshare`), stopped on drop.
+struct Holder(Child);
+
+impl Holder {
+    fn new(flags: &[&str]) -> Self {
+        let child = Command::new("unshare")
+            .args(flags)
+            .args(["--fork", "--kill-child", "sleep", "120"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("unshare");
+        let h = Holder(child);
+        // The sleep, once unshare forked it.
+        wait_until(Duration::from_secs(10), "unshare's child", || {
+            h.pid().is_some()
+        });
+        h
+    }
+
+    /// The pid of the process inside the namespaces.
+    fn pid(&self) -> Option<String> {
+        let children =
+            fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.0.id())).ok()?;
+        children.split_whitespace().next().map(str::to_owned)
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn namespaces_named_by_path_are_joined() {
+    if skip_unless_root("namespaces_named_by_path_are_joined") {
+        return;
+    }
+    let holder = Holder::new(&["--pid", "--mount", "--ipc", "--uts", "--net"]);
+    let hp = holder.pid().unwrap();
+    let rt = RuntimeRoot::new();
+    let bundle = Bundle::busybox(&[
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "for n in pid mnt ipc uts net; do echo $n $(/bin/busybox readlink /proc/self/ns/$n); done",
+    ]);
+    bundle.edit_config(|c| {
+        c["linux"]["namespaces"] = json!([
+            {"type": "pid", "path": format!("/proc/{hp}/ns/pid")},
+            {"type": "mount", "path": format!("/proc/{hp}/ns/mnt")},
+            {"type": "ipc", "path": format!("/proc/{hp}/ns/ipc")},
+            {"type": "uts", "path": format!("/proc/{hp}/ns/uts")},
+            {"type": "network", "path": format!("/proc/{hp}/ns/net")},
+            {"type": "cgroup"},
+        ]);
+    });
+    let id = unique_id("join");
+    let out = rt.cmd(&["run", "-b", path_str(bundle.path()), &id]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = stdout_text(&out);
+    for kind in ["pid", "mnt", "ipc", "uts", "net"] {
+        let line = format!("{kind} {}", ns_of(&hp, kind));
+        assert!(
+            text.lines().any(|l| l == line),
+            "{kind} of the holder not joined ({line}):\n{text}"
+        );
+    }
+    assert_gone(&rt, &id);
+    assert!(process_alive(hp.parse().unwrap()), "the holder survived");
+}
+
+#[test]
+fn recursive_mount_attributes_reach_every_submount() {
+    if skip_unless_root("recursive_mount_attributes_reach_every_submount") {
+        return;
+    }
+    // A host tree with a mount inside it: `rbind,rro` must make both read-only, where `ro`
+    // would only reach the top.
+    let host = test_tempdir("rro");
+    fs::write(host.path().join("top"), "t").unwrap();
+    let sub = TmpfsMount::new(&host.path().join("sub"), "1m");
+    fs::write(sub.path().join("inner"), "i").unwrap();
+    let rt = RuntimeRoot::new();
+    let bundle = Bundle::busybox(&[
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "for f in /data/top /data/sub/inner /ro/top /ro/sub/inner; do \
+           if echo x >> $f 2>/dev/null; then echo $f writable; else echo $f refused; fi; done; \
+         /data/sub/run-me && echo exec ran || echo exec refused",
+    ]);
+    fs::write(sub.path().join("run-me"), "#!/bin/busybox sh\nexit 0\n").unwrap();
+    Command::new("chmod")
+        .args(["755", path_str(&sub.path().join("run-me"))])
+        .status()
+        .unwrap();
+    bundle.edit_config(|c| {
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        mounts.push(
+            json!({"destination": "/data", "type": "bind", "source": path_str(host.path()),
+            "options": ["rbind", "rro", "rnoexec"]}),
+        );
+        mounts.push(
+            json!({"destination": "/ro", "type": "bind", "source": path_str(host.path()),
+            "options": ["rbind", "ro"]}),
+        );
+    });
+    let id = unique_id("rro");
+    let out = rt.cmd(&["run", "-b", path_str(bundle.path()), &id]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = stdout_text(&out);
+    for want in [
+        "/data/top refused",
+        "/data/sub/inner refused",
+        "/ro/top refused",
+        // Plain `ro` stops at the top mount, as the kernel has it: what rro is for.
+        "/ro/sub/inner writable",
+        "exec refused",
+    ] {
+        assert!(text.lines().any(|l| l == want), "{want}:\n{text}");
+    }
+    assert_gone(&rt, &id);
+    assert_eq!(fs::read_to_string(host.path().join("top")).unwrap(), "t");
+
+    // An unknown recursive option is not silently dropped.
+    bundle.edit_config(|c| {
+        c["mounts"].as_array_mut().unwrap().pop();
+        c["mounts"].as_array_mut().unwrap().pop();
+        c["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"destination": "/data", "type": "tmpfs",
+            "source": "tmpfs", "options": ["rnoexec", "size=1m"]}));
+        c["process"]["args"] = json!([
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "grep ' /data ' /proc/self/mounts"
+        ]);
+    });
+    let id = unique_id("rtmpfs");
+    let out = rt.cmd(&["run", "-b", path_str(bundle.path()), &id]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(stdout_text(&out).contains("noexec"), "{}", describe(&out));
+    drop(sub);
+}
+
+#[test]
+fn root_propagation_unbindable_refuses_a_bind_of_root() {
+    if skip_unless_root("root_propagation_unbindable_refuses_a_bind_of_root") {
+        return;
+    }
+    let rt = RuntimeRoot::new();
+    let bundle = Bundle::busybox(&[
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "mkdir -p /target; if /bin/busybox mount --bind / /target 2>/dev/null; then echo bound; else echo refused; fi; \
+         /bin/busybox awk '$5 == \"/\"' /proc/self/mountinfo",
+    ]);
+    bundle.edit_config(|c| {
+        c["linux"]["rootfsPropagation"] = json!("unbindable");
+        c["process"]["capabilities"]["bounding"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("CAP_SYS_ADMIN"));
+        c["process"]["capabilities"]["effective"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("CAP_SYS_ADMIN"));
+        c["process"]["capabilities"]["permitted"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("CAP_SYS_ADMIN"));
+    });
+    let id = unique_id("unbindable");
+    let out = rt.cmd(&["run", "-b", path_str(bundle.path()), &id]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = stdout_text(&out);
+    assert!(
+        text.starts_with("refused"),
+        "a bind of / was allowed:\n{text}"
+    );
+    assert!(text.contains("unbindable"), "mountinfo of /:\n{text}");
+    assert_gone(&rt, &id);
+
+    bundle.edit_config(|c| c["linux"]["rootfsPropagation"] = json!("sideways"));
+    let id = unique_id("badprop");
+    let (_, err) = rt.fail(&["run", "-b", path_str(bundle.path()), &id]);
+    assert!(err.contains("rootfsPropagation"), "{err}");
+    assert_gone(&rt, &id);
+}
+
+#[test]
+fn sysctls_of_owned_namespaces_are_set_and_others_refused() {
+    if skip_unless_root("sysctls_of_owned_namespaces_are_set_and_others_refused") {
+        return;
+    }
+    let rt = RuntimeRoot::new();
+    let bundle = Bundle::busybox(&[
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shmmni",
+    ]);
+    bundle.edit_config(|c| {
+        c["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1", "kernel.shmmni": "1234"});
+    });
+    let id = unique_id("sysctl");
+    let out = rt.cmd(&["run", "-b", path_str(bundle.path()), &id]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        stdout_text(&out).split_whitespace().collect::<Vec<_>>(),
+        ["1", "1234"]
+    );
+    assert_gone(&rt, &id);
+    for (key, why) in [
+        ("kernel.panic", "not in a namespace"),
+        ("net.ipv4.ip_forward", ""),
+    ] {
+        bundle.edit_config(|c| {
+            c["linux"]["sysctl"] = json!({ key: "1" });
+            if key.starts_with("net.") {
+                // The host's network namespace: its parameters are the host's.
+                let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+                ns.retain(|n| n["type"] != "network");
+            }
+        });
+        let id = unique_id("sysctl-bad");
+        let (_, err) = rt.fail(&["run", "-b", path_str(bundle.path()), &id]);
+        assert!(err.contains(key) && err.contains(why), "{err}");
+        assert_gone(&rt, &id);
+    }
+}
+
+#[test]
+fn an_invalid_oci_version_is_refused() {
+    if skip_unless_root("an_invalid_oci_version_is_refused") {
+        return;
+    }
+    let rt = RuntimeRoot::new();
+    let bundle = Bundle::busybox(&["/bin/busybox", "true"]);
+    for bad in ["invalid", "2.0.0", "1.0"] {
+        bundle.edit_config(|c| c["ociVersion"] = json!(bad));
+        let id = unique_id("version");
+        let (_, err) = rt.fail(&["create", "-b", path_str(bundle.path()), &id]);
+        assert!(err.contains("ociVersion"), "{bad}: {err}");
+        assert_gone(&rt, &id);
+    }
+    bundle.edit_config(|c| c["ociVersion"] = json!("1.1.0-rc.1"));
+    let id = unique_id("version-ok");
+    rt.ok(&["run", "-b", path_str(bundle.path()), &id]);
+    assert_gone(&rt, &id);
+}
