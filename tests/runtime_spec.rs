@@ -510,3 +510,40 @@ fn an_invalid_oci_version_is_refused() {
     rt.ok(&["run", "-b", path_str(bundle.path()), &id]);
     assert_gone(&rt, &id);
 }
+
+#[test]
+fn errors_use_the_wording_tools_match_on() {
+    if skip_unless_root("errors_use_the_wording_tools_match_on") {
+        return;
+    }
+    let rt = RuntimeRoot::new();
+    for verb in [&["state"][..], &["kill"], &["delete"], &["start"]] {
+        let mut args = verb.to_vec();
+        args.push("no-such-container");
+        let (code, err) = rt.fail(&args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(
+            err.contains("error") && err.contains("container no-such-container does not exist"),
+            "{args:?}: {err}"
+        );
+    }
+    // An image whose /proc is a symlink gets no procfs mounted through it.
+    let bundle = Bundle::busybox(&["/bin/busybox", "true"]);
+    let proc_dir = bundle.path().join("rootfs/proc");
+    let _ = fs::remove_dir(&proc_dir);
+    std::os::unix::fs::symlink("/tmp", &proc_dir).unwrap();
+    let id = unique_id("symproc");
+    let (_, err) = rt.fail(&["run", "-b", path_str(bundle.path()), &id]);
+    assert!(
+        err.contains("must be mounted on ordinary directory"),
+        "{err}"
+    );
+    assert_gone(&rt, &id);
+    assert!(
+        fs::read_dir(bundle.path().join("rootfs/tmp"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "something was mounted or made through the symlink"
+    );
+}

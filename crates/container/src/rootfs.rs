@@ -559,6 +559,9 @@ fn spec_mount(
     } else if typ == "cgroup" || typ == "cgroup2" {
         cgroup_mount(root, dest, flags)?;
     } else {
+        if typ == "proc" || typ == "sysfs" {
+            refuse_symlink(root, dest, &typ)?;
+        }
         let src = m.source.clone().unwrap_or_else(|| typ.clone());
         let data = (!data.is_empty()).then_some(data.as_str());
         let res = mount_fs(root, &src, dest, &typ, flags, data);
@@ -591,6 +594,32 @@ fn spec_mount(
             "setting recursive attributes (rro, rnosuid ...) of",
             dest,
         ))?;
+    }
+    Ok(())
+}
+
+/// Refuses to mount `/proc` or `/sys` where the image put a symlink (runc's rule): followed,
+/// even inside the root, it would put the kernel's files where the image chose.
+fn refuse_symlink(root: &OwnedFd, dest: &str, typ: &str) -> Result<(), RootfsError> {
+    let rel = dest.trim_start_matches('/');
+    let Ok(fd) = rfs::openat2(
+        root,
+        if rel.is_empty() { "." } else { rel },
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    ) else {
+        return Ok(());
+    };
+    let st = rfs::fstat(&fd).map_err(fail("inspecting mount point", dest))?;
+    if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+        return Err(RootfsError {
+            what: "mounting",
+            path: dest.to_owned(),
+            err: io::Error::other(format!(
+                "{typ} must be mounted on ordinary directory: the image has a symlink there"
+            )),
+        });
     }
     Ok(())
 }

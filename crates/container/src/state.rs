@@ -442,12 +442,12 @@ impl Containers {
 
     /// Reads a config.
     pub fn config(&self, id: &str) -> Result<ContainerConfig> {
-        read_json(&self.dir(id).join("config.json"))
+        read_json(&self.dir(id).join("config.json")).map_err(|e| named(e, id))
     }
 
     /// Reads a state as stored, without reconciling.
     pub fn load_raw(&self, id: &str) -> Result<State> {
-        read_json(&self.dir(id).join("state.json"))
+        read_json(&self.dir(id).join("state.json")).map_err(|e| named(e, id))
     }
 
     /// Reads a state, reconciling a running container whose monitor is gone.
@@ -609,6 +609,14 @@ fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     res.map_err(io_err("writing", path))
+}
+
+/// A missing file of container `id` is a missing container, named by its id.
+fn named(e: StateError, id: &str) -> StateError {
+    match e {
+        StateError::NotFound(_) => StateError::NotFound(id.to_owned()),
+        e => e,
+    }
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {

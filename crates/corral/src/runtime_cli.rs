@@ -172,7 +172,11 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
             for c in err.chain().skip(1) {
                 msg.push_str(&format!(": {c}"));
             }
-            eprintln!("corral-runtime: {msg}");
+            // runc's wording, which containerd and the conformance suites match on.
+            if let Some(id) = missing_container(&err) {
+                msg = format!("container {id} does not exist");
+            }
+            eprintln!("corral-runtime: error: {msg}");
             log.write("error", &msg);
             1
         }
@@ -405,6 +409,23 @@ fn run(cli: RuntimeCli, log: &Log) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// The container an error says is not there.
+fn missing_container(err: &anyhow::Error) -> Option<String> {
+    use corral_container::state::StateError;
+    err.chain().find_map(|c| {
+        let state = c.downcast_ref::<StateError>().or_else(|| {
+            match c.downcast_ref::<oci_runtime::RuntimeError>() {
+                Some(oci_runtime::RuntimeError::State(s)) => Some(s),
+                _ => None,
+            }
+        })?;
+        match state {
+            StateError::NotFound(id) => Some(id.clone()),
+            _ => None,
+        }
+    })
 }
 
 /// `create` (also the first half of `run`).
