@@ -1119,3 +1119,97 @@ fn add_host_with_network_none_is_written_as_docker_and_podman_do() {
         describe(&out)
     );
 }
+
+#[test]
+fn memory_and_block_io_flags_reach_the_cgroup() {
+    if skip_unless_root("memory_and_block_io_flags_reach_the_cgroup") {
+        return;
+    }
+    if !std::path::Path::new("/sys/fs/cgroup/memory").is_dir() {
+        report_skip(
+            "memory_and_block_io_flags_reach_the_cgroup",
+            "no cgroup v1 memory hierarchy on this host (its files are what is checked)",
+        );
+        return;
+    }
+    let c = world();
+    let mut guard = ContainerGuard::new(&c);
+    let name = unique_name("memflags");
+    let swap = std::path::Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists();
+    let mut flags = vec![
+        "-m",
+        "64m",
+        "--memory-reservation",
+        "32m",
+        "--memory-swappiness",
+        "5",
+        "--oom-kill-disable",
+    ];
+    if swap {
+        flags.extend(["--memory-swap", "96m"]);
+    }
+    let weight = std::path::Path::new("/sys/fs/cgroup/blkio").is_dir();
+    if weight {
+        flags.extend(["--blkio-weight", "300"]);
+    }
+    let id = run_d(
+        &c,
+        &mut guard,
+        &name,
+        &flags,
+        BUSYBOX_IMAGE,
+        &["sleep", "30"],
+    );
+    let dirs = corral_e2e::containers::cgroup_dirs(&id);
+    let dir = |h: &str| {
+        dirs.iter()
+            .find(|d| d.starts_with(format!("/sys/fs/cgroup/{h}")))
+            .unwrap_or_else(|| panic!("no {h} cgroup among {dirs:?}"))
+            .clone()
+    };
+    let read = |h: &str, f: &str| {
+        std::fs::read_to_string(dir(h).join(f))
+            .unwrap_or_else(|e| panic!("{h}/{f}: {e}"))
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(read("memory", "memory.limit_in_bytes"), "67108864");
+    assert_eq!(read("memory", "memory.soft_limit_in_bytes"), "33554432");
+    assert_eq!(read("memory", "memory.swappiness"), "5");
+    assert!(read("memory", "memory.oom_control").contains("oom_kill_disable 1"));
+    if swap {
+        assert_eq!(read("memory", "memory.memsw.limit_in_bytes"), "100663296");
+    }
+    if weight {
+        let w = ["blkio.weight", "blkio.bfq.weight"]
+            .iter()
+            .find(|f| dir("blkio").join(f).exists())
+            .map(|f| read("blkio", f));
+        assert_eq!(w.as_deref(), Some("300"), "the blkio weight");
+    }
+    for (flags, why) in [
+        (&["--memory-swap", "96m"][..], "needs -m"),
+        (&["-m", "64m", "--memory-swap", "32m"], "at least -m"),
+        (&["-m", "64m", "--memory-reservation", "128m"], "below -m"),
+        (&["--memory-swappiness", "101"], "between 0 and 100"),
+        (&["--blkio-weight", "5"], "between 10 and 1000"),
+        (&["--oom-kill-disable"], "needs -m"),
+        (
+            &["--device-read-bps", "/dev/null:1mb"],
+            "not a block device",
+        ),
+    ] {
+        let out = run_rm(&c, flags, &["true"]);
+        assert_eq!(
+            out.status.code(),
+            Some(EXIT_CORRAL),
+            "{flags:?}: {}",
+            describe(&out)
+        );
+        assert!(
+            stderr_of(&out).contains(why),
+            "{flags:?}: {}",
+            describe(&out)
+        );
+    }
+}

@@ -547,3 +547,130 @@ fn errors_use_the_wording_tools_match_on() {
         "something was mounted or made through the symlink"
     );
 }
+
+#[test]
+fn create_reports_a_missing_program_and_the_umask_is_applied() {
+    if skip_unless_root("create_reports_a_missing_program_and_the_umask_is_applied") {
+        return;
+    }
+    let rt = RuntimeRoot::new();
+    let bundle = Bundle::busybox(&["/no/such/program"]);
+    for (args, want) in [
+        (json!(["/no/such/program"]), "no such file"),
+        (
+            json!(["no-such-program"]),
+            "executable file not found in $PATH",
+        ),
+    ] {
+        bundle.edit_config(|c| c["process"]["args"] = args.clone());
+        let id = unique_id("noprog");
+        let (_, err) = rt.fail(&["create", "-b", path_str(bundle.path()), &id]);
+        assert!(err.contains(want), "{args}: {err}");
+        assert_gone(&rt, &id);
+    }
+    // A spec without /proc fails create, saying so (runc fails it too).
+    let mounts = fs::read_to_string(bundle.config_path()).unwrap();
+    bundle.edit_config(|c| {
+        c["process"]["args"] = json!(["/bin/busybox", "sh", "-c", "umask"]);
+        c["process"]["user"]["umask"] = json!(0o027);
+        c["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|m| m["destination"] != "/proc");
+        c["linux"]["maskedPaths"] = json!([]);
+        c["linux"]["readonlyPaths"] = json!([]);
+    });
+    let id = unique_id("noproc");
+    let (_, err) = rt.fail(&["create", "-b", path_str(bundle.path()), &id]);
+    assert!(err.contains("no /proc"), "{err}");
+    assert_gone(&rt, &id);
+    let original: Value = serde_json::from_str(&mounts).unwrap();
+    bundle.edit_config(|c| c["mounts"] = original["mounts"].clone());
+    let id = unique_id("umask");
+    let out = rt.cmd(&["run", "-b", path_str(bundle.path()), &id]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(stdout_text(&out).trim(), "0027");
+    assert_gone(&rt, &id);
+}
+
+/// The v1 memory directory of a created container, if this host has v1 hierarchies.
+fn v1_dir(controller: &str, id: &str) -> Option<std::path::PathBuf> {
+    cgroup_dirs_anywhere(id)
+        .into_iter()
+        .find(|d| d.starts_with(format!("/sys/fs/cgroup/{controller}")))
+}
+
+#[test]
+fn memory_and_block_io_settings_reach_the_cgroup_or_are_refused() {
+    if skip_unless_root("memory_and_block_io_settings_reach_the_cgroup_or_are_refused") {
+        return;
+    }
+    if !Path::new("/sys/fs/cgroup/memory").is_dir() {
+        corral_e2e::report_skip(
+            "memory_and_block_io_settings_reach_the_cgroup_or_are_refused",
+            "this host has no cgroup v1 memory hierarchy (the v1 files are what is checked)",
+        );
+        return;
+    }
+    let rt = RuntimeRoot::new();
+    let bundle = Bundle::busybox(&["/bin/busybox", "sleep", "30"]);
+    let swap = Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists();
+    bundle.edit_config(|c| {
+        c["linux"]["resources"]["memory"] = json!({
+            "limit": 64 << 20, "reservation": 32 << 20, "swappiness": 7,
+            "disableOOMKiller": true,
+        });
+        if swap {
+            c["linux"]["resources"]["memory"]["swap"] = json!(96 << 20);
+        }
+        c["linux"]["resources"]["blockIO"] = json!({
+            "throttleReadBpsDevice": [{"major": 7, "minor": 0, "rate": 1048576}],
+        });
+    });
+    let id = unique_id("memory");
+    rt.ok(&["create", "-b", path_str(bundle.path()), &id]);
+    let mem = v1_dir("memory", &id).expect("a memory cgroup");
+    let read = |d: &Path, f: &str| fs::read_to_string(d.join(f)).unwrap().trim().to_owned();
+    assert_eq!(
+        read(&mem, "memory.limit_in_bytes"),
+        (64u64 << 20).to_string()
+    );
+    assert_eq!(
+        read(&mem, "memory.soft_limit_in_bytes"),
+        (32u64 << 20).to_string()
+    );
+    assert_eq!(read(&mem, "memory.swappiness"), "7");
+    assert!(read(&mem, "memory.oom_control").contains("oom_kill_disable 1"));
+    if swap {
+        assert_eq!(
+            read(&mem, "memory.memsw.limit_in_bytes"),
+            (96u64 << 20).to_string()
+        );
+    }
+    let blkio = v1_dir("blkio", &id).expect("a blkio cgroup");
+    assert_eq!(
+        read(&blkio, "blkio.throttle.read_bps_device"),
+        "7:0 1048576"
+    );
+    rt.ok(&["delete", "--force", &id]);
+    assert_gone(&rt, &id);
+
+    // What this host has no controller for is refused, naming it, and leaves nothing.
+    for (what, resources) in [
+        ("net_cls", json!({"network": {"classID": 1048577}})),
+        (
+            "hugetlb",
+            json!({"hugepageLimits": [{"pageSize": "3MB", "limit": 1}]}),
+        ),
+        ("swappiness", json!({"memory": {"swappiness": 1000}})),
+    ] {
+        bundle.edit_config(|c| c["linux"]["resources"] = resources.clone());
+        let id = unique_id("refused");
+        let (_, err) = rt.fail(&["create", "-b", path_str(bundle.path()), &id]);
+        let host_has = Path::new(&format!("/sys/fs/cgroup/{what}")).is_dir();
+        if !host_has || what == "swappiness" {
+            assert!(err.contains(what), "{what}: {err}");
+        }
+        assert_gone(&rt, &id);
+    }
+}

@@ -82,6 +82,52 @@ pub struct Resources {
     /// leaves devices alone (a VM's QEMU, an `update` that does not mention them).
     #[serde(default)]
     pub devices: Option<Vec<DeviceRule>>,
+    /// Memory the kernel tries to leave the container under pressure (v1 soft limit, v2
+    /// `memory.low`): docker's `--memory-reservation`.
+    #[serde(default)]
+    pub memory_reservation: Option<u64>,
+    /// Memory plus swap in bytes, -1 for unlimited swap: docker's `--memory-swap`. Unset with a
+    /// memory limit: no swap.
+    #[serde(default)]
+    pub memory_swap: Option<i64>,
+    /// How readily the kernel swaps the container's pages, 0 to 100 (v1 only).
+    #[serde(default)]
+    pub memory_swappiness: Option<u64>,
+    /// Pause instead of OOM-killing at the limit (v1 only): docker's `--oom-kill-disable`.
+    #[serde(default)]
+    pub oom_kill_disable: bool,
+    /// Block I/O weights and throttles.
+    #[serde(default)]
+    pub blkio: Option<Blkio>,
+    /// Huge page limits: page size (`2MB`, `1GB`) and bytes.
+    #[serde(default)]
+    pub hugetlb: Vec<(String, u64)>,
+    /// The class id of the container's packets (v1 `net_cls`).
+    #[serde(default)]
+    pub net_cls_classid: Option<u32>,
+    /// Per-interface priorities of the container's packets (v1 `net_prio`).
+    #[serde(default)]
+    pub net_prio: Vec<(String, u32)>,
+}
+
+/// Block I/O limits (OCI's `linux.resources.blockIO`; docker's `--blkio-weight`,
+/// `--device-read-bps` ...). A device is `major:minor`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Blkio {
+    /// Relative weight, 10 to 1000.
+    pub weight: Option<u16>,
+    /// The weight against the cgroup's children (CFQ only).
+    pub leaf_weight: Option<u16>,
+    /// Weights of single devices: major, minor, weight.
+    pub weight_device: Vec<(u32, u32, u16)>,
+    /// Read bytes per second: major, minor, rate.
+    pub read_bps: Vec<(u32, u32, u64)>,
+    /// Write bytes per second.
+    pub write_bps: Vec<(u32, u32, u64)>,
+    /// Read operations per second.
+    pub read_iops: Vec<(u32, u32, u64)>,
+    /// Write operations per second.
+    pub write_iops: Vec<(u32, u32, u64)>,
 }
 
 /// One rule of the devices cgroup, as OCI's `linux.resources.devices[]` and docker's
@@ -575,6 +621,9 @@ pub struct ContainerConfig {
     /// The propagation of the container's `/` (`linux.rootfsPropagation`); `None`: private.
     #[serde(default)]
     pub rootfs_propagation: Option<Propagation>,
+    /// The process's umask; `None`: 0022, as runc sets.
+    #[serde(default)]
+    pub umask: Option<u32>,
 }
 
 /// A mount's propagation type.
@@ -665,6 +714,7 @@ impl ContainerConfig {
             preserve_fds: 0,
             hooks: None,
             rootfs_propagation: None,
+            umask: None,
         }
     }
 }

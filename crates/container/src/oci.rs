@@ -107,6 +107,8 @@ pub struct User {
     /// Supplementary groups.
     #[serde(rename = "additionalGids")]
     pub additional_gids: Vec<u32>,
+    /// The process's umask.
+    pub umask: Option<u32>,
 }
 
 /// Capability sets, all five applied as runc applies them (see [`crate::capabilities`]).
@@ -243,12 +245,84 @@ struct LinuxResources {
     memory: Option<Memory>,
     cpu: Option<Cpu>,
     pids: Option<Pids>,
+    #[serde(rename = "blockIO")]
+    block_io: Option<BlockIo>,
+    #[serde(rename = "hugepageLimits")]
+    hugepage_limits: Vec<HugepageLimit>,
+    network: Option<Network>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct Memory {
     limit: Option<i64>,
+    reservation: Option<i64>,
+    swap: Option<i64>,
+    kernel: Option<i64>,
+    #[serde(rename = "kernelTCP")]
+    kernel_tcp: Option<i64>,
+    swappiness: Option<u64>,
+    #[serde(rename = "disableOOMKiller")]
+    disable_oom_killer: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct BlockIo {
+    weight: Option<u16>,
+    #[serde(rename = "leafWeight")]
+    leaf_weight: Option<u16>,
+    #[serde(rename = "weightDevice")]
+    weight_device: Vec<WeightDevice>,
+    #[serde(rename = "throttleReadBpsDevice")]
+    read_bps: Vec<RateDevice>,
+    #[serde(rename = "throttleWriteBpsDevice")]
+    write_bps: Vec<RateDevice>,
+    #[serde(rename = "throttleReadIOPSDevice")]
+    read_iops: Vec<RateDevice>,
+    #[serde(rename = "throttleWriteIOPSDevice")]
+    write_iops: Vec<RateDevice>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct WeightDevice {
+    major: u32,
+    minor: u32,
+    weight: Option<u16>,
+    #[serde(rename = "leafWeight")]
+    leaf_weight: Option<u16>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RateDevice {
+    major: u32,
+    minor: u32,
+    rate: u64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct HugepageLimit {
+    #[serde(rename = "pageSize")]
+    page_size: String,
+    limit: u64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Network {
+    #[serde(rename = "classID")]
+    class_id: Option<u32>,
+    priorities: Vec<InterfacePriority>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct InterfacePriority {
+    name: String,
+    priority: u32,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -291,6 +365,7 @@ pub fn apply_process(cfg: &mut ContainerConfig, p: &Process) -> Result<Vec<Strin
     cfg.uid = p.user.uid;
     cfg.gid = p.user.gid;
     cfg.additional_gids = p.user.additional_gids.clone();
+    cfg.umask = p.user.umask;
     if let Some(c) = &p.capabilities {
         let supported = crate::capabilities::supported();
         let mut unknown = Vec::new();
@@ -387,13 +462,62 @@ fn device_rules(rules: &[OciDeviceRule]) -> Result<Vec<DeviceRule>, String> {
     Ok(out)
 }
 
-fn resources_of(r: &LinuxResources) -> Result<Resources, String> {
+/// The resources a spec asks, and warnings about what this runtime ignores (kernel memory
+/// limits, which Linux 6.1 no longer enforces).
+fn resources_of(r: &LinuxResources) -> Result<(Resources, Vec<String>), String> {
     let mut res = Resources::default();
+    let mut warnings = Vec::new();
     if let Some(d) = &r.devices {
         res.devices = Some(device_rules(d)?);
     }
     if let Some(m) = &r.memory {
         res.memory = m.limit.filter(|&l| l > 0).map(|l| l as u64);
+        res.memory_reservation = m.reservation.filter(|&l| l > 0).map(|l| l as u64);
+        res.memory_swap = m.swap.filter(|&s| s > 0 || s == -1);
+        res.memory_swappiness = m.swappiness;
+        res.oom_kill_disable = m.disable_oom_killer.unwrap_or(false);
+        if m.kernel.is_some() || m.kernel_tcp.is_some() {
+            warnings.push(
+                "linux.resources.memory.kernel and kernelTCP are ignored: kernel memory is counted in the memory limit (Linux 4.6+ with cgroup v2; v1 kernel limits are deprecated)"
+                    .to_owned(),
+            );
+        }
+    }
+    if let Some(b) = &r.block_io {
+        let mut blkio = crate::config::Blkio {
+            weight: b.weight,
+            leaf_weight: b.leaf_weight,
+            ..Default::default()
+        };
+        for d in &b.weight_device {
+            if let Some(w) = d.weight {
+                blkio.weight_device.push((d.major, d.minor, w));
+            }
+            if d.leaf_weight.is_some() {
+                return Err("linux.resources.blockIO.weightDevice: leafWeight is not supported (CFQ's, gone since Linux 5.0)".into());
+            }
+        }
+        let rates = |v: &[RateDevice]| v.iter().map(|d| (d.major, d.minor, d.rate)).collect();
+        blkio.read_bps = rates(&b.read_bps);
+        blkio.write_bps = rates(&b.write_bps);
+        blkio.read_iops = rates(&b.read_iops);
+        blkio.write_iops = rates(&b.write_iops);
+        if blkio != crate::config::Blkio::default() {
+            res.blkio = Some(blkio);
+        }
+    }
+    res.hugetlb = r
+        .hugepage_limits
+        .iter()
+        .map(|h| (h.page_size.clone(), h.limit))
+        .collect();
+    if let Some(n) = &r.network {
+        res.net_cls_classid = n.class_id;
+        res.net_prio = n
+            .priorities
+            .iter()
+            .map(|p| (p.name.clone(), p.priority))
+            .collect();
     }
     if let Some(c) = &r.cpu {
         res.cpu_shares = c.shares.filter(|&s| s > 0);
@@ -404,17 +528,19 @@ fn resources_of(r: &LinuxResources) -> Result<Resources, String> {
     if let Some(p) = &r.pids {
         res.pids_limit = p.limit.filter(|&l| l > 0);
     }
-    Ok(res)
+    Ok((res, warnings))
 }
 
 /// Parses an OCI `LinuxResources` object (`update --resources`).
 pub fn parse_resources(json: &[u8]) -> Result<Resources, OciError> {
     let r: LinuxResources =
         serde_json::from_slice(json).map_err(|e| OciError::Parse("resources".into(), e))?;
-    resources_of(&r).map_err(|what| OciError::Unsupported {
-        path: "resources".into(),
-        what,
-    })
+    resources_of(&r)
+        .map(|(res, _)| res)
+        .map_err(|what| OciError::Unsupported {
+            path: "resources".into(),
+            what,
+        })
 }
 
 /// Refuses an `ociVersion` that is not a semantic version of the spec's major version 1. One
@@ -532,8 +658,13 @@ pub fn read_bundle(bundle: &Path) -> Result<Bundle, OciError> {
     }
     cfg.masked_paths = spec.linux.masked_paths.clone().unwrap_or_default();
     cfg.readonly_paths = spec.linux.readonly_paths.clone().unwrap_or_default();
+    let mut warnings = warnings;
     cfg.resources = match &spec.linux.resources {
-        Some(r) => resources_of(r).map_err(|w| unsupported(&w))?,
+        Some(r) => {
+            let (res, w) = resources_of(r).map_err(|w| unsupported(&w))?;
+            warnings.extend(w);
+            res
+        }
         None => Resources::default(),
     };
     // Whatever the bundle says, the devices cgroup is set: to the bundle's rules and docker's

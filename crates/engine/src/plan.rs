@@ -280,6 +280,7 @@ pub fn plan(
     cfg.resources.cpu_shares = r.cpu_shares;
     cfg.resources.cpuset_cpus = r.cpuset_cpus.clone();
     cfg.resources.pids_limit = r.pids_limit;
+    memory_extras(r, &mut cfg.resources)?;
     let exposed = if spec.networking.publish_all {
         let mut e = icfg.exposed_ports().clone().unwrap_or_default();
         e.extend(spec.networking.expose.iter().cloned());
@@ -493,6 +494,93 @@ pub fn plan(
         volumes,
         userns_auto,
     })
+}
+
+/// docker's `--memory-swap`, `--memory-reservation`, `--memory-swappiness`,
+/// `--oom-kill-disable`, `--blkio-weight` and the device throttles, checked as docker checks
+/// them (the cgroup refuses what this host cannot do, at create).
+fn memory_extras(
+    r: &crate::spec::Resources,
+    out: &mut corral_container::config::Resources,
+) -> Result<()> {
+    if let Some(s) = r.memory_swap {
+        match r.memory {
+            None if s != -1 => {
+                return Err(invalid(
+                    "--memory-swap needs -m: it is memory plus swap (or -1 for unlimited swap)",
+                ))
+            }
+            Some(m) if s != -1 && s < m as i64 => {
+                return Err(invalid(
+                    "--memory-swap must be at least -m: it is memory plus swap (or -1 for unlimited swap)",
+                ))
+            }
+            _ => {}
+        }
+        out.memory_swap = Some(s);
+    }
+    if let Some(res) = r.memory_reservation {
+        if r.memory.is_some_and(|m| res > m) {
+            return Err(invalid(
+                "--memory-reservation must be below -m: it is a soft limit under the hard one",
+            ));
+        }
+        out.memory_reservation = Some(res);
+    }
+    if let Some(sw) = r.memory_swappiness {
+        if sw > 100 {
+            return Err(invalid(format!(
+                "--memory-swappiness {sw}: between 0 and 100"
+            )));
+        }
+        out.memory_swappiness = Some(sw);
+    }
+    if r.oom_kill_disable && r.memory.is_none() {
+        // docker warns; a container that could take the host's memory unkillable is worse.
+        return Err(invalid(
+            "--oom-kill-disable needs -m: without a limit the host's OOM killer could not stop it",
+        ));
+    }
+    out.oom_kill_disable = r.oom_kill_disable;
+    let t = &r.device_throttles;
+    if r.blkio_weight.is_some()
+        || !(t.read_bps.is_empty()
+            && t.write_bps.is_empty()
+            && t.read_iops.is_empty()
+            && t.write_iops.is_empty())
+    {
+        if let Some(w) = r.blkio_weight {
+            if !(10..=1000).contains(&w) {
+                return Err(invalid(format!("--blkio-weight {w}: between 10 and 1000")));
+            }
+        }
+        let numbers = |list: &[(PathBuf, u64)], flag: &str| -> Result<Vec<(u32, u32, u64)>> {
+            list.iter()
+                .map(|(path, rate)| {
+                    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+                    let md = std::fs::metadata(path)
+                        .map_err(|e| invalid(format!("{flag} {}: {e}", path.display())))?;
+                    if !md.file_type().is_block_device() {
+                        return Err(invalid(format!(
+                            "{flag} {}: not a block device",
+                            path.display()
+                        )));
+                    }
+                    let dev = md.rdev();
+                    Ok((rustix::fs::major(dev), rustix::fs::minor(dev), *rate))
+                })
+                .collect()
+        };
+        out.blkio = Some(corral_container::config::Blkio {
+            weight: r.blkio_weight,
+            read_bps: numbers(&t.read_bps, "--device-read-bps")?,
+            write_bps: numbers(&t.write_bps, "--device-write-bps")?,
+            read_iops: numbers(&t.read_iops, "--device-read-iops")?,
+            write_iops: numbers(&t.write_iops, "--device-write-iops")?,
+            ..Default::default()
+        });
+    }
+    Ok(())
 }
 
 /// The sysctls namespaced by what the container owns (runc's and docker's rule), checked;

@@ -113,6 +113,32 @@ pub struct Resources {
     pub oom_score_adj: Option<i32>,
     /// Size of `/dev/shm` in bytes.
     pub shm_size: Option<u64>,
+    /// Memory plus swap in bytes, -1 unlimited (`--memory-swap`).
+    pub memory_swap: Option<i64>,
+    /// Soft memory limit in bytes (`--memory-reservation`).
+    pub memory_reservation: Option<u64>,
+    /// Swappiness, 0 to 100 (`--memory-swappiness`).
+    pub memory_swappiness: Option<u64>,
+    /// Pause rather than OOM-kill at the limit (`--oom-kill-disable`).
+    pub oom_kill_disable: bool,
+    /// Block I/O weight, 10 to 1000 (`--blkio-weight`).
+    pub blkio_weight: Option<u16>,
+    /// Per-device throttles: `--device-read-bps`, `--device-write-bps`,
+    /// `--device-read-iops`, `--device-write-iops`, each `(device path, rate)`.
+    pub device_throttles: DeviceThrottles,
+}
+
+/// Per-device block I/O limits, each a device node's path and a rate.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceThrottles {
+    /// Bytes read per second.
+    pub read_bps: Vec<(PathBuf, u64)>,
+    /// Bytes written per second.
+    pub write_bps: Vec<(PathBuf, u64)>,
+    /// Reads per second.
+    pub read_iops: Vec<(PathBuf, u64)>,
+    /// Writes per second.
+    pub write_iops: Vec<(PathBuf, u64)>,
 }
 
 /// Which system call filter.

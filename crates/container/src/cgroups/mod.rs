@@ -11,11 +11,13 @@
 //!
 //! One file per controller behind [`CgroupController`].
 
+mod blkio;
 mod cpu;
 mod cpuset;
 mod device_filter;
 mod devices;
 mod memory;
+mod misc;
 mod pids;
 pub mod stats;
 
@@ -62,6 +64,15 @@ pub(crate) fn write(dir: &Path, file: &str, value: &str) -> Result<(), CgroupErr
     fs::write(&p, value).map_err(err("writing", &p))
 }
 
+/// A setting this host's cgroups cannot apply, refused rather than ignored.
+pub(crate) fn refuse(dir: &Path, what: &str) -> CgroupError {
+    CgroupError {
+        what: "refusing",
+        path: dir.to_owned(),
+        err: io::Error::new(io::ErrorKind::Unsupported, what.to_owned()),
+    }
+}
+
 /// One controller: how it applies [`Resources`] in each layout.
 pub trait CgroupController {
     /// The v1 hierarchy name (`memory`, `cpu` ...) and the v2 controller name.
@@ -83,7 +94,8 @@ pub fn detect(root: &Path) -> Layout {
 
 /// The v1 hierarchies corral places every container in: enough to limit, count and kill it.
 const V1_HIERARCHIES: &[&str] = &[
-    "memory", "cpu", "cpuacct", "cpuset", "pids", "devices", "freezer",
+    "memory", "cpu", "cpuacct", "cpuset", "pids", "devices", "freezer", "blkio", "hugetlb",
+    "net_cls", "net_prio",
 ];
 
 /// A container's cgroup.
@@ -125,7 +137,7 @@ impl Cgroup {
                     fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
                 let mut cur = root.to_path_buf();
                 for comp in rel.components() {
-                    for c in ["cpu", "cpuset", "memory", "pids"] {
+                    for c in ["cpu", "cpuset", "memory", "pids", "io", "hugetlb"] {
                         if offered.split_whitespace().any(|o| o == c) {
                             let _ = write(&cur, "cgroup.subtree_control", &format!("+{c}"));
                         }
@@ -134,7 +146,7 @@ impl Cgroup {
                     mkdir(&cur)?;
                 }
                 self.dirs.push(cur.clone());
-                self.apply_all(&cur, &cur, &cur, &cur, &cur, r)?;
+                self.apply_all(&|_| cur.clone(), r)?;
             }
             Layout::V1 => {
                 let mut by = std::collections::HashMap::new();
@@ -147,10 +159,15 @@ impl Cgroup {
                         continue;
                     };
                     let key = (md.dev(), md.ino());
-                    if seen.contains(&key) {
+                    if let Some(dir) = seen
+                        .iter()
+                        .find(|(k, _)| *k == key)
+                        .and_then(|(_, h)| by.get(h).cloned())
+                    {
+                        by.insert(*h, dir);
                         continue;
                     }
-                    seen.push(key);
+                    seen.push((key, *h));
                     // The shared parent (`corral/`) may be removed by the last container of
                     // another process between our mkdirs: start the path again when it is.
                     let mut attempt = 0;
@@ -171,35 +188,30 @@ impl Cgroup {
                     self.dirs.push(cur.clone());
                     by.insert(*h, cur);
                 }
-                let get = |h: &str| by.get(h).cloned().unwrap_or_default();
-                self.apply_all(
-                    &get("memory"),
-                    &get("cpu"),
-                    &get("cpuset"),
-                    &get("pids"),
-                    &get("devices"),
-                    r,
-                )?;
+                self.apply_all(&|h| by.get(h).cloned().unwrap_or_default(), r)?;
             }
         }
         Ok(())
     }
 
+    /// Applies `r` through every controller, each in the directory `dir_of` gives for its v1
+    /// hierarchy (empty: not mounted).
     fn apply_all(
         &self,
-        mem: &Path,
-        cpu_dir: &Path,
-        cpuset_dir: &Path,
-        pids_dir: &Path,
-        devices_dir: &Path,
+        dir_of: &dyn Fn(&str) -> PathBuf,
         r: &Resources,
     ) -> Result<(), CgroupError> {
-        apply::<memory::Memory>(self.layout, mem, r)?;
-        apply::<cpu::Cpu>(self.layout, cpu_dir, r)?;
-        apply::<cpuset::Cpuset>(self.layout, cpuset_dir, r)?;
-        apply::<pids::Pids>(self.layout, pids_dir, r)?;
+        let l = self.layout;
+        apply::<memory::Memory>(l, &dir_of("memory"), r)?;
+        apply::<cpu::Cpu>(l, &dir_of("cpu"), r)?;
+        apply::<cpuset::Cpuset>(l, &dir_of("cpuset"), r)?;
+        apply::<pids::Pids>(l, &dir_of("pids"), r)?;
+        apply::<blkio::Blkio>(l, &dir_of("blkio"), r)?;
+        apply::<misc::Hugetlb>(l, &dir_of("hugetlb"), r)?;
+        apply::<misc::NetCls>(l, &dir_of("net_cls"), r)?;
+        apply::<misc::NetPrio>(l, &dir_of("net_prio"), r)?;
         if let Some(rules) = &r.devices {
-            devices::apply(self.layout, devices_dir, rules)?;
+            devices::apply(l, &dir_of("devices"), rules)?;
         }
         Ok(())
     }
@@ -209,32 +221,22 @@ impl Cgroup {
         match self.layout {
             Layout::V2 => {
                 let d = self.dirs.first().cloned().unwrap_or_default();
-                apply::<memory::Memory>(self.layout, &d, r)?;
-                apply::<cpu::Cpu>(self.layout, &d, r)?;
-                apply::<cpuset::Cpuset>(self.layout, &d, r)?;
-                apply::<pids::Pids>(self.layout, &d, r)?;
-                if let Some(rules) = &r.devices {
-                    devices::apply(self.layout, &d, rules)?;
-                }
-                Ok(())
+                self.apply_all(&|_| d.clone(), r)
             }
-            Layout::V1 => {
-                let find = |h: &str| {
+            Layout::V1 => self.apply_all(
+                &|h| {
+                    // A hierarchy mounted under two names (`cpu,cpuacct`) was recorded once.
+                    let base = fs::canonicalize(root.join(h)).unwrap_or_else(|_| root.join(h));
                     self.dirs
                         .iter()
-                        .find(|d| d.strip_prefix(root.join(h)).is_ok())
+                        .find(|d| {
+                            d.strip_prefix(root.join(h)).is_ok() || d.strip_prefix(&base).is_ok()
+                        })
                         .cloned()
                         .unwrap_or_default()
-                };
-                apply::<memory::Memory>(self.layout, &find("memory"), r)?;
-                apply::<cpu::Cpu>(self.layout, &find("cpu"), r)?;
-                apply::<cpuset::Cpuset>(self.layout, &find("cpuset"), r)?;
-                apply::<pids::Pids>(self.layout, &find("pids"), r)?;
-                match &r.devices {
-                    Some(rules) => devices::apply(self.layout, &find("devices"), rules),
-                    None => Ok(()),
-                }
-            }
+                },
+                r,
+            ),
         }
     }
 

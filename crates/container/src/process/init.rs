@@ -219,6 +219,14 @@ fn run(
         return Err((125, format!("working directory {cwd} cannot be created")));
     }
     rustix::process::chdir(cwd).map_err(|e| (125, format!("entering {cwd}: {e}")))?;
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(
+        cfg.umask.unwrap_or(0o022) & 0o777,
+    ));
+    // A program that is not there fails `create`, not a container that `create` reported made
+    // (runc's check): found the way the exec will look for it.
+    if let Some(prog) = cfg.args.first() {
+        find_executable(prog, &cfg.env)?;
+    }
 
     // Without no_new_privs, installing the filter needs CAP_SYS_ADMIN, which the drop below
     // removes: install it now (see crate::seccomp for what the filter must then allow).
@@ -237,7 +245,17 @@ fn run(
     }
 
     if let Some(fifo) = fifo {
-        wait_for_start(&fifo, status).map_err(|e| (125, format!("waiting for start: {e}")))?;
+        wait_for_start(&fifo, status).map_err(|e| {
+            if !Path::new("/proc/self").exists() {
+                // runc needs it there too: the FIFO is reopened through /proc/self/fd.
+                (
+                    125,
+                    "the container has no /proc: mount proc at /proc in the spec's mounts".into(),
+                )
+            } else {
+                (125, format!("waiting for start: {e}"))
+            }
+        })?;
     }
     if let Some(h) = &cfg.hooks {
         crate::hooks::run(
@@ -276,6 +294,41 @@ fn run(
         "cannot be run"
     };
     Err((code, format!("{prog:?}: {what}: {err}")))
+}
+
+/// Looks `prog` up as execvp will, through the `PATH` of `env` (when it has no slash);
+/// `(127, why)` when it is not an executable file.
+fn find_executable(prog: &str, env: &[String]) -> Result<(), (i32, String)> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if prog.contains('/') {
+        return if runnable(Path::new(prog)) {
+            Ok(())
+        } else if Path::new(prog).exists() {
+            Err((
+                126,
+                format!("exec: {prog:?}: permission denied (not an executable file)"),
+            ))
+        } else {
+            Err((127, format!("exec: {prog:?}: no such file or directory")))
+        };
+    }
+    let path = env
+        .iter()
+        .find_map(|kv| kv.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    if path
+        .split(':')
+        .any(|d| runnable(&Path::new(if d.is_empty() { "." } else { d }).join(prog)))
+    {
+        return Ok(());
+    }
+    Err((
+        127,
+        format!("exec: {prog:?}: executable file not found in $PATH"),
+    ))
 }
 
 /// An error and its causes, `: `-separated.

@@ -168,6 +168,35 @@ pub struct RunArgs {
     /// The OOM killer's preference for the container's processes (-1000 to 1000).
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub oom_score_adj: Option<i32>,
+    /// Memory plus swap (a size at least -m), or -1 for unlimited swap. Default with -m: no
+    /// swap.
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// A soft limit the kernel reclaims down to under memory pressure (below -m).
+    #[arg(long, value_name = "SIZE")]
+    pub memory_reservation: Option<String>,
+    /// How readily the container's pages are swapped, 0 to 100 (cgroup v1).
+    #[arg(long, value_name = "N")]
+    pub memory_swappiness: Option<u64>,
+    /// At the memory limit, pause the container's processes instead of killing one (cgroup
+    /// v1; needs -m).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
+    pub oom_kill_disable: bool,
+    /// Relative block I/O weight, 10 to 1000 (needs the CFQ or BFQ I/O scheduler).
+    #[arg(long, value_name = "N")]
+    pub blkio_weight: Option<u16>,
+    /// Limit reads from a device: `PATH:RATE` (bytes per second, 1mb ...).
+    #[arg(long, value_name = "PATH:RATE")]
+    pub device_read_bps: Vec<String>,
+    /// Limit writes to a device: `PATH:RATE` (bytes per second).
+    #[arg(long, value_name = "PATH:RATE")]
+    pub device_write_bps: Vec<String>,
+    /// Limit read operations on a device: `PATH:N` per second.
+    #[arg(long, value_name = "PATH:N")]
+    pub device_read_iops: Vec<String>,
+    /// Limit write operations on a device: `PATH:N` per second.
+    #[arg(long, value_name = "PATH:N")]
+    pub device_write_iops: Vec<String>,
     /// Size of /dev/shm (default 64m).
     #[arg(long, value_name = "SIZE")]
     pub shm_size: Option<String>,

@@ -409,6 +409,31 @@ fn spec_of(a: &RunArgs) -> Result<ContainerSpec> {
                 }
                 None => None,
             },
+            memory_swap: match a.memory_swap.as_deref() {
+                None => None,
+                Some("-1") => Some(-1),
+                Some(v) => Some(corral_container::config::parse_size(v).with_context(|| {
+                    format!("--memory-swap {v:?}: expected a size such as 1g, or -1")
+                })? as i64),
+            },
+            memory_reservation: a
+                .memory_reservation
+                .as_deref()
+                .map(|v| {
+                    corral_container::config::parse_size(v).with_context(|| {
+                        format!("--memory-reservation {v:?}: expected a size such as 32m")
+                    })
+                })
+                .transpose()?,
+            memory_swappiness: a.memory_swappiness,
+            oom_kill_disable: a.oom_kill_disable,
+            blkio_weight: a.blkio_weight,
+            device_throttles: spec::DeviceThrottles {
+                read_bps: device_rates(&a.device_read_bps, "--device-read-bps", true)?,
+                write_bps: device_rates(&a.device_write_bps, "--device-write-bps", true)?,
+                read_iops: device_rates(&a.device_read_iops, "--device-read-iops", false)?,
+                write_iops: device_rates(&a.device_write_iops, "--device-write-iops", false)?,
+            },
         },
         security,
         ulimits: a.ulimit.clone(),
@@ -950,4 +975,28 @@ pub fn events(engine: &Engine, a: &EventsArgs) -> Result<()> {
         .follow(since.is_some(), until, &keep, &mut emit)
         .context("reading the events journal")?;
     Ok(())
+}
+
+/// `PATH:RATE` of the device throttle flags: a size (`1mb`) for bytes, a number for
+/// operations.
+fn device_rates(
+    given: &[String],
+    flag: &str,
+    bytes: bool,
+) -> Result<Vec<(std::path::PathBuf, u64)>> {
+    given
+        .iter()
+        .map(|g| {
+            let (path, rate) = g
+                .rsplit_once(':')
+                .with_context(|| format!("{flag} {g:?}: expected PATH:RATE, as /dev/sda:1mb"))?;
+            let rate = if bytes {
+                corral_container::config::parse_size(rate)
+            } else {
+                rate.parse().ok()
+            }
+            .with_context(|| format!("{flag} {g:?}: {rate:?} is not a rate"))?;
+            Ok((std::path::PathBuf::from(path), rate))
+        })
+        .collect()
 }
