@@ -246,6 +246,45 @@ fn namespaces_the_spec_omits_are_the_callers() {
     );
     assert_gone(&rt, &id);
 
+    // No namespace at all, the mount namespace too: the root is bound on itself in the
+    // caller's namespace (runc's way), and unbound by delete.
+    bundle.edit_config(|c| {
+        c["linux"]["namespaces"] = json!([]);
+        c["linux"]["maskedPaths"] = json!([]);
+        c["linux"]["readonlyPaths"] = json!([]);
+    });
+    let id = unique_id("inherit-all");
+    let out = rt.cmd(&["run", "-b", path_str(bundle.path()), &id]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = stdout_text(&out);
+    let mnt = format!("mnt {}", ns_of("self", "mnt"));
+    assert!(
+        text.lines().any(|l| l == mnt),
+        "not the caller's mount namespace:\n{text}"
+    );
+    assert_gone(&rt, &id);
+    let root = fs::canonicalize(bundle.path().join("rootfs")).unwrap();
+    let left: Vec<_> = corral_e2e::mounts::mounts_under(&root);
+    assert!(
+        left.is_empty(),
+        "mounts left in the host's namespace: {left:?}"
+    );
+    // Masked paths cannot be honoured there: refused, not ignored.
+    bundle.edit_config(|c| c["linux"]["maskedPaths"] = json!(["/proc/kcore"]));
+    let id = unique_id("inherit-masked");
+    let (_, err) = rt.fail(&["run", "-b", path_str(bundle.path()), &id]);
+    assert!(err.contains("mount namespace"), "{err}");
+    assert_gone(&rt, &id);
+    let left: Vec<_> = corral_e2e::mounts::mounts_under(&root);
+    assert!(
+        left.is_empty(),
+        "mounts left after a refused create: {left:?}"
+    );
+    bundle.edit_config(|c| {
+        c["linux"]["namespaces"] = json!([{"type": "mount"}]);
+        c["linux"]["maskedPaths"] = json!([]);
+    });
+
     // A hostname without a UTS namespace would rename the host: refused.
     bundle.edit_config(|c| c["hostname"] = json!("renamed"));
     let id = unique_id("inherit-uts");

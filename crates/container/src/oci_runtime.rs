@@ -148,6 +148,7 @@ pub fn create(
     containers.create(&state, &bundle.config)?;
     let res = create_inner(containers, &mut state, &bundle, &o);
     if res.is_err() {
+        unbind_shared_root(&bundle.config);
         let cg = Cgroup::from_dirs(o.cgroup_root, state.cgroup_paths.clone());
         cg.destroy();
         let _ = containers.remove_broken(id);
@@ -393,7 +394,11 @@ pub fn delete(
         }
     }
     cg.destroy();
-    let hooks = containers.config(id).ok().and_then(|c| c.hooks);
+    let cfg = containers.config(id).ok();
+    if let Some(c) = &cfg {
+        unbind_shared_root(c);
+    }
+    let hooks = cfg.and_then(|c| c.hooks);
     containers.remove_broken(id)?;
     if let Some(h) = hooks {
         let state = h.state("stopped", None);
@@ -402,6 +407,25 @@ pub fn delete(
         }
     }
     Ok(())
+}
+
+/// A container in the caller's mount namespace left its root bound on itself there (and what
+/// the bundle mounted beneath it, see `crate::rootfs`): detached with the container. Only the
+/// topmost mount at the root goes, ours.
+fn unbind_shared_root(cfg: &crate::ContainerConfig) {
+    if let Some(root) = cfg
+        .rootfs
+        .as_ref()
+        .filter(|_| cfg.host_namespaces.iter().any(|n| n == "mount"))
+    {
+        let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.split(' ').nth(4) == root.to_str());
+        if mounted {
+            let _ = rustix::mount::unmount(root, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
 }
 
 /// The pids of a container (host), for `ps`.

@@ -126,20 +126,51 @@ pub fn setup(
     userns: Option<BorrowedFd<'_>>,
     before_pivot: &mut dyn FnMut() -> io::Result<()>,
 ) -> Result<(), RootfsError> {
-    // Nothing we mount may propagate back to the host.
-    mount_change(
-        "/",
-        MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
-    )
-    .map_err(fail("making / private", "/"))?;
-
-    let rootfs = state_dir.join("rootfs");
+    // A bundle that lists no mount namespace shares the caller's (runtime spec): the root is
+    // bound on itself there, as runc does, entered with chroot, and unbound by `delete`.
+    let shared_ns = cfg.host_namespaces.iter().any(|n| n == "mount");
+    let rootfs = match (&cfg.rootfs, shared_ns) {
+        (Some(dir), true) => dir.clone(),
+        _ => state_dir.join("rootfs"),
+    };
     let rootfs_s = rootfs.display().to_string();
-    match &cfg.rootfs {
-        // An OCI bundle's root directory.
-        Some(dir) => mount_bind_recursive(dir, &rootfs)
-            .map_err(fail("binding the bundle's root on", &rootfs_s))?,
-        None => overlay(cfg, state_dir, &rootfs, &rootfs_s, userns)?,
+    if shared_ns {
+        let Some(dir) = &cfg.rootfs else {
+            return Err(RootfsError {
+                what: "refusing",
+                path: rootfs_s,
+                err: io::Error::other("an image container needs a mount namespace of its own"),
+            });
+        };
+        if !(cfg.masked_paths.is_empty() && cfg.readonly_paths.is_empty()) {
+            return Err(RootfsError {
+                what: "refusing",
+                path: rootfs_s,
+                err: io::Error::other(
+                    "masked and read-only paths need a mount namespace of the container's own: add {\"type\": \"mount\"} to linux.namespaces",
+                ),
+            });
+        }
+        mount_bind_recursive(dir, dir).map_err(fail("binding the bundle's root on", &rootfs_s))?;
+        // Our mount only: what is mounted beneath it reaches no peer of the host's.
+        mount_change(
+            dir,
+            MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+        )
+        .map_err(fail("making private", &rootfs_s))?;
+    } else {
+        // Nothing we mount may propagate back to the host.
+        mount_change(
+            "/",
+            MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+        )
+        .map_err(fail("making / private", "/"))?;
+        match &cfg.rootfs {
+            // An OCI bundle's root directory.
+            Some(dir) => mount_bind_recursive(dir, &rootfs)
+                .map_err(fail("binding the bundle's root on", &rootfs_s))?,
+            None => overlay(cfg, state_dir, &rootfs, &rootfs_s, userns)?,
+        }
     }
     let root = rfs::open(
         &rootfs,
@@ -175,8 +206,13 @@ pub fn setup(
     // pivot_root(".", ".") then detach the old root stacked beneath (runc's trick: no
     // directory for the old root is needed inside the image).
     rustix::process::chdir(&rootfs).map_err(fail("entering", &rootfs_s))?;
-    rustix::process::pivot_root(".", ".").map_err(fail("pivot_root into", &rootfs_s))?;
-    unmount(".", UnmountFlags::DETACH).map_err(fail("detaching the old root", "/"))?;
+    if shared_ns {
+        // pivot_root would move the root of every process of the host's namespace.
+        rustix::process::chroot(".").map_err(fail("chroot into", &rootfs_s))?;
+    } else {
+        rustix::process::pivot_root(".", ".").map_err(fail("pivot_root into", &rootfs_s))?;
+        unmount(".", UnmountFlags::DETACH).map_err(fail("detaching the old root", "/"))?;
+    }
     rustix::process::chdir("/").map_err(fail("entering", "/"))?;
 
     if cfg.read_only {

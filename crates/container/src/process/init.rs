@@ -83,6 +83,7 @@ fn run(
             "ipc" => flags.remove(UnshareFlags::NEWIPC),
             "uts" => flags.remove(UnshareFlags::NEWUTS),
             "cgroup" => flags.remove(UnshareFlags::NEWCGROUP),
+            "mount" => flags.remove(UnshareFlags::NEWNS),
             _ => {}
         }
     }
