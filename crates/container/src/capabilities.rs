@@ -126,10 +126,10 @@ pub fn known(names: &[String], supported: &CapsHashSet) -> (Vec<String>, Vec<Str
 #[derive(Debug, thiserror::Error)]
 pub enum CapSetError {
     /// capset(2) takes no inheritable capability outside the bounding set.
-    #[error("{0} is in the inheritable set but not in the bounding set, which the kernel refuses: add it to bounding or remove it from inheritable")]
+    #[error("{0} is in the inheritable set but not in the bounding set: capset would fail with EPERM (operation not permitted): add it to bounding or remove it from inheritable")]
     InheritableOutsideBounding(String),
     /// capset(2) takes no effective capability outside the permitted set.
-    #[error("{0} is in the effective set but not in the permitted set, which the kernel refuses: add it to permitted or remove it from effective")]
+    #[error("{0} is in the effective set but not in the permitted set: capset would fail with EPERM (operation not permitted): add it to permitted or remove it from effective")]
     EffectiveOutsidePermitted(String),
 }
 

@@ -28,8 +28,9 @@ pub struct Hook {
     pub path: PathBuf,
     /// argv, `args[0]` included (the program's path when empty).
     pub args: Vec<String>,
-    /// Its whole environment, `K=V`.
-    pub env: Vec<String>,
+    /// Its whole environment, `K=V`; absent: the environment of whoever runs it (the
+    /// runtime's, or the container process's for `startContainer`), as runc has it.
+    pub env: Option<Vec<String>>,
     /// Seconds before it is killed and counted a failure.
     pub timeout: Option<i64>,
 }
@@ -169,10 +170,16 @@ impl Hooks {
     }
 }
 
-/// Runs `hooks` in order, each with `state` on stdin; the first failure stops the rest.
-pub fn run(phase: &'static str, hooks: &[Hook], state: &str) -> Result<(), HookError> {
+/// Runs `hooks` in order, each with `state` on stdin; the first failure stops the rest. A
+/// hook without an environment gets `env`, or this process's when `None`.
+pub fn run(
+    phase: &'static str,
+    hooks: &[Hook],
+    state: &str,
+    env: Option<&[String]>,
+) -> Result<(), HookError> {
     for h in hooks {
-        run_one(phase, h, state)?;
+        run_one(phase, h, state, env)?;
     }
     Ok(())
 }
@@ -182,11 +189,16 @@ pub fn run(phase: &'static str, hooks: &[Hook], state: &str) -> Result<(), HookE
 pub fn run_all(phase: &'static str, hooks: &[Hook], state: &str) -> Vec<HookError> {
     hooks
         .iter()
-        .filter_map(|h| run_one(phase, h, state).err())
+        .filter_map(|h| run_one(phase, h, state, None).err())
         .collect()
 }
 
-fn run_one(phase: &'static str, h: &Hook, state: &str) -> Result<(), HookError> {
+fn run_one(
+    phase: &'static str,
+    h: &Hook,
+    state: &str,
+    inherit: Option<&[String]>,
+) -> Result<(), HookError> {
     if let Some(secs) = h.timeout.filter(|&t| t <= 0) {
         return Err(HookError::BadTimeout {
             phase,
@@ -198,10 +210,12 @@ fn run_one(phase: &'static str, h: &Hook, state: &str) -> Result<(), HookError> 
     if let Some((arg0, rest)) = h.args.split_first() {
         cmd.arg0(arg0).args(rest);
     }
-    cmd.env_clear();
-    for kv in &h.env {
-        if let Some((k, v)) = kv.split_once('=') {
-            cmd.env(k, v);
+    if let Some(env) = h.env.as_deref().or(inherit) {
+        cmd.env_clear();
+        for kv in env {
+            if let Some((k, v)) = kv.split_once('=') {
+                cmd.env(k, v);
+            }
         }
     }
     // Its output is read only once it ended: a temporary file, not a pipe it could fill.
@@ -299,7 +313,7 @@ mod tests {
         Hook {
             path: "/bin/sh".into(),
             args: vec!["sh".into(), "-c".into(), script.into()],
-            env: vec!["GREETING=hi".into()],
+            env: Some(vec!["GREETING=hi".into()]),
             timeout,
         }
     }
@@ -313,7 +327,7 @@ mod tests {
             &format!("cat > {0}; echo \"$GREETING $HOME\" >> {0}", out.display()),
             Some(5),
         );
-        run("prestart", &[h], "{\"id\":\"x\"}").unwrap();
+        run("prestart", &[h], "{\"id\":\"x\"}", None).unwrap();
         let got = std::fs::read_to_string(&out).unwrap();
         assert_eq!(got, "{\"id\":\"x\"}hi \n");
         std::fs::remove_dir_all(&dir).unwrap();
@@ -325,6 +339,7 @@ mod tests {
             "createRuntime",
             &[hook("echo broken >&2; exit 3", None)],
             "{}",
+            None,
         )
         .unwrap_err()
         .to_string();
@@ -333,7 +348,7 @@ mod tests {
             "{e}"
         );
         let t0 = Instant::now();
-        let e = run("poststart", &[hook("sleep 30", Some(1))], "{}").unwrap_err();
+        let e = run("poststart", &[hook("sleep 30", Some(1))], "{}", None).unwrap_err();
         assert!(matches!(e, HookError::Timeout { .. }), "{e}");
         assert!(t0.elapsed() < Duration::from_secs(5));
     }

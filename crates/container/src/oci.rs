@@ -51,9 +51,16 @@ pub enum ProcessError {
     /// The same rlimit type twice.
     #[error("rlimit type {0} given twice")]
     DuplicateRlimit(String),
-    /// Capability sets the kernel refuses.
-    #[error("process.capabilities")]
-    Capabilities(#[from] crate::capabilities::CapSetError),
+    /// Capability sets the kernel refuses (with the warnings about the sets, which explain
+    /// an unknown name that left a set empty).
+    #[error("process.capabilities{}", if warnings.is_empty() { String::new() } else { format!(" (warning: {warnings})") })]
+    Capabilities {
+        /// Why.
+        #[source]
+        err: crate::capabilities::CapSetError,
+        /// The warnings so far.
+        warnings: String,
+    },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -384,15 +391,21 @@ pub fn apply_process(cfg: &mut ContainerConfig, p: &Process) -> Result<Vec<Strin
         if !unknown.is_empty() {
             unknown.sort();
             unknown.dedup();
+            // runc's words and brackets: tools match on them.
             warnings.push(format!(
-                "ignoring unknown or unavailable capabilities: {}",
-                unknown.join(", ")
+                "ignoring unknown or unavailable capabilities: [{}]",
+                unknown.join(" ")
             ));
         }
-        warnings.extend(crate::capabilities::check_sets(
-            &cfg.capabilities,
-            &mut sets,
-        )?);
+        match crate::capabilities::check_sets(&cfg.capabilities, &mut sets) {
+            Ok(w) => warnings.extend(w),
+            Err(e) => {
+                return Err(ProcessError::Capabilities {
+                    err: e,
+                    warnings: warnings.join("; "),
+                })
+            }
+        }
         cfg.cap_sets = Some(sets);
     }
     cfg.rlimits = Vec::with_capacity(p.rlimits.len());

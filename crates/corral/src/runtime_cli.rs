@@ -329,8 +329,8 @@ fn run(cli: RuntimeCli, log: &Log) -> Result<i32> {
             let (add_caps, unknown) = corral_container::capabilities::known(&cap, &supported);
             if !unknown.is_empty() {
                 log.warn(&format!(
-                    "ignoring unknown or unavailable capabilities: {}",
-                    unknown.join(", ")
+                    "ignoring unknown or unavailable capabilities: [{}]",
+                    unknown.join(" ")
                 ));
             }
             let opts = container_exec::ExecOptions {

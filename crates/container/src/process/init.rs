@@ -173,6 +173,7 @@ fn run(
             "createContainer",
             &h.create_container,
             &h.state("created", host_pid),
+            None,
         )
         .map_err(std::io::Error::other),
         None => Ok(()),
@@ -263,6 +264,7 @@ fn run(
             "startContainer",
             &h.start_container,
             &h.state("created", host_pid),
+            Some(&cfg.env),
         )
         .map_err(|e| own(&e))?;
     }

@@ -272,8 +272,8 @@ pub(crate) fn launch_init(
     // root filesystem is built yet (a network hook configures its namespace now).
     if let Some(h) = &cfg.hooks {
         let state = h.state("created", Some(pid));
-        let ran = crate::hooks::run("prestart", &h.prestart, &state)
-            .and_then(|()| crate::hooks::run("createRuntime", &h.create_runtime, &state));
+        let ran = crate::hooks::run("prestart", &h.prestart, &state, None)
+            .and_then(|()| crate::hooks::run("createRuntime", &h.create_runtime, &state, None));
         if let Err(e) = ran {
             let _ = child.kill();
             let _ = child.wait();
