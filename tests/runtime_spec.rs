@@ -713,3 +713,104 @@ fn memory_and_block_io_settings_reach_the_cgroup_or_are_refused() {
         assert_gone(&rt, &id);
     }
 }
+
+/// A seccomp agent: listens at a socket, takes one message and its descriptors, prints the
+/// JSON, what each descriptor is, and closes them (the notified calls then fail with ENOSYS).
+const AGENT: &str = r#"
+import array, json, os, socket, sys
+path = sys.argv[1]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(path)
+s.listen(1)
+print("listening", flush=True)
+c, _ = s.accept()
+msg, anc, _, _ = c.recvmsg(65536, socket.CMSG_LEN(16))
+fds = array.array("i")
+for level, typ, data in anc:
+    fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+print(json.dumps({"msg": json.loads(msg), "fds": [os.readlink("/proc/self/fd/%d" % f) for f in fds]}), flush=True)
+for f in fds:
+    os.close(f)
+"#;
+
+#[test]
+fn seccomp_notify_hands_the_listener_to_the_agent() {
+    if skip_unless_root("seccomp_notify_hands_the_listener_to_the_agent")
+        || corral_e2e::skip_unless_tools(
+            "seccomp_notify_hands_the_listener_to_the_agent",
+            &["python3"],
+        )
+    {
+        return;
+    }
+    let dir = test_tempdir("agent");
+    let socket = dir.path().join("agent.sock");
+    let mut agent = Command::new("python3")
+        .args(["-c", AGENT, path_str(&socket)])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut out = std::io::BufReader::new(agent.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "listening");
+
+    let rt = RuntimeRoot::new();
+    let bundle = Bundle::busybox(&[
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "/bin/busybox mkdir /made 2>&1; echo mkdir=$?",
+    ]);
+    bundle.edit_config(|c| {
+        // Without no_new_privs the filter goes on before `create` returns, so the agent hears
+        // from create (with it, from start: as runc).
+        c["process"]["noNewPrivileges"] = json!(false);
+        c["annotations"] = json!({"org.example": "notify"});
+        c["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "listenerPath": path_str(&socket),
+            "listenerMetadata": "opaque-metadata",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}],
+        });
+    });
+    let id = unique_id("notify");
+    rt.ok(&["create", "-b", path_str(bundle.path()), &id]);
+    let pid = rt.state(&id)["pid"].as_i64().unwrap();
+    let mut got = String::new();
+    std::io::BufRead::read_line(&mut out, &mut got).unwrap();
+    let got: Value = serde_json::from_str(&got).unwrap_or_else(|e| panic!("{e}: {got}"));
+    let _ = agent.wait();
+    assert_eq!(got["msg"]["fds"], json!(["seccompFd"]), "{got}");
+    assert_eq!(got["msg"]["pid"], pid, "{got}");
+    assert_eq!(got["msg"]["metadata"], "opaque-metadata", "{got}");
+    assert_eq!(got["msg"]["state"]["id"], id.as_str(), "{got}");
+    assert_eq!(got["msg"]["state"]["annotations"]["org.example"], "notify");
+    assert_eq!(
+        got["fds"],
+        json!(["anon_inode:seccomp notify"]),
+        "the descriptor is a seccomp listener: {got}"
+    );
+    rt.ok(&["start", &id]);
+    wait_until(Duration::from_secs(15), "the program to end", || {
+        rt.state(&id)["status"] == "stopped"
+    });
+    rt.ok(&["delete", &id]);
+    assert_gone(&rt, &id);
+    assert!(
+        !bundle.path().join("rootfs/made").exists(),
+        "mkdir went through although it was to be notified and the agent had gone"
+    );
+
+    // NOTIFY without a listener, or as the default action: refused at create.
+    for seccomp in [
+        json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}),
+        json!({"defaultAction": "SCMP_ACT_NOTIFY", "listenerPath": "/tmp/x"}),
+    ] {
+        bundle.edit_config(|c| c["linux"]["seccomp"] = seccomp.clone());
+        let id = unique_id("notify-bad");
+        let (_, err) = rt.fail(&["create", "-b", path_str(bundle.path()), &id]);
+        assert!(err.contains("SCMP_ACT_NOTIFY"), "{err}");
+        assert_gone(&rt, &id);
+    }
+}

@@ -624,6 +624,9 @@ pub struct ContainerConfig {
     /// The process's umask; `None`: 0022, as runc sets.
     #[serde(default)]
     pub umask: Option<u32>,
+    /// An OCI container's id, bundle and annotations, for the programs told its state.
+    #[serde(default)]
+    pub identity: Option<crate::hooks::Identity>,
 }
 
 /// A mount's propagation type.
@@ -715,6 +718,7 @@ impl ContainerConfig {
             hooks: None,
             rootfs_propagation: None,
             umask: None,
+            identity: None,
         }
     }
 }

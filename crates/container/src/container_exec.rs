@@ -197,14 +197,18 @@ pub fn exec_with(
         None => None,
     };
     if let (Some(f), false) = (&seccomp, cfg.no_new_privileges) {
-        crate::seccomp::install(f).map_err(|e| enter(format!("seccomp: {e}")))?;
+        crate::seccomp::install(f)
+            .map(drop)
+            .map_err(|e| enter(format!("seccomp: {e}")))?;
     }
     crate::process::init::drop_privileges(&cfg).map_err(enter)?;
     if cfg.no_new_privileges {
         rustix::thread::set_no_new_privs(true).map_err(|e| enter(format!("no_new_privs: {e}")))?;
     }
     if let (Some(f), true) = (&seccomp, cfg.no_new_privileges) {
-        crate::seccomp::install(f).map_err(|e| enter(format!("seccomp: {e}")))?;
+        crate::seccomp::install(f)
+            .map(drop)
+            .map_err(|e| enter(format!("seccomp: {e}")))?;
     }
     let mut cmd = Command::new(&req.args[0]);
     cmd.args(&req.args[1..]).env_clear();

@@ -35,8 +35,7 @@ pub struct Hook {
     pub timeout: Option<i64>,
 }
 
-/// The spec's `hooks` object, and what a hook is told of the container besides its status
-/// and pid.
+/// The spec's `hooks` object.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default)]
 pub struct Hooks {
@@ -55,15 +54,45 @@ pub struct Hooks {
     pub poststart: Vec<Hook>,
     /// After `delete`.
     pub poststop: Vec<Hook>,
-    /// The container's id (filled by the runtime, not read from the spec).
-    #[serde(rename = "corralId")]
+}
+
+/// What an OCI container is to the programs told its state (hooks, a seccomp agent): filled
+/// by the runtime from the bundle.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct Identity {
+    /// The container's id.
     pub id: String,
-    /// The bundle directory (filled by the runtime).
-    #[serde(rename = "corralBundle")]
+    /// The bundle directory.
     pub bundle: PathBuf,
-    /// The spec's annotations (filled by the runtime).
-    #[serde(rename = "corralAnnotations")]
+    /// The spec's annotations.
     pub annotations: std::collections::BTreeMap<String, String>,
+}
+
+impl Identity {
+    /// The runtime spec's state object, as JSON.
+    pub fn state(&self, status: &str, pid: Option<i32>) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "id": self.id,
+            "status": status,
+            "bundle": self.bundle,
+            "annotations": self.annotations,
+        });
+        if let Some(p) = pid {
+            v["pid"] = p.into();
+        }
+        v
+    }
+}
+
+/// The state a hook of the container of `cfg` reads on stdin.
+pub fn state_of(cfg: &crate::ContainerConfig, status: &str, pid: Option<i32>) -> String {
+    cfg.identity
+        .clone()
+        .unwrap_or_default()
+        .state(status, pid)
+        .to_string()
 }
 
 /// Why a hook failed.
@@ -152,21 +181,6 @@ impl Hooks {
             ("poststart", &self.poststart),
             ("poststop", &self.poststop),
         ]
-    }
-
-    /// The state a hook reads on stdin (the runtime spec's state object).
-    pub fn state(&self, status: &str, pid: Option<i32>) -> String {
-        let mut v = serde_json::json!({
-            "ociVersion": "1.0.2",
-            "id": self.id,
-            "status": status,
-            "bundle": self.bundle,
-            "annotations": self.annotations,
-        });
-        if let Some(p) = pid {
-            v["pid"] = p.into();
-        }
-        v.to_string()
     }
 }
 

@@ -735,12 +735,15 @@ pub fn read_bundle(bundle: &Path) -> Result<Bundle, OciError> {
             ))
         })?),
     };
-    if let Some(mut hooks) = spec.hooks.clone().filter(|h| !h.is_empty()) {
+    if let Some(hooks) = spec.hooks.clone().filter(|h| !h.is_empty()) {
         hooks.check().map_err(|w| unsupported(&w))?;
-        hooks.bundle = bundle.clone();
-        hooks.annotations = spec.annotations.clone();
         cfg.hooks = Some(hooks);
     }
+    cfg.identity = Some(crate::hooks::Identity {
+        id: String::new(),
+        bundle: bundle.clone(),
+        annotations: spec.annotations.clone(),
+    });
     Ok(Bundle {
         config: cfg,
         cgroups_path: spec.linux.cgroups_path.clone().filter(|p| !p.is_empty()),

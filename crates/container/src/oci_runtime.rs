@@ -136,8 +136,8 @@ pub fn create(
         (o.warn)(w);
     }
     bundle.config.preserve_fds = o.preserve_fds;
-    if let Some(h) = &mut bundle.config.hooks {
-        h.id = id.to_owned();
+    if let Some(who) = &mut bundle.config.identity {
+        who.id = id.to_owned();
     }
     let bundle_dir = std::fs::canonicalize(o.bundle).unwrap_or_else(|_| o.bundle.to_owned());
     let mut state = State {
@@ -294,8 +294,12 @@ pub fn start(containers: &Containers, id: &str, warn: &dyn Fn(&str)) -> Result<(
     s.status = Status::Running;
     s.started_at = Some(now());
     containers.save(&s)?;
-    if let Some(h) = containers.config(id).ok().and_then(|c| c.hooks) {
-        let state = h.state("running", s.pid);
+    if let Some((h, cfg)) = containers
+        .config(id)
+        .ok()
+        .and_then(|c| Some((c.hooks.clone()?, c)))
+    {
+        let state = crate::hooks::state_of(&cfg, "running", s.pid);
         for e in crate::hooks::run_all("poststart", &h.poststart, &state) {
             warn(&e.to_string());
         }
@@ -398,10 +402,9 @@ pub fn delete(
     if let Some(c) = &cfg {
         unbind_shared_root(c);
     }
-    let hooks = cfg.and_then(|c| c.hooks);
     containers.remove_broken(id)?;
-    if let Some(h) = hooks {
-        let state = h.state("stopped", None);
+    if let Some((h, cfg)) = cfg.and_then(|c| Some((c.hooks.clone()?, c))) {
+        let state = crate::hooks::state_of(&cfg, "stopped", None);
         for e in crate::hooks::run_all("poststop", &h.poststop, &state) {
             warn(&e.to_string());
         }

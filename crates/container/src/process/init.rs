@@ -160,19 +160,32 @@ fn run(
         unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWCGROUP) }
             .map_err(|e| (125, format!("entering a new cgroup namespace: {e}")))?;
     }
+    // The seccomp agent's socket, if the profile has one: a host path, reached now.
+    let agent = match cfg
+        .seccomp
+        .as_ref()
+        .and_then(|p| p.listener_path.as_deref())
+    {
+        Some(path) if seccomp.is_some() => {
+            Some(crate::seccomp::notify::connect(path).map_err(|e| own(&e))?)
+        }
+        _ => None,
+    };
     // Our pid as the runtime sees it: the host's /proc is still mounted here.
-    let host_pid = cfg.hooks.as_ref().and_then(|_| {
-        std::fs::read_link("/proc/self")
-            .ok()?
-            .to_str()?
-            .parse::<i32>()
-            .ok()
-    });
+    let host_pid = (cfg.hooks.is_some() || agent.is_some())
+        .then(|| {
+            std::fs::read_link("/proc/self")
+                .ok()?
+                .to_str()?
+                .parse::<i32>()
+                .ok()
+        })
+        .flatten();
     let mut create_container = || match &cfg.hooks {
         Some(h) => crate::hooks::run(
             "createContainer",
             &h.create_container,
-            &h.state("created", host_pid),
+            &crate::hooks::state_of(cfg, "created", host_pid),
             None,
         )
         .map_err(std::io::Error::other),
@@ -232,8 +245,25 @@ fn run(
 
     // Without no_new_privs, installing the filter needs CAP_SYS_ADMIN, which the drop below
     // removes: install it now (see crate::seccomp for what the filter must then allow).
+    let tell_agent = |listener: Option<OwnedFd>| -> Result<(), (i32, String)> {
+        if let (Some(l), Some(conn)) = (listener, &agent) {
+            let meta = cfg
+                .seccomp
+                .as_ref()
+                .and_then(|p| p.listener_metadata.as_deref());
+            let who = cfg.identity.clone().unwrap_or_default();
+            crate::seccomp::notify::send(conn, &l, host_pid, meta, who.state("creating", host_pid))
+                .map_err(|e| {
+                    (
+                        125,
+                        format!("handing the seccomp listener to its agent: {e}"),
+                    )
+                })?;
+        }
+        Ok(())
+    };
     if let (Some(f), false) = (seccomp, cfg.no_new_privileges) {
-        crate::seccomp::install(f).map_err(|e| own(&error_chain(&e)))?;
+        tell_agent(crate::seccomp::install(f).map_err(|e| own(&error_chain(&e)))?)?;
     }
     drop_privileges(cfg).map_err(|e| (125, e))?;
     // If the monitor dies, the container dies with it rather than run on unsupervised (set
@@ -263,7 +293,7 @@ fn run(
         crate::hooks::run(
             "startContainer",
             &h.start_container,
-            &h.state("created", host_pid),
+            &crate::hooks::state_of(cfg, "created", host_pid),
             Some(&cfg.env),
         )
         .map_err(|e| own(&e))?;
@@ -284,7 +314,7 @@ fn run(
     }
     // With no_new_privs, the filter goes on last, right before the exec.
     if let (Some(f), true) = (seccomp, cfg.no_new_privileges) {
-        crate::seccomp::install(f).map_err(|e| own(&error_chain(&e)))?;
+        tell_agent(crate::seccomp::install(f).map_err(|e| own(&error_chain(&e)))?)?;
     }
     let err = cmd.exec();
     let code = match err.kind() {

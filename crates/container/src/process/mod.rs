@@ -271,7 +271,7 @@ pub(crate) fn launch_init(
     // A bundle's first hooks: its namespaces exist and it is in its cgroup, nothing of its
     // root filesystem is built yet (a network hook configures its namespace now).
     if let Some(h) = &cfg.hooks {
-        let state = h.state("created", Some(pid));
+        let state = crate::hooks::state_of(cfg, "created", Some(pid));
         let ran = crate::hooks::run("prestart", &h.prestart, &state, None)
             .and_then(|()| crate::hooks::run("createRuntime", &h.create_runtime, &state, None));
         if let Err(e) = ran {

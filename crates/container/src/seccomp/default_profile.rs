@@ -484,6 +484,8 @@ pub fn default_profile() -> SeccompProfile {
         default_errno_ret: Some(ENOSYS),
         architectures: vec!["SCMP_ARCH_X86_64".into()],
         syscalls,
+        listener_path: None,
+        listener_metadata: None,
     }
 }
 

@@ -54,10 +54,14 @@
 //! the one `unsafe` block here is the `seccomp(2)` call itself.
 //!
 //! Limits: filters are built for x86_64 only so far (the syscall table); elsewhere a profile
-//! is an error that names `seccomp=unconfined`. `SCMP_ACT_TRACE` and `SCMP_ACT_NOTIFY` are not
-//! supported.
+//! is an error that names `seccomp=unconfined`. `SCMP_ACT_NOTIFY` rules are compiled as a
+//! marked TRACE return rewritten to `SECCOMP_RET_USER_NOTIF` (seccompiler has no such action),
+//! in a program of their own installed with `SECCOMP_FILTER_FLAG_NEW_LISTENER`; its listener
+//! goes to the agent ([`notify`]). Processes `exec`'d into the container get the rest of the
+//! filter but no listener: their notified calls fail with ENOSYS.
 
 pub mod default_profile;
+pub mod notify;
 pub mod profile;
 #[cfg(target_arch = "x86_64")]
 mod syscalls_x86_64;
@@ -102,7 +106,18 @@ pub enum SeccompError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filters {
     programs: Vec<BpfProgram>,
+    /// The program whose matches go to a user-space agent, if any.
+    notify: Option<usize>,
 }
+
+/// The TRACE message that stands for `SECCOMP_RET_USER_NOTIF` while seccompiler builds the
+/// program (it has no such action).
+const NOTIFY_MARK: u32 = 0xfeed;
+const SECCOMP_RET_TRACE: u32 = 0x7ff0_0000;
+const SECCOMP_RET_USER_NOTIF: u32 = 0x7fc0_0000;
+const SECCOMP_FILTER_FLAG_NEW_LISTENER: libc::c_ulong = 1 << 3;
+/// `BPF_RET | BPF_K`.
+const RET_K: u16 = 0x06;
 
 impl Filters {
     /// The programs, in install order.
@@ -165,6 +180,8 @@ fn action(a: Action, errno: Option<u32>) -> SeccompAction {
         Action::KillProcess => SeccompAction::KillProcess,
         Action::Trap => SeccompAction::Trap,
         Action::Log => SeccompAction::Log,
+        Action::Trace => SeccompAction::Trace(errno.unwrap_or(0) & 0xffff),
+        Action::Notify => SeccompAction::Trace(NOTIFY_MARK),
     }
 }
 
@@ -277,20 +294,34 @@ pub fn compile(profile: &SeccompProfile, caps: &[String]) -> Result<Filters, Sec
         };
         programs.push(program(base, default, matched, arch)?);
     }
+    let mut notify = None;
     for (act, map) in others {
-        programs.push(program(map, SeccompAction::Allow, act, arch)?);
+        let is_notify = act == SeccompAction::Trace(NOTIFY_MARK);
+        let mut p = program(map, SeccompAction::Allow, act, arch)?;
+        if is_notify && profile.syscalls.iter().any(|r| r.action == Action::Notify) {
+            for insn in p.iter_mut().filter(|i| i.code == RET_K) {
+                if insn.k == SECCOMP_RET_TRACE | NOTIFY_MARK {
+                    insn.k = SECCOMP_RET_USER_NOTIF;
+                }
+            }
+            notify = Some(programs.len());
+        }
+        programs.push(p);
     }
     let total: usize = programs.iter().map(|p| p.len() + 4).sum();
     if total > MAX_STACK_INSNS {
         return Err(SeccompError::TooLarge(total));
     }
-    Ok(Filters { programs })
+    Ok(Filters { programs, notify })
 }
 
 /// Installs the filters on every thread of the calling process (TSYNC), in order. The caller
-/// has no_new_privs set or `CAP_SYS_ADMIN` effective (see the module doc).
-pub fn install(filters: &Filters) -> Result<(), SeccompError> {
-    for p in &filters.programs {
+/// has no_new_privs set or `CAP_SYS_ADMIN` effective (see the module doc). Returns the
+/// listener of the user-notification program, if the profile has one (installed without TSYNC,
+/// which the kernel does not combine with a listener: the caller must be single-threaded).
+pub fn install(filters: &Filters) -> Result<Option<std::os::fd::OwnedFd>, SeccompError> {
+    let mut listener = None;
+    for (i, p) in filters.programs.iter().enumerate() {
         let prog = libc::sock_fprog {
             // seccompiler refuses programs of more than BPF_MAX_LEN (4096) instructions.
             len: u16::try_from(p.len()).map_err(|_| SeccompError::TooLarge(p.len()))?,
@@ -301,23 +332,36 @@ pub fn install(filters: &Filters) -> Result<(), SeccompError> {
         // SAFETY: `prog` points at `p`, which outlives the call; the kernel only reads the
         // program (copy_from_user) and keeps no pointer to it. The flags and operation are
         // constants the kernel validates.
+        let notify = filters.notify == Some(i);
+        let flags = if notify {
+            SECCOMP_FILTER_FLAG_NEW_LISTENER
+        } else {
+            libc::SECCOMP_FILTER_FLAG_TSYNC
+        };
         #[allow(unsafe_code)]
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_seccomp,
                 libc::SECCOMP_SET_MODE_FILTER,
-                libc::SECCOMP_FILTER_FLAG_TSYNC,
+                flags,
                 &prog as *const libc::sock_fprog,
             )
         };
-        // With TSYNC, a positive result is the id of a thread that could not be synchronised.
         if rc < 0 {
             return Err(SeccompError::Install(std::io::Error::last_os_error()));
+        } else if notify {
+            let fd = i32::try_from(rc).map_err(|_| SeccompError::ThreadSync(rc))?;
+            // SAFETY: with NEW_LISTENER the kernel returns a new descriptor, ours alone.
+            #[allow(unsafe_code)]
+            let owned = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+            listener = Some(owned);
         } else if rc > 0 {
+            // With TSYNC, a positive result is the id of a thread that could not be
+            // synchronised.
             return Err(SeccompError::ThreadSync(rc));
         }
     }
-    Ok(())
+    Ok(listener)
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]

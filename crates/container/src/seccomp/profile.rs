@@ -44,6 +44,13 @@ pub struct SeccompProfile {
     /// The rules, in order.
     #[serde(default, deserialize_with = "null_as_default")]
     pub syscalls: Vec<SyscallRule>,
+    /// Where the agent of `SCMP_ACT_NOTIFY` rules listens (a UNIX socket of the host): the
+    /// filter's listener descriptor is sent there (see [`super::notify`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listener_path: Option<std::path::PathBuf>,
+    /// An opaque string handed to that agent with the descriptor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listener_metadata: Option<String>,
 }
 
 /// One rule: an action for a set of system calls, optionally only when arguments match.
@@ -127,6 +134,12 @@ pub enum Action {
     /// Kill the calling thread.
     #[serde(rename = "SCMP_ACT_KILL_THREAD")]
     KillThread,
+    /// Hand the call to the agent at `listenerPath` (seccomp user notification).
+    #[serde(rename = "SCMP_ACT_NOTIFY")]
+    Notify,
+    /// Notify a ptrace tracer, with `errnoRet` as the message (ENOSYS without a tracer).
+    #[serde(rename = "SCMP_ACT_TRACE")]
+    Trace,
     /// Kill the whole process.
     #[serde(rename = "SCMP_ACT_KILL_PROCESS")]
     KillProcess,
@@ -216,6 +229,9 @@ pub enum InvalidProfile {
         /// The value.
         errno: u32,
     },
+    /// A user-notification rule that cannot work.
+    #[error("{0}")]
+    Notify(String),
 }
 
 impl SeccompProfile {
@@ -252,6 +268,25 @@ impl SeccompProfile {
     /// Checks what serde cannot: argument indexes, errno ranges, rules without names.
     pub fn validate(&self) -> Result<(), InvalidProfile> {
         check_errno("defaultErrnoRet", self.default_errno_ret)?;
+        if self.default_action == Action::Notify {
+            return Err(InvalidProfile::Notify(
+                "SCMP_ACT_NOTIFY cannot be the default action: the runtime's own calls would wait on the agent".into(),
+            ));
+        }
+        let notifies = self.syscalls.iter().filter(|r| r.action == Action::Notify);
+        for r in notifies {
+            if self.listener_path.is_none() {
+                return Err(InvalidProfile::Notify(
+                    "SCMP_ACT_NOTIFY needs listenerPath: the socket of the agent that answers"
+                        .into(),
+                ));
+            }
+            if r.all_names().any(|n| n == "write") {
+                return Err(InvalidProfile::Notify(
+                    "SCMP_ACT_NOTIFY cannot take write: the runtime reports through it before the agent is told".into(),
+                ));
+            }
+        }
         for (i, r) in self.syscalls.iter().enumerate() {
             if r.names.is_empty() && r.name.is_none() {
                 return Err(InvalidProfile::NoNames { rule: i });
