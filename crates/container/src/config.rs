@@ -582,6 +582,10 @@ pub struct ContainerConfig {
     /// other descriptor above stderr is closed on exec.
     #[serde(default)]
     pub preserve_fds: u32,
+    /// Those of the preserved descriptors the caller did not pass (held by the runtime with
+    /// placeholders, closed at exec).
+    #[serde(default)]
+    pub preserve_holes: Vec<i32>,
     /// Paths to mask.
     pub masked_paths: Vec<String>,
     /// Paths to make read-only.
@@ -715,6 +719,7 @@ impl ContainerConfig {
             shm_size: None,
             host_namespaces: Vec::new(),
             preserve_fds: 0,
+            preserve_holes: Vec::new(),
             hooks: None,
             rootfs_propagation: None,
             umask: None,

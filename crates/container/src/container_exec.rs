@@ -83,6 +83,8 @@ pub struct ExecOptions {
     /// Descriptors 3 to 3 + N - 1 the caller passes to the command (`--preserve-fds N`); every
     /// other descriptor above stderr is closed on exec (see [`crate::fds`]).
     pub preserve_fds: u32,
+    /// Those of them the caller did not pass (see [`crate::fds::hold_missing`]).
+    pub preserve_holes: Vec<i32>,
     /// Capabilities added to the container's (`--cap`, see
     /// [`crate::capabilities::add_for_exec`]).
     pub add_caps: Vec<String>,
@@ -243,7 +245,7 @@ pub fn exec_with(
     }
     // The caller's descriptors stay out of the container but stdio and the preserved ones:
     // marked here, in this process, which execs nothing else and exits after the command.
-    crate::fds::only_stdio_and_preserved(opts.preserve_fds)
+    crate::fds::only_stdio_and_preserved(opts.preserve_fds, &opts.preserve_holes)
         .map_err(|e| enter(format!("closing inherited descriptors: {e}")))?;
     let mut child = cmd.spawn().map_err(|e| {
         let code = if e.kind() == std::io::ErrorKind::NotFound {

@@ -18,12 +18,16 @@ use std::os::fd::{BorrowedFd, RawFd};
 use rustix::io::{fcntl_getfd, fcntl_setfd, FdFlags};
 
 /// Marks every descriptor from `3 + preserve` up close-on-exec, and clears the flag on
-/// descriptors 3 to `3 + preserve - 1` that are open.
-pub fn only_stdio_and_preserved(preserve: u32) -> io::Result<()> {
+/// descriptors 3 to `3 + preserve - 1` that are open, but for `holes` (the placeholders of
+/// [`hold_missing`], which stay close-on-exec).
+pub fn only_stdio_and_preserved(preserve: u32, holes: &[RawFd]) -> io::Result<()> {
     let first = 3u32.saturating_add(preserve);
     cloexec_from(first)?;
     for fd in 3..first {
         let Ok(fd) = RawFd::try_from(fd) else { break };
+        if holes.contains(&fd) {
+            continue;
+        }
         // SAFETY: borrowed for the two fcntl calls only; a descriptor that is not open makes
         // them fail with EBADF, which is skipped.
         #[allow(unsafe_code)]
@@ -35,18 +39,43 @@ pub fn only_stdio_and_preserved(preserve: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// The first of descriptors 3 to `3 + preserve - 1` that is not open, if any: checked by the
-/// runtime before it opens anything itself, so that none of its own descriptors takes the
-/// number of one the caller said it passes (and would reach the container).
-pub fn first_missing(preserve: u32) -> Option<RawFd> {
-    (3..3u32.saturating_add(preserve))
-        .map(|fd| RawFd::try_from(fd).unwrap_or(RawFd::MAX))
-        .find(|&fd| {
-            // SAFETY: borrowed for the fcntl only; EBADF is what is looked for.
-            #[allow(unsafe_code)]
-            let b = unsafe { BorrowedFd::borrow_raw(fd) };
-            fcntl_getfd(b).is_err()
-        })
+/// Fills each of descriptors 3 to `3 + preserve - 1` that is not open with a close-on-exec
+/// placeholder (`/dev/null`), held for the life of the process, and returns their numbers.
+/// Called by the runtime before it opens anything itself: none of its own descriptors can then
+/// take the number of one the caller said it passes (and reach the container), and the
+/// container gets only those the caller really passed (`--preserve-fds 100` with three open
+/// passes three, as youki and crun do).
+pub fn hold_missing(preserve: u32) -> io::Result<Vec<RawFd>> {
+    let mut holes = Vec::new();
+    let mut null = None;
+    for fd in 3..3u32.saturating_add(preserve) {
+        let Ok(fd) = RawFd::try_from(fd) else { break };
+        // SAFETY: borrowed for the fcntl only; EBADF is what is looked for.
+        #[allow(unsafe_code)]
+        let b = unsafe { BorrowedFd::borrow_raw(fd) };
+        if fcntl_getfd(b).is_ok() {
+            continue;
+        }
+        let src: &std::os::fd::OwnedFd = match &null {
+            Some(n) => n,
+            None => {
+                // Opened where it may land on a hole, then moved above the range.
+                let first = std::fs::File::open("/dev/null")?;
+                let above = RawFd::try_from(3u32.saturating_add(preserve)).unwrap_or(RawFd::MAX);
+                null.insert(rustix::io::fcntl_dupfd_cloexec(&first, above)?)
+            }
+        };
+        // The lowest free number at or above `fd` is `fd` itself: it is free.
+        let held = rustix::io::fcntl_dupfd_cloexec(src, fd)?;
+        if std::os::fd::AsRawFd::as_raw_fd(&held) != fd {
+            return Err(io::Error::other(format!(
+                "descriptor {fd} was taken while the missing ones were held"
+            )));
+        }
+        std::mem::forget(held);
+        holes.push(fd);
+    }
+    Ok(holes)
 }
 
 /// Marks every descriptor from `first` up close-on-exec.

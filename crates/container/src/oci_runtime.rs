@@ -110,6 +110,8 @@ pub struct CreateOptions<'a> {
     pub cgroup_root: &'a Path,
     /// Descriptors 3 to 3 + N - 1 the caller passes to the process (`--preserve-fds N`).
     pub preserve_fds: u32,
+    /// Those of them the caller did not pass (see [`crate::fds::hold_missing`]).
+    pub preserve_holes: Vec<i32>,
     /// Told what the bundle asks that is ignored (runc's warnings).
     pub warn: &'a dyn Fn(&str),
 }
@@ -136,6 +138,7 @@ pub fn create(
         (o.warn)(w);
     }
     bundle.config.preserve_fds = o.preserve_fds;
+    bundle.config.preserve_holes = o.preserve_holes.clone();
     if let Some(who) = &mut bundle.config.identity {
         who.id = id.to_owned();
     }

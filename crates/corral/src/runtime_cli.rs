@@ -240,9 +240,8 @@ fn run(cli: RuntimeCli, log: &Log) -> Result<i32> {
         Verb::Exec { preserve_fds, .. } => *preserve_fds,
         _ => 0,
     };
-    if let Some(fd) = corral_container::fds::first_missing(preserve) {
-        bail!("--preserve-fds {preserve}: descriptor {fd} is not open");
-    }
+    let holes = corral_container::fds::hold_missing(preserve)
+        .with_context(|| format!("--preserve-fds {preserve}: holding the numbers not passed"))?;
     let cs =
         Containers::open(&cli.root).with_context(|| format!("opening {}", cli.root.display()))?;
     let cg = Path::new(CGROUP_ROOT);
@@ -250,7 +249,7 @@ fn run(cli: RuntimeCli, log: &Log) -> Result<i32> {
     match verb {
         Verb::Create(a) => {
             // The init is left to the caller (a subreaper) to reap.
-            create(&cs, &a, log)?;
+            create(&cs, &a, &holes, log)?;
         }
         Verb::Start { id } => oci_runtime::start(&cs, &id, &warn)?,
         Verb::State { id } => println!(
@@ -264,7 +263,7 @@ fn run(cli: RuntimeCli, log: &Log) -> Result<i32> {
         Verb::Delete { force, id } => oci_runtime::delete(&cs, &id, force, cg, &warn)?,
         Verb::Run { detach, create: a } => {
             let id = a.id.clone();
-            let mut child = create(&cs, &a, log)?;
+            let mut child = create(&cs, &a, &holes, log)?;
             oci_runtime::start(&cs, &id, &warn)?;
             if detach {
                 // The init is left to the caller (a subreaper) to reap.
@@ -335,6 +334,7 @@ fn run(cli: RuntimeCli, log: &Log) -> Result<i32> {
             }
             let opts = container_exec::ExecOptions {
                 preserve_fds,
+                preserve_holes: holes,
                 add_caps,
                 ignore_paused,
             };
@@ -432,6 +432,7 @@ fn missing_container(err: &anyhow::Error) -> Option<String> {
 fn create(
     cs: &Containers,
     a: &CreateArgs,
+    holes: &[i32],
     log: &Log,
 ) -> Result<corral_container::process::InitChild> {
     let warn = |msg: &str| log.warn(msg);
@@ -441,6 +442,7 @@ fn create(
         console_socket: a.console_socket.as_deref(),
         cgroup_root: Path::new(CGROUP_ROOT),
         preserve_fds: a.preserve_fds,
+        preserve_holes: holes.to_vec(),
         warn: &warn,
     };
     Ok(oci_runtime::create(cs, &a.id, opts)?)

@@ -300,7 +300,7 @@ fn run(
     }
     // Nothing of the caller's reaches the workload but stdio and what it asked to pass (see
     // crate::fds): before the filter, which may not allow close_range.
-    crate::fds::only_stdio_and_preserved(cfg.preserve_fds)
+    crate::fds::only_stdio_and_preserved(cfg.preserve_fds, &cfg.preserve_holes)
         .map_err(|e| (125, format!("closing inherited descriptors: {e}")))?;
     let Some((prog, args)) = cfg.args.split_first() else {
         return Err((125, "no command given and the image has none".into()));
