@@ -814,3 +814,121 @@ fn seccomp_notify_hands_the_listener_to_the_agent() {
         assert_gone(&rt, &id);
     }
 }
+
+#[test]
+fn process_attributes_and_the_time_namespace_are_applied() {
+    if skip_unless_root("process_attributes_and_the_time_namespace_are_applied") {
+        return;
+    }
+    if !Path::new("/proc/self/ns/time").exists() {
+        corral_e2e::report_skip(
+            "process_attributes_and_the_time_namespace_are_applied",
+            "this kernel has no time namespaces (Linux 5.6+)",
+        );
+        return;
+    }
+    let rt = RuntimeRoot::new();
+    let bundle = Bundle::busybox(&[
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "/bin/busybox uname -m; cat /proc/sys/kernel/domainname; /bin/busybox ionice -p $$; \
+         grep -E '^policy' /proc/self/sched; cat /proc/self/timens_offsets",
+    ]);
+    bundle.edit_config(|c| {
+        c["domainname"] = json!("corral.test");
+        c["linux"]["personality"] = json!({"domain": "LINUX32"});
+        c["process"]["ioPriority"] = json!({"class": "IOPRIO_CLASS_IDLE", "priority": 0});
+        c["process"]["scheduler"] = json!({"policy": "SCHED_BATCH"});
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "time"}));
+        c["linux"]["timeOffsets"] = json!({
+            "monotonic": {"secs": 86400, "nanosecs": 0},
+            "boottime": {"secs": 3600, "nanosecs": 7},
+        });
+    });
+    let id = unique_id("attrs");
+    let out = rt.cmd(&["run", "-b", path_str(bundle.path()), &id]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = stdout_text(&out);
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert_eq!(lines.first(), Some(&"i686"), "personality LINUX32:\n{text}");
+    assert!(lines.contains(&"corral.test"), "domainname:\n{text}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("idle")),
+        "ionice:\n{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("policy") && l.ends_with(" 3")),
+        "SCHED_BATCH (3):\n{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["monotonic", "86400", "0"]),
+        "the time namespace's offsets:\n{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["boottime", "3600", "7"]),
+        "the time namespace's offsets:\n{text}"
+    );
+    assert_gone(&rt, &id);
+
+    // What this host cannot honour is refused, not ignored.
+    let apparmor = fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|v| v.trim() == "Y");
+    let selinux = Path::new("/sys/fs/selinux/enforce").exists();
+    let mut refused = vec![
+        (
+            "linux.personality",
+            json!({"linux": {"personality": {"domain": "PER_BSD"}}}),
+        ),
+        (
+            "ioPriority",
+            json!({"process": {"ioPriority": {"class": "IOPRIO_CLASS_NONE"}}}),
+        ),
+        (
+            "timeOffsets",
+            json!({"linux": {"timeOffsets": {"monotonic": {"secs": 1}}}}),
+        ),
+    ];
+    if !apparmor {
+        refused.push((
+            "AppArmor",
+            json!({"process": {"apparmorProfile": "docker-default"}}),
+        ));
+    }
+    if !selinux {
+        refused.push((
+            "SELinux",
+            json!({"process": {"selinuxLabel": "system_u:system_r:container_t:s0"}}),
+        ));
+    }
+    let original: Value =
+        serde_json::from_str(&fs::read_to_string(bundle.config_path()).unwrap()).unwrap();
+    for (what, patch) in refused {
+        bundle.edit_config(|c| {
+            *c = original.clone();
+            c["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|n| n["type"] != "time");
+            c["linux"].as_object_mut().unwrap().remove("timeOffsets");
+            for (section, fields) in patch.as_object().unwrap() {
+                for (k, v) in fields.as_object().unwrap() {
+                    c[section][k] = v.clone();
+                }
+            }
+        });
+        let id = unique_id("attrs-bad");
+        let (_, err) = rt.fail(&["create", "-b", path_str(bundle.path()), &id]);
+        assert!(err.contains(what), "{what}: {err}");
+        assert_gone(&rt, &id);
+    }
+}

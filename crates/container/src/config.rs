@@ -631,6 +631,9 @@ pub struct ContainerConfig {
     /// An OCI container's id, bundle and annotations, for the programs told its state.
     #[serde(default)]
     pub identity: Option<crate::hooks::Identity>,
+    /// Scheduling, I/O priority, personality, LSM label, domain name, time namespace.
+    #[serde(default)]
+    pub attrs: crate::process::attrs::ProcessAttrs,
 }
 
 /// A mount's propagation type.
@@ -724,6 +727,7 @@ impl ContainerConfig {
             rootfs_propagation: None,
             umask: None,
             identity: None,
+            attrs: Default::default(),
         }
     }
 }

@@ -138,7 +138,11 @@ pub fn exec_with(
     // The user namespace last: once in it, the others (the host's user namespace owns most)
     // could no longer be joined.
     let user = crate::userns::differs_from(pid).then_some(("user", LinkNameSpaceType::User));
-    for (name, kind) in kinds.into_iter().chain(user) {
+    // A time namespace of the container's own (a bundle's): joined too.
+    let ns_of = |p: &str| std::fs::read_link(p).ok();
+    let time = (ns_of(&format!("/proc/{pid}/ns/time")) != ns_of("/proc/self/ns/time"))
+        .then_some(("time", LinkNameSpaceType::Time));
+    for (name, kind) in kinds.into_iter().chain(time).chain(user) {
         let p = format!("/proc/{pid}/ns/{name}");
         let f = File::open(&p).map_err(|e| enter(format!("opening {p}: {e}")))?;
         fds.push((name, kind, f));
@@ -191,6 +195,15 @@ pub fn exec_with(
     // The container's seccomp filter, installed as the init installs it: before the capability
     // drop when no_new_privs is off (installing needs CAP_SYS_ADMIN then), last otherwise. The
     // spawned command inherits it.
+    // The container's execution domain, which its commands inherit (runc's and youki's exec
+    // too).
+    if cfg.attrs.personality.is_some() {
+        let only = crate::process::attrs::ProcessAttrs {
+            personality: cfg.attrs.personality,
+            ..Default::default()
+        };
+        crate::process::attrs::apply_at_exec(&only).map_err(enter)?;
+    }
     let seccomp = match &cfg.seccomp {
         Some(p) => Some(
             crate::seccomp::compile(p, &cfg.capabilities)

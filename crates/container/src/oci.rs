@@ -71,6 +71,7 @@ struct Spec {
     process: Process,
     hooks: Option<crate::hooks::Hooks>,
     annotations: std::collections::BTreeMap<String, String>,
+    domainname: Option<String>,
     root: Root,
     hostname: Option<String>,
     mounts: Vec<Mount>,
@@ -101,6 +102,47 @@ pub struct Process {
     /// OOM score adjustment.
     #[serde(rename = "oomScoreAdj")]
     pub oom_score_adj: Option<i32>,
+    /// Scheduling policy.
+    pub scheduler: Option<OciScheduler>,
+    /// I/O priority.
+    #[serde(rename = "ioPriority")]
+    pub io_priority: Option<OciIoPriority>,
+    /// AppArmor profile.
+    #[serde(rename = "apparmorProfile")]
+    pub apparmor_profile: Option<String>,
+    /// SELinux label.
+    #[serde(rename = "selinuxLabel")]
+    pub selinux_label: Option<String>,
+}
+
+/// `process.scheduler`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default)]
+pub struct OciScheduler {
+    /// `SCHED_OTHER` ...
+    pub policy: String,
+    /// Nice value.
+    pub nice: i32,
+    /// Static priority.
+    pub priority: u32,
+    /// `SCHED_FLAG_*` names.
+    pub flags: Vec<String>,
+    /// DEADLINE runtime (ns).
+    pub runtime: u64,
+    /// DEADLINE deadline (ns).
+    pub deadline: u64,
+    /// DEADLINE period (ns).
+    pub period: u64,
+}
+
+/// `process.ioPriority`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default)]
+pub struct OciIoPriority {
+    /// `IOPRIO_CLASS_RT`, `_BE`, `_IDLE`.
+    pub class: String,
+    /// 0 (highest) to 7.
+    pub priority: u32,
 }
 
 /// A process's user.
@@ -188,6 +230,25 @@ struct Linux {
     #[serde(rename = "rootfsPropagation")]
     rootfs_propagation: Option<String>,
     sysctl: std::collections::BTreeMap<String, String>,
+    personality: Option<Personality>,
+    #[serde(rename = "timeOffsets")]
+    time_offsets: Option<std::collections::BTreeMap<String, TimeOffset>>,
+    #[serde(rename = "mountLabel")]
+    mount_label: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Personality {
+    domain: String,
+    flags: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(default)]
+struct TimeOffset {
+    secs: i64,
+    nanosecs: u32,
 }
 
 /// A device node of `linux.devices`.
@@ -556,6 +617,139 @@ pub fn parse_resources(json: &[u8]) -> Result<Resources, OciError> {
         })
 }
 
+/// The process attributes of a spec (see [`crate::process::attrs`]), checked against what
+/// this host can do.
+fn process_attrs(
+    spec: &Spec,
+    cfg: &ContainerConfig,
+) -> Result<crate::process::attrs::ProcessAttrs, String> {
+    use crate::process::attrs::{self as a, ProcessAttrs, Scheduler};
+    let p = &spec.process;
+    let mut out = ProcessAttrs::default();
+    if let Some(s) = &p.scheduler {
+        let policy = a::sched_policy(&s.policy).ok_or_else(|| {
+            format!(
+                "process.scheduler.policy {:?}: use SCHED_OTHER, SCHED_FIFO, SCHED_RR, SCHED_BATCH, SCHED_IDLE or SCHED_DEADLINE",
+                s.policy
+            )
+        })?;
+        let mut flags = 0;
+        for f in &s.flags {
+            flags |= a::sched_flag(f)
+                .ok_or_else(|| format!("process.scheduler.flags: unknown flag {f:?}"))?;
+        }
+        if !(-20..=19).contains(&s.nice) {
+            return Err(format!("process.scheduler.nice {}: -20 to 19", s.nice));
+        }
+        out.scheduler = Some(Scheduler {
+            policy,
+            nice: s.nice,
+            priority: s.priority,
+            flags,
+            runtime: s.runtime,
+            deadline: s.deadline,
+            period: s.period,
+        });
+    }
+    if let Some(io) = &p.io_priority {
+        let class = a::ioprio_class(&io.class).ok_or_else(|| {
+            format!(
+                "process.ioPriority.class {:?}: use IOPRIO_CLASS_RT, IOPRIO_CLASS_BE or IOPRIO_CLASS_IDLE",
+                io.class
+            )
+        })?;
+        if io.priority > 7 {
+            return Err(format!(
+                "process.ioPriority.priority {}: 0 to 7",
+                io.priority
+            ));
+        }
+        out.io_priority = Some(class << 13 | io.priority);
+    }
+    if let Some(pers) = &spec.linux.personality {
+        let base: u64 = match pers.domain.as_str() {
+            "LINUX" => 0,
+            "LINUX32" => 0x0008,
+            d => {
+                return Err(format!(
+                    "linux.personality.domain {d:?}: use LINUX or LINUX32"
+                ))
+            }
+        };
+        if let Some(f) = pers.flags.first() {
+            return Err(format!(
+                "linux.personality.flags: {f:?} is not supported (runc supports none either)"
+            ));
+        }
+        out.personality = Some(base);
+    }
+    if let Some(profile) = p.apparmor_profile.as_deref().filter(|s| !s.is_empty()) {
+        if !a::apparmor_enabled() {
+            return Err(format!(
+                "process.apparmorProfile {profile:?}: this host does not run AppArmor; remove the profile"
+            ));
+        }
+        out.apparmor_profile = Some(profile.to_owned());
+    }
+    if let Some(label) = p.selinux_label.as_deref().filter(|s| !s.is_empty()) {
+        if !a::selinux_enabled() {
+            return Err(format!(
+                "process.selinuxLabel {label:?}: this host does not run SELinux; remove the label"
+            ));
+        }
+        out.selinux_label = Some(label.to_owned());
+    }
+    if let Some(label) = spec.linux.mount_label.as_deref().filter(|s| !s.is_empty()) {
+        return Err(format!(
+            "linux.mountLabel {label:?}: {}",
+            if a::selinux_enabled() {
+                "mount labels are not supported yet"
+            } else {
+                "this host does not run SELinux; remove the label"
+            }
+        ));
+    }
+    if let Some(d) = spec.domainname.as_deref().filter(|s| !s.is_empty()) {
+        if cfg.host_namespaces.iter().any(|n| n == "uts") {
+            return Err(
+                "a domainname without a uts namespace would change the host's: add {\"type\": \"uts\"} to linux.namespaces"
+                    .into(),
+            );
+        }
+        out.domainname = Some(d.to_owned());
+    }
+    let time_ns = spec
+        .linux
+        .namespaces
+        .iter()
+        .any(|n| n.typ == "time" && n.path.is_none());
+    match (&spec.linux.time_offsets, time_ns) {
+        (Some(o), true) => {
+            for k in o.keys() {
+                if k != "monotonic" && k != "boottime" {
+                    return Err(format!(
+                        "linux.timeOffsets: unknown clock {k:?} (monotonic, boottime)"
+                    ));
+                }
+            }
+            let get = |k: &str| o.get(k).map_or((0, 0), |t| (t.secs, t.nanosecs));
+            if o.values().any(|t| t.nanosecs >= 1_000_000_000) {
+                return Err("linux.timeOffsets: nanosecs must be below 1000000000".into());
+            }
+            out.time_offsets = Some([get("monotonic"), get("boottime")]);
+        }
+        (None, true) => out.time_offsets = Some([(0, 0), (0, 0)]),
+        (Some(_), false) => {
+            return Err(
+                "linux.timeOffsets without a new time namespace: add {\"type\": \"time\"} to linux.namespaces"
+                    .into(),
+            )
+        }
+        (None, false) => {}
+    }
+    Ok(out)
+}
+
 /// Refuses an `ociVersion` that is not a semantic version of the spec's major version 1. One
 /// that is absent is taken as the current version (bundles written by hand often lack it).
 fn check_version(v: Option<&str>) -> Result<(), String> {
@@ -609,9 +803,13 @@ pub fn read_bundle(bundle: &Path) -> Result<Bundle, OciError> {
     // A namespace type the spec does not list is the caller's, inherited (runtime spec).
     let mut seen: Vec<&str> = Vec::new();
     for ns in &spec.linux.namespaces {
-        if !["pid", "network", "mount", "ipc", "uts", "user", "cgroup"].contains(&ns.typ.as_str()) {
+        if ![
+            "pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time",
+        ]
+        .contains(&ns.typ.as_str())
+        {
             return Err(unsupported(&format!(
-                "linux.namespaces: unknown type {:?} (the types are pid, network, mount, ipc, uts, user, cgroup)",
+                "linux.namespaces: unknown type {:?} (the types are pid, network, mount, ipc, uts, user, cgroup, time)",
                 ns.typ
             )));
         }
@@ -727,6 +925,7 @@ pub fn read_bundle(bundle: &Path) -> Result<Bundle, OciError> {
     };
     cfg.die_with_parent = false;
     cfg.tty = spec.process.terminal;
+    cfg.attrs = process_attrs(&spec, &cfg).map_err(|w| unsupported(&w))?;
     cfg.rootfs_propagation = match spec.linux.rootfs_propagation.as_deref() {
         None | Some("") => None,
         Some(p) => Some(crate::config::Propagation::parse(p).ok_or_else(|| {

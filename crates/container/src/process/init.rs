@@ -106,6 +106,7 @@ fn run(
             ),
             "cgroup" => (LinkNameSpaceType::ControlGroup, UnshareFlags::NEWCGROUP),
             "mount" | "mnt" => (LinkNameSpaceType::Mount, UnshareFlags::NEWNS),
+            "time" => (LinkNameSpaceType::Time, UnshareFlags::empty()),
             // Opened by the caller, joined after the root filesystem is built; the PID
             // namespace is joined by the caller before it forks us.
             "user" | "pid" => continue,
@@ -142,6 +143,15 @@ fn run(
         .map_err(|e| (125, format!("entering new namespaces: {e}")))?;
     if cfg.network == NetworkMode::None {
         crate::loopback::up().map_err(|e| (125, format!("bringing up lo: {e}")))?;
+    }
+    // A time namespace: ours only at the exec (its offsets must be written before anything
+    // enters it).
+    if let Some(offsets) = &cfg.attrs.time_offsets {
+        // SAFETY: as above.
+        #[allow(unsafe_code)]
+        unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWTIME) }
+            .map_err(|e| (125, format!("entering a new time namespace: {e}")))?;
+        super::attrs::write_time_offsets(offsets).map_err(|e| (125, e))?;
     }
 
     rustix::io::write(status, b"ns\n")
@@ -204,6 +214,10 @@ fn run(
         rustix::system::sethostname(cfg.hostname.as_bytes())
             .map_err(|e| (125, format!("setting the hostname: {e}")))?;
     }
+    if let Some(d) = &cfg.attrs.domainname {
+        rustix::system::setdomainname(d.as_bytes())
+            .map_err(|e| (125, format!("setting the domain name: {e}")))?;
+    }
     crate::rlimits::apply(&cfg.rlimits).map_err(|e| own(&error_chain(&e)))?;
     // Lowering it needs privileges in the host's user namespace: before joining the container's.
     if let Some(adj) = cfg.oom_score_adj {
@@ -265,6 +279,7 @@ fn run(
     if let (Some(f), false) = (seccomp, cfg.no_new_privileges) {
         tell_agent(crate::seccomp::install(f).map_err(|e| own(&error_chain(&e)))?)?;
     }
+    super::attrs::apply_privileged(&cfg.attrs).map_err(|e| (125, e))?;
     drop_privileges(cfg).map_err(|e| (125, e))?;
     // If the monitor dies, the container dies with it rather than run on unsupervised (set
     // after the credential change, which clears it).
@@ -312,6 +327,7 @@ fn run(
             cmd.env(k, v);
         }
     }
+    super::attrs::apply_at_exec(&cfg.attrs).map_err(|e| (125, e))?;
     // With no_new_privs, the filter goes on last, right before the exec.
     if let (Some(f), true) = (seccomp, cfg.no_new_privileges) {
         tell_agent(crate::seccomp::install(f).map_err(|e| own(&error_chain(&e)))?)?;

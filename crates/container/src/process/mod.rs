@@ -10,6 +10,7 @@
 //! Nothing forks from a multi-threaded process: the monitor and the runtime are
 //! single-threaded, so the forked init may run ordinary Rust code (see `launch_init`).
 
+pub mod attrs;
 pub mod init;
 pub mod monitor;
 
