@@ -329,15 +329,15 @@ pub fn install(filters: &Filters) -> Result<Option<std::os::fd::OwnedFd>, Seccom
             // (and libc's): u16 code, u8 jt, u8 jf, u32 k.
             filter: p.as_ptr().cast::<libc::sock_filter>().cast_mut(),
         };
-        // SAFETY: `prog` points at `p`, which outlives the call; the kernel only reads the
-        // program (copy_from_user) and keeps no pointer to it. The flags and operation are
-        // constants the kernel validates.
         let notify = filters.notify == Some(i);
         let flags = if notify {
             SECCOMP_FILTER_FLAG_NEW_LISTENER
         } else {
             libc::SECCOMP_FILTER_FLAG_TSYNC
         };
+        // SAFETY: `prog` points at `p`, which outlives the call; the kernel only reads the
+        // program (copy_from_user) and keeps no pointer to it. The flags and operation are
+        // constants the kernel validates.
         #[allow(unsafe_code)]
         let rc = unsafe {
             libc::syscall(
