@@ -932,3 +932,74 @@ fn process_attributes_and_the_time_namespace_are_applied() {
         assert_gone(&rt, &id);
     }
 }
+
+#[test]
+fn exec_cgroup_runs_in_a_sub_cgroup_and_delete_removes_it() {
+    if skip_unless_root("exec_cgroup_runs_in_a_sub_cgroup_and_delete_removes_it") {
+        return;
+    }
+    let rt = RuntimeRoot::new();
+    let bundle = Bundle::busybox(&["/bin/busybox", "sleep", "60"]);
+    let id = unique_id("exec-cgroup");
+    rt.ok(&["create", "-b", path_str(bundle.path()), &id]);
+    rt.ok(&["start", &id]);
+    let dirs = cgroup_dirs_anywhere(&id);
+    assert!(!dirs.is_empty(), "no cgroup for {id}");
+    for d in &dirs {
+        fs::create_dir(d.join("sub")).unwrap_or_else(|e| panic!("mkdir {}/sub: {e}", d.display()));
+        // A new v1 cpuset admits no task until it has CPUs and memory nodes.
+        for f in ["cpuset.cpus", "cpuset.mems"] {
+            if let Ok(v) = fs::read_to_string(d.join(f)) {
+                fs::write(d.join("sub").join(f), v.trim()).unwrap();
+            }
+        }
+    }
+    let text = rt.ok(&[
+        "exec",
+        "--cgroup",
+        "sub",
+        &id,
+        "/bin/busybox",
+        "cat",
+        "/proc/self/cgroup",
+    ]);
+    // Seen through the container's cgroup namespace, its cgroup is `/`.
+    let own: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            let v2 = !Path::new("/sys/fs/cgroup/memory").is_dir();
+            l.contains(":memory:") || l.contains(":pids:") || (v2 && l.starts_with("0::"))
+        })
+        .collect();
+    assert!(
+        !own.is_empty() && own.iter().all(|l| l.ends_with("/sub")),
+        "exec --cgroup sub: every hierarchy of the container in sub:\n{text}"
+    );
+    if Path::new("/sys/fs/cgroup/memory").is_dir() {
+        // v1: a controller list limits it to those hierarchies.
+        let text = rt.ok(&[
+            "exec",
+            "--cgroup",
+            "memory:sub",
+            &id,
+            "/bin/busybox",
+            "cat",
+            "/proc/self/cgroup",
+        ]);
+        let mem = text
+            .lines()
+            .find(|l| l.contains(":memory:"))
+            .unwrap_or_default();
+        let pids = text
+            .lines()
+            .find(|l| l.contains(":pids:"))
+            .unwrap_or_default();
+        assert!(mem.ends_with(":/sub") && pids.ends_with(":/"), "{text}");
+    }
+    for bad in ["missing", "../escape"] {
+        let (_, err) = rt.fail(&["exec", "--cgroup", bad, &id, "/bin/busybox", "true"]);
+        assert!(err.contains("--cgroup"), "{bad}: {err}");
+    }
+    rt.ok(&["delete", "--force", &id]);
+    assert_gone(&rt, &id);
+}

@@ -85,6 +85,9 @@ pub struct ExecOptions {
     pub preserve_fds: u32,
     /// Those of them the caller did not pass (see [`crate::fds::hold_missing`]).
     pub preserve_holes: Vec<i32>,
+    /// A sub-cgroup of the container's to run in (runc's `exec --cgroup`):
+    /// `[CONTROLLER[,CONTROLLER]:]PATH`, relative to the container's cgroup.
+    pub cgroup: Option<String>,
     /// Capabilities added to the container's (`--cap`, see
     /// [`crate::capabilities::add_for_exec`]).
     pub add_caps: Vec<String>,
@@ -163,6 +166,7 @@ pub fn exec_with(
         None => None,
     };
     for dir in &s.cgroup_paths {
+        let dir = sub_cgroup(dir, opts.cgroup.as_deref()).map_err(enter)?;
         std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string())
             .map_err(|e| enter(format!("joining cgroup {}: {e}", dir.display())))?;
     }
@@ -300,4 +304,50 @@ pub fn exec_with(
         .code()
         .or_else(|| st.signal().map(|s| 128 + s))
         .unwrap_or(255))
+}
+
+/// The directory of the container's cgroup `dir` that an `exec --cgroup` process joins:
+/// `dir` itself, or its sub-cgroup `PATH` for the controllers named (all when none are; on
+/// cgroup v1 a hierarchy is named by its directory under `/sys/fs/cgroup`). The sub-cgroup
+/// must exist and lie inside the container's.
+fn sub_cgroup(dir: &std::path::Path, spec: Option<&str>) -> Result<std::path::PathBuf, String> {
+    let Some(spec) = spec else {
+        return Ok(dir.to_owned());
+    };
+    let (controllers, path) = match spec.split_once(':') {
+        Some((c, p)) => (Some(c), p),
+        None => (None, spec),
+    };
+    if let Some(list) = controllers {
+        // v1: the hierarchy's name is the directory below the cgroup root (`cpu,cpuacct`).
+        let hierarchy = dir
+            .strip_prefix("/sys/fs/cgroup")
+            .ok()
+            .and_then(|r| r.components().next())
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let named = list
+            .split(',')
+            .any(|c| hierarchy.split(',').any(|h| h == c));
+        if !named {
+            return Ok(dir.to_owned());
+        }
+    }
+    let rel = std::path::Path::new(path.trim_start_matches('/'));
+    if rel
+        .components()
+        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(format!(
+            "--cgroup {spec:?}: a path inside the container's cgroup, without .."
+        ));
+    }
+    let sub = dir.join(rel);
+    if !sub.is_dir() {
+        return Err(format!(
+            "--cgroup {spec:?}: {} does not exist (create the sub-cgroup first)",
+            sub.display()
+        ));
+    }
+    Ok(sub)
 }

@@ -115,6 +115,10 @@ enum Verb {
         /// Run in a paused container too (the process starts frozen).
         #[arg(long)]
         ignore_paused: bool,
+        /// Run in a sub-cgroup of the container's: `[CONTROLLER[,CONTROLLER]:]PATH`
+        /// (repeatable on cgroup v1, one per controller list).
+        #[arg(long = "cgroup", value_name = "[CONTROLLERS:]PATH")]
+        cgroup: Vec<String>,
         id: String,
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
@@ -288,6 +292,7 @@ fn run(cli: RuntimeCli, log: &Log) -> Result<i32> {
             preserve_fds,
             cap,
             ignore_paused,
+            cgroup,
             id,
             args,
         } => {
@@ -335,6 +340,13 @@ fn run(cli: RuntimeCli, log: &Log) -> Result<i32> {
             let opts = container_exec::ExecOptions {
                 preserve_fds,
                 preserve_holes: holes,
+                cgroup: match cgroup.as_slice() {
+                    [] => None,
+                    [one] => Some(one.clone()),
+                    _ => bail!(
+                        "--cgroup: give it once (several controller lists are not supported yet)"
+                    ),
+                },
                 add_caps,
                 ignore_paused,
             };

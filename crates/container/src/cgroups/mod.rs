@@ -281,6 +281,9 @@ impl Cgroup {
     /// the kernel finishes tearing down the last ones).
     pub fn destroy(&self) {
         for d in &self.dirs {
+            // Sub-cgroups first (made by the workload, or for `exec --cgroup`): a cgroup
+            // directory is removed only when it has none.
+            remove_children(d);
             for i in 0..100u64 {
                 match fs::remove_dir(d) {
                     Ok(()) => break,
@@ -340,6 +343,21 @@ fn apply<C: CgroupController>(
         C::apply(layout, dir, r)?;
     }
     Ok(())
+}
+
+/// Removes the cgroups below `dir`, deepest first (their files are the kernel's: only the
+/// directories are removed).
+fn remove_children(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            let sub = e.path();
+            remove_children(&sub);
+            let _ = fs::remove_dir(&sub);
+        }
+    }
 }
 
 /// Makes `base/rel` level by level. For cpuset, a level whose `cpuset.cpus` is empty — new,
