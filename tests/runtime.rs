@@ -715,6 +715,66 @@ fn podman_runs_a_non_root_user_through_corral() {
         "podman run --user 1000 --ulimit nofile=20000: {}",
         describe(&out)
     );
+
+    // --cap-add for a non-root user: podman asks for the capability in the ambient set too,
+    // which is how a uid 1000 process holds it (bit 10 is NET_BIND_SERVICE).
+    let out = podman.cmd(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--user",
+        "1000",
+        "--cap-add",
+        "NET_BIND_SERVICE",
+        "docker.io/library/busybox:test",
+        "/bin/busybox",
+        "grep",
+        "-E",
+        "^Cap(Eff|Amb)",
+        "/proc/self/status",
+    ]);
+    assert!(out.status.success(), "podman --cap-add: {}", describe(&out));
+    for line in stdout_text(&out).lines() {
+        let mask =
+            u64::from_str_radix(line.split_whitespace().nth(1).unwrap_or("0"), 16).unwrap_or(0);
+        assert!(
+            mask & (1 << 10) != 0,
+            "uid 1000 with --cap-add NET_BIND_SERVICE: {line}: {}",
+            describe(&out)
+        );
+    }
+
+    // --read-only with a read-only bind: neither / nor the bind takes a write; podman's
+    // tmpfs on /tmp does.
+    let data = podman.path("ro-data");
+    fs::create_dir_all(&data).unwrap();
+    let out = podman.cmd(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--read-only",
+        "-v",
+        &format!("{}:/data:ro", path_str(&data)),
+        "docker.io/library/busybox:test",
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "for f in /x /data/x /tmp/x; do if echo x > $f 2>/dev/null; then echo $f written; else echo $f refused; fi; done",
+    ]);
+    assert!(
+        out.status.success(),
+        "podman --read-only: {}",
+        describe(&out)
+    );
+    assert_eq!(
+        stdout_text(&out).lines().collect::<Vec<_>>(),
+        ["/x refused", "/data/x refused", "/tmp/x written"],
+        "podman --read-only -v DIR:/data:ro: {}",
+        describe(&out)
+    );
+    assert!(!data.join("x").exists());
 }
 
 #[test]
