@@ -33,6 +33,15 @@ fn assert_gone(rt: &RuntimeRoot, id: &str) {
     assert!(cgroups.is_empty(), "cgroups of {id} left: {cgroups:?}");
 }
 
+/// `VERB -b BUNDLE` of a new container, which must fail and leave nothing behind; its
+/// stderr.
+fn refused(rt: &RuntimeRoot, bundle: &Bundle, verb: &str) -> String {
+    let id = unique_id("refused");
+    let (_, err) = rt.fail(&[verb, "-b", path_str(bundle.path()), &id]);
+    assert_gone(rt, &id);
+    err
+}
+
 /// A hook that appends its name and the state it read on stdin to `log` (one line each), run
 /// by the host's shell.
 fn logging_hook(name: &str, log: &Path) -> Value {
@@ -206,10 +215,8 @@ fn a_failing_or_hanging_create_hook_fails_create_and_leaves_nothing() {
     assert_gone(&rt, &id);
     // A relative hook path is refused before anything starts.
     bundle.edit_config(|c| c["hooks"] = json!({"poststart": [{"path": "bin/true"}]}));
-    let id = unique_id("relhook");
-    let (_, err) = rt.fail(&["create", "-b", path_str(bundle.path()), &id]);
+    let err = refused(&rt, &bundle, "create");
     assert!(err.contains("must be absolute"), "{err}");
-    assert_gone(&rt, &id);
 }
 
 #[test]
@@ -271,10 +278,8 @@ fn namespaces_the_spec_omits_are_the_callers() {
     );
     // Masked paths cannot be honoured there: refused, not ignored.
     bundle.edit_config(|c| c["linux"]["maskedPaths"] = json!(["/proc/kcore"]));
-    let id = unique_id("inherit-masked");
-    let (_, err) = rt.fail(&["run", "-b", path_str(bundle.path()), &id]);
+    let err = refused(&rt, &bundle, "run");
     assert!(err.contains("mount namespace"), "{err}");
-    assert_gone(&rt, &id);
     let left: Vec<_> = corral_e2e::mounts::mounts_under(&root);
     assert!(
         left.is_empty(),
@@ -287,10 +292,8 @@ fn namespaces_the_spec_omits_are_the_callers() {
 
     // A hostname without a UTS namespace would rename the host: refused.
     bundle.edit_config(|c| c["hostname"] = json!("renamed"));
-    let id = unique_id("inherit-uts");
-    let (_, err) = rt.fail(&["run", "-b", path_str(bundle.path()), &id]);
+    let err = refused(&rt, &bundle, "run");
     assert!(err.contains("uts"), "{err}");
-    assert_gone(&rt, &id);
 }
 
 /// A process of its own namespaces (`unshare`), stopped on drop.
@@ -482,10 +485,8 @@ fn root_propagation_unbindable_refuses_a_bind_of_root() {
     assert_gone(&rt, &id);
 
     bundle.edit_config(|c| c["linux"]["rootfsPropagation"] = json!("sideways"));
-    let id = unique_id("badprop");
-    let (_, err) = rt.fail(&["run", "-b", path_str(bundle.path()), &id]);
+    let err = refused(&rt, &bundle, "run");
     assert!(err.contains("rootfsPropagation"), "{err}");
-    assert_gone(&rt, &id);
 }
 
 #[test]
@@ -523,10 +524,8 @@ fn sysctls_of_owned_namespaces_are_set_and_others_refused() {
                 ns.retain(|n| n["type"] != "network");
             }
         });
-        let id = unique_id("sysctl-bad");
-        let (_, err) = rt.fail(&["run", "-b", path_str(bundle.path()), &id]);
+        let err = refused(&rt, &bundle, "run");
         assert!(err.contains(key) && err.contains(why), "{err}");
-        assert_gone(&rt, &id);
     }
 }
 
@@ -539,10 +538,8 @@ fn an_invalid_oci_version_is_refused() {
     let bundle = Bundle::busybox(&["/bin/busybox", "true"]);
     for bad in ["invalid", "2.0.0", "1.0"] {
         bundle.edit_config(|c| c["ociVersion"] = json!(bad));
-        let id = unique_id("version");
-        let (_, err) = rt.fail(&["create", "-b", path_str(bundle.path()), &id]);
+        let err = refused(&rt, &bundle, "create");
         assert!(err.contains("ociVersion"), "{bad}: {err}");
-        assert_gone(&rt, &id);
     }
     bundle.edit_config(|c| c["ociVersion"] = json!("1.1.0-rc.1"));
     let id = unique_id("version-ok");
@@ -571,13 +568,11 @@ fn errors_use_the_wording_tools_match_on() {
     let proc_dir = bundle.path().join("rootfs/proc");
     let _ = fs::remove_dir(&proc_dir);
     std::os::unix::fs::symlink("/tmp", &proc_dir).unwrap();
-    let id = unique_id("symproc");
-    let (_, err) = rt.fail(&["run", "-b", path_str(bundle.path()), &id]);
+    let err = refused(&rt, &bundle, "run");
     assert!(
         err.contains("must be mounted on ordinary directory"),
         "{err}"
     );
-    assert_gone(&rt, &id);
     assert!(
         fs::read_dir(bundle.path().join("rootfs/tmp"))
             .unwrap()
@@ -602,10 +597,8 @@ fn create_reports_a_missing_program_and_the_umask_is_applied() {
         ),
     ] {
         bundle.edit_config(|c| c["process"]["args"] = args.clone());
-        let id = unique_id("noprog");
-        let (_, err) = rt.fail(&["create", "-b", path_str(bundle.path()), &id]);
+        let err = refused(&rt, &bundle, "create");
         assert!(err.contains(want), "{args}: {err}");
-        assert_gone(&rt, &id);
     }
     // A spec without /proc fails create, saying so (runc fails it too).
     let mounts = fs::read_to_string(bundle.config_path()).unwrap();
@@ -619,10 +612,8 @@ fn create_reports_a_missing_program_and_the_umask_is_applied() {
         c["linux"]["maskedPaths"] = json!([]);
         c["linux"]["readonlyPaths"] = json!([]);
     });
-    let id = unique_id("noproc");
-    let (_, err) = rt.fail(&["create", "-b", path_str(bundle.path()), &id]);
+    let err = refused(&rt, &bundle, "create");
     assert!(err.contains("no /proc"), "{err}");
-    assert_gone(&rt, &id);
     let original: Value = serde_json::from_str(&mounts).unwrap();
     bundle.edit_config(|c| c["mounts"] = original["mounts"].clone());
     let id = unique_id("umask");
@@ -763,9 +754,6 @@ fn seccomp_notify_hands_the_listener_to_the_agent() {
         "/bin/busybox mkdir /made 2>&1; echo mkdir=$?",
     ]);
     bundle.edit_config(|c| {
-        // Without no_new_privs the filter goes on before `create` returns, so the agent hears
-        // from create (with it, from start: as runc).
-        c["process"]["noNewPrivileges"] = json!(false);
         c["annotations"] = json!({"org.example": "notify"});
         c["linux"]["seccomp"] = json!({
             "defaultAction": "SCMP_ACT_ALLOW",
@@ -808,10 +796,8 @@ fn seccomp_notify_hands_the_listener_to_the_agent() {
         json!({"defaultAction": "SCMP_ACT_NOTIFY", "listenerPath": "/tmp/x"}),
     ] {
         bundle.edit_config(|c| c["linux"]["seccomp"] = seccomp.clone());
-        let id = unique_id("notify-bad");
-        let (_, err) = rt.fail(&["create", "-b", path_str(bundle.path()), &id]);
+        let err = refused(&rt, &bundle, "create");
         assert!(err.contains("SCMP_ACT_NOTIFY"), "{err}");
-        assert_gone(&rt, &id);
     }
 }
 
@@ -884,7 +870,7 @@ fn process_attributes_and_the_time_namespace_are_applied() {
     let apparmor = fs::read_to_string("/sys/module/apparmor/parameters/enabled")
         .is_ok_and(|v| v.trim() == "Y");
     let selinux = Path::new("/sys/fs/selinux/enforce").exists();
-    let mut refused = vec![
+    let mut unsupported = vec![
         (
             "linux.personality",
             json!({"linux": {"personality": {"domain": "PER_BSD"}}}),
@@ -899,20 +885,20 @@ fn process_attributes_and_the_time_namespace_are_applied() {
         ),
     ];
     if !apparmor {
-        refused.push((
+        unsupported.push((
             "AppArmor",
             json!({"process": {"apparmorProfile": "docker-default"}}),
         ));
     }
     if !selinux {
-        refused.push((
+        unsupported.push((
             "SELinux",
             json!({"process": {"selinuxLabel": "system_u:system_r:container_t:s0"}}),
         ));
     }
     let original: Value =
         serde_json::from_str(&fs::read_to_string(bundle.config_path()).unwrap()).unwrap();
-    for (what, patch) in refused {
+    for (what, patch) in unsupported {
         bundle.edit_config(|c| {
             *c = original.clone();
             c["linux"]["namespaces"]
@@ -926,10 +912,8 @@ fn process_attributes_and_the_time_namespace_are_applied() {
                 }
             }
         });
-        let id = unique_id("attrs-bad");
-        let (_, err) = rt.fail(&["create", "-b", path_str(bundle.path()), &id]);
+        let err = refused(&rt, &bundle, "create");
         assert!(err.contains(what), "{what}: {err}");
-        assert_gone(&rt, &id);
     }
 }
 

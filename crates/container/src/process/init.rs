@@ -290,6 +290,14 @@ fn run(
     if cfg.no_new_privileges {
         rustix::thread::set_no_new_privs(true).map_err(|e| (125, format!("no_new_privs: {e}")))?;
     }
+    // A filter with an agent goes on before `create` returns, so that the agent holds its
+    // listener when the container is created (runc's order; its calls after this one are the
+    // FIFO's open and write, and the exec).
+    let mut late_filter = seccomp.filter(|_| cfg.no_new_privileges);
+    if let Some(f) = late_filter.filter(|f| f.has_notify()) {
+        tell_agent(crate::seccomp::install(f).map_err(|e| own(&error_chain(&e)))?)?;
+        late_filter = None;
+    }
 
     if let Some(fifo) = fifo {
         wait_for_start(&fifo, status).map_err(|e| {
@@ -329,7 +337,7 @@ fn run(
     }
     super::attrs::apply_at_exec(&cfg.attrs).map_err(|e| (125, e))?;
     // With no_new_privs, the filter goes on last, right before the exec.
-    if let (Some(f), true) = (seccomp, cfg.no_new_privileges) {
+    if let Some(f) = late_filter {
         tell_agent(crate::seccomp::install(f).map_err(|e| own(&error_chain(&e)))?)?;
     }
     let err = cmd.exec();

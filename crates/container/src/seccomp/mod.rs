@@ -134,6 +134,11 @@ impl Filters {
     pub fn is_empty(&self) -> bool {
         self.programs.is_empty()
     }
+
+    /// Whether a program hands calls to a user-space agent (`SCMP_ACT_NOTIFY`).
+    pub fn has_notify(&self) -> bool {
+        self.notify.is_some()
+    }
 }
 
 /// The x86_64 number of a system call, by name.
