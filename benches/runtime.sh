@@ -9,6 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${RUNS:-50}"
+# BASELINE=/path/to/an/older/corral-runtime adds it to the same hyperfine run (a before/after
+# comparison under the same load).
+BASELINE="${BASELINE:-}"
 WARMUP="${WARMUP:-5}"
 CORRAL="${CORRAL:-$PWD/target/release/corral}"
 if [ ! -x "$CORRAL" ]; then
@@ -36,7 +39,8 @@ s["process"]["args"] = ["/bin/true"]
 json.dump(s, open(p, "w"))
 PY
 echo "machine: $(nproc) cpus, kernel $(uname -r), corral $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(crun --version | head -n1), $(runc --version | head -n1)"
-export work RUNS WARMUP
+if [ -n "$BASELINE" ]; then ln -s "$(readlink -f "$BASELINE")" "$work/bin/baseline-runtime"; fi
+export work RUNS WARMUP BASELINE
 unshare -m --propagation private bash -c '
   set -euo pipefail
   mount -t tmpfs tmpfs /sys/fs/cgroup/unified
@@ -44,7 +48,8 @@ unshare -m --propagation private bash -c '
   hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$work/run.json" \
     -n corral-runtime "$work/bin/corral-runtime --root $work/state-corral run -b $work/bundle bench" \
     -n crun "crun --root $work/state-crun run -b $work/bundle bench" \
-    -n runc "runc --root $work/state-runc run -b $work/bundle bench"
+    -n runc "runc --root $work/state-runc run -b $work/bundle bench" \
+    ${BASELINE:+-n baseline "$work/bin/baseline-runtime --root $work/state-base run -b $work/bundle bench"}
   # The memory floor: halve the limit until the bundle no longer starts.
   floor() {
     local rt="$1" lim last_ok=""
@@ -70,7 +75,9 @@ python3 - "$work/run.json" <<'PY'
 import json, sys
 r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
 c = r["corral-runtime"]
-for n in ("crun", "runc"):
+for n in ("crun", "runc", "baseline"):
+    if n not in r:
+        continue
     print(f"run /bin/true: corral-runtime {c['mean']*1000:.1f} ms, {n} {r[n]['mean']*1000:.1f} ms, {n}/corral = {r[n]['mean']/c['mean']:.2f} (means); "
           f"medians {c['median']*1000:.1f} / {r[n]['median']*1000:.1f} ms = {r[n]['median']/c['median']:.2f}; "
           f"user+sys {(c['user']+c['system'])*1000:.1f} / {(r[n]['user']+r[n]['system'])*1000:.1f} ms")

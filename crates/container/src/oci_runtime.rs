@@ -146,6 +146,8 @@ pub fn create(
     let mut state = State {
         cmd: bundle.config.args.clone(),
         bundle: Some(bundle_dir),
+        teardown_config: bundle.config.hooks.is_some()
+            || bundle.config.host_namespaces.iter().any(|n| n == "mount"),
         ..State::new(id, id)
     };
     containers.create(&state, &bundle.config)?;
@@ -297,11 +299,11 @@ pub fn start(containers: &Containers, id: &str, warn: &dyn Fn(&str)) -> Result<(
     s.status = Status::Running;
     s.started_at = Some(now());
     containers.save(&s)?;
-    if let Some((h, cfg)) = containers
-        .config(id)
-        .ok()
-        .and_then(|c| Some((c.hooks.clone()?, c)))
-    {
+    let cfg = s
+        .teardown_config
+        .then(|| containers.config(id).ok())
+        .flatten();
+    if let Some((h, cfg)) = cfg.and_then(|c| Some((c.hooks.clone()?, c))) {
         let state = crate::hooks::state_of(&cfg, "running", s.pid);
         for e in crate::hooks::run_all("poststart", &h.poststart, &state) {
             warn(&e.to_string());
@@ -401,7 +403,10 @@ pub fn delete(
         }
     }
     cg.destroy();
-    let cfg = containers.config(id).ok();
+    let cfg = s
+        .teardown_config
+        .then(|| containers.config(id).ok())
+        .flatten();
     if let Some(c) = &cfg {
         unbind_shared_root(c);
     }

@@ -159,6 +159,10 @@ pub struct State {
     /// The process's start time (/proc/PID/stat field 22), to tell it from a reused pid.
     #[serde(default)]
     pub pid_start: Option<u64>,
+    /// The config has something `start` or `delete` must act on (an OCI bundle's hooks, a
+    /// root bound in the caller's mount namespace): only then do they read it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub teardown_config: bool,
 }
 
 impl State {
@@ -187,6 +191,7 @@ impl State {
             restart_count: 0,
             stop_requested: false,
             bundle: None,
+            teardown_config: false,
             pid_start: None,
         }
     }

@@ -281,14 +281,16 @@ impl Cgroup {
     /// the kernel finishes tearing down the last ones).
     pub fn destroy(&self) {
         for d in &self.dirs {
-            // Sub-cgroups first (made by the workload, or for `exec --cgroup`): a cgroup
-            // directory is removed only when it has none.
-            remove_children(d);
             for i in 0..100u64 {
                 match fs::remove_dir(d) {
                     Ok(()) => break,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => break,
                     Err(_) => {
+                        // Sub-cgroups (made by the workload, or for `exec --cgroup`) go
+                        // first: a cgroup directory is removed only when it has none.
+                        if i == 0 {
+                            remove_children(d);
+                        }
                         std::thread::sleep(std::time::Duration::from_micros(200 * (i + 1).min(25)))
                     }
                 }

@@ -143,7 +143,10 @@ pub(crate) fn launch_init(
     };
     // Where the caller's later children go (hooks, say): back to its own PID namespace once
     // the init is forked.
-    let own_pidns = std::fs::File::open("/proc/self/ns/pid").ok();
+    let own_pidns = cfg
+        .hooks
+        .as_ref()
+        .and_then(|_| std::fs::File::open("/proc/self/ns/pid").ok());
     // Our next child is PID 1 of a new PID namespace, or a process of the one the bundle
     // names, or of the caller's when the bundle lists none; the caller itself stays outside.
     match cfg.join_namespaces.iter().find(|(k, _)| k == "pid") {
