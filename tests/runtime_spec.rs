@@ -987,3 +987,48 @@ fn exec_cgroup_runs_in_a_sub_cgroup_and_delete_removes_it() {
     rt.ok(&["delete", "--force", &id]);
     assert_gone(&rt, &id);
 }
+
+#[test]
+fn unimplemented_spec_fields_are_refused_and_no_capabilities_means_none() {
+    if skip_unless_root("unimplemented_spec_fields_are_refused_and_no_capabilities_means_none") {
+        return;
+    }
+    let rt = RuntimeRoot::new();
+    let bundle = Bundle::busybox(&[
+        "/bin/busybox",
+        "grep",
+        "-E",
+        "^Cap(Prm|Eff|Bnd)",
+        "/proc/self/status",
+    ]);
+    // No process.capabilities: the process gets none (runc's reading), not a default set.
+    bundle.edit_config(|c| {
+        c["process"].as_object_mut().unwrap().remove("capabilities");
+    });
+    let id = unique_id("nocaps");
+    let out = rt.cmd(&["run", "-b", path_str(bundle.path()), &id]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = stdout_text(&out);
+    for line in text.lines() {
+        assert!(
+            line.ends_with("0000000000000000"),
+            "no capabilities asked, some given: {text}"
+        );
+    }
+    assert_gone(&rt, &id);
+    for (field, value) in [
+        ("netDevices", json!({"eth1": {}})),
+        ("intelRdt", json!({"closID": "x"})),
+        ("memoryPolicy", json!({"mode": "MPOL_BIND", "nodes": "0"})),
+    ] {
+        bundle.edit_config(|c| c["linux"][field] = value.clone());
+        let err = refused(&rt, &bundle, "create");
+        assert!(
+            err.contains(field) && err.contains("not supported"),
+            "{field}: {err}"
+        );
+        bundle.edit_config(|c| {
+            c["linux"].as_object_mut().unwrap().remove(field);
+        });
+    }
+}

@@ -750,6 +750,49 @@ fn process_attrs(
     Ok(out)
 }
 
+/// Fields of the runtime spec this runtime does not implement: refused when set, so that a
+/// bundle never runs without what it asked for.
+fn refuse_unsupported(raw: &[u8]) -> Result<(), String> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(raw) else {
+        return Ok(());
+    };
+    let set = |ptr: &str| {
+        v.pointer(ptr).is_some_and(|x| match x {
+            serde_json::Value::Null => false,
+            serde_json::Value::Object(m) => !m.is_empty(),
+            serde_json::Value::Array(a) => !a.is_empty(),
+            serde_json::Value::String(s) => !s.is_empty(),
+            _ => true,
+        })
+    };
+    for (ptr, what) in [
+        (
+            "/linux/netDevices",
+            "moving host network devices into the container",
+        ),
+        ("/linux/intelRdt", "Intel RDT (resctrl)"),
+        ("/linux/memoryPolicy", "NUMA memory policies"),
+        ("/process/execCPUAffinity", "CPU affinity at exec"),
+        ("/linux/resources/rdma", "the rdma cgroup"),
+        (
+            "/linux/resources/unified",
+            "raw cgroup v2 files (resources.unified)",
+        ),
+        (
+            "/linux/resources/memory/checkBeforeUpdate",
+            "memory checkBeforeUpdate",
+        ),
+    ] {
+        if set(ptr) {
+            return Err(format!(
+                "{}: {what} is not supported by corral-runtime; remove it",
+                ptr.trim_start_matches('/').replace('/', ".")
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Refuses an `ociVersion` that is not a semantic version of the spec's major version 1. One
 /// that is absent is taken as the current version (bundles written by hand often lack it).
 fn check_version(v: Option<&str>) -> Result<(), String> {
@@ -794,6 +837,12 @@ pub fn read_bundle(bundle: &Path) -> Result<Bundle, OciError> {
         path: path.clone(),
         err,
     })?;
+    if spec.process.capabilities.is_none() {
+        // No capabilities asked: none given (runc's reading), not corral's defaults.
+        cfg.capabilities = Vec::new();
+        cfg.cap_sets = Some(CapSets::default());
+    }
+    refuse_unsupported(&b).map_err(|w| unsupported(&w))?;
     cfg.rootfs = Some(root);
     cfg.read_only = spec.root.readonly;
     cfg.hostname = spec.hostname.clone().unwrap_or_default();
