@@ -790,6 +790,24 @@ fn seccomp_notify_hands_the_listener_to_the_agent() {
         "mkdir went through although it was to be notified and the agent had gone"
     );
 
+    // SCMP_ACT_TRACE without a tracer: the call fails with ENOSYS, as the kernel has it.
+    bundle.edit_config(|c| {
+        c["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_TRACE", "errnoRet": 7}],
+        });
+    });
+    let id = unique_id("trace");
+    let out = rt.cmd(&["run", "-b", path_str(bundle.path()), &id]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = stdout_text(&out);
+    assert!(
+        text.contains("Function not implemented") && text.contains("mkdir=1"),
+        "mkdir under SCMP_ACT_TRACE without a tracer: {text}"
+    );
+    assert!(!bundle.path().join("rootfs/made").exists());
+    assert_gone(&rt, &id);
+
     // NOTIFY without a listener, or as the default action: refused at create.
     for seccomp in [
         json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}),
