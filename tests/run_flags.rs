@@ -1213,3 +1213,57 @@ fn memory_and_block_io_flags_reach_the_cgroup() {
         );
     }
 }
+
+#[test]
+fn pid_and_cgroupns_host_share_the_hosts_namespaces() {
+    if skip_unless_root("pid_and_cgroupns_host_share_the_hosts_namespaces") {
+        return;
+    }
+    let c = world();
+    let me = std::process::id().to_string();
+    let probe = format!("test -d /proc/{me} && echo sees-host || echo own; echo $$");
+    let own = run_rm_ok(&c, &["--network", "none"], &["sh", "-c", &probe]);
+    assert_eq!(
+        own.split_whitespace().collect::<Vec<_>>(),
+        ["own", "1"],
+        "default: a PID namespace of its own, the command PID 1"
+    );
+    let host = run_rm_ok(
+        &c,
+        &["--network", "none", "--pid", "host"],
+        &["sh", "-c", &probe],
+    );
+    let words: Vec<&str> = host.split_whitespace().collect();
+    assert_eq!(words.first(), Some(&"sees-host"), "--pid host: {host}");
+    assert_ne!(
+        words.get(1),
+        Some(&"1"),
+        "--pid host: the command is not PID 1: {host}"
+    );
+
+    let line = |flags: &[&str]| {
+        let mut f = vec!["--network", "none"];
+        f.extend_from_slice(flags);
+        run_rm_ok(&c, &f, &["cat", "/proc/self/cgroup"])
+            .lines()
+            .find(|l| l.contains(":memory:") || l.starts_with("0::"))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        line(&[]).ends_with(":/"),
+        "default cgroupns: the container's cgroup is /"
+    );
+    let host = line(&["--cgroupns", "host"]);
+    assert!(
+        host.contains("/corral/"),
+        "--cgroupns host shows the host's path: {host}"
+    );
+    let out = run_rm(&c, &["--pid", "sideways"], &["true"]);
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_CORRAL),
+        "a bad --pid fails 125, as docker: {}",
+        describe(&out)
+    );
+}

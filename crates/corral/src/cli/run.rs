@@ -212,6 +212,14 @@ pub struct RunArgs {
     /// UTS namespace (hostname): private (default) or host.
     #[arg(long, value_name = "MODE", value_parser = ["private", "host"])]
     pub uts: Option<String>,
+    /// PID namespace: private (default: the command is PID 1 and sees only its own) or host
+    /// (it sees, and can signal, every process of the host).
+    #[arg(long, value_name = "MODE", value_parser = ["private", "host"])]
+    pub pid: Option<String>,
+    /// cgroup namespace: private (default: /proc/self/cgroup shows /) or host (the host's
+    /// cgroup paths).
+    #[arg(long, value_name = "MODE", value_parser = ["private", "host"])]
+    pub cgroupns: Option<String>,
     /// Run in this pod (`corral pod create`): its network, IPC and hostname.
     #[arg(long, value_name = "POD")]
     pub pod: Option<String>,

@@ -330,11 +330,16 @@ fn spec_of(a: &RunArgs) -> Result<ContainerSpec> {
         userns: a.userns.clone(),
         uidmap: a.uidmap.clone(),
         gidmap: a.gidmap.clone(),
-        host_namespaces: [("ipc", &a.ipc), ("uts", &a.uts)]
-            .into_iter()
-            .filter(|(_, m)| m.as_deref() == Some("host"))
-            .map(|(n, _)| n.to_owned())
-            .collect(),
+        host_namespaces: [
+            ("ipc", &a.ipc),
+            ("uts", &a.uts),
+            ("pid", &a.pid),
+            ("cgroup", &a.cgroupns),
+        ]
+        .into_iter()
+        .filter(|(_, m)| m.as_deref() == Some("host"))
+        .map(|(n, _)| n.to_owned())
+        .collect(),
         ..Default::default()
     };
     for o in &a.security_opt {
