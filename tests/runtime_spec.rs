@@ -837,7 +837,8 @@ fn process_attributes_and_the_time_namespace_are_applied() {
         "sh",
         "-c",
         "/bin/busybox uname -m; cat /proc/sys/kernel/domainname; /bin/busybox ionice -p $$; \
-         grep -E '^policy' /proc/self/sched; cat /proc/self/timens_offsets",
+         grep -E '^policy' /proc/self/sched; cat /proc/self/timens_offsets; \
+         /bin/busybox head -n 1 /proc/self/numa_maps",
     ]);
     bundle.edit_config(|c| {
         c["domainname"] = json!("corral.test");
@@ -848,6 +849,7 @@ fn process_attributes_and_the_time_namespace_are_applied() {
             .as_array_mut()
             .unwrap()
             .push(json!({"type": "time"}));
+        c["linux"]["memoryPolicy"] = json!({"mode": "MPOL_BIND", "nodes": "0"});
         c["linux"]["timeOffsets"] = json!({
             "monotonic": {"secs": 86400, "nanosecs": 0},
             "boottime": {"secs": 3600, "nanosecs": 7},
@@ -882,6 +884,12 @@ fn process_attributes_and_the_time_namespace_are_applied() {
             .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["boottime", "3600", "7"]),
         "the time namespace's offsets:\n{text}"
     );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.split_whitespace().nth(1) == Some("bind:0")),
+        "memory policy MPOL_BIND of node 0 in numa_maps:\n{text}"
+    );
     assert_gone(&rt, &id);
 
     // What this host cannot honour is refused, not ignored.
@@ -900,6 +908,14 @@ fn process_attributes_and_the_time_namespace_are_applied() {
         (
             "timeOffsets",
             json!({"linux": {"timeOffsets": {"monotonic": {"secs": 1}}}}),
+        ),
+        (
+            "memoryPolicy",
+            json!({"linux": {"memoryPolicy": {"mode": "INTERLEAVE", "nodes": "0"}}}),
+        ),
+        (
+            "memoryPolicy",
+            json!({"linux": {"memoryPolicy": {"mode": "MPOL_BIND", "nodes": "0-9876543210"}}}),
         ),
     ];
     if !apparmor {
@@ -924,6 +940,7 @@ fn process_attributes_and_the_time_namespace_are_applied() {
                 .unwrap()
                 .retain(|n| n["type"] != "time");
             c["linux"].as_object_mut().unwrap().remove("timeOffsets");
+            c["linux"].as_object_mut().unwrap().remove("memoryPolicy");
             for (section, fields) in patch.as_object().unwrap() {
                 for (k, v) in fields.as_object().unwrap() {
                     c[section][k] = v.clone();
@@ -1037,7 +1054,6 @@ fn unimplemented_spec_fields_are_refused_and_no_capabilities_means_none() {
     for (field, value) in [
         ("netDevices", json!({"eth1": {}})),
         ("intelRdt", json!({"closID": "x"})),
-        ("memoryPolicy", json!({"mode": "MPOL_BIND", "nodes": "0"})),
     ] {
         bundle.edit_config(|c| c["linux"][field] = value.clone());
         let err = refused(&rt, &bundle, "create");

@@ -235,6 +235,16 @@ struct Linux {
     time_offsets: Option<std::collections::BTreeMap<String, TimeOffset>>,
     #[serde(rename = "mountLabel")]
     mount_label: Option<String>,
+    #[serde(rename = "memoryPolicy")]
+    memory_policy: Option<MemoryPolicy>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct MemoryPolicy {
+    mode: Option<String>,
+    nodes: String,
+    flags: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -718,6 +728,21 @@ fn process_attrs(
         }
         out.domainname = Some(d.to_owned());
     }
+    if let Some(mp) = &spec.linux.memory_policy {
+        let name = mp
+            .mode
+            .as_deref()
+            .ok_or("linux.memoryPolicy: mode is missing (MPOL_DEFAULT, MPOL_BIND, MPOL_INTERLEAVE, MPOL_PREFERRED ...)")?;
+        let mut mode = a::mempolicy_mode(name).ok_or_else(|| {
+            format!("linux.memoryPolicy.mode {name:?} is not a memory policy (MPOL_BIND ...)")
+        })?;
+        for f in &mp.flags {
+            mode |= a::mempolicy_flag(f)
+                .ok_or_else(|| format!("linux.memoryPolicy.flags: unknown flag {f:?}"))?;
+        }
+        let mask = a::node_mask(&mp.nodes).map_err(|e| format!("linux.memoryPolicy.nodes: {e}"))?;
+        out.memory_policy = Some((mode, mask));
+    }
     let time_ns = spec
         .linux
         .namespaces
@@ -771,7 +796,6 @@ fn refuse_unsupported(raw: &[u8]) -> Result<(), String> {
             "moving host network devices into the container",
         ),
         ("/linux/intelRdt", "Intel RDT (resctrl)"),
-        ("/linux/memoryPolicy", "NUMA memory policies"),
         ("/process/execCPUAffinity", "CPU affinity at exec"),
         ("/linux/resources/rdma", "the rdma cgroup"),
         (

@@ -25,6 +25,62 @@ pub struct ProcessAttrs {
     /// A new time namespace with these offsets of CLOCK_MONOTONIC and CLOCK_BOOTTIME
     /// (seconds, nanoseconds each).
     pub time_offsets: Option<[(i64, u32); 2]>,
+    /// `set_mempolicy(2)`'s mode (with its flags) and node mask (64 nodes a word).
+    pub memory_policy: Option<(u32, Vec<u64>)>,
+}
+
+/// The highest NUMA node a policy may name (the kernel's own limit is 1024 nodes).
+pub const MAX_NUMA_NODE: u32 = 1023;
+
+/// A memory policy mode by the spec's name (`MPOL_BIND` ...).
+pub fn mempolicy_mode(name: &str) -> Option<u32> {
+    Some(match name {
+        "MPOL_DEFAULT" => 0,
+        "MPOL_PREFERRED" => 1,
+        "MPOL_BIND" => 2,
+        "MPOL_INTERLEAVE" => 3,
+        "MPOL_LOCAL" => 4,
+        "MPOL_PREFERRED_MANY" => 5,
+        "MPOL_WEIGHTED_INTERLEAVE" => 6,
+        _ => return None,
+    })
+}
+
+/// A memory policy mode flag by the spec's name.
+pub fn mempolicy_flag(name: &str) -> Option<u32> {
+    Some(match name {
+        "MPOL_F_NUMA_BALANCING" => 1 << 13,
+        "MPOL_F_RELATIVE_NODES" => 1 << 14,
+        "MPOL_F_STATIC_NODES" => 1 << 15,
+        _ => return None,
+    })
+}
+
+/// A node list (`0-3,5`) as a mask of 64-bit words.
+pub fn node_mask(list: &str) -> Result<Vec<u64>, String> {
+    let mut mask = Vec::new();
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        let num = |s: &str| -> Result<u32, String> {
+            s.trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|&n| n <= MAX_NUMA_NODE)
+                .ok_or_else(|| format!("node {s:?} is not a node number (0 to {MAX_NUMA_NODE})"))
+        };
+        let (lo, hi) = (num(lo)?, num(hi)?);
+        if lo > hi {
+            return Err(format!("node range {part:?} runs backwards"));
+        }
+        for n in lo..=hi {
+            let w = (n / 64) as usize;
+            if mask.len() <= w {
+                mask.resize(w + 1, 0);
+            }
+            mask[w] |= 1 << (n % 64);
+        }
+    }
+    Ok(mask)
 }
 
 /// A scheduling policy and its parameters.
@@ -132,6 +188,19 @@ pub fn apply_privileged(a: &ProcessAttrs) -> Result<(), String> {
             return Err(last_error("setting the scheduler (process.scheduler)"));
         }
     }
+    if let Some((mode, mask)) = &a.memory_policy {
+        let (ptr, maxnode) = if mask.is_empty() {
+            (std::ptr::null(), 0)
+        } else {
+            (mask.as_ptr(), mask.len() as u64 * 64 + 1)
+        };
+        // SAFETY: the kernel reads `maxnode - 1` bits from `mask`, which holds that many.
+        #[allow(unsafe_code)]
+        let r = unsafe { libc::syscall(libc::SYS_set_mempolicy, *mode, ptr, maxnode) };
+        if r != 0 {
+            return Err(last_error("setting the memory policy (linux.memoryPolicy)"));
+        }
+    }
     if let Some(prio) = a.io_priority {
         // SAFETY: integer arguments only. IOPRIO_WHO_PROCESS (1), this process (0).
         #[allow(unsafe_code)]
@@ -189,5 +258,10 @@ mod tests {
         assert_eq!(sched_flag("SCHED_FLAG_RESET_ON_FORK"), Some(1));
         assert_eq!(ioprio_class("IOPRIO_CLASS_IDLE"), Some(3));
         assert_eq!(ioprio_class("IOPRIO_CLASS_NONE"), None);
+        assert_eq!(node_mask("0-1,64").unwrap(), vec![0b11, 1]);
+        assert!(node_mask("0-9876543210").is_err());
+        assert!(node_mask("3-1").is_err());
+        assert_eq!(mempolicy_mode("MPOL_BIND"), Some(2));
+        assert_eq!(mempolicy_flag("badflag"), None);
     }
 }
