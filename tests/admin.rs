@@ -688,3 +688,56 @@ fn run_security_opt_mask_and_unmask_paths() {
     let plain = run_rm_ok(&c, &[], &["sh", "-c", "cat /etc/passwd | wc -c"]);
     assert_ne!(plain.trim(), "0", "unmasked /etc/passwd has content");
 }
+
+#[test]
+fn volume_labels_and_inspect_formats_answer_as_docker() {
+    if skip_unless_root("volume_labels_and_inspect_formats_answer_as_docker")
+        || skip_unless_tools(
+            "volume_labels_and_inspect_formats_answer_as_docker",
+            &["ip", "nft"],
+        )
+    {
+        return;
+    }
+    let c = world();
+    let mut volumes = VolumeGuard::new(&c);
+    let vol = unique_name("labelled");
+    volumes.track(&vol);
+    c.ok(&[
+        "volume", "create", "--label", "team=web", "-l", "tier", &vol,
+    ]);
+    assert_eq!(
+        c.ok(&[
+            "volume",
+            "inspect",
+            "-f",
+            "{{.Name}} {{.Driver}} {{index .Labels \"team\"}} {{json .Labels}}",
+            &vol
+        ])
+        .trim(),
+        format!("{vol} local web {{\"team\":\"web\",\"tier\":\"\"}}")
+    );
+    // Driver options would need mounts corral does not make: refused, nothing made.
+    let other = unique_name("opts");
+    volumes.track(&other);
+    let err = c.fail_125(&["volume", "create", "-o", "type=tmpfs", &other]);
+    assert!(err.contains("-o") && err.contains("not supported"), "{err}");
+    assert!(!c.ok(&["volume", "ls", "-q"]).lines().any(|l| l == other));
+
+    let mut nets = NetworkGuard::new(&c);
+    let name = unique_name("fmtnet");
+    let net = nets.create(&name, 24, &[]);
+    let text = c.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{.Name}} {{.Driver}} {{range .IPAM.Config}}{{.Subnet}} {{.Gateway}}{{end}} {{.Internal}}",
+        &name,
+    ]);
+    assert_eq!(
+        text.trim(),
+        format!("{name} bridge {} {} false", net.subnet, net.gateway)
+    );
+    let err = c.fail_125(&["network", "inspect", "-f", "{{.Name", &name]);
+    assert!(err.contains("template"), "{err}");
+}

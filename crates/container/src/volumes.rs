@@ -170,6 +170,16 @@ impl Volumes {
     /// Makes the volume unless it exists; returns it and whether this call made it. Safe
     /// against concurrent callers: exactly one makes it, all get it.
     pub fn create(&self, name: &str) -> Result<(Volume, bool)> {
+        self.create_labelled(name, BTreeMap::new())
+    }
+
+    /// [`Self::create`] with labels (`volume create --label`); an existing volume keeps its
+    /// own.
+    pub fn create_labelled(
+        &self,
+        name: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<(Volume, bool)> {
         match self.get(name) {
             Ok(v) => return Ok((v, false)),
             Err(VolumeError::NotFound(_)) => {}
@@ -178,7 +188,7 @@ impl Volumes {
         let vol = Volume {
             name: name.to_owned(),
             created: crate::state::now(),
-            labels: BTreeMap::new(),
+            labels,
         };
         let tmp = crate::staging::path(&self.root, name, crate::staging::TMP);
         let built = (|| {

@@ -59,3 +59,10 @@ pub fn print_log(
     }
     Ok(())
 }
+
+/// A `--format` Go template as docker's commands take it (`\t` and `\n` written out).
+pub fn template(src: &str) -> Result<corral_engine::template::Template> {
+    Ok(corral_engine::template::Template::parse(
+        &src.replace("\\t", "\t").replace("\\n", "\n"),
+    )?)
+}

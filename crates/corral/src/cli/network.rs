@@ -51,6 +51,11 @@ pub enum NetworkCommand {
     },
     /// Show networks and their endpoints as JSON.
     Inspect {
+        /// Print each through a Go template of docker's fields (`{{.Name}}`, `{{.Id}}`,
+        /// `{{.Driver}}`, `{{range .IPAM.Config}}{{.Subnet}}{{end}}`, `{{.Internal}}`,
+        /// `{{.Labels}}`, `{{json .Containers}}`).
+        #[arg(short, long, value_name = "TEMPLATE")]
+        format: Option<String>,
         /// Network names.
         #[arg(required = true)]
         names: Vec<String>,
@@ -97,6 +102,13 @@ pub enum VolumeCommand {
     Create {
         /// The name: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`; without one, a random id.
         name: Option<String>,
+        /// Set a label: `KEY=VALUE` (repeatable).
+        #[arg(short = 'l', long, value_name = "KEY=VALUE")]
+        label: Vec<String>,
+        /// A driver option (`type=tmpfs`, `device=`, `o=`): refused, the local driver here
+        /// keeps volumes as directories.
+        #[arg(short = 'o', long = "opt", value_name = "KEY=VALUE")]
+        opt: Vec<String>,
     },
     /// List volumes.
     #[command(alias = "list")]
@@ -110,6 +122,10 @@ pub enum VolumeCommand {
     },
     /// Show volumes as JSON.
     Inspect {
+        /// Print each through a Go template of docker's fields (`{{.Name}}`,
+        /// `{{.Mountpoint}}`, `{{.Labels}}`, `{{json .}}`).
+        #[arg(short, long, value_name = "TEMPLATE")]
+        format: Option<String>,
         /// Volume names.
         #[arg(required = true)]
         names: Vec<String>,

@@ -832,11 +832,7 @@ fn inspect(
     format: Option<&str>,
     kind: Option<&str>,
 ) -> Result<()> {
-    let template = format
-        .map(|f| {
-            corral_engine::template::Template::parse(&f.replace("\\t", "\t").replace("\\n", "\n"))
-        })
-        .transpose()?;
+    let template = format.map(crate::output::template).transpose()?;
     let mut out = Vec::new();
     let mut failed = false;
     for t in targets {

@@ -52,7 +52,7 @@ pub fn run(engine: &Engine, cmd: NetworkCommand) -> Result<()> {
             filter,
             format,
         } => ls(root, json, quiet, &filter, format.as_deref()),
-        NetworkCommand::Inspect { names } => inspect(root, &names),
+        NetworkCommand::Inspect { format, names } => inspect(root, &names, format.as_deref()),
         NetworkCommand::Rm { force, names } => each(&names, |n| {
             engine.remove_network(n, force)?;
             println!("{n}");
@@ -102,6 +102,28 @@ fn network_json(n: &Network, endpoints: &[Endpoint], full: bool) -> serde_json::
         v["labels"] = json!(n.labels);
     }
     v
+}
+
+/// A network in the shape `docker network inspect` prints, for `--format` templates.
+fn docker_network(n: &Network, endpoints: &[Endpoint]) -> serde_json::Value {
+    let containers: serde_json::Map<String, serde_json::Value> = endpoints
+        .iter()
+        .map(|e| {
+            (
+                e.owner.clone(),
+                json!({
+                    "Name": e.container_name, "MacAddress": e.mac,
+                    "IPv4Address": format!("{}/{}", e.ip, e.prefix),
+                }),
+            )
+        })
+        .collect();
+    json!({
+        "Name": n.name, "Id": n.id, "Created": n.created, "Scope": "local", "Driver": "bridge",
+        "Internal": n.internal, "Labels": n.labels, "Options": {},
+        "IPAM": {"Driver": "default", "Config": [{"Subnet": n.subnet.to_string(), "Gateway": n.gateway}]},
+        "Containers": containers,
+    })
 }
 
 fn ls(
@@ -205,14 +227,22 @@ fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<()> {
     Ok(())
 }
 
-fn inspect(root: &Path, names: &[String]) -> Result<()> {
+fn inspect(root: &Path, names: &[String], format: Option<&str>) -> Result<()> {
     let nets = networks(root);
+    let template = format.map(crate::output::template).transpose()?;
     let mut out = Vec::new();
     each(names, |n| {
         let net = nets.get(n)?;
-        out.push(network_json(&net, &nets.endpoints(n)?, true));
+        let endpoints = nets.endpoints(n)?;
+        match &template {
+            Some(t) => println!("{}", t.render(&docker_network(&net, &endpoints))?),
+            None => out.push(network_json(&net, &endpoints, true)),
+        }
         Ok(())
     })?;
+    if template.is_some() {
+        return Ok(());
+    }
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }

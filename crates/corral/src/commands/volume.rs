@@ -26,13 +26,20 @@ fn containers(root: &Path) -> Result<Containers> {
 pub fn run(engine: &corral_engine::Engine, cmd: VolumeCommand) -> Result<()> {
     let root = engine.root();
     match cmd {
-        VolumeCommand::Create { name } => {
+        VolumeCommand::Create { name, label, opt } => {
+            if let Some(o) = opt.first() {
+                anyhow::bail!(
+                    "volume create -o {o:?}: driver options (tmpfs, NFS or device volumes) are not supported; corral's volumes are directories under the state root"
+                );
+            }
+            let mut labels = std::collections::BTreeMap::new();
+            corral_engine::spec::parse_labels(&mut labels, label.iter().map(String::as_str))?;
             // Without a name: an anonymous volume, named by a random id as docker does.
             let name = match name {
                 Some(n) => n,
                 None => corral_container::state::new_id().context("naming the volume")?,
             };
-            let (_, made) = volumes(root)?.create(&name)?;
+            let (_, made) = volumes(root)?.create_labelled(&name, labels)?;
             if made {
                 engine.emit(
                     corral_engine::events::Event::new("volume", "create", &name)
@@ -43,7 +50,7 @@ pub fn run(engine: &corral_engine::Engine, cmd: VolumeCommand) -> Result<()> {
             Ok(())
         }
         VolumeCommand::Ls { json, quiet } => ls(root, json, quiet),
-        VolumeCommand::Inspect { names } => inspect(root, &names),
+        VolumeCommand::Inspect { format, names } => inspect(root, &names, format.as_deref()),
         VolumeCommand::Rm { force, names } => rm(engine, &names, force),
         VolumeCommand::Prune { force: _ } => prune(root),
     }
@@ -87,12 +94,22 @@ fn report(name: &str, e: &dyn std::error::Error) {
     eprintln!("{m}");
 }
 
-fn inspect(root: &Path, names: &[String]) -> Result<()> {
+fn inspect(root: &Path, names: &[String], format: Option<&str>) -> Result<()> {
     let vols = volumes(root)?;
+    let template = format.map(crate::output::template).transpose()?;
     let mut out = Vec::new();
     let mut failed = false;
     for n in names {
         match vols.get(n) {
+            Ok(v) if template.is_some() => {
+                let docker = json!({
+                    "Name": v.name, "Driver": "local", "Mountpoint": vols.mountpoint(&v.name),
+                    "CreatedAt": v.created, "Labels": v.labels, "Scope": "local", "Options": {},
+                });
+                if let Some(t) = &template {
+                    println!("{}", t.render(&docker)?);
+                }
+            }
             Ok(v) => out.push(to_json(&vols, &v)),
             Err(e) => {
                 failed = true;
