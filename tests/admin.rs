@@ -741,3 +741,41 @@ fn volume_labels_and_inspect_formats_answer_as_docker() {
     let err = c.fail_125(&["network", "inspect", "-f", "{{.Name", &name]);
     assert!(err.contains("template"), "{err}");
 }
+
+#[test]
+fn top_with_ps_options_prints_the_containers_rows_of_host_ps() {
+    if skip_unless_root("top_with_ps_options_prints_the_containers_rows_of_host_ps")
+        || skip_unless_tools(
+            "top_with_ps_options_prints_the_containers_rows_of_host_ps",
+            &["ps"],
+        )
+    {
+        return;
+    }
+    let c = world();
+    let mut guard = ContainerGuard::new(&c);
+    let name = unique_name("topps");
+    looping(&c, &mut guard, &name, &["--network", "none"]);
+    let text = c.ok(&["top", &name, "aux"]);
+    let rows = lines(&text);
+    assert!(
+        rows[0].contains("USER") && rows[0].contains("PID") && rows[0].contains("COMMAND"),
+        "{text}"
+    );
+    // The shell, at least (its sleeps come and go between the two reads).
+    assert!(rows.len() >= 2, "the container's shell: {text}");
+    assert!(
+        rows[1..]
+            .iter()
+            .all(|r| r.contains("sh -c") || r.contains("sleep")),
+        "only the container's rows: {text}"
+    );
+    let text = c.ok(&["top", &name, "-o", "pid,comm"]);
+    assert_eq!(
+        lines(&text)[0].split_whitespace().collect::<Vec<_>>(),
+        ["PID", "COMMAND"],
+        "{text}"
+    );
+    let err = c.fail_125(&["top", &name, "-o", "comm"]);
+    assert!(err.contains("PID column"), "{err}");
+}

@@ -206,6 +206,14 @@ pub enum ContainerCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Options for the host's ps(1), as docker's `top C aux`: its rows of the container's
+        /// processes are printed, with its header.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "PS_OPTIONS"
+        )]
+        ps_options: Vec<String>,
     },
     /// Show a container's output.
     Logs {

@@ -287,7 +287,11 @@ pub fn run(engine: &Engine, cmd: ContainerCommand) -> Result<()> {
             json,
             containers,
         } => super::stats::stats(engine, &containers, no_stream || json, json),
-        ContainerCommand::Top { container, json } => super::stats::top(engine, &container, json),
+        ContainerCommand::Top {
+            container,
+            json,
+            ps_options,
+        } => super::stats::top(engine, &container, json, &ps_options),
     }
 }
 

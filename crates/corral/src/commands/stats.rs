@@ -72,10 +72,13 @@ pub fn stats(engine: &Engine, names: &[String], once: bool, as_json: bool) -> Re
     }
 }
 
-pub fn top(engine: &Engine, c: &str, as_json: bool) -> Result<()> {
+pub fn top(engine: &Engine, c: &str, as_json: bool, ps_options: &[String]) -> Result<()> {
     let cs = engine.containers()?;
     let id = cs.resolve(c)?;
     let procs = container_stats::top(&cs, &id, Path::new(corral_engine::CGROUP_ROOT))?;
+    if !ps_options.is_empty() {
+        return host_ps(ps_options, &procs.iter().map(|p| p.pid).collect::<Vec<_>>());
+    }
     if as_json {
         println!("{}", serde_json::to_string_pretty(&procs)?);
         return Ok(());
@@ -97,6 +100,40 @@ pub fn top(engine: &Engine, c: &str, as_json: bool) -> Result<()> {
             crate::output::human(p.rss),
             p.command
         )?;
+    }
+    Ok(())
+}
+
+/// docker's `top C OPTIONS`: the host's `ps OPTIONS`, its header and the rows of `pids` (found
+/// by its PID column, which the options must print).
+fn host_ps(options: &[String], pids: &[i32]) -> Result<()> {
+    let out = std::process::Command::new("ps")
+        .args(options)
+        .output()
+        .map_err(|e| anyhow::anyhow!("running ps: {e} (top with options needs the host's ps)"))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "ps {}: {}",
+            options.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let Some(col) = header.split_whitespace().position(|h| h == "PID") else {
+        anyhow::bail!("ps {}: its output has no PID column, which top needs to pick the container's processes", options.join(" "));
+    };
+    let mut w = std::io::stdout().lock();
+    writeln!(w, "{header}")?;
+    for l in lines {
+        let pid = l
+            .split_whitespace()
+            .nth(col)
+            .and_then(|p| p.parse::<i32>().ok());
+        if pid.is_some_and(|p| pids.contains(&p)) {
+            writeln!(w, "{l}")?;
+        }
     }
     Ok(())
 }
