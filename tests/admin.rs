@@ -779,3 +779,46 @@ fn top_with_ps_options_prints_the_containers_rows_of_host_ps() {
     let err = c.fail_125(&["top", &name, "-o", "comm"]);
     assert!(err.contains("PID column"), "{err}");
 }
+
+#[test]
+fn exec_privileged_gets_every_capability_and_no_filter() {
+    if skip_unless_root("exec_privileged_gets_every_capability_and_no_filter") {
+        return;
+    }
+    let c = world();
+    let mut guard = ContainerGuard::new(&c);
+    let name = unique_name("execpriv");
+    looping(&c, &mut guard, &name, &["--network", "none"]);
+    let status = |flags: &[&str]| {
+        let mut args = vec!["exec"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&[
+            name.as_str(),
+            "grep",
+            "-E",
+            "^(CapEff|Seccomp):",
+            "/proc/self/status",
+        ]);
+        let text = c.ok(&args);
+        let get = |k: &str| {
+            text.lines()
+                .find(|l| l.starts_with(k))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        (
+            u64::from_str_radix(&get("CapEff:"), 16).unwrap_or(0),
+            get("Seccomp:"),
+        )
+    };
+    let (caps, seccomp) = status(&[]);
+    assert_eq!(caps & (1 << 21), 0, "a plain exec has no CAP_SYS_ADMIN");
+    assert_eq!(seccomp, "2", "a plain exec is filtered");
+    let (caps, seccomp) = status(&["--privileged"]);
+    assert_ne!(caps & (1 << 21), 0, "exec --privileged has CAP_SYS_ADMIN");
+    assert_eq!(seccomp, "0", "exec --privileged is not filtered");
+    // The container itself is unchanged.
+    let (caps, _) = status(&[]);
+    assert_eq!(caps & (1 << 21), 0);
+}

@@ -93,6 +93,9 @@ pub struct ExecOptions {
     pub add_caps: Vec<String>,
     /// Run in a paused container too (`--ignore-paused`): the command starts frozen.
     pub ignore_paused: bool,
+    /// Every capability this host has and no seccomp filter (`exec --privileged`); the
+    /// container's no_new_privs, user and namespaces stay.
+    pub privileged: bool,
 }
 
 /// Runs `req` in container `id`; returns its exit code (0 when detached).
@@ -120,6 +123,12 @@ pub fn exec_with(
     let mut cfg = containers.config(id)?;
     for c in &opts.add_caps {
         crate::capabilities::add_for_exec(&mut cfg, c);
+    }
+    if opts.privileged {
+        for c in crate::capabilities::available() {
+            crate::capabilities::add_for_exec(&mut cfg, &c);
+        }
+        cfg.seccomp = None;
     }
     let enter = |what: String| ExecError::Enter {
         name: s.name.clone(),

@@ -349,6 +349,7 @@ fn run(cli: RuntimeCli, log: &Log) -> Result<i32> {
                 },
                 add_caps,
                 ignore_paused,
+                privileged: false,
             };
             return Ok(container_exec::exec_with(&cs, &id, req, &opts)?);
         }

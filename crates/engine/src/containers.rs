@@ -61,6 +61,8 @@ pub struct ExecSpec {
     pub tty: bool,
     /// Do not wait.
     pub detach: bool,
+    /// Every capability and no seccomp filter (`exec --privileged`).
+    pub privileged: bool,
 }
 
 impl Engine {
@@ -471,7 +473,11 @@ impl Engine {
             tty: x.tty,
             console_socket: None,
         };
-        match corral_container::container_exec::exec(&cs, id, req) {
+        let opts = corral_container::container_exec::ExecOptions {
+            privileged: x.privileged,
+            ..Default::default()
+        };
+        match corral_container::container_exec::exec_with(&cs, id, req, &opts) {
             Ok(code) => Ok(code),
             Err(corral_container::container_exec::ExecError::Command { code, message }) => {
                 Err(EngineError::Failed { code, message })

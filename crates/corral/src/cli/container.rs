@@ -161,6 +161,9 @@ pub enum ContainerCommand {
         /// User: `USER[:GROUP]`, names (the container's /etc/passwd) or numbers.
         #[arg(short, long)]
         user: Option<String>,
+        /// Give the command every capability and no system call filter.
+        #[arg(long)]
+        privileged: bool,
         /// The container.
         container: String,
         /// The command and its arguments.

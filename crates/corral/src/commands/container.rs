@@ -150,6 +150,7 @@ pub fn run(engine: &Engine, cmd: ContainerCommand) -> Result<()> {
             env_file,
             workdir,
             user,
+            privileged,
             container,
             command,
         } => {
@@ -166,6 +167,7 @@ pub fn run(engine: &Engine, cmd: ContainerCommand) -> Result<()> {
                     interactive,
                     tty,
                     detach,
+                    privileged,
                 },
             )?;
             if code == 0 {
