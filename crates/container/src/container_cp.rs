@@ -1,4 +1,4 @@
-//! `cp`: copy files between the host and a running container.
+//! `cp`: copy files between the host and a container, running or stopped.
 //!
 //! The container's side is reached through `/proc/PID/root` of its process, and every path on
 //! that side is resolved by the kernel with `openat2(RESOLVE_IN_ROOT)`: a symlink planted in
@@ -53,19 +53,69 @@ fn io_err<E: Into<io::Error>>(
     }
 }
 
-/// Opens the root of a running container.
+/// Opens the root of a container: a running one's through its process; a stopped one's as a
+/// detached overlay of its layers and its own upper directory (the new mount API: mounted in
+/// no namespace's tree, gone when the descriptor closes), or its bundle's root directory.
 fn container_root(containers: &Containers, id: &str) -> Result<OwnedFd, CpError> {
     let s = containers.load(id)?;
-    let (Status::Running, Some(pid)) = (s.status, s.pid) else {
+    if let (Status::Running, Some(pid)) = (s.status, s.pid) {
+        let p = format!("/proc/{pid}/root");
+        return rfs::open(
+            &p,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io_err("opening", &p));
+    }
+    let cfg = containers.config(id)?;
+    if let Some(dir) = &cfg.rootfs {
+        return rfs::open(
+            dir,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io_err("opening", dir));
+    }
+    if !cfg.uid_map.is_empty() {
+        // Its layers are seen through idmapped mounts only while it runs.
         return Err(CpError::NotRunning(s.name));
+    }
+    detached_overlay(&cfg, &containers.dir(id))
+}
+
+/// The overlay a stopped container runs on, mounted nowhere.
+fn detached_overlay(cfg: &crate::ContainerConfig, dir: &Path) -> Result<OwnedFd, CpError> {
+    use rustix::mount::{
+        fsconfig_create, fsconfig_set_string, fsmount, fsopen, FsMountFlags, FsOpenFlags,
+        MountAttrFlags,
     };
-    let p = format!("/proc/{pid}/root");
-    rfs::open(
-        &p,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(io_err("opening", &p))
+    let mut lower: Vec<String> = cfg
+        .layers
+        .iter()
+        .rev()
+        .map(|p| p.display().to_string())
+        .collect();
+    if lower.is_empty() {
+        let empty = dir.join("empty");
+        std::fs::create_dir_all(&empty).map_err(io_err("creating", &empty))?;
+        lower.push(empty.display().to_string());
+    }
+    let fs =
+        fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(io_err("opening", "overlay"))?;
+    let set = |k: &str, v: &str| fsconfig_set_string(&fs, k, v);
+    // One layer a call: an option string would hit the page-size limit of many layers.
+    for l in &lower {
+        set("lowerdir+", l)
+            .or_else(|_| set("lowerdir", &lower.join(":")))
+            .map_err(io_err("overlay lowerdir", l))?;
+    }
+    let upper = dir.join("upper");
+    let work = dir.join("work");
+    set("upperdir", &upper.display().to_string()).map_err(io_err("overlay upperdir", &upper))?;
+    set("workdir", &work.display().to_string()).map_err(io_err("overlay workdir", &work))?;
+    fsconfig_create(&fs).map_err(io_err("mounting the stopped container's root", dir))?;
+    fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
+        .map_err(io_err("mounting the stopped container's root", dir))
 }
 
 fn in_root(root: BorrowedFd<'_>, path: &str, flags: OFlags) -> rustix::io::Result<OwnedFd> {

@@ -170,7 +170,7 @@ pub enum ContainerCommand {
         #[arg(required = true)]
         command: Vec<String>,
     },
-    /// Copy files between a running container and the host: `cp CONTAINER:PATH HOSTPATH` or
+    /// Copy files between a container (running or stopped) and the host: `cp CONTAINER:PATH HOSTPATH` or
     /// `cp HOSTPATH CONTAINER:PATH`; `-` for HOSTPATH is a tar stream on standard output
     /// (`cp C:/etc -`) or input (`cp - C:/dir`).
     Cp {
