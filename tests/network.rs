@@ -1281,3 +1281,81 @@ fn network_flag_accepts_repeats_and_host() {
     assert!(err.contains("nope"), "an unknown network is named: {err}");
     remove_and_check(&c, &[], &[&n1, &n2]);
 }
+
+#[test]
+fn ip_and_mac_address_flags_fix_the_containers_address() {
+    let test = "ip_and_mac_address_flags_fix_the_containers_address";
+    if skip_unless_tools(test, TOOLS) {
+        return;
+    }
+    let c = world();
+    let mut nets = NetworkGuard::new(&c);
+    let mut guard = ContainerGuard::new(&c);
+    let n = nets.create(&unique_name("fixed"), 24, &[]);
+    let (base, _) = n.subnet.split_once('/').unwrap();
+    let base: Ipv4Addr = base.parse().unwrap();
+    let want = Ipv4Addr::from(u32::from(base) + 77);
+    let name = unique_name("fixed");
+    let ip = want.to_string();
+    run_detached(
+        &c,
+        &mut guard,
+        &name,
+        &[
+            "--network",
+            &n.name,
+            "--ip",
+            &ip,
+            "--mac-address",
+            "02:42:c0:ff:ee:01",
+        ],
+        &["sleep", "60"],
+    );
+    let shown = c.ok(&["exec", &name, "ip", "-o", "addr", "show", "eth0"]);
+    assert!(
+        shown.contains(&format!("{ip}/24")),
+        "eth0 has {ip}: {shown}"
+    );
+    let link = c.ok(&["exec", &name, "cat", "/sys/class/net/eth0/address"]);
+    assert_eq!(link.trim(), "02:42:c0:ff:ee:01");
+    assert_eq!(
+        ip_on(&c.inspect_container(&name), &n.name),
+        want,
+        "inspect shows the fixed address"
+    );
+    // Taken, outside the subnet, without a corral network, a bad MAC: 125, nothing made.
+    for (flags, why) in [
+        (
+            vec!["--network", n.name.as_str(), "--ip", ip.as_str()],
+            "already in use",
+        ),
+        (
+            vec!["--network", n.name.as_str(), "--ip", "192.0.2.1"],
+            "192.0.2.1",
+        ),
+        (vec!["--network", "none", "--ip", ip.as_str()], "--ip"),
+        (
+            vec![
+                "--network",
+                n.name.as_str(),
+                "--mac-address",
+                "01:00:5e:00:00:01",
+            ],
+            "multicast",
+        ),
+        (
+            vec!["--network", n.name.as_str(), "--mac-address", "02:42"],
+            "--mac-address",
+        ),
+    ] {
+        let out = run_rm(&c, &flags, &["true"]);
+        assert_eq!(
+            out.status.code(),
+            Some(125),
+            "{flags:?}: {}",
+            describe(&out)
+        );
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(err.contains(why), "{flags:?}: {err}");
+    }
+}

@@ -34,6 +34,21 @@ pub fn requested(names: &[String]) -> Vec<String> {
     out
 }
 
+/// `--mac-address`: six hexadecimal bytes, `:`-separated, a unicast address.
+fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let mac = corral_net::endpoint::parse_mac(s).ok_or_else(|| {
+        EngineError::invalid(format!(
+            "--mac-address {s:?}: six hexadecimal bytes separated by ':', as 02:42:ac:11:00:02"
+        ))
+    })?;
+    if mac[0] & 1 == 1 {
+        return Err(EngineError::invalid(format!(
+            "--mac-address {s}: a multicast address (the first byte is odd); use a unicast one"
+        )));
+    }
+    Ok(mac)
+}
+
 /// The container's network mode and the corral networks it joins, checked now so that a bad
 /// name or port fails before anything exists. `exposed`: the image's `EXPOSE`d ports, for
 /// `-P`.
@@ -70,6 +85,12 @@ pub fn requested_attachments(
         if !ports.is_empty() {
             return Err(EngineError::invalid(format!("-p/-P need a network: with --network {}, nothing can be published (use a corral network)", names[0])));
         }
+        if n.ip.is_some() || n.mac.is_some() {
+            return Err(EngineError::invalid(format!(
+                "--ip and --mac-address need a corral network, not --network {}",
+                names[0]
+            )));
+        }
         if !n.aliases.is_empty() {
             return Err(EngineError::invalid(format!(
                 "--network-alias needs a corral network, not --network {}",
@@ -83,6 +104,7 @@ pub fn requested_attachments(
         };
         return Ok((mode, Vec::new()));
     }
+    let mac = n.mac.as_deref().map(parse_mac).transpose()?;
     let nets = engine.networks();
     let mut seen = std::collections::BTreeSet::new();
     let mut out = Vec::new();
@@ -104,8 +126,11 @@ pub fn requested_attachments(
         out.push(Attachment {
             network: name.clone(),
             aliases: n.aliases.clone(),
-            // Published through the first network, as docker does.
+            // Published through the first network, as docker does; the fixed address and MAC
+            // are on it too.
             ports: if i == 0 { ports.clone() } else { Vec::new() },
+            ip: if i == 0 { n.ip } else { None },
+            mac: if i == 0 { mac } else { None },
         });
     }
     Ok((NetworkMode::Networks, out))
@@ -242,7 +267,7 @@ impl Engine {
         let wanted = Attachment {
             network: network.to_owned(),
             aliases,
-            ports: Vec::new(),
+            ..Attachment::default()
         };
         match (s.status, s.pid) {
             (Status::Running, Some(pid)) if cfg.network == NetworkMode::Networks => {

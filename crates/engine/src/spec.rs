@@ -198,6 +198,10 @@ pub struct Networking {
     pub publish_all: bool,
     /// More ports to count as exposed (`--expose`), for `publish_all`.
     pub expose: Vec<String>,
+    /// A fixed address on the first network (`--ip`).
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// A fixed MAC address on the first network (`--mac-address`, `aa:bb:cc:dd:ee:ff`).
+    pub mac: Option<String>,
 }
 
 /// A container to create.

@@ -52,6 +52,12 @@ pub struct Attachment {
     pub aliases: Vec<String>,
     /// Ports to publish through it.
     pub ports: Vec<PortSpec>,
+    /// A fixed address there (`--ip`); `None`: the lowest free one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// A fixed MAC address there (`--mac-address`); `None`: derived from the address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<[u8; 6]>,
 }
 
 /// The file in a container's directory that lists the networks it asked for.
@@ -117,7 +123,8 @@ impl Networks {
                     ifname: format!("eth{i}"),
                     aliases: a.aliases.clone(),
                     ports: a.ports.clone(),
-                    ..ConnectOptions::default()
+                    ip: a.ip,
+                    mac: a.mac,
                 };
                 let ep = self.connect(&n.name, owner, netns, &opts)?;
                 done.push(ep.clone());

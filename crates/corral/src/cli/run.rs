@@ -88,6 +88,12 @@ pub struct RunArgs {
     /// Another DNS name of the container on its networks (repeatable).
     #[arg(long, value_name = "ALIAS")]
     pub network_alias: Vec<String>,
+    /// A fixed IPv4 address on the (first) network, inside its subnet.
+    #[arg(long, value_name = "ADDRESS")]
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// A fixed MAC address on the (first) network (default: derived from the address).
+    #[arg(long, value_name = "MAC")]
+    pub mac_address: Option<String>,
     /// Publish a port: `[IP:][HOSTPORT:]PORT[/tcp|udp]`, ranges as `8000-8001:80-81`; without
     /// HOSTPORT a free port is chosen (see `corral inspect`).
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]

@@ -454,6 +454,8 @@ fn spec_of(a: &RunArgs) -> Result<ContainerSpec> {
             publish: a.publish.clone(),
             publish_all: a.publish_all,
             expose: a.expose.clone(),
+            ip: a.ip,
+            mac: a.mac_address.clone(),
         },
         labels,
         restart: a.restart.clone(),

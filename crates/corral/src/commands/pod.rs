@@ -34,6 +34,8 @@ pub fn run(engine: &Engine, cmd: PodCommand) -> Result<()> {
                     publish,
                     publish_all: false,
                     expose: Vec::new(),
+                    ip: None,
+                    mac: None,
                 },
             })?;
             if start {
