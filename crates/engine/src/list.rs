@@ -122,10 +122,12 @@ impl Engine {
     /// Containers, newest first: the running ones, or all; those the filter accepts.
     pub fn list(&self, all: bool, filter: &ContainerFilter) -> Result<Vec<ContainerView>> {
         let cs = self.containers()?;
+        let endpoints = self.networks().endpoints_by_owner().unwrap_or_default();
+        let lookup = |owner: &str| endpoints.get(owner).cloned().unwrap_or_default();
         let mut rows = Vec::new();
         let mut broken = Vec::new();
         for id in cs.ids()? {
-            match self.view(&id) {
+            match self.view_in(&cs, &id, &lookup) {
                 Ok(v) => rows.push(v),
                 Err(EngineError::State(corral_container::state::StateError::NotFound(_))) => {}
                 Err(e) => broken.push((id, e)),

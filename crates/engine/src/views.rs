@@ -364,6 +364,20 @@ impl crate::Engine {
     /// Everything known of a container, for `inspect` and `ps`.
     pub fn view(&self, id: &str) -> crate::Result<ContainerView> {
         let cs = self.containers()?;
+        let nets = self.networks();
+        self.view_in(&cs, id, &|owner| {
+            nets.endpoints_of(owner).unwrap_or_default()
+        })
+    }
+
+    /// [`Self::view`] with the state store open and the endpoints looked up by the caller
+    /// (a listing opens and reads them once for all containers).
+    pub(crate) fn view_in(
+        &self,
+        cs: &corral_container::Containers,
+        id: &str,
+        endpoints: &dyn Fn(&str) -> Vec<corral_net::Endpoint>,
+    ) -> crate::Result<ContainerView> {
         let state = cs.load(id)?;
         let config = cs.config(id)?;
         let dir = cs.dir(id);
@@ -373,7 +387,7 @@ impl crate::Engine {
         Ok(ContainerView {
             state,
             config,
-            endpoints: self.networks().endpoints_of(&owner).unwrap_or_default(),
+            endpoints: endpoints(&owner),
             record,
             log_path: dir.join("ctr.log"),
             health: crate::health::load(&dir),

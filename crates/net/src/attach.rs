@@ -209,13 +209,24 @@ impl Networks {
                 out.push(ep);
             }
         }
-        out.sort_by_key(|e| {
-            e.ifname
-                .as_deref()
-                .and_then(|i| i.strip_prefix("eth"))
-                .and_then(|i| i.parse::<u32>().ok())
-                .unwrap_or(u32::MAX)
-        });
+        by_interface(&mut out);
+        Ok(out)
+    }
+
+    /// Every owner's endpoints ([`Self::endpoints_of`] for all owners at once: one read of
+    /// each network, for listings).
+    pub fn endpoints_by_owner(
+        &self,
+    ) -> Result<std::collections::HashMap<String, Vec<Endpoint>>, NetError> {
+        let mut out: std::collections::HashMap<String, Vec<Endpoint>> = Default::default();
+        for n in self.list()? {
+            for ep in self.endpoints(&n.name)? {
+                out.entry(ep.owner.clone()).or_default().push(ep);
+            }
+        }
+        for eps in out.values_mut() {
+            by_interface(eps);
+        }
         Ok(out)
     }
 
@@ -377,6 +388,17 @@ pub fn resolv_conf(endpoints: &[Endpoint]) -> Option<String> {
         "# written by corral: the DNS server of network {}\nnameserver {}\noptions ndots:0\n",
         first.network, first.dns_server
     ))
+}
+
+/// Sorts an owner's endpoints by interface: `eth0`, `eth1` ..., then the rest.
+fn by_interface(eps: &mut [Endpoint]) {
+    eps.sort_by_key(|e| {
+        e.ifname
+            .as_deref()
+            .and_then(|i| i.strip_prefix("eth"))
+            .and_then(|i| i.parse::<u32>().ok())
+            .unwrap_or(u32::MAX)
+    });
 }
 
 #[cfg(test)]
