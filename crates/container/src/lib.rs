@@ -9,7 +9,7 @@
 //! ([`tty`]), the per-container monitor and the init ([`process`]), container state on disk
 //! ([`state`]) and the crash safety of its directories ([`staging`]),
 //! named volumes ([`volumes`]), pods' sandboxes ([`sandbox`]), the engine's verbs, one per file (`container_*.rs`), and the OCI
-//! runtime's verbs for podman and containerd ([`oci`], [`oci_runtime`]).
+//! runtime's verbs for podman and containerd ([`oci`], [`oci_resources`], [`oci_runtime`]).
 //!
 //! Does not own: images (corral-image hands it layer directories), networks beyond `none` and
 //! `host` (corral-net), the command line.
@@ -34,6 +34,7 @@ pub mod hooks;
 pub mod loopback;
 pub mod mount_attr;
 pub mod oci;
+pub mod oci_resources;
 pub mod oci_runtime;
 pub mod process;
 pub mod rlimits;

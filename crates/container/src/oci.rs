@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::config::{
-    Bind, CapSets, ContainerConfig, DeviceNode, DeviceRule, NetworkMode, Resources, Rlimit,
-    RlimitName,
+    Bind, CapSets, ContainerConfig, DeviceNode, NetworkMode, Resources, Rlimit, RlimitName,
 };
+pub use crate::oci_resources::parse_resources;
+use crate::oci_resources::{device_rules, resources_of, LinuxResources};
 
 /// Errors reading a bundle.
 #[derive(Debug, thiserror::Error)]
@@ -277,17 +278,6 @@ struct OciDevice {
     gid: Option<u32>,
 }
 
-/// A rule of `linux.resources.devices`.
-#[derive(Debug, Clone, Deserialize)]
-struct OciDeviceRule {
-    allow: bool,
-    #[serde(rename = "type")]
-    typ: Option<String>,
-    major: Option<i64>,
-    minor: Option<i64>,
-    access: Option<String>,
-}
-
 /// One line of `uidMappings`/`gidMappings`.
 #[derive(Debug, Clone, Copy, Deserialize)]
 struct OciIdMap {
@@ -314,108 +304,6 @@ struct Namespace {
     #[serde(rename = "type")]
     typ: String,
     path: Option<PathBuf>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct LinuxResources {
-    devices: Option<Vec<OciDeviceRule>>,
-    memory: Option<Memory>,
-    cpu: Option<Cpu>,
-    pids: Option<Pids>,
-    #[serde(rename = "blockIO")]
-    block_io: Option<BlockIo>,
-    #[serde(rename = "hugepageLimits")]
-    hugepage_limits: Vec<HugepageLimit>,
-    network: Option<Network>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct Memory {
-    limit: Option<i64>,
-    reservation: Option<i64>,
-    swap: Option<i64>,
-    kernel: Option<i64>,
-    #[serde(rename = "kernelTCP")]
-    kernel_tcp: Option<i64>,
-    swappiness: Option<u64>,
-    #[serde(rename = "disableOOMKiller")]
-    disable_oom_killer: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct BlockIo {
-    weight: Option<u16>,
-    #[serde(rename = "leafWeight")]
-    leaf_weight: Option<u16>,
-    #[serde(rename = "weightDevice")]
-    weight_device: Vec<WeightDevice>,
-    #[serde(rename = "throttleReadBpsDevice")]
-    read_bps: Vec<RateDevice>,
-    #[serde(rename = "throttleWriteBpsDevice")]
-    write_bps: Vec<RateDevice>,
-    #[serde(rename = "throttleReadIOPSDevice")]
-    read_iops: Vec<RateDevice>,
-    #[serde(rename = "throttleWriteIOPSDevice")]
-    write_iops: Vec<RateDevice>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct WeightDevice {
-    major: u32,
-    minor: u32,
-    weight: Option<u16>,
-    #[serde(rename = "leafWeight")]
-    leaf_weight: Option<u16>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct RateDevice {
-    major: u32,
-    minor: u32,
-    rate: u64,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct HugepageLimit {
-    #[serde(rename = "pageSize")]
-    page_size: String,
-    limit: u64,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct Network {
-    #[serde(rename = "classID")]
-    class_id: Option<u32>,
-    priorities: Vec<InterfacePriority>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct InterfacePriority {
-    name: String,
-    priority: u32,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct Cpu {
-    shares: Option<u64>,
-    quota: Option<i64>,
-    period: Option<u64>,
-    cpus: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct Pids {
-    limit: Option<i64>,
 }
 
 /// What a bundle asks of the runtime beyond the [`ContainerConfig`].
@@ -502,129 +390,6 @@ pub fn apply_process(cfg: &mut ContainerConfig, p: &Process) -> Result<Vec<Strin
 pub fn read_process(path: &Path) -> Result<Process, OciError> {
     let b = std::fs::read(path).map_err(|e| OciError::Read(path.into(), e))?;
     serde_json::from_slice(&b).map_err(|e| OciError::Parse(path.into(), e))
-}
-
-/// A bundle's device rules, then docker's defaults allowed (runc's order: a bundle that
-/// starts with a deny-all, as podman's and containerd's do, keeps /dev/null usable).
-fn device_rules(rules: &[OciDeviceRule]) -> Result<Vec<DeviceRule>, String> {
-    let mut out = Vec::with_capacity(rules.len());
-    for r in rules {
-        let num = |v: Option<i64>| -> Result<Option<u32>, String> {
-            match v {
-                None | Some(-1) => Ok(None),
-                Some(n) if (0..1 << 20).contains(&n) => Ok(Some(n as u32)),
-                Some(n) => Err(format!(
-                    "linux.resources.devices: device number {n} out of range"
-                )),
-            }
-        };
-        let kind = match r.typ.as_deref().unwrap_or("a") {
-            "a" => 'a',
-            "c" => 'c',
-            "b" => 'b',
-            t => return Err(format!("linux.resources.devices: unknown type {t:?}")),
-        };
-        let access = r
-            .access
-            .clone()
-            .filter(|a| !a.is_empty())
-            .unwrap_or_else(|| "rwm".into());
-        if !access.chars().all(|c| "rwm".contains(c)) {
-            return Err(format!(
-                "linux.resources.devices: access {access:?} is not made of r, w, m"
-            ));
-        }
-        out.push(DeviceRule {
-            allow: r.allow,
-            kind,
-            major: num(r.major)?,
-            minor: num(r.minor)?,
-            access,
-        });
-    }
-    out.extend(crate::config::allowed_devices());
-    Ok(out)
-}
-
-/// The resources a spec asks, and warnings about what this runtime ignores (kernel memory
-/// limits, which Linux 6.1 no longer enforces).
-fn resources_of(r: &LinuxResources) -> Result<(Resources, Vec<String>), String> {
-    let mut res = Resources::default();
-    let mut warnings = Vec::new();
-    if let Some(d) = &r.devices {
-        res.devices = Some(device_rules(d)?);
-    }
-    if let Some(m) = &r.memory {
-        res.memory = m.limit.filter(|&l| l > 0).map(|l| l as u64);
-        res.memory_reservation = m.reservation.filter(|&l| l > 0).map(|l| l as u64);
-        res.memory_swap = m.swap.filter(|&s| s > 0 || s == -1);
-        res.memory_swappiness = m.swappiness;
-        res.oom_kill_disable = m.disable_oom_killer.unwrap_or(false);
-        if m.kernel.is_some() || m.kernel_tcp.is_some() {
-            warnings.push(
-                "linux.resources.memory.kernel and kernelTCP are ignored: kernel memory is counted in the memory limit (Linux 4.6+ with cgroup v2; v1 kernel limits are deprecated)"
-                    .to_owned(),
-            );
-        }
-    }
-    if let Some(b) = &r.block_io {
-        let mut blkio = crate::config::Blkio {
-            weight: b.weight,
-            leaf_weight: b.leaf_weight,
-            ..Default::default()
-        };
-        for d in &b.weight_device {
-            if let Some(w) = d.weight {
-                blkio.weight_device.push((d.major, d.minor, w));
-            }
-            if d.leaf_weight.is_some() {
-                return Err("linux.resources.blockIO.weightDevice: leafWeight is not supported (CFQ's, gone since Linux 5.0)".into());
-            }
-        }
-        let rates = |v: &[RateDevice]| v.iter().map(|d| (d.major, d.minor, d.rate)).collect();
-        blkio.read_bps = rates(&b.read_bps);
-        blkio.write_bps = rates(&b.write_bps);
-        blkio.read_iops = rates(&b.read_iops);
-        blkio.write_iops = rates(&b.write_iops);
-        if blkio != crate::config::Blkio::default() {
-            res.blkio = Some(blkio);
-        }
-    }
-    res.hugetlb = r
-        .hugepage_limits
-        .iter()
-        .map(|h| (h.page_size.clone(), h.limit))
-        .collect();
-    if let Some(n) = &r.network {
-        res.net_cls_classid = n.class_id;
-        res.net_prio = n
-            .priorities
-            .iter()
-            .map(|p| (p.name.clone(), p.priority))
-            .collect();
-    }
-    if let Some(c) = &r.cpu {
-        res.cpu_shares = c.shares.filter(|&s| s > 0);
-        res.cpu_quota = c.quota.filter(|&q| q > 0);
-        res.cpu_period = c.period.filter(|&p| p > 0);
-        res.cpuset_cpus = c.cpus.clone().filter(|s| !s.is_empty());
-    }
-    if let Some(p) = &r.pids {
-        res.pids_limit = p.limit.filter(|&l| l > 0);
-    }
-    Ok((res, warnings))
-}
-
-/// Parses an OCI `LinuxResources` object (`update --resources`).
-pub fn parse_resources(json: &[u8]) -> Result<Resources, OciError> {
-    let r: LinuxResources =
-        serde_json::from_slice(json).map_err(|e| OciError::Parse("resources".into(), e))?;
-    resources_of(&r)
-        .map(|(res, _)| res)
-        .map_err(|what| OciError::Unsupported {
-            path: "resources".into(),
-            what,
-        })
 }
 
 /// The process attributes of a spec (see [`crate::process::attrs`]), checked against what

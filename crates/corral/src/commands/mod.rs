@@ -6,6 +6,7 @@ mod host;
 mod image;
 mod network;
 mod pod;
+mod run_spec;
 mod stats;
 mod system;
 mod vm;
