@@ -63,6 +63,10 @@ pub struct Bind {
     pub idmap: bool,
 }
 
+/// Where `run --init`'s init is bound in the container (a file on its own `/dev` tmpfs, so
+/// that the image's tree and a read-only root are not touched).
+pub const INIT_PATH: &str = "/dev/init";
+
 /// cgroup limits.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Resources {
@@ -76,6 +80,9 @@ pub struct Resources {
     pub cpu_shares: Option<u64>,
     /// Allowed CPUs ("0-1", "0,2").
     pub cpuset_cpus: Option<String>,
+    /// Allowed memory nodes ("0", "0-1").
+    #[serde(default)]
+    pub cpuset_mems: Option<String>,
     /// Maximum number of tasks.
     pub pids_limit: Option<i64>,
     /// The device policy, in order (the last rule that matches an access decides); `None`
@@ -622,6 +629,11 @@ pub struct ContainerConfig {
     /// An OCI bundle's lifecycle hooks (see [`crate::hooks`]).
     #[serde(default)]
     pub hooks: Option<crate::hooks::Hooks>,
+    /// A static init program (`run --init`: corral-guest's container init), bound read-only
+    /// at [`INIT_PATH`] and run as PID 1 with `--container-init -- ARGS...`; `args` stay the
+    /// workload's own.
+    #[serde(default)]
+    pub init: Option<PathBuf>,
     /// The propagation of the container's `/` (`linux.rootfsPropagation`); `None`: private.
     #[serde(default)]
     pub rootfs_propagation: Option<Propagation>,
@@ -724,6 +736,7 @@ impl ContainerConfig {
             preserve_fds: 0,
             preserve_holes: Vec::new(),
             hooks: None,
+            init: None,
             rootfs_propagation: None,
             umask: None,
             identity: None,

@@ -56,7 +56,7 @@ fn io_err<E: Into<io::Error>>(
 /// Opens the root of a container: a running one's through its process; a stopped one's as a
 /// detached overlay of its layers and its own upper directory (the new mount API: mounted in
 /// no namespace's tree, gone when the descriptor closes), or its bundle's root directory.
-fn container_root(containers: &Containers, id: &str) -> Result<OwnedFd, CpError> {
+pub fn open_root(containers: &Containers, id: &str) -> Result<OwnedFd, CpError> {
     let s = containers.load(id)?;
     if let (Status::Running, Some(pid)) = (s.status, s.pid) {
         let p = format!("/proc/{pid}/root");
@@ -131,13 +131,13 @@ fn in_root(root: BorrowedFd<'_>, path: &str, flags: OFlags) -> rustix::io::Resul
 
 /// Whether `path` is a directory in the running container (resolved inside its root).
 pub fn is_dir(containers: &Containers, id: &str, path: &str) -> Result<bool, CpError> {
-    let root = container_root(containers, id)?;
+    let root = open_root(containers, id)?;
     Ok(in_root(root.as_fd(), path, OFlags::PATH | OFlags::DIRECTORY).is_ok())
 }
 
 /// Copies `path` in the container to `dest` on the host (into it, if it is a directory).
 pub fn copy_out(containers: &Containers, id: &str, path: &str, dest: &Path) -> Result<(), CpError> {
-    let root = container_root(containers, id)?;
+    let root = open_root(containers, id)?;
     let src = in_root(root.as_fd(), path, OFlags::PATH | OFlags::NOFOLLOW)
         .map_err(io_err("opening", path))?;
     let name = Path::new(path)
@@ -166,7 +166,7 @@ pub fn copy_out(containers: &Containers, id: &str, path: &str, dest: &Path) -> R
 
 /// Copies `src` on the host to `path` in the container (into it, if it is a directory there).
 pub fn copy_in(containers: &Containers, id: &str, src: &Path, path: &str) -> Result<(), CpError> {
-    let root = container_root(containers, id)?;
+    let root = open_root(containers, id)?;
     let s = rfs::open(
         src,
         OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,

@@ -25,6 +25,7 @@ pub mod container_create;
 pub mod container_delete;
 pub mod container_diff;
 pub mod container_exec;
+pub mod container_export;
 pub mod container_kill;
 pub mod container_pause;
 pub mod container_start;

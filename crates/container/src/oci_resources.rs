@@ -113,6 +113,7 @@ struct Cpu {
     quota: Option<i64>,
     period: Option<u64>,
     cpus: Option<String>,
+    mems: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -225,6 +226,7 @@ pub(crate) fn resources_of(r: &LinuxResources) -> Result<(Resources, Vec<String>
         res.cpu_quota = c.quota.filter(|&q| q > 0);
         res.cpu_period = c.period.filter(|&p| p > 0);
         res.cpuset_cpus = c.cpus.clone().filter(|s| !s.is_empty());
+        res.cpuset_mems = c.mems.clone().filter(|s| !s.is_empty());
     }
     if let Some(p) = &r.pids {
         res.pids_limit = p.limit.filter(|&l| l > 0);

@@ -460,7 +460,13 @@ fn default_mounts(
             }
         }
     }
-    for b in &cfg.binds {
+    let init = cfg.init.as_ref().map(|p| crate::config::Bind {
+        source: p.clone(),
+        destination: crate::config::INIT_PATH.into(),
+        readonly: true,
+        idmap: false,
+    });
+    for b in cfg.binds.iter().chain(&init) {
         // A named volume's first mount gets the image's content at its mount point.
         if crate::volumes::claim_copy_up(&b.source) {
             let shifted = userns.is_some() && b.idmap;

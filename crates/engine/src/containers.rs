@@ -249,9 +249,15 @@ impl Engine {
             // `starting` from the moment `start` returns; the checker takes over from here.
             crate::health::reset(&cs.dir(id))?;
         }
-        let netns = match record.pod {
-            Some(pod) => Some(self.prepare_pod_member(&cs, id, &pod)),
-            None => self.attach_for_start(&cs, id).transpose(),
+        let shared_net = if record.shared.is_empty() {
+            None
+        } else {
+            self.prepare_shared(&cs, id, &record.shared).transpose()
+        };
+        let netns = match (record.pod, shared_net) {
+            (_, Some(shared)) => Some(shared),
+            (Some(pod), None) => Some(self.prepare_pod_member(&cs, id, &pod)),
+            (None, None) => self.attach_for_start(&cs, id).transpose(),
         }
         .transpose()
         .map_err(|e| StartError::Prepare(chain(&e)))?;
@@ -611,6 +617,8 @@ pub struct UpdateSpec {
     pub cpu_shares: Option<u64>,
     /// Allowed CPUs.
     pub cpuset_cpus: Option<String>,
+    /// Memory nodes allowed.
+    pub cpuset_mems: Option<String>,
     /// Maximum number of tasks.
     pub pids_limit: Option<i64>,
     /// Restart policy.
@@ -641,6 +649,7 @@ impl Engine {
         }
         r.cpu_shares = u.cpu_shares;
         r.cpuset_cpus = u.cpuset_cpus.clone();
+        r.cpuset_mems = u.cpuset_mems.clone();
         r.pids_limit = u.pids_limit;
         if let Some(p) = &u.restart {
             cfg.restart = corral_container::config::RestartPolicy::parse(p).ok_or_else(|| {
@@ -678,6 +687,7 @@ impl Engine {
         keep(r.cpu_shares, &mut cfg.resources.cpu_shares);
         keep(r.pids_limit, &mut cfg.resources.pids_limit);
         keep(r.cpuset_cpus, &mut cfg.resources.cpuset_cpus);
+        keep(r.cpuset_mems, &mut cfg.resources.cpuset_mems);
         cs.save_config(id, &cfg)?;
         self.emit(self.container_event("update", &s, &Record::load(&cs.dir(id))));
         Ok(())

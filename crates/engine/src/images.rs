@@ -136,6 +136,13 @@ impl Engine {
 }
 
 impl Engine {
+    /// `export`: the container's root filesystem as a tar stream written to `out`.
+    pub fn export(&self, id: &str, out: impl std::io::Write) -> Result<()> {
+        let cs = self.containers()?;
+        corral_container::container_export::export(&cs, id, out)
+            .map_err(|e| EngineError::Conflict(crate::containers::chain(&e)))
+    }
+
     /// `cp C:PATH -`: `path` in a running container as a tar stream (docker's form), written
     /// to `out`. The files are first copied out as `cp` copies them — resolved inside the
     /// container, symlinks as symlinks — into a private scratch directory.

@@ -5,11 +5,11 @@
 //! the image resolved (and pulled when the pull policy says so), the runtime's plan built from
 //! the image's config and the spec ([`plan`]), user and group names resolved in the image
 //! ([`users`]), volumes made, networks joined around the start and left at the end
-//! ([`networks`]), pods ([`pods`]), health checks ([`health`]), the VM path for
+//! ([`networks`]), pods ([`pods`]), other containers' namespaces joined (`share`), health checks ([`health`]), the VM path for
 //! `--isolation vm` and `corral vm` ([`vms`]); the operations on containers ([`containers`]:
 //! create, start — again, too —, stop with the image's stop signal, kill, restart, update,
 //! remove, exec, wait, rename), listing with filters ([`list`]), images made from containers
-//! ([`images`]: commit, diff, history), the events journal ([`events`]) and the monitor's part
+//! ([`images`]: commit, diff, history), usage as `stats` shows it ([`stats`]), the events journal ([`events`]) and the monitor's part
 //! in it ([`monitor`]), logs ([`logs`]), docker-shaped views for `inspect` and `ps` ([`views`])
 //! and the `--format` templates over them ([`template`]). The CLI, compose, the builder and
 //! the node agent all start workloads through here, so a container started by one is the same
@@ -32,7 +32,9 @@ pub mod networks;
 pub mod plan;
 pub mod pods;
 pub mod record;
+mod share;
 pub mod spec;
+pub mod stats;
 pub mod template;
 pub mod users;
 pub mod views;

@@ -279,6 +279,7 @@ pub fn plan(
     }
     cfg.resources.cpu_shares = r.cpu_shares;
     cfg.resources.cpuset_cpus = r.cpuset_cpus.clone();
+    cfg.resources.cpuset_mems = r.cpuset_mems.clone();
     cfg.resources.pids_limit = r.pids_limit;
     memory_extras(r, &mut cfg.resources)?;
     let exposed = if spec.networking.publish_all {
@@ -292,7 +293,26 @@ pub fn plan(
         Some(p) => Some(engine.resolve_pod(p)?),
         None => None,
     };
-    let (mode, attachments) = if let Some(pod) = &pod {
+    let shared = crate::share::resolve(engine, &sec.shared_namespaces)?;
+    let shares_net = shared.iter().any(|(k, _)| k == "net");
+    if shares_net {
+        crate::share::check_network_conflicts(spec)?;
+    }
+    for (kind, _) in &shared {
+        if sec.host_namespaces.iter().any(|n| n == kind) {
+            return Err(invalid(format!(
+                "the {kind} namespace cannot be both the host's and another container's"
+            )));
+        }
+    }
+    if pod.is_some() && shared.iter().any(|(k, _)| k != "pid") {
+        return Err(invalid(
+            "--pod: the pod owns the network and IPC namespaces (only --pid container:NAME can be added)",
+        ));
+    }
+    let (mode, attachments) = if shares_net {
+        (corral_container::config::NetworkMode::Networks, Vec::new())
+    } else if let Some(pod) = &pod {
         let n = &spec.networking;
         if !n.networks.is_empty() || !n.publish.is_empty() || n.publish_all || !n.aliases.is_empty()
         {
@@ -398,6 +418,14 @@ pub fn plan(
         );
     }
     cfg.tty = spec.tty;
+    if spec.init {
+        cfg.init = Some(corral_vm::initramfs::agent_path().map_err(|e| {
+            invalid(format!(
+                "--init needs corral's static init (corral-guest): {}",
+                chain(&e)
+            ))
+        })?);
+    }
     let restart = if spec.restart.is_empty() {
         "no"
     } else {
@@ -470,6 +498,7 @@ pub fn plan(
         dns_search: spec.dns_search.clone(),
         dns_options: spec.dns_options.clone(),
         pod: pod.as_ref().map(|p| p.id.clone()),
+        shared,
     };
     cfg.hostname = match &pod {
         Some(p) => p.hostname.clone(),

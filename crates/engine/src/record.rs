@@ -53,6 +53,10 @@ pub struct Record {
     /// The pod it belongs to (its id).
     #[serde(default)]
     pub pod: Option<String>,
+    /// Namespaces of other containers it joins at each start: (kind, container id), kind one
+    /// of `net`, `ipc`, `pid` (`--network/--ipc/--pid container:X`).
+    #[serde(default)]
+    pub shared: Vec<(String, String)>,
 }
 
 /// The record's file in a container's directory.

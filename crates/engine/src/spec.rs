@@ -103,6 +103,8 @@ pub struct Resources {
     pub cpu_shares: Option<u64>,
     /// Allowed CPUs (`0-1`, `0,2`).
     pub cpuset_cpus: Option<String>,
+    /// Memory nodes allowed ("0", "0-1").
+    pub cpuset_mems: Option<String>,
     /// Maximum number of tasks (-1: unlimited).
     pub pids_limit: Option<i64>,
     /// CFS period in microseconds (`--cpu-period`, with `cpu_quota`).
@@ -183,6 +185,9 @@ pub struct Security {
     pub unmask: Vec<String>,
     /// `--ipc host` and `--uts host`: the host's IPC or UTS namespace ("ipc", "uts").
     pub host_namespaces: Vec<String>,
+    /// `--network/--ipc/--pid container:X`: another container's namespace, as (kind, name or
+    /// id), kind one of `net`, `ipc`, `pid`.
+    pub shared_namespaces: Vec<(String, String)>,
 }
 
 /// The container's place on networks.
@@ -254,6 +259,8 @@ pub struct ContainerSpec {
     pub stop_signal: Option<String>,
     /// Seconds `stop` waits before SIGKILL; `None`: 10.
     pub stop_timeout: Option<u64>,
+    /// Run a small init as PID 1 that passes signals on and reaps orphans (docker's `--init`).
+    pub init: bool,
     /// Container or VM.
     pub isolation: Isolation,
     /// The health check flags (over the image's `HEALTHCHECK`).

@@ -712,6 +712,13 @@ fn column_title(field: &str) -> String {
         "Names" => "NAMES".into(),
         "RunningFor" => "CREATED".into(),
         "CreatedAt" => "CREATED AT".into(),
+        // `stats`'s fields, titled as docker's columns.
+        "CPUPerc" => "CPU %".into(),
+        "MemPerc" => "MEM %".into(),
+        "MemUsage" => "MEM USAGE / LIMIT".into(),
+        "NetIO" => "NET I/O".into(),
+        "BlockIO" => "BLOCK I/O".into(),
+        "PIDs" => "PIDS".into(),
         f => {
             // CamelCase to upper words: `LocalVolumes` -> `LOCAL VOLUMES`.
             let mut out = String::new();

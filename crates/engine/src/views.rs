@@ -174,7 +174,23 @@ impl ContainerView {
             corral_container::config::RestartPolicy::OnFailure { max } => ("on-failure", max),
             corral_container::config::RestartPolicy::Always => ("always", 0),
         };
+        let shared = |kind: &str| {
+            r.shared
+                .iter()
+                .find(|(k, _)| k == kind)
+                .map(|(_, id)| format!("container:{id}"))
+        };
+        let ns_mode = |kind: &str| {
+            shared(kind).unwrap_or_else(|| {
+                if c.host_namespaces.iter().any(|n| n == kind) {
+                    "host".to_owned()
+                } else {
+                    "private".to_owned()
+                }
+            })
+        };
         let network_mode = match c.network {
+            _ if shared("net").is_some() => shared("net").unwrap_or_default(),
             corral_container::config::NetworkMode::None => "none".to_owned(),
             corral_container::config::NetworkMode::Host => "host".to_owned(),
             corral_container::config::NetworkMode::Networks => self.endpoints.first().map_or_else(
@@ -217,8 +233,13 @@ impl ContainerView {
             "HostConfig": {
                 "Binds": binds,
                 "NetworkMode": network_mode,
+                "IpcMode": ns_mode("ipc"),
+                "PidMode": if ns_mode("pid") == "private" { String::new() } else { ns_mode("pid") },
+                "UTSMode": if ns_mode("uts") == "private" { String::new() } else { ns_mode("uts") },
+                "CgroupnsMode": ns_mode("cgroup"),
                 "RestartPolicy": {"Name": restart.0, "MaximumRetryCount": restart.1},
                 "AutoRemove": s.auto_remove,
+                "Init": c.init.is_some(),
                 "CapAdd": Value::Null,
                 "Privileged": c.privileged,
                 "ReadonlyRootfs": c.read_only,
@@ -231,6 +252,7 @@ impl ContainerView {
                 "CpuQuota": c.resources.cpu_quota.unwrap_or(0),
                 "CpuPeriod": c.resources.cpu_period.unwrap_or(0),
                 "CpusetCpus": c.resources.cpuset_cpus.clone().unwrap_or_default(),
+                "CpusetMems": c.resources.cpuset_mems.clone().unwrap_or_default(),
                 "PidsLimit": c.resources.pids_limit,
                 "GroupAdd": c.additional_gids,
             },

@@ -5,6 +5,9 @@
 //! ([`server`]) until a `Shutdown`. It never exits: on a fatal error it logs, syncs and
 //! powers the machine off (PID 1 exiting panics the kernel).
 //!
+//! `corral-guest --container-init -- CMD...` is instead a container's init (`corral run
+//! --init`, [`container_init`]).
+//!
 //! Run as any other pid, `corral-guest --serve PATH` connects to a unix socket and
 //! `corral-guest --listen PATH` listens on one (one connection at a time, the next accepted
 //! when it closes), and serves the same protocol there without touching the machine: no
@@ -16,6 +19,7 @@
 //! never interleave ([`server::Out`]). One reaper thread ([`reaper`]) waits for every child.
 
 mod boot;
+mod container_init;
 mod exec;
 mod files;
 mod info;
@@ -37,9 +41,15 @@ macro_rules! log {
 }
 
 const USAGE: &str = "usage: corral-guest (as PID 1 of a corral VM)\n       \
-                     corral-guest --serve SOCKET | --listen SOCKET (tests, any other pid)";
+                     corral-guest --serve SOCKET | --listen SOCKET (tests, any other pid)\n       \
+                     corral-guest --container-init -- COMMAND [ARG...] (a container's init)";
 
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some(container_init::FLAG) {
+        // `corral run --init`: PID 1 of a container, not of a VM.
+        return container_init::run(&argv[1..]);
+    }
     if rustix::process::getpid().is_init() {
         init::run();
     }

@@ -1,4 +1,4 @@
-//! The cpuset controller: `--cpuset-cpus`. In v1 a new cpuset starts empty and admits no task
+//! The cpuset controller: `--cpuset-cpus` and `--cpuset-mems`. In v1 a new cpuset starts empty and admits no task
 //! until `cpuset.cpus` and `cpuset.mems` are set, so they are copied from the parent first.
 
 use std::path::Path;
@@ -12,15 +12,18 @@ impl CgroupController for Cpuset {
     const NAME: &'static str = "cpuset";
 
     fn needed(r: &Resources) -> bool {
-        r.cpuset_cpus.is_some()
+        r.cpuset_cpus.is_some() || r.cpuset_mems.is_some()
     }
 
     fn apply(layout: Layout, dir: &Path, r: &Resources) -> Result<(), CgroupError> {
-        let Some(cpus) = &r.cpuset_cpus else {
-            return Ok(());
-        };
         let _ = layout;
-        write(dir, "cpuset.cpus", cpus)
+        if let Some(cpus) = &r.cpuset_cpus {
+            write(dir, "cpuset.cpus", cpus)?;
+        }
+        if let Some(mems) = &r.cpuset_mems {
+            write(dir, "cpuset.mems", mems)?;
+        }
+        Ok(())
     }
 }
 

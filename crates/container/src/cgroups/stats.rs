@@ -15,6 +15,55 @@ pub struct Stats {
     pub cpu_usage_ns: u64,
     /// Tasks in the cgroup.
     pub pids: u64,
+    /// Of `memory_usage`, page cache the kernel can drop at once (inactive file pages):
+    /// docker's MEM USAGE leaves it out.
+    pub memory_inactive_file: u64,
+    /// Bytes read from and written to block devices, when the cgroup counts them (v2's io
+    /// controller; v1's blkio hierarchy, joined only when asked for).
+    pub block_io: Option<(u64, u64)>,
+}
+
+/// The value of `key` in a flat-keyed cgroup file (`memory.stat`: `key value` lines).
+fn keyed(dirs: &[PathBuf], file: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(find(dirs, file)?).ok()?;
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok())?
+    })
+}
+
+/// Bytes read and written as v1's `blkio.throttle.io_service_bytes_recursive` counts them
+/// (`MAJ:MIN Read N` lines).
+fn blkio_v1(dirs: &[PathBuf]) -> Option<(u64, u64)> {
+    let text =
+        std::fs::read_to_string(find(dirs, "blkio.throttle.io_service_bytes_recursive")?).ok()?;
+    let (mut r, mut w) = (0, 0);
+    for l in text.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if let [_, op, n] = f[..] {
+            let n: u64 = n.parse().unwrap_or(0);
+            match op {
+                "Read" => r += n,
+                "Write" => w += n,
+                _ => {}
+            }
+        }
+    }
+    Some((r, w))
+}
+
+/// Bytes read and written as v2's `io.stat` counts them (`MAJ:MIN rbytes=N wbytes=N ...`).
+fn io_v2(dirs: &[PathBuf]) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(find(dirs, "io.stat")?).ok()?;
+    let (mut r, mut w) = (0, 0);
+    for kv in text.split_whitespace() {
+        match kv.split_once('=') {
+            Some(("rbytes", n)) => r += n.parse().unwrap_or(0),
+            Some(("wbytes", n)) => w += n.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    Some((r, w))
 }
 
 fn read_u64(p: &Path) -> Option<u64> {
@@ -40,6 +89,8 @@ pub fn read(layout: Layout, dirs: &[PathBuf]) -> Stats {
             s.cpu_usage_ns = find(dirs, "cpuacct.usage")
                 .and_then(|p| read_u64(&p))
                 .unwrap_or(0);
+            s.memory_inactive_file = keyed(dirs, "memory.stat", "total_inactive_file").unwrap_or(0);
+            s.block_io = blkio_v1(dirs);
         }
         Layout::V2 => {
             s.memory_usage = find(dirs, "memory.current")
@@ -53,6 +104,8 @@ pub fn read(layout: Layout, dirs: &[PathBuf]) -> Stats {
                         .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse::<u64>().ok())
                 })
                 .map_or(0, |us| us * 1000);
+            s.memory_inactive_file = keyed(dirs, "memory.stat", "inactive_file").unwrap_or(0);
+            s.block_io = io_v2(dirs);
         }
     }
     s.pids = find(dirs, "pids.current")

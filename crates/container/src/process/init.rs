@@ -328,7 +328,14 @@ fn run(
     let Some((prog, args)) = cfg.args.split_first() else {
         return Err((125, "no command given and the image has none".into()));
     };
-    let mut cmd = std::process::Command::new(prog);
+    let mut cmd = match &cfg.init {
+        Some(_) => {
+            let mut c = std::process::Command::new(crate::config::INIT_PATH);
+            c.args(["--container-init", "--", prog]);
+            c
+        }
+        None => std::process::Command::new(prog),
+    };
     cmd.args(args).env_clear();
     for kv in &cfg.env {
         if let Some((k, v)) = kv.split_once('=') {

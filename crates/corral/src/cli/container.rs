@@ -72,6 +72,9 @@ pub enum ContainerCommand {
         /// Allowed CPUs (0-1, 0,2).
         #[arg(long)]
         cpuset_cpus: Option<String>,
+        /// Allowed memory nodes (0, 0-1).
+        #[arg(long)]
+        cpuset_mems: Option<String>,
         /// Maximum number of processes.
         #[arg(long)]
         pids_limit: Option<i64>,
@@ -179,6 +182,16 @@ pub enum ContainerCommand {
         /// Destination.
         destination: String,
     },
+    /// Write a container's root filesystem (the image's files with its changes; volumes and
+    /// other mounts left out) as a tar archive, to standard output or a file; `corral image
+    /// import` makes an image of it again.
+    Export {
+        /// Write to this file instead of standard output (made whole or not at all).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
+        /// The container (running or stopped).
+        container: String,
+    },
     /// Freeze every process of containers.
     Pause {
         /// Containers.
@@ -191,15 +204,26 @@ pub enum ContainerCommand {
         #[arg(required = true)]
         containers: Vec<String>,
     },
-    /// Show containers' memory, CPU and process counts (from their cgroups).
+    /// Show containers' CPU %, memory, network and block I/O and process counts, refreshed
+    /// every second (CPU % is of one CPU: two busy CPUs show 200%).
     Stats {
-        /// One snapshot instead of a refreshing display.
+        /// Stopped containers too (with zeros).
+        #[arg(short, long)]
+        all: bool,
+        /// One reading (CPU over half a second) instead of a refreshing display.
         #[arg(long)]
         no_stream: bool,
-        /// Print JSON (implies --no-stream).
+        /// Full container ids.
+        #[arg(long)]
+        no_trunc: bool,
+        /// A Go template over ID, Name, Container, CPUPerc, MemUsage, MemPerc, NetIO,
+        /// BlockIO, PIDs (`table ...` adds a header); `json`: one object per line.
+        #[arg(long)]
+        format: Option<String>,
+        /// corral's JSON, with numbers (implies --no-stream).
         #[arg(long)]
         json: bool,
-        /// Containers (default: all running).
+        /// Containers (default: every running one, new ones joining as they start).
         containers: Vec<String>,
     },
     /// Show the processes of a container.

@@ -77,11 +77,15 @@ pub struct RunArgs {
     /// CPUs allowed (0-1, 0,2).
     #[arg(long)]
     pub cpuset_cpus: Option<String>,
+    /// Memory nodes allowed (0, 0-1: NUMA nodes, see /sys/devices/system/node/online).
+    #[arg(long)]
+    pub cpuset_mems: Option<String>,
     /// Maximum number of processes (-1: unlimited).
     #[arg(long)]
     pub pids_limit: Option<i64>,
     /// Networks to join: a corral network's name (repeat or separate with commas for
-    /// several; `eth0` is on the first), `none` (loopback only) or `host` (the host's). Default:
+    /// several; `eth0` is on the first), `none` (loopback only), `host` (the host's) or
+    /// `container:NAME` (another running container's: its address, ports and hostname). Default:
     /// the network `corral` (10.120.0.0/16 with NAT, made on first use), or $CORRAL_DEFAULT_NETWORK.
     #[arg(long, alias = "net", value_name = "NAME")]
     pub network: Vec<String>,
@@ -209,18 +213,24 @@ pub struct RunArgs {
     /// Count a port as exposed, as the image's EXPOSE does (for -P).
     #[arg(long, value_name = "PORT[/PROTO]")]
     pub expose: Vec<String>,
+    /// Run an init as PID 1 (corral's static one, bound at /dev/init) that passes signals on
+    /// to the command and reaps the zombies its children leave, as docker's --init does.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
+    pub init: bool,
     /// Remove a container that has this --name first (podman's --replace).
     #[arg(long)]
     pub replace: bool,
-    /// IPC namespace: private (default), shareable (the same here), or host.
-    #[arg(long, value_name = "MODE", value_parser = ["private", "shareable", "host"])]
+    /// IPC namespace: private (default), shareable (the same here), host, or
+    /// `container:NAME` (another container's: shared memory and semaphores in common).
+    #[arg(long, value_name = "MODE")]
     pub ipc: Option<String>,
     /// UTS namespace (hostname): private (default) or host.
     #[arg(long, value_name = "MODE", value_parser = ["private", "host"])]
     pub uts: Option<String>,
-    /// PID namespace: private (default: the command is PID 1 and sees only its own) or host
-    /// (it sees, and can signal, every process of the host).
-    #[arg(long, value_name = "MODE", value_parser = ["private", "host"])]
+    /// PID namespace: private (default: the command is PID 1 and sees only its own), host
+    /// (it sees, and can signal, every process of the host) or `container:NAME` (another
+    /// running container's: each sees and can signal the other's processes).
+    #[arg(long, value_name = "MODE")]
     pub pid: Option<String>,
     /// cgroup namespace: private (default: /proc/self/cgroup shows /) or host (the host's
     /// cgroup paths).

@@ -1,7 +1,8 @@
 //! The container verbs: flags to a [`ContainerSpec`] and engine calls, results to the terminal.
 
+use std::io::IsTerminal;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -65,6 +66,7 @@ pub fn run(engine: &Engine, cmd: ContainerCommand) -> Result<()> {
             cpus,
             cpu_shares,
             cpuset_cpus,
+            cpuset_mems,
             pids_limit,
             restart,
             containers,
@@ -80,6 +82,7 @@ pub fn run(engine: &Engine, cmd: ContainerCommand) -> Result<()> {
                 cpus,
                 cpu_shares,
                 cpuset_cpus,
+                cpuset_mems,
                 pids_limit,
                 restart,
             };
@@ -280,6 +283,7 @@ pub fn run(engine: &Engine, cmd: ContainerCommand) -> Result<()> {
             source,
             destination,
         } => cp(engine, &source, &destination),
+        ContainerCommand::Export { output, container } => export(engine, &container, output),
         ContainerCommand::Pause { containers } => for_each(engine, &containers, true, |id| {
             Ok(engine.set_paused(id, true)?)
         }),
@@ -287,10 +291,23 @@ pub fn run(engine: &Engine, cmd: ContainerCommand) -> Result<()> {
             Ok(engine.set_paused(id, false)?)
         }),
         ContainerCommand::Stats {
+            all,
             no_stream,
+            no_trunc,
+            format,
             json,
             containers,
-        } => super::stats::stats(engine, &containers, no_stream || json, json),
+        } => super::stats::stats(
+            engine,
+            &super::stats::StatsOptions {
+                names: containers,
+                all,
+                no_stream,
+                no_trunc,
+                format,
+                json,
+            },
+        ),
         ContainerCommand::Top {
             container,
             json,
@@ -703,6 +720,48 @@ fn cp(engine: &Engine, source: &str, destination: &str) -> Result<()> {
             bail!("cp between two containers is not supported: copy through the host")
         }
         (None, None) => bail!("one side of cp must be CONTAINER:PATH"),
+    }
+    Ok(())
+}
+
+/// `export [-o FILE] C`: the archive to a file (through a temporary one, renamed when whole) or
+/// to standard output, which must not be a terminal (docker's refusal).
+fn export(engine: &Engine, container: &str, output: Option<PathBuf>) -> Result<()> {
+    let id = engine.resolve(container)?;
+    match output {
+        Some(path) => {
+            let name = path
+                .file_name()
+                .with_context(|| format!("-o {}: give a file name", path.display()))?;
+            let tmp = path.with_file_name(format!(
+                ".{}.corral-export-{}",
+                name.to_string_lossy(),
+                std::process::id()
+            ));
+            let write = || -> Result<()> {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&tmp)
+                    .with_context(|| format!("creating {}", tmp.display()))?;
+                engine.export(&id, std::io::BufWriter::new(&f))?;
+                f.sync_all()
+                    .with_context(|| format!("writing {}", tmp.display()))?;
+                std::fs::rename(&tmp, &path)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                Ok(())
+            };
+            if let Err(e) = write() {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        }
+        None => {
+            if std::io::stdout().is_terminal() {
+                bail!("refusing to write a tar archive to a terminal: give -o FILE or redirect standard output");
+            }
+            engine.export(&id, std::io::BufWriter::new(std::io::stdout().lock()))?;
+        }
     }
     Ok(())
 }

@@ -60,6 +60,34 @@ pub(super) fn spec_of(a: &RunArgs) -> Result<ContainerSpec> {
         .collect(),
         ..Default::default()
     };
+    for (flag, kind, mode, plain) in [
+        (
+            "--ipc",
+            "ipc",
+            &a.ipc,
+            &["private", "shareable", "host"][..],
+        ),
+        ("--pid", "pid", &a.pid, &["private", "host"][..]),
+    ] {
+        match mode.as_deref() {
+            None => {}
+            Some(m) if plain.contains(&m) => {}
+            Some(m) => match m.strip_prefix("container:") {
+                Some(c) => security.shared_namespaces.push((kind.into(), c.into())),
+                None => bail!(
+                    "{flag} {m:?}: expected {} or container:NAME",
+                    plain.join(", ")
+                ),
+            },
+        }
+    }
+    let mut networks = Vec::new();
+    for n in a.network.iter().flat_map(|n| n.split(',')) {
+        match n.strip_prefix("container:") {
+            Some(c) => security.shared_namespaces.push(("net".into(), c.into())),
+            None => networks.push(n.to_owned()),
+        }
+    }
     for o in &a.security_opt {
         match o.as_str() {
             "no-new-privileges" | "no-new-privileges=true" | "no-new-privileges:true" => {
@@ -120,6 +148,7 @@ pub(super) fn spec_of(a: &RunArgs) -> Result<ContainerSpec> {
             cpus: a.cpus,
             cpu_shares: a.cpu_shares,
             cpuset_cpus: a.cpuset_cpus.clone(),
+            cpuset_mems: a.cpuset_mems.clone(),
             pids_limit: a.pids_limit,
             cpu_period: a.cpu_period,
             cpu_quota: a.cpu_quota,
@@ -161,7 +190,7 @@ pub(super) fn spec_of(a: &RunArgs) -> Result<ContainerSpec> {
         security,
         ulimits: a.ulimit.clone(),
         networking: spec::Networking {
-            networks: a.network.clone(),
+            networks,
             aliases: a.network_alias.clone(),
             publish: a.publish.clone(),
             publish_all: a.publish_all,
@@ -174,6 +203,7 @@ pub(super) fn spec_of(a: &RunArgs) -> Result<ContainerSpec> {
         auto_remove: a.rm,
         stop_signal: a.stop_signal.clone(),
         stop_timeout: a.stop_timeout,
+        init: a.init,
         healthcheck: corral_engine::health::HealthSpec {
             cmd: a.health_cmd.clone(),
             interval: a.health_interval.map(Into::into),
