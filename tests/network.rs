@@ -1359,3 +1359,102 @@ fn ip_and_mac_address_flags_fix_the_containers_address() {
         assert!(err.contains(why), "{flags:?}: {err}");
     }
 }
+
+#[test]
+fn network_options_set_mtu_and_bridge_name_and_disable_dns() {
+    let test = "network_options_set_mtu_and_bridge_name_and_disable_dns";
+    if skip_unless_tools(test, TOOLS) {
+        return;
+    }
+    let c = world();
+    let mut nets = NetworkGuard::new(&c);
+    let mut guard = ContainerGuard::new(&c);
+    let bridge = format!("crlt{}", &unique_token()[..8]);
+    let n = nets.create(
+        &unique_name("opts"),
+        24,
+        &[
+            "-o",
+            "mtu=1400",
+            "-o",
+            &format!("com.docker.network.bridge.name={bridge}"),
+            "--disable-dns",
+        ],
+    );
+    assert_eq!(n.bridge, bridge, "the bridge has the name asked for");
+    let link = corral_e2e::containers::host_output("ip", &["-o", "link", "show", &bridge]);
+    assert!(link.contains("mtu 1400"), "the bridge's MTU: {link}");
+    let name = unique_name("mtu");
+    run_detached(
+        &c,
+        &mut guard,
+        &name,
+        &["--network", &n.name],
+        &["sleep", "60"],
+    );
+    let eth0 = c.ok(&["exec", &name, "ip", "-o", "link", "show", "eth0"]);
+    assert!(
+        eth0.contains("mtu 1400"),
+        "the container's interface has the network's MTU: {eth0}"
+    );
+    let resolv = c.ok(&["exec", &name, "cat", "/etc/resolv.conf"]);
+    let servers: Vec<&str> = resolv
+        .lines()
+        .filter_map(|l| l.strip_prefix("nameserver "))
+        .collect();
+    assert!(
+        !servers.is_empty(),
+        "--disable-dns: the host's resolvers: {resolv}"
+    );
+    assert!(
+        !servers.contains(&n.gateway.to_string().as_str()),
+        "--disable-dns: no DNS server on the gateway: {resolv}"
+    );
+    assert!(
+        servers.iter().all(|s| !s.starts_with("127.")),
+        "a loopback resolver is unreachable from the container: {resolv}"
+    );
+    assert!(
+        corral_e2e::checks::live_processes_with(&["__dns", &n.name]).is_empty(),
+        "--disable-dns: no DNS server process for the network"
+    );
+    let shown = c.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{json .Options}} {{.DNSEnabled}}",
+        &n.name,
+    ]);
+    assert_eq!(
+        shown.trim(),
+        format!("{{\"com.docker.network.bridge.name\":\"{bridge}\",\"mtu\":\"1400\"}} false"),
+        "inspect shows the options as given (docker's Options)"
+    );
+
+    // Bad options: 125 naming the option, no network and no device made.
+    for (opt, why) in [
+        ("foo=1", "foo"),
+        ("mtu=10", "68 to 65535"),
+        ("com.docker.network.bridge.name=lo", "exists on this host"),
+        (
+            &format!("com.docker.network.bridge.name={bridge}") as &str,
+            "exists on this host",
+        ),
+    ] {
+        let bad = unique_name("badopt");
+        let out = c.cmd(&["network", "create", "-o", opt, &bad]);
+        assert_eq!(out.status.code(), Some(125), "-o {opt}: {}", describe(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(why),
+            "-o {opt}: the message says {why:?}: {}",
+            describe(&out)
+        );
+        assert!(
+            !c.ok(&["network", "ls", "-q"]).lines().any(|l| l == bad),
+            "-o {opt}: no network {bad} made"
+        );
+    }
+    c.ok(&["rm", "-f", &name]);
+    c.ok(&["network", "rm", &n.name]);
+    assert_network_gone(&n);
+}

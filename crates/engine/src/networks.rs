@@ -169,7 +169,9 @@ fn resolv_conf(eps: &[corral_net::Endpoint], r: &crate::record::Record) -> Optio
     }
     if r.dns.is_empty() {
         if let Some(e) = eps.first() {
-            s.push_str(&format!("nameserver {}\n", e.dns_server));
+            for ns in attach::nameservers(e) {
+                s.push_str(&format!("nameserver {ns}\n"));
+            }
         }
     }
     for d in &r.dns {

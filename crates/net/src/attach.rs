@@ -128,6 +128,9 @@ impl Networks {
                 };
                 let ep = self.connect(&n.name, owner, netns, &opts)?;
                 done.push(ep.clone());
+                if n.disable_dns {
+                    continue;
+                }
                 let dir = self.store().network_dir(&n.name);
                 let mut aliases = a.aliases.clone();
                 if owner.len() >= 12 {
@@ -183,6 +186,9 @@ impl Networks {
         };
         let aliases = opts.aliases.clone();
         let ep = self.create_tap_endpoint(&n.name, owner, None, &opts)?;
+        if n.disable_dns {
+            return Ok(ep);
+        }
         let dir = self.store().network_dir(&n.name);
         let named = dns::add_record(
             &dir,
@@ -380,14 +386,44 @@ pub fn hosts_file(hostname: &str, name: &str, endpoints: &[Endpoint]) -> String 
     s
 }
 
-/// `/etc/resolv.conf` of a container: the DNS server of its first network (its gateway);
-/// `None` when it has no network.
+/// `/etc/resolv.conf` of a container: the DNS server of its first network (its gateway), or
+/// the host's resolvers when that network has none (`--disable-dns`); `None` when it has no
+/// network.
 pub fn resolv_conf(endpoints: &[Endpoint]) -> Option<String> {
     let first = endpoints.first()?;
+    if first.dns_disabled {
+        let mut s = format!(
+            "# written by corral: network {} has no DNS server, these are the host's resolvers\n",
+            first.network
+        );
+        for ns in nameservers(first) {
+            s.push_str(&format!("nameserver {ns}\n"));
+        }
+        return Some(s);
+    }
     Some(format!(
         "# written by corral: the DNS server of network {}\nnameserver {}\noptions ndots:0\n",
         first.network, first.dns_server
     ))
+}
+
+/// The resolvers a member of an endpoint's network asks: the network's DNS server, or on a
+/// network without one the host's (those a container can reach: not loopback), else docker's
+/// fallback of Google's public resolvers.
+pub fn nameservers(ep: &Endpoint) -> Vec<std::net::IpAddr> {
+    if !ep.dns_disabled {
+        return vec![ep.dns_server.into()];
+    }
+    let host: Vec<std::net::IpAddr> = dns::host_upstreams()
+        .into_iter()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_loopback())
+        .collect();
+    if host.is_empty() {
+        vec![[8, 8, 8, 8].into(), [8, 8, 4, 4].into()]
+    } else {
+        host
+    }
 }
 
 /// Sorts an owner's endpoints by interface: `eth0`, `eth1` ..., then the rest.

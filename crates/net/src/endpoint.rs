@@ -46,6 +46,10 @@ pub struct Endpoint {
     pub gateway: Ipv4Addr,
     /// The DNS server to put in `/etc/resolv.conf` (the gateway, where corral's DNS answers).
     pub dns_server: Ipv4Addr,
+    /// Its network has no DNS server of corral's (`--disable-dns`): `/etc/resolv.conf` lists
+    /// the host's resolvers instead of `dns_server`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dns_disabled: bool,
     /// The endpoint's MAC address, `xx:xx:xx:xx:xx:xx` (for a TAP, the guest NIC's).
     pub mac: String,
     /// The host-side device: the veth's host end or the TAP device.

@@ -308,15 +308,24 @@ impl Netlink {
         Ok(out)
     }
 
-    /// Creates bridge `name` with address `gateway/prefix`, up. Idempotent: an existing bridge
+    /// Creates bridge `name` with address `gateway/prefix` (and MTU `mtu`), up. Idempotent: an existing bridge
     /// of that name is kept (and given the address and brought up); an existing link of that
     /// name that is not a bridge is an error.
-    pub fn create_bridge(&mut self, name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<u32> {
+    pub fn create_bridge(
+        &mut self,
+        name: &str,
+        gateway: Ipv4Addr,
+        prefix: u8,
+        mtu: Option<u32>,
+    ) -> Result<u32> {
         check_ifname(name)?;
         let mut m = LinkMessage::default();
         m.header.flags = LinkFlags::Up;
         m.header.change_mask = LinkFlags::Up;
         m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        if let Some(mtu) = mtu {
+            m.attributes.push(LinkAttribute::Mtu(mtu));
+        }
         m.attributes
             .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
                 InfoKind::Bridge,
@@ -368,7 +377,7 @@ impl Netlink {
 
     /// Creates the veth pair `host` (attached to bridge `master`, up) and `peer`, created
     /// directly in the namespace `peer_netns` (IFLA_NET_NS_FD) under its final name, down,
-    /// with MAC address `peer_mac` if given. One request: the kernel applies the master, the
+    /// with MAC address `peer_mac` if given, both ends with MTU `mtu` if given. One request: the kernel applies the master, the
     /// flags and the namespace as it creates the pair; the caller brings the peer up from a
     /// socket in its namespace.
     pub fn create_veth(
@@ -378,6 +387,7 @@ impl Netlink {
         peer: &str,
         peer_netns: BorrowedFd<'_>,
         peer_mac: Option<[u8; 6]>,
+        mtu: Option<u32>,
     ) -> Result<()> {
         check_ifname(host)?;
         check_ifname(peer)?;
@@ -391,6 +401,10 @@ impl Netlink {
             p.attributes.push(LinkAttribute::Address(mac.to_vec()));
         }
         let mut m = LinkMessage::default();
+        if let Some(mtu) = mtu {
+            p.attributes.push(LinkAttribute::Mtu(mtu));
+            m.attributes.push(LinkAttribute::Mtu(mtu));
+        }
         m.header.flags = LinkFlags::Up;
         m.header.change_mask = LinkFlags::Up;
         m.attributes.push(LinkAttribute::IfName(host.to_string()));

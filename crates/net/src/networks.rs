@@ -196,7 +196,18 @@ impl Networks {
     /// Creates a network: its definition (checked against the other networks and the host's
     /// routes), its bridge and its firewall rules. Undone entirely on failure.
     pub fn create(&self, spec: &NetworkSpec) -> Result<Network> {
-        let routes = Netlink::open()?.routes()?;
+        let mut nl = Netlink::open()?;
+        if let (_, Some(b)) = crate::store::parse_options(&spec.options)? {
+            // corral touches only devices it made: a name the host already uses is refused,
+            // never adopted (the network's removal would delete it).
+            if nl.link(&b)?.is_some() {
+                return Err(StoreError::BadOption(format!(
+                    "com.docker.network.bridge.name={b}: a device of that name exists on this host; pick another name"
+                ))
+                .into());
+            }
+        }
+        let routes = nl.routes()?;
         let n = self.store.create(spec, &routes)?;
         if let Err(e) = self.setup(&n) {
             self.teardown(&n);
@@ -237,7 +248,7 @@ impl Networks {
     }
 
     fn setup_with(&self, nl: &mut Netlink, n: &Network) -> Result<u32> {
-        let index = nl.create_bridge(&n.bridge, n.gateway, n.subnet.prefix())?;
+        let index = nl.create_bridge(&n.bridge, n.gateway, n.subnet.prefix(), n.mtu)?;
         if let Some(parent) = &n.parent {
             // The host interface becomes a port of the bridge: the network reaches its LAN.
             let link = nl
@@ -483,6 +494,7 @@ impl Networks {
                 prefix: n.subnet.prefix(),
                 gateway: n.gateway,
                 dns_server: n.gateway,
+                dns_disabled: n.disable_dns,
                 mac: format_mac(mac),
                 host_ifname: host.clone(),
                 ifname: netns.map(|_| opts.ifname.clone()),
@@ -497,7 +509,7 @@ impl Networks {
             match netns {
                 Some(ns) => {
                     let create = |nl: &mut Netlink| {
-                        nl.create_veth(&host, bridge, &opts.ifname, ns, Some(mac))
+                        nl.create_veth(&host, bridge, &opts.ifname, ns, Some(mac), n.mtu)
                     };
                     match create(&mut nl) {
                         // A leftover of a crashed connect of the same owner: its name is ours.
@@ -724,6 +736,7 @@ mod tests {
             prefix: n.subnet.prefix(),
             gateway: n.gateway,
             dns_server: n.gateway,
+            dns_disabled: false,
             mac: format_mac(mac_for(ip)),
             host_ifname: host_ifname(EndpointKind::Veth, &n.id, owner),
             ifname: Some("eth0".into()),

@@ -45,6 +45,9 @@ pub const BRIDGE_PREFIX: &str = "crl-br-";
 /// Errors of the network store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// A driver option (`-o`) that is unknown or has a bad value.
+    #[error("network option {0}")]
+    BadOption(String),
     /// The name does not match `[a-zA-Z0-9][a-zA-Z0-9_.-]*` or is longer than 64 bytes.
     #[error("invalid network name {0:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit, at most 64 characters")]
     InvalidName(String),
@@ -142,6 +145,60 @@ pub struct Network {
     /// LAN through `parent` do not hand out the same address); `None`: the whole subnet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_range: Option<Subnet>,
+    /// The MTU of the bridge and of its containers' interfaces (`-o mtu=N`); `None`: the
+    /// kernel's default (1500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// No DNS server of corral's on it (`--disable-dns`): its members' names do not resolve
+    /// and their `/etc/resolv.conf` lists the host's resolvers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disable_dns: bool,
+    /// The driver options as given (`-o KEY=VALUE`), for `inspect`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+}
+
+/// The driver options `network create -o` takes: docker's names and podman's short ones.
+pub const OPTION_KEYS: &[&str] = &[
+    "mtu",
+    "com.docker.network.driver.mtu",
+    "com.docker.network.bridge.name",
+];
+
+/// What the driver options ask for: (MTU, bridge name).
+pub fn parse_options(options: &BTreeMap<String, String>) -> Result<(Option<u32>, Option<String>)> {
+    let (mut mtu, mut bridge) = (None, None);
+    for (k, v) in options {
+        match k.as_str() {
+            "mtu" | "com.docker.network.driver.mtu" => {
+                let m: u32 = v
+                    .parse()
+                    .ok()
+                    .filter(|m| (68..=65535).contains(m))
+                    .ok_or_else(|| {
+                        StoreError::BadOption(format!(
+                            "{k}={v}: an MTU is a number from 68 to 65535"
+                        ))
+                    })?;
+                mtu = Some(m);
+            }
+            "com.docker.network.bridge.name" => {
+                crate::netlink::check_ifname(v).map_err(|_| {
+                    StoreError::BadOption(format!(
+                        "{k}={v}: an interface name is 1 to 15 characters, without '/', ':' or spaces"
+                    ))
+                })?;
+                bridge = Some(v.clone());
+            }
+            _ => {
+                return Err(StoreError::BadOption(format!(
+                    "{k}: not an option of corral's bridge driver (it takes {})",
+                    OPTION_KEYS.join(", ")
+                )))
+            }
+        }
+    }
+    Ok((mtu, bridge))
 }
 
 /// What to create.
@@ -161,6 +218,10 @@ pub struct NetworkSpec {
     pub parent: Option<String>,
     /// See [`Network::ip_range`] (CIDR).
     pub ip_range: Option<String>,
+    /// Driver options (`-o`): see [`parse_options`].
+    pub options: BTreeMap<String, String>,
+    /// See [`Network::disable_dns`].
+    pub disable_dns: bool,
 }
 
 /// Parses `g` as a host address of `subnet`.
@@ -302,10 +363,19 @@ impl NetworkStore {
         if let (Some(subnet), Some(g)) = (requested, spec.gateway.as_deref()) {
             gateway_in(subnet, g)?;
         }
+        let (mtu, custom_bridge) = parse_options(&spec.options)?;
         let _lock = self.lock()?;
         let existing = self.list()?;
         if existing.iter().any(|n| n.name == spec.name) {
             return Err(StoreError::Exists(spec.name.clone()));
+        }
+        if let Some(b) = &custom_bridge {
+            if let Some(o) = existing.iter().find(|n| &n.bridge == b) {
+                return Err(StoreError::BadOption(format!(
+                    "com.docker.network.bridge.name={b}: network {} has that bridge",
+                    o.name
+                )));
+            }
         }
         let ours: Vec<&str> = existing.iter().map(|n| n.bridge.as_str()).collect();
         let routes: Vec<&Route> = host_routes
@@ -366,6 +436,7 @@ impl NetworkStore {
             name: spec.name.clone(),
             bridge: bridge
                 .map(str::to_string)
+                .or(custom_bridge)
                 .unwrap_or_else(|| format!("{BRIDGE_PREFIX}{}", &id[..8])),
             id,
             subnet,
@@ -375,6 +446,9 @@ impl NetworkStore {
             labels: spec.labels.clone(),
             parent: spec.parent.clone(),
             ip_range,
+            mtu,
+            disable_dns: spec.disable_dns,
+            options: spec.options.clone(),
         };
         let dir = self.network_dir(&network.name);
         let tmp = crate::fsutil::temp_path(&self.dir, &network.name, crate::fsutil::TMP);
@@ -442,6 +516,53 @@ mod tests {
             subnet: subnet.map(Into::into),
             ..Default::default()
         }
+    }
+
+    fn opts(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn driver_options_take_docker_and_podman_names() {
+        assert_eq!(
+            parse_options(&opts(&[("mtu", "1400")])).unwrap(),
+            (Some(1400), None)
+        );
+        assert_eq!(
+            parse_options(&opts(&[
+                ("com.docker.network.driver.mtu", "9000"),
+                ("com.docker.network.bridge.name", "br-app"),
+            ]))
+            .unwrap(),
+            (Some(9000), Some("br-app".to_string()))
+        );
+        for bad in [
+            ("mtu", "67"),
+            ("mtu", "x"),
+            ("com.docker.network.bridge.name", "a/b"),
+            ("com.docker.network.bridge.name", "sixteen-chars-xx"),
+            ("isolate", "true"),
+        ] {
+            let e = parse_options(&opts(&[bad])).unwrap_err().to_string();
+            assert!(e.contains(bad.0), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_bridge_name_two_networks_would_share_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let s = NetworkStore::open(d.path());
+        let mut a = spec("a", Some("10.77.1.0/24"));
+        a.options = opts(&[("com.docker.network.bridge.name", "br-shared")]);
+        let n = s.create(&a, &[]).unwrap();
+        assert_eq!(n.bridge, "br-shared");
+        let mut b = spec("b", Some("10.77.2.0/24"));
+        b.options = a.options.clone();
+        let e = s.create(&b, &[]).unwrap_err().to_string();
+        assert!(e.contains("network a has that bridge"), "{e}");
+        assert!(s.get("b").is_err(), "nothing recorded");
     }
 
     fn route(dst: &str, dev: &str) -> Route {

@@ -537,7 +537,11 @@ pub fn start_with(root: &Path, id: &str, exe: &Path, opts: &StartOptions) -> Res
                 mtu: None,
             });
             if i == 0 {
-                plan.boot.nameservers.push(ep.dns_server.to_string());
+                plan.boot.nameservers.extend(
+                    corral_net::attach::nameservers(&ep)
+                        .iter()
+                        .map(|n| n.to_string()),
+                );
             }
             plan.boot.hosts.push(format!("{}\t{}", ep.ip, cfg.name));
         }

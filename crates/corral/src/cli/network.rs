@@ -29,6 +29,16 @@ pub enum NetworkCommand {
         /// Set a label: `KEY=VALUE` (repeatable).
         #[arg(long, value_name = "KEY=VALUE")]
         label: Vec<String>,
+        /// A driver option (repeatable): `mtu=N` (or docker's
+        /// `com.docker.network.driver.mtu=N`): the MTU of the bridge and of its containers'
+        /// interfaces; `com.docker.network.bridge.name=NAME`: the bridge's name on the host
+        /// (one no device has yet).
+        #[arg(short = 'o', long = "opt", value_name = "KEY=VALUE")]
+        opt: Vec<String>,
+        /// No DNS server on this network: its containers' names do not resolve, and their
+        /// /etc/resolv.conf lists the host's resolvers (podman's --disable-dns).
+        #[arg(long)]
+        disable_dns: bool,
         /// The name: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
         name: String,
     },

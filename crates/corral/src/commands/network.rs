@@ -27,10 +27,19 @@ pub fn run(engine: &Engine, cmd: NetworkCommand) -> Result<()> {
             parent,
             ip_range,
             label,
+            opt,
+            disable_dns,
             name,
         } => {
             let mut labels = std::collections::BTreeMap::new();
             corral_engine::spec::parse_labels(&mut labels, label.iter().map(String::as_str))?;
+            let mut options = std::collections::BTreeMap::new();
+            for o in &opt {
+                let (k, v) = o
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("-o {o:?}: the form is KEY=VALUE"))?;
+                options.insert(k.to_owned(), v.to_owned());
+            }
             let n = networks(root).create(&NetworkSpec {
                 name,
                 subnet,
@@ -39,6 +48,8 @@ pub fn run(engine: &Engine, cmd: NetworkCommand) -> Result<()> {
                 parent,
                 ip_range,
                 labels,
+                options,
+                disable_dns,
             })?;
             engine.emit(
                 corral_engine::events::Event::new("network", "create", &n.id).attr("name", &n.name),
@@ -120,7 +131,8 @@ fn docker_network(n: &Network, endpoints: &[Endpoint]) -> serde_json::Value {
         .collect();
     json!({
         "Name": n.name, "Id": n.id, "Created": n.created, "Scope": "local", "Driver": "bridge",
-        "Internal": n.internal, "Labels": n.labels, "Options": {},
+        "Internal": n.internal, "Labels": n.labels, "Options": n.options,
+        "DNSEnabled": !n.disable_dns,
         "IPAM": {"Driver": "default", "Config": [{"Subnet": n.subnet.to_string(), "Gateway": n.gateway}]},
         "Containers": containers,
     })
