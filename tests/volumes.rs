@@ -423,3 +423,164 @@ fn ulimit_nofile_sets_soft_and_hard() {
         EXIT_CORRAL
     );
 }
+
+/// `volume create -o`: docker's local driver options mount a filesystem on the volume. A
+/// tmpfs volume has the size asked for and keeps its content between containers (corral keeps
+/// it mounted until `volume rm`, see docs/cli-containers.md); a bind volume shows a host
+/// directory, and removing the volume leaves that directory's files alone; a volume whose
+/// mount went away (a reboot) is mounted again when a container starts.
+#[test]
+fn volume_driver_options_mount_tmpfs_and_binds_and_removal_spares_the_host() {
+    if skip_unless_root("volume_driver_options_mount_tmpfs_and_binds_and_removal_spares_the_host") {
+        return;
+    }
+    let c = world();
+    let mut vols = corral_e2e::engine::VolumeGuard::new(&c);
+    let tv = unique("tmpfsvol");
+    vols.track(&tv);
+    c.ok(&[
+        "volume",
+        "create",
+        "-o",
+        "type=tmpfs",
+        "-o",
+        "device=tmpfs",
+        "-o",
+        "o=size=5m,mode=0700",
+        &tv,
+    ]);
+    let mountpoint = c.root().join("volumes").join(&tv).join("_data");
+    let df = run_rm_ok(
+        &c,
+        &["--network", "none", "-v", &format!("{tv}:/d")],
+        &[
+            "sh",
+            "-c",
+            "df -k /d | tail -1; stat -c %a /d; echo kept > /d/f",
+        ],
+    );
+    let words: Vec<&str> = df.split_whitespace().collect();
+    assert_eq!(words.get(1), Some(&"5120"), "size=5m: a 5 MiB tmpfs: {df}");
+    assert_eq!(
+        words.last(),
+        Some(&"700"),
+        "mode=0700 reached the filesystem: {df}"
+    );
+    assert_eq!(
+        run_rm_ok(
+            &c,
+            &["--network", "none", "-v", &format!("{tv}:/d")],
+            &["cat", "/d/f"]
+        ),
+        "kept\n",
+        "the next container sees what the last one wrote"
+    );
+    let shown = c.ok(&["volume", "inspect", "-f", "{{json .Options}}", &tv]);
+    assert_eq!(
+        shown.trim(),
+        r#"{"device":"tmpfs","o":"size=5m,mode=0700","type":"tmpfs"}"#
+    );
+    // A reboot takes the mount away: the next start mounts it again.
+    let out = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(&mountpoint)
+        .output()
+        .expect("run umount");
+    assert!(out.status.success(), "umount -l: {}", describe(&out));
+    let again = run_rm_ok(
+        &c,
+        &["--network", "none", "-v", &format!("{tv}:/d")],
+        &["sh", "-c", "df -k /d | tail -1"],
+    );
+    assert!(
+        again.split_whitespace().nth(1) == Some("5120"),
+        "mounted again at start: {again}"
+    );
+    c.ok(&["volume", "rm", &tv]);
+    assert!(
+        corral_e2e::mounts::mounts_under(&mountpoint).is_empty(),
+        "volume rm takes the mount off"
+    );
+
+    // A bind volume: the host directory's files are the volume's; removal spares them.
+    let host = corral_e2e::test_tempdir("bindvol");
+    std::fs::write(host.path().join("h"), "host file\n").unwrap();
+    let bv = unique("bindvol");
+    vols.track(&bv);
+    c.ok(&[
+        "volume",
+        "create",
+        "-o",
+        "type=none",
+        "-o",
+        &format!("device={}", host.path().display()),
+        "-o",
+        "o=bind",
+        &bv,
+    ]);
+    assert_eq!(
+        run_rm_ok(
+            &c,
+            &["--network", "none", "-v", &format!("{bv}:/d")],
+            &["cat", "/d/h"]
+        ),
+        "host file\n"
+    );
+    c.ok(&["volume", "rm", &bv]);
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("h"))
+            .ok()
+            .as_deref(),
+        Some("host file\n"),
+        "removing a bind volume never deletes the host directory's files"
+    );
+
+    // Bad options: 125 naming the problem, no volume and no mount left.
+    let dir = host.path().display().to_string();
+    for (opts, why) in [
+        (vec!["-o", "size=1m"], "size"),
+        (vec!["-o", "device=tmpfs"], "type is missing"),
+        (
+            vec!["-o", "type=tmpfs", "-o", "device=tmpfs", "-o", "o=bogus=1"],
+            "mounting tmpfs",
+        ),
+        (
+            vec![
+                "-o",
+                "type=none",
+                "-o",
+                "device=/no/such/dir",
+                "-o",
+                "o=bind",
+            ],
+            "no such directory",
+        ),
+        (vec!["-o", "type=none", "-o", "o=bind"], "absolute"),
+        (vec!["-o", &format!("type=none,device={dir}")], "type=none"),
+    ] {
+        let name = unique("badvol");
+        let mut args = vec!["volume", "create"];
+        args.extend_from_slice(&opts);
+        args.push(&name);
+        let out = c.cmd(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(EXIT_CORRAL),
+            "{opts:?}: {}",
+            describe(&out)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(why),
+            "{opts:?}: the message names {why:?}: {}",
+            describe(&out)
+        );
+        assert!(
+            !c.ok(&["volume", "ls", "-q"]).lines().any(|l| l == name),
+            "{opts:?}: no volume {name} left"
+        );
+    }
+    assert!(
+        corral_e2e::mounts::mounts_under(&c.root().join("volumes")).is_empty(),
+        "no mount left under the volumes"
+    );
+}

@@ -34,6 +34,7 @@ pub mod fds;
 pub mod hooks;
 pub mod loopback;
 pub mod mount_attr;
+pub mod mountinfo;
 pub mod oci;
 pub mod oci_resources;
 pub mod oci_runtime;
@@ -46,6 +47,7 @@ pub mod staging;
 pub mod state;
 pub mod tty;
 pub mod userns;
+pub mod volume_mounts;
 pub mod volumes;
 
 pub use config::ContainerConfig;

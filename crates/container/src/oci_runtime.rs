@@ -429,11 +429,7 @@ fn unbind_shared_root(cfg: &crate::ContainerConfig) {
         .as_ref()
         .filter(|_| cfg.host_namespaces.iter().any(|n| n == "mount"))
     {
-        let mounted = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.split(' ').nth(4) == root.to_str());
-        if mounted {
+        if crate::mountinfo::is_mount_point(root) {
             let _ = rustix::mount::unmount(root, rustix::mount::UnmountFlags::DETACH);
         }
     }

@@ -95,10 +95,14 @@ fn age(path: &Path) -> Option<Duration> {
     SystemTime::now().duration_since(changed).ok()
 }
 
-/// Removes a file or a directory tree; a missing entry is not an error.
+/// Removes a file or a directory tree; a missing entry is not an error. What is mounted in
+/// the tree is taken off first, so that the delete never reaches into another filesystem (a
+/// bound host directory); if a mount stays, nothing is deleted.
 pub fn remove_any(path: &Path) -> io::Result<()> {
     let res = match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(m) if m.is_dir() => {
+            crate::mountinfo::unmount_under(path).and_then(|()| fs::remove_dir_all(path))
+        }
         Ok(_) => fs::remove_file(path),
         Err(e) => Err(e),
     };

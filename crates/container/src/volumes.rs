@@ -66,6 +66,9 @@ pub enum VolumeError {
     /// No volume has this name.
     #[error("no such volume: {0}")]
     NotFound(String),
+    /// A driver option (`-o`) that is unknown or does not mount.
+    #[error("volume option {0}")]
+    BadOption(String),
     /// The container store could not be read.
     #[error("checking which containers use the volume")]
     Containers(#[from] crate::state::StateError),
@@ -97,9 +100,13 @@ pub struct Volume {
     pub name: String,
     /// Creation time (RFC 3339).
     pub created: String,
-    /// Labels (none can be set yet).
+    /// Labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The local driver's options (`type`, `device`, `o`): a filesystem mounted on `_data`
+    /// (see [`crate::volume_mounts`]); empty for a plain directory.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
 }
 
 /// The data file that marks a volume never mounted yet.
@@ -180,8 +187,28 @@ impl Volumes {
         name: &str,
         labels: BTreeMap<String, String>,
     ) -> Result<(Volume, bool)> {
+        self.create_with(name, labels, BTreeMap::new())
+    }
+
+    /// [`Self::create_labelled`] with the local driver's options (`volume create -o`): the
+    /// filesystem they describe is mounted before this returns, or nothing is made. An
+    /// existing volume is returned as it is when the options are the same, refused when not.
+    pub fn create_with(
+        &self,
+        name: &str,
+        labels: BTreeMap<String, String>,
+        options: BTreeMap<String, String>,
+    ) -> Result<(Volume, bool)> {
+        let mount = crate::volume_mounts::parse(&options)?;
         match self.get(name) {
-            Ok(v) => return Ok((v, false)),
+            // `run -v NAME:/x` takes the volume as it is; `volume create -o` of an existing
+            // one must not silently keep other options.
+            Ok(v) if options.is_empty() || v.options == options => return Ok((v, false)),
+            Ok(_) => {
+                return Err(VolumeError::BadOption(format!(
+                    "{name}: a volume of that name exists with other options; remove it first"
+                )))
+            }
             Err(VolumeError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
@@ -189,7 +216,38 @@ impl Volumes {
             name: name.to_owned(),
             created: crate::state::now(),
             labels,
+            options,
         };
+        let made = self.build(name, &vol)?;
+        if let (true, Some(m)) = (made.1, &mount) {
+            if let Err(e) = crate::volume_mounts::ensure(m, &self.mountpoint(name)) {
+                let _ = self.remove_unused(name);
+                return Err(e);
+            }
+        }
+        Ok(made)
+    }
+
+    /// Mounts a volume's filesystem if it has options and nothing is mounted (before a
+    /// container that uses it starts: after a reboot it is gone).
+    pub fn ensure_mounted(&self, name: &str) -> Result<()> {
+        let v = self.get(name)?;
+        match crate::volume_mounts::parse(&v.options)? {
+            Some(m) => crate::volume_mounts::ensure(&m, &self.mountpoint(name)),
+            None => Ok(()),
+        }
+    }
+
+    /// The volume whose `_data` is `source` (a container's bind source), if it is one.
+    pub fn volume_of(&self, source: &Path) -> Option<String> {
+        let dir = source.strip_prefix(&self.root).ok()?;
+        let mut parts = dir.components();
+        let name = parts.next()?.as_os_str().to_str()?.to_owned();
+        (parts.next()?.as_os_str() == DATA && valid_name(&name)).then_some(name)
+    }
+
+    fn build(&self, name: &str, vol: &Volume) -> Result<(Volume, bool)> {
+        let vol = vol.clone();
         let tmp = crate::staging::path(&self.root, name, crate::staging::TMP);
         let built = (|| {
             fs::create_dir(&tmp)?;
@@ -272,7 +330,14 @@ impl Volumes {
                 containers: users,
             });
         }
+        self.remove_unused(name)
+    }
+
+    /// Removes a volume without asking who uses it: its mounts first, so that deleting its
+    /// files never reaches into a mounted filesystem.
+    fn remove_unused(&self, name: &str) -> Result<u64> {
         let dir = self.dir(name);
+        crate::volume_mounts::unmount_all(&dir.join(DATA))?;
         // Gone at once for everyone (rename), then deleted at leisure.
         let gone = crate::staging::path(&self.root, name, crate::staging::RM);
         match fs::rename(&dir, &gone) {

@@ -244,6 +244,8 @@ impl Engine {
         } else {
             Attach::Detached
         };
+        self.mount_volumes(&cs, id)
+            .map_err(|e| StartError::Prepare(chain(&e)))?;
         let record = Record::load(&cs.dir(id));
         if record.healthcheck.is_some() {
             // `starting` from the moment `start` returns; the checker takes over from here.
@@ -270,6 +272,22 @@ impl Engine {
             None => Ok(Started::Detached),
             Some(code) => Ok(Started::Exited(code)),
         }
+    }
+
+    /// Mounts the filesystems of the volumes with driver options that the container binds
+    /// (`volume create -o`), where they are not mounted (after a reboot).
+    fn mount_volumes(&self, cs: &Containers, id: &str) -> Result<()> {
+        let cfg = cs.config(id)?;
+        if cfg.binds.is_empty() {
+            return Ok(());
+        }
+        let vols = self.volumes()?;
+        for b in &cfg.binds {
+            if let Some(name) = vols.volume_of(&b.source) {
+                vols.ensure_mounted(&name)?;
+            }
+        }
+        Ok(())
     }
 
     /// An exited container back to created: what its last run left is forgotten (its

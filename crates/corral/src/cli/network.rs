@@ -115,8 +115,10 @@ pub enum VolumeCommand {
         /// Set a label: `KEY=VALUE` (repeatable).
         #[arg(short = 'l', long, value_name = "KEY=VALUE")]
         label: Vec<String>,
-        /// A driver option (`type=tmpfs`, `device=`, `o=`): refused, the local driver here
-        /// keeps volumes as directories.
+        /// A driver option of the local driver, as `mount -t TYPE DEVICE -o O` takes them:
+        /// `type=tmpfs -o device=tmpfs -o o=size=100m,uid=1000`, `type=nfs -o device=:/export
+        /// -o o=addr=10.0.0.2`, `type=none -o device=/srv/dir -o o=bind`. Mounted at once (bad
+        /// options fail here) and again after a reboot, until `volume rm`.
         #[arg(short = 'o', long = "opt", value_name = "KEY=VALUE")]
         opt: Vec<String>,
     },

@@ -27,10 +27,12 @@ pub fn run(engine: &corral_engine::Engine, cmd: VolumeCommand) -> Result<()> {
     let root = engine.root();
     match cmd {
         VolumeCommand::Create { name, label, opt } => {
-            if let Some(o) = opt.first() {
-                anyhow::bail!(
-                    "volume create -o {o:?}: driver options (tmpfs, NFS or device volumes) are not supported; corral's volumes are directories under the state root"
-                );
+            let mut options = std::collections::BTreeMap::new();
+            for o in &opt {
+                let (k, v) = o.split_once('=').with_context(|| {
+                    format!("-o {o:?}: the form is KEY=VALUE (type=, device=, o=)")
+                })?;
+                options.insert(k.to_owned(), v.to_owned());
             }
             let mut labels = std::collections::BTreeMap::new();
             corral_engine::spec::parse_labels(&mut labels, label.iter().map(String::as_str))?;
@@ -39,7 +41,7 @@ pub fn run(engine: &corral_engine::Engine, cmd: VolumeCommand) -> Result<()> {
                 Some(n) => n,
                 None => corral_container::state::new_id().context("naming the volume")?,
             };
-            let (_, made) = volumes(root)?.create_labelled(&name, labels)?;
+            let (_, made) = volumes(root)?.create_with(&name, labels, options)?;
             if made {
                 engine.emit(
                     corral_engine::events::Event::new("volume", "create", &name)
@@ -104,7 +106,7 @@ fn inspect(root: &Path, names: &[String], format: Option<&str>) -> Result<()> {
             Ok(v) if template.is_some() => {
                 let docker = json!({
                     "Name": v.name, "Driver": "local", "Mountpoint": vols.mountpoint(&v.name),
-                    "CreatedAt": v.created, "Labels": v.labels, "Scope": "local", "Options": {},
+                    "CreatedAt": v.created, "Labels": v.labels, "Scope": "local", "Options": v.options,
                 });
                 if let Some(t) = &template {
                     println!("{}", t.render(&docker)?);
