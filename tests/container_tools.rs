@@ -604,3 +604,157 @@ fn export_archives_the_root_with_its_changes_but_not_its_volumes() {
         "no temporary file left: {leftovers:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// --log-driver / --log-opt
+
+#[test]
+fn log_options_rotate_json_file_and_none_keeps_nothing() {
+    if skip_unless_root("log_options_rotate_json_file_and_none_keeps_nothing") {
+        return;
+    }
+    let c = world();
+    let mut g = ContainerGuard::new(&c);
+    let name = unique_name("rot");
+    let id = run_detached(
+        &c,
+        &mut g,
+        &name,
+        &[
+            "--network",
+            "none",
+            "--log-opt",
+            "max-size=2k",
+            "--log-opt",
+            "max-file=3",
+        ],
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 300 ]; do echo line $i; i=$((i+1)); done",
+        ],
+    );
+    c.ok(&["wait", &name]);
+    let dir = c.root().join("containers").join(&id);
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("ctr.log"))
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["ctr.log", "ctr.log.1", "ctr.log.2"],
+        "max-file=3: three files in all"
+    );
+    for f in &files {
+        let len = std::fs::metadata(dir.join(f)).unwrap().len();
+        assert!(len <= 2048, "{f} stays within max-size=2k: {len} bytes");
+    }
+    let logs = c.ok(&["logs", &name]);
+    let numbers: Vec<u32> = logs
+        .lines()
+        .map(|l| l.trim_start_matches("line ").parse().expect("a line N"))
+        .collect();
+    assert_eq!(numbers.last(), Some(&299), "the newest line is kept");
+    assert!(
+        numbers.first() > Some(&0),
+        "the oldest lines were rotated away"
+    );
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "logs reads the rotated files oldest first, with no gap: {numbers:?}"
+    );
+    assert_eq!(c.ok(&["logs", "-n", "2", &name]), "line 298\nline 299\n");
+
+    // none: the output still reaches an attached run, nothing is kept, logs refuses.
+    assert_eq!(
+        run_rm_ok(
+            &c,
+            &["--network", "none", "--log-driver", "none"],
+            &["echo", "hi"]
+        ),
+        "hi\n"
+    );
+    let quiet = unique_name("none");
+    let qid = run_detached(
+        &c,
+        &mut g,
+        &quiet,
+        &["--network", "none", "--log-driver", "none"],
+        &["echo", "x"],
+    );
+    c.ok(&["wait", &quiet]);
+    let out = c.cmd(&["logs", &quiet]);
+    assert_refused(
+        &out,
+        "does not support reading",
+        "logs of a --log-driver none container (docker's words)",
+    );
+    let log = c.root().join("containers").join(&qid).join("ctr.log");
+    assert!(
+        std::fs::metadata(&log).map_or(true, |m| m.len() == 0),
+        "none: nothing written"
+    );
+    assert_eq!(
+        inspect_f(&c, "{{.HostConfig.LogConfig.Type}}", &quiet),
+        "none"
+    );
+
+    // Bad input: 125, the reason named.
+    for (flags, why) in [
+        (vec!["--log-driver", "syslog"], "syslog"),
+        (vec!["--log-opt", "max-file=2"], "needs max-size"),
+        (vec!["--log-opt", "max-size=lots"], "max-size"),
+        (vec!["--log-opt", "colour=blue"], "colour"),
+        (
+            vec!["--log-driver", "none", "--log-opt", "max-size=1m"],
+            "max-size",
+        ),
+    ] {
+        let mut f = vec!["--network", "none"];
+        f.extend_from_slice(&flags);
+        assert_refused(&run_rm(&c, &f, &["true"]), why, &format!("{flags:?}"));
+    }
+    // journald: where the journal runs, its entries are the container's lines; elsewhere the
+    // driver is refused at create.
+    let journald = std::path::Path::new("/run/systemd/journal/socket").exists();
+    let j = unique_name("jd");
+    let mut args = vec![
+        "run",
+        "--rm",
+        "--name",
+        &j,
+        "--network",
+        "none",
+        "--log-driver",
+        "journald",
+        BUSYBOX_IMAGE,
+        "echo",
+        "to the journal",
+    ];
+    if journald {
+        let out = c.cmd(&args);
+        assert!(out.status.success(), "{}", describe(&out));
+        let entries = corral_e2e::containers::host_output(
+            "journalctl",
+            &["--no-pager", "-o", "cat", &format!("CONTAINER_NAME={j}")],
+        );
+        assert!(
+            entries.contains("to the journal"),
+            "the journal has the line: {entries}"
+        );
+    } else {
+        args.retain(|a| *a != "--rm");
+        assert_refused(
+            &c.cmd(&args),
+            "no journal on this host",
+            "journald without a journal",
+        );
+        corral_e2e::report_skip(
+            "log_options_rotate_json_file_and_none_keeps_nothing (journald part)",
+            "systemd-journald is not running here (/run/systemd/journal/socket): only its refusal was checked",
+        );
+    }
+}

@@ -63,6 +63,36 @@ pub struct Bind {
     pub idmap: bool,
 }
 
+/// Where a container's output goes (`--log-driver`): see [`crate::process::logsink`].
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogDriver {
+    /// docker's json lines in `ctr.log`.
+    #[default]
+    JsonFile,
+    /// Nothing kept.
+    None,
+    /// The systemd journal.
+    Journald,
+}
+
+/// `--log-driver` and `--log-opt`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LogConfig {
+    /// The driver.
+    #[serde(default)]
+    pub driver: LogDriver,
+    /// json-file: rotate at this size.
+    #[serde(default)]
+    pub max_size: Option<u64>,
+    /// json-file: files kept in all (default 1).
+    #[serde(default)]
+    pub max_file: Option<u32>,
+    /// journald: `CONTAINER_TAG` and `SYSLOG_IDENTIFIER` (default: the short id).
+    #[serde(default)]
+    pub tag: Option<String>,
+}
+
 /// Where `run --init`'s init is bound in the container (a file on its own `/dev` tmpfs, so
 /// that the image's tree and a read-only root are not touched).
 pub const INIT_PATH: &str = "/dev/init";
@@ -634,6 +664,9 @@ pub struct ContainerConfig {
     /// workload's own.
     #[serde(default)]
     pub init: Option<PathBuf>,
+    /// Where the output goes.
+    #[serde(default)]
+    pub log: LogConfig,
     /// The propagation of the container's `/` (`linux.rootfsPropagation`); `None`: private.
     #[serde(default)]
     pub rootfs_propagation: Option<Propagation>,
@@ -737,6 +770,7 @@ impl ContainerConfig {
             preserve_holes: Vec::new(),
             hooks: None,
             init: None,
+            log: LogConfig::default(),
             rootfs_propagation: None,
             umask: None,
             identity: None,

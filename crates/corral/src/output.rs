@@ -36,7 +36,33 @@ pub fn print_log(
     timestamps: bool,
     raw: bool,
 ) -> Result<()> {
-    let mut emit = |l: &corral_engine::logs::LogLine| -> std::io::Result<()> {
+    let mut emit = emitter(timestamps);
+    if raw {
+        corral_engine::logs::follow_raw(path, opts, running, &mut emit)?;
+    } else {
+        corral_engine::logs::follow_json(path, opts, running, &mut emit)?;
+    }
+    Ok(())
+}
+
+/// Prints container `id`'s log as its `--log-driver` keeps it.
+pub fn print_container_log(
+    engine: &corral_engine::Engine,
+    id: &str,
+    opts: &LogOptions,
+    running: &dyn Fn() -> bool,
+    timestamps: bool,
+) -> Result<()> {
+    let cs = engine.containers()?;
+    let log = cs.config(id)?.log;
+    let mut emit = emitter(timestamps);
+    corral_engine::logs::follow_container(&cs.dir(id), id, &log, opts, running, &mut emit)?;
+    Ok(())
+}
+
+/// Writes a log line to stdout or stderr by its stream, with its time if asked.
+fn emitter(timestamps: bool) -> impl FnMut(&corral_engine::logs::LogLine) -> std::io::Result<()> {
+    move |l: &corral_engine::logs::LogLine| -> std::io::Result<()> {
         if l.stream == "stderr" {
             let mut err = std::io::stderr().lock();
             if timestamps {
@@ -51,13 +77,7 @@ pub fn print_log(
             out.write_all(l.text.as_bytes())?;
             out.flush()
         }
-    };
-    if raw {
-        corral_engine::logs::follow_raw(path, opts, running, &mut emit)?;
-    } else {
-        corral_engine::logs::follow_json(path, opts, running, &mut emit)?;
     }
-    Ok(())
 }
 
 /// A `--format` Go template as docker's commands take it (`\t` and `\n` written out).

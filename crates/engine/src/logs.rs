@@ -94,7 +94,25 @@ fn follow_lines(
         if opts.until.is_some_and(|u| SystemTime::now() >= u) && !first {
             return Ok(());
         }
-        let data = std::fs::read(path).unwrap_or_default();
+        let mut data = std::fs::read(path).unwrap_or_default();
+        if (data.len() as u64) < offset {
+            // Rotated (`--log-opt max-size`): the new file is read from its start.
+            offset = 0;
+        }
+        // The first read takes the rotated files before the current one, oldest first.
+        let mut older = 0;
+        if first {
+            let mut all = Vec::new();
+            for p in corral_container::process::logsink::rotated(path) {
+                all.extend(std::fs::read(&p).unwrap_or_default());
+                if all.last().is_some_and(|&b| b != b'\n') {
+                    all.push(b'\n');
+                }
+            }
+            older = all.len();
+            all.extend_from_slice(&data);
+            data = all;
+        }
         if (data.len() as u64) > offset {
             let chunk = &data[offset as usize..];
             // Only whole lines; a partial last line is read next time.
@@ -108,7 +126,7 @@ fn follow_lines(
                 }
             }
             emit(&lines)?;
-            offset += end as u64;
+            offset += end.saturating_sub(older) as u64;
         }
         first = false;
         if !opts.follow {
@@ -119,5 +137,104 @@ fn follow_lines(
         } else if std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) <= offset {
             return Ok(());
         }
+    }
+}
+
+/// A container's log as its `--log-driver` keeps it: json-file lines (with the rotated files
+/// first), the journal's entries for it (`journalctl`), or nothing to read (`none`: docker's
+/// refusal).
+pub fn follow_container(
+    dir: &Path,
+    id: &str,
+    log: &corral_container::config::LogConfig,
+    opts: &LogOptions,
+    running: &dyn Fn() -> bool,
+    emit: &mut dyn FnMut(&LogLine) -> std::io::Result<()>,
+) -> crate::Result<()> {
+    use corral_container::config::LogDriver;
+    match log.driver {
+        LogDriver::JsonFile => follow_json(&dir.join("ctr.log"), opts, running, emit)
+            .map_err(crate::io_err("reading the log in", dir)),
+        LogDriver::None => Err(crate::EngineError::invalid(
+            "configured logging driver does not support reading (the container runs with --log-driver none)",
+        )),
+        LogDriver::Journald => follow_journal(id, opts, running, emit),
+    }
+}
+
+/// The journal's entries of container `id`, through `journalctl -o json`; following polls
+/// with the last entry's cursor.
+fn follow_journal(
+    id: &str,
+    opts: &LogOptions,
+    running: &dyn Fn() -> bool,
+    emit: &mut dyn FnMut(&LogLine) -> std::io::Result<()>,
+) -> crate::Result<()> {
+    let mut cursor: Option<String> = None;
+    let mut first = true;
+    loop {
+        let mut cmd = std::process::Command::new("journalctl");
+        cmd.args([
+            "--no-pager",
+            "-o",
+            "json",
+            &format!("CONTAINER_ID_FULL={id}"),
+        ]);
+        match &cursor {
+            Some(c) => {
+                cmd.arg(format!("--after-cursor={c}"));
+            }
+            None => {
+                if let Some(n) = opts.tail {
+                    cmd.arg(format!("--lines={n}"));
+                }
+                let secs = |t: SystemTime| {
+                    t.duration_since(SystemTime::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_secs()
+                };
+                if let Some(s) = opts.since {
+                    cmd.arg(format!("--since=@{}", secs(s)));
+                }
+                if let Some(u) = opts.until {
+                    cmd.arg(format!("--until=@{}", secs(u)));
+                }
+            }
+        }
+        let out = cmd.output().map_err(|e| {
+            crate::EngineError::invalid(format!(
+                "reading the journal (the container logs to journald): journalctl: {e}"
+            ))
+        })?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut any = false;
+        for l in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
+                continue;
+            };
+            any = true;
+            cursor = v["__CURSOR"].as_str().map(str::to_owned).or(cursor);
+            let micros: u64 = v["__REALTIME_TIMESTAMP"]
+                .as_str()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
+            let time = SystemTime::UNIX_EPOCH + Duration::from_micros(micros);
+            emit(&LogLine {
+                stream: if v["PRIORITY"] == "3" {
+                    "stderr"
+                } else {
+                    "stdout"
+                }
+                .into(),
+                time: humantime::format_rfc3339_nanos(time).to_string(),
+                text: format!("{}\n", v["MESSAGE"].as_str().unwrap_or("")),
+            })
+            .map_err(crate::io_err("writing the log", Path::new("-")))?;
+        }
+        if !opts.follow || (!first && !any && !running()) {
+            return Ok(());
+        }
+        first = false;
+        std::thread::sleep(Duration::from_millis(200));
     }
 }

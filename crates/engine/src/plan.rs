@@ -418,6 +418,7 @@ pub fn plan(
         );
     }
     cfg.tty = spec.tty;
+    cfg.log = log_config(spec.log_driver.as_deref(), &spec.log_opts)?;
     if spec.init {
         cfg.init = Some(corral_vm::initramfs::agent_path().map_err(|e| {
             invalid(format!(
@@ -721,4 +722,76 @@ pub fn parse_device(spec: &str) -> Result<(DeviceNode, String)> {
         )));
     }
     Ok((node, perms.to_owned()))
+}
+
+/// `--log-driver` and `--log-opt`, checked as docker checks them.
+fn log_config(
+    driver: Option<&str>,
+    opts: &[String],
+) -> Result<corral_container::config::LogConfig> {
+    use corral_container::config::{LogConfig, LogDriver};
+    let driver = match driver.unwrap_or("json-file") {
+        "json-file" | "" => LogDriver::JsonFile,
+        "none" => LogDriver::None,
+        "journald" => {
+            let sock = corral_container::process::logsink::JOURNAL_SOCKET;
+            if !Path::new(sock).exists() {
+                return Err(invalid(format!(
+                    "--log-driver journald: no journal on this host ({sock} does not exist: systemd-journald is not running)"
+                )));
+            }
+            LogDriver::Journald
+        }
+        other => {
+            return Err(invalid(format!(
+                "--log-driver {other}: corral logs with json-file (the default), none or journald"
+            )))
+        }
+    };
+    let mut cfg = LogConfig {
+        driver,
+        ..Default::default()
+    };
+    for o in opts {
+        let (k, v) = o
+            .split_once('=')
+            .ok_or_else(|| invalid(format!("--log-opt {o:?}: the form is KEY=VALUE")))?;
+        match (driver, k) {
+            (LogDriver::JsonFile, "max-size") => {
+                let size = corral_container::config::parse_size(v)
+                    .filter(|&s| s > 0)
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "--log-opt max-size={v}: expected a size such as 10m"
+                        ))
+                    })?;
+                cfg.max_size = Some(size);
+            }
+            (LogDriver::JsonFile, "max-file") => {
+                let n = v.parse::<u32>().ok().filter(|&n| n >= 1).ok_or_else(|| {
+                    invalid(format!(
+                        "--log-opt max-file={v}: expected a number, at least 1"
+                    ))
+                })?;
+                cfg.max_file = Some(n);
+            }
+            (LogDriver::Journald, "tag") => cfg.tag = Some(v.to_owned()),
+            (_, k) => {
+                let known = match driver {
+                    LogDriver::JsonFile => "max-size, max-file",
+                    LogDriver::Journald => "tag",
+                    LogDriver::None => "none",
+                };
+                return Err(invalid(format!(
+                    "--log-opt {k}: not an option of this log driver (it takes {known})"
+                )));
+            }
+        }
+    }
+    if cfg.max_file.is_some_and(|n| n > 1) && cfg.max_size.is_none() {
+        return Err(invalid(
+            "--log-opt max-file needs max-size: files are rotated when the log reaches it",
+        ));
+    }
+    Ok(cfg)
 }

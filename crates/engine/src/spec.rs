@@ -259,6 +259,10 @@ pub struct ContainerSpec {
     pub stop_signal: Option<String>,
     /// Seconds `stop` waits before SIGKILL; `None`: 10.
     pub stop_timeout: Option<u64>,
+    /// `--log-driver`: json-file (default), none, journald.
+    pub log_driver: Option<String>,
+    /// `--log-opt KEY=VALUE`: max-size, max-file (json-file), tag (journald).
+    pub log_opts: Vec<String>,
     /// Run a small init as PID 1 that passes signals on and reaps orphans (docker's `--init`).
     pub init: bool,
     /// Container or VM.

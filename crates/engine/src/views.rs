@@ -240,6 +240,18 @@ impl ContainerView {
                 "RestartPolicy": {"Name": restart.0, "MaximumRetryCount": restart.1},
                 "AutoRemove": s.auto_remove,
                 "Init": c.init.is_some(),
+                "LogConfig": {
+                    "Type": match c.log.driver {
+                        corral_container::config::LogDriver::JsonFile => "json-file",
+                        corral_container::config::LogDriver::None => "none",
+                        corral_container::config::LogDriver::Journald => "journald",
+                    },
+                    "Config": {
+                        "max-size": c.log.max_size.map(|s| s.to_string()),
+                        "max-file": c.log.max_file.map(|n| n.to_string()),
+                        "tag": c.log.tag,
+                    },
+                },
                 "CapAdd": Value::Null,
                 "Privileged": c.privileged,
                 "ReadonlyRootfs": c.read_only,

@@ -12,6 +12,7 @@
 
 pub mod attrs;
 pub mod init;
+pub mod logsink;
 pub mod monitor;
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};

@@ -7,7 +7,7 @@
 //! to `ctr.log` (docker's json-file lines; also to its own stdout/stderr when attached), reaps
 //! the exit status, records OOM kills, removes the cgroup, and records the end.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
@@ -276,17 +276,13 @@ fn supervise(
     err: Option<OwnedFd>,
     cgroup: Cgroup,
 ) -> i32 {
-    let (tty, interactive) = a
+    let (tty, interactive, log_cfg) = a
         .containers
         .config(a.id)
-        .map(|c| (c.tty, c.interactive))
-        .unwrap_or((false, false));
-    let log_path = a.containers.dir(a.id).join("ctr.log");
-    let mut log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .ok();
+        .map(|c| (c.tty, c.interactive, c.log))
+        .unwrap_or_default();
+    let mut log =
+        super::logsink::LogSink::open(&log_cfg, &a.containers.dir(a.id), a.id, &state.name);
     let mut streams = [
         LogStream {
             fd: Some(out),
@@ -342,7 +338,7 @@ fn supervise(
             let n = rustix::io::read(s.fd.as_ref().expect("open"), &mut buf).unwrap_or(0);
             if n == 0 {
                 s.fd = None;
-                flush_lines(s, log.as_mut(), true);
+                flush_lines(s, &mut log, true);
                 continue;
             }
             if a.attach {
@@ -354,7 +350,7 @@ fn supervise(
                 };
             }
             s.pending.extend_from_slice(&buf[..n]);
-            flush_lines(s, log.as_mut(), false);
+            flush_lines(s, &mut log, false);
         }
     }
     let status = child.wait();
@@ -386,32 +382,16 @@ fn supervise(
     code
 }
 
-fn flush_lines(s: &mut LogStream, log: Option<&mut File>, eof: bool) {
-    let Some(log) = log else {
-        s.pending.clear();
-        return;
-    };
-    let mut out = Vec::new();
-    let time = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
+fn flush_lines(s: &mut LogStream, log: &mut super::logsink::LogSink, eof: bool) {
+    let mut lines = Vec::new();
     while let Some(pos) = s.pending.iter().position(|&b| b == b'\n') {
-        let line: Vec<u8> = s.pending.drain(..=pos).collect();
-        push_line(&mut out, &line, s.name, &time);
+        lines.push(s.pending.drain(..=pos).collect::<Vec<u8>>());
     }
     if eof && !s.pending.is_empty() {
-        let line = std::mem::take(&mut s.pending);
-        push_line(&mut out, &line, s.name, &time);
+        lines.push(std::mem::take(&mut s.pending));
     }
-    if !out.is_empty() {
-        let _ = log.write_all(&out);
+    if !lines.is_empty() {
+        let time = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
+        log.write(s.name, &lines, &time);
     }
-}
-
-fn push_line(out: &mut Vec<u8>, line: &[u8], stream: &str, time: &str) {
-    let entry = serde_json::json!({
-        "log": String::from_utf8_lossy(line),
-        "stream": stream,
-        "time": time,
-    });
-    serde_json::to_writer(&mut *out, &entry).expect("json");
-    out.push(b'\n');
 }

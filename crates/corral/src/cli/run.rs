@@ -213,6 +213,14 @@ pub struct RunArgs {
     /// Count a port as exposed, as the image's EXPOSE does (for -P).
     #[arg(long, value_name = "PORT[/PROTO]")]
     pub expose: Vec<String>,
+    /// Where the output goes: json-file (the default; `corral logs` reads it), none, or
+    /// journald (the systemd journal: `journalctl CONTAINER_NAME=NAME`).
+    #[arg(long, value_name = "DRIVER")]
+    pub log_driver: Option<String>,
+    /// A log driver option (repeatable): json-file's `max-size=10m` (rotate at that size)
+    /// and `max-file=3` (files kept in all); journald's `tag=NAME`.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub log_opt: Vec<String>,
     /// Run an init as PID 1 (corral's static one, bound at /dev/init) that passes signals on
     /// to the command and reaps the zombies its children leave, as docker's --init does.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]

@@ -112,7 +112,7 @@ pub fn run(engine: &Engine, cmd: ContainerCommand) -> Result<()> {
                 tail: Some(0),
                 ..Default::default()
             };
-            crate::output::print_log(&cs.dir(&id).join("ctr.log"), &opts, &running, false, false)?;
+            crate::output::print_container_log(engine, &id, &opts, &running, false)?;
             match engine.wait(&id)? {
                 Some(0) | None => Ok(()),
                 Some(code) => Err(Code(code).into()),
@@ -207,13 +207,7 @@ pub fn run(engine: &Engine, cmd: ContainerCommand) -> Result<()> {
                 cs.load(&id)
                     .is_ok_and(|s| s.status == corral_container::Status::Running)
             };
-            crate::output::print_log(
-                &cs.dir(&id).join("ctr.log"),
-                &opts,
-                &running,
-                timestamps,
-                false,
-            )
+            crate::output::print_container_log(engine, &id, &opts, &running, timestamps)
         }
         ContainerCommand::Stop {
             time,

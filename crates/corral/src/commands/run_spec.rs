@@ -204,6 +204,8 @@ pub(super) fn spec_of(a: &RunArgs) -> Result<ContainerSpec> {
         stop_signal: a.stop_signal.clone(),
         stop_timeout: a.stop_timeout,
         init: a.init,
+        log_driver: a.log_driver.clone(),
+        log_opts: a.log_opt.clone(),
         healthcheck: corral_engine::health::HealthSpec {
             cmd: a.health_cmd.clone(),
             interval: a.health_interval.map(Into::into),
