@@ -758,3 +758,72 @@ fn log_options_rotate_json_file_and_none_keeps_nothing() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// -a/--attach
+
+#[test]
+fn attach_flag_shows_only_the_streams_named() {
+    if skip_unless_root("attach_flag_shows_only_the_streams_named") {
+        return;
+    }
+    let c = world();
+    let both = ["sh", "-c", "echo to-out; echo to-err >&2; exit 3"];
+    let out = run_rm(&c, &["--network", "none", "-a", "stdout"], &both);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "the container's code: {}",
+        describe(&out)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "to-out\n");
+    assert!(
+        !stderr_of(&out).contains("to-err"),
+        "-a stdout: stderr not shown: {}",
+        describe(&out)
+    );
+    let out = run_rm(&c, &["--network", "none", "-a", "STDERR"], &both);
+    assert!(
+        out.stdout.is_empty(),
+        "-a stderr: stdout not shown: {}",
+        describe(&out)
+    );
+    assert!(stderr_of(&out).contains("to-err"), "{}", describe(&out));
+    // Not shown is still logged.
+    let mut g = ContainerGuard::new(&c);
+    let name = unique_name("att");
+    g.track(&name);
+    let out = c.cmd(&[
+        "run",
+        "--name",
+        &name,
+        "--network",
+        "none",
+        "-a",
+        "stdout",
+        BUSYBOX_IMAGE,
+        "sh",
+        "-c",
+        "echo to-err >&2",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let logs = c.cmd(&["logs", &name]);
+    assert!(
+        stderr_of(&logs).contains("to-err"),
+        "the log keeps both streams: {}",
+        describe(&logs)
+    );
+    // -a with -d, or a stream that does not exist: 125, no container made.
+    let before = c.ok(&["ps", "-a", "-q"]);
+    assert_refused(
+        &c.cmd(&["run", "-d", "-a", "stdout", BUSYBOX_IMAGE, "true"]),
+        "conflicting options",
+        "-a with -d",
+    );
+    assert_refused(
+        &run_rm(&c, &["-a", "stdmiddle"], &["true"]),
+        "stdmiddle",
+        "an unknown stream",
+    );
+    assert_eq!(c.ok(&["ps", "-a", "-q"]), before, "nothing created");
+}

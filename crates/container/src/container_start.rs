@@ -41,6 +41,14 @@ pub enum Attach {
     Detached,
     /// Streams the workload's output (and stdin if interactive) and waits for its end.
     Attached,
+    /// As [`Attach::Attached`], with only these of the output streams shown (docker's `run
+    /// -a stdout`); the log has both.
+    Streams {
+        /// Show stdout.
+        stdout: bool,
+        /// Show stderr.
+        stderr: bool,
+    },
 }
 
 /// Starts a created container. Attached, returns the workload's exit code once it ended.
@@ -69,7 +77,7 @@ pub fn start(
             .map_err(|e| StartError::Spawn(e.into()))?;
         (std::fs::File::from(r), w)
     };
-    let attached = matches!(attach, Attach::Attached);
+    let attached = !matches!(attach, Attach::Detached);
     // The small monitor executable beside corral when it is there (it maps a fraction of
     // corral's pages: less memory per container, and less for the init forked from it);
     // otherwise corral itself.
@@ -101,6 +109,16 @@ pub fn start(
     }
     if attached {
         cmd.arg("--attach");
+        if let Attach::Streams { stdout, stderr } = attach {
+            // The monitor copies the container's streams to its own: one not attached goes
+            // nowhere (the monitor reports its own failures through the notify pipe).
+            if !stdout {
+                cmd.stdout(Stdio::null());
+            }
+            if !stderr {
+                cmd.stderr(Stdio::null());
+            }
+        }
     } else {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())

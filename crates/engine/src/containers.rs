@@ -231,6 +231,19 @@ impl Engine {
     /// its filesystem's changes (docker's `start`). Attached, waits for its end and returns
     /// its exit code.
     pub fn start(&self, id: &str, attach: bool) -> Result<Started> {
+        self.start_with(
+            id,
+            if attach {
+                Attach::Attached
+            } else {
+                Attach::Detached
+            },
+        )
+    }
+
+    /// [`Self::start`] with the attachment spelled out: [`Attach::Streams`] shows only some
+    /// of the output streams (docker's `run -a stdout`).
+    pub fn start_with(&self, id: &str, mode: Attach) -> Result<Started> {
         let cs = self.containers()?;
         let s = cs.load(id)?;
         match s.status {
@@ -239,11 +252,6 @@ impl Engine {
             Status::Exited => self.reset_for_start(&cs, s)?,
             Status::Created => {}
         }
-        let mode = if attach {
-            Attach::Attached
-        } else {
-            Attach::Detached
-        };
         self.mount_volumes(&cs, id)
             .map_err(|e| StartError::Prepare(chain(&e)))?;
         let record = Record::load(&cs.dir(id));

@@ -18,6 +18,10 @@ pub struct RunArgs {
     /// with its own kernel: see `corral vm run --help`).
     #[arg(long, default_value = "container", value_parser = ["container", "vm"])]
     pub isolation: String,
+    /// Show only these streams while attached: stdout, stderr, stdin (repeatable; the log
+    /// keeps both output streams). Not with -d.
+    #[arg(short = 'a', long = "attach", value_name = "STREAM")]
+    pub attach: Vec<String>,
     /// Name the container.
     #[arg(long)]
     pub name: Option<String>,

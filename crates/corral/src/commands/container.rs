@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use corral_container::container_start::Attach;
 use corral_engine::containers::{ExecSpec, PullOptions};
 use corral_engine::list::ContainerFilter;
 use corral_engine::logs::LogOptions;
@@ -320,6 +321,10 @@ fn run_container(engine: &Engine, a: RunArgs, start_it: bool) -> Result<()> {
         }
     }
     let spec = spec_of(&a)?;
+    if a.detach && !a.attach.is_empty() {
+        bail!("conflicting options: -a and -d (a detached container is attached to nothing)");
+    }
+    let streams = attach_streams(&a.attach)?;
     if let (true, Some(n)) = (a.replace, &a.name) {
         if let Ok(id) = engine.resolve(n) {
             engine.remove(&id, true, true)?;
@@ -343,7 +348,12 @@ fn run_container(engine: &Engine, a: RunArgs, start_it: bool) -> Result<()> {
     let attached = !a.detach;
     let _proxy =
         (attached && a.sig_proxy && !a.tty).then(|| SignalProxy::start(engine, &created.id));
-    match engine.start(&created.id, attached) {
+    let mode = match (attached, streams) {
+        (false, _) => Attach::Detached,
+        (true, None) => Attach::Attached,
+        (true, Some((stdout, stderr))) => Attach::Streams { stdout, stderr },
+    };
+    match engine.start_with(&created.id, mode) {
         Ok(Started::Detached) => {
             println!("{}", created.id);
             Ok(())
@@ -370,6 +380,24 @@ fn run_container(engine: &Engine, a: RunArgs, start_it: bool) -> Result<()> {
             Err(Code(code).into())
         }
     }
+}
+
+/// `-a STREAM...`: which output streams to show (`None`: both, the default).
+fn attach_streams(streams: &[String]) -> Result<Option<(bool, bool)>> {
+    if streams.is_empty() {
+        return Ok(None);
+    }
+    let (mut out, mut err) = (false, false);
+    for s in streams.iter().flat_map(|s| s.split(',')) {
+        match s.to_ascii_lowercase().as_str() {
+            "stdout" => out = true,
+            "stderr" => err = true,
+            // stdin is attached by -i; naming it alone shows no output, as docker.
+            "stdin" => {}
+            _ => bail!("-a {s}: expected stdin, stdout or stderr"),
+        }
+    }
+    Ok(Some((out, err)))
 }
 
 /// Forwards the signals the CLI receives to an attached container (docker's `--sig-proxy`);
