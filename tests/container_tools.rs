@@ -827,3 +827,133 @@ fn attach_flag_shows_only_the_streams_named() {
     );
     assert_eq!(c.ok(&["ps", "-a", "-q"]), before, "nothing created");
 }
+
+// ---------------------------------------------------------------------------------------------
+// exec --detach-keys
+
+/// A tmux session running one command in a 100x30 window; killed when dropped.
+struct Tmux(String);
+
+impl Tmux {
+    fn start(cmd: &str) -> Tmux {
+        let name = format!("corral-e2e-{}", unique_name("tm"));
+        let t = Tmux(name);
+        let o = t.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            &t.0,
+            "-x",
+            "100",
+            "-y",
+            "30",
+            cmd,
+        ]);
+        assert!(o.status.success(), "tmux: {}", describe(&o));
+        t
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        std::process::Command::new("tmux")
+            .args(args)
+            .output()
+            .expect("tmux")
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", &self.0];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-t", &self.0, "-p"]).stdout)
+            .into_owned()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-session", "-t", &self.0]);
+    }
+}
+
+#[test]
+fn exec_detach_keys_leave_the_command_running() {
+    let test = "exec_detach_keys_leave_the_command_running";
+    if skip_unless_root(test) || skip_unless_tools(test, &["tmux"]) {
+        return;
+    }
+    let c = world();
+    let mut g = ContainerGuard::new(&c);
+    let name = unique_name("dk");
+    run_detached(
+        &c,
+        &mut g,
+        &name,
+        &["--network", "none"],
+        &["sleep", "1000"],
+    );
+    let wait = |what: &str, done: &dyn Fn() -> bool, t: &Tmux| {
+        assert!(
+            corral_e2e::containers::poll_until(Duration::from_secs(15), done),
+            "{what}: {}",
+            t.screen()
+        );
+    };
+    for (flags, keys, marker) in [
+        ("", &["C-p", "C-q"][..], "alive-default"),
+        ("--detach-keys ctrl-a,x", &["C-a", "x"][..], "alive-custom"),
+    ] {
+        let done = c.path(&format!("{marker}.done"));
+        let cmd = format!(
+            "{} exec -it {flags} {name} sh; echo $? > {}; sleep 60",
+            corral_e2e::corral_bin().display(),
+            done.display()
+        );
+        let t = Tmux::start(&format!("CORRAL_ROOT={} {cmd}", c.root().display()));
+        wait("no prompt", &|| t.screen().contains("/ #"), &t);
+        // A loop that writes its marker, started in the exec'd shell; then the detach keys.
+        t.keys(&[
+            &format!("while :; do echo {marker} > /{marker}; sleep 0.2; done"),
+            "Enter",
+        ]);
+        wait(
+            "the loop did not start",
+            &|| {
+                c.cmd(&["exec", &name, "cat", &format!("/{marker}")])
+                    .status
+                    .success()
+            },
+            &t,
+        );
+        t.keys(keys);
+        wait(
+            "exec did not return on the detach keys",
+            &|| done.exists(),
+            &t,
+        );
+        assert_eq!(
+            std::fs::read_to_string(&done).unwrap().trim(),
+            "0",
+            "detaching exits 0"
+        );
+        assert!(
+            t.screen().contains("read escape sequence"),
+            "docker's words: {}",
+            t.screen()
+        );
+        // The command goes on after the detach: its file is rewritten.
+        c.ok(&["exec", &name, "rm", &format!("/{marker}")]);
+        std::thread::sleep(Duration::from_millis(800));
+        let again = c.cmd(&["exec", &name, "cat", &format!("/{marker}")]);
+        assert_eq!(
+            String::from_utf8_lossy(&again.stdout).trim(),
+            marker,
+            "the detached shell's loop still runs: {}",
+            describe(&again)
+        );
+    }
+    let out = c.cmd(&["exec", "-it", "--detach-keys", "ctrl-1", &name, "true"]);
+    assert_refused(&out, "ctrl-1", "detach keys that do not parse");
+}

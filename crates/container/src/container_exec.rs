@@ -75,6 +75,10 @@ pub struct ExecRequest {
     pub tty: bool,
     /// Send the terminal's master here (runtime mode) instead of relaying it.
     pub console_socket: Option<std::path::PathBuf>,
+    /// With a terminal relayed: the keys that detach (see [`crate::tty::parse_detach_keys`];
+    /// empty: none). The command keeps running with its terminal held by a small process of
+    /// its own that discards what it prints, as after docker's detach.
+    pub detach_keys: Vec<u8>,
 }
 
 /// What runc's `exec` takes beyond the process: its flags for the way in.
@@ -117,6 +121,9 @@ pub fn exec_with(
     let (Status::Running, Some(pid)) = (s.status, s.pid) else {
         return Err(ExecError::NotRunning(s.name));
     };
+    // Read before this process enters the container's mount namespace (whose /proc does not
+    // show it): a detach forks, which only a single-threaded process may do.
+    let single_threaded = std::fs::read_dir("/proc/self/task").map_or(false, |d| d.count() == 1);
     if s.paused && !opts.ignore_paused {
         return Err(ExecError::Paused(s.name));
     }
@@ -305,7 +312,16 @@ pub fn exec_with(
             .interactive
             .then(|| crate::tty::RawMode::enter(std::io::stdin().as_fd()))
             .flatten();
-        crate::tty::relay(&p.master, req.interactive);
+        let end = crate::tty::relay_detachable(&p.master, req.interactive, &req.detach_keys);
+        if end == crate::tty::RelayEnd::Detached {
+            if single_threaded && hold_terminal(&p.master) {
+                drop(_raw);
+                eprintln!("\r\nread escape sequence");
+                return Ok(0);
+            }
+            // Cannot hand the terminal over: go on relaying.
+            crate::tty::relay(&p.master, req.interactive);
+        }
     }
     let st = child.wait().map_err(|e| enter(format!("waiting: {e}")))?;
     use std::os::unix::process::ExitStatusExt;
@@ -313,6 +329,31 @@ pub fn exec_with(
         .code()
         .or_else(|| st.signal().map(|s| 128 + s))
         .unwrap_or(255))
+}
+
+/// After a detach: a child of ours keeps the terminal's master open (the command would get
+/// a hangup when it closes) and reads what the command prints into nothing, until the
+/// command is gone. The caller has one thread. False if the fork failed.
+fn hold_terminal(master: &std::os::fd::OwnedFd) -> bool {
+    // SAFETY: this process has one thread (the caller checked), so the child inherits no lock held
+    // by another; the child only reads, then leaves with _exit without returning into the
+    // caller's code.
+    #[allow(unsafe_code)]
+    let pid = unsafe { libc::fork() };
+    match pid {
+        0 => {
+            let _ = rustix::process::setsid();
+            let mut buf = [0u8; 4096];
+            while matches!(rustix::io::read(master, &mut buf), Ok(n) if n > 0) {}
+            // SAFETY: ends the child at once, as the comment above says.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::_exit(0)
+            }
+        }
+        p if p > 0 => true,
+        _ => false,
+    }
 }
 
 /// The directory of the container's cgroup `dir` that an `exec --cgroup` process joins:

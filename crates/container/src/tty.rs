@@ -80,13 +80,62 @@ pub fn send_master_on(sock: &std::os::unix::net::UnixStream, master: &OwnedFd) -
     Ok(())
 }
 
-/// Copies the terminal's output to our stdout, and (with `input`) our stdin to the terminal,
-/// until the terminal's other side is closed by everything in the container.
-pub fn relay(master: &OwnedFd, mut input: bool) {
+/// Relays between the user's terminal and the master side until the other side closes.
+pub fn relay(master: &OwnedFd, input: bool) {
+    relay_detachable(master, input, &[]);
+}
+
+/// How a relay ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayEnd {
+    /// No process holds the terminal any more.
+    Closed,
+    /// The user typed the detach keys.
+    Detached,
+}
+
+/// docker's default detach keys: ctrl-p, ctrl-q.
+pub const DEFAULT_DETACH_KEYS: &[u8] = &[0x10, 0x11];
+
+/// Reads docker's `--detach-keys` form: comma-separated keys, each a single character or
+/// `ctrl-X` (X one of `a`-`z`, `@`, `[`, `\`, `]`, `^`, `_`); empty: no detach keys.
+pub fn parse_detach_keys(spec: &str) -> Result<Vec<u8>, String> {
+    if spec.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for k in spec.split(',') {
+        let lower = k.to_ascii_lowercase();
+        let byte = match lower.strip_prefix("ctrl-") {
+            Some(c) if c.len() == 1 => {
+                let c = c.as_bytes()[0];
+                match c {
+                    b'a'..=b'z' => c - b'a' + 1,
+                    b'@' => 0,
+                    b'[' | b'\\' | b']' | b'^' | b'_' => c - b'@',
+                    _ => return Err(format!("{k}: ctrl- takes a letter or one of @[\\]^_")),
+                }
+            }
+            None if k.len() == 1 => k.as_bytes()[0],
+            _ => {
+                return Err(format!(
+                    "{k}: a key is one character or ctrl-X (as ctrl-p,ctrl-q)"
+                ))
+            }
+        };
+        out.push(byte);
+    }
+    Ok(out)
+}
+
+/// As [`relay`], ending early when the user types `keys` (none when empty): the keys
+/// themselves never reach the container; a partial match that breaks off is sent on.
+pub fn relay_detachable(master: &OwnedFd, mut input: bool, keys: &[u8]) -> RelayEnd {
     use rustix::event::{poll, PollFd, PollFlags};
     use std::io::Write;
     let stdin = io::stdin();
     let mut buf = vec![0u8; 32 * 1024];
+    let mut matched = 0usize;
     loop {
         let mut fds = vec![PollFd::new(master, PollFlags::IN)];
         if input {
@@ -102,14 +151,34 @@ pub fn relay(master: &OwnedFd, mut input: bool) {
             match rustix::io::read(&stdin, &mut buf) {
                 Ok(0) | Err(_) => input = false,
                 Ok(n) => {
-                    let _ = rustix::io::write(master, &buf[..n]);
+                    let mut send = Vec::with_capacity(n);
+                    for &b in &buf[..n] {
+                        if !keys.is_empty() && b == keys[matched] {
+                            matched += 1;
+                            if matched == keys.len() {
+                                let _ = rustix::io::write(master, &send);
+                                return RelayEnd::Detached;
+                            }
+                            continue;
+                        }
+                        if matched > 0 {
+                            send.extend_from_slice(&keys[..matched]);
+                            matched = 0;
+                            if b == keys[0] {
+                                matched = 1;
+                                continue;
+                            }
+                        }
+                        send.push(b);
+                    }
+                    let _ = rustix::io::write(master, &send);
                 }
             }
         }
         if out_ready {
             // EIO: no process holds the other side any more.
             match rustix::io::read(master, &mut buf) {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => return RelayEnd::Closed,
                 Ok(n) => {
                     let mut o = io::stdout().lock();
                     let _ = o.write_all(&buf[..n]).and_then(|()| o.flush());
@@ -142,5 +211,20 @@ impl RawMode {
 impl Drop for RawMode {
     fn drop(&mut self) {
         let _ = tcsetattr(&self.fd, OptionalActions::Now, &self.saved);
+    }
+}
+
+#[cfg(test)]
+mod detach_key_tests {
+    use super::parse_detach_keys;
+
+    #[test]
+    fn detach_keys_read_as_docker_reads_them() {
+        assert_eq!(parse_detach_keys("ctrl-p,ctrl-q").unwrap(), [0x10, 0x11]);
+        assert_eq!(parse_detach_keys("ctrl-a,x").unwrap(), [0x01, b'x']);
+        assert_eq!(parse_detach_keys("ctrl-@,ctrl-_").unwrap(), [0x00, 0x1f]);
+        assert_eq!(parse_detach_keys("").unwrap(), Vec::<u8>::new());
+        assert!(parse_detach_keys("ctrl-1").is_err());
+        assert!(parse_detach_keys("ab").is_err());
     }
 }

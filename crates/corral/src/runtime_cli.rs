@@ -312,6 +312,7 @@ fn run(cli: RuntimeCli, log: &Log) -> Result<i32> {
                         pid_file,
                         replace_env: true,
                         keep_stdio: true,
+                        detach_keys: Vec::new(),
                     }
                 }
                 None => ExecRequest {
@@ -327,6 +328,7 @@ fn run(cli: RuntimeCli, log: &Log) -> Result<i32> {
                     pid_file,
                     replace_env: false,
                     keep_stdio: true,
+                    detach_keys: Vec::new(),
                 },
             };
             let supported = corral_container::capabilities::supported();

@@ -63,6 +63,9 @@ pub struct ExecSpec {
     pub detach: bool,
     /// Every capability and no seccomp filter (`exec --privileged`).
     pub privileged: bool,
+    /// With `-it`: the keys that detach, leaving the command running (docker's
+    /// `--detach-keys`, default ctrl-p ctrl-q; empty: none).
+    pub detach_keys: Vec<u8>,
 }
 
 impl Engine {
@@ -504,6 +507,7 @@ impl Engine {
             keep_stdio: false,
             tty: x.tty,
             console_socket: None,
+            detach_keys: x.detach_keys,
         };
         let opts = corral_container::container_exec::ExecOptions {
             privileged: x.privileged,

@@ -167,6 +167,10 @@ pub enum ContainerCommand {
         /// Give the command every capability and no system call filter.
         #[arg(long)]
         privileged: bool,
+        /// With -it, the keys that leave the command running and return (docker's form:
+        /// `ctrl-p,ctrl-q`, the default; `ctrl-X` or single characters; "" for none).
+        #[arg(long, value_name = "KEYS")]
+        detach_keys: Option<String>,
         /// The container.
         container: String,
         /// The command and its arguments.

@@ -157,6 +157,7 @@ pub fn run(engine: &Engine, cmd: ContainerCommand) -> Result<()> {
             workdir,
             user,
             privileged,
+            detach_keys,
             container,
             command,
         } => {
@@ -174,6 +175,11 @@ pub fn run(engine: &Engine, cmd: ContainerCommand) -> Result<()> {
                     tty,
                     detach,
                     privileged,
+                    detach_keys: match &detach_keys {
+                        Some(k) => corral_container::tty::parse_detach_keys(k)
+                            .map_err(|e| anyhow::anyhow!("--detach-keys {k:?}: {e}"))?,
+                        None => corral_container::tty::DEFAULT_DETACH_KEYS.to_vec(),
+                    },
                 },
             )?;
             if code == 0 {
