@@ -123,7 +123,7 @@ pub fn exec_with(
     };
     // Read before this process enters the container's mount namespace (whose /proc does not
     // show it): a detach forks, which only a single-threaded process may do.
-    let single_threaded = std::fs::read_dir("/proc/self/task").map_or(false, |d| d.count() == 1);
+    let single_threaded = std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1);
     if s.paused && !opts.ignore_paused {
         return Err(ExecError::Paused(s.name));
     }
