@@ -37,7 +37,9 @@ const PART_OFFSET: u64 = 1 << 20;
 
 /// The modules the initramfs loads to see virtio disks and mount an ISO, before their
 /// dependencies (which come from modules.dep).
-const MODULES: [&str; 8] = [
+const MODULES: [&str; 10] = [
+    "pvpanic",
+    "pvpanic_mmio",
     "virtio",
     "virtio_ring",
     "virtio_pci_modern_dev",
@@ -49,8 +51,8 @@ const MODULES: [&str; 8] = [
 ];
 
 /// The busybox applets `/init` uses, as links in `/bin`.
-const APPLETS: [&str; 8] = [
-    "sh", "mount", "insmod", "cat", "sleep", "mkdir", "poweroff", "ls",
+const APPLETS: [&str; 9] = [
+    "sh", "mount", "insmod", "cat", "sleep", "mkdir", "poweroff", "ls", "reboot",
 ];
 
 /// A world for disk-VM tests, or `None` after a loud SKIPPED line.
@@ -196,6 +198,11 @@ if [ -n "$seed" ] && mount -t iso9660 -o ro "$seed" /seed; then
   cat /seed/user-data
 fi
 echo "corral-disk-test: done"
+# What the user-data asks the test guest to do at the end: reboot or panic (else power off).
+case "$(cat /seed/user-data 2>/dev/null)" in
+  *corral-action-reboot*) reboot -f ;;
+  *corral-action-panic*) echo c > /proc/sysrq-trigger ;;
+esac
 poweroff -f
 "#,
         modules = modules.join(" ")
@@ -485,5 +492,98 @@ fn disk_that_does_not_boot_fails_clearly_and_fast() {
     assert!(err.contains("UEFI shell"), "{}", describe(&out));
     assert!(took < Duration::from_secs(80), "bounded: {took:?}");
     assert_eq!(c.ok(&["vm", "ls", "-q"]), "");
+    assert_no_vm_leftovers(&c);
+}
+
+/// A distribution's reboot reboots the VM (its firmware boots the disk again, the VM stays
+/// running), and a kernel panic ends it with the reason said (QEMU's pvpanic device).
+#[test]
+fn guest_reboot_reboots_and_a_panic_is_reported_as_one() {
+    let test = "guest_reboot_reboots_and_a_panic_is_reported_as_one";
+    let Some(c) = world(
+        test,
+        &[
+            "sfdisk",
+            "mkfs.ext2",
+            "extlinux",
+            "cpio",
+            "/bin/busybox",
+            MBR_BIN,
+        ],
+    ) else {
+        return;
+    };
+    let Some(kver) = guest_kernel() else {
+        report_skip(
+            test,
+            "no /boot/vmlinuz-*-cloud-amd64 (apt-get install linux-image-cloud-amd64)",
+        );
+        return;
+    };
+    let build = c.path("build");
+    std::fs::create_dir_all(&build).unwrap();
+    let disk = build_boot_disk(&build, &kver);
+    let mut guard = VmGuard::new(&c);
+    let start = |action: &str, guard: &mut VmGuard<'_>| {
+        let ud = c.path(&format!("user-data-{action}.yaml"));
+        std::fs::write(&ud, format!("#cloud-config\n# corral-action-{action}\n")).unwrap();
+        let name = format!("{action}{}", &unique_token()[..6].replace('x', "0"));
+        guard.track(&name);
+        let run = run_bounded(
+            &mut c.command(&[
+                "vm",
+                "run",
+                "-d",
+                "--name",
+                &name,
+                "--network",
+                "none",
+                "--boot-disk",
+                path_str(&disk),
+                "--cloud-init",
+                path_str(&ud),
+            ]),
+            None,
+            COMMAND_TIMEOUT,
+        );
+        assert_eq!(run.status.code(), Some(0), "{}", describe(&run));
+        name
+    };
+    let status = |name: &str| -> serde_json::Value {
+        let info: serde_json::Value =
+            serde_json::from_str(&c.ok(&["vm", "inspect", name])).unwrap();
+        info[0]["state"].clone()
+    };
+
+    // The guest reboots itself: the disk boots again and the VM is still running.
+    let rebooting = start("reboot", &mut guard);
+    let mut console = String::new();
+    let twice = poll_until(Duration::from_secs(150), || {
+        console = c.ok(&["vm", "logs", "--console", &rebooting]);
+        console.matches(MARKER).count() >= 2
+    });
+    assert!(twice, "a reboot boots the disk again: {console}");
+    assert_eq!(
+        status(&rebooting)["status"],
+        "running",
+        "the VM keeps running across its guest's reboot: {}",
+        status(&rebooting)
+    );
+    c.ok(&["vm", "rm", "-f", &rebooting]);
+
+    // The guest's kernel panics: the VM stops, and says why.
+    let panicking = start("panic", &mut guard);
+    let mut st = serde_json::Value::Null;
+    let stopped = poll_until(Duration::from_secs(120), || {
+        st = status(&panicking);
+        st["status"] == "stopped"
+    });
+    assert!(stopped, "a panicked guest ends the VM: {st}");
+    let error = st["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("panicked"),
+        "the reason is the panic, not a reset: {st}"
+    );
+    c.ok(&["vm", "rm", "-f", &panicking]);
     assert_no_vm_leftovers(&c);
 }

@@ -149,8 +149,21 @@ pub fn args(
     push(&cfg.cpus.to_string());
     push("-m");
     push(&format!("{}M", cfg.memory_mib));
-    for s in ["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"] {
+    for s in ["-nodefaults", "-no-user-config", "-nographic"] {
         push(s);
+    }
+    if matches!(cfg.boot, BootSource::Disk { .. }) {
+        // A distribution's reboot resets the machine, as on real hardware, and its firmware
+        // boots the disk again. A panic is told apart by the pvpanic device (Linux's pvpanic
+        // driver reports it): QEMU stops with the reason `guest-panic`.
+        push("-device");
+        push("pvpanic");
+        push("-action");
+        push("reboot=reset,panic=shutdown");
+    } else {
+        // corral's agent is set up by the monitor once per boot: a reset (the kernel's
+        // panic=-1, or a reboot) ends the VM with the reason `guest-reset`.
+        push("-no-reboot");
     }
     push("-chardev");
     push(&format!(
