@@ -928,3 +928,115 @@ fn a_snapshot_on_a_full_disk_fails_clearly_and_the_vm_runs_on() {
     c.ok(&["vm", "rm", "-f", &name]);
     assert_no_vm_leftovers(&c);
 }
+
+/// A VM keeps its address and MAC for its lifetime, as Proxmox's and Incus's do: stopped,
+/// another workload cannot take them, and started again — in any order — it has them again;
+/// removed, it frees them.
+#[test]
+fn vm_keeps_its_address_and_mac_across_restarts_in_any_order() {
+    let Some(c) = world("vm_keeps_its_address_and_mac_across_restarts_in_any_order") else {
+        return;
+    };
+    let t = unique_token();
+    let net_name = format!("vk{}", &t[t.len() - 6..]);
+    let mut nets = NetworkGuard::new(&c);
+    let net = nets.create(&net_name, 24, &[]);
+    let mut guard = VmGuard::new(&c);
+    let (a, b) = (format!("ka{}", &t[..5]), format!("kb{}", &t[..5]));
+    let identity = |vm: &str| -> (String, String) {
+        let addr = c.ok(&[
+            "vm", "exec", vm, "--", "ip", "-4", "-o", "addr", "show", "eth0",
+        ]);
+        let ip = addr
+            .split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
+        let mac = c.ok(&["vm", "exec", vm, "--", "cat", "/sys/class/net/eth0/address"]);
+        (ip, mac.trim().to_owned())
+    };
+    for vm in [&a, &b] {
+        guard.track(vm);
+        c.ok(&[
+            "vm",
+            "run",
+            "-d",
+            "--name",
+            vm,
+            "--network",
+            &net_name,
+            "--image",
+            BUSYBOX_IMAGE,
+            "--",
+            "sleep",
+            "100000",
+        ]);
+    }
+    let (ida, idb) = (identity(&a), identity(&b));
+    assert!(
+        ida.0.starts_with(net.subnet.rsplit_once('.').unwrap().0),
+        "{ida:?}"
+    );
+    c.ok(&["vm", "stop", &a, &b]);
+    // Meanwhile a container joins the network: it gets an address neither VM has.
+    let mut containers = corral_e2e::ContainerGuard::new(&c);
+    let ct = format!("kc{}", &t[..5]);
+    containers.track(&ct);
+    c.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &ct,
+        "--network",
+        &net_name,
+        BUSYBOX_IMAGE,
+        "sleep",
+        "600",
+    ]);
+    let ct_ip = c.ok(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", &ct]);
+    let ct_ip = ct_ip.trim();
+    assert!(
+        !ida.0.starts_with(&format!("{ct_ip}/")) && !idb.0.starts_with(&format!("{ct_ip}/")),
+        "a stopped VM's address is still its own: container {ct_ip}, VMs {ida:?} {idb:?}"
+    );
+    // The other order: b first, then a.
+    c.ok(&["vm", "start", &b]);
+    c.ok(&["vm", "start", &a]);
+    assert_eq!(identity(&a), ida, "a has its address and MAC again");
+    assert_eq!(identity(&b), idb, "b has its address and MAC again");
+    // By name too: b reaches a at its old address.
+    let ping = c.ok(&[
+        "vm",
+        "exec",
+        &b,
+        "--",
+        "sh",
+        "-c",
+        &format!("getent hosts {a} || nslookup {a}"),
+    ]);
+    assert!(
+        ping.contains(ida.0.split('/').next().unwrap()),
+        "{a} resolves to its address: {ping}"
+    );
+    c.ok(&["vm", "rm", "-f", &a, &b]);
+    c.ok(&["rm", "-f", &ct]);
+    // Removed, they free their addresses: a container asking for a's gets it.
+    let a_ip = ida.0.split('/').next().unwrap().to_owned();
+    let out = c.cmd(&[
+        "run",
+        "--rm",
+        "--network",
+        &net_name,
+        "--ip",
+        &a_ip,
+        BUSYBOX_IMAGE,
+        "true",
+    ]);
+    assert!(
+        out.status.success(),
+        "a removed VM's address is free: {}",
+        describe(&out)
+    );
+    assert_no_vm_leftovers(&c);
+}

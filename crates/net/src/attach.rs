@@ -261,6 +261,28 @@ impl Networks {
         Ok(())
     }
 
+    /// A stopped VM's endpoints taken down — devices, published ports, DNS names — with its
+    /// addresses kept allocated to it: it gets them (and the MACs derived from them) again at
+    /// its next start, whoever started meanwhile, as Proxmox's and Incus's VMs do. `release`
+    /// at its removal frees them.
+    pub fn release_keeping_addresses(&self, owner: &str) -> Result<(), NetError> {
+        let mut first = None;
+        for ep in self.endpoints_of(owner)? {
+            let name = ep.container_name.clone().unwrap_or_default();
+            let dir = self.store().network_dir(&ep.network);
+            if let Err(e) = dns::remove_record_at(&dir, &name, ep.ip)
+                .map_err(|e| NetError::Dns(ep.network.clone(), e))
+                .and_then(|_| {
+                    self.disconnect_keeping_address(&ep.network, owner)
+                        .map(|_| ())
+                })
+            {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
     /// Disconnects `owner`, whose container ended, from every network it is on, and frees
     /// the addresses it holds without an endpoint (a connect killed between allocating the
     /// address and recording the endpoint). Goes on past errors and returns the first.

@@ -358,7 +358,7 @@ impl Networks {
             });
         }
         for ep in &endpoints {
-            self.undo_endpoint(&n, ep, true)?;
+            self.undo_endpoint(&n, ep, true, false)?;
         }
         self.stop_dns(name);
         self.firewall.remove_network_rules(&n)?;
@@ -434,7 +434,7 @@ impl Networks {
                 owner,
                 "undoing a connection that a crashed command left"
             );
-            self.undo_endpoint(&n, &old, true)?;
+            self.undo_endpoint(&n, &old, true, true)?;
         }
         if n.internal && !opts.ports.is_empty() {
             return Err(NetError::InternalPorts(network.to_string()));
@@ -475,12 +475,27 @@ impl Networks {
             } else {
                 resolve_ports(&opts.ports, &self.published_ports()?)?
             };
-            let ip = match opts.ip {
-                Some(ip) => ipam.allocate_specific(owner, ip),
-                None => ipam.allocate(owner),
+            // An address the owner kept while it was stopped (a VM's, see
+            // `release_keeping_addresses`) is taken again, and stays its own if this fails.
+            let kept = ipam
+                .owners()
+                .map_err(ipam_err)?
+                .into_iter()
+                .find(|(_, o)| o == owner)
+                .map(|(ip, _)| ip);
+            let ip = match (opts.ip, kept) {
+                (Some(ip), Some(k)) if ip != k => {
+                    // Asked for another one (a snapshot's or a migrated guest's): that one.
+                    ipam.release(owner).map_err(ipam_err)?;
+                    ipam.allocate_specific(owner, ip)
+                }
+                (Some(ip), _) => ipam.allocate_specific(owner, ip),
+                (None, _) => ipam.allocate(owner),
             }
             .map_err(ipam_err)?;
-            undo.ipam = Some((&ipam, owner));
+            if kept != Some(ip) {
+                undo.ipam = Some((&ipam, owner));
+            }
             let mac = opts.mac.unwrap_or_else(|| mac_for(ip));
             // Recorded before anything is made, so that a crash from here on leaves a record
             // that names the device and the ports to undo.
@@ -571,7 +586,13 @@ impl Networks {
     }
 
     /// Undoes an endpoint's kernel objects and address (not its file).
-    fn undo_endpoint(&self, n: &Network, ep: &Endpoint, device_alive: bool) -> Result<()> {
+    fn undo_endpoint(
+        &self,
+        n: &Network,
+        ep: &Endpoint,
+        device_alive: bool,
+        keep_address: bool,
+    ) -> Result<()> {
         self.firewall.remove_endpoint_rules(ep.ip, &ep.ports)?;
         // Deleting the host end also deletes the peer; if the container's namespace is gone,
         // the kernel already deleted both, or is deleting them (`forget`): deleting it here
@@ -579,12 +600,14 @@ impl Networks {
         if device_alive || ep.kind == EndpointKind::Tap {
             Netlink::open()?.delete_link(&ep.host_ifname)?;
         }
-        self.ipam(n)
-            .release(&ep.owner)
-            .map_err(|err| NetError::Ipam {
-                network: n.name.clone(),
-                err,
-            })?;
+        if !keep_address {
+            self.ipam(n)
+                .release(&ep.owner)
+                .map_err(|err| NetError::Ipam {
+                    network: n.name.clone(),
+                    err,
+                })?;
+        }
         let p = self.endpoint_path(&n.name, &ep.owner);
         match fs::remove_file(&p) {
             Ok(()) => Ok(()),
@@ -598,13 +621,23 @@ impl Networks {
     /// namespace that is already gone; also cleans up after a connect that crashed before
     /// recording the endpoint. Returns the endpoint that was removed, if there was one.
     pub fn disconnect(&self, network: &str, owner: &str) -> Result<Option<Endpoint>> {
-        self.disconnect_inner(network, owner, true)
+        self.disconnect_inner(network, owner, true, false)
+    }
+
+    /// [`Networks::disconnect`] that keeps the owner's address allocated to it (a stopped VM
+    /// keeps its address and MAC for its lifetime; the next connect takes them again).
+    pub fn disconnect_keeping_address(
+        &self,
+        network: &str,
+        owner: &str,
+    ) -> Result<Option<Endpoint>> {
+        self.disconnect_inner(network, owner, true, true)
     }
 
     /// [`Networks::disconnect`] for an owner whose network namespace is gone or going (its
     /// container ended): the veth pair goes with the namespace, so it is left to the kernel.
     pub fn forget(&self, network: &str, owner: &str) -> Result<Option<Endpoint>> {
-        self.disconnect_inner(network, owner, false)
+        self.disconnect_inner(network, owner, false, false)
     }
 
     fn disconnect_inner(
@@ -612,13 +645,14 @@ impl Networks {
         network: &str,
         owner: &str,
         device_alive: bool,
+        keep_address: bool,
     ) -> Result<Option<Endpoint>> {
         Self::check_owner(owner)?;
         let n = self.store.get(network)?;
         let _lock = self.store.network_lock(network, false)?;
         match self.endpoint(network, owner)? {
             Some(ep) => {
-                self.undo_endpoint(&n, &ep, device_alive)?;
+                self.undo_endpoint(&n, &ep, device_alive, keep_address)?;
                 tracing::debug!(network, owner, "endpoint disconnected");
                 Ok(Some(ep))
             }

@@ -509,7 +509,7 @@ pub fn start_with(root: &Path, id: &str, exe: &Path, opts: &StartOptions) -> Res
     }
     let nets = corral_net::Networks::open(root);
     // Endpoints left from a start that did not finish go first.
-    let _ = nets.release(id);
+    let _ = nets.release_keeping_addresses(id);
     let mut plan = BootPlan::default();
     let joined = (|| -> Result<()> {
         for (i, req) in cfg.networks.iter().enumerate() {
@@ -548,7 +548,7 @@ pub fn start_with(root: &Path, id: &str, exe: &Path, opts: &StartOptions) -> Res
         Ok(())
     })();
     if let Err(e) = joined {
-        let _ = nets.release(id);
+        let _ = nets.release_keeping_addresses(id);
         return Err(e);
     }
     plan.boot.hostname = cfg.name.clone();
@@ -583,7 +583,7 @@ pub fn start_with(root: &Path, id: &str, exe: &Path, opts: &StartOptions) -> Res
         .process_group(0);
     use std::os::unix::process::CommandExt;
     let mut child = cmd.spawn().map_err(|e| {
-        let _ = nets.release(id);
+        let _ = nets.release_keeping_addresses(id);
         VmError::Io(
             format!("cannot start the VM monitor ({})", exe.display()),
             e,
@@ -609,7 +609,7 @@ pub fn start_with(root: &Path, id: &str, exe: &Path, opts: &StartOptions) -> Res
         });
     }
     let _ = child.wait();
-    let _ = nets.release(id);
+    let _ = nets.release_keeping_addresses(id);
     let (code, message) = match msg.strip_prefix("ERR ") {
         Some(rest) => {
             let (c, m) = rest.split_once(' ').unwrap_or(("125", rest));
@@ -689,7 +689,7 @@ pub fn kill(root: &Path, id: &str) -> Result<()> {
         st.finished_at =
             Some(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string());
         vms.save_state(id, &st)?;
-        let _ = corral_net::Networks::open(root).release(id);
+        let _ = corral_net::Networks::open(root).release_keeping_addresses(id);
         let _ = std::fs::remove_dir_all(vms.run_dir(id));
         monitor::remove_cgroup(&vms, id);
     }

@@ -463,7 +463,13 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
         _ => None,
     };
     let _ = vms.save_state(id, &state);
-    let _ = corral_net::Networks::open(vms.corral_root()).release(id);
+    let nets = corral_net::Networks::open(vms.corral_root());
+    // A VM keeps its addresses while it exists; one removed at its end (`--rm`) frees them.
+    let _ = if cfg.auto_remove {
+        nets.release(id)
+    } else {
+        nets.release_keeping_addresses(id)
+    };
     let _ = std::fs::remove_dir_all(vms.run_dir(id));
     if cfg.auto_remove {
         let _ = vms.remove_files(id);
@@ -542,7 +548,13 @@ fn finish_failed_start(
         st.error = Some(msg.to_owned());
         let _ = vms.save_state(id, &st);
     }
-    let _ = corral_net::Networks::open(vms.corral_root()).release(id);
+    let nets = corral_net::Networks::open(vms.corral_root());
+    // A VM keeps its addresses while it exists; one removed at its end (`--rm`) frees them.
+    let _ = if cfg.auto_remove {
+        nets.release(id)
+    } else {
+        nets.release_keeping_addresses(id)
+    };
     let _ = std::fs::remove_dir_all(vms.run_dir(id));
     if cfg.auto_remove {
         let _ = vms.remove_files(id);
