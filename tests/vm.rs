@@ -37,6 +37,25 @@ fn world(test: &str) -> Option<Corral> {
     Some(c)
 }
 
+/// `vm run -d --name NAME --network NET --image busybox -- CMD...`, tracked by `guard`.
+fn run_image_vm(c: &Corral, guard: &mut VmGuard<'_>, name: &str, net: &str, cmd: &[&str]) {
+    guard.track(name);
+    let mut args = vec![
+        "vm",
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        net,
+        "--image",
+        BUSYBOX_IMAGE,
+        "--",
+    ];
+    args.extend_from_slice(cmd);
+    c.ok(&args);
+}
+
 fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -299,22 +318,7 @@ fn vms_and_a_container_reach_each_other_by_name() {
     );
     // Each serves its own /etc/hostname over HTTP: the answer names who answered.
     for vm in [&a, &b] {
-        guard.track(vm);
-        c.ok(&[
-            "vm",
-            "run",
-            "-d",
-            "--name",
-            vm,
-            "--network",
-            &net_name,
-            "--image",
-            BUSYBOX_IMAGE,
-            "--",
-            "sh",
-            "-c",
-            SERVE_NAME,
-        ]);
+        run_image_vm(&c, &mut guard, vm, &net_name, &["sh", "-c", SERVE_NAME]);
     }
     let mut containers = corral_e2e::ContainerGuard::new(&c);
     containers.track(&ct);
@@ -957,21 +961,7 @@ fn vm_keeps_its_address_and_mac_across_restarts_in_any_order() {
         (ip, mac.trim().to_owned())
     };
     for vm in [&a, &b] {
-        guard.track(vm);
-        c.ok(&[
-            "vm",
-            "run",
-            "-d",
-            "--name",
-            vm,
-            "--network",
-            &net_name,
-            "--image",
-            BUSYBOX_IMAGE,
-            "--",
-            "sleep",
-            "100000",
-        ]);
+        run_image_vm(&c, &mut guard, vm, &net_name, &["sleep", "100000"]);
     }
     let (ida, idb) = (identity(&a), identity(&b));
     assert!(
