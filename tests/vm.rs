@@ -1030,3 +1030,160 @@ fn vm_keeps_its_address_and_mac_across_restarts_in_any_order() {
     );
     assert_no_vm_leftovers(&c);
 }
+
+/// `vm create --ip/--mac-address`: the address is the VM's from its creation (a container
+/// asking for it is refused, a second VM asking for it is refused at create and leaves
+/// nothing), and the guest has that address and that MAC once started.
+#[test]
+fn vm_ip_and_mac_address_flags_reserve_at_create() {
+    let Some(c) = world("vm_ip_and_mac_address_flags_reserve_at_create") else {
+        return;
+    };
+    let t = unique_token();
+    let net_name = format!("vi{}", &t[t.len() - 6..]);
+    let mut nets = NetworkGuard::new(&c);
+    let net = nets.create(&net_name, 24, &[]);
+    let base = net.subnet.rsplit_once('.').unwrap().0.to_owned();
+    let ip = format!("{base}.77");
+    let mut guard = VmGuard::new(&c);
+    let vm = format!("vi{}", &t[..5]);
+    guard.track(&vm);
+    c.ok(&[
+        "vm",
+        "create",
+        "--name",
+        &vm,
+        "--network",
+        &net_name,
+        "--ip",
+        &ip,
+        "--mac-address",
+        "02:42:c0:ff:ee:07",
+        "--image",
+        BUSYBOX_IMAGE,
+        "--",
+        "sleep",
+        "100000",
+    ]);
+    // Reserved while created, before any start.
+    let out = c.cmd(&[
+        "run",
+        "--rm",
+        "--network",
+        &net_name,
+        "--ip",
+        &ip,
+        BUSYBOX_IMAGE,
+        "true",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(125),
+        "a VM's reserved address: {}",
+        describe(&out)
+    );
+    let other = format!("vj{}", &t[..5]);
+    guard.track(&other);
+    let out = c.cmd(&[
+        "vm",
+        "create",
+        "--name",
+        &other,
+        "--network",
+        &net_name,
+        "--ip",
+        &ip,
+        "--image",
+        BUSYBOX_IMAGE,
+        "--",
+        "true",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(125),
+        "a second VM on the same --ip: {}",
+        describe(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&ip),
+        "the message names the address: {}",
+        describe(&out)
+    );
+    assert!(
+        !c.ok(&["vm", "ls"])
+            .lines()
+            .any(|l| l.contains(&other)),
+        "the refused VM left nothing: {}",
+        c.ok(&["vm", "ls"])
+    );
+    for (flags, why) in [
+        (vec!["--network", "none", "--ip", ip.as_str()], "--ip"),
+        (
+            vec![
+                "--network",
+                net_name.as_str(),
+                "--mac-address",
+                "01:00:5e:00:00:01",
+            ],
+            "multicast",
+        ),
+        (
+            vec!["--network", net_name.as_str(), "--mac-address", "02:42"],
+            "--mac-address",
+        ),
+    ] {
+        let mut args = vec!["vm", "create"];
+        args.extend_from_slice(&flags);
+        args.extend_from_slice(&["--image", BUSYBOX_IMAGE, "--", "true"]);
+        let out = c.cmd(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(125),
+            "{flags:?}: {}",
+            describe(&out)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(why),
+            "{flags:?}: {}",
+            describe(&out)
+        );
+    }
+    c.ok(&["vm", "start", &vm]);
+    let addr = c.ok(&[
+        "vm", "exec", &vm, "--", "ip", "-4", "-o", "addr", "show", "eth0",
+    ]);
+    assert!(
+        addr.contains(&format!("{ip}/24")),
+        "the guest has --ip: {addr}"
+    );
+    let mac = c.ok(&[
+        "vm",
+        "exec",
+        &vm,
+        "--",
+        "cat",
+        "/sys/class/net/eth0/address",
+    ]);
+    assert_eq!(
+        mac.trim(),
+        "02:42:c0:ff:ee:07",
+        "the guest has --mac-address"
+    );
+    c.ok(&["vm", "rm", "-f", &vm]);
+    let out = c.cmd(&[
+        "run",
+        "--rm",
+        "--network",
+        &net_name,
+        "--ip",
+        &ip,
+        BUSYBOX_IMAGE,
+        "true",
+    ]);
+    assert!(
+        out.status.success(),
+        "freed with the VM: {}",
+        describe(&out)
+    );
+    assert_no_vm_leftovers(&c);
+}

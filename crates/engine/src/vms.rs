@@ -100,9 +100,10 @@ pub fn isolated_spec(spec: &ContainerSpec) -> Result<CreateSpec> {
                 "--network none cannot be combined with other networks",
             ));
         }
-        if !spec.networking.aliases.is_empty() || !spec.networking.publish.is_empty() {
+        let n = &spec.networking;
+        if !n.aliases.is_empty() || !n.publish.is_empty() || n.ip.is_some() || n.mac.is_some() {
             return Err(EngineError::invalid(
-                "--network-alias and -p need a network, not --network none",
+                "--network-alias, -p, --ip and --mac-address need a network, not --network none",
             ));
         }
         Vec::new()
@@ -125,6 +126,8 @@ pub fn isolated_spec(spec: &ContainerSpec) -> Result<CreateSpec> {
                 } else {
                     Vec::new()
                 },
+                ip: spec.networking.ip.filter(|_| i == 0),
+                mac: spec.networking.mac.clone().filter(|_| i == 0),
             })
             .collect()
     };

@@ -261,6 +261,24 @@ impl Networks {
         Ok(())
     }
 
+    /// Reserves address `ip` of network `network` for `owner` before it connects (a VM's
+    /// `--ip`, from its creation): refused if another owner has it or the network cannot give
+    /// it. The owner's connects take it; `release` frees it.
+    pub fn reserve(&self, network: &str, owner: &str, ip: Ipv4Addr) -> Result<(), NetError> {
+        let n = if network == DEFAULT_NETWORK {
+            self.ensure_default()?
+        } else {
+            self.get(network)?
+        };
+        self.ipam(&n)
+            .allocate_specific(owner, ip)
+            .map(|_| ())
+            .map_err(|err| NetError::Ipam {
+                network: n.name.clone(),
+                err,
+            })
+    }
+
     /// A stopped VM's endpoints taken down — devices, published ports, DNS names — with its
     /// addresses kept allocated to it: it gets them (and the MACs derived from them) again at
     /// its next start, whoever started meanwhile, as Proxmox's and Incus's VMs do. `release`

@@ -472,6 +472,9 @@ fn new_vm(
                     network: n.network.clone(),
                     aliases: Vec::new(),
                     ports: Vec::new(),
+                    // A clone is another machine: an address and a MAC of its own.
+                    ip: None,
+                    mac: None,
                 })
                 .collect()
         }),

@@ -814,6 +814,8 @@ pub fn import(
                     network: String::new(),
                     aliases: Vec::new(),
                     ports: Vec::new(),
+                    ip: None,
+                    mac: None,
                 });
             first.network = net.to_owned();
             cfg.networks = vec![first];

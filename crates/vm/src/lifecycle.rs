@@ -158,6 +158,23 @@ pub fn create(root: &Path, spec: &CreateSpec) -> Result<VmConfig> {
             )));
         }
     }
+    for req in &spec.networks {
+        if let Some(m) = &req.mac {
+            match corral_net::endpoint::parse_mac(m) {
+                Some(b) if b[0] & 1 == 0 => {}
+                Some(_) => {
+                    return Err(VmError::Invalid(format!(
+                        "--mac-address {m}: a multicast address (the first byte is odd); use a unicast one"
+                    )))
+                }
+                None => {
+                    return Err(VmError::Invalid(format!(
+                        "--mac-address {m:?}: six hexadecimal bytes separated by ':', as 02:42:ac:11:00:02"
+                    )))
+                }
+            }
+        }
+    }
     let accel = spec
         .accel
         .unwrap_or_else(|| crate::qemu::detect_accel().best);
@@ -207,6 +224,18 @@ pub fn create(root: &Path, spec: &CreateSpec) -> Result<VmConfig> {
     if let Err(e) = made {
         let _ = std::fs::remove_dir_all(&dir);
         return Err(e.into());
+    }
+    // Addresses asked for are the VM's from now on: a conflict is refused here, not at a
+    // later start, and nothing of the VM stays.
+    let nets = corral_net::Networks::open(root);
+    for req in &cfg.networks {
+        if let Some(ip) = req.ip {
+            if let Err(e) = nets.reserve(&req.network, &cfg.id, ip) {
+                let _ = nets.release(&cfg.id);
+                let _ = vms.remove_files(&cfg.id);
+                return Err(VmError::Invalid(format!("--ip {ip}: {e}")));
+            }
+        }
     }
     Ok(cfg)
 }
@@ -523,8 +552,11 @@ pub fn start_with(root: &Path, id: &str, exe: &Path, opts: &StartOptions) -> Res
             let opts = corral_net::ConnectOptions {
                 aliases: req.aliases.clone(),
                 ports,
-                ip: keep.get(i).and_then(|k| k.0),
-                mac: keep.get(i).and_then(|k| k.1),
+                ip: keep.get(i).and_then(|k| k.0).or(req.ip),
+                mac: keep
+                    .get(i)
+                    .and_then(|k| k.1)
+                    .or_else(|| req.mac.as_deref().and_then(corral_net::endpoint::parse_mac)),
                 ..Default::default()
             };
             let ep = nets.attach_vm(id, &cfg.name, &req.network, opts, exe)?;

@@ -451,14 +451,6 @@ fn free_port(host: &str) -> Result<u16> {
         .map_err(|e| VmError::Io(format!("a free port on {host}"), e))
 }
 
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let parts: Vec<u8> = s
-        .split(':')
-        .filter_map(|p| u8::from_str_radix(p, 16).ok())
-        .collect();
-    parts.try_into().ok()
-}
-
 /// Serves incoming migrations on `listen` until the process is stopped; each on its own
 /// thread. `exe` is corral's executable (for the monitor and DNS servers it starts).
 pub fn receive(root: &Path, listen: &str, exe: &Path) -> Result<()> {
@@ -690,7 +682,7 @@ fn prepare(
     made.id = Some(cfg.id.clone());
     let keep = nics
         .iter()
-        .map(|n| (n.ip.parse().ok(), parse_mac(&n.mac)))
+        .map(|n| (n.ip.parse().ok(), corral_net::endpoint::parse_mac(&n.mac)))
         .collect();
     let mig_port = free_port(host)?;
     let uri = format!("tcp:{host}:{mig_port}");

@@ -116,6 +116,12 @@ pub struct NetRequest {
     /// Published ports (`-p` syntax).
     #[serde(default)]
     pub ports: Vec<String>,
+    /// The address asked for (`--ip`): reserved for the VM from its creation to its removal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// The MAC asked for (`--mac-address`; default: derived from the address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 /// What a VM is; fixed at create (`vm set` changes cpus/memory).

@@ -314,6 +314,13 @@ pub struct VmRunArgs {
     /// An extra DNS name on the networks.
     #[arg(long)]
     pub network_alias: Vec<String>,
+    /// A fixed IPv4 address on the (first) network, reserved for the VM from its creation
+    /// to its removal (a taken one is refused at create).
+    #[arg(long, value_name = "ADDRESS")]
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// A fixed MAC address on the (first) network (default: derived from the address).
+    #[arg(long, value_name = "MAC")]
+    pub mac_address: Option<String>,
     /// Publish a guest port on the host: `[IP:][HOSTPORT:]PORT[/tcp|udp]`, ranges as
     /// 8000-8010:80-90 (on the first network).
     #[arg(short, long = "publish", value_name = "SPEC")]

@@ -154,6 +154,8 @@ pub(super) fn clone(
                     network: (*n).to_owned(),
                     aliases: Vec::new(),
                     ports: Vec::new(),
+                    ip: None,
+                    mac: None,
                 })
                 .collect(),
         )

@@ -194,8 +194,12 @@ fn networks(a: &VmRunArgs) -> Result<Vec<NetRequest>> {
         if names.len() > 1 {
             bail!("--network none cannot be combined with other networks");
         }
-        if !a.network_alias.is_empty() || !a.publish.is_empty() {
-            bail!("--network-alias and -p need a network, not --network none");
+        if !a.network_alias.is_empty()
+            || !a.publish.is_empty()
+            || a.ip.is_some()
+            || a.mac_address.is_some()
+        {
+            bail!("--network-alias, -p, --ip and --mac-address need a network, not --network none");
         }
         return Ok(Vec::new());
     }
@@ -217,6 +221,8 @@ fn networks(a: &VmRunArgs) -> Result<Vec<NetRequest>> {
             } else {
                 Vec::new()
             },
+            ip: a.ip.filter(|_| i == 0),
+            mac: a.mac_address.clone().filter(|_| i == 0),
         })
         .collect())
 }
