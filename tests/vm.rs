@@ -1110,9 +1110,7 @@ fn vm_ip_and_mac_address_flags_reserve_at_create() {
         describe(&out)
     );
     assert!(
-        !c.ok(&["vm", "ls"])
-            .lines()
-            .any(|l| l.contains(&other)),
+        !c.ok(&["vm", "ls"]).lines().any(|l| l.contains(&other)),
         "the refused VM left nothing: {}",
         c.ok(&["vm", "ls"])
     );

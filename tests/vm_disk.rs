@@ -202,6 +202,7 @@ echo "corral-disk-test: done"
 case "$(cat /seed/user-data 2>/dev/null)" in
   *corral-action-reboot*) reboot -f ;;
   *corral-action-panic*) echo c > /proc/sysrq-trigger ;;
+  *corral-action-shell*) echo "corral-disk-test: shell"; exec sh ;;
 esac
 poweroff -f
 "#,
@@ -585,5 +586,119 @@ fn guest_reboot_reboots_and_a_panic_is_reported_as_one() {
         "the reason is the panic, not a reset: {st}"
     );
     c.ok(&["vm", "rm", "-f", &panicking]);
+    assert_no_vm_leftovers(&c);
+}
+
+/// `vm console` with piped input: the lines reach the guest's console, the answers come
+/// back, and the end of the input ends the console (it does not hang); Ctrl-] in the input
+/// detaches there and what follows it is never sent.
+#[test]
+fn console_with_piped_input_ends_at_the_end_of_input() {
+    let test = "console_with_piped_input_ends_at_the_end_of_input";
+    let Some(c) = world(
+        test,
+        &[
+            "sfdisk",
+            "mkfs.ext2",
+            "extlinux",
+            "cpio",
+            "/bin/busybox",
+            MBR_BIN,
+        ],
+    ) else {
+        return;
+    };
+    let Some(kver) = guest_kernel() else {
+        report_skip(
+            test,
+            "no /boot/vmlinuz-*-cloud-amd64 (apt-get install linux-image-cloud-amd64)",
+        );
+        return;
+    };
+    let build = c.path("build");
+    std::fs::create_dir_all(&build).unwrap();
+    let disk = build_boot_disk(&build, &kver);
+    let ud = c.path("user-data-shell.yaml");
+    std::fs::write(&ud, "#cloud-config\n# corral-action-shell\n").unwrap();
+    let name = format!("sh{}", &unique_token()[..6].replace('x', "0"));
+    let mut guard = VmGuard::new(&c);
+    guard.track(&name);
+    let run = run_bounded(
+        &mut c.command(&[
+            "vm",
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            "none",
+            "--boot-disk",
+            path_str(&disk),
+            "--cloud-init",
+            path_str(&ud),
+        ]),
+        None,
+        COMMAND_TIMEOUT,
+    );
+    assert_eq!(run.status.code(), Some(0), "{}", describe(&run));
+    let up = poll_until(Duration::from_secs(120), || {
+        c.ok(&["vm", "logs", "--console", &name])
+            .contains("corral-disk-test: shell")
+    });
+    assert!(
+        up,
+        "the guest's shell: {}",
+        c.ok(&["vm", "logs", "--console", &name])
+    );
+    let t = Instant::now();
+    let out = run_bounded(
+        &mut c.command(&["vm", "console", &name]),
+        Some(b"echo answer-$((6*7))\n".to_vec()),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("answer-42"),
+        "the guest's answer comes back before the console ends: {}",
+        describe(&out)
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "it ended at the end of input: {:?}",
+        t.elapsed()
+    );
+    // Ctrl-] in piped input detaches; what follows is never sent.
+    let console = |input: &[u8]| {
+        let out = run_bounded(
+            &mut c.command(&["vm", "console", &name]),
+            Some(input.to_vec()),
+            Duration::from_secs(60),
+        );
+        assert!(out.status.success(), "{}", describe(&out));
+        eprintln!(
+            "DEBUG console {:?}: {}",
+            String::from_utf8_lossy(input),
+            describe(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // From a pipe, Ctrl-] ends the input there.
+    let first = console(b"echo first-$((1+1)); touch /before\n\x1dtouch /never\n");
+    assert!(
+        first.contains("first-2"),
+        "what came before Ctrl-] is answered: {first}"
+    );
+    let check = console(
+        b"test -e /before && echo before-$((2+2)); test -e /never && echo never-$((3+3)) || echo absent-$((3+3))\n",
+    );
+    assert!(
+        check.contains("before-4"),
+        "what came before Ctrl-] was sent: {check}"
+    );
+    assert!(
+        check.contains("absent-6"),
+        "nothing after Ctrl-] reached the guest: {check}"
+    );
+    c.ok(&["vm", "rm", "-f", &name]);
     assert_no_vm_leftovers(&c);
 }

@@ -327,7 +327,8 @@ fn foreground(
     let cfg = v.config(id)?;
     if cfg.main.is_none() {
         // A disk or kernel boot: the console is the VM's terminal.
-        console_relay(root, id)?;
+        // The foreground run of a disk or kernel boot: its console until the VM stops.
+        console_relay(root, id, false)?;
         let _ = started.monitor.wait();
         if let Some(e) = started.error(root) {
             eprintln!("error: {e}");
@@ -691,11 +692,15 @@ fn console(root: &Path, vm: &str) -> Result<()> {
     if st.status != Status::Running {
         bail!("VM {vm} is not running");
     }
-    console_relay(root, &id)
+    console_relay(root, &id, true)
 }
 
-/// Relays the terminal to the VM's serial console until Ctrl-] or the VM stops.
-fn console_relay(root: &Path, id: &str) -> Result<()> {
+/// Relays the terminal to the VM's serial console until Ctrl-] or the VM stops. With piped
+/// input (not a terminal) and `end_with_input` (`vm console`), the end of the input ends the
+/// console too, once the guest has been quiet for [`CONSOLE_DRAIN`] (so that the answer to
+/// the last line is printed).
+fn console_relay(root: &Path, id: &str, end_with_input: bool) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
     let v = vms(root);
     let paths = corral_vm::qemu::Paths::new(&v.run_dir(id), &v.dir(id));
     let sock = std::os::unix::net::UnixStream::connect(&paths.console)
@@ -709,36 +714,82 @@ fn console_relay(root: &Path, id: &str) -> Result<()> {
     } else {
         None
     };
+    let input_ended = std::sync::Arc::new(AtomicBool::new(false));
     let mut w = sock.try_clone()?;
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 1024];
-        let mut stdin = std::io::stdin();
-        while let Ok(n) = stdin.read(&mut buf) {
-            if n == 0 {
-                return;
+    {
+        let input_ended = input_ended.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            let mut stdin = std::io::stdin();
+            loop {
+                let n = stdin.read(&mut buf).unwrap_or(0);
+                if n == 0 {
+                    if !is_tty && end_with_input {
+                        input_ended.store(true, Ordering::SeqCst);
+                    }
+                    return;
+                }
+                // Ctrl-]: detach, from a terminal or a pipe alike (never sent to the guest).
+                let (data, detach) = match buf[..n].iter().position(|&b| b == 0x1d) {
+                    Some(p) => (&buf[..p], true),
+                    None => (&buf[..n], false),
+                };
+                if w.write_all(data).is_err() {
+                    return;
+                }
+                if detach && is_tty {
+                    let _ = w.shutdown(std::net::Shutdown::Both);
+                    return;
+                }
+                if detach {
+                    // From a pipe it ends the input: what came before is still being read by
+                    // QEMU as the guest takes it, so the connection stays until it is quiet.
+                    input_ended.store(true, Ordering::SeqCst);
+                    return;
+                }
             }
-            if is_tty && buf[..n].contains(&0x1d) {
-                // Ctrl-]: detach.
-                let _ = w.shutdown(std::net::Shutdown::Both);
-                return;
-            }
-            if w.write_all(&buf[..n]).is_err() {
-                return;
-            }
-        }
-    });
+        });
+    }
     let mut r = sock;
+    r.set_read_timeout(Some(Duration::from_millis(100)))?;
     let mut out = std::io::stdout();
     let mut buf = [0u8; 4096];
-    while let Ok(n) = r.read(&mut buf) {
-        if n == 0 {
-            break;
+    let started = std::time::Instant::now();
+    let mut last_output: Option<std::time::Instant> = None;
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                out.write_all(&buf[..n])?;
+                out.flush()?;
+                last_output = Some(std::time::Instant::now());
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                // Once the input ended: the guest's answer is waited for (up to
+                // CONSOLE_ANSWER), then until it is quiet for CONSOLE_DRAIN.
+                let quiet = match last_output {
+                    Some(t) => t.elapsed() >= CONSOLE_DRAIN,
+                    None => started.elapsed() >= CONSOLE_ANSWER,
+                };
+                if input_ended.load(Ordering::SeqCst) && quiet {
+                    break;
+                }
+            }
+            Err(_) => break,
         }
-        out.write_all(&buf[..n])?;
-        out.flush()?;
     }
     Ok(())
 }
+
+/// How long a console whose piped input ended waits for the guest to go quiet.
+const CONSOLE_DRAIN: Duration = Duration::from_secs(1);
+/// How long it waits for the guest to say anything at all (a slow guest under emulation).
+const CONSOLE_ANSWER: Duration = Duration::from_secs(10);
 
 /// `corral run --isolation vm`: the container's image, command and flags, run in a VM of its
 /// own. Flags that shape a container on the host's kernel (capabilities, seccomp, user
