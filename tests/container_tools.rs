@@ -930,7 +930,8 @@ fn exec_detach_keys_leave_the_command_running() {
         t.keys(keys);
         wait(
             "exec did not return on the detach keys",
-            &|| done.exists(),
+            // The shell creates the file, then writes the code: wait for the code.
+            &|| std::fs::read_to_string(&done).is_ok_and(|s| !s.trim().is_empty()),
             &t,
         );
         assert_eq!(

@@ -37,7 +37,7 @@ const PART_OFFSET: u64 = 1 << 20;
 
 /// The modules the initramfs loads to see virtio disks and mount an ISO, before their
 /// dependencies (which come from modules.dep).
-const MODULES: [&str; 10] = [
+const MODULES: [&str; 11] = [
     "pvpanic",
     "pvpanic_mmio",
     "virtio",
@@ -48,6 +48,7 @@ const MODULES: [&str; 10] = [
     "virtio_blk",
     "cdrom",
     "isofs",
+    "virtio_balloon",
 ];
 
 /// The busybox applets `/init` uses, as links in `/bin`.
@@ -698,6 +699,38 @@ fn console_with_piped_input_ends_at_the_end_of_input() {
     assert!(
         check.contains("absent-6"),
         "nothing after Ctrl-] reached the guest: {check}"
+    );
+    // Without the agent, `vm stats` reads the guest's memory from its balloon driver, and
+    // --no-stream measures CPU % over half a second.
+    let mut stats = serde_json::Value::Null;
+    let reported = poll_until(Duration::from_secs(20), || {
+        stats = serde_json::from_str(&c.ok(&["vm", "stats", "--json", &name])).unwrap();
+        stats[0]["guest_mem_total_kib"].is_u64()
+    });
+    assert!(reported, "the balloon reports the guest's memory: {stats}");
+    let total = stats[0]["guest_mem_total_kib"].as_u64().unwrap();
+    assert!(
+        (100_000..=600_000).contains(&total),
+        "about the VM's memory: {stats}"
+    );
+    assert!(
+        stats[0]["guest_mem_available_kib"]
+            .as_u64()
+            .is_some_and(|a| a <= total),
+        "{stats}"
+    );
+    assert!(
+        stats[0]["cpu_percent"].is_f64(),
+        "CPU % from two readings: {stats}"
+    );
+    let table = c.ok(&["vm", "stats", "--no-stream", &name]);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&name))
+        .unwrap_or_default();
+    assert!(
+        !row.contains("--"),
+        "no unknown column for a disk-booted guest: {table}"
     );
     c.ok(&["vm", "rm", "-f", &name]);
     assert_no_vm_leftovers(&c);

@@ -809,19 +809,69 @@ pub fn stats(root: &Path, id: &str) -> Result<VmStats> {
     } else {
         None
     };
-    let balloon = Qmp::connect(&paths.qmp_cli, Duration::from_secs(2))
-        .ok()
-        .and_then(|mut q| q.execute("query-balloon", None).ok())
+    let mut qmp = Qmp::connect(&paths.qmp_cli, Duration::from_secs(2)).ok();
+    let balloon = qmp
+        .as_mut()
+        .and_then(|q| q.execute("query-balloon", None).ok())
         .and_then(|v| v["actual"].as_u64());
+    // Without the agent (a disk-booted guest), the guest's memory as its balloon driver
+    // reports it.
+    let (total, available) = match (&guest, qmp.as_mut()) {
+        (Some(g), _) => (Some(g.mem_total_kib), Some(g.mem_available_kib)),
+        (None, Some(q)) => balloon_memory(q),
+        (None, None) => (None, None),
+    };
     Ok(VmStats {
         name: cfg.name,
         cpu_usage_ns: cg.cpu_usage_ns,
         memory_usage: cg.memory_usage,
         memory_limit: cg.memory_limit,
-        guest_mem_total_kib: guest.as_ref().map(|g| g.mem_total_kib),
-        guest_mem_available_kib: guest.as_ref().map(|g| g.mem_available_kib),
+        guest_mem_total_kib: total,
+        guest_mem_available_kib: available,
         balloon_bytes: balloon,
     })
+}
+
+/// The balloon's QOM path (its device id in `qemu::args`).
+const BALLOON: &str = "/machine/peripheral/balloon0";
+
+/// Asks the balloon to collect the guest's memory statistics every second.
+pub(crate) fn poll_guest_stats(q: &mut Qmp) {
+    let _ = q.execute(
+        "qom-set",
+        Some(serde_json::json!({
+            "path": BALLOON, "property": "guest-stats-polling-interval", "value": 1
+        })),
+    );
+}
+
+/// The guest's total and available memory in KiB from its balloon driver's last report;
+/// `None` until it has reported (no driver, or polling just turned on, which it is here).
+fn balloon_memory(q: &mut Qmp) -> (Option<u64>, Option<u64>) {
+    let interval = q
+        .execute(
+            "qom-get",
+            Some(serde_json::json!({"path": BALLOON, "property": "guest-stats-polling-interval"})),
+        )
+        .ok()
+        .and_then(|v| v.as_u64());
+    if interval == Some(0) {
+        poll_guest_stats(q);
+    }
+    let Ok(v) = q.execute(
+        "qom-get",
+        Some(serde_json::json!({"path": BALLOON, "property": "guest-stats"})),
+    ) else {
+        return (None, None);
+    };
+    // -1 (or absent) for what the driver did not report.
+    let kib = |k: &str| {
+        v["stats"][k]
+            .as_i64()
+            .filter(|&b| b > 0)
+            .map(|b| b as u64 >> 10)
+    };
+    (kib("stat-total-memory"), kib("stat-available-memory"))
 }
 
 /// What `vm set` changes.

@@ -256,6 +256,11 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
     let resumed = Arc::new(AtomicBool::new(false));
     match Qmp::connect(&paths.qmp, Duration::from_secs(10)) {
         Ok(mut q) => {
+            if !plan.incoming {
+                // The balloon reports the guest's memory (`vm stats`) without the agent, for
+                // disk-booted guests too; an incoming VM gets it at its first `vm stats`.
+                crate::lifecycle::poll_guest_stats(&mut q);
+            }
             let reason = reason.clone();
             let resumed = resumed.clone();
             let _ = q.set_timeout(None);

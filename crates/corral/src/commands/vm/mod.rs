@@ -811,6 +811,15 @@ fn stats(root: &Path, names: &[String], once: bool, json: bool) -> Result<()> {
     };
     let mut last: std::collections::HashMap<String, (u64, std::time::Instant)> =
         std::collections::HashMap::new();
+    if once {
+        // CPU % needs two readings: the first, half a second before (as `stats` does).
+        for id in &ids {
+            if let Ok(s) = lifecycle::stats(root, id) {
+                last.insert(id.clone(), (s.cpu_usage_ns, std::time::Instant::now()));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
     loop {
         let mut rows = Vec::new();
         for id in &ids {
@@ -824,7 +833,14 @@ fn stats(root: &Path, names: &[String], once: bool, json: bool) -> Result<()> {
             rows.push((s, cpu));
         }
         if json {
-            let list: Vec<&lifecycle::VmStats> = rows.iter().map(|(s, _)| s).collect();
+            let list: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|(s, cpu)| {
+                    let mut v = serde_json::to_value(s).unwrap_or_default();
+                    v["cpu_percent"] = serde_json::json!(cpu);
+                    v
+                })
+                .collect();
             println!("{}", serde_json::to_string_pretty(&list)?);
             return Ok(());
         }
