@@ -1185,3 +1185,79 @@ fn vm_ip_and_mac_address_flags_reserve_at_create() {
     );
     assert_no_vm_leftovers(&c);
 }
+
+/// `vm disk resize`: a running VM's disk grows at once (the guest sees the new capacity), a
+/// stopped one's file grows; disks never shrink; `--disk` where it would be ignored is
+/// refused.
+#[test]
+fn vm_disk_resize_grows_online_and_offline() {
+    let Some(c) = world("vm_disk_resize_grows_online_and_offline") else {
+        return;
+    };
+    let t = unique_token();
+    let vm = format!("rz{}", &t[..5]);
+    let mut guard = VmGuard::new(&c);
+    guard.track(&vm);
+    c.ok(&[
+        "vm",
+        "run",
+        "-d",
+        "--name",
+        &vm,
+        "--network",
+        "none",
+        "--disk",
+        "1G",
+        "--image",
+        BUSYBOX_IMAGE,
+        "--",
+        "sleep",
+        "100000",
+    ]);
+    // The writable disk is the one whose serial is `upper`; its size in 512-byte sectors.
+    let sectors = || -> u64 {
+        let script =
+            "for b in /sys/block/vd*; do [ \"$(cat $b/serial)\" = upper ] && cat $b/size; done";
+        c.ok(&["vm", "exec", &vm, "--", "sh", "-c", script])
+            .trim()
+            .parse()
+            .expect("sectors")
+    };
+    assert_eq!(sectors(), (1u64 << 30) / 512, "--disk 1G");
+    let out = c.ok(&["vm", "disk", "resize", &vm, "2G"]);
+    assert!(out.contains("from 1G to 2G"), "{out}");
+    let grown = poll_until(Duration::from_secs(10), || sectors() == (2u64 << 30) / 512);
+    assert!(grown, "the running guest sees 2G: {} sectors", sectors());
+    c.ok(&["vm", "stop", &vm]);
+    c.ok(&["vm", "disk", "resize", &vm, "+1G"]);
+    c.ok(&["vm", "start", &vm]);
+    assert_eq!(
+        sectors(),
+        (3u64 << 30) / 512,
+        "grown while stopped, seen at the next start"
+    );
+    for (size, why) in [("1G", "only grow"), ("lots", "size")] {
+        let out = c.cmd(&["vm", "disk", "resize", &vm, size]);
+        assert_eq!(out.status.code(), Some(125), "{size}: {}", describe(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(why),
+            "{size}: {}",
+            describe(&out)
+        );
+    }
+    assert_eq!(
+        sectors(),
+        (3u64 << 30) / 512,
+        "a refused resize changed nothing"
+    );
+    c.ok(&["vm", "rm", "-f", &vm]);
+    let kernel = format!("/boot/vmlinuz-{}", guest_kernel().unwrap());
+    let out = c.cmd(&["vm", "create", "--disk", "5G", "--kernel", &kernel]);
+    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--disk"),
+        "{}",
+        describe(&out)
+    );
+    assert_no_vm_leftovers(&c);
+}

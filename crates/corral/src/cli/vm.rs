@@ -170,6 +170,9 @@ pub enum VmCommand {
     /// Snapshots of a VM's disk, or of the whole running machine with --memory.
     #[command(subcommand)]
     Snapshot(VmSnapshotCommand),
+    /// A VM's disks: grow one.
+    #[command(subcommand)]
+    Disk(VmDiskCommand),
     /// Attach the terminal to a running VM's serial console (detach with Ctrl-]).
     Console {
         /// The VM.
@@ -280,9 +283,10 @@ pub struct VmRunArgs {
     /// Memory (e.g. 512M, 2G).
     #[arg(short, long, default_value = "512M")]
     pub memory: String,
-    /// Size of the VM's writable disk for an image boot (e.g. 2G).
-    #[arg(long, default_value = "2G")]
-    pub disk: String,
+    /// Size of the VM's writable disk for an image boot (default 2G); a --boot-disk's size is
+    /// its file's (grow it with `corral vm disk resize`).
+    #[arg(long)]
+    pub disk: Option<String>,
     /// Boot this OCI image: corral's kernel and agent, the image as the root filesystem.
     #[arg(long, conflicts_with_all = ["boot_disk", "initrd", "cmdline"])]
     pub image: Option<String>,
@@ -387,5 +391,20 @@ pub enum VmSnapshotCommand {
         vm: String,
         /// The snapshot's name.
         name: String,
+    },
+}
+
+/// `corral vm disk ...`.
+#[derive(Debug, Subcommand)]
+pub enum VmDiskCommand {
+    /// Grow a VM's writable disk (an image VM's, or a --boot-disk VM's boot disk) to SIZE
+    /// (e.g. 20G, or +5G): at once while it runs (the guest sees the new capacity; growing
+    /// its partition and filesystem is the guest's, as cloud-init's growpart does at boot),
+    /// or its file while stopped. Disks only grow.
+    Resize {
+        /// The VM.
+        vm: String,
+        /// The new size, or `+SIZE` to add to the current one.
+        size: String,
     },
 }

@@ -100,6 +100,37 @@ pub fn run(engine: &Engine, cmd: VmCommand) -> Result<()> {
             file,
         } => import(root, &file, name, network, quiet),
         VmCommand::Snapshot(cmd) => snapshot(root, cmd),
+        VmCommand::Disk(crate::cli::VmDiskCommand::Resize { vm, size }) => {
+            let v = vms(root);
+            let id = v.resolve(&vm)?;
+            let (add, spec) = match size.strip_prefix('+') {
+                Some(s) => (true, s),
+                None => (false, size.as_str()),
+            };
+            let bytes = corral_vm::disk::parse_size(spec)
+                .map_err(|e| anyhow!("size {size:?}: {e} (e.g. 20G, or +5G)"))?;
+            let target = if add {
+                corral_vm::resize::current_size(root, &id)? + bytes
+            } else {
+                bytes
+            };
+            let r = corral_vm::resize::resize(root, &id, target)?;
+            if r.from == r.to {
+                println!("{vm}: the disk is already {}", human_bytes(r.to));
+            } else {
+                println!(
+                    "{vm}: disk grown from {} to {}{}",
+                    human_bytes(r.from),
+                    human_bytes(r.to),
+                    if r.online {
+                        " (the running guest sees it now)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            Ok(())
+        }
         VmCommand::Migrate {
             to,
             qemu_defaults,
@@ -254,7 +285,13 @@ fn spec(a: &VmRunArgs) -> Result<CreateSpec> {
         memory_mib: memory.div_ceil(1 << 20),
         accel,
         source,
-        disk_bytes: size("disk", &a.disk)?,
+        disk_bytes: match (&a.disk, &a.image) {
+            (Some(d), Some(_)) => size("disk", d)?,
+            (None, _) => size("disk", "2G")?,
+            (Some(_), None) => bail!(
+                "--disk sizes the writable disk of an --image VM; a --boot-disk's size is its file's: grow it with `corral vm disk resize VM SIZE` (a --kernel VM has no disk)"
+            ),
+        },
         networks: networks(a)?,
         command: a.command.clone(),
         entrypoint: a.entrypoint.as_ref().map(|e| vec![e.clone()]),
@@ -874,5 +911,14 @@ fn stats(root: &Path, names: &[String], once: bool, json: bool) -> Result<()> {
             return Ok(());
         }
         std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Bytes in binary units as sizes are given (`20G`): whole GiB or MiB when they are.
+fn human_bytes(b: u64) -> String {
+    match b {
+        b if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{}G", b >> 30),
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{}M", b >> 20),
+        b => format!("{b} bytes"),
     }
 }
