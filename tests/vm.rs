@@ -1261,3 +1261,98 @@ fn vm_disk_resize_grows_online_and_offline() {
     );
     assert_no_vm_leftovers(&c);
 }
+
+/// `vm disk add|ls|rm` and `resize --disk`: a data disk added to a stopped VM appears in
+/// the guest at the next start under its name (the virtio serial), grows, and goes away with
+/// `rm`; names corral uses, a running VM and templates of a VM with data disks are refused.
+#[test]
+fn vm_data_disks_are_added_grown_and_removed() {
+    let Some(c) = world("vm_data_disks_are_added_grown_and_removed") else {
+        return;
+    };
+    let t = unique_token();
+    let vm = format!("dd{}", &t[..5]);
+    let mut guard = VmGuard::new(&c);
+    guard.track(&vm);
+    c.ok(&[
+        "vm",
+        "create",
+        "--name",
+        &vm,
+        "--network",
+        "none",
+        "--image",
+        BUSYBOX_IMAGE,
+        "--",
+        "sleep",
+        "100000",
+    ]);
+    assert_eq!(
+        c.ok(&["vm", "disk", "add", &vm, "data1", "64M"]).trim(),
+        "data1"
+    );
+    let ls: serde_json::Value =
+        serde_json::from_str(&c.ok(&["vm", "disk", "ls", "--json", &vm])).unwrap();
+    assert_eq!(ls[1]["name"], "data1", "{ls}");
+    assert_eq!(ls[1]["size"], 64u64 << 20, "{ls}");
+    for (args, why) in [
+        (vec!["vm", "disk", "add", &vm, "data1", "1G"], "already"),
+        (
+            vec!["vm", "disk", "add", &vm, "upper", "1G"],
+            "corral's own",
+        ),
+        (vec!["vm", "disk", "add", &vm, "Bad_Name", "1G"], "a-z"),
+        (vec!["vm", "disk", "rm", &vm, "nope"], "no data disk"),
+        (
+            vec!["vm", "template", &vm, &format!("tpl{}", &t[..5])],
+            "data disks",
+        ),
+    ] {
+        let out = c.cmd(&args);
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {}", describe(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(why),
+            "{args:?}: {}",
+            describe(&out)
+        );
+    }
+    c.ok(&["vm", "start", &vm]);
+    let size_of = |serial: &str| -> String {
+        let script = format!(
+            "for b in /sys/block/vd*; do [ \"$(cat $b/serial)\" = {serial} ] && cat $b/size; done; true"
+        );
+        c.ok(&["vm", "exec", &vm, "--", "sh", "-c", &script])
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(
+        size_of("data1"),
+        ((64u64 << 20) / 512).to_string(),
+        "the guest sees data1"
+    );
+    c.ok(&["vm", "disk", "resize", "--disk", "data1", &vm, "128M"]);
+    assert!(
+        poll_until(Duration::from_secs(10), || size_of("data1")
+            == ((128u64 << 20) / 512).to_string()),
+        "grown online: {}",
+        size_of("data1")
+    );
+    let out = c.cmd(&["vm", "disk", "rm", &vm, "data1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(125),
+        "rm while running: {}",
+        describe(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stop it"),
+        "{}",
+        describe(&out)
+    );
+    c.ok(&["vm", "stop", &vm]);
+    c.ok(&["vm", "disk", "rm", &vm, "data1"]);
+    c.ok(&["vm", "start", &vm]);
+    assert_eq!(size_of("data1"), "", "removed: the guest has no such disk");
+    c.ok(&["vm", "rm", "-f", &vm]);
+    assert_no_vm_leftovers(&c);
+}

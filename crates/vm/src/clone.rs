@@ -89,6 +89,9 @@ pub enum CloneError {
     /// The VM's disk holds snapshots, which a frozen base would take out of its reach.
     #[error("VM {0} has snapshots, which live in its disk and would not follow it onto a clone's shared base: remove them (`corral vm snapshot ls {0}`, `vm snapshot rm`), or template it and clone the template")]
     HasSnapshots(String),
+    /// The VM has data disks (`vm disk add`), which templates and clones do not carry yet.
+    #[error("VM {0} has data disks (`corral vm disk ls {0}`), which templates and clones do not carry yet: remove them first (`corral vm disk rm`)")]
+    HasDataDisks(String),
     /// The VM has no disk corral owns.
     #[error("VM {0} does not boot an image: only image VMs (--image) have a writable disk corral can template or clone")]
     NotImage(String),
@@ -307,6 +310,9 @@ fn stopped_image_vm(vms: &Vms, id: &str) -> Result<(VmConfig, PathBuf)> {
         (BootSource::Image { .. }, Some(u)) => u.clone(),
         _ => return Err(CloneError::NotImage(cfg.name)),
     };
+    if !cfg.data_disks.is_empty() {
+        return Err(CloneError::HasDataDisks(cfg.name));
+    }
     Ok((cfg, upper))
 }
 
@@ -482,6 +488,7 @@ fn new_vm(
         auto_remove: false,
         seed: None,
         boot_timeout_secs: tpl.boot_timeout_secs,
+        data_disks: Vec::new(),
     };
     let made = (|| {
         vms.begin(&id)?;

@@ -67,6 +67,9 @@ pub enum ExportError {
     /// The VM runs.
     #[error("VM {0} is running: stop it first (`corral vm stop {0}`), then export it")]
     Running(String),
+    /// The VM has data disks, which archives do not carry yet.
+    #[error("VM {0} has data disks (`corral vm disk ls {0}`), which export does not carry yet: copy their data out and remove them (`corral vm disk rm`) first")]
+    HasDataDisks(String),
     /// A file operation failed.
     #[error("{what} {path}")]
     Io {
@@ -428,6 +431,9 @@ pub fn export(root: &Path, id: &str, out: impl Write, progress: &dyn Progress) -
     let st = lifecycle::current_state(&vms, id)?;
     if matches!(st.status, Status::Running | Status::Starting) {
         return Err(ExportError::Running(cfg.name.clone()));
+    }
+    if !cfg.data_disks.is_empty() {
+        return Err(ExportError::HasDataDisks(cfg.name.clone()));
     }
     let _span = tracing::info_span!("vm_export", vm = %id).entered();
     let scratch = TempDir::new(&root.join("vms"), "export")?;
@@ -991,6 +997,7 @@ mod tests {
             auto_remove: false,
             seed: None,
             boot_timeout_secs: 90,
+            data_disks: Vec::new(),
         }
     }
 

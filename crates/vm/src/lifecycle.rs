@@ -216,6 +216,7 @@ pub fn create(root: &Path, spec: &CreateSpec) -> Result<VmConfig> {
         auto_remove: spec.auto_remove,
         seed,
         boot_timeout_secs: spec.boot_timeout_secs,
+        data_disks: Vec::new(),
     };
     let made = (|| {
         let _names = vms.names_lock()?;

@@ -243,6 +243,9 @@ pub fn args(
             }
         }
     }
+    for d in &cfg.data_disks {
+        drive(&mut push, &d.name, &d.path, "qcow2", false);
+    }
     for (i, nic) in nics.iter().enumerate() {
         push("-netdev");
         push(&format!(

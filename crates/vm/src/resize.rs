@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::lifecycle::VmError;
 use crate::qmp::Qmp;
-use crate::store::{BootSource, Status, Vms};
+use crate::store::{BootSource, Status, VmConfig, Vms};
 
 type Result<T> = std::result::Result<T, VmError>;
 
@@ -24,15 +24,31 @@ pub struct Resized {
     pub online: bool,
 }
 
-/// The disk `vm disk resize` grows, its format and its QEMU node.
-fn writable_disk(
-    boot: &BootSource,
-    upper: Option<&Path>,
-) -> Option<(PathBuf, String, &'static str)> {
-    match boot {
-        BootSource::Image { .. } => upper.map(|u| (u.to_owned(), "qcow2".to_owned(), "n-upper")),
-        BootSource::Disk { path, format, .. } => Some((path.clone(), format.clone(), "n-boot")),
-        BootSource::Kernel { .. } => None,
+/// The disk `vm disk resize` grows — the writable disk, or data disk `data` —, its format
+/// and its QEMU node.
+fn disk_of(cfg: &VmConfig, data: Option<&str>) -> Result<(PathBuf, String, String)> {
+    if let Some(name) = data {
+        return cfg
+            .data_disks
+            .iter()
+            .find(|d| d.name == name)
+            .map(|d| (d.path.clone(), "qcow2".to_owned(), format!("n-{name}")))
+            .ok_or_else(|| {
+                VmError::Invalid(format!(
+                    "VM {} has no data disk named {name} (`corral vm disk ls {}`)",
+                    cfg.name, cfg.name
+                ))
+            });
+    }
+    match (&cfg.boot, &cfg.upper_disk) {
+        (BootSource::Image { .. }, Some(u)) => Ok((u.clone(), "qcow2".into(), "n-upper".into())),
+        (BootSource::Disk { path, format, .. }, _) => {
+            Ok((path.clone(), format.clone(), "n-boot".into()))
+        }
+        _ => Err(VmError::Invalid(format!(
+            "VM {} boots a kernel and has no disk of its own to grow",
+            cfg.name
+        ))),
     }
 }
 
@@ -56,30 +72,18 @@ fn virtual_size(file: &Path) -> Result<u64> {
     })
 }
 
-/// The size of VM `id`'s writable disk, bytes.
-pub fn current_size(root: &Path, id: &str) -> Result<u64> {
-    let vms = Vms::open(root);
-    let cfg = vms.config(id)?;
-    match writable_disk(&cfg.boot, cfg.upper_disk.as_deref()) {
-        Some((file, _, _)) => virtual_size(&file),
-        None => Err(VmError::Invalid(format!(
-            "VM {} boots a kernel and has no disk of its own",
-            cfg.name
-        ))),
-    }
+/// The size of VM `id`'s writable disk (or data disk `data`), bytes.
+pub fn current_size(root: &Path, id: &str, data: Option<&str>) -> Result<u64> {
+    let cfg = Vms::open(root).config(id)?;
+    virtual_size(&disk_of(&cfg, data)?.0)
 }
 
-/// Grows VM `id`'s writable disk to `size` bytes.
-pub fn resize(root: &Path, id: &str, size: u64) -> Result<Resized> {
+/// Grows VM `id`'s writable disk (or data disk `data`) to `size` bytes.
+pub fn resize(root: &Path, id: &str, data: Option<&str>, size: u64) -> Result<Resized> {
     let vms = Vms::open(root);
     let _lock = vms.lock(id)?;
     let cfg = vms.config(id)?;
-    let Some((file, format, node)) = writable_disk(&cfg.boot, cfg.upper_disk.as_deref()) else {
-        return Err(VmError::Invalid(format!(
-            "VM {} boots a kernel and has no disk of its own to grow",
-            cfg.name
-        )));
-    };
+    let (file, format, node) = disk_of(&cfg, data)?;
     let from = virtual_size(&file)?;
     if size < from {
         return Err(VmError::Invalid(format!(

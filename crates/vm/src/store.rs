@@ -162,6 +162,19 @@ pub struct VmConfig {
     /// How long to wait for the agent after QEMU starts, in seconds.
     #[serde(default = "default_boot_timeout")]
     pub boot_timeout_secs: u64,
+    /// Extra data disks (`vm disk add`), in the order they are attached.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data_disks: Vec<DataDisk>,
+}
+
+/// An extra data disk of a VM: a qcow2 file in the VM's directory, attached as a virtio
+/// disk whose serial is its name (`/dev/disk/by-id/virtio-NAME` in a Linux guest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataDisk {
+    /// Its name: `[a-z0-9-]`, at most 20 characters (the virtio serial's limit).
+    pub name: String,
+    /// The file.
+    pub path: PathBuf,
 }
 
 fn default_boot_timeout() -> u64 {
@@ -543,6 +556,7 @@ mod tests {
             main: None,
             auto_remove: false,
             seed: None,
+            data_disks: Vec::new(),
             boot_timeout_secs: 90,
         }
     }

@@ -170,7 +170,7 @@ pub enum VmCommand {
     /// Snapshots of a VM's disk, or of the whole running machine with --memory.
     #[command(subcommand)]
     Snapshot(VmSnapshotCommand),
-    /// A VM's disks: grow one.
+    /// A VM's disks: list, add, remove and grow them.
     #[command(subcommand)]
     Disk(VmDiskCommand),
     /// Attach the terminal to a running VM's serial console (detach with Ctrl-]).
@@ -402,9 +402,37 @@ pub enum VmDiskCommand {
     /// its partition and filesystem is the guest's, as cloud-init's growpart does at boot),
     /// or its file while stopped. Disks only grow.
     Resize {
+        /// Grow this data disk (`vm disk add`) instead of the writable disk.
+        #[arg(long, value_name = "NAME")]
+        disk: Option<String>,
         /// The VM.
         vm: String,
         /// The new size, or `+SIZE` to add to the current one.
         size: String,
+    },
+    /// Add an empty data disk (qcow2, in the VM's directory) to a stopped VM, attached at
+    /// its next start as a virtio disk whose serial is NAME (`/dev/disk/by-id/virtio-NAME`).
+    Add {
+        /// The VM.
+        vm: String,
+        /// The disk's name: a-z, 0-9 and '-', at most 20 characters.
+        name: String,
+        /// Its size (e.g. 10G).
+        size: String,
+    },
+    /// Remove a data disk, and its data, from a stopped VM.
+    Rm {
+        /// The VM.
+        vm: String,
+        /// The disk's name.
+        name: String,
+    },
+    /// List a VM's disks: the writable one and the data disks, with their sizes.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The VM.
+        vm: String,
     },
 }

@@ -14,6 +14,7 @@ use corral_vm::client::{Client, ClientError, Sinks};
 use corral_vm::lifecycle::{self, CreateSpec, Source, VmError};
 use corral_vm::store::{Accel, NetRequest, Status, Vms};
 
+mod disks;
 mod mobility;
 
 use mobility::{clone, export, import, snapshot, template};
@@ -100,37 +101,7 @@ pub fn run(engine: &Engine, cmd: VmCommand) -> Result<()> {
             file,
         } => import(root, &file, name, network, quiet),
         VmCommand::Snapshot(cmd) => snapshot(root, cmd),
-        VmCommand::Disk(crate::cli::VmDiskCommand::Resize { vm, size }) => {
-            let v = vms(root);
-            let id = v.resolve(&vm)?;
-            let (add, spec) = match size.strip_prefix('+') {
-                Some(s) => (true, s),
-                None => (false, size.as_str()),
-            };
-            let bytes = corral_vm::disk::parse_size(spec)
-                .map_err(|e| anyhow!("size {size:?}: {e} (e.g. 20G, or +5G)"))?;
-            let target = if add {
-                corral_vm::resize::current_size(root, &id)? + bytes
-            } else {
-                bytes
-            };
-            let r = corral_vm::resize::resize(root, &id, target)?;
-            if r.from == r.to {
-                println!("{vm}: the disk is already {}", human_bytes(r.to));
-            } else {
-                println!(
-                    "{vm}: disk grown from {} to {}{}",
-                    human_bytes(r.from),
-                    human_bytes(r.to),
-                    if r.online {
-                        " (the running guest sees it now)"
-                    } else {
-                        ""
-                    }
-                );
-            }
-            Ok(())
-        }
+        VmCommand::Disk(cmd) => disks::run(root, cmd),
         VmCommand::Migrate {
             to,
             qemu_defaults,
@@ -911,14 +882,5 @@ fn stats(root: &Path, names: &[String], once: bool, json: bool) -> Result<()> {
             return Ok(());
         }
         std::thread::sleep(Duration::from_secs(1));
-    }
-}
-
-/// Bytes in binary units as sizes are given (`20G`): whole GiB or MiB when they are.
-fn human_bytes(b: u64) -> String {
-    match b {
-        b if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{}G", b >> 30),
-        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{}M", b >> 20),
-        b => format!("{b} bytes"),
     }
 }
