@@ -735,3 +735,129 @@ fn console_with_piped_input_ends_at_the_end_of_input() {
     c.ok(&["vm", "rm", "-f", &name]);
     assert_no_vm_leftovers(&c);
 }
+
+/// `--restart`: a guest that panics is started again by its restart policy, at most N times
+/// with `on-failure:N`, the count in `vm inspect`; a VM stopped by the user stays stopped even
+/// with `always`.
+#[test]
+fn restart_policy_restarts_a_panicked_guest_and_not_a_stopped_one() {
+    let test = "restart_policy_restarts_a_panicked_guest_and_not_a_stopped_one";
+    let Some(c) = world(
+        test,
+        &[
+            "sfdisk",
+            "mkfs.ext2",
+            "extlinux",
+            "cpio",
+            "/bin/busybox",
+            MBR_BIN,
+        ],
+    ) else {
+        return;
+    };
+    let Some(kver) = guest_kernel() else {
+        report_skip(
+            test,
+            "no /boot/vmlinuz-*-cloud-amd64 (apt-get install linux-image-cloud-amd64)",
+        );
+        return;
+    };
+    let build = c.path("build");
+    std::fs::create_dir_all(&build).unwrap();
+    let disk = build_boot_disk(&build, &kver);
+    let mut guard = VmGuard::new(&c);
+    let state = |name: &str| -> serde_json::Value {
+        let info: serde_json::Value =
+            serde_json::from_str(&c.ok(&["vm", "inspect", name])).unwrap();
+        info[0]["state"].clone()
+    };
+    let start = |action: &str, restart: &str, guard: &mut VmGuard<'_>| {
+        let ud = c.path(&format!("user-data-{action}-r.yaml"));
+        std::fs::write(&ud, format!("#cloud-config\n# corral-action-{action}\n")).unwrap();
+        let name = format!("r{action}{}", &unique_token()[..5].replace('x', "0"));
+        guard.track(&name);
+        let run = run_bounded(
+            &mut c.command(&[
+                "vm",
+                "run",
+                "-d",
+                "--name",
+                &name,
+                "--network",
+                "none",
+                "--restart",
+                restart,
+                "--boot-disk",
+                path_str(&disk),
+                "--cloud-init",
+                path_str(&ud),
+            ]),
+            None,
+            COMMAND_TIMEOUT,
+        );
+        assert_eq!(run.status.code(), Some(0), "{}", describe(&run));
+        name
+    };
+
+    let panicking = start("panic", "on-failure:2", &mut guard);
+    let mut st = serde_json::Value::Null;
+    let done = poll_until(Duration::from_secs(150), || {
+        st = state(&panicking);
+        let boots = c
+            .ok(&["vm", "logs", "--console", &panicking])
+            .matches(MARKER)
+            .count();
+        boots >= 3 && st["restart_count"] == 2 && st["status"] == "stopped"
+    });
+    assert!(done, "two restarts, then it stays stopped: {st}");
+    assert!(
+        st["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("panicked"),
+        "{st}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(state(&panicking)["status"], "stopped", "no third restart");
+    let boots = c
+        .ok(&["vm", "logs", "--console", &panicking])
+        .matches(MARKER)
+        .count();
+    assert_eq!(boots, 3, "the first boot and two restarts");
+    c.ok(&["vm", "rm", "-f", &panicking]);
+
+    // Stopped by the user: not restarted, even with `always`.
+    let shell = start("shell", "always", &mut guard);
+    let up = poll_until(Duration::from_secs(120), || {
+        c.ok(&["vm", "logs", "--console", &shell])
+            .contains("corral-disk-test: shell")
+    });
+    assert!(up, "{}", c.ok(&["vm", "logs", "--console", &shell]));
+    c.ok(&["vm", "stop", "-t", "2", &shell]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        state(&shell)["status"],
+        "stopped",
+        "vm stop is final: {}",
+        state(&shell)
+    );
+    let out = c.cmd(&[
+        "vm",
+        "run",
+        "--rm",
+        "--restart",
+        "always",
+        "--network",
+        "none",
+        "--boot-disk",
+        path_str(&disk),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(125),
+        "--rm with --restart: {}",
+        describe(&out)
+    );
+    c.ok(&["vm", "rm", "-f", &shell]);
+    assert_no_vm_leftovers(&c);
+}

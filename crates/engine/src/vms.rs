@@ -131,7 +131,16 @@ pub fn isolated_spec(spec: &ContainerSpec) -> Result<CreateSpec> {
             })
             .collect()
     };
+    let restart = match spec.restart.as_str() {
+        "" => corral_container::config::RestartPolicy::No,
+        r => corral_container::config::RestartPolicy::parse(r).ok_or_else(|| {
+            EngineError::invalid(format!(
+                "--restart {r:?}: expected no, on-failure[:N], always or unless-stopped"
+            ))
+        })?,
+    };
     Ok(CreateSpec {
+        restart,
         name: spec.name.clone(),
         cpus: spec
             .resources

@@ -489,6 +489,7 @@ fn new_vm(
         seed: None,
         boot_timeout_secs: tpl.boot_timeout_secs,
         data_disks: Vec::new(),
+        restart: Default::default(),
     };
     let made = (|| {
         vms.begin(&id)?;

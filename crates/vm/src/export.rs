@@ -998,6 +998,7 @@ mod tests {
             seed: None,
             boot_timeout_secs: 90,
             data_disks: Vec::new(),
+            restart: Default::default(),
         }
     }
 

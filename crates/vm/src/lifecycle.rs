@@ -120,6 +120,8 @@ pub struct CreateSpec {
     pub tty: bool,
     /// Feed the main process's stdin from the attached client.
     pub interactive: bool,
+    /// When to start it again after it ends (`--restart`).
+    pub restart: corral_container::config::RestartPolicy,
 }
 
 /// Where corral keeps built kernels' initramfs and image disks: `CORRAL_ROOT/vm-cache`.
@@ -157,6 +159,11 @@ pub fn create(root: &Path, spec: &CreateSpec) -> Result<VmConfig> {
                 spec.memory_mib
             )));
         }
+    }
+    if spec.auto_remove && spec.restart != corral_container::config::RestartPolicy::No {
+        return Err(VmError::Invalid(
+            "--rm and --restart conflict: a VM removed when it stops cannot start again".into(),
+        ));
     }
     for req in &spec.networks {
         if let Some(m) = &req.mac {
@@ -217,6 +224,7 @@ pub fn create(root: &Path, spec: &CreateSpec) -> Result<VmConfig> {
         seed,
         boot_timeout_secs: spec.boot_timeout_secs,
         data_disks: Vec::new(),
+        restart: spec.restart,
     };
     let made = (|| {
         let _names = vms.names_lock()?;
@@ -533,6 +541,12 @@ pub fn start_with(root: &Path, id: &str, exe: &Path, opts: &StartOptions) -> Res
             cfg.name
         )));
     }
+    if st.restart_count > 0 && std::env::var_os(monitor::RESTART_ENV).is_none() {
+        // Started by hand: the restart policy counts again from zero.
+        let mut st = st.clone();
+        st.restart_count = 0;
+        let _ = vms.save_state(id, &st);
+    }
     check_budget(root, &cfg.name, cfg.memory_mib)?;
     if let Some(upper) = &cfg.upper_disk {
         crate::clone::check_not_shared(upper).map_err(VmError::State)?;
@@ -665,6 +679,8 @@ pub fn stop(root: &Path, id: &str, timeout: Duration) -> Result<bool> {
         return Ok(false);
     }
     let paths = crate::qemu::Paths::new(&vms.run_dir(id), &vms.dir(id));
+    // Stopped by the user: the restart policy does not apply (the monitor reads this).
+    let _ = std::fs::write(vms.run_dir(id).join(monitor::STOP_REQUESTED), b"");
     let asked = crate::client::Client::connect(&paths.ctl)
         .and_then(|mut c| c.shutdown())
         .is_ok();
@@ -699,6 +715,7 @@ pub fn kill(root: &Path, id: &str) -> Result<()> {
     let vms = Vms::open(root);
     let st = current_state(&vms, id)?;
     let paths = crate::qemu::Paths::new(&vms.run_dir(id), &vms.dir(id));
+    let _ = std::fs::write(vms.run_dir(id).join(monitor::STOP_REQUESTED), b"");
     if let Ok(mut q) = Qmp::connect(&paths.qmp_cli, Duration::from_secs(2)) {
         let _ = q.quit();
     }

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use corral_container::config::RestartPolicy;
 use corral_guest::proto::{self, Frame, FrameReader, Kind, Request, Response};
 use serde::{Deserialize, Serialize};
 
@@ -467,6 +468,16 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
         )),
         _ => None,
     };
+    // The restart policy (`--restart`): not after `vm stop`, `vm kill` or `vm rm -f`.
+    let user_stop = stop_requested || vms.run_dir(id).join(STOP_REQUESTED).exists();
+    let failed = state.error.is_some() || main_exit.is_some_and(|e| e.code != 0);
+    let restart = !cfg.auto_remove
+        && !user_stop
+        && match cfg.restart {
+            RestartPolicy::No => false,
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure { max } => failed && (max == 0 || state.restart_count < max),
+        };
     let _ = vms.save_state(id, &state);
     let nets = corral_net::Networks::open(vms.corral_root());
     // A VM keeps its addresses while it exists; one removed at its end (`--rm`) frees them.
@@ -483,11 +494,57 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
             notify.last_words(&format!("ERR 125 {e}"));
         }
     }
+    if restart {
+        restart_later(vms, id, &mut state);
+    }
     match main_exit {
         Some(e) => e.code,
         None if state.error.is_some() => 125,
         None => 0,
     }
+}
+
+/// The marker `vm stop` and `vm kill` leave in a VM's run directory: the user stopped it,
+/// so its restart policy does not apply.
+pub const STOP_REQUESTED: &str = "stop-requested";
+
+/// The environment variable that tells a start it comes from the restart policy (it keeps the
+/// restart count; a start by hand resets it).
+pub const RESTART_ENV: &str = "CORRAL_VM_RESTART";
+
+/// Starts the VM again after docker's back-off (100 ms, doubling with each restart, at most
+/// a minute), through `corral vm start` in a process of its own.
+fn restart_later(vms: &Vms, id: &str, state: &mut crate::store::VmState) {
+    let delay =
+        Duration::from_millis(100u64 << state.restart_count.min(10)).min(Duration::from_secs(60));
+    state.restart_count += 1;
+    let _ = vms.save_state(id, state);
+    tracing::info!(
+        vm = id,
+        count = state.restart_count,
+        "restarting under the restart policy"
+    );
+    std::thread::sleep(delay);
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    // The small monitor executable has no command line: corral is beside it.
+    let corral = if exe.file_name().is_some_and(|n| n == "corral-vm-monitor") {
+        exe.with_file_name("corral")
+    } else {
+        exe
+    };
+    use std::os::unix::process::CommandExt;
+    let _ = Command::new(corral)
+        .arg("--root")
+        .arg(vms.corral_root())
+        .args(["vm", "start", id])
+        .env(RESTART_ENV, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn();
 }
 
 /// How long an incoming VM may wait for its migration to finish.

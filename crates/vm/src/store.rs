@@ -162,6 +162,9 @@ pub struct VmConfig {
     /// How long to wait for the agent after QEMU starts, in seconds.
     #[serde(default = "default_boot_timeout")]
     pub boot_timeout_secs: u64,
+    /// When the monitor starts the VM again after it ends (`--restart`).
+    #[serde(default)]
+    pub restart: corral_container::config::RestartPolicy,
     /// Extra data disks (`vm disk add`), in the order they are attached.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub data_disks: Vec<DataDisk>,
@@ -239,6 +242,9 @@ pub struct VmState {
     /// The guest's addresses (`IFACE ADDR/PREFIX`), as the agent was told.
     #[serde(default)]
     pub addresses: Vec<String>,
+    /// Restarts by the restart policy since the VM was last started by hand.
+    #[serde(default)]
+    pub restart_count: u32,
 }
 
 impl VmState {
@@ -254,6 +260,7 @@ impl VmState {
             error: None,
             agent_ready: false,
             boot_ms: None,
+            restart_count: 0,
             addresses: Vec::new(),
         }
     }
@@ -557,6 +564,7 @@ mod tests {
             auto_remove: false,
             seed: None,
             data_disks: Vec::new(),
+            restart: Default::default(),
             boot_timeout_secs: 90,
         }
     }

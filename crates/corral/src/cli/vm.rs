@@ -283,6 +283,11 @@ pub struct VmRunArgs {
     /// Memory (e.g. 512M, 2G).
     #[arg(short, long, default_value = "512M")]
     pub memory: String,
+    /// Start the VM again when it ends: no (default), `on-failure[:N]` (a panic, a QEMU
+    /// crash or a main process that failed; at most N times), always or unless-stopped (not
+    /// after `vm stop`); docker's back-off between restarts.
+    #[arg(long, default_value = "no", value_name = "POLICY")]
+    pub restart: String,
     /// Size of the VM's writable disk for an image boot (default 2G); a --boot-disk's size is
     /// its file's (grow it with `corral vm disk resize`).
     #[arg(long)]

@@ -250,7 +250,14 @@ fn spec(a: &VmRunArgs) -> Result<CreateSpec> {
         other => bail!("--accel {other:?}: give kvm, tcg or auto"),
     };
     let memory = size("memory", &a.memory)?;
+    let restart = corral_container::config::RestartPolicy::parse(&a.restart).ok_or_else(|| {
+        anyhow!(
+            "--restart {:?}: expected no, on-failure[:N], always or unless-stopped",
+            a.restart
+        )
+    })?;
     Ok(CreateSpec {
+        restart,
         name: a.name.clone(),
         cpus: a.cpus,
         memory_mib: memory.div_ceil(1 << 20),
