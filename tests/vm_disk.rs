@@ -359,7 +359,7 @@ fn built_disk_boots_through_firmware_and_reads_its_cloud_init_seed() {
     assert_eq!(c.ok(&["vm", "ls", "-q"]), "");
     assert_no_vm_leftovers(&c);
 
-    // qcow2, detached, named by a relative path: the VM keeps where its disk is, so it starts
+    // qcow2, detached, named by a relative path: the VM imports it at create, so it starts
     // again from another directory.
     let qcow = build.join("disk.qcow2");
     run_ok(
@@ -396,12 +396,16 @@ fn built_disk_boots_through_firmware_and_reads_its_cloud_init_seed() {
         describe(&run)
     );
     let info: serde_json::Value = serde_json::from_str(&c.ok(&["vm", "inspect", &name])).unwrap();
+    // The VM boots its own copy, in corral's store: the user's file is left as it was.
+    let id = info[0]["id"].as_str().unwrap_or_default().to_owned();
+    let copy = c.root().join("vms").join(&id).join("boot.qcow2");
     assert_eq!(
         info[0]["config"]["boot"]["path"],
-        path_str(&qcow),
-        "the absolute path: {info}"
+        path_str(&copy),
+        "the VM's copy: {info}"
     );
     assert_eq!(info[0]["config"]["boot"]["format"], "qcow2", "{info}");
+    let user_sha = corral_e2e::sha256_hex(&std::fs::read(&qcow).unwrap());
     let mut console = String::new();
     let booted = poll_until(Duration::from_secs(120), || {
         console = c.ok(&["vm", "logs", "--console", &name]);
@@ -427,7 +431,62 @@ fn built_disk_boots_through_firmware_and_reads_its_cloud_init_seed() {
         "the VM boots its disk again: {}",
         c.ok(&["vm", "logs", "--console", &name])
     );
-    c.ok(&["vm", "rm", "-f", &name]);
+    // A second VM from the same file boots beside it (each has its own copy); one that uses
+    // the file in place shares it with nobody else here.
+    let twin = format!("t{}", &unique_token()[..8].replace('x', "0"));
+    guard.track(&twin);
+    let out = c.cmd(&[
+        "vm",
+        "run",
+        "-d",
+        "--name",
+        &twin,
+        "--network",
+        "none",
+        "--boot-disk",
+        path_str(&qcow),
+        "--cloud-init",
+        path_str(&ud),
+    ]);
+    assert!(
+        out.status.success(),
+        "a second VM from one file: {}",
+        describe(&out)
+    );
+    let booted = poll_until(Duration::from_secs(120), || {
+        c.ok(&["vm", "logs", "--console", &twin])
+            .contains("corral-disk-test: done")
+    });
+    assert!(booted, "{}", c.ok(&["vm", "logs", "--console", &twin]));
+    c.ok(&["vm", "rm", "-f", &name, &twin]);
+    assert!(!copy.exists(), "vm rm removes the VM's copy");
+    assert_eq!(
+        corral_e2e::sha256_hex(&std::fs::read(&qcow).unwrap()),
+        user_sha,
+        "the user's file never changed"
+    );
+    let inplace = format!("p{}", &unique_token()[..8].replace('x', "0"));
+    guard.track(&inplace);
+    c.ok(&[
+        "vm",
+        "create",
+        "--name",
+        &inplace,
+        "--network",
+        "none",
+        "--boot-disk-in-place",
+        "--boot-disk",
+        path_str(&qcow),
+    ]);
+    let info: serde_json::Value =
+        serde_json::from_str(&c.ok(&["vm", "inspect", &inplace])).unwrap();
+    assert_eq!(
+        info[0]["config"]["boot"]["path"],
+        path_str(&qcow),
+        "in place: {info}"
+    );
+    c.ok(&["vm", "rm", "-f", &inplace]);
+    assert!(qcow.exists(), "vm rm leaves a disk used in place");
     assert_eq!(c.ok(&["vm", "ls", "-q"]), "");
     assert_no_vm_leftovers(&c);
 }

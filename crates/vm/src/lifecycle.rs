@@ -71,6 +71,8 @@ pub enum Source {
         path: PathBuf,
         /// Boot through UEFI.
         uefi: bool,
+        /// Use the file where it is instead of a copy in the VM's directory.
+        in_place: bool,
     },
     /// A kernel, initramfs and command line.
     Kernel {
@@ -290,7 +292,11 @@ fn build_boot(
                 initrd,
             }
         }
-        Source::BootDisk { path, uefi } => {
+        Source::BootDisk {
+            path,
+            uefi,
+            in_place,
+        } => {
             let format = disk_format(path)?;
             if *uefi && !Path::new(crate::qemu::OVMF).is_file() {
                 return Err(VmError::Invalid(format!(
@@ -300,6 +306,17 @@ fn build_boot(
             }
             // Absolute: the monitor, and a later `vm start`, may run from another directory.
             let path = &absolute(path)?;
+            // The VM's own copy, which its `rm` removes and no other VM locks; the user's
+            // file stays as it was.
+            let imported;
+            let path = if *in_place {
+                path
+            } else {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| VmError::Io(dir.display().to_string(), e))?;
+                imported = import_disk(path, &format, &dir)?;
+                &imported
+            };
             if let Some(ud) = &spec.cloud_init {
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| VmError::Io(dir.display().to_string(), e))?;
@@ -335,6 +352,43 @@ fn build_boot(
 
 fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).map_err(|e| VmError::Io(path.display().to_string(), e))
+}
+
+/// Copies a boot disk into the VM's directory (`boot.raw`/`boot.qcow2`): a reflink where the
+/// filesystem can, else a sparse copy. A qcow2 with a backing file is refused: its backing
+/// path would not follow the copy.
+fn import_disk(path: &Path, format: &str, dir: &Path) -> Result<PathBuf> {
+    if format == "qcow2" {
+        let out = Command::new("qemu-img")
+            .args(["info", "-U", "--output=json"])
+            .arg(path)
+            .output()
+            .map_err(|e| VmError::Io("running qemu-img (apt-get install qemu-utils)".into(), e))?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if v.get("backing-filename").is_some() {
+            return Err(VmError::Invalid(format!(
+                "--boot-disk {}: a qcow2 with a backing file cannot be copied on its own: flatten it (`qemu-img convert -O qcow2 {} flat.qcow2`) or use it where it is (--boot-disk-in-place)",
+                path.display(),
+                path.display()
+            )));
+        }
+    }
+    let dest = dir.join(format!("boot.{format}"));
+    let out = Command::new("cp")
+        .args(["--reflink=auto", "--sparse=always"])
+        .arg(path)
+        .arg(&dest)
+        .output()
+        .map_err(|e| VmError::Io("running cp".into(), e))?;
+    if !out.status.success() {
+        let _ = std::fs::remove_file(&dest);
+        return Err(VmError::Invalid(format!(
+            "importing --boot-disk {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(dest)
 }
 
 fn disk_format(path: &Path) -> Result<String> {

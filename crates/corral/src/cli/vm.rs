@@ -298,6 +298,11 @@ pub struct VmRunArgs {
     /// Boot a bootable raw or qcow2 disk image through the firmware.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["kernel", "initrd", "cmdline"])]
     pub boot_disk: Option<std::path::PathBuf>,
+    /// Boot the --boot-disk file where it is, instead of a copy of it in corral's store (a
+    /// reflink where the filesystem can, else a sparse copy; `vm rm` removes the copy, and
+    /// two VMs from one file each have their own).
+    #[arg(long, requires = "boot_disk")]
+    pub boot_disk_in_place: bool,
     /// Boot the disk through UEFI (OVMF) rather than the BIOS.
     #[arg(long, requires = "boot_disk")]
     pub uefi: bool,

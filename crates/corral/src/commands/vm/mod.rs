@@ -232,7 +232,11 @@ fn networks(a: &VmRunArgs) -> Result<Vec<NetRequest>> {
 fn spec(a: &VmRunArgs) -> Result<CreateSpec> {
     let source = match (&a.image, &a.boot_disk, &a.kernel) {
         (Some(image), None, k) => Source::Image { image: image.clone(), kernel: k.clone() },
-        (None, Some(path), None) => Source::BootDisk { path: path.clone(), uefi: a.uefi },
+        (None, Some(path), None) => Source::BootDisk {
+            path: path.clone(),
+            uefi: a.uefi,
+            in_place: a.boot_disk_in_place,
+        },
         (None, None, Some(k)) => Source::Kernel {
             kernel: k.clone(),
             initrd: a.initrd.clone(),
