@@ -838,7 +838,7 @@ pub fn import(
     if !missing.is_empty() {
         return Err(ExportError::MissingNetworks(missing));
     }
-    if cfg.memory_mib > host_memory_mib().unwrap_or(u64::MAX) {
+    if cfg.memory_mib > crate::lifecycle::host_memory_mib().unwrap_or(u64::MAX) {
         return Err(invalid(format!(
             "the VM has {}M of memory, more than this host has: import it elsewhere",
             cfg.memory_mib
@@ -956,13 +956,6 @@ pub fn import(
         config: cfg,
         renamed_from,
     })
-}
-
-fn host_memory_mib() -> Option<u64> {
-    let text = fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024)
 }
 
 /// Reads `input` fully as an archive into a scratch directory and discards it: the entry

@@ -5,7 +5,7 @@
 //! [`monitor`] process that starts QEMU, boots the guest agent and shares its channel.
 //! Guest kernels, the initramfs corral builds around its agent, and the disks made from OCI
 //! images are in [`kernel`], [`initramfs`], [`cpio`] and [`disk`]. [`export`] moves a stopped
-//! VM to another host as one archive; [`resize`] grows a VM's disk, [`data_disks`] adds and removes extra ones. [`clone`] makes templates of stopped VMs and clones
+//! VM to another host as one archive; [`resources`] reads a VM's usage and changes its size, [`resize`] grows a VM's disk, [`data_disks`] adds and removes extra ones. [`clone`] makes templates of stopped VMs and clones
 //! that share their disks copy-on-write.
 //!
 //! Does not own: the agent itself and its protocol (corral-guest), networks (corral-net,
@@ -27,6 +27,7 @@ pub mod monitor;
 pub mod qemu;
 pub mod qmp;
 pub mod resize;
+pub mod resources;
 pub mod seed;
 pub mod snapshot;
 pub mod store;

@@ -260,7 +260,7 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
             if !plan.incoming {
                 // The balloon reports the guest's memory (`vm stats`) without the agent, for
                 // disk-booted guests too; an incoming VM gets it at its first `vm stats`.
-                crate::lifecycle::poll_guest_stats(&mut q);
+                crate::resources::poll_guest_stats(&mut q);
             }
             let reason = reason.clone();
             let resumed = resumed.clone();
@@ -495,7 +495,7 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
         }
     }
     if restart {
-        restart_later(vms, id, &mut state);
+        crate::lifecycle::restart_later(vms, id, &mut state);
     }
     match main_exit {
         Some(e) => e.code,
@@ -511,41 +511,6 @@ pub const STOP_REQUESTED: &str = "stop-requested";
 /// The environment variable that tells a start it comes from the restart policy (it keeps the
 /// restart count; a start by hand resets it).
 pub const RESTART_ENV: &str = "CORRAL_VM_RESTART";
-
-/// Starts the VM again after docker's back-off (100 ms, doubling with each restart, at most
-/// a minute), through `corral vm start` in a process of its own.
-fn restart_later(vms: &Vms, id: &str, state: &mut crate::store::VmState) {
-    let delay =
-        Duration::from_millis(100u64 << state.restart_count.min(10)).min(Duration::from_secs(60));
-    state.restart_count += 1;
-    let _ = vms.save_state(id, state);
-    tracing::info!(
-        vm = id,
-        count = state.restart_count,
-        "restarting under the restart policy"
-    );
-    std::thread::sleep(delay);
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
-    // The small monitor executable has no command line: corral is beside it.
-    let corral = if exe.file_name().is_some_and(|n| n == "corral-vm-monitor") {
-        exe.with_file_name("corral")
-    } else {
-        exe
-    };
-    use std::os::unix::process::CommandExt;
-    let _ = Command::new(corral)
-        .arg("--root")
-        .arg(vms.corral_root())
-        .args(["vm", "start", id])
-        .env(RESTART_ENV, "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn();
-}
 
 /// How long an incoming VM may wait for its migration to finish.
 const INCOMING_LIMIT_SECS: u64 = 3600;

@@ -519,13 +519,7 @@ fn inspect(root: &Path, names: &[String]) -> Result<()> {
         let cfg = v.config(&id)?;
         let st = lifecycle::current_state(&v, &id)?;
         let guest = if st.status == Status::Running && st.agent_ready {
-            let paths = corral_vm::qemu::Paths::new(&v.run_dir(&id), &v.dir(&id));
-            Client::connect(&paths.ctl)
-                .and_then(|mut c| {
-                    c.set_timeout(Some(Duration::from_secs(5)))?;
-                    c.info()
-                })
-                .ok()
+            corral_vm::resources::guest_info(&v, &id)
         } else {
             None
         };
