@@ -56,6 +56,17 @@ fn run_image_vm(c: &Corral, guard: &mut VmGuard<'_>, name: &str, net: &str, cmd:
     c.ok(&args);
 }
 
+/// The size in 512-byte sectors of the guest's virtio disk whose serial is `serial` (as the
+/// guest's /sys/block shows it); empty if it has none.
+fn guest_disk_sectors(c: &Corral, vm: &str, serial: &str) -> String {
+    let script = format!(
+        "for b in /sys/block/vd*; do [ \"$(cat $b/serial)\" = {serial} ] && cat $b/size; done; true"
+    );
+    c.ok(&["vm", "exec", vm, "--", "sh", "-c", &script])
+        .trim()
+        .to_owned()
+}
+
 fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -1216,10 +1227,7 @@ fn vm_disk_resize_grows_online_and_offline() {
     ]);
     // The writable disk is the one whose serial is `upper`; its size in 512-byte sectors.
     let sectors = || -> u64 {
-        let script =
-            "for b in /sys/block/vd*; do [ \"$(cat $b/serial)\" = upper ] && cat $b/size; done";
-        c.ok(&["vm", "exec", &vm, "--", "sh", "-c", script])
-            .trim()
+        guest_disk_sectors(&c, &vm, "upper")
             .parse()
             .expect("sectors")
     };
@@ -1317,14 +1325,7 @@ fn vm_data_disks_are_added_grown_and_removed() {
         );
     }
     c.ok(&["vm", "start", &vm]);
-    let size_of = |serial: &str| -> String {
-        let script = format!(
-            "for b in /sys/block/vd*; do [ \"$(cat $b/serial)\" = {serial} ] && cat $b/size; done; true"
-        );
-        c.ok(&["vm", "exec", &vm, "--", "sh", "-c", &script])
-            .trim()
-            .to_owned()
-    };
+    let size_of = |serial: &str| guest_disk_sectors(&c, &vm, serial);
     assert_eq!(
         size_of("data1"),
         ((64u64 << 20) / 512).to_string(),

@@ -289,6 +289,53 @@ fn build_boot_disk(dir: &Path, kver: &str) -> PathBuf {
     disk
 }
 
+/// A disk-VM world with the test's bootable disk built in it, or `None` after a loud SKIPPED.
+fn world_with_disk(test: &str) -> Option<(Corral, PathBuf)> {
+    let c = world(
+        test,
+        &[
+            "sfdisk",
+            "mkfs.ext2",
+            "extlinux",
+            "cpio",
+            "/bin/busybox",
+            MBR_BIN,
+        ],
+    )?;
+    let Some(kver) = guest_kernel() else {
+        report_skip(
+            test,
+            "no /boot/vmlinuz-*-cloud-amd64 (apt-get install linux-image-cloud-amd64)",
+        );
+        return None;
+    };
+    let build = c.path("build");
+    std::fs::create_dir_all(&build).unwrap();
+    let disk = build_boot_disk(&build, &kver);
+    Some((c, disk))
+}
+
+/// `vm run -d` of the test disk whose user-data asks its init for `action` (reboot, panic,
+/// shell) at the end, with `flags`, tracked by `guard`; the VM's name.
+fn run_action_vm(
+    c: &Corral,
+    guard: &mut VmGuard<'_>,
+    disk: &Path,
+    action: &str,
+    flags: &[&str],
+) -> String {
+    let ud = c.path(&format!("user-data-{action}-{}.yaml", unique_token()));
+    std::fs::write(&ud, format!("#cloud-config\n# corral-action-{action}\n")).unwrap();
+    let name = format!("{action}{}", &unique_token()[..5].replace('x', "0"));
+    guard.track(&name);
+    let mut args = vec!["vm", "run", "-d", "--name", &name, "--network", "none"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["--boot-disk", path_str(disk), "--cloud-init", path_str(&ud)]);
+    let run = run_bounded(&mut c.command(&args), None, COMMAND_TIMEOUT);
+    assert_eq!(run.status.code(), Some(0), "{}", describe(&run));
+    name
+}
+
 /// The user-data file, with a token only this test knows.
 fn user_data(c: &Corral) -> (PathBuf, String) {
     let token = format!("token-{}", unique_token());
@@ -560,56 +607,13 @@ fn disk_that_does_not_boot_fails_clearly_and_fast() {
 /// running), and a kernel panic ends it with the reason said (QEMU's pvpanic device).
 #[test]
 fn guest_reboot_reboots_and_a_panic_is_reported_as_one() {
-    let test = "guest_reboot_reboots_and_a_panic_is_reported_as_one";
-    let Some(c) = world(
-        test,
-        &[
-            "sfdisk",
-            "mkfs.ext2",
-            "extlinux",
-            "cpio",
-            "/bin/busybox",
-            MBR_BIN,
-        ],
-    ) else {
+    let Some((c, disk)) = world_with_disk("guest_reboot_reboots_and_a_panic_is_reported_as_one")
+    else {
         return;
     };
-    let Some(kver) = guest_kernel() else {
-        report_skip(
-            test,
-            "no /boot/vmlinuz-*-cloud-amd64 (apt-get install linux-image-cloud-amd64)",
-        );
-        return;
-    };
-    let build = c.path("build");
-    std::fs::create_dir_all(&build).unwrap();
-    let disk = build_boot_disk(&build, &kver);
     let mut guard = VmGuard::new(&c);
-    let start = |action: &str, guard: &mut VmGuard<'_>| {
-        let ud = c.path(&format!("user-data-{action}.yaml"));
-        std::fs::write(&ud, format!("#cloud-config\n# corral-action-{action}\n")).unwrap();
-        let name = format!("{action}{}", &unique_token()[..6].replace('x', "0"));
-        guard.track(&name);
-        let run = run_bounded(
-            &mut c.command(&[
-                "vm",
-                "run",
-                "-d",
-                "--name",
-                &name,
-                "--network",
-                "none",
-                "--boot-disk",
-                path_str(&disk),
-                "--cloud-init",
-                path_str(&ud),
-            ]),
-            None,
-            COMMAND_TIMEOUT,
-        );
-        assert_eq!(run.status.code(), Some(0), "{}", describe(&run));
-        name
-    };
+    let start =
+        |action: &str, guard: &mut VmGuard<'_>| run_action_vm(&c, guard, &disk, action, &[]);
     let status = |name: &str| -> serde_json::Value {
         let info: serde_json::Value =
             serde_json::from_str(&c.ok(&["vm", "inspect", name])).unwrap();
@@ -654,53 +658,12 @@ fn guest_reboot_reboots_and_a_panic_is_reported_as_one() {
 /// detaches there and what follows it is never sent.
 #[test]
 fn console_with_piped_input_ends_at_the_end_of_input() {
-    let test = "console_with_piped_input_ends_at_the_end_of_input";
-    let Some(c) = world(
-        test,
-        &[
-            "sfdisk",
-            "mkfs.ext2",
-            "extlinux",
-            "cpio",
-            "/bin/busybox",
-            MBR_BIN,
-        ],
-    ) else {
+    let Some((c, disk)) = world_with_disk("console_with_piped_input_ends_at_the_end_of_input")
+    else {
         return;
     };
-    let Some(kver) = guest_kernel() else {
-        report_skip(
-            test,
-            "no /boot/vmlinuz-*-cloud-amd64 (apt-get install linux-image-cloud-amd64)",
-        );
-        return;
-    };
-    let build = c.path("build");
-    std::fs::create_dir_all(&build).unwrap();
-    let disk = build_boot_disk(&build, &kver);
-    let ud = c.path("user-data-shell.yaml");
-    std::fs::write(&ud, "#cloud-config\n# corral-action-shell\n").unwrap();
-    let name = format!("sh{}", &unique_token()[..6].replace('x', "0"));
     let mut guard = VmGuard::new(&c);
-    guard.track(&name);
-    let run = run_bounded(
-        &mut c.command(&[
-            "vm",
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--network",
-            "none",
-            "--boot-disk",
-            path_str(&disk),
-            "--cloud-init",
-            path_str(&ud),
-        ]),
-        None,
-        COMMAND_TIMEOUT,
-    );
-    assert_eq!(run.status.code(), Some(0), "{}", describe(&run));
+    let name = run_action_vm(&c, &mut guard, &disk, "shell", &[]);
     let up = poll_until(Duration::from_secs(120), || {
         c.ok(&["vm", "logs", "--console", &name])
             .contains("corral-disk-test: shell")
@@ -800,30 +763,11 @@ fn console_with_piped_input_ends_at_the_end_of_input() {
 /// with `always`.
 #[test]
 fn restart_policy_restarts_a_panicked_guest_and_not_a_stopped_one() {
-    let test = "restart_policy_restarts_a_panicked_guest_and_not_a_stopped_one";
-    let Some(c) = world(
-        test,
-        &[
-            "sfdisk",
-            "mkfs.ext2",
-            "extlinux",
-            "cpio",
-            "/bin/busybox",
-            MBR_BIN,
-        ],
-    ) else {
+    let Some((c, disk)) =
+        world_with_disk("restart_policy_restarts_a_panicked_guest_and_not_a_stopped_one")
+    else {
         return;
     };
-    let Some(kver) = guest_kernel() else {
-        report_skip(
-            test,
-            "no /boot/vmlinuz-*-cloud-amd64 (apt-get install linux-image-cloud-amd64)",
-        );
-        return;
-    };
-    let build = c.path("build");
-    std::fs::create_dir_all(&build).unwrap();
-    let disk = build_boot_disk(&build, &kver);
     let mut guard = VmGuard::new(&c);
     let state = |name: &str| -> serde_json::Value {
         let info: serde_json::Value =
@@ -831,31 +775,7 @@ fn restart_policy_restarts_a_panicked_guest_and_not_a_stopped_one() {
         info[0]["state"].clone()
     };
     let start = |action: &str, restart: &str, guard: &mut VmGuard<'_>| {
-        let ud = c.path(&format!("user-data-{action}-r.yaml"));
-        std::fs::write(&ud, format!("#cloud-config\n# corral-action-{action}\n")).unwrap();
-        let name = format!("r{action}{}", &unique_token()[..5].replace('x', "0"));
-        guard.track(&name);
-        let run = run_bounded(
-            &mut c.command(&[
-                "vm",
-                "run",
-                "-d",
-                "--name",
-                &name,
-                "--network",
-                "none",
-                "--restart",
-                restart,
-                "--boot-disk",
-                path_str(&disk),
-                "--cloud-init",
-                path_str(&ud),
-            ]),
-            None,
-            COMMAND_TIMEOUT,
-        );
-        assert_eq!(run.status.code(), Some(0), "{}", describe(&run));
-        name
+        run_action_vm(&c, guard, &disk, action, &["--restart", restart])
     };
 
     let panicking = start("panic", "on-failure:2", &mut guard);

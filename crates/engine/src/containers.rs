@@ -289,7 +289,13 @@ impl Engine {
     /// (`volume create -o`), where they are not mounted (after a reboot).
     fn mount_volumes(&self, cs: &Containers, id: &str) -> Result<()> {
         let cfg = cs.config(id)?;
-        if cfg.binds.is_empty() {
+        // Only named volumes' `_data` can need a mount: the volume store (whose opening
+        // sweeps it) is not touched on the start of a container without one.
+        if !cfg
+            .binds
+            .iter()
+            .any(|b| b.source.file_name().is_some_and(|n| n == "_data"))
+        {
             return Ok(());
         }
         let vols = self.volumes()?;
