@@ -12,7 +12,7 @@ PACKAGES=(
   ca-certificates tar zstd gzip e2fsprogs util-linux iproute2 procps nftables
   gcc libc6-dev pkg-config
   busybox-static
-  podman skopeo docker-registry apache2-utils containerd tmux
+  podman buildah skopeo docker-registry apache2-utils containerd tmux
   hyperfine runc crun python3 iperf3 sockperf strace
   qemu-system-x86 qemu-utils linux-image-cloud-amd64 ovmf
   extlinux syslinux-common genisoimage cpio fdisk

@@ -208,7 +208,7 @@ pub fn plan(
         }
     }
     // The image's VOLUMEs that no mount covers: an anonymous volume each, as docker does.
-    if let Some(vols) = icfg.volumes() {
+    if let Some(vols) = icfg.volumes().as_ref().filter(|_| !spec.no_image_volumes) {
         for v in vols {
             let t = v.trim_end_matches('/');
             let t = if t.is_empty() { "/" } else { t };

@@ -282,6 +282,9 @@ pub struct ContainerSpec {
     pub dns_options: Vec<String>,
     /// The pod to join (name or id): its network, IPC and UTS namespaces.
     pub pod: Option<String>,
+    /// Leave the image's `VOLUME`s unmounted (a build step's container: its writes there
+    /// belong in the step's layer, as with BuildKit).
+    pub no_image_volumes: bool,
 }
 
 impl Mount {

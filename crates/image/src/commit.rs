@@ -142,6 +142,13 @@ pub fn apply_changes(cfg: &mut Value, changes: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Stores one more layer, read as an uncompressed tar stream with OCI whiteouts: unpacked and
+/// kept as a blob in one pass; returns its diff id (its digest) and size. The caller holds
+/// [`Store::content_lock`].
+pub fn add_layer<R: Read>(store: &Store, layer: R) -> Result<(Digest, u64)> {
+    crate::import::store_layer(store, layer)
+}
+
 /// Makes image `name` (when given) of `base` plus the layer read from `layer` (an uncompressed
 /// tar stream); returns the new image's id.
 pub fn commit<R: Read>(

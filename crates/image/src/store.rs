@@ -542,6 +542,14 @@ impl Store {
             }
         }
         let hex = what.strip_prefix("sha256:").unwrap_or(what);
+        // A whole manifest digest finds an unnamed image too (a build step's).
+        if what.starts_with("sha256:") && hex.len() == 64 {
+            if let Ok(d) = what.parse::<Digest>() {
+                if let Ok(img) = self.image(&d) {
+                    return Ok(img);
+                }
+            }
+        }
         if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             let mut found: Vec<Image> = Vec::new();
             for img in self.images()? {
@@ -556,6 +564,49 @@ impl Store {
             }
         }
         Err(StoreError::NotFound(what.to_owned()))
+    }
+
+    /// The build cache's entry `key` (a hex string): the image a build step made, when it is
+    /// still whole in the store.
+    pub fn cache_get(&self, key: &str) -> Option<Image> {
+        let raw = fs::read_to_string(self.root.join("build-cache").join(key)).ok()?;
+        let d: Digest = raw.trim().parse().ok()?;
+        let img = self.image(&d).ok()?;
+        let whole = img.layer_digests().ok()?.iter().all(|l| self.has_blob(l))
+            && img.diff_ids().ok()?.iter().all(|l| self.has_layer(l));
+        whole.then_some(img)
+    }
+
+    /// Records that build step `key` made the image with manifest `digest`. A cache entry
+    /// keeps its image's content from garbage collection, as a name does, without being
+    /// listed.
+    pub fn cache_put(&self, key: &str, digest: &Digest) -> Result<()> {
+        let dir = self.root.join("build-cache");
+        fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+        let tmp = self.tmp_path("cache");
+        write_atomic(&dir.join(key), digest.to_string().as_bytes(), &tmp)
+    }
+
+    /// Forgets the whole build cache; returns the entries dropped. What only the cache kept is
+    /// deleted by the next [`Store::gc_keeping`].
+    pub fn cache_prune(&self) -> Result<usize> {
+        let dir = self.root.join("build-cache");
+        let n = fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(io_err("removing", &dir)(e)),
+        }
+    }
+
+    /// The manifests the build cache refers to.
+    fn cache_roots(&self) -> Vec<Digest> {
+        let Ok(dir) = fs::read_dir(self.root.join("build-cache")) else {
+            return Vec::new();
+        };
+        dir.filter_map(|e| fs::read_to_string(e.ok()?.path()).ok())
+            .filter_map(|s| s.trim().parse().ok())
+            .collect()
     }
 
     /// Removes a name, or all names of an id (several only with `force`); content that no
@@ -621,7 +672,12 @@ impl Store {
         let _l = self.lock_file("content.lock", FlockOperation::LockExclusive)?;
         let mut keep_blobs = BTreeSet::new();
         let mut keep_layers = in_use.clone();
-        for d in self.names()?.into_values() {
+        let roots: BTreeSet<Digest> = self
+            .names()?
+            .into_values()
+            .chain(self.cache_roots())
+            .collect();
+        for d in roots {
             keep_blobs.insert(d.hex().to_owned());
             // An unreadable manifest keeps nothing else alive; report it rather than guess.
             match self.image(&d) {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod build;
 mod container;
 mod image;
 mod network;
@@ -12,6 +13,7 @@ mod pod;
 mod run;
 mod vm;
 
+pub use build::*;
 pub use container::*;
 pub use image::*;
 pub use network::*;
@@ -71,6 +73,11 @@ pub enum Command {
     /// Manage images: import, load, save, list, inspect, tag, remove, prune.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Build an image from a Dockerfile and a context directory.
+    Build(BuildArgs),
+    /// Manage the build cache.
+    #[command(subcommand)]
+    Builder(BuilderCommand),
     /// Pull an image from a registry.
     Pull(PullArgs),
     /// Push an image to a registry.

@@ -1,6 +1,7 @@
 //! One module per group of verbs: each turns parsed flags into library calls (the engine's for
 //! workloads) and prints the result. No command module calls another.
 
+mod build;
 mod container;
 mod host;
 mod image;
@@ -31,6 +32,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Network(cmd) => network::run(&engine, cmd),
         Command::Vm(cmd) => vm::run(&engine, cmd),
         Command::Image(cmd) => image::run(&engine, cmd),
+        Command::Build(a) => build::build(&engine, a),
+        Command::Builder(cmd) => build::builder(&engine, cmd),
         Command::Pull(a) => image::run(&engine, ImageCommand::Pull(a)),
         Command::Push(a) => image::run(&engine, ImageCommand::Push(a)),
         Command::Images(a) => image::run(&engine, ImageCommand::Ls(a)),

@@ -228,6 +228,7 @@ pub(super) fn spec_of(a: &RunArgs) -> Result<ContainerSpec> {
         dns_search: a.dns_search.clone(),
         dns_options: a.dns_option.clone(),
         pod: a.pod.clone(),
+        no_image_volumes: false,
         isolation: if a.isolation == "vm" {
             Isolation::Vm
         } else {
