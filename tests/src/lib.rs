@@ -38,6 +38,8 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod build_corpus;
+pub mod buildah;
 pub mod checks;
 pub mod containerd;
 pub mod containers;

@@ -16,13 +16,17 @@ use corral_engine::Engine;
 use corral_image::{Digest, Store};
 use sha2::{Digest as _, Sha256};
 
-use crate::copy::{self, CopySpec, Origin, Src};
-use crate::dockerfile::{self, Dockerfile, Instr, Source, Stage, Step};
+use crate::copy::{self, CopySpec, Origin};
+use crate::dockerfile::{self, Dockerfile, Instr, Stage, Step};
 use crate::ignore::Ignore;
 use crate::layers::View;
 use crate::state::State;
 use crate::steps::{self, Scope};
 use crate::BuildError;
+
+mod prepare;
+
+use prepare::{history_of_run, Action};
 
 /// The build arguments every build defines (BuildKit's platform arguments).
 const PLATFORM_ARGS: [(&str, &str); 8] = [
@@ -487,6 +491,11 @@ impl Plan<'_> {
                 })?;
             State::of_image(&self.store, &img)?
         };
+        let mut state = state;
+        // A stage whose base sets no PATH gets the usual one (BuildKit and buildah do too).
+        if !state.env().iter().any(|(k, _)| k == "PATH") {
+            state.set_env("PATH", crate::state::DEFAULT_PATH);
+        }
         let mut scope = Scope {
             state,
             args: BTreeMap::new(),
@@ -678,317 +687,6 @@ impl Plan<'_> {
         let _ = std::fs::remove_file(&tmp);
         made
     }
-
-    /// A step's cache key and what to do on a miss.
-    fn prepare(&self, scope: &Scope, step: &Step) -> Result<(String, Action), BuildError> {
-        let parent = scope.state.identity();
-        Ok(match &step.instr {
-            Instr::Run {
-                flags,
-                command,
-                heredocs,
-            } => {
-                let mut mounts = Vec::new();
-                for (name, value) in flags {
-                    match (name.as_str(), value) {
-                        ("mount", Some(v)) => mounts.push(v.clone()),
-                        ("network", Some(v)) if v == "default" || v == "host" || v == "none" => {}
-                        ("security", Some(v)) if v == "sandbox" => {}
-                        (other, _) => {
-                            return Err(BuildError::Invalid(format!(
-                                "RUN: unsupported flag --{other} (RUN takes --mount, --network=default|none|host)"
-                            )))
-                        }
-                    }
-                }
-                let args = run_args(scope, command, heredocs)?;
-                let mut env = scope.run_env();
-                for p in PROXY_ARGS {
-                    if let Some(v) = self.opts.build_args.get(p) {
-                        if !scope.args.contains_key(p) {
-                            env.push(format!("{p}={v}"));
-                            self.used_args
-                                .lock()
-                                .expect("not poisoned")
-                                .insert(p.to_owned());
-                        }
-                    }
-                }
-                let keyed: Vec<&String> = env
-                    .iter()
-                    .filter(|e| !PROXY_ARGS.iter().any(|p| e.starts_with(&format!("{p}="))))
-                    .collect();
-                let k = key(&[
-                    &parent,
-                    "RUN",
-                    &serde_json::to_string(&args).expect("serializable"),
-                    &serde_json::to_string(&keyed).expect("serializable"),
-                    &mounts.join("\n"),
-                ]);
-                (k, Action::Run(args, env, mounts))
-            }
-            Instr::Copy {
-                add,
-                flags,
-                sources,
-                dest,
-            } => {
-                let (origin, spec) = self.copy_spec(scope, *add, flags, sources, dest)?;
-                let view = View::new(scope.state.layer_dirs(&self.store));
-                let o = match &origin {
-                    None => Origin::Context {
-                        dir: &self.context,
-                        ignore: &self.ignore,
-                    },
-                    Some(v) => Origin::Image(v.clone()),
-                };
-                let planned = copy::plan(&o, &spec, &view)?;
-                let k = key(&[
-                    &parent,
-                    if *add { "ADD" } else { "COPY" },
-                    &spec.dest,
-                    &format!("{:?}{:?}", spec.chown, spec.chmod),
-                    &planned.hash,
-                ]);
-                (k, Action::Copy(origin, spec))
-            }
-            Instr::Workdir(raw) => {
-                let dir = steps::workdir(scope, raw)?;
-                (key(&[&parent, "WORKDIR", &dir]), Action::Workdir(dir))
-            }
-            other => {
-                // A config step: what it sets, after expansion, is its key.
-                let mut probe = scope.clone();
-                steps::apply(&mut probe, other, &step.text)?;
-                let cfg =
-                    serde_json::to_string(&probe.state.config["config"]).expect("serializable");
-                let author = probe.state.config["author"].to_string();
-                (
-                    key(&[&parent, other.keyword(), &cfg, &author]),
-                    Action::Config,
-                )
-            }
-        })
-    }
-
-    /// The origin and spec of a `COPY`/`ADD`.
-    fn copy_spec(
-        &self,
-        scope: &Scope,
-        add: bool,
-        flags: &[(String, Option<String>)],
-        sources: &[Source],
-        dest: &str,
-    ) -> Result<(Option<View>, CopySpec), BuildError> {
-        let keyword = if add { "ADD" } else { "COPY" };
-        let mut from = None;
-        let mut chown = None;
-        let mut chmod = None;
-        for (name, value) in flags {
-            let v = value.clone().unwrap_or_default();
-            match name.as_str() {
-                "from" if !add => from = Some(scope.word(&v)?),
-                "chown" => chown = Some(scope.word(&v)?),
-                "chmod" => {
-                    let m = scope.word(&v)?;
-                    chmod = Some(
-                        u32::from_str_radix(&m, 8)
-                            .ok()
-                            .filter(|m| *m <= 0o7777)
-                            .ok_or_else(|| {
-                                BuildError::Invalid(format!(
-                                    "{keyword} --chmod={m}: an octal mode such as 755"
-                                ))
-                            })?,
-                    );
-                }
-                "link" => {}
-                "checksum" if add => {
-                    return Err(BuildError::Invalid(
-                        "ADD --checksum applies to URLs, which this build does not fetch yet"
-                            .into(),
-                    ))
-                }
-                other => {
-                    return Err(BuildError::Invalid(format!(
-                        "{keyword}: unsupported flag --{other} ({})",
-                        if add {
-                            "ADD takes --chown, --chmod, --link"
-                        } else {
-                            "COPY takes --from, --chown, --chmod, --link"
-                        }
-                    )))
-                }
-            }
-        }
-        let origin = match &from {
-            None => None,
-            Some(f) => Some(match self.stage_ref(f, usize::MAX) {
-                Some(i) => {
-                    let st = self.wait_stage(i)?;
-                    View::new(st.layer_dirs(&self.store))
-                }
-                None => {
-                    let (_, img) = self
-                        .engine
-                        .image_for_run(f, self.pull_policy(), &self.opts.pull_options)
-                        .map_err(|e| {
-                            BuildError::Image(format!(
-                                "--from={f}: no such stage, and as an image: {e}"
-                            ))
-                        })?;
-                    View::new(State::of_image(&self.store, &img)?.layer_dirs(&self.store))
-                }
-            }),
-        };
-        let chown = match chown {
-            None => None,
-            Some(c) => Some(self.owner(scope, &c)?),
-        };
-        let mut srcs = Vec::new();
-        for s in sources {
-            srcs.push(match s {
-                Source::Path(p) => {
-                    let p = scope.word(p)?;
-                    if add && (p.starts_with("http://") || p.starts_with("https://") || p.starts_with("git@")) {
-                        return Err(BuildError::Invalid(format!(
-                            "ADD {p}: fetching URLs is not supported yet; download it into the context and COPY it"
-                        )));
-                    }
-                    Src::Path(p)
-                }
-                Source::Inline { name, body, expand } => Src::Inline {
-                    name: name.clone(),
-                    body: if *expand { scope.heredoc(body)? } else { body.clone() },
-                },
-            });
-        }
-        let dest = scope.word(dest)?;
-        let abs = if dest.starts_with('/') {
-            dest.clone()
-        } else {
-            let wd = scope.state.workdir();
-            format!("{}/{dest}", wd.trim_end_matches('/'))
-        };
-        let abs = if dest.ends_with('/') || dest == "." || dest.ends_with("/.") {
-            format!("{}/", abs.trim_end_matches('.').trim_end_matches('/'))
-        } else {
-            abs
-        };
-        Ok((
-            origin,
-            CopySpec {
-                sources: srcs,
-                dest: abs,
-                chown,
-                chmod,
-                extract: add,
-                keyword,
-            },
-        ))
-    }
-
-    /// `--chown=USER[:GROUP]` to ids, names looked up in the stage's own files; a user alone
-    /// gives its uid as the gid too (Docker's rule).
-    fn owner(&self, scope: &Scope, spec: &str) -> Result<(u32, u32), BuildError> {
-        let dirs = scope.state.layer_dirs(&self.store);
-        let (u, g) = spec
-            .split_once(':')
-            .map_or((spec, None), |(u, g)| (u, Some(g)));
-        let uid = match u.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => {
-                corral_engine::users::resolve(u, &dirs)
-                    .map_err(|e| BuildError::Invalid(format!("--chown={spec}: {e}")))?
-                    .uid
-            }
-        };
-        let gid = match g {
-            None => uid,
-            Some(g) => match g.parse::<u32>() {
-                Ok(n) => n,
-                Err(_) => {
-                    let group = corral_engine::users::read_in_layers(&dirs, "etc/group");
-                    corral_engine::users::group_id(g, group.as_deref())
-                        .map_err(|e| BuildError::Invalid(format!("--chown={spec}: {e}")))?
-                }
-            },
-        };
-        Ok((uid, gid))
-    }
-}
-
-/// What a step does on a cache miss.
-enum Action {
-    Config,
-    Workdir(String),
-    Copy(Option<View>, CopySpec),
-    Run(Vec<String>, Vec<String>, Vec<String>),
-}
-
-/// A `RUN`'s arguments: the exec form as written; the shell form through the stage's shell,
-/// a heredoc-only command as the heredoc's script.
-fn run_args(
-    scope: &Scope,
-    command: &dockerfile::Command,
-    heredocs: &[(String, bool)],
-) -> Result<Vec<String>, BuildError> {
-    let mut shell = scope.state.shell();
-    Ok(match command {
-        dockerfile::Command::Exec(v) => {
-            if v.is_empty() {
-                return Err(BuildError::Invalid("RUN needs a command".into()));
-            }
-            v.clone()
-        }
-        dockerfile::Command::Shell(s) => {
-            let trimmed = s.trim();
-            let script = match heredocs.first() {
-                // `RUN <<EOF`: the heredoc is the script.
-                Some((body, _))
-                    if trimmed.starts_with("<<")
-                        && !trimmed.contains(char::is_whitespace)
-                        && heredocs.len() == 1 =>
-                {
-                    body.clone()
-                }
-                Some(_) => {
-                    // The shell reads the heredocs itself, up to their delimiters.
-                    let delims: Vec<String> = s
-                        .split("<<")
-                        .skip(1)
-                        .map(|d| {
-                            d.trim_start_matches('-')
-                                .trim_start_matches(['"', '\''])
-                                .chars()
-                                .take_while(|c| c.is_alphanumeric() || *c == '_')
-                                .collect()
-                        })
-                        .collect();
-                    let mut out = s.clone();
-                    for ((body, _), d) in heredocs.iter().zip(delims) {
-                        out.push('\n');
-                        out.push_str(body);
-                        if !body.ends_with('\n') {
-                            out.push('\n');
-                        }
-                        out.push_str(&d);
-                    }
-                    out
-                }
-                None => s.clone(),
-            };
-            if script.trim().is_empty() {
-                return Err(BuildError::Invalid("RUN needs a command".into()));
-            }
-            shell.push(script);
-            shell
-        }
-    })
-}
-
-fn history_of_run(args: &[String]) -> String {
-    format!("RUN {}", args.join(" "))
 }
 
 impl Progress for std::sync::Mutex<Box<dyn std::io::Write + Send>> {

@@ -585,6 +585,8 @@ pub fn write<W: Write>(planned: &Planned, out: W) -> Result<(), BuildError> {
     };
     for i in &planned.items {
         match &i.content {
+            // The root itself keeps what it is (`COPY dir /`).
+            Content::Dir if i.path.is_empty() => {}
             Content::Dir => {
                 let mut h = header(i, tar::EntryType::Directory, 0);
                 tar.append_data(&mut h, format!("{}/", i.path), io::empty())

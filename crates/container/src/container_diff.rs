@@ -207,6 +207,9 @@ pub fn write_layer<W: Write>(containers: &Containers, id: &str, out: W) -> Resul
     let mut tar = tar::Builder::new(out);
     tar.mode(tar::HeaderMode::Complete);
     let mut stack = vec![String::new()];
+    // Hard links among the changed files stay hard links: the first path of each inode.
+    let mut inodes: std::collections::HashMap<(u64, u64), String> =
+        std::collections::HashMap::new();
     let fail = |p: &Path| {
         let p = p.to_owned();
         move |err: io::Error| DiffError::Io {
@@ -253,7 +256,15 @@ pub fn write_layer<W: Write>(containers: &Containers, id: &str, out: W) -> Resul
                 h.set_entry_type(tar::EntryType::Symlink);
                 h.set_size(0);
                 tar.append_link(&mut h, &r, &target).map_err(fail(&path))?;
+            } else if md.is_file() && md.nlink() > 1 && inodes.contains_key(&(md.dev(), md.ino())) {
+                let first = &inodes[&(md.dev(), md.ino())];
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_size(0);
+                tar.append_link(&mut h, &r, first).map_err(fail(&path))?;
             } else if md.is_file() {
+                if md.nlink() > 1 {
+                    inodes.insert((md.dev(), md.ino()), r.clone());
+                }
                 // Never through a symlink swapped in meanwhile.
                 use std::os::unix::fs::OpenOptionsExt;
                 let f = fs::OpenOptions::new()
