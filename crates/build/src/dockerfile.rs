@@ -613,3 +613,53 @@ mod tests {
         assert!(parse_trigger("ONBUILD RUN x").is_err());
     }
 }
+
+#[cfg(test)]
+mod hostile {
+    //! A cheap stand-in for `fuzz/fuzz_targets/dockerfile.rs` that runs with the unit tests:
+    //! mutations of a Dockerfile that uses every form, through the parser and the expander.
+
+    #[test]
+    fn mutated_dockerfiles_never_panic() {
+        let seed = "# escape=\\\nARG V=${X:-1}\nFROM busybox AS b\nRUN <<EOF\necho $V\nEOF\nCOPY --from=b --chown=1:2 a* \"/d e/\"\nENV A=\"x y\" B=${A:+z}\nHEALTHCHECK --interval=5s CMD [\"true\"]\nONBUILD RUN x\nVOLUME [\"/v\"]\nSHELL [\"/bin/sh\",\"-c\"]\nCMD echo \\\n  hi\n";
+        let bytes = seed.as_bytes();
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let alphabet = b"$ {}:-+?\"'\\`\n=[]<>,#AFRUNCOPYE*";
+        for _ in 0..4000 {
+            let mut m = bytes.to_vec();
+            for _ in 0..(next() % 6 + 1) {
+                let at = (next() as usize) % (m.len() + 1);
+                match next() % 3 {
+                    0 if !m.is_empty() && at < m.len() => {
+                        m.remove(at);
+                    }
+                    1 => m.insert(at, alphabet[(next() as usize) % alphabet.len()]),
+                    _ => {
+                        let len = (next() as usize) % 12;
+                        let from = (next() as usize) % bytes.len();
+                        let piece: Vec<u8> = bytes[from..(from + len).min(bytes.len())].to_vec();
+                        for (i, b) in piece.into_iter().enumerate() {
+                            m.insert((at + i).min(m.len()), b);
+                        }
+                    }
+                }
+            }
+            let Ok(text) = std::str::from_utf8(&m) else { continue };
+            if let Ok(df) = super::parse(text) {
+                for s in df.stages.iter().flat_map(|s| s.steps.iter()) {
+                    let _ = super::parse_trigger(&s.text);
+                }
+            }
+            let vars = |n: &str| (n.len() % 2 == 0).then(|| n.to_owned());
+            let _ = crate::expand::words(text, '\\', &vars);
+            let _ = crate::expand::text(text, '`', &vars);
+            let _ = crate::expand::pairs(text, '\\', &vars, true);
+        }
+    }
+}
