@@ -650,7 +650,9 @@ mod hostile {
                     }
                 }
             }
-            let Ok(text) = std::str::from_utf8(&m) else { continue };
+            let Ok(text) = std::str::from_utf8(&m) else {
+                continue;
+            };
             if let Ok(df) = super::parse(text) {
                 for s in df.stages.iter().flat_map(|s| s.steps.iter()) {
                     let _ = super::parse_trigger(&s.text);
