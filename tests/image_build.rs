@@ -601,3 +601,178 @@ fn built_images_run_under_corral_and_podman_and_keep_secrets_out() {
     );
     c.assert_no_leaks();
 }
+
+/// A one-file HTTP server on loopback (python's), stopped on drop.
+struct FileServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl FileServer {
+    fn start(dir: &Path) -> FileServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        FileServer { child, port }
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn add_fetches_urls_checks_checksums_and_binds_stages() {
+    if skip_unless_root("add_fetches_urls_checks_checksums_and_binds_stages")
+        || skip_unless_tools(
+            "add_fetches_urls_checks_checksums_and_binds_stages",
+            &["python3"],
+        )
+    {
+        return;
+    }
+    let c = world_with_base();
+    let served = c.path("served");
+    std::fs::create_dir_all(&served).unwrap();
+    std::fs::write(served.join("payload.txt"), "fetched over http\n").unwrap();
+    let sum = hex::encode(Sha256::digest(b"fetched over http\n"));
+    let srv = FileServer::start(&served);
+    let url = format!("http://127.0.0.1:{}/payload.txt", srv.port);
+    let ctx = c.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {BASE} AS tools\nRUN mkdir /tools && echo tool > /tools/t\nFROM {BASE}\nADD --checksum=sha256:{sum} {url} /dl/\nRUN --mount=type=bind,from=tools,source=/tools,target=/mnt cat /mnt/t > /from-stage\n"
+        ),
+    )
+    .unwrap();
+    c.ok(&["build", "-t", "localhost/fetched", ctx.to_str().unwrap()]);
+    let out = c.ok(&[
+        "run",
+        "--rm",
+        "localhost/fetched",
+        "sh",
+        "-c",
+        "cat /dl/payload.txt /from-stage; stat -c %a /dl/payload.txt; ls /mnt | wc -l",
+    ]);
+    assert_eq!(out, "fetched over http\ntool\n600\n0\n");
+    // Unchanged content: the ADD hits the cache; changed content: it misses.
+    let again = c.ok(&["build", "-t", "localhost/fetched", ctx.to_str().unwrap()]);
+    assert!(
+        again
+            .lines()
+            .any(|l| l.contains("ADD") && l.ends_with("CACHED")),
+        "{again}"
+    );
+    let e = must_fail(
+        &c,
+        "checksum",
+        &format!(
+            "FROM {BASE}\nADD --checksum=sha256:{} {url} /x\n",
+            "0".repeat(64)
+        ),
+        &[],
+        &[],
+    );
+    assert!(e.contains("checksum does not match"), "{e}");
+    drop(srv);
+    let e = must_fail(
+        &c,
+        "unreachable",
+        &format!("FROM {BASE}\nADD {url} /x\n"),
+        &[],
+        &[],
+    );
+    assert!(e.contains("cannot fetch"), "{e}");
+    assert!(
+        corral_e2e::mounts::mounts_under(c.root()).is_empty(),
+        "a stage mount stayed"
+    );
+    c.assert_no_leaks();
+}
+
+#[test]
+fn interrupt_stops_the_build_and_leaves_nothing() {
+    if skip_unless_root("interrupt_stops_the_build_and_leaves_nothing") {
+        return;
+    }
+    let c = world_with_base();
+    let ctx = c.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {BASE}\nRUN echo started && sleep 60\n"),
+    )
+    .unwrap();
+    let mut child = c
+        .command(&[
+            "build",
+            "-t",
+            "localhost/interrupted",
+            ctx.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0,
+            "the build ended before its RUN started"
+        );
+        if line.starts_with("started") {
+            break;
+        }
+    }
+    let t = Instant::now();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = child.wait().unwrap();
+    assert!(
+        t.elapsed().as_secs() < 15,
+        "the build took {:?} to stop",
+        t.elapsed()
+    );
+    assert_eq!(status.code(), Some(130), "exit status after ^C");
+    assert!(
+        !c.has_image("localhost/interrupted"),
+        "an interrupted build tagged its image"
+    );
+    assert_eq!(
+        c.ok(&["ps", "-aq"]).trim(),
+        "",
+        "the step's container stayed"
+    );
+    c.assert_no_leaks();
+}

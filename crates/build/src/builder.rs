@@ -83,6 +83,41 @@ pub struct BuildOptions {
     pub quiet: bool,
     /// Where pulls show their progress.
     pub pull_options: PullOptions,
+    /// Stops the build when cancelled.
+    pub cancel: std::sync::Arc<Cancel>,
+}
+
+/// Stops a build from another thread (a signal handler): no further step starts, and the
+/// `RUN` steps running are killed; their containers are removed as the steps end.
+#[derive(Debug, Default)]
+pub struct Cancel {
+    flag: AtomicBool,
+    running: Mutex<BTreeSet<String>>,
+}
+
+impl Cancel {
+    /// Stops the build.
+    pub fn cancel(&self, engine: &Engine) {
+        self.flag.store(true, Ordering::SeqCst);
+        for id in self.running.lock().expect("not poisoned").iter() {
+            let _ = engine.kill(id, "KILL");
+        }
+    }
+
+    /// Whether the build was stopped.
+    pub fn cancelled(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// A step's container is running (`true`) or gone (`false`).
+    pub(crate) fn track(&self, id: &str, running: bool) {
+        let mut r = self.running.lock().expect("not poisoned");
+        if running {
+            r.insert(id.to_owned());
+        } else {
+            r.remove(id);
+        }
+    }
 }
 
 /// Where progress goes.
@@ -528,6 +563,9 @@ impl Plan<'_> {
         }
         let total = steps.len() + 1;
         for (n, step) in steps.iter().enumerate() {
+            if self.opts.cancel.cancelled() {
+                return Err(BuildError::Interrupted);
+            }
             if self.failed.load(Ordering::SeqCst) {
                 return Err(BuildError::Cancelled);
             }
@@ -570,6 +608,26 @@ impl Plan<'_> {
             return Ok(());
         }
         let (k, action) = self.prepare(scope, step)?;
+        // Files `ADD` fetched live until the step is over, hit or miss.
+        struct Fetched(Vec<PathBuf>);
+        impl Drop for Fetched {
+            fn drop(&mut self) {
+                for p in &self.0 {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+        }
+        let _fetched = Fetched(match &action {
+            Action::Copy(_, spec) => spec
+                .sources
+                .iter()
+                .filter_map(|s| match s {
+                    copy::Src::Fetched(f) => Some(f.path.clone()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        });
         if !self.opts.no_cache {
             if let Some(img) = self.store.cache_get(&k) {
                 scope.state = State::of_image(&self.store, &img)?;
@@ -623,7 +681,7 @@ impl Plan<'_> {
                 let (d, size) = self.layer(|w| copy::write(&planned, w))?;
                 next.state.add_layer(d, size, &step.text);
             }
-            Action::Run(args, env, mounts) => {
+            Action::Run(args, env, mounts, from_layers) => {
                 let image = match &scope.state.image {
                     Some(d) => d.clone(),
                     None => next.state.store(&self.store)?,
@@ -643,6 +701,8 @@ impl Plan<'_> {
                         },
                         mounts,
                         secrets: &self.opts.secrets,
+                        from_layers: &from_layers,
+                        cancel: &self.opts.cancel,
                         context: &self.context,
                         show_output: !self.opts.quiet,
                         view: &view,

@@ -47,6 +47,8 @@ pub enum Origin<'a> {
 pub enum Src {
     /// A path or glob in the origin.
     Path(String),
+    /// A file fetched from a URL (`ADD`): lands with mode 0600.
+    Fetched(crate::fetch::Fetched),
     /// A heredoc: a file `name` with `body`.
     Inline {
         /// Its name.
@@ -356,9 +358,11 @@ pub fn plan(origin: &Origin<'_>, spec: &CopySpec, dest_view: &View) -> Result<Pl
     // Every source first: the count decides what DEST means.
     let mut resolved: Vec<(String, Option<(String, crate::layers::Entry)>)> = Vec::new();
     let mut inline = Vec::new();
+    let mut fetched: Vec<crate::fetch::Fetched> = Vec::new();
     for s in &spec.sources {
         match s {
             Src::Inline { name, body } => inline.push((name.clone(), body.clone())),
+            Src::Fetched(f) => fetched.push(f.clone()),
             Src::Path(p) => {
                 let glob = ignore::is_glob(p);
                 let paths = l.expand(p)?;
@@ -389,7 +393,7 @@ pub fn plan(origin: &Origin<'_>, spec: &CopySpec, dest_view: &View) -> Result<Pl
             }
         }
     }
-    let count = resolved.len() + inline.len();
+    let count = resolved.len() + inline.len() + fetched.len();
     if count > 1 && !dest_dir_form && !dest_is_dir {
         return Err(err(
             spec.keyword,
@@ -437,6 +441,25 @@ pub fn plan(origin: &Origin<'_>, spec: &CopySpec, dest_view: &View) -> Result<Pl
             gid,
             mtime: now(),
             content: Content::Bytes(body.into_bytes()),
+        });
+    }
+    for f in fetched {
+        let to = if dest_is_dir || count > 1 {
+            join(&dest, &f.name)
+        } else {
+            dest.clone()
+        };
+        let (uid, gid) = spec.chown.unwrap_or((0, 0));
+        let size = fs::metadata(&f.path)
+            .map_err(|e| err(spec.keyword, format!("{}: {e}", f.path.display())))?
+            .len();
+        l.items.push(Item {
+            path: to,
+            mode: spec.chmod.unwrap_or(0o600),
+            uid,
+            gid,
+            mtime: now(),
+            content: Content::File(f.path.clone(), size),
         });
     }
     let mut items = parents(dest_view, &l.items, spec)?;

@@ -24,13 +24,14 @@ pub mod builder;
 pub mod copy;
 pub mod dockerfile;
 pub mod expand;
+pub mod fetch;
 pub mod ignore;
 pub mod layers;
 pub mod run;
 pub mod state;
 pub mod steps;
 
-pub use builder::{build, BuildOptions, Built, Progress};
+pub use builder::{build, BuildOptions, Built, Cancel, Progress};
 
 /// Why a build failed.
 #[derive(Debug, thiserror::Error)]
@@ -87,13 +88,16 @@ pub enum BuildError {
     /// Another stage failed first.
     #[error("cancelled: another stage failed")]
     Cancelled,
+    /// The build was stopped ([`Cancel`]).
+    #[error("interrupted: the build was stopped; nothing was tagged")]
+    Interrupted,
 }
 
 impl BuildError {
     /// Puts a step's position on an error that does not have one.
     pub fn at(self, file: &str, step: &dockerfile::Step) -> BuildError {
         match self {
-            BuildError::Step { .. } | BuildError::Cancelled => self,
+            BuildError::Step { .. } | BuildError::Cancelled | BuildError::Interrupted => self,
             other => BuildError::Step {
                 file: file.to_owned(),
                 line: step.line,
@@ -102,11 +106,5 @@ impl BuildError {
                 message: other.to_string(),
             },
         }
-    }
-
-    /// The exit code: a failed `RUN`'s is 1 (docker's), every other failure 125... except
-    /// that docker build exits 1 for all build failures; corral does too.
-    pub fn exit_code(&self) -> i32 {
-        1
     }
 }

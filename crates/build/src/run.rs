@@ -4,8 +4,10 @@
 //!
 //! `--mount`: `type=cache` (a directory kept between builds under the state root, per `id`
 //! or target), `type=secret` (a `--secret` file, read-only, at `/run/secrets/ID` or
-//! `target`), `type=tmpfs`, and `type=bind` from the build context (read-only). Mount points
-//! the step had to make are taken out of its layer again, so a secret leaves no trace.
+//! `target`), `type=tmpfs`, and `type=bind` from the build context or, with `from=`, from a
+//! stage or image (its layers as a read-only overlay, mounted for the step and unmounted after
+//! it). Mount points the step had to make are taken out of its layer again, so a secret leaves
+//! no trace.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -37,6 +39,10 @@ pub struct RunSpec<'a> {
     pub mounts: Vec<String>,
     /// `--secret` files by id.
     pub secrets: &'a BTreeMap<String, PathBuf>,
+    /// The layers (top first) of the stages and images that `from=` names.
+    pub from_layers: &'a BTreeMap<String, Vec<PathBuf>>,
+    /// The build's stop switch: the step's container is killed when it is thrown.
+    pub cancel: &'a crate::Cancel,
     /// The build context (for `type=bind`).
     pub context: &'a Path,
     /// Show the command's output.
@@ -67,8 +73,65 @@ fn truthy(v: Option<&String>) -> bool {
     v.is_some_and(|v| v == "true" || v == "1" || v.is_empty())
 }
 
-/// The engine mounts of a step's `--mount` flags.
-fn mounts(engine: &Engine, r: &RunSpec<'_>) -> Result<Vec<Mount>, BuildError> {
+/// A stage's or image's layers mounted read-only (an overlay of them over an empty
+/// directory, so that one layer or none mounts too) for one step; unmounted on drop.
+struct StageMount {
+    dir: PathBuf,
+}
+
+impl StageMount {
+    fn new(engine: &Engine, layers: &[PathBuf]) -> Result<Self, BuildError> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = engine.root().join("build/mounts").join(format!(
+            "{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let fail = |what: &str, e: std::io::Error| {
+            BuildError::Run(format!("{what} {}: {e}", dir.display()))
+        };
+        for sub in ["merged", "empty-a", "empty-b"] {
+            fs::create_dir_all(dir.join(sub)).map_err(|e| fail("making", e))?;
+        }
+        let mut lower: Vec<String> = layers.iter().map(|l| l.display().to_string()).collect();
+        lower.push(dir.join("empty-a").display().to_string());
+        if lower.len() < 2 {
+            lower.push(dir.join("empty-b").display().to_string());
+        }
+        let opts = std::ffi::CString::new(format!("lowerdir={}", lower.join(":")))
+            .map_err(|e| fail("overlay options for", std::io::Error::other(e)))?;
+        let m = StageMount { dir: dir.clone() };
+        rustix::mount::mount(
+            "overlay",
+            &m.merged(),
+            "overlay",
+            rustix::mount::MountFlags::RDONLY,
+            Some(opts.as_c_str()),
+        )
+        .map_err(|e| fail("mounting the stage at", e.into()))?;
+        Ok(m)
+    }
+
+    fn merged(&self) -> PathBuf {
+        self.dir.join("merged")
+    }
+}
+
+impl Drop for StageMount {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.merged(), rustix::mount::UnmountFlags::DETACH);
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The engine mounts of a step's `--mount` flags, and the stage mounts they bind (held until
+/// the step is over).
+fn mounts(
+    engine: &Engine,
+    r: &RunSpec<'_>,
+    held: &mut Vec<StageMount>,
+) -> Result<Vec<Mount>, BuildError> {
     let mut out = Vec::new();
     for raw in &r.mounts {
         let o = opts(raw);
@@ -141,11 +204,6 @@ fn mounts(engine: &Engine, r: &RunSpec<'_>) -> Result<Vec<Mount>, BuildError> {
                 let target = target.ok_or_else(|| {
                     BuildError::Run(format!("--mount={raw}: a bind mount needs target=PATH"))
                 })?;
-                if let Some(from) = o.get("from") {
-                    return Err(BuildError::Run(format!(
-                        "--mount={raw}: binding from a stage or image (from={from}) is not supported yet; COPY --from={from} what the step needs"
-                    )));
-                }
                 let src = crate::ignore::clean(
                     o.get("source")
                         .or_else(|| o.get("src"))
@@ -155,6 +213,27 @@ fn mounts(engine: &Engine, r: &RunSpec<'_>) -> Result<Vec<Mount>, BuildError> {
                     return Err(BuildError::Run(format!(
                         "--mount={raw}: source is outside the build context"
                     )));
+                }
+                if let Some(from) = o.get("from") {
+                    let layers = r.from_layers.get(from).ok_or_else(|| {
+                        BuildError::Run(format!("--mount={raw}: no stage or image {from}"))
+                    })?;
+                    let m = StageMount::new(engine, layers)?;
+                    let view = View::new(layers.clone());
+                    let canon = canonical(&view, &src)?;
+                    let source = m.merged().join(&canon);
+                    if !source.exists() {
+                        return Err(BuildError::Run(format!(
+                            "--mount={raw}: {src} is not in {from}"
+                        )));
+                    }
+                    held.push(m);
+                    out.push(Mount {
+                        source: MountSource::Bind { source },
+                        target,
+                        readonly: true,
+                    });
+                    continue;
                 }
                 let host = r.context.join(&src);
                 let real = fs::canonicalize(&host).map_err(|e| {
@@ -203,7 +282,8 @@ impl Drop for Cleanup<'_> {
 
 /// Runs one `RUN` step and stores its layer.
 pub fn run(engine: &Engine, store: &Store, r: &RunSpec<'_>) -> Result<RunOutput, BuildError> {
-    let mounts = mounts(engine, r)?;
+    let mut held = Vec::new();
+    let mounts = mounts(engine, r, &mut held)?;
     // Mount points the image does not have: made by the runtime, removed from the layer.
     let mut made = Vec::new();
     for m in &mounts {
@@ -238,6 +318,17 @@ pub fn run(engine: &Engine, store: &Store, r: &RunSpec<'_>) -> Result<RunOutput,
         engine,
         id: created.id.clone(),
     };
+    r.cancel.track(&created.id, true);
+    struct Untrack<'a>(&'a crate::Cancel, &'a str);
+    impl Drop for Untrack<'_> {
+        fn drop(&mut self) {
+            self.0.track(self.1, false);
+        }
+    }
+    let _untrack = Untrack(r.cancel, &created.id);
+    if r.cancel.cancelled() {
+        return Err(BuildError::Interrupted);
+    }
     let mode = if r.show_output {
         Attach::Attached
     } else {
@@ -257,6 +348,9 @@ pub fn run(engine: &Engine, store: &Store, r: &RunSpec<'_>) -> Result<RunOutput,
     let cs = engine
         .containers()
         .map_err(|e| BuildError::Engine(e.to_string()))?;
+    if r.cancel.cancelled() {
+        return Err(BuildError::Interrupted);
+    }
     if code != 0 {
         let output = if r.show_output {
             String::new()

@@ -1,6 +1,9 @@
 //! A step's cache key and what it does on a miss: `RUN`'s arguments and environment,
 //! `COPY`/`ADD`'s sources listed and hashed, `WORKDIR`'s directory, a config step's result.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
 use super::{key, Plan, PROXY_ARGS};
 use crate::copy::{self, CopySpec, Origin, Src};
 use crate::dockerfile::{self, Instr, Source, Step};
@@ -60,7 +63,22 @@ impl Plan<'_> {
                     &serde_json::to_string(&keyed).expect("serializable"),
                     &mounts.join("\n"),
                 ]);
-                (k, Action::Run(args, env, mounts))
+                let mut from_layers = BTreeMap::new();
+                for m in &mounts {
+                    if let Some(from) = m.split(',').find_map(|kv| kv.strip_prefix("from=")) {
+                        from_layers.insert(from.to_owned(), self.layers_of(from)?);
+                    }
+                }
+                // What a bound stage holds is part of the key: its layers (content ids).
+                let bound: Vec<String> = from_layers
+                    .iter()
+                    .map(|(k, v)| {
+                        let dirs: Vec<String> = v.iter().map(|p| p.display().to_string()).collect();
+                        format!("{k}={}", dirs.join(":"))
+                    })
+                    .collect();
+                let k = key(&[&k, &bound.join("\n")]);
+                (k, Action::Run(args, env, mounts, from_layers))
             }
             Instr::Copy {
                 add,
@@ -106,6 +124,24 @@ impl Plan<'_> {
         })
     }
 
+    /// The layers (top first) of a stage (by name or index) or, failing that, an image.
+    fn layers_of(&self, from: &str) -> Result<Vec<PathBuf>, BuildError> {
+        Ok(match self.stage_ref(from, usize::MAX) {
+            Some(i) => self.wait_stage(i)?.layer_dirs(&self.store),
+            None => {
+                let (_, img) = self
+                    .engine
+                    .image_for_run(from, self.pull_policy(), &self.opts.pull_options)
+                    .map_err(|e| {
+                        BuildError::Image(format!(
+                            "from={from}: no such stage, and as an image: {e}"
+                        ))
+                    })?;
+                State::of_image(&self.store, &img)?.layer_dirs(&self.store)
+            }
+        })
+    }
+
     /// The origin and spec of a `COPY`/`ADD`.
     fn copy_spec(
         &self,
@@ -119,6 +155,7 @@ impl Plan<'_> {
         let mut from = None;
         let mut chown = None;
         let mut chmod = None;
+        let mut checksum = None;
         for (name, value) in flags {
             let v = value.clone().unwrap_or_default();
             match name.as_str() {
@@ -138,12 +175,7 @@ impl Plan<'_> {
                     );
                 }
                 "link" => {}
-                "checksum" if add => {
-                    return Err(BuildError::Invalid(
-                        "ADD --checksum applies to URLs, which this build does not fetch yet"
-                            .into(),
-                    ))
-                }
+                "checksum" if add => checksum = Some(scope.word(&v)?),
                 other => {
                     return Err(BuildError::Invalid(format!(
                         "{keyword}: unsupported flag --{other} ({})",
@@ -185,9 +217,18 @@ impl Plan<'_> {
             srcs.push(match s {
                 Source::Path(p) => {
                     let p = scope.word(p)?;
-                    if add && (p.starts_with("http://") || p.starts_with("https://") || p.starts_with("git@")) {
+                    if add && crate::fetch::is_url(&p) {
+                        let f = crate::fetch::fetch(
+                            &p,
+                            &self.store.root().join("tmp"),
+                            checksum.as_deref(),
+                        )?;
+                        srcs.push(Src::Fetched(f));
+                        continue;
+                    }
+                    if add && p.starts_with("git@") {
                         return Err(BuildError::Invalid(format!(
-                            "ADD {p}: fetching URLs is not supported yet; download it into the context and COPY it"
+                            "ADD {p}: git sources are not supported; clone the repository into the context and COPY it"
                         )));
                     }
                     Src::Path(p)
@@ -258,7 +299,12 @@ pub(super) enum Action {
     Config,
     Workdir(String),
     Copy(Option<View>, CopySpec),
-    Run(Vec<String>, Vec<String>, Vec<String>),
+    Run(
+        Vec<String>,
+        Vec<String>,
+        Vec<String>,
+        BTreeMap<String, Vec<PathBuf>>,
+    ),
 }
 
 /// A `RUN`'s arguments: the exec form as written; the shell form through the stage's shell,

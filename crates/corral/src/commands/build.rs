@@ -163,10 +163,35 @@ pub fn build(engine: &Engine, a: BuildArgs) -> Result<()> {
             ))),
             registry: None,
         },
+        cancel: Arc::new(corral_build::Cancel::default()),
+    };
+    // ^C (or a SIGTERM) stops the build: the running steps are killed, their containers
+    // removed, nothing is tagged.
+    let signal = Arc::new(std::sync::atomic::AtomicI32::new(0));
+    let handle = {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+            .context("listening for ^C")?;
+        let handle = signals.handle();
+        let (engine, cancel, signal) = (engine.clone(), opts.cancel.clone(), signal.clone());
+        std::thread::spawn(move || {
+            for sig in signals.forever() {
+                signal.store(sig, std::sync::atomic::Ordering::SeqCst);
+                cancel.cancel(&engine);
+            }
+        });
+        handle
     };
     let started = std::time::Instant::now();
-    let built = match corral_build::build(engine, &opts, &Stdout) {
+    let result = corral_build::build(engine, &opts, &Stdout);
+    handle.close();
+    let built = match result {
         Ok(b) => b,
+        Err(corral_build::BuildError::Interrupted) => {
+            eprintln!("error: {}", corral_build::BuildError::Interrupted);
+            let sig = signal.load(std::sync::atomic::Ordering::SeqCst);
+            return Err(Code(128 + if sig == 0 { 2 } else { sig }).into());
+        }
         Err(e) => {
             let mut msg = format!("error: {e}");
             let mut src = std::error::Error::source(&e);
