@@ -104,7 +104,7 @@ impl StageMount {
         let m = StageMount { dir: dir.clone() };
         rustix::mount::mount(
             "overlay",
-            &m.merged(),
+            m.merged(),
             "overlay",
             rustix::mount::MountFlags::RDONLY,
             Some(opts.as_c_str()),
@@ -120,7 +120,7 @@ impl StageMount {
 
 impl Drop for StageMount {
     fn drop(&mut self) {
-        let _ = rustix::mount::unmount(&self.merged(), rustix::mount::UnmountFlags::DETACH);
+        let _ = rustix::mount::unmount(self.merged(), rustix::mount::UnmountFlags::DETACH);
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
