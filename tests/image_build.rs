@@ -776,3 +776,61 @@ fn interrupt_stops_the_build_and_leaves_nothing() {
     );
     c.assert_no_leaks();
 }
+
+#[test]
+fn isolation_vm_runs_each_step_under_its_own_kernel() {
+    if skip_unless_root("isolation_vm_runs_each_step_under_its_own_kernel")
+        || skip_unless_tools(
+            "isolation_vm_runs_each_step_under_its_own_kernel",
+            &["qemu-system-x86_64", "qemu-img"],
+        )
+    {
+        return;
+    }
+    let Some(kernel) = corral_e2e::vms::guest_kernel() else {
+        corral_e2e::report_skip(
+            "isolation_vm_runs_each_step_under_its_own_kernel",
+            "no /boot/vmlinuz-*-cloud-amd64 (apt-get install linux-image-cloud-amd64)",
+        );
+        return;
+    };
+    let c = world_with_base();
+    let ctx = c.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {BASE}\nRUN uname -r > /kernel && rm /etc/group && mkdir -p /made/in && echo vm > /made/in/vm\nCMD [\"cat\", \"/kernel\"]\n"),
+    )
+    .unwrap();
+    c.ok(&[
+        "build",
+        "--isolation",
+        "vm",
+        "-t",
+        "localhost/vm-built",
+        ctx.to_str().unwrap(),
+    ]);
+    // The step ran under the guest's kernel, not the host's; its changes (a deletion too)
+    // are the image's layer.
+    assert_eq!(c.ok(&["run", "--rm", "localhost/vm-built"]).trim(), kernel);
+    let out = c.ok(&[
+        "run",
+        "--rm",
+        "localhost/vm-built",
+        "sh",
+        "-c",
+        "cat /made/in/vm; test -e /etc/group && echo group-still-there; true",
+    ]);
+    assert_eq!(out, "vm\n");
+    let e = must_fail(
+        &c,
+        "vm-mount",
+        &format!("FROM {BASE}\nRUN --mount=type=tmpfs,target=/t true\n"),
+        &[],
+        &["--isolation", "vm"],
+    );
+    assert!(e.contains("--isolation vm"), "{e}");
+    assert_eq!(c.ok(&["vm", "ls", "-q"]).trim(), "", "a step's VM stayed");
+    corral_e2e::vms::assert_no_vm_leftovers(&c);
+    c.assert_no_leaks();
+}

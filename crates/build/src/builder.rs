@@ -85,6 +85,8 @@ pub struct BuildOptions {
     pub pull_options: PullOptions,
     /// Stops the build when cancelled.
     pub cancel: std::sync::Arc<Cancel>,
+    /// Run each `RUN` in a VM of its own (`--isolation vm`).
+    pub isolation_vm: bool,
 }
 
 /// Stops a build from another thread (a signal handler): no further step starts, and the
@@ -687,7 +689,12 @@ impl Plan<'_> {
                     None => next.state.store(&self.store)?,
                 };
                 let view = View::new(scope.state.layer_dirs(&self.store));
-                let out = crate::run::run(
+                let run = if self.opts.isolation_vm {
+                    crate::run_vm::run
+                } else {
+                    crate::run::run
+                };
+                let out = run(
                     self.engine,
                     &self.store,
                     &crate::run::RunSpec {

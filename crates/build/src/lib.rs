@@ -3,7 +3,8 @@
 //! Owns the Dockerfile's parsing into stages and steps ([`dockerfile`], on the
 //! `parse-dockerfile` crate), variable expansion with the Dockerfile's rules ([`expand`]),
 //! `.dockerignore` and source globs ([`ignore`]), a read-only view of unpacked layers
-//! ([`layers`]), `COPY`/`ADD` ([`copy`]), `RUN` through the engine ([`run`]), the image
+//! ([`layers`]), `COPY`/`ADD` ([`copy`], URLs by [`fetch`]), `RUN` through the engine in a
+//! container ([`run`]) or a VM of its own ([`run_vm`]), the image
 //! config each step writes ([`state`], [`steps`]) and the build itself ([`builder`]): the
 //! stages the target needs, run in parallel where they do not depend on each other, each
 //! step looked up in the cache first.
@@ -28,6 +29,7 @@ pub mod fetch;
 pub mod ignore;
 pub mod layers;
 pub mod run;
+pub mod run_vm;
 pub mod state;
 pub mod steps;
 

@@ -204,6 +204,23 @@ pub fn write_layer<W: Write>(containers: &Containers, id: &str, out: W) -> Resul
     let cfg = containers.config(id)?;
     let upper = containers.dir(id).join("upper");
     let skip = excluded(cfg.network, &containers.dir(id));
+    write_upper(&upper, skip, &cfg.uid_map, &cfg.gid_map, out)
+}
+
+/// Writes an overlayfs upper directory (a VM's, read from its upper disk) as an OCI layer,
+/// leaving out the paths in `skip` (relative, no leading `/`).
+pub fn write_dir_layer<W: Write>(upper: &Path, skip: &[&str], out: W) -> Result<(), DiffError> {
+    write_upper(upper, skip, &[], &[], out)
+}
+
+fn write_upper<W: Write>(
+    upper: &Path,
+    skip: &[&str],
+    uid_map: &[IdMap],
+    gid_map: &[IdMap],
+    out: W,
+) -> Result<(), DiffError> {
+    let upper = upper.to_path_buf();
     let mut tar = tar::Builder::new(out);
     tar.mode(tar::HeaderMode::Complete);
     let mut stack = vec![String::new()];
@@ -224,8 +241,8 @@ pub fn write_layer<W: Write>(containers: &Containers, id: &str, out: W) -> Resul
             let md = fs::symlink_metadata(&path).map_err(io_err("reading", &path))?;
             let mut h = tar::Header::new_gnu();
             h.set_mtime(md.mtime().max(0) as u64);
-            h.set_uid(unshift(&cfg.uid_map, md.uid()).into());
-            h.set_gid(unshift(&cfg.gid_map, md.gid()).into());
+            h.set_uid(unshift(uid_map, md.uid()).into());
+            h.set_gid(unshift(gid_map, md.gid()).into());
             h.set_mode(md.mode() & 0o7777);
             if is_whiteout(&md) {
                 let wh = match rel.is_empty() {

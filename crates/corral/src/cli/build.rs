@@ -59,7 +59,9 @@ pub struct BuildArgs {
     /// The platform: linux/amd64 only.
     #[arg(long)]
     pub platform: Option<String>,
-    /// Where RUN steps run: `container` (default). `vm` is not available yet.
+    /// Where RUN steps run: `container` (default), or `vm`: each in a VM of its own, with its
+    /// own kernel (for builds you do not trust; no RUN --mount, network none unless --network
+    /// names a corral network).
     #[arg(long, default_value = "container")]
     pub isolation: String,
     /// Also write the image as an archive: `type=oci,dest=FILE` or `type=docker,dest=FILE`.

@@ -100,9 +100,9 @@ pub fn build(engine: &Engine, a: BuildArgs) -> Result<()> {
             bail!("--platform {p}: corral builds linux/amd64 images only");
         }
     }
-    if a.isolation != "container" {
+    if a.isolation != "container" && a.isolation != "vm" {
         bail!(
-            "--isolation {}: RUN steps in VMs are not available yet; build with --isolation container",
+            "--isolation {}: RUN steps run in a container (default) or a vm",
             a.isolation
         );
     }
@@ -164,6 +164,7 @@ pub fn build(engine: &Engine, a: BuildArgs) -> Result<()> {
             registry: None,
         },
         cancel: Arc::new(corral_build::Cancel::default()),
+        isolation_vm: a.isolation == "vm",
     };
     // ^C (or a SIGTERM) stops the build: the running steps are killed, their containers
     // removed, nothing is tagged.
