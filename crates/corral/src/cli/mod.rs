@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod build;
+mod compose;
 mod container;
 mod image;
 mod network;
@@ -14,6 +15,7 @@ mod run;
 mod vm;
 
 pub use build::*;
+pub use compose::*;
 pub use container::*;
 pub use image::*;
 pub use network::*;
@@ -75,6 +77,8 @@ pub enum Command {
     Image(ImageCommand),
     /// Build an image from a Dockerfile and a context directory.
     Build(BuildArgs),
+    /// Run multi-service applications from compose files.
+    Compose(ComposeArgs),
     /// Manage the build cache.
     #[command(subcommand)]
     Builder(BuilderCommand),

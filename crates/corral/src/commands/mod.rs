@@ -2,6 +2,7 @@
 //! workloads) and prints the result. No command module calls another.
 
 mod build;
+mod compose;
 mod container;
 mod host;
 mod image;
@@ -33,6 +34,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Vm(cmd) => vm::run(&engine, cmd),
         Command::Image(cmd) => image::run(&engine, cmd),
         Command::Build(a) => build::build(&engine, a),
+        Command::Compose(a) => compose::run(&engine, a),
         Command::Builder(cmd) => build::builder(&engine, cmd),
         Command::Pull(a) => image::run(&engine, ImageCommand::Pull(a)),
         Command::Push(a) => image::run(&engine, ImageCommand::Push(a)),

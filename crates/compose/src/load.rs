@@ -1,0 +1,647 @@
+//! From files to a [`Project`]: the compose files found (`-f`, `COMPOSE_FILE`, or
+//! `compose.yaml`, `compose.yml`, `docker-compose.yaml`, `docker-compose.yml` in the working
+//! directory), each parsed (YAML anchors and `<<` merge keys applied; a syntax error names
+//! file, line and column), interpolated from the environment and `.env` (or `--env-file`),
+//! merged in order by the specification's rules (mappings key by key, `ports`, `expose`,
+//! `dns`, `cap_add` ... appended, `volumes` by target, `command` and `entrypoint` replaced),
+//! `extends` resolved, profiles applied, and the project named (`-p`, `COMPOSE_PROJECT_NAME`,
+//! `name:`, the directory).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::interpolate;
+use crate::model::{self, NetworkDef, Project, VolumeDef};
+use crate::ComposeError;
+
+/// The default file names, in the order they are looked for.
+pub const DEFAULT_FILES: [&str; 4] = [
+    "compose.yaml",
+    "compose.yml",
+    "docker-compose.yaml",
+    "docker-compose.yml",
+];
+
+/// What to load.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// `-f` files, in order (empty: `COMPOSE_FILE`, else the default names).
+    pub files: Vec<PathBuf>,
+    /// `-p`.
+    pub project_name: Option<String>,
+    /// `--env-file`s (default: `.env` in the project directory).
+    pub env_files: Vec<PathBuf>,
+    /// `--profile`s (and `COMPOSE_PROFILES`).
+    pub profiles: Vec<String>,
+    /// The working directory.
+    pub cwd: PathBuf,
+}
+
+/// A path cleaned of `.` and `..` (lexically), as a string.
+pub fn clean_path(p: &Path) -> String {
+    let mut out: Vec<String> = Vec::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::RootDir => out.clear(),
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::Normal(n) => out.push(n.to_string_lossy().into_owned()),
+            std::path::Component::Prefix(_) => {}
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
+/// The project name rule: lower case letters, digits, `-` and `_`, starting with a letter or
+/// digit.
+pub fn normalise_name(n: &str) -> String {
+    let s: String = n
+        .to_ascii_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    s.trim_start_matches(['-', '_']).to_owned()
+}
+
+fn find_files(o: &LoadOptions) -> Result<Vec<PathBuf>, ComposeError> {
+    if !o.files.is_empty() {
+        return Ok(o
+            .files
+            .iter()
+            .map(|f| {
+                if f.is_absolute() {
+                    f.clone()
+                } else {
+                    o.cwd.join(f)
+                }
+            })
+            .collect());
+    }
+    if let Ok(list) = std::env::var("COMPOSE_FILE") {
+        let sep = std::env::var("COMPOSE_PATH_SEPARATOR").unwrap_or_else(|_| ":".into());
+        return Ok(list
+            .split(sep.as_str())
+            .filter(|f| !f.is_empty())
+            .map(|f| o.cwd.join(f))
+            .collect());
+    }
+    // The working directory, then its parents, as docker compose looks.
+    let mut dir = Some(o.cwd.as_path());
+    while let Some(d) = dir {
+        for n in DEFAULT_FILES {
+            if d.join(n).is_file() {
+                let mut files = vec![d.join(n)];
+                let over = d.join(n.replace(".y", ".override.y"));
+                if over.is_file() {
+                    files.push(over);
+                }
+                return Ok(files);
+            }
+        }
+        dir = d.parent();
+    }
+    Err(ComposeError::Invalid(format!(
+        "no configuration file provided: none of {} in {} or its parents (name one with -f)",
+        DEFAULT_FILES.join(", "),
+        o.cwd.display()
+    )))
+}
+
+/// Parses one file's YAML into JSON (anchors and merge keys applied).
+fn parse_yaml(path: &Path, text: &str) -> Result<Value, ComposeError> {
+    let mut v: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
+        let at = e
+            .location()
+            .map(|l| format!(":{}:{}", l.line(), l.column()))
+            .unwrap_or_default();
+        ComposeError::Invalid(format!("{}{at}: {e}", path.display()))
+    })?;
+    v.apply_merge()
+        .map_err(|e| ComposeError::Invalid(format!("{}: {e}", path.display())))?;
+    Ok(v).and_then(|v: serde_yaml::Value| {
+        serde_json::to_value(&v)
+            .map_err(|e| ComposeError::Invalid(format!("{}: {e}", path.display())))
+    })
+}
+
+/// Merges `over` into `base` by the specification's rules for services.
+fn merge_service(base: &mut Value, over: &Value) {
+    let (Some(b), Some(o)) = (base.as_object_mut(), over.as_object()) else {
+        *base = over.clone();
+        return;
+    };
+    for (k, v) in o {
+        match (k.as_str(), b.get_mut(k)) {
+            ("command" | "entrypoint" | "healthcheck", _) | (_, None) => {
+                b.insert(k.clone(), v.clone());
+            }
+            (
+                "environment" | "labels" | "sysctls" | "extra_hosts" | "build" | "deploy",
+                Some(existing),
+            ) => {
+                let mut a = to_map(existing);
+                for (kk, vv) in to_map(v) {
+                    a.insert(kk, vv);
+                }
+                *existing = Value::Object(a);
+            }
+            ("volumes", Some(Value::Array(existing))) => {
+                let target = |m: &Value| -> String {
+                    match m {
+                        Value::String(s) => s.split(':').nth(1).unwrap_or(s).to_owned(),
+                        Value::Object(o) => o
+                            .get("target")
+                            .and_then(|t| t.as_str())
+                            .unwrap_or("")
+                            .to_owned(),
+                        _ => String::new(),
+                    }
+                };
+                for nv in v.as_array().cloned().unwrap_or_default() {
+                    let t = target(&nv);
+                    existing.retain(|e| target(e) != t);
+                    existing.push(nv);
+                }
+            }
+            (
+                "ports" | "expose" | "dns" | "dns_search" | "cap_add" | "cap_drop" | "env_file"
+                | "tmpfs" | "profiles",
+                Some(Value::Array(existing)),
+            ) => {
+                for nv in v.as_array().cloned().unwrap_or_default() {
+                    if !existing.contains(&nv) {
+                        existing.push(nv);
+                    }
+                }
+            }
+            (_, Some(existing)) if existing.is_object() && v.is_object() => {
+                merge_service(existing, v)
+            }
+            (_, Some(existing)) => *existing = v.clone(),
+        }
+    }
+}
+
+/// A mapping, or a `K=V` list, as a mapping.
+fn to_map(v: &Value) -> serde_json::Map<String, Value> {
+    match v {
+        Value::Object(m) => m.clone(),
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|x| x.as_str())
+            .map(|s| match s.split_once('=') {
+                Some((k, v)) => (k.to_owned(), Value::String(v.to_owned())),
+                None => (s.to_owned(), Value::Null),
+            })
+            .collect(),
+        _ => serde_json::Map::new(),
+    }
+}
+
+fn merge_top(base: &mut Value, over: &Value) {
+    let (Some(b), Some(o)) = (base.as_object_mut(), over.as_object()) else {
+        return;
+    };
+    for (k, v) in o {
+        match (k.as_str(), b.get_mut(k)) {
+            ("services", Some(Value::Object(existing))) => {
+                for (name, s) in v.as_object().cloned().unwrap_or_default() {
+                    match existing.get_mut(&name) {
+                        Some(e) => merge_service(e, &s),
+                        None => {
+                            existing.insert(name, s);
+                        }
+                    }
+                }
+            }
+            (_, Some(Value::Object(existing))) if v.is_object() => {
+                for (kk, vv) in v.as_object().cloned().unwrap_or_default() {
+                    existing.insert(kk, vv);
+                }
+            }
+            _ => {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// Resolves `extends: {service: X}` (in the same file; `file:` too) for every service.
+fn resolve_extends(doc: &mut Value, dir: &Path) -> Result<(), ComposeError> {
+    let Some(services) = doc.get("services").and_then(|s| s.as_object()).cloned() else {
+        return Ok(());
+    };
+    fn resolved(
+        name: &str,
+        services: &serde_json::Map<String, Value>,
+        dir: &Path,
+        seen: &mut Vec<String>,
+    ) -> Result<Value, ComposeError> {
+        if seen.iter().any(|s| s == name) {
+            return Err(ComposeError::Invalid(format!(
+                "services.{name}.extends: a cycle ({} -> {name})",
+                seen.join(" -> ")
+            )));
+        }
+        let me = services
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ComposeError::Invalid(format!("extends: no service {name:?}")))?;
+        let Some(ext) = me.get("extends").cloned() else {
+            return Ok(me);
+        };
+        seen.push(name.to_owned());
+        let (base_name, file) = match &ext {
+            Value::String(s) => (s.clone(), None),
+            Value::Object(o) => (
+                o.get("service")
+                    .and_then(|s| s.as_str())
+                    .unwrap_or("")
+                    .to_owned(),
+                o.get("file").and_then(|f| f.as_str()).map(str::to_owned),
+            ),
+            _ => {
+                return Err(ComposeError::Invalid(format!(
+                    "services.{name}.extends must be a name or a mapping"
+                )))
+            }
+        };
+        let mut base = match file {
+            None => resolved(&base_name, services, dir, seen)?,
+            Some(f) => {
+                let p = dir.join(&f);
+                let text = std::fs::read_to_string(&p).map_err(|e| {
+                    ComposeError::Invalid(format!(
+                        "services.{name}.extends.file {}: {e}",
+                        p.display()
+                    ))
+                })?;
+                let other = parse_yaml(&p, &text)?;
+                let others = other
+                    .get("services")
+                    .and_then(|s| s.as_object())
+                    .cloned()
+                    .unwrap_or_default();
+                resolved(
+                    &base_name,
+                    &others,
+                    p.parent().unwrap_or(dir),
+                    &mut Vec::new(),
+                )?
+            }
+        };
+        let mut me = me;
+        if let Some(o) = me.as_object_mut() {
+            o.remove("extends");
+        }
+        merge_service(&mut base, &me);
+        Ok(base)
+    }
+    let mut out = serde_json::Map::new();
+    for name in services.keys() {
+        out.insert(
+            name.clone(),
+            resolved(name, &services, dir, &mut Vec::new())?,
+        );
+    }
+    doc["services"] = Value::Object(out);
+    Ok(())
+}
+
+/// Loads the project.
+pub fn load(o: &LoadOptions) -> Result<Project, ComposeError> {
+    let files = find_files(o)?;
+    let dir = files[0]
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| o.cwd.clone());
+    // The environment: `.env` (or --env-file) under the process's own.
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    let env_files = if o.env_files.is_empty() {
+        vec![dir.join(".env")]
+    } else {
+        o.env_files.clone()
+    };
+    for f in &env_files {
+        match std::fs::read_to_string(f) {
+            Ok(t) => env.extend(interpolate::dotenv(&t)),
+            Err(_) if o.env_files.is_empty() => {}
+            Err(e) => {
+                return Err(ComposeError::Invalid(format!(
+                    "--env-file {}: {e}",
+                    f.display()
+                )))
+            }
+        }
+    }
+    for (k, v) in std::env::vars() {
+        env.insert(k, v);
+    }
+    let vars = |n: &str| env.get(n).cloned();
+    let mut doc = Value::Object(serde_json::Map::new());
+    for f in &files {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| ComposeError::Invalid(format!("{}: {e}", f.display())))?;
+        let parsed = parse_yaml(f, &text)?;
+        if !parsed.is_object() {
+            return Err(ComposeError::Invalid(format!(
+                "{}: the top level must be a mapping",
+                f.display()
+            )));
+        }
+        // Interpolated per file (values only, never keys), before merging.
+        let mut parsed = parsed;
+        interpolate::value(&mut parsed, &vars, "")
+            .map_err(|e| ComposeError::Invalid(format!("{}: {e}", f.display())))?;
+        model::check_keys(
+            parsed.as_object().expect("checked"),
+            model::TOP_KEYS,
+            &f.display().to_string(),
+        )?;
+        merge_top(&mut doc, &parsed);
+    }
+    if doc.get("include").is_some() {
+        return Err(ComposeError::Invalid(
+            "include: is not supported yet; pass the files with -f".into(),
+        ));
+    }
+    resolve_extends(&mut doc, &dir)?;
+    let name = o
+        .project_name
+        .clone()
+        .or_else(|| {
+            std::env::var("COMPOSE_PROJECT_NAME")
+                .ok()
+                .filter(|n| !n.is_empty())
+        })
+        .or_else(|| doc.get("name").and_then(|n| n.as_str()).map(str::to_owned))
+        .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "default".into());
+    let name = normalise_name(&name);
+    if name.is_empty() {
+        return Err(ComposeError::Invalid(
+            "the project name is empty after normalising: give one with -p".into(),
+        ));
+    }
+    let mut profiles: BTreeSet<String> = o.profiles.iter().cloned().collect();
+    if let Ok(p) = std::env::var("COMPOSE_PROFILES") {
+        profiles.extend(p.split(',').filter(|s| !s.is_empty()).map(str::to_owned));
+    }
+    let mut project = Project {
+        name: name.clone(),
+        ..Default::default()
+    };
+    let services = doc
+        .get("services")
+        .and_then(|s| s.as_object())
+        .cloned()
+        .unwrap_or_default();
+    if services.is_empty() {
+        return Err(ComposeError::Invalid(
+            "no services: the project has nothing to run".into(),
+        ));
+    }
+    for (n, v) in &services {
+        let mut s = model::service(n, v, &dir)?;
+        // env_file: each file's variables, under `environment`.
+        if let Some(files) = v.get("env_file") {
+            let list: Vec<String> = match files {
+                Value::String(s) => vec![s.clone()],
+                Value::Array(a) => a
+                    .iter()
+                    .filter_map(|x| {
+                        x.as_str()
+                            .map(str::to_owned)
+                            .or_else(|| x.get("path").and_then(|p| p.as_str()).map(str::to_owned))
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            for f in list {
+                let p = dir.join(&f);
+                let text = std::fs::read_to_string(&p).map_err(|e| {
+                    ComposeError::Invalid(format!("services.{n}.env_file {}: {e}", p.display()))
+                })?;
+                for (k, val) in interpolate::dotenv(&text) {
+                    s.environment.entry(k).or_insert(Some(val));
+                }
+            }
+        }
+        // A variable named without a value takes the environment's, or is left out.
+        s.environment = s
+            .environment
+            .into_iter()
+            .filter_map(|(k, v)| match v {
+                Some(v) => Some((k, Some(v))),
+                None => env.get(&k).map(|v| (k, Some(v.clone()))),
+            })
+            .collect();
+        if !s.profiles.is_empty() && !s.profiles.iter().any(|p| profiles.contains(p) || p == "*") {
+            continue;
+        }
+        project.services.insert(n.clone(), s);
+    }
+    for (k, v) in doc
+        .get("networks")
+        .and_then(|n| n.as_object())
+        .cloned()
+        .unwrap_or_default()
+    {
+        let external = v.get("external").and_then(|e| e.as_bool()).unwrap_or(false);
+        let explicit = v.get("name").and_then(|n| n.as_str()).map(str::to_owned);
+        project.networks.insert(
+            k.clone(),
+            NetworkDef {
+                name: explicit.unwrap_or_else(|| {
+                    if external {
+                        k.clone()
+                    } else {
+                        format!("{name}_{k}")
+                    }
+                }),
+                external,
+                internal: v.get("internal").and_then(|e| e.as_bool()).unwrap_or(false),
+                labels: model::key_values(v.get("labels"), &format!("networks.{k}.labels"))?
+                    .into_iter()
+                    .map(|(a, b)| (a, b.unwrap_or_default()))
+                    .collect(),
+                subnet: v
+                    .pointer("/ipam/config/0/subnet")
+                    .and_then(|s| s.as_str())
+                    .map(str::to_owned),
+            },
+        );
+    }
+    for (k, v) in doc
+        .get("volumes")
+        .and_then(|n| n.as_object())
+        .cloned()
+        .unwrap_or_default()
+    {
+        let external = v.get("external").and_then(|e| e.as_bool()).unwrap_or(false);
+        let explicit = v.get("name").and_then(|n| n.as_str()).map(str::to_owned);
+        project.volumes.insert(
+            k.clone(),
+            VolumeDef {
+                name: explicit.unwrap_or_else(|| {
+                    if external {
+                        k.clone()
+                    } else {
+                        format!("{name}_{k}")
+                    }
+                }),
+                external,
+                labels: model::key_values(v.get("labels"), &format!("volumes.{k}.labels"))?
+                    .into_iter()
+                    .map(|(a, b)| (a, b.unwrap_or_default()))
+                    .collect(),
+            },
+        );
+    }
+    check_references(&mut project)?;
+    Ok(project)
+}
+
+/// Every network, volume and dependency a service names exists; the default network is added
+/// when a service uses it; dependencies form no cycle.
+fn check_references(p: &mut Project) -> Result<(), ComposeError> {
+    let mut needs_default = false;
+    for s in p.services.values() {
+        if s.network_mode.is_none() && s.networks.is_empty() {
+            needs_default = true;
+        }
+        for n in s.networks.keys() {
+            if n == "default" {
+                needs_default = true;
+            } else if !p.networks.contains_key(n) {
+                return Err(ComposeError::Invalid(format!(
+                    "services.{}.networks: no network {n:?} in the top-level networks",
+                    s.name
+                )));
+            }
+        }
+        for m in &s.volumes {
+            if let (true, Some(src)) = (m.kind == "volume", &m.source) {
+                if !p.volumes.contains_key(src) {
+                    return Err(ComposeError::Invalid(format!(
+                        "services.{}.volumes: no volume {src:?} in the top-level volumes",
+                        s.name
+                    )));
+                }
+            }
+        }
+        for (d, dep) in &s.depends_on {
+            if !p.services.contains_key(d) && dep.required {
+                return Err(ComposeError::Invalid(format!(
+                    "services.{}.depends_on: no service {d:?}",
+                    s.name
+                )));
+            }
+        }
+        if let Some(m) = &s.network_mode {
+            if let Some(other) = m.strip_prefix("service:") {
+                if !p.services.contains_key(other) {
+                    return Err(ComposeError::Invalid(format!(
+                        "services.{}.network_mode: no service {other:?}",
+                        s.name
+                    )));
+                }
+            }
+        }
+    }
+    if needs_default && !p.networks.contains_key("default") {
+        p.networks.insert(
+            "default".into(),
+            NetworkDef {
+                name: format!("{}_default", p.name),
+                ..Default::default()
+            },
+        );
+    }
+    crate::order::order(p, &p.services.keys().cloned().collect::<Vec<_>>())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project(files: &[(&str, &str)], env_file: Option<&str>) -> Result<Project, ComposeError> {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("My App");
+        std::fs::create_dir(&dir).unwrap();
+        for (n, text) in files {
+            std::fs::write(dir.join(n), text).unwrap();
+        }
+        if let Some(e) = env_file {
+            std::fs::write(dir.join(".env"), e).unwrap();
+        }
+        load(&LoadOptions {
+            files: files.iter().map(|(n, _)| PathBuf::from(n)).collect(),
+            cwd: dir,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn files_merge_interpolate_and_extend() {
+        let p = project(
+            &[
+                (
+                    "a.yaml",
+                    "x-common: &c\n  restart: always\nservices:\n  base:\n    image: busybox\n    environment: [A=1]\n  web:\n    <<: *c\n    extends: base\n    image: ${IMG:-busybox}:${TAG}\n    ports: ['80']\n    environment:\n      B: $$literal\n",
+                ),
+                ("b.yaml", "services:\n  web:\n    ports: ['443']\n    environment: [A=2]\n"),
+            ],
+            Some("TAG=1.36\n"),
+        )
+        .unwrap();
+        assert_eq!(p.name, "myapp");
+        let web = &p.services["web"];
+        assert_eq!(web.image.as_deref(), Some("busybox:1.36"));
+        assert_eq!(web.restart.as_deref(), Some("always"));
+        assert_eq!(web.ports, vec!["80", "443"]);
+        assert_eq!(web.environment["A"].as_deref(), Some("2"));
+        assert_eq!(web.environment["B"].as_deref(), Some("$literal"));
+        assert_eq!(p.networks["default"].name, "myapp_default");
+    }
+
+    #[test]
+    fn bad_files_are_named_with_where_and_what() {
+        let e = project(&[("c.yaml", "services:\n  web:\n    image: [\n")], None).unwrap_err();
+        assert!(e.to_string().contains("c.yaml:"), "{e}");
+        let e = project(&[("c.yaml", "servics:\n  web: {image: x}\n")], None).unwrap_err();
+        assert!(e.to_string().contains("did you mean \"services\""), "{e}");
+        let e = project(
+            &[(
+                "c.yaml",
+                "services:\n  web: {image: \"${NEED:?set NEED}\"}\n",
+            )],
+            None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("NEED"), "{e}");
+        let e = project(
+            &[(
+                "c.yaml",
+                "services:\n  a: {image: x, depends_on: [b]}\n  b: {image: x, depends_on: [a]}\n",
+            )],
+            None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("cycle"), "{e}");
+        let e = project(
+            &[(
+                "c.yaml",
+                "services:\n  a: {image: x, volumes: ['nov:/d']}\n",
+            )],
+            None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("nov"), "{e}");
+    }
+}

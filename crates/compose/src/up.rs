@@ -1,0 +1,303 @@
+//! `up`: networks and volumes made, images built or pulled, then each service in dependency
+//! order — after its dependencies' conditions hold (`service_started`, `service_healthy`,
+//! `service_completed_successfully`) — brought to its replicas: containers whose change hash
+//! matches are kept (started if stopped), the others recreated, and so are the services that
+//! depend on a recreated one. Orphans (containers of services no longer in the files) are
+//! removed with `--remove-orphans`, reported otherwise. `--wait` waits for every service to be
+//! running, and healthy when it has a health check.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use corral_engine::containers::PullOptions;
+use corral_engine::events::Event;
+use corral_engine::views::ContainerView;
+use corral_engine::Engine;
+
+use crate::model::{Project, Service};
+use crate::ops::{self, Out};
+use crate::plan::{self, HASH, NUMBER, SERVICE};
+use crate::ComposeError;
+
+/// `up`'s flags.
+#[derive(Debug, Clone, Default)]
+pub struct UpOptions {
+    /// Only these services (and, unless `no_deps`, what they depend on).
+    pub services: Vec<String>,
+    /// Do not start dependencies.
+    pub no_deps: bool,
+    /// Recreate every container.
+    pub force_recreate: bool,
+    /// Never recreate (start what exists).
+    pub no_recreate: bool,
+    /// Remove containers of services no longer in the files.
+    pub remove_orphans: bool,
+    /// `--scale SERVICE=N`.
+    pub scale: BTreeMap<String, u32>,
+    /// Build images before starting (`--build`).
+    pub build: bool,
+    /// Wait for running (and healthy) services.
+    pub wait: bool,
+    /// How long `--wait` and `service_healthy` dependencies wait.
+    pub timeout: Duration,
+    /// Labels for every container (the config files, the working directory).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What `up` did, per container: (name, what: Created, Recreated, Started, Running, Removed).
+pub type Report = Vec<(String, &'static str)>;
+
+fn number(v: &ContainerView) -> u32 {
+    v.record
+        .labels
+        .get(NUMBER)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits for `s`'s containers to meet a dependency `condition`.
+pub fn wait_condition(
+    engine: &Engine,
+    p: &Project,
+    service: &str,
+    condition: &str,
+    timeout: Duration,
+) -> Result<(), ComposeError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let cs = ops::containers(engine, &p.name, Some(&[service.to_owned()]), true)?;
+        let met = !cs.is_empty()
+            && cs.iter().all(|c| match condition {
+                "service_healthy" => c.health.as_ref().is_some_and(|h| h.status == "healthy"),
+                "service_completed_successfully" => {
+                    c.state.status == corral_container::Status::Exited
+                        && c.state.exit_code == Some(0)
+                }
+                _ => {
+                    c.state.status == corral_container::Status::Running
+                        || c.state.status == corral_container::Status::Exited
+                }
+            });
+        if met {
+            return Ok(());
+        }
+        for c in &cs {
+            if condition == "service_completed_successfully"
+                && c.state.status == corral_container::Status::Exited
+                && c.state.exit_code != Some(0)
+            {
+                return Err(ComposeError::Dependency(format!(
+                    "service {service} did not complete successfully: {} exited with code {}",
+                    c.state.name,
+                    c.state.exit_code.unwrap_or(-1)
+                )));
+            }
+            if condition == "service_healthy" {
+                if c.state.status == corral_container::Status::Exited
+                    && c.state.restart_count == 0
+                    && !c.state.stop_requested
+                {
+                    let may_restart =
+                        c.config.restart != corral_container::config::RestartPolicy::No;
+                    if !may_restart {
+                        return Err(ComposeError::Dependency(format!(
+                            "service {service} exited (code {}) before it was healthy",
+                            c.state.exit_code.unwrap_or(-1)
+                        )));
+                    }
+                }
+                if c.record.healthcheck.is_none() {
+                    return Err(ComposeError::Dependency(format!(
+                        "service {service} has no healthcheck: depends_on condition service_healthy cannot be met"
+                    )));
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            let what = match condition {
+                "service_healthy" => "healthy",
+                "service_completed_successfully" => "completed",
+                _ => "running",
+            };
+            return Err(ComposeError::Dependency(format!(
+                "service {service} was not {what} within {}s",
+                timeout.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Brings the project up.
+pub fn up(
+    engine: &Engine,
+    p: &Project,
+    o: &UpOptions,
+    out: &dyn Out,
+) -> Result<Report, ComposeError> {
+    let mut report = Report::new();
+    for s in &o.services {
+        if !p.services.contains_key(s) {
+            return Err(ComposeError::Invalid(format!("no such service: {s}")));
+        }
+    }
+    let wanted: Vec<String> = if o.services.is_empty() {
+        p.services.keys().cloned().collect()
+    } else {
+        o.services.clone()
+    };
+    let order = if o.no_deps {
+        wanted.clone()
+    } else {
+        crate::order::order(p, &wanted)?
+    };
+    ops::ensure_networks(engine, p, out)?;
+    ops::ensure_volumes(engine, p, out)?;
+    for name in &order {
+        let s = &p.services[name];
+        if s.build.is_some()
+            && (o.build
+                || engine
+                    .images()
+                    .map_err(ComposeError::engine)?
+                    .resolve(&plan::image_of(p, s))
+                    .is_err())
+        {
+            ops::build_service(engine, p, s, false, out)?;
+        }
+    }
+    let existing = ops::containers(engine, &p.name, None, true)?;
+    // Orphans: containers of services the files no longer have.
+    for c in &existing {
+        let svc = c.record.labels.get(SERVICE).cloned().unwrap_or_default();
+        if !p.services.contains_key(&svc)
+            && c.record.labels.get(plan::ONEOFF).map(String::as_str) != Some("True")
+        {
+            if o.remove_orphans {
+                ops::remove_container(engine, c, true)?;
+                out.line(&format!("Container {}  Removed", c.state.name));
+                report.push((c.state.name.clone(), "Removed"));
+            } else {
+                out.warn(&format!(
+                    "found orphan container ({}) for this project: remove it with --remove-orphans",
+                    c.state.name
+                ));
+            }
+        }
+    }
+    let mut recreated: BTreeSet<String> = BTreeSet::new();
+    for name in &order {
+        let s = &p.services[name];
+        for (dep, d) in &s.depends_on {
+            if !p.services.contains_key(dep) {
+                continue;
+            }
+            wait_condition(engine, p, dep, &d.condition, o.timeout).map_err(|e| {
+                ComposeError::Dependency(format!("service {name} depends on {dep}: {e}"))
+            })?;
+        }
+        let dep_recreated = crate::order::dependencies(p, name)
+            .iter()
+            .any(|d| recreated.contains(d));
+        let changed = converge(engine, p, s, o, dep_recreated, &existing, out, &mut report)?;
+        if changed {
+            recreated.insert(name.clone());
+        }
+    }
+    if o.wait {
+        for name in &order {
+            let s = &p.services[name];
+            let cond =
+                if s.healthcheck.as_ref().is_some_and(|h| {
+                    !h.disable && h.test.first().map(String::as_str) != Some("NONE")
+                }) {
+                    "service_healthy"
+                } else {
+                    "service_started"
+                };
+            wait_condition(engine, p, name, cond, o.timeout)?;
+        }
+    }
+    Ok(report)
+}
+
+/// Brings one service to its replicas; returns whether any container was (re)created.
+#[allow(clippy::too_many_arguments)]
+fn converge(
+    engine: &Engine,
+    p: &Project,
+    s: &Service,
+    o: &UpOptions,
+    dep_recreated: bool,
+    existing: &[ContainerView],
+    out: &dyn Out,
+    report: &mut Report,
+) -> Result<bool, ComposeError> {
+    let image = plan::image_of(p, s);
+    let (_, img) = engine
+        .image_for_run(
+            &image,
+            if s.build.is_some() {
+                corral_engine::spec::PullPolicy::Never
+            } else {
+                corral_engine::spec::PullPolicy::Missing
+            },
+            &PullOptions::default(),
+        )
+        .map_err(|e| ComposeError::Engine(format!("service {}: image {image}: {e}", s.name)))?;
+    let hash = plan::config_hash(s, &img.id.to_string());
+    let replicas = o.scale.get(&s.name).copied().unwrap_or(s.replicas);
+    let mut mine: Vec<&ContainerView> = existing
+        .iter()
+        .filter(|c| {
+            c.record.labels.get(SERVICE) == Some(&s.name)
+                && c.record.labels.get(plan::ONEOFF).map(String::as_str) != Some("True")
+        })
+        .collect();
+    mine.sort_by_key(|c| number(c));
+    let mut changed = false;
+    // Scale down: the highest numbers go.
+    for c in mine.iter().filter(|c| number(c) > replicas) {
+        ops::remove_container(engine, c, true)?;
+        out.line(&format!("Container {}  Removed", c.state.name));
+        report.push((c.state.name.clone(), "Removed"));
+    }
+    for n in 1..=replicas {
+        let current = mine.iter().find(|c| number(c) == n);
+        let spec = plan::container_spec(p, s, n, &hash, &o.labels)?;
+        match current {
+            Some(c) => {
+                let same = c.record.labels.get(HASH) == Some(&hash);
+                if o.no_recreate || (same && !o.force_recreate && !dep_recreated) {
+                    if c.state.status != corral_container::Status::Running {
+                        engine.start(&c.state.id, false).map_err(|e| {
+                            ComposeError::Engine(format!("starting {}: {e}", c.state.name))
+                        })?;
+                        out.line(&format!("Container {}  Started", c.state.name));
+                        report.push((c.state.name.clone(), "Started"));
+                    } else {
+                        out.line(&format!("Container {}  Running", c.state.name));
+                        report.push((c.state.name.clone(), "Running"));
+                    }
+                    continue;
+                }
+                ops::remove_container(engine, c, false)?;
+                ops::create_and_start(engine, &spec)?;
+                out.line(&format!("Container {}  Recreated", c.state.name));
+                report.push((c.state.name.clone(), "Recreated"));
+                changed = true;
+            }
+            None => {
+                let name = spec.name.clone().unwrap_or_default();
+                ops::create_and_start(engine, &spec)?;
+                out.line(&format!("Container {name}  Started"));
+                report.push((name, "Created"));
+                changed = true;
+            }
+        }
+    }
+    if changed {
+        engine.emit(Event::new("container", "compose-up", &s.name).attr("project", &p.name));
+    }
+    Ok(changed)
+}

@@ -1,0 +1,464 @@
+//! `corral compose ...`: flags to corral-compose's calls, and its output as docker compose
+//! prints it.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use corral_compose::ops::{self, Out};
+use corral_compose::plan::{NUMBER, SERVICE};
+use corral_compose::up::UpOptions;
+use corral_compose::{LoadOptions, Project};
+use corral_engine::containers::ExecSpec;
+use corral_engine::logs::LogOptions;
+use corral_engine::Engine;
+use serde_json::json;
+
+use crate::cli::{ComposeArgs, ComposeCommand};
+use crate::exit::Code;
+
+/// Progress on stderr, as docker compose prints it.
+struct Stderr;
+
+impl Out for Stderr {
+    fn line(&self, text: &str) {
+        eprintln!(" \u{2714} {text}");
+    }
+    fn warn(&self, text: &str) {
+        eprintln!("WARN[0000] {text}");
+    }
+}
+
+fn load(a: &ComposeArgs) -> Result<(Project, LoadOptions)> {
+    let cwd = match &a.project_directory {
+        Some(d) => d.clone(),
+        None => std::env::current_dir().context("the working directory")?,
+    };
+    let o = LoadOptions {
+        files: a.file.clone(),
+        project_name: a.project_name.clone(),
+        env_files: a.env_file.clone(),
+        profiles: a.profile.clone(),
+        cwd,
+    };
+    let p = corral_compose::load(&o)?;
+    Ok((p, o))
+}
+
+/// The labels every container of the project carries besides its own.
+fn project_labels(o: &LoadOptions) -> BTreeMap<String, String> {
+    let files: Vec<String> = if o.files.is_empty() {
+        corral_compose::load::DEFAULT_FILES
+            .iter()
+            .map(|f| o.cwd.join(f))
+            .filter(|p| p.is_file())
+            .map(|p| p.display().to_string())
+            .collect()
+    } else {
+        o.files
+            .iter()
+            .map(|f| o.cwd.join(f).display().to_string())
+            .collect()
+    };
+    BTreeMap::from([
+        (corral_compose::plan::FILES.to_owned(), files.join(",")),
+        (
+            corral_compose::plan::WORKDIR.to_owned(),
+            o.cwd.display().to_string(),
+        ),
+        (
+            "com.docker.compose.version".to_owned(),
+            format!("corral-{}", env!("CARGO_PKG_VERSION")),
+        ),
+    ])
+}
+
+pub fn run(engine: &Engine, a: ComposeArgs) -> Result<()> {
+    if let ComposeCommand::Ls { json, all } = &a.command {
+        return ls(engine, *json, *all);
+    }
+    let (p, lo) = load(&a)?;
+    match a.command {
+        ComposeCommand::Up {
+            detach,
+            wait,
+            wait_timeout,
+            force_recreate,
+            no_recreate,
+            no_deps,
+            remove_orphans,
+            scale,
+            build,
+            services,
+        } => {
+            let mut sc = BTreeMap::new();
+            for s in &scale {
+                let (k, v) = s
+                    .split_once('=')
+                    .with_context(|| format!("--scale {s:?}: the form is SERVICE=N"))?;
+                sc.insert(
+                    k.to_owned(),
+                    v.parse()
+                        .with_context(|| format!("--scale {s:?}: N must be a number"))?,
+                );
+            }
+            let o = UpOptions {
+                services: services.clone(),
+                no_deps,
+                force_recreate,
+                no_recreate,
+                remove_orphans,
+                scale: sc,
+                build,
+                wait,
+                timeout: Duration::from_secs(wait_timeout),
+                labels: project_labels(&lo),
+            };
+            if let Err(e) = corral_compose::up::up(engine, &p, &o, &Stderr) {
+                // What up had started stays and is reported: `ps` shows it, `down` removes it.
+                let started = ops::containers(engine, &p.name, None, false).unwrap_or_default();
+                eprintln!("error: {e}");
+                if !started.is_empty() {
+                    let names: Vec<&str> = started.iter().map(|c| c.state.name.as_str()).collect();
+                    eprintln!(
+                        "running now: {} (`corral compose down` removes them)",
+                        names.join(", ")
+                    );
+                }
+                return Err(Code(1).into());
+            }
+            if !detach {
+                follow(engine, &p, &services)?;
+            }
+        }
+        ComposeCommand::Down {
+            volumes,
+            remove_orphans,
+        } => ops::down(engine, &p, volumes, remove_orphans, &Stderr)?,
+        ComposeCommand::Ps {
+            all,
+            quiet,
+            services,
+            json,
+            service,
+        } => {
+            let list = ops::containers(engine, &p.name, Some(&service), all)?;
+            if quiet {
+                for c in &list {
+                    println!("{}", c.state.id);
+                }
+            } else if services {
+                let mut names: Vec<&String> = list
+                    .iter()
+                    .filter_map(|c| c.record.labels.get(SERVICE))
+                    .collect();
+                names.dedup();
+                for n in names {
+                    println!("{n}");
+                }
+            } else if json {
+                let rows: Vec<_> = list
+                    .iter()
+                    .map(|c| {
+                        json!({
+                            "ID": c.state.id,
+                            "Name": c.state.name,
+                            "Image": c.state.image,
+                            "Project": p.name,
+                            "Service": c.record.labels.get(SERVICE),
+                            "State": corral_engine::views::status_word(&c.state),
+                            "Status": corral_engine::views::status_column(&c.state, c.health.as_ref()),
+                            "Health": c.health.as_ref().map(|h| h.status.clone()).unwrap_or_default(),
+                            "ExitCode": c.state.exit_code.unwrap_or(0),
+                            "Publishers": corral_engine::views::ports_column(&c.endpoints),
+                            "Labels": c.record.labels,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<24} {:<24} {:<12} {:<28} {}",
+                    "NAME", "IMAGE", "SERVICE", "STATUS", "PORTS"
+                );
+                for c in &list {
+                    let status = corral_engine::views::status_column(&c.state, c.health.as_ref());
+                    println!(
+                        "{:<24} {:<24} {:<12} {:<28} {}",
+                        c.state.name,
+                        c.state.image,
+                        c.record.labels.get(SERVICE).map_or("", String::as_str),
+                        status,
+                        corral_engine::views::ports_column(&c.endpoints)
+                    );
+                }
+            }
+        }
+        ComposeCommand::Logs {
+            follow: f,
+            tail,
+            timestamps,
+            no_log_prefix,
+            services,
+        } => logs(engine, &p, &services, f, tail, timestamps, !no_log_prefix)?,
+        ComposeCommand::Config {
+            format,
+            services,
+            volumes,
+            quiet,
+        } => {
+            if quiet {
+                return Ok(());
+            }
+            if services {
+                for s in p.services.keys() {
+                    println!("{s}");
+                }
+            } else if volumes {
+                for v in p.volumes.keys() {
+                    println!("{v}");
+                }
+            } else if format == "json" {
+                println!("{}", serde_json::to_string_pretty(&p)?);
+            } else if format == "yaml" {
+                print!("{}", serde_yaml::to_string(&p)?);
+            } else {
+                bail!("--format {format}: yaml or json");
+            }
+        }
+        ComposeCommand::Stop { services } => ops::each(engine, &p, &services, "stop", "", &Stderr)?,
+        ComposeCommand::Start { services } => {
+            ops::each(engine, &p, &services, "start", "", &Stderr)?
+        }
+        ComposeCommand::Restart { services } => {
+            ops::each(engine, &p, &services, "restart", "", &Stderr)?
+        }
+        ComposeCommand::Kill { signal, services } => {
+            ops::each(engine, &p, &services, "kill", &signal, &Stderr)?
+        }
+        ComposeCommand::Pause { services } => {
+            ops::each(engine, &p, &services, "pause", "", &Stderr)?
+        }
+        ComposeCommand::Unpause { services } => {
+            ops::each(engine, &p, &services, "unpause", "", &Stderr)?
+        }
+        ComposeCommand::Rm { stop, services, .. } => {
+            if stop {
+                ops::each(engine, &p, &services, "stop", "", &Stderr)?;
+            }
+            ops::each(engine, &p, &services, "rm", "", &Stderr)?;
+        }
+        ComposeCommand::Exec {
+            no_tty,
+            detach,
+            env,
+            workdir,
+            user,
+            index,
+            service,
+            command,
+        } => {
+            let c = replica(engine, &p, &service, index)?;
+            let tty = !no_tty && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+            let code = engine.exec(
+                &c,
+                ExecSpec {
+                    command,
+                    env,
+                    workdir,
+                    user,
+                    interactive: !detach,
+                    tty,
+                    detach,
+                    detach_keys: corral_container::tty::DEFAULT_DETACH_KEYS.to_vec(),
+                    ..Default::default()
+                },
+            )?;
+            if code != 0 {
+                return Err(Code(code).into());
+            }
+        }
+        ComposeCommand::Build { no_cache, services } => {
+            for s in p
+                .services
+                .values()
+                .filter(|s| services.is_empty() || services.contains(&s.name))
+            {
+                if s.build.is_some() {
+                    ops::build_service(engine, &p, s, no_cache, &Stderr)?;
+                }
+            }
+        }
+        ComposeCommand::Pull { services } => {
+            for s in p
+                .services
+                .values()
+                .filter(|s| services.is_empty() || services.contains(&s.name))
+            {
+                if s.build.is_some() && s.image.is_none() {
+                    continue;
+                }
+                let image = corral_compose::plan::image_of(&p, s);
+                engine
+                    .image_for_run(
+                        &image,
+                        corral_engine::spec::PullPolicy::Always,
+                        &Default::default(),
+                    )
+                    .with_context(|| format!("pulling {image} for service {}", s.name))?;
+                Stderr.line(&format!("{}  Pulled", s.name));
+            }
+        }
+        ComposeCommand::Port {
+            service,
+            port,
+            index,
+        } => {
+            let id = replica(engine, &p, &service, index)?;
+            let (num, proto) = port.split_once('/').unwrap_or((&port, "tcp"));
+            let list = ops::containers(engine, &p.name, Some(&[service.clone()]), false)?;
+            let c = list
+                .iter()
+                .find(|c| c.state.id == id)
+                .context("the container is not running")?;
+            let found =
+                c.endpoints.iter().flat_map(|e| e.ports.iter()).find(|m| {
+                    m.container_port.to_string() == num && m.protocol.to_string() == proto
+                });
+            match found {
+                Some(m) => println!(
+                    "{}:{}",
+                    m.host_ip.map_or("0.0.0.0".into(), |i| i.to_string()),
+                    m.host_port
+                ),
+                None => bail!("no port {port} of service {service} is published"),
+            }
+        }
+        ComposeCommand::Ls { .. } => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+/// The id of replica `index` of `service`.
+fn replica(engine: &Engine, p: &Project, service: &str, index: u32) -> Result<String> {
+    if !p.services.contains_key(service) {
+        bail!("no such service: {service}");
+    }
+    let list = ops::containers(engine, &p.name, Some(&[service.to_owned()]), true)?;
+    list.into_iter()
+        .find(|c| c.record.labels.get(NUMBER).and_then(|n| n.parse::<u32>().ok()) == Some(index))
+        .map(|c| c.state.id)
+        .with_context(|| format!("service {service} has no container {index}: start it with `corral compose up -d {service}`"))
+}
+
+fn ls(engine: &Engine, json: bool, all: bool) -> Result<()> {
+    let list = ops::projects(engine)?;
+    let rows: Vec<_> = list
+        .into_iter()
+        .filter(|(_, running, _, _)| all || *running > 0)
+        .collect();
+    if json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(n, r, t, f)| json!({"Name": n, "Status": status(*r, *t), "ConfigFiles": f}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("{:<24} {:<20} {}", "NAME", "STATUS", "CONFIG FILES");
+    for (n, r, t, f) in rows {
+        println!("{n:<24} {:<20} {f}", status(r, t));
+    }
+    Ok(())
+}
+
+fn status(running: usize, total: usize) -> String {
+    if running == total {
+        format!("running({running})")
+    } else if running == 0 {
+        format!("exited({total})")
+    } else {
+        format!("running({running}), exited({})", total - running)
+    }
+}
+
+/// The services' logs, each line prefixed with its container's name; with `follow`, until
+/// they all stop.
+fn logs(
+    engine: &Engine,
+    p: &Project,
+    services: &[String],
+    follow: bool,
+    tail: Option<usize>,
+    timestamps: bool,
+    prefix: bool,
+) -> Result<()> {
+    let list = ops::containers(engine, &p.name, Some(services), true)?;
+    let width = list.iter().map(|c| c.state.name.len()).max().unwrap_or(0);
+    let out = std::sync::Mutex::new(());
+    std::thread::scope(|s| {
+        for c in &list {
+            let out = &out;
+            s.spawn(move || {
+                let cs = match engine.containers() {
+                    Ok(cs) => cs,
+                    Err(_) => return,
+                };
+                let id = c.state.id.clone();
+                let Ok(cfg) = cs.config(&id) else { return };
+                let running = || {
+                    cs.load(&id)
+                        .is_ok_and(|s| s.status == corral_container::Status::Running)
+                };
+                let opts = LogOptions {
+                    follow,
+                    tail,
+                    ..Default::default()
+                };
+                let mut emit = |l: &corral_engine::logs::LogLine| -> std::io::Result<()> {
+                    let _g = out.lock().expect("not poisoned");
+                    let mut o = std::io::stdout().lock();
+                    if prefix {
+                        write!(o, "{:<width$} | ", c.state.name)?;
+                    }
+                    if timestamps {
+                        write!(o, "{} ", l.time)?;
+                    }
+                    o.write_all(l.text.as_bytes())?;
+                    if !l.text.ends_with('\n') {
+                        writeln!(o)?;
+                    }
+                    o.flush()
+                };
+                let _ = corral_engine::logs::follow_container(
+                    &cs.dir(&id),
+                    &id,
+                    &cfg.log,
+                    &opts,
+                    &running,
+                    &mut emit,
+                );
+            });
+        }
+    });
+    Ok(())
+}
+
+/// `up` without `-d`: the logs followed until every service stops; ^C stops them.
+fn follow(engine: &Engine, p: &Project, services: &[String]) -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("listening for ^C")?;
+    let handle = signals.handle();
+    let (e, proj, svcs) = (engine.clone(), p.clone(), services.to_vec());
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            eprintln!("Gracefully stopping... (press Ctrl+C again to force)");
+            let _ = ops::each(&e, &proj, &svcs, "stop", "", &Stderr);
+        }
+    });
+    let r = logs(engine, p, services, true, None, false, true);
+    handle.close();
+    r
+}
