@@ -1,0 +1,342 @@
+//! End-to-end tests of `corral compose`, checked as a docker compose user checks them: names
+//! and labels, services reaching each other by name and alias, published ports answering,
+//! volumes surviving `down` and going with `down -v`, the recreate matrix (no change keeps the
+//! containers, a changed service is recreated with its dependents and nothing else, scaling),
+//! dependency conditions, `config`'s normalised model, and bad input. Every project has a
+//! unique name; `down -v` (or the guard) leaves no container, network, volume or rule.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use corral_e2e::process::describe;
+use corral_e2e::{fixtures, skip_unless_root, unique_name, Corral};
+
+const IMAGE: &str = "localhost/compose-bb:1";
+
+fn world() -> Corral {
+    let c = Corral::new();
+    let tar = c.path("bb.tar");
+    fixtures::busybox_rootfs_tar(&tar);
+    c.ok(&["image", "import", tar.to_str().unwrap(), IMAGE]);
+    c
+}
+
+/// A project directory with `compose.yaml`; `down -v --remove-orphans` when dropped.
+struct Project<'a> {
+    c: &'a Corral,
+    dir: PathBuf,
+    name: String,
+}
+
+impl<'a> Project<'a> {
+    fn new(c: &'a Corral, yaml: &str) -> Self {
+        let name = unique_name("cp").replace('_', "-").to_ascii_lowercase();
+        let dir = c.path(&name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = Project { c, dir, name };
+        p.write(yaml);
+        p
+    }
+
+    fn write(&self, yaml: &str) {
+        std::fs::write(self.dir.join("compose.yaml"), yaml.replace("IMAGE", IMAGE)).unwrap();
+    }
+
+    fn cmd(&self, args: &[&str]) -> std::process::Output {
+        let mut full = vec!["compose", "-p", &self.name];
+        full.extend_from_slice(args);
+        let mut cmd = self.c.command(&full);
+        cmd.current_dir(&self.dir);
+        corral_e2e::process::run_bounded(&mut cmd, None, std::time::Duration::from_secs(180))
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cmd(args);
+        assert!(out.status.success(), "compose {args:?}: {}", describe(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Container name -> id.
+    fn ids(&self) -> BTreeMap<String, String> {
+        let v: Value = serde_json::from_str(&self.ok(&["ps", "-a", "--json"])).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["Name"].as_str().unwrap().to_owned(), c["ID"].as_str().unwrap().to_owned()))
+            .collect()
+    }
+}
+
+impl Drop for Project<'_> {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["down", "-v", "--remove-orphans"]);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn http_get(port: u16) -> String {
+    use std::io::{Read, Write};
+    for _ in 0..50 {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n");
+            let mut body = String::new();
+            let _ = s.read_to_string(&mut body);
+            if !body.is_empty() {
+                return body;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("nothing answered on 127.0.0.1:{port}");
+}
+
+fn assert_gone(c: &Corral, p: &Project<'_>) {
+    assert_eq!(c.ok(&["ps", "-aq"]).trim(), "", "containers left");
+    let nets = c.ok(&["network", "ls"]);
+    assert!(!nets.contains(&p.name), "a network of {} is left:\n{nets}", p.name);
+    let vols = c.ok(&["volume", "ls"]);
+    assert!(!vols.contains(&p.name), "a volume of {} is left:\n{vols}", p.name);
+    c.assert_no_leaks();
+}
+
+#[test]
+fn services_reach_each_other_publish_ports_keep_volumes_and_go_with_down() {
+    if skip_unless_root("services_reach_each_other_publish_ports_keep_volumes_and_go_with_down") {
+        return;
+    }
+    let c = world();
+    let port = free_port();
+    let yaml = format!(
+        r#"
+services:
+  db:
+    image: IMAGE
+    command: ["sh", "-c", "mkdir -p /www && echo from-db > /www/index.html && exec httpd -f -p 80 -h /www"]
+    networks:
+      back:
+        aliases: [database]
+    volumes: ["data:/data"]
+  web:
+    image: IMAGE
+    command: sh -c 'mkdir -p /www && echo "web says $$GREETING" > /www/index.html && exec httpd -f -p 80 -h /www'
+    environment:
+      GREETING: ${{GREETING:-hello}}
+    ports: ["127.0.0.1:{port}:80"]
+    networks: [back, default]
+    depends_on: [db]
+networks:
+  back: {{}}
+volumes:
+  data: {{}}
+"#
+    );
+    let p = Project::new(&c, &yaml);
+    p.ok(&["up", "-d"]);
+    let ids = p.ids();
+    let names: Vec<&String> = ids.keys().collect();
+    assert_eq!(names, vec![&format!("{}-db-1", p.name), &format!("{}-web-1", p.name)]);
+    let inspect: Value = serde_json::from_str(&c.ok(&["inspect", &format!("{}-web-1", p.name)])).unwrap();
+    let labels = &inspect[0]["Config"]["Labels"];
+    assert_eq!(labels["com.docker.compose.project"], p.name.as_str(), "{labels}");
+    assert_eq!(labels["com.docker.compose.service"], "web");
+    assert_eq!(labels["com.docker.compose.container-number"], "1");
+    let nets = c.ok(&["network", "ls"]);
+    assert!(nets.contains(&format!("{}_default", p.name)) && nets.contains(&format!("{}_back", p.name)), "{nets}");
+    // The published port answers; the environment was interpolated.
+    assert!(http_get(port).contains("web says hello"));
+    // By service name and by alias, on the shared network.
+    let got = p.ok(&["exec", "-T", "web", "sh", "-c", "wget -qO- http://db/ && wget -qO- http://database/"]);
+    assert_eq!(got, "from-db\nfrom-db\n");
+    // The volume survives down without -v.
+    p.ok(&["exec", "-T", "db", "sh", "-c", "echo kept > /data/f"]);
+    p.ok(&["down"]);
+    assert_eq!(c.ok(&["ps", "-aq"]).trim(), "");
+    p.ok(&["up", "-d"]);
+    assert_eq!(p.ok(&["exec", "-T", "db", "cat", "/data/f"]), "kept\n");
+    let logs = p.ok(&["logs", "db"]);
+    let _ = logs;
+    p.ok(&["down", "-v"]);
+    assert_gone(&c, &p);
+}
+
+#[test]
+fn up_recreates_only_what_changed_and_its_dependents() {
+    if skip_unless_root("up_recreates_only_what_changed_and_its_dependents") {
+        return;
+    }
+    let c = world();
+    let yaml = |v: &str| {
+        format!(
+            "services:\n  base:\n    image: IMAGE\n    command: sleep 3600\n    environment: [V={v}]\n  mid:\n    image: IMAGE\n    command: sleep 3600\n    depends_on: [base]\n  other:\n    image: IMAGE\n    command: sleep 3600\n    stop_signal: SIGKILL\n"
+        )
+    };
+    let p = Project::new(&c, &yaml("1"));
+    p.ok(&["up", "-d"]);
+    let first = p.ids();
+    assert_eq!(first.len(), 3);
+    // No change: the same containers.
+    p.ok(&["up", "-d"]);
+    assert_eq!(p.ids(), first, "an unchanged project was recreated");
+    // base changed: base and mid (which depends on it) recreated, other kept.
+    p.write(&yaml("2"));
+    p.ok(&["up", "-d"]);
+    let second = p.ids();
+    let name = |s: &str| format!("{}-{s}-1", p.name);
+    assert_ne!(second[&name("base")], first[&name("base")]);
+    assert_ne!(second[&name("mid")], first[&name("mid")]);
+    assert_eq!(second[&name("other")], first[&name("other")]);
+    assert_eq!(p.ok(&["exec", "-T", "base", "sh", "-c", "echo $V"]), "2\n");
+    // Scale 1 -> 3 -> 1: the first replica stays throughout.
+    p.ok(&["up", "-d", "--scale", "other=3"]);
+    let third = p.ids();
+    assert_eq!(third.len(), 5, "{third:?}");
+    assert_eq!(third[&name("other")], first[&name("other")]);
+    p.ok(&["up", "-d", "--scale", "other=1"]);
+    let fourth = p.ids();
+    assert_eq!(fourth.len(), 3, "{fourth:?}");
+    assert_eq!(fourth[&name("other")], first[&name("other")]);
+    // --force-recreate: everything new.
+    p.ok(&["up", "-d", "--force-recreate"]);
+    let fifth = p.ids();
+    assert!(fifth.iter().all(|(n, id)| fourth[n] != *id));
+    p.ok(&["down", "-v"]);
+    assert_gone(&c, &p);
+}
+
+#[test]
+fn dependency_conditions_hold_before_dependents_start() {
+    if skip_unless_root("dependency_conditions_hold_before_dependents_start") {
+        return;
+    }
+    let c = world();
+    let p = Project::new(
+        &c,
+        r#"
+services:
+  slow:
+    image: IMAGE
+    command: ["sh", "-c", "sleep 2; touch /shared/ready; exec sleep 3600"]
+    stop_signal: SIGKILL
+    volumes: ["shared:/shared"]
+    healthcheck:
+      test: ["CMD", "test", "-f", "/shared/ready"]
+      interval: 500ms
+      retries: 40
+  init:
+    image: IMAGE
+    command: ["sh", "-c", "echo migrated > /shared/migrated"]
+    volumes: ["shared:/shared"]
+  app:
+    image: IMAGE
+    command: ["sh", "-c", "test -f /shared/ready && test -f /shared/migrated && echo saw-both > /shared/app; exec sleep 3600"]
+    stop_signal: SIGKILL
+    volumes: ["shared:/shared"]
+    depends_on:
+      slow: {condition: service_healthy}
+      init: {condition: service_completed_successfully}
+volumes:
+  shared: {}
+"#,
+    );
+    p.ok(&["up", "-d", "--wait"]);
+    assert_eq!(p.ok(&["exec", "-T", "app", "cat", "/shared/app"]), "saw-both\n");
+    p.ok(&["down", "-v"]);
+    // A dependency that fails keeps the dependent from starting.
+    p.write(
+        "services:\n  init:\n    image: IMAGE\n    command: [\"sh\", \"-c\", \"exit 3\"]\n  app:\n    image: IMAGE\n    command: sleep 3600\n    depends_on:\n      init: {condition: service_completed_successfully}\n",
+    );
+    let out = p.cmd(&["up", "-d"]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("init") && err.contains("code 3"), "{err}");
+    assert!(!p.ids().contains_key(&format!("{}-app-1", p.name)), "the dependent was created");
+    // A health check that never passes: --wait fails within its timeout, naming the service.
+    p.write("services:\n  sick:\n    image: IMAGE\n    command: sleep 3600\n    stop_signal: SIGKILL\n    healthcheck:\n      test: [\"CMD\", \"false\"]\n      interval: 200ms\n");
+    let t = std::time::Instant::now();
+    let out = p.cmd(&["up", "-d", "--wait", "--wait-timeout", "3", "--remove-orphans"]);
+    assert!(!out.status.success());
+    assert!(t.elapsed().as_secs() < 20, "--wait-timeout 3 took {:?}", t.elapsed());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sick") && err.contains("healthy"), "{err}");
+    p.ok(&["down", "-v"]);
+    assert_gone(&c, &p);
+}
+
+fn config(dir: &Path, c: &Corral, args: &[&str]) -> Value {
+    let mut full = vec!["compose"];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["config", "--format", "json"]);
+    let mut cmd = c.command(&full);
+    cmd.current_dir(dir).env("TAG", "9");
+    let out = corral_e2e::process::run_bounded(&mut cmd, None, std::time::Duration::from_secs(60));
+    assert!(out.status.success(), "{}", describe(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn config_prints_the_merged_interpolated_normalised_model() {
+    if skip_unless_root("config_prints_the_merged_interpolated_normalised_model") {
+        return;
+    }
+    let c = Corral::new();
+    let dir = c.path("cfg");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(".env"), "FROM_DOTENV=dot\n").unwrap();
+    std::fs::write(
+        dir.join("compose.yaml"),
+        "name: Cfg_Test\nx-base: &base\n  restart: always\nservices:\n  common:\n    image: busybox\n    environment: [SHARED=1]\n  web:\n    <<: *base\n    extends: common\n    image: \"app:${TAG}\"\n    ports: ['80']\n    environment:\n      D: $FROM_DOTENV\n      LIT: $$HOME\n    volumes: ['./site:/site:ro']\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("override.yaml"), "services:\n  web:\n    ports:\n      - target: 443\n        published: 8443\n    environment: [SHARED=2]\n").unwrap();
+    let v = config(&dir, &c, &["-f", "compose.yaml", "-f", "override.yaml"]);
+    assert_eq!(v["name"], "cfg_test");
+    let web = &v["services"]["web"];
+    assert_eq!(web["image"], "app:9");
+    assert_eq!(web["restart"], "always");
+    assert_eq!(web["ports"], serde_json::json!(["80", "8443:443"]));
+    assert_eq!(web["environment"]["SHARED"], "2");
+    assert_eq!(web["environment"]["D"], "dot");
+    assert_eq!(web["environment"]["LIT"], "$HOME");
+    assert_eq!(web["volumes"][0]["source"], format!("{}/site", dir.display()));
+    assert_eq!(web["volumes"][0]["read_only"], true);
+    assert_eq!(v["networks"]["default"]["name"], "cfg_test_default");
+}
+
+#[test]
+fn bad_compose_files_are_refused_clearly() {
+    if skip_unless_root("bad_compose_files_are_refused_clearly") {
+        return;
+    }
+    let c = world();
+    let bad = |yaml: &str, args: &[&str]| -> String {
+        let p = Project::new(&c, yaml);
+        let mut a = vec!["up", "-d"];
+        a.extend_from_slice(args);
+        let out = p.cmd(&a);
+        assert!(!out.status.success(), "{yaml}: {}", describe(&out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = bad("services:\n  web:\n    image: [\n", &[]);
+    assert!(e.contains("compose.yaml:") && e.contains("line") || e.contains("compose.yaml:3"), "{e}");
+    let e = bad("services:\n  web:\n    image: IMAGE\n    enviroment: [A=1]\n", &[]);
+    assert!(e.contains("enviroment") && e.contains("did you mean \"environment\""), "{e}");
+    let e = bad("services:\n  web:\n    image: IMAGE\n    ports: 80\n", &[]);
+    assert!(e.contains("ports must be a list"), "{e}");
+    let e = bad("services:\n  web:\n    image: \"${NEEDED:?set NEEDED to the tag}\"\n", &[]);
+    assert!(e.contains("NEEDED") && e.contains("set NEEDED to the tag"), "{e}");
+    let e = bad("services:\n  a: {image: IMAGE, depends_on: [b]}\n  b: {image: IMAGE, depends_on: [a]}\n", &[]);
+    assert!(e.contains("cycle"), "{e}");
+    let e = bad("services:\n  web: {image: localhost/no-such-image:1, pull_policy: never}\n", &[]);
+    assert!(e.contains("no-such-image"), "{e}");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let e = bad(&format!("services:\n  web:\n    image: IMAGE\n    command: sleep 3600\n    ports: ['127.0.0.1:{port}:80']\n"), &[]);
+    assert!(e.contains(&port.to_string()), "{e}");
+    drop(taken);
+    c.assert_no_leaks();
+}
