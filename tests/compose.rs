@@ -64,7 +64,12 @@ impl<'a> Project<'a> {
         v.as_array()
             .unwrap()
             .iter()
-            .map(|c| (c["Name"].as_str().unwrap().to_owned(), c["ID"].as_str().unwrap().to_owned()))
+            .map(|c| {
+                (
+                    c["Name"].as_str().unwrap().to_owned(),
+                    c["ID"].as_str().unwrap().to_owned(),
+                )
+            })
             .collect()
     }
 }
@@ -76,7 +81,11 @@ impl Drop for Project<'_> {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn http_get(port: u16) -> String {
@@ -98,9 +107,17 @@ fn http_get(port: u16) -> String {
 fn assert_gone(c: &Corral, p: &Project<'_>) {
     assert_eq!(c.ok(&["ps", "-aq"]).trim(), "", "containers left");
     let nets = c.ok(&["network", "ls"]);
-    assert!(!nets.contains(&p.name), "a network of {} is left:\n{nets}", p.name);
+    assert!(
+        !nets.contains(&p.name),
+        "a network of {} is left:\n{nets}",
+        p.name
+    );
     let vols = c.ok(&["volume", "ls"]);
-    assert!(!vols.contains(&p.name), "a volume of {} is left:\n{vols}", p.name);
+    assert!(
+        !vols.contains(&p.name),
+        "a volume of {} is left:\n{vols}",
+        p.name
+    );
     c.assert_no_leaks();
 }
 
@@ -139,18 +156,36 @@ volumes:
     p.ok(&["up", "-d"]);
     let ids = p.ids();
     let names: Vec<&String> = ids.keys().collect();
-    assert_eq!(names, vec![&format!("{}-db-1", p.name), &format!("{}-web-1", p.name)]);
-    let inspect: Value = serde_json::from_str(&c.ok(&["inspect", &format!("{}-web-1", p.name)])).unwrap();
+    assert_eq!(
+        names,
+        vec![&format!("{}-db-1", p.name), &format!("{}-web-1", p.name)]
+    );
+    let inspect: Value =
+        serde_json::from_str(&c.ok(&["inspect", &format!("{}-web-1", p.name)])).unwrap();
     let labels = &inspect[0]["Config"]["Labels"];
-    assert_eq!(labels["com.docker.compose.project"], p.name.as_str(), "{labels}");
+    assert_eq!(
+        labels["com.docker.compose.project"],
+        p.name.as_str(),
+        "{labels}"
+    );
     assert_eq!(labels["com.docker.compose.service"], "web");
     assert_eq!(labels["com.docker.compose.container-number"], "1");
     let nets = c.ok(&["network", "ls"]);
-    assert!(nets.contains(&format!("{}_default", p.name)) && nets.contains(&format!("{}_back", p.name)), "{nets}");
+    assert!(
+        nets.contains(&format!("{}_default", p.name)) && nets.contains(&format!("{}_back", p.name)),
+        "{nets}"
+    );
     // The published port answers; the environment was interpolated.
     assert!(http_get(port).contains("web says hello"));
     // By service name and by alias, on the shared network.
-    let got = p.ok(&["exec", "-T", "web", "sh", "-c", "wget -qO- http://db/ && wget -qO- http://database/"]);
+    let got = p.ok(&[
+        "exec",
+        "-T",
+        "web",
+        "sh",
+        "-c",
+        "wget -qO- http://db/ && wget -qO- http://database/",
+    ]);
     assert_eq!(got, "from-db\nfrom-db\n");
     // The volume survives down without -v.
     p.ok(&["exec", "-T", "db", "sh", "-c", "echo kept > /data/f"]);
@@ -244,7 +279,10 @@ volumes:
 "#,
     );
     p.ok(&["up", "-d", "--wait"]);
-    assert_eq!(p.ok(&["exec", "-T", "app", "cat", "/shared/app"]), "saw-both\n");
+    assert_eq!(
+        p.ok(&["exec", "-T", "app", "cat", "/shared/app"]),
+        "saw-both\n"
+    );
     p.ok(&["down", "-v"]);
     // A dependency that fails keeps the dependent from starting.
     p.write(
@@ -254,13 +292,27 @@ volumes:
     assert!(!out.status.success(), "{}", describe(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("init") && err.contains("code 3"), "{err}");
-    assert!(!p.ids().contains_key(&format!("{}-app-1", p.name)), "the dependent was created");
+    assert!(
+        !p.ids().contains_key(&format!("{}-app-1", p.name)),
+        "the dependent was created"
+    );
     // A health check that never passes: --wait fails within its timeout, naming the service.
     p.write("services:\n  sick:\n    image: IMAGE\n    command: sleep 3600\n    stop_signal: SIGKILL\n    healthcheck:\n      test: [\"CMD\", \"false\"]\n      interval: 200ms\n");
     let t = std::time::Instant::now();
-    let out = p.cmd(&["up", "-d", "--wait", "--wait-timeout", "3", "--remove-orphans"]);
+    let out = p.cmd(&[
+        "up",
+        "-d",
+        "--wait",
+        "--wait-timeout",
+        "3",
+        "--remove-orphans",
+    ]);
     assert!(!out.status.success());
-    assert!(t.elapsed().as_secs() < 20, "--wait-timeout 3 took {:?}", t.elapsed());
+    assert!(
+        t.elapsed().as_secs() < 20,
+        "--wait-timeout 3 took {:?}",
+        t.elapsed()
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("sick") && err.contains("healthy"), "{err}");
     p.ok(&["down", "-v"]);
@@ -302,7 +354,10 @@ fn config_prints_the_merged_interpolated_normalised_model() {
     assert_eq!(web["environment"]["SHARED"], "2");
     assert_eq!(web["environment"]["D"], "dot");
     assert_eq!(web["environment"]["LIT"], "$HOME");
-    assert_eq!(web["volumes"][0]["source"], format!("{}/site", dir.display()));
+    assert_eq!(
+        web["volumes"][0]["source"],
+        format!("{}/site", dir.display())
+    );
     assert_eq!(web["volumes"][0]["read_only"], true);
     assert_eq!(v["networks"]["default"]["name"], "cfg_test_default");
 }
@@ -322,16 +377,37 @@ fn bad_compose_files_are_refused_clearly() {
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     let e = bad("services:\n  web:\n    image: [\n", &[]);
-    assert!(e.contains("compose.yaml:") && e.contains("line") || e.contains("compose.yaml:3"), "{e}");
-    let e = bad("services:\n  web:\n    image: IMAGE\n    enviroment: [A=1]\n", &[]);
-    assert!(e.contains("enviroment") && e.contains("did you mean \"environment\""), "{e}");
+    assert!(
+        e.contains("compose.yaml:") && e.contains("line") || e.contains("compose.yaml:3"),
+        "{e}"
+    );
+    let e = bad(
+        "services:\n  web:\n    image: IMAGE\n    enviroment: [A=1]\n",
+        &[],
+    );
+    assert!(
+        e.contains("enviroment") && e.contains("did you mean \"environment\""),
+        "{e}"
+    );
     let e = bad("services:\n  web:\n    image: IMAGE\n    ports: 80\n", &[]);
     assert!(e.contains("ports must be a list"), "{e}");
-    let e = bad("services:\n  web:\n    image: \"${NEEDED:?set NEEDED to the tag}\"\n", &[]);
-    assert!(e.contains("NEEDED") && e.contains("set NEEDED to the tag"), "{e}");
-    let e = bad("services:\n  a: {image: IMAGE, depends_on: [b]}\n  b: {image: IMAGE, depends_on: [a]}\n", &[]);
+    let e = bad(
+        "services:\n  web:\n    image: \"${NEEDED:?set NEEDED to the tag}\"\n",
+        &[],
+    );
+    assert!(
+        e.contains("NEEDED") && e.contains("set NEEDED to the tag"),
+        "{e}"
+    );
+    let e = bad(
+        "services:\n  a: {image: IMAGE, depends_on: [b]}\n  b: {image: IMAGE, depends_on: [a]}\n",
+        &[],
+    );
     assert!(e.contains("cycle"), "{e}");
-    let e = bad("services:\n  web: {image: localhost/no-such-image:1, pull_policy: never}\n", &[]);
+    let e = bad(
+        "services:\n  web: {image: localhost/no-such-image:1, pull_policy: never}\n",
+        &[],
+    );
     assert!(e.contains("no-such-image"), "{e}");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
@@ -339,4 +415,102 @@ fn bad_compose_files_are_refused_clearly() {
     assert!(e.contains(&port.to_string()), "{e}");
     drop(taken);
     c.assert_no_leaks();
+}
+
+#[test]
+fn rolling_update_keeps_answering_by_name_and_rolls_back_a_bad_version() {
+    if skip_unless_root("rolling_update_keeps_answering_by_name_and_rolls_back_a_bad_version") {
+        return;
+    }
+    let c = world();
+    let yaml = |version: &str, check: &str| {
+        format!(
+            r#"
+services:
+  web:
+    image: IMAGE
+    command: ["sh", "-c", "mkdir -p /www && echo v$$VERSION > /www/index.html && exec httpd -f -p 80 -h /www"]
+    environment: {{VERSION: "{version}"}}
+    init: true
+    deploy:
+      replicas: 3
+      update_config: {{parallelism: 1, order: start-first, failure_action: rollback}}
+    healthcheck: {{test: ["CMD", "{check}", "-qO-", "http://127.0.0.1/"], interval: 200ms, retries: 5}}
+  client:
+    image: IMAGE
+    # (busybox-static's wget crashes with -T: a plain wget, each request a new lookup)
+    command: ["sh", "-c", "while true; do if wget -qO- http://web/ >> /out/ok 2>/dev/null; then :; else echo fail at $$(date +%T) >> /out/fail; fi; sleep 0.05; done"]
+    init: true
+    volumes: ["out:/out"]
+    depends_on:
+      web: {{condition: service_healthy}}
+volumes:
+  out: {{}}
+"#
+        )
+    };
+    let p = Project::new(&c, &yaml("1", "wget"));
+    p.ok(&["up", "-d", "--wait"]);
+    let before = p.ids();
+    // What the client saw while everything started is not the update's: counted from here.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    p.ok(&["exec", "-T", "client", "rm", "-f", "/out/fail", "/out/ok"]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    p.write(&yaml("2", "wget"));
+    let rolled = p.cmd(&["up", "-d", "client", "web", "--no-deps"]);
+    assert!(rolled.status.success(), "{}", describe(&rolled));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let after = p.ids();
+    let webs: Vec<&String> = after.keys().filter(|n| n.contains("-web-")).collect();
+    assert_eq!(webs.len(), 3, "{after:?}");
+    for n in &webs {
+        assert_ne!(after[*n], before[*n], "{n} was not replaced");
+        assert_eq!(
+            p.ok(&[
+                "exec",
+                "-T",
+                "--index",
+                &n.rsplit('-').next().unwrap().to_string(),
+                "web",
+                "cat",
+                "/www/index.html"
+            ]),
+            "v2\n"
+        );
+    }
+    let client = format!("{}-client-1", p.name);
+    assert_eq!(after[&client], before[&client], "the client was recreated");
+    let fails = p.cmd(&["exec", "-T", "client", "cat", "/out/fail"]);
+    assert!(
+        !fails.status.success(),
+        "requests failed during the rolling update: {}",
+        String::from_utf8_lossy(&fails.stdout)
+    );
+    let ok = p.ok(&["exec", "-T", "client", "cat", "/out/ok"]);
+    let dns = p.ok(&["exec", "-T", "client", "nslookup", "web"]);
+    let ps = c.ok(&["ps", "-a"]);
+    assert!(
+        ok.contains("v1") && ok.contains("v2") && ok.lines().count() > 20,
+        "{} answers, v1: {}, v2: {}\n{dns}\n{ps}",
+        ok.lines().count(),
+        ok.matches("v1").count(),
+        ok.matches("v2").count()
+    );
+    // A version whose health check fails: rolled back, the old replicas as they were.
+    p.write(&yaml("3", "false"));
+    let out = p.cmd(&["up", "-d", "web", "--no-deps", "--wait-timeout", "20"]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rolling update of service web"), "{err}");
+    let back = p.ids();
+    for n in &webs {
+        assert_eq!(back[*n], after[*n], "{n} was not rolled back: {back:?}");
+    }
+    assert_eq!(back.len(), after.len(), "{back:?}");
+    assert_eq!(
+        p.ok(&["exec", "-T", "web", "cat", "/www/index.html"]),
+        "v2\n"
+    );
+    p.ok(&["down", "-v"]);
+    assert_gone(&c, &p);
 }

@@ -5,7 +5,8 @@
 //! `extends`, profiles, the project's name), the checked and normalised model ([`model`]),
 //! the start order ([`order`]), a service's replicas as engine specs with docker compose's
 //! names and labels and a change hash ([`plan`]), and the verbs: `up` ([`up`]: only what
-//! changed is recreated, with what depends on it; dependency conditions awaited), `down` and
+//! changed is recreated, with what depends on it; dependency conditions awaited; replicas
+//! replaced a batch at a time under `deploy.update_config`, [`rolling`]), `down` and
 //! the others ([`ops`]). Every container starts through corral-engine; `build:` goes through
 //! corral-build.
 //!
@@ -20,6 +21,7 @@ pub mod model;
 pub mod ops;
 pub mod order;
 pub mod plan;
+pub mod rolling;
 pub mod up;
 
 pub use load::{load, LoadOptions};

@@ -196,6 +196,24 @@ pub struct Service {
     /// A terminal.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub tty: bool,
+    /// How a change rolls over the replicas (`deploy.update_config`); `None`: all at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateConfig>,
+}
+
+/// `deploy.update_config`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UpdateConfig {
+    /// Replicas replaced at a time.
+    pub parallelism: u32,
+    /// Seconds between batches.
+    pub delay: f64,
+    /// `stop-first` or `start-first`.
+    pub order: String,
+    /// `pause`, `rollback` or `continue`.
+    pub failure_action: String,
+    /// Seconds a new replica must stay up (and healthy) before it counts.
+    pub monitor: f64,
 }
 
 /// `build:`.
@@ -984,6 +1002,63 @@ pub fn service(name: &str, v: &Value, dir: &std::path::Path) -> Result<Service, 
             if let Some(mem) = limits.get("memory") {
                 s.memory = Some(scalar(mem, &f("deploy.resources.limits.memory"))?);
             }
+        }
+        if let Some(u) = d.get("update_config") {
+            let here = f("deploy.update_config");
+            let o = u
+                .as_object()
+                .ok_or_else(|| type_err(&here, "a mapping", u))?;
+            check_keys(
+                o,
+                &[
+                    "parallelism",
+                    "delay",
+                    "order",
+                    "failure_action",
+                    "monitor",
+                    "max_failure_ratio",
+                ],
+                &here,
+            )?;
+            let order = opt_string(o.get("order"), &here)?.unwrap_or_else(|| "stop-first".into());
+            if order != "stop-first" && order != "start-first" {
+                return Err(ComposeError::Invalid(format!(
+                    "{here}.order: {order:?} (stop-first or start-first)"
+                )));
+            }
+            let failure_action =
+                opt_string(o.get("failure_action"), &here)?.unwrap_or_else(|| "pause".into());
+            if !matches!(failure_action.as_str(), "pause" | "rollback" | "continue") {
+                return Err(ComposeError::Invalid(format!(
+                    "{here}.failure_action: {failure_action:?} (pause, rollback or continue)"
+                )));
+            }
+            s.update = Some(UpdateConfig {
+                parallelism: o
+                    .get("parallelism")
+                    .map(|p| scalar(p, &here))
+                    .transpose()?
+                    .map(|p| {
+                        p.parse::<u32>().map_err(|_| {
+                            ComposeError::Invalid(format!("{here}.parallelism: not a number"))
+                        })
+                    })
+                    .transpose()?
+                    .unwrap_or(1)
+                    .max(1),
+                delay: o
+                    .get("delay")
+                    .map(|d| duration(d, &here))
+                    .transpose()?
+                    .unwrap_or(0.0),
+                order,
+                failure_action,
+                monitor: o
+                    .get("monitor")
+                    .map(|d| duration(d, &here))
+                    .transpose()?
+                    .unwrap_or(0.0),
+            });
         }
         if let Some(Value::Object(rp)) = d.get("restart_policy") {
             if let Some(c) = rp.get("condition") {

@@ -256,6 +256,7 @@ fn converge(
         .collect();
     mine.sort_by_key(|c| number(c));
     let mut changed = false;
+    let mut rolling: Vec<(u32, &ContainerView)> = Vec::new();
     // Scale down: the highest numbers go.
     for c in mine.iter().filter(|c| number(c) > replicas) {
         ops::remove_container(engine, c, true)?;
@@ -281,6 +282,12 @@ fn converge(
                     }
                     continue;
                 }
+                if s.update.is_some() {
+                    // Replaced by the rolling update below, a batch at a time.
+                    rolling.push((n, *c));
+                    changed = true;
+                    continue;
+                }
                 ops::remove_container(engine, c, false)?;
                 ops::create_and_start(engine, &spec)?;
                 out.line(&format!("Container {}  Recreated", c.state.name));
@@ -295,6 +302,9 @@ fn converge(
                 changed = true;
             }
         }
+    }
+    if !rolling.is_empty() {
+        crate::rolling::update(engine, p, s, &hash, o, &rolling, out, report)?;
     }
     if changed {
         engine.emit(Event::new("container", "compose-up", &s.name).attr("project", &p.name));

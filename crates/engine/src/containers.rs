@@ -193,6 +193,9 @@ impl Engine {
             }
             files.push(("hosts", hosts.into_bytes()));
         }
+        if spec.dns_hold {
+            files.push((crate::networks::DNS_HELD, Vec::new()));
+        }
         let files: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
         let state = match container_create::create_with_files(
             &cs,

@@ -13,6 +13,10 @@ use corral_net::NetError;
 use crate::spec::Networking;
 use crate::{Engine, EngineError, Result};
 
+/// The marker in a container's directory that holds its DNS names back at its next start
+/// (`ContainerSpec::dns_hold`), until [`Engine::publish_names`].
+pub const DNS_HELD: &str = "dns-held";
+
 /// The networks `names` asks for (each may hold several, comma-separated), or the default
 /// one (`$CORRAL_DEFAULT_NETWORK`, else `corral`) when none is given: for containers and VMs.
 pub fn requested(names: &[String]) -> Vec<String> {
@@ -204,7 +208,11 @@ impl Engine {
         let nets = self.networks();
         let ns =
             attach::new_netns().map_err(crate::io_err("making the network namespace of", &dir))?;
-        let eps = nets.attach_container(id, &s.name, ns.as_fd(), &reqs, 0, &self.exe)?;
+        // A replica started with its names held (`ContainerSpec::dns_hold`) gets no DNS names
+        // until `publish_names`.
+        let held = dir.join(DNS_HELD).exists();
+        let eps =
+            nets.attach_container_with(id, &s.name, ns.as_fd(), &reqs, 0, &self.exe, !held)?;
         let record = crate::record::Record::load(&dir);
         let files = (|| -> std::io::Result<()> {
             std::fs::write(
@@ -238,6 +246,25 @@ impl Engine {
         if let Err(e) = self.networks().reconcile(&alive) {
             tracing::warn!("reconciling the networks' endpoints: {e}");
         }
+    }
+
+    /// Puts a container started with its names held into its networks' DNS (and forgets the
+    /// hold: its next starts register them as usual).
+    pub fn publish_names(&self, id: &str) -> Result<()> {
+        let cs = self.containers()?;
+        let dir = cs.dir(id);
+        let s = cs.load(id)?;
+        let reqs = attach::load_requests(&dir)?;
+        self.networks()
+            .register_names(id, &s.name, &reqs, &self.exe)?;
+        let _ = std::fs::remove_file(dir.join(DNS_HELD));
+        Ok(())
+    }
+
+    /// Takes a running container's names out of its networks' DNS, keeping it connected (a
+    /// replica drained before it stops).
+    pub fn withdraw_names(&self, id: &str) -> Result<()> {
+        Ok(self.networks().withdraw_names(id)?)
     }
 
     /// When a container goes: its endpoints, addresses, published ports and DNS names.

@@ -285,6 +285,9 @@ pub struct ContainerSpec {
     /// Leave the image's `VOLUME`s unmounted (a build step's container: its writes there
     /// belong in the step's layer, as with BuildKit).
     pub no_image_volumes: bool,
+    /// Start without the container's DNS names on its networks, until
+    /// `Engine::publish_names` (a replica that takes traffic only once healthy).
+    pub dns_hold: bool,
 }
 
 impl Mount {

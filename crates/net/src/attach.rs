@@ -107,6 +107,22 @@ impl Networks {
         first: usize,
         exe: &Path,
     ) -> Result<Vec<Endpoint>, NetError> {
+        self.attach_container_with(owner, name, netns, to, first, exe, true)
+    }
+
+    /// [`Networks::attach_container`], with its DNS names left out when `!register_dns` (a
+    /// replica that gets traffic only once it is healthy: [`Networks::register_names`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn attach_container_with(
+        &self,
+        owner: &str,
+        name: &str,
+        netns: BorrowedFd<'_>,
+        to: &[Attachment],
+        first: usize,
+        exe: &Path,
+        register_dns: bool,
+    ) -> Result<Vec<Endpoint>, NetError> {
         let mut done: Vec<Endpoint> = Vec::new();
         let result = (|| {
             for (i, a) in to.iter().enumerate() {
@@ -128,7 +144,7 @@ impl Networks {
                 };
                 let ep = self.connect(&n.name, owner, netns, &opts)?;
                 done.push(ep.clone());
-                if n.disable_dns {
+                if n.disable_dns || !register_dns {
                     continue;
                 }
                 let dir = self.store().network_dir(&n.name);
@@ -234,6 +250,68 @@ impl Networks {
             by_interface(eps);
         }
         Ok(out)
+    }
+
+    /// Puts `owner`'s names (its container name, the aliases of `reqs`, its short id) into
+    /// the DNS of each network it is connected to, as a connect does.
+    pub fn register_names(
+        &self,
+        owner: &str,
+        name: &str,
+        reqs: &[Attachment],
+        exe: &Path,
+    ) -> Result<(), NetError> {
+        for a in reqs {
+            let net = if a.network == DEFAULT_NETWORK {
+                DEFAULT_NETWORK.to_owned()
+            } else {
+                a.network.clone()
+            };
+            let Some(ep) = self.endpoint(&net, owner)? else {
+                continue;
+            };
+            let n = self.get(&ep.network)?;
+            if n.disable_dns {
+                continue;
+            }
+            let dir = self.store().network_dir(&n.name);
+            let mut aliases = a.aliases.clone();
+            if owner.len() >= 12 {
+                aliases.push(owner[..12].to_owned());
+            }
+            dns::add_record(
+                &dir,
+                Record {
+                    name: name.to_owned(),
+                    aliases,
+                    ipv4: ep.ip,
+                },
+            )
+            .map_err(|e| NetError::Dns(n.name.clone(), e))?;
+            self.ensure_dns(&n.name, ep.gateway, exe)?;
+        }
+        Ok(())
+    }
+
+    /// Takes every DNS name of `owner`'s addresses out of its networks' DNS, leaving it
+    /// connected: new lookups stop finding it while what it serves finishes (a rolling
+    /// update drains a replica so).
+    pub fn withdraw_names(&self, owner: &str) -> Result<(), NetError> {
+        for ep in self.endpoints_of(owner)? {
+            let dir = self.store().network_dir(&ep.network);
+            let records =
+                dns::read_records(&dir).map_err(|e| NetError::Dns(ep.network.clone(), e))?;
+            let kept: Vec<Record> = records
+                .iter()
+                .filter(|r| r.ipv4 != ep.ip)
+                .cloned()
+                .collect();
+            if kept.len() != records.len() {
+                dns::write_records(&dir, &kept)
+                    .map_err(|e| NetError::Dns(ep.network.clone(), e))?;
+            }
+        }
+        Ok(())
     }
 
     /// Disconnects `owner` (named `name`) from network `network` and takes its name out of the

@@ -323,6 +323,14 @@ impl Netlink {
         m.header.flags = LinkFlags::Up;
         m.header.change_mask = LinkFlags::Up;
         m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        // A fixed MAC (02:42 and the gateway's address): a bridge without one takes its
+        // lowest port's, which changes as containers come and go, and every container that
+        // cached the gateway's old MAC cannot reach it (its DNS server) until its neighbour
+        // entry goes stale. Found by compose's rolling updates.
+        let g = gateway.octets();
+        m.attributes.push(LinkAttribute::Address(vec![
+            0x02, 0x42, g[0], g[1], g[2], g[3],
+        ]));
         if let Some(mtu) = mtu {
             m.attributes.push(LinkAttribute::Mtu(mtu));
         }

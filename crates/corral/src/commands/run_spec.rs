@@ -229,6 +229,7 @@ pub(super) fn spec_of(a: &RunArgs) -> Result<ContainerSpec> {
         dns_options: a.dns_option.clone(),
         pod: a.pod.clone(),
         no_image_volumes: false,
+        dns_hold: false,
         isolation: if a.isolation == "vm" {
             Isolation::Vm
         } else {
