@@ -470,7 +470,7 @@ volumes:
                 "exec",
                 "-T",
                 "--index",
-                &n.rsplit('-').next().unwrap().to_string(),
+                n.rsplit('-').next().unwrap(),
                 "web",
                 "cat",
                 "/www/index.html"

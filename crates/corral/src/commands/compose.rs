@@ -179,8 +179,8 @@ pub fn run(engine: &Engine, a: ComposeArgs) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 println!(
-                    "{:<24} {:<24} {:<12} {:<28} {}",
-                    "NAME", "IMAGE", "SERVICE", "STATUS", "PORTS"
+                    "{:<24} {:<24} {:<12} {:<28} PORTS",
+                    "NAME", "IMAGE", "SERVICE", "STATUS"
                 );
                 for c in &list {
                     let status = corral_engine::views::status_column(&c.state, c.health.as_ref());
@@ -317,7 +317,8 @@ pub fn run(engine: &Engine, a: ComposeArgs) -> Result<()> {
         } => {
             let id = replica(engine, &p, &service, index)?;
             let (num, proto) = port.split_once('/').unwrap_or((&port, "tcp"));
-            let list = ops::containers(engine, &p.name, Some(&[service.clone()]), false)?;
+            let list =
+                ops::containers(engine, &p.name, Some(std::slice::from_ref(&service)), false)?;
             let c = list
                 .iter()
                 .find(|c| c.state.id == id)
@@ -366,7 +367,7 @@ fn ls(engine: &Engine, json: bool, all: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("{:<24} {:<20} {}", "NAME", "STATUS", "CONFIG FILES");
+    println!("{:<24} {:<20} CONFIG FILES", "NAME", "STATUS");
     for (n, r, t, f) in rows {
         println!("{n:<24} {:<20} {f}", status(r, t));
     }
