@@ -22,6 +22,7 @@ pub mod ops;
 pub mod order;
 pub mod plan;
 pub mod rolling;
+pub mod syntax;
 pub mod up;
 
 pub use load::{load, LoadOptions};

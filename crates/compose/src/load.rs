@@ -357,7 +357,7 @@ pub fn load(o: &LoadOptions) -> Result<Project, ComposeError> {
         let mut parsed = parsed;
         interpolate::value(&mut parsed, &vars, "")
             .map_err(|e| ComposeError::Invalid(format!("{}: {e}", f.display())))?;
-        model::check_keys(
+        crate::syntax::check_keys(
             parsed.as_object().expect("checked"),
             model::TOP_KEYS,
             &f.display().to_string(),
@@ -465,10 +465,13 @@ pub fn load(o: &LoadOptions) -> Result<Project, ComposeError> {
                 }),
                 external,
                 internal: v.get("internal").and_then(|e| e.as_bool()).unwrap_or(false),
-                labels: model::key_values(v.get("labels"), &format!("networks.{k}.labels"))?
-                    .into_iter()
-                    .map(|(a, b)| (a, b.unwrap_or_default()))
-                    .collect(),
+                labels: crate::syntax::key_values(
+                    v.get("labels"),
+                    &format!("networks.{k}.labels"),
+                )?
+                .into_iter()
+                .map(|(a, b)| (a, b.unwrap_or_default()))
+                .collect(),
                 subnet: v
                     .pointer("/ipam/config/0/subnet")
                     .and_then(|s| s.as_str())
@@ -495,7 +498,7 @@ pub fn load(o: &LoadOptions) -> Result<Project, ComposeError> {
                     }
                 }),
                 external,
-                labels: model::key_values(v.get("labels"), &format!("volumes.{k}.labels"))?
+                labels: crate::syntax::key_values(v.get("labels"), &format!("volumes.{k}.labels"))?
                     .into_iter()
                     .map(|(a, b)| (a, b.unwrap_or_default()))
                     .collect(),
