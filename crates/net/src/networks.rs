@@ -24,6 +24,9 @@ use crate::firewall::{resolve_ports, Firewall, FirewallError};
 use crate::fsutil::{io_err, read_json, write_json_runtime, FsError, Lock};
 use crate::ipam::{Ipam, IpamError};
 use crate::netlink::{Netlink, NetlinkError};
+
+/// The lock that makes picking a subnet and making its bridge one step across the host.
+const HOST_LOCK: &str = "/run/lock/corral-networks.lock";
 use crate::ports::PortMapping;
 use crate::store::{Network, NetworkSpec, NetworkStore, StoreError, DEFAULT_NETWORK};
 
@@ -196,6 +199,10 @@ impl Networks {
     /// Creates a network: its definition (checked against the other networks and the host's
     /// routes), its bridge and its firewall rules. Undone entirely on failure.
     pub fn create(&self, spec: &NetworkSpec) -> Result<Network> {
+        // Host-wide, not per state root: the subnet is picked from the host's routes, and two
+        // creations (two roots, or two processes) must not both pick a subnet before either
+        // bridge holds it.
+        let _host = Lock::exclusive(Path::new(HOST_LOCK))?;
         let mut nl = Netlink::open()?;
         if let (_, Some(b)) = crate::store::parse_options(&spec.options)? {
             // corral touches only devices it made: a name the host already uses is refused,
