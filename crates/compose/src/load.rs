@@ -614,6 +614,45 @@ mod tests {
     }
 
     #[test]
+    fn mutated_files_load_or_fail_without_panicking() {
+        // A cheap stand-in for fuzz/fuzz_targets/compose_file.rs, run with the unit tests.
+        let seed = "x-a: &a\n  restart: always\nservices:\n  web:\n    <<: *a\n    image: \"${IMG:-b}:${T:?t}\"\n    extends: db\n    ports: ['80', {target: 1}]\n    depends_on: {db: {condition: service_healthy}}\n    volumes: ['v:/d:ro', {type: bind, source: ., target: /x}]\n  db: {image: x, healthcheck: {test: true}}\nvolumes: {v: {}}\n";
+        let bytes = seed.as_bytes();
+        let mut st: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            st ^= st << 13;
+            st ^= st >> 7;
+            st ^= st << 17;
+            st
+        };
+        let alphabet = b"${}:-?[]{}&*<'\\\"\n #,x";
+        let t = tempfile::tempdir().unwrap();
+        for _ in 0..1500 {
+            let mut m = bytes.to_vec();
+            for _ in 0..(next() % 5 + 1) {
+                let at = (next() as usize) % (m.len() + 1);
+                if next() % 2 == 0 && at < m.len() {
+                    m.remove(at);
+                } else {
+                    m.insert(
+                        at.min(m.len()),
+                        alphabet[(next() as usize) % alphabet.len()],
+                    );
+                }
+            }
+            let Ok(text) = std::str::from_utf8(&m) else {
+                continue;
+            };
+            std::fs::write(t.path().join("compose.yaml"), text).unwrap();
+            let _ = load(&LoadOptions {
+                cwd: t.path().to_path_buf(),
+                project_name: Some("m".into()),
+                ..Default::default()
+            });
+        }
+    }
+
+    #[test]
     fn bad_files_are_named_with_where_and_what() {
         let e = project(&[("c.yaml", "services:\n  web:\n    image: [\n")], None).unwrap_err();
         assert!(e.to_string().contains("c.yaml:"), "{e}");
