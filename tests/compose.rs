@@ -514,3 +514,28 @@ volumes:
     p.ok(&["down", "-v"]);
     assert_gone(&c, &p);
 }
+
+#[test]
+fn run_starts_one_offs_and_up_exits_with_a_service_code() {
+    if skip_unless_root("run_starts_one_offs_and_up_exits_with_a_service_code") {
+        return;
+    }
+    let c = world();
+    let p = Project::new(
+        &c,
+        "services:\n  db:\n    image: IMAGE\n    command: sleep 3600\n    stop_signal: SIGKILL\n  job:\n    image: IMAGE\n    command: [\"sh\", \"-c\", \"sleep 1; exit 4\"]\n    depends_on: [db]\n",
+    );
+    // A one-off: its dependency started, its own code and output, gone with --rm.
+    let out = p.cmd(&["run", "--rm", "-T", "job", "sh", "-c", "echo one-off; exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one-off\n");
+    let ids = p.ids();
+    assert_eq!(ids.keys().cloned().collect::<Vec<_>>(), vec![format!("{}-db-1", p.name)], "{ids:?}");
+    // up --exit-code-from: every service stopped when one ends, its code returned.
+    let out = p.cmd(&["up", "--exit-code-from", "job"]);
+    assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
+    let running: Value = serde_json::from_str(&p.ok(&["ps", "--json"])).unwrap();
+    assert_eq!(running.as_array().unwrap().len(), 0, "{running}");
+    p.ok(&["down", "-v"]);
+    assert_gone(&c, &p);
+}

@@ -66,6 +66,12 @@ pub enum ComposeCommand {
         /// Build images before starting.
         #[arg(long)]
         build: bool,
+        /// Stop every container when one exits (implies following the logs, not -d).
+        #[arg(long)]
+        abort_on_container_exit: bool,
+        /// Exit with this service's container's code (implies --abort-on-container-exit).
+        #[arg(long)]
+        exit_code_from: Option<String>,
         /// Only these services (and their dependencies).
         services: Vec<String>,
     },
@@ -204,6 +210,44 @@ pub enum ComposeCommand {
         no_cache: bool,
         /// Only these services.
         services: Vec<String>,
+    },
+    /// Run a one-off command in a new container of a service (its dependencies started).
+    Run {
+        /// Remove the container when it exits.
+        #[arg(long)]
+        rm: bool,
+        /// Run in the background and print the container's id.
+        #[arg(short, long)]
+        detach: bool,
+        /// No terminal (-T; the default when stdin is not a terminal).
+        #[arg(short = 'T', long = "no-tty")]
+        no_tty: bool,
+        /// Environment variable `K=V` (repeatable).
+        #[arg(short, long)]
+        env: Vec<String>,
+        /// The container's name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Do not start the service's dependencies.
+        #[arg(long)]
+        no_deps: bool,
+        /// Publish the service's ports (one-off containers publish none by default).
+        #[arg(long)]
+        service_ports: bool,
+        /// Working directory.
+        #[arg(short, long)]
+        workdir: Option<String>,
+        /// User.
+        #[arg(short, long)]
+        user: Option<String>,
+        /// Replace the image's entrypoint.
+        #[arg(long)]
+        entrypoint: Option<String>,
+        /// The service.
+        service: String,
+        /// The command (default: the service's).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
     },
     /// Pull the services' images.
     Pull {

@@ -90,8 +90,19 @@ pub fn run(engine: &Engine, a: ComposeArgs) -> Result<()> {
             remove_orphans,
             scale,
             build,
+            abort_on_container_exit,
+            exit_code_from,
             services,
         } => {
+            let abort = abort_on_container_exit || exit_code_from.is_some();
+            if abort && detach {
+                bail!("--abort-on-container-exit and --exit-code-from follow the services: not with -d");
+            }
+            if let Some(s) = &exit_code_from {
+                if !p.services.contains_key(s) {
+                    bail!("--exit-code-from {s}: no such service");
+                }
+            }
             let mut sc = BTreeMap::new();
             for s in &scale {
                 let (k, v) = s
@@ -128,7 +139,12 @@ pub fn run(engine: &Engine, a: ComposeArgs) -> Result<()> {
                 }
                 return Err(Code(1).into());
             }
-            if !detach {
+            if abort {
+                let code = abort_on_exit(engine, &p, &services, exit_code_from.as_deref())?;
+                if code != 0 {
+                    return Err(Code(code).into());
+                }
+            } else if !detach {
                 follow(engine, &p, &services)?;
             }
         }
@@ -277,6 +293,82 @@ pub fn run(engine: &Engine, a: ComposeArgs) -> Result<()> {
             )?;
             if code != 0 {
                 return Err(Code(code).into());
+            }
+        }
+        ComposeCommand::Run {
+            rm,
+            detach,
+            no_tty,
+            env,
+            name,
+            no_deps,
+            service_ports,
+            workdir,
+            user,
+            entrypoint,
+            service,
+            command,
+        } => {
+            let s = p
+                .services
+                .get(&service)
+                .with_context(|| format!("no such service: {service}"))?
+                .clone();
+            if !no_deps {
+                let deps = corral_compose::order::dependencies(&p, &service);
+                if !deps.is_empty() {
+                    let o = UpOptions {
+                        services: deps,
+                        timeout: Duration::from_secs(120),
+                        labels: project_labels(&lo),
+                        ..Default::default()
+                    };
+                    corral_compose::up::up(engine, &p, &o, &Stderr)?;
+                }
+            } else {
+                ops::ensure_networks(engine, &p, &Stderr)?;
+                ops::ensure_volumes(engine, &p, &Stderr)?;
+            }
+            let mut spec =
+                corral_compose::plan::container_spec(&p, &s, 1, "oneoff", &project_labels(&lo))?;
+            let suffix = &corral_container::state::new_id().context("a random name")?[..12];
+            spec.name = Some(name.unwrap_or_else(|| format!("{}-{}-run-{suffix}", p.name, s.name)));
+            spec.labels
+                .insert(corral_compose::plan::ONEOFF.into(), "True".into());
+            spec.labels.remove(NUMBER);
+            if !command.is_empty() {
+                spec.command = command;
+            }
+            if let Some(e) = entrypoint {
+                spec.entrypoint = Some(if e.is_empty() {
+                    Vec::new()
+                } else {
+                    corral_compose::syntax::shell_words(&e)
+                        .map_err(|e| anyhow::anyhow!("--entrypoint: {e}"))?
+                });
+            }
+            spec.env.extend(env);
+            if workdir.is_some() {
+                spec.workdir = workdir;
+            }
+            if user.is_some() {
+                spec.user = user;
+            }
+            if !service_ports {
+                spec.networking.publish.clear();
+            }
+            spec.restart.clear();
+            spec.auto_remove = rm;
+            spec.interactive = !detach;
+            spec.tty = !no_tty
+                && !detach
+                && std::io::stdin().is_terminal()
+                && std::io::stdout().is_terminal();
+            let (created, started) = engine.run(&spec, detach, &Default::default())?;
+            match started {
+                corral_engine::Started::Detached => println!("{}", created.id),
+                corral_engine::Started::Exited(0) => {}
+                corral_engine::Started::Exited(code) => return Err(Code(code).into()),
             }
         }
         ComposeCommand::Build { no_cache, services } => {
@@ -462,4 +554,46 @@ fn follow(engine: &Engine, p: &Project, services: &[String]) -> Result<()> {
     let r = logs(engine, p, services, true, None, false, true);
     handle.close();
     r
+}
+
+/// `up --abort-on-container-exit`: the logs followed until a container exits, then every
+/// container stopped; the code of `from`'s container (or of the first that exited).
+fn abort_on_exit(
+    engine: &Engine,
+    p: &Project,
+    services: &[String],
+    from: Option<&str>,
+) -> Result<i32> {
+    let watched = services.to_vec();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let code = std::thread::scope(|sc| -> Result<i32> {
+        let logs_thread = sc.spawn(|| logs(engine, p, &watched, true, None, false, true));
+        let first = loop {
+            let list = ops::containers(engine, &p.name, Some(&watched), true)?;
+            if let Some(c) = list
+                .iter()
+                .find(|c| c.state.status == corral_container::Status::Exited)
+            {
+                break (
+                    c.record.labels.get(SERVICE).cloned().unwrap_or_default(),
+                    c.state.exit_code.unwrap_or(0),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        eprintln!("Aborting on container exit...");
+        ops::each(engine, p, &watched, "stop", "", &Stderr)?;
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = logs_thread.join();
+        Ok(match from {
+            Some(svc) if first.0 != svc => {
+                ops::containers(engine, &p.name, Some(&[svc.to_owned()]), true)?
+                    .first()
+                    .and_then(|c| c.state.exit_code)
+                    .unwrap_or(0)
+            }
+            _ => first.1,
+        })
+    })?;
+    Ok(code)
 }
