@@ -23,11 +23,14 @@ fn world() -> Corral {
     c
 }
 
-/// A project directory with `compose.yaml`; `down -v --remove-orphans` when dropped.
+/// A project directory with `compose.yaml`; `down -v --remove-orphans` when dropped, and
+/// whatever that could not remove (a file that no longer loads) removed by its labels and
+/// names.
 struct Project<'a> {
     c: &'a Corral,
     dir: PathBuf,
     name: String,
+    env: Vec<(String, String)>,
 }
 
 impl<'a> Project<'a> {
@@ -35,7 +38,12 @@ impl<'a> Project<'a> {
         let name = unique_name("cp").replace('_', "-").to_ascii_lowercase();
         let dir = c.path(&name);
         std::fs::create_dir_all(&dir).unwrap();
-        let p = Project { c, dir, name };
+        let p = Project {
+            c,
+            dir,
+            name,
+            env: Vec::new(),
+        };
         p.write(yaml);
         p
     }
@@ -49,6 +57,9 @@ impl<'a> Project<'a> {
         full.extend_from_slice(args);
         let mut cmd = self.c.command(&full);
         cmd.current_dir(&self.dir);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
         corral_e2e::process::run_bounded(&mut cmd, None, std::time::Duration::from_secs(180))
     }
 
@@ -77,6 +88,22 @@ impl<'a> Project<'a> {
 impl Drop for Project<'_> {
     fn drop(&mut self) {
         let _ = self.cmd(&["down", "-v", "--remove-orphans"]);
+        let label = format!("label=com.docker.compose.project={}", self.name);
+        let ids = self.c.cmd(&["ps", "-aq", "--filter", &label]);
+        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+            let _ = self.c.cmd(&["rm", "-f", "-v", id]);
+        }
+        for what in ["network", "volume"] {
+            let list = self.c.cmd(&[what, "ls"]);
+            for line in String::from_utf8_lossy(&list.stdout).lines() {
+                if let Some(n) = line
+                    .split_whitespace()
+                    .find(|w| w.starts_with(&format!("{}_", self.name)))
+                {
+                    let _ = self.c.cmd(&[what, "rm", n]);
+                }
+            }
+        }
     }
 }
 
@@ -526,16 +553,56 @@ fn run_starts_one_offs_and_up_exits_with_a_service_code() {
         "services:\n  db:\n    image: IMAGE\n    command: sleep 3600\n    stop_signal: SIGKILL\n  job:\n    image: IMAGE\n    command: [\"sh\", \"-c\", \"sleep 1; exit 4\"]\n    depends_on: [db]\n",
     );
     // A one-off: its dependency started, its own code and output, gone with --rm.
-    let out = p.cmd(&["run", "--rm", "-T", "job", "sh", "-c", "echo one-off; exit 3"]);
+    let out = p.cmd(&[
+        "run",
+        "--rm",
+        "-T",
+        "job",
+        "sh",
+        "-c",
+        "echo one-off; exit 3",
+    ]);
     assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "one-off\n");
     let ids = p.ids();
-    assert_eq!(ids.keys().cloned().collect::<Vec<_>>(), vec![format!("{}-db-1", p.name)], "{ids:?}");
+    assert_eq!(
+        ids.keys().cloned().collect::<Vec<_>>(),
+        vec![format!("{}-db-1", p.name)],
+        "{ids:?}"
+    );
     // up --exit-code-from: every service stopped when one ends, its code returned.
     let out = p.cmd(&["up", "--exit-code-from", "job"]);
     assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
     let running: Value = serde_json::from_str(&p.ok(&["ps", "--json"])).unwrap();
     assert_eq!(running.as_array().unwrap().len(), 0, "{running}");
     p.ok(&["down", "-v"]);
+    assert_gone(&c, &p);
+}
+
+#[test]
+fn configs_and_secrets_are_mounted_read_only_files() {
+    if skip_unless_root("configs_and_secrets_are_mounted_read_only_files") {
+        return;
+    }
+    let c = world();
+    let p = Project::new(
+        &c,
+        "services:\n  app:\n    image: IMAGE\n    command: sleep 3600\n    stop_signal: SIGKILL\n    configs:\n      - from_file\n      - source: inline\n        target: /etc/app/inline.conf\n    secrets: [token]\nconfigs:\n  from_file: {file: ./app.conf}\n  inline: {content: \"level=debug\"}\nsecrets:\n  token: {environment: COMPOSE_TEST_TOKEN}\n",
+    );
+    std::fs::write(p.dir.join("app.conf"), "from a file\n").unwrap();
+    // Without the variable, nothing starts and the error names it.
+    let out = p.cmd(&["up", "-d"]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("COMPOSE_TEST_TOKEN"));
+    let mut p = p;
+    p.env.push(("COMPOSE_TEST_TOKEN".into(), "s3cret".into()));
+    p.ok(&["up", "-d"]);
+    let got = p.ok(&["exec", "-T", "app", "sh", "-c", "cat /from_file /etc/app/inline.conf; echo; cat /run/secrets/token; echo; echo x > /run/secrets/token || echo read-only"]);
+    assert_eq!(got, "from a file\nlevel=debug\ns3cret\nread-only\n");
+    p.ok(&["down", "-v"]);
+    assert!(
+        !c.root().join("compose").join(&p.name).exists(),
+        "the inline files stayed"
+    );
     assert_gone(&c, &p);
 }

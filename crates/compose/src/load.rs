@@ -505,6 +505,55 @@ pub fn load(o: &LoadOptions) -> Result<Project, ComposeError> {
             },
         );
     }
+    for (key, kind) in [("configs", "config"), ("secrets", "secret")] {
+        for (k, v) in doc
+            .get(key)
+            .and_then(|n| n.as_object())
+            .cloned()
+            .unwrap_or_default()
+        {
+            let at = format!("{key}.{k}");
+            let o = v
+                .as_object()
+                .ok_or_else(|| ComposeError::Invalid(format!("{at} must be a mapping")))?;
+            crate::syntax::check_keys(
+                o,
+                &["file", "content", "environment", "external", "name"],
+                &at,
+            )?;
+            let def = if let Some(f) = o.get("file").and_then(|f| f.as_str()) {
+                model::FileDef {
+                    file: Some(clean_path(&dir.join(f))),
+                    ..Default::default()
+                }
+            } else if let Some(c) = o.get("content").and_then(|c| c.as_str()) {
+                model::FileDef {
+                    content: Some(c.to_owned()),
+                    ..Default::default()
+                }
+            } else if let Some(e) = o.get("environment").and_then(|e| e.as_str()) {
+                match env.get(e) {
+                    Some(value) => model::FileDef {
+                        content: Some(value.clone()),
+                        ..Default::default()
+                    },
+                    None => model::FileDef {
+                        missing: Some(e.to_owned()),
+                        ..Default::default()
+                    },
+                }
+            } else {
+                return Err(ComposeError::Invalid(format!(
+                    "{at}: give file, content or environment (external {kind}s are not supported)"
+                )));
+            };
+            if kind == "config" {
+                project.configs.insert(k, def);
+            } else {
+                project.secrets.insert(k, def);
+            }
+        }
+    }
     check_references(&mut project)?;
     Ok(project)
 }
@@ -535,6 +584,19 @@ fn check_references(p: &mut Project) -> Result<(), ComposeError> {
                         s.name
                     )));
                 }
+            }
+        }
+        for u in &s.files {
+            let defs = if u.kind == "config" {
+                &p.configs
+            } else {
+                &p.secrets
+            };
+            if !defs.contains_key(&u.source) {
+                return Err(ComposeError::Invalid(format!(
+                    "services.{}.{}s: no {} {:?} in the top-level {}s",
+                    s.name, u.kind, u.kind, u.source, u.kind
+                )));
             }
         }
         for (d, dep) in &s.depends_on {

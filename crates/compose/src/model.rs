@@ -203,6 +203,9 @@ pub struct Service {
     /// How a change rolls over the replicas (`deploy.update_config`); `None`: all at once.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub update: Option<UpdateConfig>,
+    /// Configs and secrets it mounts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileUse>,
 }
 
 /// `deploy.update_config`.
@@ -341,6 +344,38 @@ pub struct Project {
     /// Its volumes.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub volumes: BTreeMap<String, VolumeDef>,
+    /// Its configs (files services mount read-only).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub configs: BTreeMap<String, FileDef>,
+    /// Its secrets (files services mount read-only under `/run/secrets`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, FileDef>,
+}
+
+/// A top-level config or secret: where its content comes from.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct FileDef {
+    /// A file (absolute).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The content itself (configs' `content:`, or a secret's `environment:` variable's value).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// `environment:` naming a variable the environment does not have: refused when a
+    /// service that mounts it is started, not when the file is read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missing: Option<String>,
+}
+
+/// A config or secret a service mounts.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct FileUse {
+    /// `config` or `secret`.
+    pub kind: String,
+    /// The top-level name.
+    pub source: String,
+    /// Where in the container (absolute).
+    pub target: String,
 }
 
 /// Parses one service (keys checked).
@@ -706,6 +741,42 @@ pub fn service(name: &str, v: &Value, dir: &std::path::Path) -> Result<Service, 
                     _ => "always".into(),
                 });
             }
+        }
+    }
+    for (kind, key, base) in [
+        ("config", "configs", "/"),
+        ("secret", "secrets", "/run/secrets/"),
+    ] {
+        let Some(list) = m.get(key) else { continue };
+        let here = f(key);
+        let arr = list
+            .as_array()
+            .ok_or_else(|| type_err(&here, "a list", list))?;
+        for (i, u) in arr.iter().enumerate() {
+            let at = format!("{here}[{i}]");
+            let (source, target) = match u {
+                Value::String(n) => (n.clone(), None),
+                Value::Object(o) => {
+                    check_keys(o, &["source", "target", "uid", "gid", "mode"], &at)?;
+                    (
+                        opt_string(o.get("source"), &at)?.ok_or_else(|| {
+                            ComposeError::Invalid(format!("{at}: source is required"))
+                        })?,
+                        opt_string(o.get("target"), &at)?,
+                    )
+                }
+                other => return Err(type_err(&at, "a name or a mapping", other)),
+            };
+            let target = match target {
+                Some(t) if t.starts_with('/') => t,
+                Some(t) => format!("{base}{t}"),
+                None => format!("{base}{source}"),
+            };
+            s.files.push(FileUse {
+                kind: kind.into(),
+                source,
+                target,
+            });
         }
     }
     if s.image.is_none() && s.build.is_none() {

@@ -157,6 +157,47 @@ pub fn build_service(
     Ok(())
 }
 
+/// Writes the project's inline configs and secrets (`content:`, `environment:`) as files
+/// under `ROOT/compose/PROJECT/{configs,secrets}/NAME` (secrets 0400, configs 0444), which
+/// services bind read-only; returns that directory. `down` removes it.
+pub fn write_files(engine: &Engine, p: &Project) -> Result<std::path::PathBuf, ComposeError> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = engine.root().join("compose").join(&p.name);
+    for (kind, defs, mode) in [
+        ("configs", &p.configs, 0o444),
+        ("secrets", &p.secrets, 0o400),
+    ] {
+        for (name, def) in defs.iter() {
+            if let Some(var) = &def.missing {
+                let used = p.services.values().any(|s| {
+                    s.files
+                        .iter()
+                        .any(|u| &u.source == name && kind.starts_with(u.kind.as_str()))
+                });
+                if used {
+                    return Err(ComposeError::Invalid(format!(
+                        "{kind}.{name}.environment: the environment has no {var}"
+                    )));
+                }
+                continue;
+            }
+            let Some(content) = &def.content else {
+                continue;
+            };
+            let d = dir.join(kind);
+            let io =
+                |e: std::io::Error| ComposeError::Engine(format!("writing {kind} {name}: {e}"));
+            std::fs::create_dir_all(&d).map_err(io)?;
+            let path = d.join(name);
+            let tmp = d.join(format!(".{name}.tmp"));
+            std::fs::write(&tmp, content).map_err(io)?;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(io)?;
+            std::fs::rename(&tmp, &path).map_err(io)?;
+        }
+    }
+    Ok(dir)
+}
+
 /// Creates and starts one container.
 pub fn create_and_start(engine: &Engine, spec: &ContainerSpec) -> Result<String, ComposeError> {
     let name = spec.name.clone().unwrap_or_default();
@@ -252,6 +293,7 @@ pub fn down(
             out.line(&format!("Network {}  Removed", n.name));
         }
     }
+    let _ = std::fs::remove_dir_all(engine.root().join("compose").join(&p.name));
     if volumes {
         let vols = engine.volumes().map_err(ComposeError::engine)?;
         let cs = engine.containers().map_err(ComposeError::engine)?;

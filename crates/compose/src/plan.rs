@@ -89,6 +89,19 @@ pub fn container_spec(
     hash: &str,
     extra_labels: &BTreeMap<String, String>,
 ) -> Result<ContainerSpec, ComposeError> {
+    container_spec_in(p, s, n, hash, extra_labels, None)
+}
+
+/// [`container_spec`], with the directory where the project's inline configs and secrets
+/// are written ([`crate::ops::write_files`]).
+pub fn container_spec_in(
+    p: &Project,
+    s: &Service,
+    n: u32,
+    hash: &str,
+    extra_labels: &BTreeMap<String, String>,
+    files_dir: Option<&std::path::Path>,
+) -> Result<ContainerSpec, ComposeError> {
     let mut labels = s.labels.clone();
     labels.extend(extra_labels.clone());
     labels.insert(PROJECT.into(), p.name.clone());
@@ -127,6 +140,37 @@ pub fn container_spec(
             source,
             target: m.target.clone(),
             readonly: m.read_only,
+        });
+    }
+    for u in &s.files {
+        let defs = if u.kind == "config" {
+            &p.configs
+        } else {
+            &p.secrets
+        };
+        let def = defs.get(&u.source).ok_or_else(|| {
+            ComposeError::Invalid(format!("services.{}: no {} {}", s.name, u.kind, u.source))
+        })?;
+        let source = match (&def.file, files_dir) {
+            (Some(f), _) => f.clone(),
+            (None, Some(dir)) => dir
+                .join(format!("{}s", u.kind))
+                .join(&u.source)
+                .display()
+                .to_string(),
+            (None, None) => {
+                return Err(ComposeError::Invalid(format!(
+                    "services.{}: {} {} has no file",
+                    s.name, u.kind, u.source
+                )))
+            }
+        };
+        mounts.push(Mount {
+            source: MountSource::Bind {
+                source: source.into(),
+            },
+            target: u.target.clone(),
+            readonly: true,
         });
     }
     for t in &s.tmpfs {

@@ -187,7 +187,8 @@ pub fn update(
                     break;
                 }
             }
-            let mut spec = plan::container_spec(p, s, *n, hash, &o.labels)?;
+            let mut spec =
+                plan::container_spec_in(p, s, *n, hash, &o.labels, o.files_dir.as_deref())?;
             // Beside a serving old replica, the new one takes no traffic by name until it is
             // healthy.
             spec.dns_hold = start_first;

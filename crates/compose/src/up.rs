@@ -42,6 +42,8 @@ pub struct UpOptions {
     pub timeout: Duration,
     /// Labels for every container (the config files, the working directory).
     pub labels: BTreeMap<String, String>,
+    /// Where the inline configs and secrets are (set by `up` itself).
+    pub files_dir: Option<std::path::PathBuf>,
 }
 
 /// What `up` did, per container: (name, what: Created, Recreated, Started, Running, Removed).
@@ -153,6 +155,9 @@ pub fn up(
     };
     ops::ensure_networks(engine, p, out)?;
     ops::ensure_volumes(engine, p, out)?;
+    let mut o = o.clone();
+    o.files_dir = Some(ops::write_files(engine, p)?);
+    let o = &o;
     for name in &order {
         let s = &p.services[name];
         if s.build.is_some()
@@ -265,7 +270,7 @@ fn converge(
     }
     for n in 1..=replicas {
         let current = mine.iter().find(|c| number(c) == n);
-        let spec = plan::container_spec(p, s, n, &hash, &o.labels)?;
+        let spec = plan::container_spec_in(p, s, n, &hash, &o.labels, o.files_dir.as_deref())?;
         match current {
             Some(c) => {
                 let same = c.record.labels.get(HASH) == Some(&hash);

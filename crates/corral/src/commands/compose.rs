@@ -125,6 +125,7 @@ pub fn run(engine: &Engine, a: ComposeArgs) -> Result<()> {
                 wait,
                 timeout: Duration::from_secs(wait_timeout),
                 labels: project_labels(&lo),
+                files_dir: None,
             };
             if let Err(e) = corral_compose::up::up(engine, &p, &o, &Stderr) {
                 // What up had started stays and is reported: `ps` shows it, `down` removes it.
@@ -329,8 +330,15 @@ pub fn run(engine: &Engine, a: ComposeArgs) -> Result<()> {
                 ops::ensure_networks(engine, &p, &Stderr)?;
                 ops::ensure_volumes(engine, &p, &Stderr)?;
             }
-            let mut spec =
-                corral_compose::plan::container_spec(&p, &s, 1, "oneoff", &project_labels(&lo))?;
+            let files = ops::write_files(engine, &p)?;
+            let mut spec = corral_compose::plan::container_spec_in(
+                &p,
+                &s,
+                1,
+                "oneoff",
+                &project_labels(&lo),
+                Some(&files),
+            )?;
             let suffix = &corral_container::state::new_id().context("a random name")?[..12];
             spec.name = Some(name.unwrap_or_else(|| format!("{}-{}-run-{suffix}", p.name, s.name)));
             spec.labels
