@@ -39,7 +39,21 @@ impl Agent {
     }
 
     fn connect(&self) -> Conn {
-        let stream = UnixStream::connect(&self.socket).unwrap();
+        // The socket's file appears at bind(), a moment before listen(): a connection refused
+        // then is tried again.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let stream = loop {
+            match UnixStream::connect(&self.socket) {
+                Ok(s) => break s,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::ConnectionRefused
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(e) => panic!("connecting to the agent at {}: {e}", self.socket.display()),
+            }
+        };
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
