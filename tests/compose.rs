@@ -599,6 +599,21 @@ fn configs_and_secrets_are_mounted_read_only_files() {
     p.ok(&["up", "-d"]);
     let got = p.ok(&["exec", "-T", "app", "sh", "-c", "cat /from_file /etc/app/inline.conf; echo; cat /run/secrets/token; echo; echo x > /run/secrets/token || echo read-only"]);
     assert_eq!(got, "from a file\nlevel=debug\ns3cret\nread-only\n");
+    // An edited config recreates the service; an untouched one keeps it.
+    let first = p.ids();
+    p.ok(&["up", "-d"]);
+    assert_eq!(p.ids(), first, "recreated with nothing changed");
+    std::fs::write(p.dir.join("app.conf"), "edited\n").unwrap();
+    p.ok(&["up", "-d"]);
+    assert_ne!(
+        p.ids(),
+        first,
+        "an edited config did not recreate the service"
+    );
+    assert_eq!(
+        p.ok(&["exec", "-T", "app", "cat", "/from_file"]),
+        "edited\n"
+    );
     p.ok(&["down", "-v"]);
     assert!(
         !c.root().join("compose").join(&p.name).exists(),

@@ -58,6 +58,31 @@ pub fn config_hash(s: &Service, image_id: &str) -> String {
     hex::encode(h.finalize())
 }
 
+/// A digest of the contents of the configs and secrets `s` mounts (a file's bytes, an inline
+/// value), so that editing one recreates the service as a config change does.
+pub fn files_digest(p: &Project, s: &Service) -> String {
+    let mut h = Sha256::new();
+    for u in &s.files {
+        let defs = if u.kind == "config" {
+            &p.configs
+        } else {
+            &p.secrets
+        };
+        let Some(def) = defs.get(&u.source) else {
+            continue;
+        };
+        h.update(u.source.as_bytes());
+        h.update(b"\0");
+        match (&def.content, &def.file) {
+            (Some(c), _) => h.update(c.as_bytes()),
+            (None, Some(f)) => h.update(std::fs::read(f).unwrap_or_default()),
+            _ => {}
+        }
+        h.update(b"\0");
+    }
+    hex::encode(h.finalize())
+}
+
 fn memory(m: &str) -> Result<u64, ComposeError> {
     corral_container::config::parse_size(m)
         .ok_or_else(|| ComposeError::Invalid(format!("memory {m:?}: a size such as 512m or 1g")))

@@ -250,7 +250,7 @@ fn converge(
             &PullOptions::default(),
         )
         .map_err(|e| ComposeError::Engine(format!("service {}: image {image}: {e}", s.name)))?;
-    let hash = plan::config_hash(s, &img.id.to_string());
+    let hash = plan::config_hash(s, &format!("{}/{}", img.id, plan::files_digest(p, s)));
     let replicas = o.scale.get(&s.name).copied().unwrap_or(s.replicas);
     let mut mine: Vec<&ContainerView> = existing
         .iter()
