@@ -557,7 +557,24 @@ fn a_running_vm_exported_with_its_memory_resumes_on_another_host() {
     let tag = ls[0]["name"].as_str().expect("a snapshot on B").to_owned();
     assert!(tag.starts_with("export-"), "{ls}");
     b.ok(&["vm", "snapshot", "restore", &name, &tag]);
-    let first = count(&b);
+    // The first exec after a restore can come before the agent has answered again: read the
+    // counter once an exec succeeds (a failed exec is not a counter of 0).
+    let read = |c: &Corral| -> Option<u64> {
+        let out = c.cmd(&["vm", "exec", &name, "--", "cat", "/counter"]);
+        out.status
+            .success()
+            .then(|| stdout(&out).trim().parse().ok())
+            .flatten()
+    };
+    let mut first = None;
+    assert!(
+        poll_until(Duration::from_secs(20), || {
+            first = read(&b);
+            first.is_some()
+        }),
+        "no exec succeeded in the restored VM"
+    );
+    let first = first.unwrap_or(0);
     assert!(
         first >= 5,
         "the counter resumes from where it was, not from 0: {first}"
