@@ -734,25 +734,12 @@ impl Plan<'_> {
         Ok(())
     }
 
-    /// Writes a layer through a temporary file and stores it.
+    /// Writes a layer and stores it ([`crate::state::store_layer`]).
     fn layer(
         &self,
         write: impl FnOnce(BufWriter<std::fs::File>) -> Result<(), BuildError>,
     ) -> Result<(Digest, u64), BuildError> {
-        let tmp = self.store.tmp_path("build-copy");
-        let made = std::fs::File::create(&tmp)
-            .map_err(|e| BuildError::Copy(format!("{}: {e}", tmp.display())))
-            .and_then(|f| write(BufWriter::new(f)))
-            .and_then(|()| {
-                let f = std::fs::File::open(&tmp)
-                    .map_err(|e| BuildError::Copy(format!("{}: {e}", tmp.display())))?;
-                Ok(corral_image::commit::add_layer(
-                    &self.store,
-                    std::io::BufReader::new(f),
-                )?)
-            });
-        let _ = std::fs::remove_file(&tmp);
-        made
+        crate::state::store_layer(&self.store, write)
     }
 }
 

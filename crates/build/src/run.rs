@@ -11,11 +11,9 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
-use corral_container::container_start::Attach;
-use corral_engine::containers::PullOptions;
+use corral_engine::containers::{Attach, PullOptions};
 use corral_engine::spec::{ContainerSpec, Mount, MountSource, Networking, PullPolicy};
 use corral_engine::{Engine, Started};
 use corral_image::{Digest, Store};
@@ -363,22 +361,11 @@ pub fn run(engine: &Engine, store: &Store, r: &RunSpec<'_>) -> Result<RunOutput,
     for m in &made {
         remove_made(&upper, m);
     }
-    let tmp = store.tmp_path("build-run");
-    let written = fs::File::create(&tmp)
-        .map_err(|e| BuildError::Run(format!("creating {}: {e}", tmp.display())))
-        .and_then(|f| {
-            corral_container::container_diff::write_layer(&cs, &created.id, BufWriter::new(f))
-                .map_err(|e| BuildError::Run(format!("reading the step's changes: {e}")))
-        });
-    let stored = written.and_then(|()| {
-        let f =
-            fs::File::open(&tmp).map_err(|e| BuildError::Run(format!("{}: {e}", tmp.display())))?;
-        Ok(corral_image::commit::add_layer(
-            store,
-            std::io::BufReader::new(f),
-        )?)
+    let stored = crate::state::store_layer(store, |w| {
+        engine
+            .write_layer(&created.id, w)
+            .map_err(|e| BuildError::Run(format!("reading the step's changes: {e}")))
     });
-    let _ = fs::remove_file(&tmp);
     let (diff_id, size) = stored?;
     Ok(RunOutput { diff_id, size })
 }

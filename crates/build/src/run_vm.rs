@@ -9,7 +9,7 @@
 //! `none` unless `--network` names a corral network (a VM cannot share the host's stack).
 
 use std::fs;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -184,23 +184,11 @@ pub fn run(engine: &Engine, store: &Store, r: &RunSpec<'_>) -> Result<RunOutput,
             skip.push(m);
         }
     }
-    let tmp = store.tmp_path("build-run-vm");
-    let written = fs::File::create(&tmp)
-        .map_err(|e| BuildError::Run(format!("creating {}: {e}", tmp.display())))
-        .and_then(|f| {
-            corral_container::container_diff::write_dir_layer(&upper, &skip, BufWriter::new(f))
-                .map_err(|e| BuildError::Run(format!("reading the step's changes: {e}")))
-        });
-    drop(mnt);
-    let stored = written.and_then(|()| {
-        let f =
-            fs::File::open(&tmp).map_err(|e| BuildError::Run(format!("{}: {e}", tmp.display())))?;
-        Ok(corral_image::commit::add_layer(
-            store,
-            std::io::BufReader::new(f),
-        )?)
+    let stored = crate::state::store_layer(store, |w| {
+        corral_container::container_diff::write_dir_layer(&upper, &skip, w)
+            .map_err(|e| BuildError::Run(format!("reading the step's changes: {e}")))
     });
-    let _ = fs::remove_file(&tmp);
+    drop(mnt);
     let (diff_id, size) = stored?;
     Ok(RunOutput { diff_id, size })
 }

@@ -202,3 +202,26 @@ impl State {
             .collect()
     }
 }
+
+/// Writes a layer through a temporary file of the store (`write` fills it) and stores it:
+/// unpacked and kept as a blob in one pass. Returns its diff id and size. The build holds the
+/// store's content lock.
+pub fn store_layer(
+    store: &Store,
+    write: impl FnOnce(std::io::BufWriter<std::fs::File>) -> Result<(), BuildError>,
+) -> Result<(Digest, u64), BuildError> {
+    let tmp = store.tmp_path("build-layer");
+    let fail = |e: std::io::Error| BuildError::Run(format!("{}: {e}", tmp.display()));
+    let made = std::fs::File::create(&tmp)
+        .map_err(fail)
+        .and_then(|f| write(std::io::BufWriter::new(f)))
+        .and_then(|()| {
+            let f = std::fs::File::open(&tmp).map_err(fail)?;
+            Ok(corral_image::commit::add_layer(
+                store,
+                std::io::BufReader::new(f),
+            )?)
+        });
+    let _ = std::fs::remove_file(&tmp);
+    made
+}

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use corral_container::container_create::{self, CreateRequest};
-use corral_container::container_start::{self, Attach, StartError};
+pub use corral_container::container_start::Attach;
+use corral_container::container_start::{self, StartError};
 use corral_container::state::StateError;
 use corral_container::{container_delete, container_kill, container_pause, Containers, Status};
 use corral_image::progress::Progress;

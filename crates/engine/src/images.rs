@@ -31,6 +31,14 @@ impl Engine {
             .map_err(|e| EngineError::Conflict(crate::containers::chain(&e)))
     }
 
+    /// Writes a container's changes as an OCI layer (an uncompressed tar with whiteouts):
+    /// what `commit` stores, and what a build step's container leaves.
+    pub fn write_layer<W: std::io::Write>(&self, id: &str, out: W) -> Result<()> {
+        let cs = self.containers()?;
+        container_diff::write_layer(&cs, id, out)
+            .map_err(|e| EngineError::Conflict(crate::containers::chain(&e)))
+    }
+
     /// A new image of the container's image plus its changes; returns the image id.
     /// `pause` freezes a running container while its files are read (docker's default), so
     /// that the layer is one consistent state.
@@ -62,10 +70,7 @@ impl Engine {
         let tmp = store.tmp_path("commit");
         let written = std::fs::File::create(&tmp)
             .map_err(crate::io_err("creating", &tmp))
-            .and_then(|f| {
-                container_diff::write_layer(&cs, id, std::io::BufWriter::new(f))
-                    .map_err(|e| EngineError::Conflict(crate::containers::chain(&e)))
-            });
+            .and_then(|f| self.write_layer(id, std::io::BufWriter::new(f)));
         if freeze {
             let _ = self.set_paused(id, false);
         }

@@ -147,21 +147,7 @@ impl Networks {
                 if n.disable_dns || !register_dns {
                     continue;
                 }
-                let dir = self.store().network_dir(&n.name);
-                let mut aliases = a.aliases.clone();
-                if owner.len() >= 12 {
-                    aliases.push(owner[..12].to_owned());
-                }
-                dns::add_record(
-                    &dir,
-                    Record {
-                        name: name.to_owned(),
-                        aliases,
-                        ipv4: ep.ip,
-                    },
-                )
-                .map_err(|e| NetError::Dns(n.name.clone(), e))?;
-                self.ensure_dns(&n.name, ep.gateway, exe)?;
+                self.register(&n.name, owner, name, &a.aliases, &ep, exe)?;
             }
             Ok(())
         })();
@@ -274,23 +260,37 @@ impl Networks {
             if n.disable_dns {
                 continue;
             }
-            let dir = self.store().network_dir(&n.name);
-            let mut aliases = a.aliases.clone();
-            if owner.len() >= 12 {
-                aliases.push(owner[..12].to_owned());
-            }
-            dns::add_record(
-                &dir,
-                Record {
-                    name: name.to_owned(),
-                    aliases,
-                    ipv4: ep.ip,
-                },
-            )
-            .map_err(|e| NetError::Dns(n.name.clone(), e))?;
-            self.ensure_dns(&n.name, ep.gateway, exe)?;
+            self.register(&n.name, owner, name, &a.aliases, &ep, exe)?;
         }
         Ok(())
+    }
+
+    /// Puts `name`, `aliases` and `owner`'s short id for endpoint `ep` into network
+    /// `network`'s DNS, and makes sure its server runs.
+    fn register(
+        &self,
+        network: &str,
+        owner: &str,
+        name: &str,
+        aliases: &[String],
+        ep: &Endpoint,
+        exe: &Path,
+    ) -> Result<(), NetError> {
+        let dir = self.store().network_dir(network);
+        let mut aliases = aliases.to_vec();
+        if owner.len() >= 12 {
+            aliases.push(owner[..12].to_owned());
+        }
+        dns::add_record(
+            &dir,
+            Record {
+                name: name.to_owned(),
+                aliases,
+                ipv4: ep.ip,
+            },
+        )
+        .map_err(|e| NetError::Dns(network.to_owned(), e))?;
+        self.ensure_dns(network, ep.gateway, exe)
     }
 
     /// Takes every DNS name of `owner`'s addresses out of its networks' DNS, leaving it
