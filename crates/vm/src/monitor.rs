@@ -252,6 +252,9 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
 
     // The monitor's QMP connection: it sees why QEMU stops.
     let reason: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    // The QMP event reader: joined once QEMU has exited (its socket then ends the loop), so
+    // that a GUEST_PANICKED or SHUTDOWN still buffered is read before the reason is.
+    let events: Option<std::thread::JoinHandle<()>>;
     // Set once the guest's CPUs run (QMP's RESUME): an incoming VM's devices must not be
     // touched before, its state is still arriving.
     let resumed = Arc::new(AtomicBool::new(false));
@@ -265,7 +268,7 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
             let reason = reason.clone();
             let resumed = resumed.clone();
             let _ = q.set_timeout(None);
-            std::thread::spawn(move || {
+            events = Some(std::thread::spawn(move || {
                 while let Ok(ev) = q.next_event() {
                     if ev["event"] == "RESUME" {
                         resumed.store(true, Ordering::SeqCst);
@@ -276,7 +279,7 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
                         *reason.lock().expect("reason") = Some("guest-panic".into());
                     }
                 }
-            });
+            }));
         }
         Err(e) => {
             let _ = child.kill();
@@ -427,6 +430,10 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
     }
 
     let status = child.wait();
+    if let Some(h) = events {
+        // QEMU is gone: its QMP socket is closed, so the reader ends at once.
+        let _ = h.join();
+    }
     let reason = reason.lock().expect("reason").clone();
     let main_exit = shared
         .as_ref()
