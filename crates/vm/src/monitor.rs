@@ -254,6 +254,7 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
     let reason: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     // The QMP event reader: joined once QEMU has exited (its socket then ends the loop), so
     // that a GUEST_PANICKED or SHUTDOWN still buffered is read before the reason is.
+    #[allow(clippy::needless_late_init)] // set in the match below, whose other arm returns
     let events: Option<std::thread::JoinHandle<()>>;
     // Set once the guest's CPUs run (QMP's RESUME): an incoming VM's devices must not be
     // touched before, its state is still arriving.
