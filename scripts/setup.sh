@@ -16,6 +16,7 @@ PACKAGES=(
   hyperfine runc crun python3 iperf3 sockperf strace
   qemu-system-x86 qemu-utils linux-image-cloud-amd64 ovmf
   extlinux syslinux-common genisoimage cpio fdisk
+  libseccomp-dev libcap-ng-dev
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -62,6 +63,13 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: no Rust toolchain found (cargo). Install one with rustup (Rust 1.85 or newer) and run again." >&2
   exit 1
+fi
+
+# virtiofsd serves a pod VM's share (its members' root filesystems). Debian 12 does not
+# package it (QEMU 8 dropped its C one): the Rust one from crates.io, built once.
+if ! command -v virtiofsd >/dev/null 2>&1 && [ ! -x /usr/libexec/virtiofsd ]; then
+  echo "setup: building virtiofsd (crates.io)"
+  cargo install --locked --quiet --root /usr/local virtiofsd@1.14.0
 fi
 
 echo "setup: building corral (release)"

@@ -52,6 +52,11 @@ if pgrep -f 'corral-vm-monitor |corral __vm-monitor' >/dev/null; then
   pgrep -af 'corral-vm-monitor |corral __vm-monitor' >&2
   status=1
 fi
+if pgrep -x virtiofsd >/dev/null; then
+  echo "LEAK: virtiofsd (a pod VM's share) still runs:" >&2
+  pgrep -af virtiofsd >&2
+  status=1
+fi
 if pgrep -f 'qemu-system-x86_64 -name corral-' >/dev/null; then
   echo "LEAK: corral's QEMU processes still run:" >&2
   pgrep -af 'qemu-system-x86_64 -name corral-' >&2

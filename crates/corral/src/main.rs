@@ -18,6 +18,7 @@ fn main() {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     match argv.get(1).and_then(|a| a.to_str()) {
         Some("__monitor") => std::process::exit(corral_engine::monitor::main(&argv[2..])),
+        Some("__pod-member") => std::process::exit(corral_engine::pod_vm::member_main(&argv[2..])),
         Some("__vm-monitor") => std::process::exit(corral_vm::monitor::main_from_args(&argv[2..])),
         Some("__health") => std::process::exit(corral_engine::health::main(&argv[2..])),
         Some("__pod") => std::process::exit(corral_container::sandbox::main(&argv[2..])),

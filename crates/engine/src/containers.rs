@@ -145,6 +145,11 @@ impl Engine {
         if spec.isolation == Isolation::Vm {
             return self.create_isolated(spec);
         }
+        if let Some(p) = &spec.pod {
+            if self.resolve_pod(p)?.isolation == Isolation::Vm {
+                crate::pod_vm::check_member_spec(spec)?;
+            }
+        }
         let (store, img) = self.image_for_run(&spec.image, spec.pull, pull)?;
         let mut plan = crate::plan::plan(self, &store, &img, spec)?;
         let cs = self.containers()?;
@@ -259,6 +264,9 @@ impl Engine {
             Status::Exited => self.reset_for_start(&cs, s)?,
             Status::Created => {}
         }
+        if let Some(pod) = self.guest_pod(id) {
+            return self.start_guest_member(&cs, id, &pod, !matches!(mode, Attach::Detached));
+        }
         self.mount_volumes(&cs, id)
             .map_err(|e| StartError::Prepare(chain(&e)))?;
         let record = Record::load(&cs.dir(id));
@@ -363,11 +371,15 @@ impl Engine {
             Some(s) => container_kill::parse_signal(s)?,
             None => rustix::process::Signal::TERM,
         };
-        container_pause::thaw_if_paused(&cs, id, Path::new(CGROUP_ROOT))
-            .map_err(|e| EngineError::Conflict(e.to_string()))?;
         let s = cs.load(id)?;
         let was_running = s.status == Status::Running;
-        container_kill::stop_with(&cs, id, sig, Duration::from_secs(secs))?;
+        if self.guest_pod(id).is_some() {
+            self.stop_guest_member(id, sig.as_raw(), Duration::from_secs(secs))?;
+        } else {
+            container_pause::thaw_if_paused(&cs, id, Path::new(CGROUP_ROOT))
+                .map_err(|e| EngineError::Conflict(e.to_string()))?;
+            container_kill::stop_with(&cs, id, sig, Duration::from_secs(secs))?;
+        }
         if was_running {
             self.emit(self.container_event("stop", &s, &record));
         }
@@ -378,7 +390,11 @@ impl Engine {
     pub fn kill(&self, id: &str, signal: &str) -> Result<()> {
         let sig = container_kill::parse_signal(signal)?;
         let cs = self.containers()?;
-        container_kill::kill(&cs, id, sig)?;
+        if self.guest_pod(id).is_some() {
+            self.signal_guest_member(id, sig.as_raw())?;
+        } else {
+            container_kill::kill(&cs, id, sig)?;
+        }
         let s = cs.load(id)?;
         let record = Record::load(&cs.dir(id));
         self.emit(
@@ -415,6 +431,18 @@ impl Engine {
         let dir = cs.dir(id);
         let record = Record::load(&dir);
         let s = cs.load_raw(id).ok();
+        if let Some(pod) = self.guest_pod(id) {
+            if cs.load(id)?.status == Status::Running {
+                if !force {
+                    return Err(EngineError::Conflict(format!(
+                        "container {} is running: stop it first, or remove it with -f",
+                        s.as_ref().map_or(id, |s| s.name.as_str())
+                    )));
+                }
+                self.stop_guest_member(id, 9, Duration::from_secs(10))?;
+            }
+            self.unmount_member_root(&pod.id, id);
+        }
         container_delete::delete(&cs, id, force, Path::new(CGROUP_ROOT))?;
         self.release_networks(id)?;
         // What a crash between the two steps above left (of this or any other owner).
@@ -471,6 +499,11 @@ impl Engine {
 
     /// Freezes or thaws a container.
     pub fn set_paused(&self, id: &str, paused: bool) -> Result<()> {
+        if self.guest_pod(id).is_some() {
+            return Err(EngineError::invalid(
+                "pause/unpause of a container in a VM pod is not supported: pause the pod's VM with `corral vm pause`",
+            ));
+        }
         let cs = self.containers()?;
         container_pause::set_paused(&cs, id, paused, Path::new(CGROUP_ROOT))
             .map_err(|e| EngineError::Conflict(e.to_string()))?;
@@ -489,6 +522,9 @@ impl Engine {
                     "working directory {w:?} must be an absolute path"
                 )));
             }
+        }
+        if let Some(pod) = self.guest_pod(id) {
+            return self.exec_guest_member(id, &pod, x);
         }
         let cs = self.containers()?;
         let user = match &x.user {
@@ -669,6 +705,11 @@ impl Engine {
     /// Changes a container's limits (applied to its cgroup at once when it runs, and kept for
     /// its later starts) or its restart policy.
     pub fn update(&self, id: &str, u: &UpdateSpec) -> Result<()> {
+        if self.guest_pod(id).is_some() {
+            return Err(EngineError::invalid(
+                "update of a container in a VM pod is not supported: its pod's VM holds the resources (`corral vm set`)",
+            ));
+        }
         let cs = self.containers()?;
         let mut cfg = cs.config(id)?;
         let mut r = corral_container::config::Resources::default();

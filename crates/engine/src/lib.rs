@@ -5,7 +5,7 @@
 //! the image resolved (and pulled when the pull policy says so), the runtime's plan built from
 //! the image's config and the spec ([`plan`]), user and group names resolved in the image
 //! ([`users`]), volumes made, networks joined around the start and left at the end
-//! ([`networks`]), pods ([`pods`]), other containers' namespaces joined (`share`), health checks ([`health`]), the VM path for
+//! ([`networks`]), pods ([`pods`]; pods inside one VM: [`pod_vm`]), other containers' namespaces joined (`share`), health checks ([`health`]), the VM path for
 //! `--isolation vm` and `corral vm` ([`vms`]); the operations on containers ([`containers`]:
 //! create, start — again, too —, stop with the image's stop signal, kill, restart, update,
 //! remove, exec, wait, rename), listing with filters ([`list`]), images made from containers
@@ -30,6 +30,7 @@ pub mod logs;
 pub mod monitor;
 pub mod networks;
 pub mod plan;
+pub mod pod_vm;
 pub mod pods;
 pub mod record;
 mod share;

@@ -21,7 +21,7 @@ use corral_container::Status;
 use serde::{Deserialize, Serialize};
 
 use crate::events::Event;
-use crate::spec::Networking;
+use crate::spec::{Isolation, Networking};
 use crate::{Engine, EngineError, Result};
 
 /// A pod to create.
@@ -35,6 +35,12 @@ pub struct PodSpec {
     pub labels: BTreeMap<String, String>,
     /// Networks, aliases and published ports, for the whole pod.
     pub networking: Networking,
+    /// [`Isolation::Vm`]: the pod's containers run inside one VM of its own.
+    pub isolation: Isolation,
+    /// A VM pod's virtual CPUs (default 1).
+    pub cpus: Option<u32>,
+    /// A VM pod's memory in bytes (default [`crate::pod_vm::POD_VM_MEMORY_MIB`] MiB).
+    pub memory: Option<u64>,
 }
 
 /// A pod's record.
@@ -57,12 +63,21 @@ pub struct Pod {
     /// Whether it was ever started (a pod without a sandbox is then exited, not created).
     #[serde(default)]
     pub started: bool,
+    /// Whether its containers share the host's kernel or run in one VM.
+    #[serde(default)]
+    pub isolation: Isolation,
+    /// A VM pod's VM (its id).
+    #[serde(default)]
+    pub vm: Option<String>,
+    /// Whether a VM pod's VM runs (read with the record, not stored).
+    #[serde(skip)]
+    pub vm_running: bool,
 }
 
 impl Pod {
-    /// Whether its sandbox runs.
+    /// Whether its sandbox (or its VM) runs.
     pub fn running(&self) -> bool {
-        self.sandbox.is_some_and(|s| s.alive())
+        self.vm_running || self.sandbox.is_some_and(|s| s.alive())
     }
 }
 
@@ -94,12 +109,16 @@ impl Engine {
         let path = self.pod_dir(id).join("pod.json");
         let data = std::fs::read(&path)
             .map_err(|_| EngineError::NotFound(format!("no such pod: {id}")))?;
-        serde_json::from_slice(&data).map_err(|e| {
+        let mut pod: Pod = serde_json::from_slice(&data).map_err(|e| {
             EngineError::Conflict(format!(
                 "corrupt pod record {} ({e}): remove it with `corral pod rm -f {id}`",
                 path.display()
             ))
-        })
+        })?;
+        if let Some(vm) = &pod.vm {
+            pod.vm_running = self.pod_vm_running(vm);
+        }
+        Ok(pod)
     }
 
     /// Every pod, newest first.
@@ -163,7 +182,18 @@ impl Engine {
                 "--network host: a pod has a network namespace of its own",
             ));
         }
-        let pod = Pod {
+        let vm = spec.isolation == Isolation::Vm;
+        if !vm && (spec.cpus.is_some() || spec.memory.is_some()) {
+            return Err(EngineError::invalid(
+                "--cpus/--memory size a pod's VM: give them with --isolation vm",
+            ));
+        }
+        if vm && spec.hostname.as_ref().is_some_and(|h| *h != name) {
+            return Err(EngineError::invalid(
+                "--hostname: a VM pod's hostname is its name (its VM's)",
+            ));
+        }
+        let mut pod = Pod {
             id: id.clone(),
             name: name.clone(),
             created: corral_container::state::now(),
@@ -172,13 +202,34 @@ impl Engine {
             networking: spec.networking.clone(),
             sandbox: None,
             started: false,
+            isolation: spec.isolation,
+            vm: None,
+            vm_running: false,
         };
         let dir = self.pod_dir(&id);
         std::fs::create_dir_all(pods_dir(self).join("names"))
             .map_err(crate::io_err("creating", &pods_dir(self)))?;
         std::fs::create_dir(&dir).map_err(crate::io_err("creating", &dir))?;
-        if let Err(e) = self.save_pod(&pod) {
+        if vm {
+            let memory_mib = spec
+                .memory
+                .map_or(crate::pod_vm::POD_VM_MEMORY_MIB, |b| b.div_ceil(1 << 20));
+            match self.create_pod_vm(&pod, spec.cpus.unwrap_or(1), memory_mib) {
+                Ok(vm) => pod.vm = Some(vm),
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(e);
+                }
+            }
+        }
+        let undo = |pod: &Pod| {
+            if let Some(vm) = &pod.vm {
+                let _ = self.remove_vm(vm, true);
+            }
             let _ = std::fs::remove_dir_all(&dir);
+        };
+        if let Err(e) = self.save_pod(&pod) {
+            undo(&pod);
             return Err(e);
         }
         // The name last: the commit point.
@@ -189,7 +240,7 @@ impl Engine {
             .open(&name_path)
             .and_then(|mut f| std::io::Write::write_all(&mut f, id.as_bytes()));
         if let Err(e) = claimed {
-            let _ = std::fs::remove_dir_all(&dir);
+            undo(&pod);
             if e.kind() == std::io::ErrorKind::AlreadyExists {
                 return Err(EngineError::Conflict(format!(
                     "the pod name {name:?} is already in use: remove that pod or choose another name"
@@ -205,6 +256,14 @@ impl Engine {
     pub fn start_pod(&self, what: &str) -> Result<Pod> {
         let mut pod = self.resolve_pod(what)?;
         if pod.running() {
+            return Ok(pod);
+        }
+        if let Some(vm) = pod.vm.clone() {
+            self.boot_pod_vm(&vm)?;
+            pod.started = true;
+            pod.vm_running = true;
+            self.save_pod(&pod)?;
+            self.emit(Event::new("pod", "start", &pod.id).attr("name", &pod.name));
             return Ok(pod);
         }
         // What a dead sandbox left: its endpoints.
@@ -276,6 +335,11 @@ impl Engine {
         if let Some(sb) = pod.sandbox.take() {
             sb.stop();
         }
+        if let Some(vm) = &pod.vm {
+            self.unmount_member_roots(&pod.id);
+            self.stop_vm(vm, std::time::Duration::from_secs(timeout.unwrap_or(10)))?;
+            pod.vm_running = false;
+        }
         self.networks().release(&pod.id)?;
         self.save_pod(&pod)?;
         self.emit(Event::new("pod", "stop", &pod.id).attr("name", &pod.name));
@@ -311,6 +375,12 @@ impl Engine {
         }
         if let Some(sb) = pod.sandbox {
             sb.stop();
+        }
+        if let Some(vm) = &pod.vm {
+            self.unmount_member_roots(&pod.id);
+            if self.vms().config(vm).is_ok() {
+                self.remove_vm(vm, true)?;
+            }
         }
         self.networks().release(&pod.id)?;
         // Gone for everyone at once (the name), then the rest.

@@ -111,11 +111,30 @@ pub fn boot(agent: &Agent, b: &Boot) -> Result<(), BootError> {
         )?;
     }
     netconf::configure(&b.interfaces)?;
+    for share in &b.shares {
+        mount_share(share)?;
+        log!("mounted share {} on {}", share.tag, share.at);
+    }
     if b.time_ms != 0 {
         set_clock(b.time_ms);
     }
     mounted.booted = true;
     Ok(())
+}
+
+/// Mounts a host directory the VM exports over virtio-fs (virtiofsd on the host, which caches
+/// nothing: the host changes the directory while the guest runs, a pod's new members appear
+/// in it).
+fn mount_share(share: &corral_guest::proto::Share) -> Result<(), BootError> {
+    if !share.at.starts_with('/') || share.at.split('/').any(|c| c == "..") {
+        return Err(BootError::Sys {
+            what: "mount a share on",
+            path: PathBuf::from(&share.at),
+            err: io::Error::new(io::ErrorKind::InvalidInput, "not an absolute path"),
+        });
+    }
+    mkdir_p(&share.at)?;
+    mount(&share.tag, &share.at, "virtiofs", MountFlags::NODEV, "")
 }
 
 /// The device node of the virtio disk whose serial is `serial`, waiting up to 5 s for it.

@@ -265,7 +265,17 @@ fn spawn(
     } else {
         Path::new(&req.cwd)
     };
-    if !cwd.is_dir() {
+    // A container root (a pod member's): the lookups happen inside it.
+    let root = if req.root.is_empty() {
+        None
+    } else {
+        Some(crate::enter::Root::open(&req.root).map_err(|e| StartError::internal("exec", e))?)
+    };
+    let is_dir = match &root {
+        Some(r) => r.is_dir(cwd),
+        None => cwd.is_dir(),
+    };
+    if !is_dir {
         return Err(StartError::internal(
             "exec",
             format!("working directory {} is not a directory", cwd.display()),
@@ -276,7 +286,11 @@ fn spawn(
         .iter()
         .find_map(|kv| kv.strip_prefix("PATH="))
         .unwrap_or(DEFAULT_PATH);
-    let resolved = lookup(program, path_var, cwd, probe_fs).map_err(|e| StartError {
+    let found = match &root {
+        Some(r) => lookup(program, path_var, cwd, |p| r.probe(p)),
+        None => lookup(program, path_var, cwd, probe_fs),
+    };
+    let resolved = found.map_err(|e| StartError {
         code: e.code(),
         message: e.to_string(),
     })?;
@@ -291,8 +305,9 @@ fn spawn(
         }
     }
     // The agent's own directory is `/`: setting it again would only keep std from its
-    // posix_spawn path (a static binary cannot look up posix_spawn's chdir action).
-    if cwd != Path::new("/") {
+    // posix_spawn path (a static binary cannot look up posix_spawn's chdir action). In a
+    // container root, the hook below changes directory and ids once inside it.
+    if cwd != Path::new("/") && root.is_none() {
         cmd.current_dir(cwd);
     }
     let (euid, egid) = (
@@ -304,7 +319,7 @@ fn spawn(
     // exec's cost). PID 1 has no supplementary groups to drop. Any other user: as root,
     // always set both (std then drops the supplementary groups: setgroups([]) before
     // setuid); otherwise only a change, which fails without privilege as it should.
-    let stays_root = euid == 0 && egid == 0 && req.uid == 0 && req.gid == 0;
+    let stays_root = root.is_some() || (euid == 0 && egid == 0 && req.uid == 0 && req.gid == 0);
     if !stays_root && (euid == 0 || req.gid != egid) {
         cmd.gid(req.gid);
     }
@@ -357,6 +372,10 @@ fn spawn(
                 Ok(())
             });
         }
+    }
+    if let Some(r) = root {
+        r.install(&mut cmd, cwd, req.uid, req.gid)
+            .map_err(|e| StartError::internal("exec", e))?;
     }
     let spawned = agent.reaper.spawn(|| {
         let child = cmd.spawn()?;

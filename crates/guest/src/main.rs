@@ -20,6 +20,7 @@
 
 mod boot;
 mod container_init;
+mod enter;
 mod exec;
 mod files;
 mod info;

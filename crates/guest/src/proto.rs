@@ -286,6 +286,20 @@ pub struct Boot {
     /// as the disk has it. Not sent when empty, so that older agents still accept the request.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub machine_id: String,
+    /// Host directories shared into the guest (virtio-fs) to mount, in order. Not sent when
+    /// empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shares: Vec<Share>,
+}
+
+/// A host directory the VM exports over virtio-fs, and where the guest mounts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Share {
+    /// The export's tag.
+    pub tag: String,
+    /// The absolute directory in the guest to mount it on.
+    pub at: String,
 }
 
 /// The disks that make the guest's root filesystem.
@@ -345,6 +359,12 @@ pub struct Exec {
     /// The host will send stdin; otherwise the process's stdin is `/dev/null`.
     #[serde(default)]
     pub stdin: bool,
+    /// A container's root directory in the guest (a pod member's, under a share): the process
+    /// runs in a mount namespace of its own whose `/` is this directory, with the guest's
+    /// `/proc`, `/sys` and `/dev` inside; `argv[0]` and `cwd` are looked up in it. Empty: the
+    /// guest's own root. Not sent when empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub root: String,
 }
 
 /// The end of a session's process.

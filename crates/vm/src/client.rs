@@ -145,6 +145,28 @@ impl Client {
         self.pump(s, wants_stdin.then_some(stdin).flatten(), sinks, true)
     }
 
+    /// Starts `exec` in the guest and waits until it runs (or is refused): its session and
+    /// its pid in the guest. [`Self::exec_finish`] then relays the session to its end.
+    pub fn exec_begin(&mut self, exec: proto::Exec) -> Result<(u32, i32)> {
+        let s = self.session();
+        self.send(&Frame::json(Kind::Request, s, &Request::Exec(exec)))?;
+        match self.response(s)? {
+            Response::Started { pid } => Ok((s, pid)),
+            other => Err(ClientError::Channel(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Relays session `s` (begun by [`Self::exec_begin`]) to its end: feeds `stdin`, writes
+    /// the output to `sinks`; returns the exit code.
+    pub fn exec_finish(
+        &mut self,
+        s: u32,
+        stdin: Option<Box<dyn Read + Send>>,
+        sinks: Sinks<'_>,
+    ) -> Result<i32> {
+        self.pump(s, stdin, sinks, false)
+    }
+
     /// Joins the VM's main process (session 0): its output, its stdin, its exit code.
     pub fn attach(&mut self, stdin: Option<Box<dyn Read + Send>>, sinks: Sinks<'_>) -> Result<i32> {
         self.send(&Frame::json(Kind::Request, 0, &Request::Attach))?;

@@ -230,6 +230,8 @@ fn parts_of(cfg: &VmConfig) -> Vec<(Part, Option<PathBuf>)> {
             }
         }
         BootSource::Disk { path, .. } => parts.push((Part::BootDisk, Some(path.clone()))),
+        // Refused by `export`; nothing of its own to carry.
+        BootSource::Sandbox { .. } => {}
     }
     if let Some(u) = &cfg.upper_disk {
         parts.push((Part::Upper, Some(u.clone())));
@@ -434,6 +436,12 @@ pub fn export(root: &Path, id: &str, out: impl Write, progress: &dyn Progress) -
     }
     if !cfg.data_disks.is_empty() {
         return Err(ExportError::HasDataDisks(cfg.name.clone()));
+    }
+    if matches!(cfg.boot, BootSource::Sandbox { .. }) {
+        return Err(invalid(format!(
+            "{} is a pod's VM: its containers live in the pod, export them (`corral commit`) instead",
+            cfg.name
+        )));
     }
     let _span = tracing::info_span!("vm_export", vm = %id).entered();
     let scratch = TempDir::new(&root.join("vms"), "export")?;
@@ -924,6 +932,11 @@ pub fn import(
             format,
             uefi,
         },
+        BootSource::Sandbox { .. } => {
+            return Err(invalid(
+                "the archive holds a pod's VM, which cannot be imported",
+            ))
+        }
     };
     cfg.upper_disk = cfg.upper_disk.map(|_| place(Part::Upper)).transpose()?;
     cfg.seed = cfg.seed.map(|_| place(Part::Seed)).transpose()?;

@@ -51,6 +51,10 @@ pub const GUEST_MODULES: &[&str] = &[
     "ext4",
 ];
 
+/// The modules a pod's VM loads beyond [`GUEST_MODULES`]: virtio-fs, for the share that holds
+/// its members' roots.
+pub const SANDBOX_MODULES: &[&str] = &["virtiofs"];
+
 /// Environment variable naming the guest agent binary, overriding the search.
 pub const AGENT_ENV: &str = "CORRAL_GUEST_AGENT";
 /// File name of the guest agent.
@@ -123,8 +127,20 @@ pub fn build_initramfs(
     kernel: &GuestKernel,
     agent: &Path,
 ) -> Result<PathBuf, InitramfsError> {
+    build_initramfs_with(cache_dir, kernel, agent, &[])
+}
+
+/// As [`build_initramfs`], with the modules of `extra` too (a sandbox VM's
+/// [`SANDBOX_MODULES`]).
+pub fn build_initramfs_with(
+    cache_dir: &Path,
+    kernel: &GuestKernel,
+    agent: &Path,
+    extra: &[&str],
+) -> Result<PathBuf, InitramfsError> {
     check_static(agent)?;
-    let modules = kernel.modules_for(GUEST_MODULES)?;
+    let wanted: Vec<&str> = GUEST_MODULES.iter().chain(extra).copied().collect();
+    let modules = kernel.modules_for(&wanted)?;
     for m in &modules {
         if m.extension().is_some_and(|e| e == "xz") {
             return Err(InitramfsError::UnsupportedCompression(m.clone()));

@@ -79,6 +79,11 @@ pub enum Source {
         /// Use the file where it is instead of a copy in the VM's directory.
         in_place: bool,
     },
+    /// A pod's VM: no image of its own; `share` (a host directory) holds its members' roots.
+    Sandbox {
+        /// The directory to share into the guest.
+        share: PathBuf,
+    },
     /// A kernel, initramfs and command line.
     Kernel {
         /// The kernel.
@@ -298,6 +303,21 @@ fn build_boot(
                 initrd,
             }
         }
+        Source::Sandbox { share } => {
+            let guest = kernel::GuestKernel::find(None)?;
+            let agent = initramfs::agent_path()?;
+            let initrd = initramfs::build_initramfs_with(
+                &cache.join("initramfs"),
+                &guest,
+                &agent,
+                initramfs::SANDBOX_MODULES,
+            )?;
+            BootSource::Sandbox {
+                kernel: guest.kernel.clone(),
+                initrd,
+                share: absolute(share)?,
+            }
+        }
         Source::BootDisk {
             path,
             uefi,
@@ -460,6 +480,7 @@ fn main_exec(img: &corral_image::store::Image, spec: &CreateSpec) -> Result<prot
         rows: 0,
         cols: 0,
         stdin: spec.interactive,
+        root: String::new(),
     })
 }
 
@@ -664,11 +685,18 @@ pub fn start_with(root: &Path, id: &str, exe: &Path, opts: &StartOptions) -> Res
     plan.incoming = opts.incoming;
     plan.incoming_uri = opts.incoming_uri.clone();
     plan.incoming_owner = opts.incoming.then(|| std::process::id() as i32);
-    if matches!(cfg.boot, BootSource::Image { .. }) {
-        plan.boot.root = Some(proto::RootDisks {
-            image_serial: "image".into(),
-            upper_serial: "upper".into(),
-        });
+    match &cfg.boot {
+        BootSource::Image { .. } => {
+            plan.boot.root = Some(proto::RootDisks {
+                image_serial: "image".into(),
+                upper_serial: "upper".into(),
+            });
+        }
+        BootSource::Sandbox { .. } => plan.boot.shares.push(proto::Share {
+            tag: crate::store::SANDBOX_SHARE_TAG.into(),
+            at: crate::store::SANDBOX_SHARE_AT.into(),
+        }),
+        BootSource::Kernel { .. } | BootSource::Disk { .. } => {}
     }
     corral_net::fsutil::write_json_runtime(&monitor::plan_path(&vms, id), &plan)
         .map_err(StoreError::from)?;

@@ -183,6 +183,15 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
         Ok(p) => p,
         Err(e) => return fail(&mut notify, 125, &format!("{}: {e}", qemu_log.display())),
     };
+    // A pod's VM: virtiofsd serves its share, listening before QEMU connects (it ends when
+    // QEMU disconnects).
+    let mut virtiofsd = match &cfg.boot {
+        BootSource::Sandbox { share, .. } => match start_virtiofsd(share, &paths, &dir) {
+            Ok(c) => Some(c),
+            Err(e) => return finish_failed_start(vms, id, &cfg, &mut notify, 125, &e),
+        },
+        _ => None,
+    };
     // The console log is appended to across starts: this start's lines begin here.
     let console_from = std::fs::metadata(&paths.console_log).map_or(0, |m| m.len());
     let started = Instant::now();
@@ -202,6 +211,10 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
     {
         Ok(c) => c,
         Err(e) => {
+            if let Some(mut v) = virtiofsd.take() {
+                let _ = v.kill();
+                let _ = v.wait();
+            }
             let msg = format!("cannot run {}: {e}", qemu_bin.display());
             return finish_failed_start(vms, id, &cfg, &mut notify, 125, &msg);
         }
@@ -290,7 +303,10 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
         }
     }
 
-    let has_agent = matches!(cfg.boot, BootSource::Image { .. });
+    let has_agent = matches!(
+        cfg.boot,
+        BootSource::Image { .. } | BootSource::Sandbox { .. }
+    );
     let mut shared: Option<Arc<Shared>> = None;
     let arrived = Arc::new(AtomicBool::new(false));
     let abandoned = Arc::new(AtomicBool::new(false));
@@ -431,6 +447,15 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
     }
 
     let status = child.wait();
+    if let Some(mut v) = virtiofsd.take() {
+        // It ends by itself when QEMU has gone; one that does not is ended.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while matches!(v.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = v.kill();
+        let _ = v.wait();
+    }
     if let Some(h) = events {
         // QEMU is gone: its QMP socket is closed, so the reader ends at once.
         let _ = h.join();
@@ -522,6 +547,56 @@ pub const RESTART_ENV: &str = "CORRAL_VM_RESTART";
 
 /// How long an incoming VM may wait for its migration to finish.
 const INCOMING_LIMIT_SECS: u64 = 3600;
+
+/// Starts virtiofsd on `share` and waits for its socket. It runs in the host's mount
+/// namespace (`--sandbox none`), so that the members' root filesystems, mounted under the
+/// share after it started, are what the guest sees; nothing is cached, as the host changes
+/// the share while the guest runs.
+fn start_virtiofsd(share: &Path, paths: &Paths, dir: &Path) -> Result<std::process::Child, String> {
+    let bin = qemu::virtiofsd_binary()?;
+    let _ = std::fs::remove_file(&paths.share);
+    let log = dir.join("virtiofsd.log");
+    let out = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&log)
+        .map_err(|e| format!("{}: {e}", log.display()))?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    let mut child = Command::new(&bin)
+        .arg("--socket-path")
+        .arg(&paths.share)
+        .arg("--shared-dir")
+        .arg(share)
+        .args([
+            "--sandbox",
+            "none",
+            "--cache",
+            "never",
+            "--announce-submounts",
+            "--log-level",
+            "error",
+        ])
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !paths.share.exists() {
+        if let Ok(Some(st)) = child.try_wait() {
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            return Err(format!("virtiofsd ended ({st}): {}", said.trim()));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("virtiofsd did not listen within 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(child)
+}
 
 /// Where cgroup hierarchies are mounted.
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";

@@ -29,6 +29,26 @@ pub fn qemu_binary() -> Result<PathBuf, String> {
     Err("qemu-system-x86_64 not found: install QEMU (`apt-get install qemu-system-x86`, or run scripts/setup.sh)".into())
 }
 
+/// virtiofsd, which serves a sandbox VM's share: `$CORRAL_VIRTIOFSD`, else the first found in
+/// `PATH`, `/usr/libexec` or `/usr/lib/qemu`.
+pub fn virtiofsd_binary() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("CORRAL_VIRTIOFSD") {
+        return Ok(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    let dirs = std::env::split_paths(&path).chain([
+        PathBuf::from("/usr/libexec"),
+        PathBuf::from("/usr/lib/qemu"),
+    ]);
+    for dir in dirs {
+        let p = dir.join("virtiofsd");
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err("virtiofsd not found: a pod's VM shares its members' files through it; install it (`cargo install --locked virtiofsd`, or run scripts/setup.sh)".into())
+}
+
 /// What the host offers for running guests' CPUs, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccelSupport {
@@ -75,6 +95,8 @@ pub struct Paths {
     pub console_log: PathBuf,
     /// The monitor's socket for clients (`vm exec`, attach).
     pub ctl: PathBuf,
+    /// virtiofsd's socket (a sandbox VM's share).
+    pub share: PathBuf,
 }
 
 impl Paths {
@@ -87,6 +109,7 @@ impl Paths {
             console: run.join("console.sock"),
             console_log: dir.join("console.log"),
             ctl: run.join("ctl.sock"),
+            share: run.join("share.sock"),
         }
     }
 }
@@ -128,7 +151,16 @@ pub fn args(
     push("-name");
     push(&format!("corral-{},debug-threads=on", cfg.name));
     push("-machine");
-    push("q35");
+    if matches!(cfg.boot, BootSource::Sandbox { .. }) {
+        push("q35,memory-backend=mem");
+        push("-object");
+        push(&format!(
+            "memory-backend-memfd,id=mem,size={}M,share=on",
+            cfg.memory_mib
+        ));
+    } else {
+        push("q35");
+    }
     push("-accel");
     match cfg.accel {
         Accel::Kvm => {
@@ -217,6 +249,33 @@ pub fn args(
             if let Some(upper) = &cfg.upper_disk {
                 drive(&mut push, "upper", upper, "qcow2", false);
             }
+        }
+        BootSource::Sandbox {
+            kernel,
+            initrd,
+            share,
+        } => {
+            let qboot = Path::new("/usr/share/qemu/qboot.rom");
+            if qboot.is_file() {
+                push("-bios");
+                push(&qboot.display().to_string());
+            }
+            push("-kernel");
+            push(&kernel.display().to_string());
+            push("-initrd");
+            push(&initrd.display().to_string());
+            push("-append");
+            push(&image_cmdline(&cfg.extra_cmdline));
+            // The members' roots, served by virtiofsd (started by the monitor before QEMU)
+            // over vhost-user: the guest's memory must be shared with it.
+            let _ = share;
+            push("-chardev");
+            push(&format!("socket,id=share,path={}", paths.share.display()));
+            push("-device");
+            push(&format!(
+                "vhost-user-fs-pci,chardev=share,tag={}",
+                crate::store::SANDBOX_SHARE_TAG
+            ));
         }
         BootSource::Kernel {
             kernel,

@@ -47,6 +47,11 @@ type Result<T> = std::result::Result<T, StoreError>;
 /// The mark of a VM directory being created: its maker's `<pid>-<start>`.
 const CREATING: &str = "creating";
 
+/// Where a sandbox VM's guest mounts its share.
+pub const SANDBOX_SHARE_AT: &str = "/run/pod";
+/// The share's virtio-fs tag.
+pub const SANDBOX_SHARE_TAG: &str = "corral-pod";
+
 /// How the guest boots.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -73,6 +78,17 @@ pub enum BootSource {
         initrd: Option<PathBuf>,
         /// The kernel command line.
         cmdline: String,
+    },
+    /// A pod's VM: corral's kernel and initramfs (the agent as init, on the initramfs as its
+    /// root) and a host directory shared over virtio-fs, mounted at [`SANDBOX_SHARE_AT`],
+    /// in which the pod's members have their root filesystems.
+    Sandbox {
+        /// The guest kernel.
+        kernel: PathBuf,
+        /// The initramfs corral built.
+        initrd: PathBuf,
+        /// The host directory shared into the guest.
+        share: PathBuf,
     },
     /// A bootable disk image, through the firmware.
     Disk {

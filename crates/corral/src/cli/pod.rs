@@ -29,6 +29,16 @@ pub enum PodCommand {
         /// Start its sandbox now (otherwise the first container's start does).
         #[arg(long)]
         start: bool,
+        /// `container` (the default: the pod's containers share the host's kernel) or `vm`:
+        /// they run together inside one VM of the pod's own, with its own kernel.
+        #[arg(long, value_name = "LEVEL", default_value = "container")]
+        isolation: String,
+        /// Virtual CPUs of a VM pod (default 1).
+        #[arg(long)]
+        cpus: Option<u32>,
+        /// Memory of a VM pod: `512m`, `2g` (default 512m).
+        #[arg(short = 'm', long)]
+        memory: Option<String>,
     },
     /// List pods.
     #[command(visible_alias = "ps", alias = "list")]

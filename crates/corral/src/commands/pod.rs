@@ -21,7 +21,22 @@ pub fn run(engine: &Engine, cmd: PodCommand) -> Result<()> {
             network_alias,
             publish,
             start,
+            isolation,
+            cpus,
+            memory,
         } => {
+            let isolation = match isolation.as_str() {
+                "container" | "default" => corral_engine::spec::Isolation::Container,
+                "vm" => corral_engine::spec::Isolation::Vm,
+                other => anyhow::bail!("--isolation {other:?}: expected container or vm"),
+            };
+            let memory =
+                match memory {
+                    None => None,
+                    Some(m) => Some(corral_container::config::parse_size(&m).ok_or_else(|| {
+                        anyhow::anyhow!("--memory {m:?}: a size such as 512m or 2g")
+                    })?),
+                };
             let mut labels = std::collections::BTreeMap::new();
             corral_engine::spec::parse_labels(&mut labels, label.iter().map(String::as_str))?;
             let pod = engine.create_pod(&PodSpec {
@@ -37,6 +52,9 @@ pub fn run(engine: &Engine, cmd: PodCommand) -> Result<()> {
                     ip: None,
                     mac: None,
                 },
+                isolation,
+                cpus,
+                memory,
             })?;
             if start {
                 if let Err(e) = engine.start_pod(&pod.id) {
@@ -108,11 +126,15 @@ fn pod_json(engine: &Engine, p: &Pod) -> Result<serde_json::Value> {
             }})
         })
         .collect();
-    let eps = engine.networks().endpoints_of(&p.id).unwrap_or_default();
+    // A VM pod's endpoints are its VM's.
+    let owner = p.vm.as_deref().unwrap_or(&p.id);
+    let eps = engine.networks().endpoints_of(owner).unwrap_or_default();
     Ok(json!({
         "Id": p.id, "Name": p.name, "Created": p.created, "Hostname": p.hostname,
         "State": if p.running() { "Running" } else if p.sandbox.is_some() || p.started { "Exited" } else { "Created" },
         "Labels": p.labels,
+        "Isolation": p.isolation,
+        "VM": p.vm,
         "SharedNamespaces": ["net", "ipc", "uts"],
         "InfraPid": p.sandbox.filter(|s| s.alive()).map(|s| s.pid),
         "NumContainers": members.len(),

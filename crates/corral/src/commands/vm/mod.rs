@@ -440,6 +440,7 @@ fn boot_desc(cfg: &corral_vm::store::VmConfig) -> String {
         corral_vm::store::BootSource::Kernel { kernel, .. } => {
             format!("kernel:{}", kernel.display())
         }
+        corral_vm::store::BootSource::Sandbox { .. } => "pod".into(),
     }
 }
 
@@ -594,6 +595,7 @@ fn exec(
         rows,
         cols,
         stdin: interactive,
+        root: String::new(),
     };
     let _raw = if tty {
         corral_container::tty::RawMode::enter(std::io::stdin().as_fd())
