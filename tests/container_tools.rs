@@ -958,3 +958,86 @@ fn exec_detach_keys_leave_the_command_running() {
     let out = c.cmd(&["exec", "-it", "--detach-keys", "ctrl-1", &name, "true"]);
     assert_refused(&out, "ctrl-1", "detach keys that do not parse");
 }
+
+#[test]
+fn run_it_detach_keys_leave_the_container_running() {
+    let test = "run_it_detach_keys_leave_the_container_running";
+    if skip_unless_root(test) || skip_unless_tools(test, &["tmux"]) {
+        return;
+    }
+    let c = world();
+    let mut g = ContainerGuard::new(&c);
+    let wait = |what: &str, done: &dyn Fn() -> bool, t: &Tmux| {
+        assert!(
+            corral_e2e::containers::poll_until(Duration::from_secs(15), done),
+            "{what}: {}",
+            t.screen()
+        );
+    };
+    for (flags, keys, marker) in [
+        ("", &["C-p", "C-q"][..], "run-default"),
+        ("--detach-keys ctrl-a,x", &["C-a", "x"][..], "run-custom"),
+    ] {
+        let name = unique_name("rd");
+        g.track(&name);
+        let done = c.path(&format!("{marker}.done"));
+        let cmd = format!(
+            "{} run -it --network none --name {name} {flags} {BUSYBOX_IMAGE} sh; echo $? > {}; sleep 60",
+            corral_e2e::corral_bin().display(),
+            done.display()
+        );
+        let t = Tmux::start(&format!("CORRAL_ROOT={} {cmd}", c.root().display()));
+        wait("no prompt", &|| t.screen().contains("/ #"), &t);
+        t.keys(&[
+            &format!("while :; do echo {marker} > /{marker}; sleep 0.2; done"),
+            "Enter",
+        ]);
+        wait(
+            "the loop did not start",
+            &|| {
+                c.cmd(&["exec", &name, "cat", &format!("/{marker}")])
+                    .status
+                    .success()
+            },
+            &t,
+        );
+        t.keys(keys);
+        wait(
+            "run did not return on the detach keys",
+            &|| std::fs::read_to_string(&done).is_ok_and(|s| !s.trim().is_empty()),
+            &t,
+        );
+        assert_eq!(
+            std::fs::read_to_string(&done).unwrap().trim(),
+            "0",
+            "detaching exits 0"
+        );
+        assert!(
+            t.screen().contains("read escape sequence"),
+            "docker's words: {}",
+            t.screen()
+        );
+        // The container runs on: its shell's loop rewrites the file, and it is `running`.
+        c.ok(&["exec", &name, "rm", &format!("/{marker}")]);
+        std::thread::sleep(Duration::from_millis(800));
+        let again = c.cmd(&["exec", &name, "cat", &format!("/{marker}")]);
+        assert_eq!(
+            String::from_utf8_lossy(&again.stdout).trim(),
+            marker,
+            "the detached container's loop still runs: {}",
+            describe(&again)
+        );
+        let status = c.ok(&["inspect", "--format", "{{.State.Status}}", &name]);
+        assert_eq!(status.trim(), "running");
+        c.ok(&["rm", "-f", &name]);
+    }
+    let out = c.cmd(&[
+        "run",
+        "-it",
+        "--detach-keys",
+        "ctrl-1",
+        BUSYBOX_IMAGE,
+        "true",
+    ]);
+    assert_refused(&out, "ctrl-1", "detach keys that do not parse");
+}

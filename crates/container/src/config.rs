@@ -679,6 +679,10 @@ pub struct ContainerConfig {
     /// Scheduling, I/O priority, personality, LSM label, domain name, time namespace.
     #[serde(default)]
     pub attrs: crate::process::attrs::ProcessAttrs,
+    /// The keys that detach the user's terminal from an attached `run -it` (see
+    /// [`crate::tty::parse_detach_keys`]); `None`: ctrl-p ctrl-q; empty: none.
+    #[serde(default)]
+    pub detach_keys: Option<Vec<u8>>,
 }
 
 /// A mount's propagation type.
@@ -775,6 +779,7 @@ impl ContainerConfig {
             umask: None,
             identity: None,
             attrs: Default::default(),
+            detach_keys: None,
         }
     }
 }

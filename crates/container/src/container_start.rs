@@ -107,6 +107,19 @@ pub fn start(
     if !tty_session {
         cmd.process_group(0);
     }
+    // A terminal session the user types into can be detached from (ctrl-p ctrl-q): the
+    // monitor says so on this pipe and runs on; its end (EOF) means it exited.
+    let mut detach_r = None;
+    let mut detach_w = None;
+    if tty_session && containers.config(id).is_ok_and(|c| c.interactive) {
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| StartError::Spawn(e.into()))?;
+        rustix::io::fcntl_setfd(&w, rustix::io::FdFlags::empty())
+            .map_err(|e| StartError::Spawn(e.into()))?;
+        cmd.arg("--detach-fd").arg(w.as_raw_fd().to_string());
+        detach_r = Some(std::fs::File::from(r));
+        detach_w = Some(w);
+    }
     if attached {
         cmd.arg("--attach");
         if let Attach::Streams { stdout, stderr } = attach {
@@ -126,6 +139,7 @@ pub fn start(
     }
     let mut child = cmd.spawn().map_err(StartError::Spawn)?;
     drop(notify_w);
+    drop(detach_w);
     drop(netns);
     let mut msg = String::new();
     let _ = notify_r.read_to_string(&mut msg);
@@ -146,6 +160,13 @@ pub fn start(
     }
     if !attached {
         return Ok(None);
+    }
+    if let Some(mut r) = detach_r {
+        let mut said = [0u8; 1];
+        if matches!(r.read(&mut said), Ok(1)) && said[0] == b'D' {
+            // Detached: the container and its monitor run on.
+            return Ok(None);
+        }
     }
     // The monitor exits with the container's code (and with --rm the state is gone).
     let st = child.wait().map_err(StartError::Spawn)?;

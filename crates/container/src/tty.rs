@@ -128,14 +128,53 @@ pub fn parse_detach_keys(spec: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// As [`relay`], ending early when the user types `keys` (none when empty): the keys
-/// themselves never reach the container; a partial match that breaks off is sent on.
+/// Watches the user's input for the detach keys: the keys themselves never reach the
+/// container; a partial match that breaks off is sent on.
+pub struct DetachKeys<'a> {
+    keys: &'a [u8],
+    matched: usize,
+}
+
+impl<'a> DetachKeys<'a> {
+    /// Watches for `keys` (none when empty).
+    pub fn new(keys: &'a [u8]) -> Self {
+        DetachKeys { keys, matched: 0 }
+    }
+
+    /// Appends to `send` what of `input` goes to the container; true once the keys were
+    /// typed (what came after them in `input` is dropped).
+    pub fn feed(&mut self, input: &[u8], send: &mut Vec<u8>) -> bool {
+        let keys = self.keys;
+        for &b in input {
+            if !keys.is_empty() && b == keys[self.matched] {
+                self.matched += 1;
+                if self.matched == keys.len() {
+                    self.matched = 0;
+                    return true;
+                }
+                continue;
+            }
+            if self.matched > 0 {
+                send.extend_from_slice(&keys[..self.matched]);
+                self.matched = 0;
+                if b == keys[0] {
+                    self.matched = 1;
+                    continue;
+                }
+            }
+            send.push(b);
+        }
+        false
+    }
+}
+
+/// As [`relay`], ending early when the user types `keys` (see [`DetachKeys`]).
 pub fn relay_detachable(master: &OwnedFd, mut input: bool, keys: &[u8]) -> RelayEnd {
     use rustix::event::{poll, PollFd, PollFlags};
     use std::io::Write;
     let stdin = io::stdin();
     let mut buf = vec![0u8; 32 * 1024];
-    let mut matched = 0usize;
+    let mut detach = DetachKeys::new(keys);
     loop {
         let mut fds = vec![PollFd::new(master, PollFlags::IN)];
         if input {
@@ -152,26 +191,11 @@ pub fn relay_detachable(master: &OwnedFd, mut input: bool, keys: &[u8]) -> Relay
                 Ok(0) | Err(_) => input = false,
                 Ok(n) => {
                     let mut send = Vec::with_capacity(n);
-                    for &b in &buf[..n] {
-                        if !keys.is_empty() && b == keys[matched] {
-                            matched += 1;
-                            if matched == keys.len() {
-                                let _ = rustix::io::write(master, &send);
-                                return RelayEnd::Detached;
-                            }
-                            continue;
-                        }
-                        if matched > 0 {
-                            send.extend_from_slice(&keys[..matched]);
-                            matched = 0;
-                            if b == keys[0] {
-                                matched = 1;
-                                continue;
-                            }
-                        }
-                        send.push(b);
-                    }
+                    let detached = detach.feed(&buf[..n], &mut send);
                     let _ = rustix::io::write(master, &send);
+                    if detached {
+                        return RelayEnd::Detached;
+                    }
                 }
             }
         }
@@ -217,6 +241,23 @@ impl Drop for RawMode {
 #[cfg(test)]
 mod detach_key_tests {
     use super::parse_detach_keys;
+
+    #[test]
+    fn detach_keys_are_held_back_and_partial_matches_sent_on() {
+        let mut d = super::DetachKeys::new(&[0x10, 0x11]);
+        let mut out = Vec::new();
+        assert!(!d.feed(b"ab\x10c", &mut out));
+        assert_eq!(out, b"ab\x10c");
+        out.clear();
+        // Split across reads, with a false start.
+        assert!(!d.feed(b"x\x10\x10", &mut out));
+        assert!(d.feed(b"\x11after", &mut out));
+        assert_eq!(out, b"x\x10", "the keys never reach the container");
+        let mut none = super::DetachKeys::new(&[]);
+        out.clear();
+        assert!(!none.feed(b"\x10\x11", &mut out));
+        assert_eq!(out, b"\x10\x11");
+    }
 
     #[test]
     fn detach_keys_read_as_docker_reads_them() {

@@ -418,6 +418,7 @@ pub fn plan(
         );
     }
     cfg.tty = spec.tty;
+    cfg.detach_keys = spec.detach_keys.clone();
     cfg.log = log_config(spec.log_driver.as_deref(), &spec.log_opts)?;
     if spec.init {
         cfg.init = Some(corral_vm::initramfs::agent_path().map_err(|e| {

@@ -259,6 +259,9 @@ pub struct ContainerSpec {
     pub stop_signal: Option<String>,
     /// Seconds `stop` waits before SIGKILL; `None`: 10.
     pub stop_timeout: Option<u64>,
+    /// The keys that detach an attached terminal (`--detach-keys`, parsed); `None`: ctrl-p
+    /// ctrl-q.
+    pub detach_keys: Option<Vec<u8>>,
     /// `--log-driver`: json-file (default), none, journald.
     pub log_driver: Option<String>,
     /// `--log-opt KEY=VALUE`: max-size, max-file (json-file), tag (journald).

@@ -35,6 +35,9 @@ pub struct MonitorArgs<'a> {
     /// What the caller does around the container's life: its events, and the clean-up of
     /// what it made around an `--rm` container (network endpoints, volumes).
     pub hooks: Option<&'a dyn MonitorHooks>,
+    /// Attached to a terminal the user types into: where to say `D` when they type the
+    /// detach keys (the monitor then lets go of the terminal and runs on).
+    pub detach: Option<OwnedFd>,
 }
 
 /// Calls from the monitor at the turns of a container's life. The monitor is single-threaded
@@ -69,10 +72,13 @@ pub fn main_from_args(args: &[std::ffi::OsString], hooks: Option<&dyn MonitorHoo
     };
     let id = s(1).display().to_string();
     let notify_fd = s(2).to_str().and_then(|f| f.parse().ok()).unwrap_or(-1);
-    let netns_fd = args
-        .iter()
-        .position(|a| a == "--netns-fd")
-        .and_then(|i| args.get(i + 1)?.to_str()?.parse().ok());
+    let fd_arg = |flag: &str| -> Option<i32> {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1)?.to_str()?.parse().ok())
+    };
+    let netns_fd = fd_arg("--netns-fd");
+    let detach_fd = fd_arg("--detach-fd");
     main(MonitorArgs {
         containers: &containers,
         id: &id,
@@ -81,6 +87,7 @@ pub fn main_from_args(args: &[std::ffi::OsString], hooks: Option<&dyn MonitorHoo
         cgroup_root: &s(3),
         netns: netns_fd.and_then(super::inherited),
         hooks,
+        detach: detach_fd.and_then(super::inherited),
     })
 }
 
@@ -127,7 +134,7 @@ pub fn main(mut a: MonitorArgs<'_>) -> i32 {
                     }
                     h.started(&state);
                 }
-                let code = supervise(&a, &mut state, child, out, err, cgroup);
+                let code = supervise(&mut a, &mut state, child, out, err, cgroup);
                 let policy = a
                     .containers
                     .config(a.id)
@@ -269,18 +276,22 @@ struct LogStream {
 }
 
 fn supervise(
-    a: &MonitorArgs<'_>,
+    a: &mut MonitorArgs<'_>,
     state: &mut State,
     mut child: super::InitChild,
     out: OwnedFd,
     err: Option<OwnedFd>,
     cgroup: Cgroup,
 ) -> i32 {
-    let (tty, interactive, log_cfg) = a
+    let (tty, interactive, log_cfg, keys) = a
         .containers
         .config(a.id)
-        .map(|c| (c.tty, c.interactive, c.log))
+        .map(|c| (c.tty, c.interactive, c.log, c.detach_keys))
         .unwrap_or_default();
+    let keys = keys.unwrap_or_else(|| crate::tty::DEFAULT_DETACH_KEYS.to_vec());
+    let mut detach = crate::tty::DetachKeys::new(if a.detach.is_some() { &keys } else { &[] });
+    // Cleared when the user detaches: the output then goes to the log only.
+    let mut attached = a.attach;
     let mut log =
         super::logsink::LogSink::open(&log_cfg, &a.containers.dir(a.id), a.id, &state.name);
     let mut streams = [
@@ -299,7 +310,7 @@ fn supervise(
     // With a terminal and an attached user, their keystrokes go to the container's terminal,
     // and theirs is raw while it does (restored when this returns).
     let tty_session = tty && a.attach;
-    let _raw = tty_session
+    let mut raw = tty_session
         .then(|| crate::tty::RawMode::enter(io::stdin().as_fd()))
         .flatten();
     let mut relay = tty_session && interactive;
@@ -326,7 +337,17 @@ fn supervise(
             match (n, streams[0].fd.as_ref()) {
                 (0, _) | (_, None) => relay = false,
                 (n, Some(master)) => {
-                    let _ = File::from(master.try_clone().expect("dup")).write_all(&buf[..n]);
+                    let mut send = Vec::with_capacity(n);
+                    let detached = detach.feed(&buf[..n], &mut send);
+                    let _ = File::from(master.try_clone().expect("dup")).write_all(&send);
+                    if detached {
+                        relay = false;
+                        attached = false;
+                        drop(raw.take());
+                        // docker's words.
+                        eprintln!("\r\nread escape sequence");
+                        let_go_of_terminal(a.detach.take());
+                    }
                 }
             }
         }
@@ -341,7 +362,7 @@ fn supervise(
                 flush_lines(s, &mut log, true);
                 continue;
             }
-            if a.attach {
+            if attached {
                 let _ = if i == 0 {
                     let mut o = io::stdout().lock();
                     o.write_all(&buf[..n]).and_then(|()| o.flush())
@@ -380,6 +401,20 @@ fn supervise(
     }
     let _ = a.containers.save(state);
     code
+}
+
+/// The user detached: say so to the waiting CLI, give the terminal back (stdio to /dev/null)
+/// and leave its session, so that closing it does not end the container.
+fn let_go_of_terminal(detach: Option<OwnedFd>) {
+    if let Some(fd) = detach {
+        let _ = rustix::io::write(&fd, b"D");
+    }
+    if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
+        let _ = rustix::stdio::dup2_stdin(&null);
+        let _ = rustix::stdio::dup2_stdout(&null);
+        let _ = rustix::stdio::dup2_stderr(&null);
+    }
+    let _ = rustix::process::setsid();
 }
 
 fn flush_lines(s: &mut LogStream, log: &mut super::logsink::LogSink, eof: bool) {

@@ -135,6 +135,10 @@ pub struct RunArgs {
     /// while attached (default true; with -t the terminal delivers them).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = true)]
     pub sig_proxy: bool,
+    /// The keys that detach your terminal from `run -it`, leaving the container running:
+    /// `ctrl-p,ctrl-q` by default; a key is one character or `ctrl-X`; empty: none.
+    #[arg(long, value_name = "KEYS")]
+    pub detach_keys: Option<String>,
     /// Write the container's id to this file (it must not exist).
     #[arg(long, value_name = "FILE")]
     pub cidfile: Option<PathBuf>,

@@ -359,9 +359,13 @@ fn run_container(engine: &Engine, a: RunArgs, start_it: bool) -> Result<()> {
         (true, None) => Attach::Attached,
         (true, Some((stdout, stderr))) => Attach::Streams { stdout, stderr },
     };
+    let detached = matches!(mode, Attach::Detached);
     match engine.start_with(&created.id, mode) {
+        // An attached run the user detached from (ctrl-p ctrl-q) prints nothing.
         Ok(Started::Detached) => {
-            println!("{}", created.id);
+            if detached {
+                println!("{}", created.id);
+            }
             Ok(())
         }
         Ok(Started::Exited(0)) => Ok(()),

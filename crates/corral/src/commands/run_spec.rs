@@ -203,6 +203,13 @@ pub(super) fn spec_of(a: &RunArgs) -> Result<ContainerSpec> {
         auto_remove: a.rm,
         stop_signal: a.stop_signal.clone(),
         stop_timeout: a.stop_timeout,
+        detach_keys: match &a.detach_keys {
+            None => None,
+            Some(k) => Some(
+                corral_container::tty::parse_detach_keys(k)
+                    .map_err(|e| anyhow::anyhow!("--detach-keys {k:?}: {e}"))?,
+            ),
+        },
         init: a.init,
         log_driver: a.log_driver.clone(),
         log_opts: a.log_opt.clone(),
