@@ -37,7 +37,7 @@ const PART_OFFSET: u64 = 1 << 20;
 
 /// The modules the initramfs loads to see virtio disks and mount an ISO, before their
 /// dependencies (which come from modules.dep).
-const MODULES: [&str; 11] = [
+const MODULES: [&str; 12] = [
     "pvpanic",
     "pvpanic_mmio",
     "virtio",
@@ -49,12 +49,26 @@ const MODULES: [&str; 11] = [
     "cdrom",
     "isofs",
     "virtio_balloon",
+    "virtio_net",
 ];
 
 /// The busybox applets `/init` uses, as links in `/bin`.
-const APPLETS: [&str; 9] = [
-    "sh", "mount", "insmod", "cat", "sleep", "mkdir", "poweroff", "ls", "reboot",
+const APPLETS: [&str; 11] = [
+    "sh", "mount", "insmod", "cat", "sleep", "mkdir", "poweroff", "ls", "reboot", "ip", "udhcpc",
 ];
+
+/// udhcpc's script in the test disk: configures the address and route it was given, as a
+/// distribution's DHCP client does, and prints them.
+const DHCP_SCRIPT: &str = r#"#!/bin/sh
+case "$1" in
+  bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/$mask" dev "$interface"
+    [ -n "$router" ] && ip route add default via "$router"
+    echo "corral-disk-test: dhcp bound $ip/$mask router $router dns $dns host $hostname domain $domain"
+    ;;
+esac
+"#;
 
 /// A world for disk-VM tests, or `None` after a loud SKIPPED line.
 fn world(test: &str, tools: &[&str]) -> Option<Corral> {
@@ -204,6 +218,12 @@ case "$(cat /seed/user-data 2>/dev/null)" in
   *corral-action-reboot*) reboot -f ;;
   *corral-action-panic*) echo c > /proc/sysrq-trigger ;;
   *corral-action-shell*) echo "corral-disk-test: shell"; exec sh ;;
+  *corral-action-dhcp*)
+    ip link set lo up
+    ip link set eth0 up
+    udhcpc -i eth0 -n -q -f -t 20 -T 1 -s /bin/dhcp-script || echo "corral-disk-test: no lease"
+    echo "corral-disk-test: shell"
+    exec sh ;;
 esac
 poweroff -f
 "#,
@@ -229,6 +249,9 @@ fn build_initramfs(kver: &str, stage: &Path, out: &Path) {
     std::fs::write(&init, init_script(&names)).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = stage.join("bin/dhcp-script");
+    std::fs::write(&script, DHCP_SCRIPT).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let cpio = Command::new("sh")
         .args(["-c", "find . -print0 | cpio --null -o -H newc --quiet"])
         .current_dir(stage)
@@ -328,7 +351,10 @@ fn run_action_vm(
     std::fs::write(&ud, format!("#cloud-config\n# corral-action-{action}\n")).unwrap();
     let name = format!("{action}{}", &unique_token()[..5].replace('x', "0"));
     guard.track(&name);
-    let mut args = vec!["vm", "run", "-d", "--name", &name, "--network", "none"];
+    let mut args = vec!["vm", "run", "-d", "--name", &name];
+    if !flags.contains(&"--network") {
+        args.extend_from_slice(&["--network", "none"]);
+    }
     args.extend_from_slice(flags);
     args.extend_from_slice(&["--boot-disk", path_str(disk), "--cloud-init", path_str(&ud)]);
     let run = run_bounded(&mut c.command(&args), None, COMMAND_TIMEOUT);
@@ -838,5 +864,57 @@ fn restart_policy_restarts_a_panicked_guest_and_not_a_stopped_one() {
         describe(&out)
     );
     c.ok(&["vm", "rm", "-f", &shell]);
+    assert_no_vm_leftovers(&c);
+}
+
+#[test]
+fn a_stock_guest_gets_its_address_by_dhcp() {
+    let Some((c, disk)) = world_with_disk("a_stock_guest_gets_its_address_by_dhcp") else {
+        return;
+    };
+    let t = unique_token();
+    let mut nets = corral_e2e::networks::NetworkGuard::new(&c);
+    let net = format!("dh{}", &t[t.len() - 6..]);
+    nets.create(&net, 24, &[]);
+    let mut guard = VmGuard::new(&c);
+    // A guest without corral's agent, whose init asks DHCP for its address.
+    let name = run_action_vm(&c, &mut guard, &disk, "dhcp", &["--network", &net]);
+    let bound = poll_until(Duration::from_secs(120), || {
+        c.ok(&["vm", "logs", "--console", &name])
+            .contains("corral-disk-test: shell")
+    });
+    let console = c.ok(&["vm", "logs", "--console", &name]);
+    assert!(bound, "the guest's init did not finish: {console}");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&c.ok(&["vm", "inspect", &name])).expect("vm inspect is JSON");
+    let text = inspect.to_string();
+    let line = console
+        .lines()
+        .find(|l| l.contains("corral-disk-test: dhcp bound"))
+        .unwrap_or_else(|| panic!("no DHCP lease in the console: {console}"));
+    // The address corral allocated to the VM, with the network's gateway and DNS.
+    let ip = line
+        .split_whitespace()
+        .nth(3)
+        .and_then(|a| a.split('/').next())
+        .expect("address")
+        .to_owned();
+    assert!(
+        text.contains(&format!("\"{ip}\"")) || text.contains(&format!("\"{ip}/")),
+        "the leased address {ip} is the VM's: {text}"
+    );
+    assert!(line.contains(&format!("host {name}")), "{line}");
+    assert!(line.contains(&format!("domain {net}")), "{line}");
+    let gateway = format!("{}.1", ip.rsplit_once('.').unwrap().0);
+    assert!(line.contains(&format!("router {gateway}")), "{line}");
+    assert!(line.contains(&format!("dns {gateway}")), "{line}");
+    // The guest configured it: the host reaches it there.
+    let ping = run_bounded(
+        Command::new("/bin/busybox").args(["ping", "-c", "1", "-W", "5", &ip]),
+        None,
+        Duration::from_secs(30),
+    );
+    assert!(ping.status.success(), "ping {ip}: {}", describe(&ping));
+    c.ok(&["vm", "rm", "-f", &name]);
     assert_no_vm_leftovers(&c);
 }

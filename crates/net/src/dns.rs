@@ -935,9 +935,34 @@ pub fn serve(
     ready: impl FnOnce(),
 ) -> Result<(), DnsError> {
     let server = DnsServer::bind(network_dir, (listen, port).into(), Upstreams::Host)?;
+    // DHCP on the network's bridge, beside DNS; a network whose port 67 is taken (another
+    // DHCP server bound to every device) goes without, and says so in its log.
+    let dhcp = crate::fsutil::read_json::<crate::store::Network>(&network_dir.join("network.json"))
+        .ok()
+        .flatten()
+        .and_then(|n| match crate::dhcp::socket(&n.bridge) {
+            Ok(s) => Some((s, n.mtu)),
+            Err(e) => {
+                tracing::warn!(bridge = %n.bridge, "no DHCP on this network: {e}");
+                None
+            }
+        });
     crate::attach::record_dns_server(network_dir)?;
     ready();
     runtime()?.block_on(async {
+        if let Some((sock, mtu)) = dhcp {
+            match tokio::net::UdpSocket::from_std(sock) {
+                Ok(sock) => {
+                    tokio::spawn(crate::dhcp::serve(
+                        sock,
+                        network_dir.to_path_buf(),
+                        listen,
+                        mtu,
+                    ));
+                }
+                Err(e) => tracing::warn!("no DHCP on this network: {e}"),
+            }
+        }
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).map_err(DnsError::Runtime)?;
         let mut int = signal(SignalKind::interrupt()).map_err(DnsError::Runtime)?;

@@ -8,7 +8,7 @@
 //! The parts: [`subnet`] (CIDR arithmetic), [`store`] (network definitions on disk), [`ipam`],
 //! [`netlink`] (bridges, veth, TAP, addresses, routes), [`firewall`] (table `ip corral`),
 //! [`ports`] (`-p` syntax), [`endpoint`] (what a connection records), [`dns`] (the embedded
-//! DNS server of each network), [`attach`] (a container's namespace, endpoints, names, hosts
+//! DNS server of each network, which also answers DHCP: [`dhcp`]), [`attach`] (a container's namespace, endpoints, names, hosts
 //! and resolv.conf), and [`Networks`], the synchronous API over them.
 //!
 //! Does not own: the command line, where a container's `/etc/hosts` and `/etc/resolv.conf` are
@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod attach;
+pub mod dhcp;
 pub mod dns;
 pub mod endpoint;
 pub mod firewall;
