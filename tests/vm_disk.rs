@@ -219,6 +219,8 @@ case "$(cat /seed/user-data 2>/dev/null)" in
   *corral-action-panic*) echo c > /proc/sysrq-trigger ;;
   *corral-action-shell*) echo "corral-disk-test: shell"; exec sh ;;
   *corral-action-dhcp*)
+    echo "corral-disk-test: network-config follows"
+    cat /seed/network-config
     ip link set lo up
     ip link set eth0 up
     udhcpc -i eth0 -n -q -f -t 20 -T 1 -s /bin/dhcp-script || echo "corral-disk-test: no lease"
@@ -908,6 +910,21 @@ fn a_stock_guest_gets_its_address_by_dhcp() {
     let gateway = format!("{}.1", ip.rsplit_once('.').unwrap().0);
     assert!(line.contains(&format!("router {gateway}")), "{line}");
     assert!(line.contains(&format!("dns {gateway}")), "{line}");
+    // The seed says the same, by MAC, for images that read it rather than ask DHCP.
+    let mac = console
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("macaddress: "))
+        .unwrap_or_else(|| panic!("no network-config in the seed: {console}"))
+        .trim_matches('"')
+        .to_owned();
+    assert!(
+        console.contains(&format!("addresses: [\"{ip}/24\"]")),
+        "the seed's network-config gives the VM's address: {console}"
+    );
+    assert!(
+        text.contains(&mac),
+        "the seed's MAC {mac} is the VM's NIC's: {text}"
+    );
     // The guest configured it: the host reaches it there.
     let ping = run_bounded(
         Command::new("/bin/busybox").args(["ping", "-c", "1", "-W", "5", &ip]),

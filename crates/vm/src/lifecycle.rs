@@ -348,6 +348,9 @@ fn build_boot(
                     .map_err(|e| VmError::Io(dir.display().to_string(), e))?;
                 let s = dir.join("seed.iso");
                 crate::seed::nocloud_seed(&s, ud, name).map_err(VmError::Invalid)?;
+                // Kept to make the seed again with the network configuration at start.
+                std::fs::copy(ud, dir.join(crate::seed::USER_DATA))
+                    .map_err(|e| VmError::Io(ud.display().to_string(), e))?;
                 seed = Some(s);
             }
             BootSource::Disk {
@@ -681,6 +684,10 @@ pub fn start_with(root: &Path, id: &str, exe: &Path, opts: &StartOptions) -> Res
     }
     plan.boot.hostname = cfg.name.clone();
     plan.boot.machine_id = crate::clone::machine_id(&cfg.id);
+    if let Err(e) = refresh_seed(&vms, &cfg, &plan) {
+        let _ = nets.release_keeping_addresses(id);
+        return Err(e);
+    }
     plan.loadvm = opts.loadvm.clone();
     plan.incoming = opts.incoming;
     plan.incoming_uri = opts.incoming_uri.clone();
@@ -756,6 +763,41 @@ pub fn start_with(root: &Path, id: &str, exe: &Path, opts: &StartOptions) -> Res
         ),
     };
     Err(VmError::Start { code, message })
+}
+
+/// Puts the addresses this start gave a disk-booted VM's NICs into its cloud-init seed
+/// (`network-config`, matched by MAC), when it has a seed and they changed since it was made:
+/// an image without a DHCP client configures them from there.
+fn refresh_seed(vms: &Vms, cfg: &VmConfig, plan: &BootPlan) -> Result<()> {
+    let Some(seed) = &cfg.seed else {
+        return Ok(());
+    };
+    let dir = vms.dir(&cfg.id);
+    let Ok(data) = std::fs::read(dir.join(crate::seed::USER_DATA)) else {
+        // Made before the seed kept its user-data: left as it was made.
+        return Ok(());
+    };
+    let nics: Vec<crate::seed::SeedNic> = plan
+        .boot
+        .interfaces
+        .iter()
+        .map(|i| crate::seed::SeedNic {
+            mac: i.mac.clone(),
+            address: i.address.clone(),
+            gateway: i.gateway.clone(),
+        })
+        .collect();
+    if nics.is_empty() {
+        return Ok(());
+    }
+    let text = crate::seed::network_config(&nics, &plan.boot.nameservers);
+    let kept = dir.join(crate::seed::NETWORK_CONFIG);
+    if std::fs::read_to_string(&kept).is_ok_and(|k| k == text) {
+        return Ok(());
+    }
+    crate::seed::nocloud_seed_with(seed, &data, &cfg.name, Some(&text))
+        .map_err(VmError::Invalid)?;
+    std::fs::write(&kept, text).map_err(|e| VmError::Io(kept.display().to_string(), e))
 }
 
 /// Stops a VM: asks the agent (or ACPI) for a clean power-off, waits up to `timeout`, then

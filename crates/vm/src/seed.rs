@@ -4,25 +4,80 @@
 use std::path::Path;
 use std::process::Command;
 
+/// The copy of the user's user-data a VM keeps in its directory, to make its seed again.
+pub const USER_DATA: &str = "user-data";
+/// The network configuration last written into a VM's seed, in its directory.
+pub const NETWORK_CONFIG: &str = "network-config";
+
 /// Writes the seed image `out` from the user's `user_data` file, with `hostname` as the
 /// instance id and local hostname. Made by `genisoimage` (Debian's package of that name).
 pub fn nocloud_seed(out: &Path, user_data: &Path, hostname: &str) -> Result<(), String> {
     let data = std::fs::read(user_data)
         .map_err(|e| format!("--cloud-init {}: {e}", user_data.display()))?;
+    nocloud_seed_with(out, &data, hostname, None)
+}
+
+/// One NIC of a VM as its seed's `network-config` gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeedNic {
+    /// The NIC's MAC address, which the guest matches it by.
+    pub mac: String,
+    /// `ADDRESS/PREFIX`.
+    pub address: String,
+    /// The default gateway through it, if any.
+    pub gateway: Option<String>,
+}
+
+/// cloud-init's network configuration (version 2) for `nics`, matched by MAC, with
+/// `nameservers`: the addresses corral allocated, for images that configure themselves from
+/// the seed rather than by DHCP.
+pub fn network_config(nics: &[SeedNic], nameservers: &[String]) -> String {
+    let mut s = String::from("version: 2\nethernets:\n");
+    for (i, n) in nics.iter().enumerate() {
+        s.push_str(&format!(
+            "  nic{i}:\n    match:\n      macaddress: \"{}\"\n    addresses: [\"{}\"]\n",
+            n.mac, n.address
+        ));
+        if let Some(g) = &n.gateway {
+            s.push_str(&format!(
+                "    routes:\n      - to: default\n        via: {g}\n"
+            ));
+        }
+        if !nameservers.is_empty() {
+            s.push_str(&format!(
+                "    nameservers:\n      addresses: [{}]\n",
+                nameservers.join(", ")
+            ));
+        }
+    }
+    s
+}
+
+/// As [`nocloud_seed`], from the user-data's bytes, with a `network-config` when given.
+pub fn nocloud_seed_with(
+    out: &Path,
+    data: &[u8],
+    hostname: &str,
+    network: Option<&str>,
+) -> Result<(), String> {
     let tmp = tempdir_near(out)?;
     let result = (|| {
-        std::fs::write(tmp.join("user-data"), &data)?;
+        std::fs::write(tmp.join("user-data"), data)?;
         std::fs::write(
             tmp.join("meta-data"),
             format!("instance-id: {hostname}\nlocal-hostname: {hostname}\n"),
         )?;
-        Command::new("genisoimage")
-            .args(["-quiet", "-output"])
+        let mut cmd = Command::new("genisoimage");
+        cmd.args(["-quiet", "-output"])
             .arg(out)
             .args(["-volid", "cidata", "-joliet", "-rock"])
             .arg(tmp.join("user-data"))
-            .arg(tmp.join("meta-data"))
-            .output()
+            .arg(tmp.join("meta-data"));
+        if let Some(n) = network {
+            std::fs::write(tmp.join("network-config"), n)?;
+            cmd.arg(tmp.join("network-config"));
+        }
+        cmd.output()
     })();
     let _ = std::fs::remove_dir_all(&tmp);
     match result {
@@ -36,6 +91,30 @@ pub fn nocloud_seed(out: &Path, user_data: &Path, hostname: &str) -> Result<(), 
                 .to_owned(),
         ),
         Err(e) => Err(format!("making the cloud-init seed: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn network_config_matches_each_nic_by_mac() {
+        let nics = [
+            super::SeedNic {
+                mac: "02:42:0a:01:00:05".into(),
+                address: "10.1.0.5/24".into(),
+                gateway: Some("10.1.0.1".into()),
+            },
+            super::SeedNic {
+                mac: "02:42:0a:02:00:07".into(),
+                address: "10.2.0.7/24".into(),
+                gateway: None,
+            },
+        ];
+        let text = super::network_config(&nics, &["10.1.0.1".into()]);
+        assert_eq!(
+            text,
+            "version: 2\nethernets:\n  nic0:\n    match:\n      macaddress: \"02:42:0a:01:00:05\"\n    addresses: [\"10.1.0.5/24\"]\n    routes:\n      - to: default\n        via: 10.1.0.1\n    nameservers:\n      addresses: [10.1.0.1]\n  nic1:\n    match:\n      macaddress: \"02:42:0a:02:00:07\"\n    addresses: [\"10.2.0.7/24\"]\n    nameservers:\n      addresses: [10.1.0.1]\n"
+        );
     }
 }
 
