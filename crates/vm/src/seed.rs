@@ -94,6 +94,13 @@ pub fn nocloud_seed_with(
     }
 }
 
+fn tempdir_near(out: &Path) -> Result<std::path::PathBuf, String> {
+    let dir = out.with_extension("seed.d");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -116,11 +123,4 @@ mod tests {
             "version: 2\nethernets:\n  nic0:\n    match:\n      macaddress: \"02:42:0a:01:00:05\"\n    addresses: [\"10.1.0.5/24\"]\n    routes:\n      - to: default\n        via: 10.1.0.1\n    nameservers:\n      addresses: [10.1.0.1]\n  nic1:\n    match:\n      macaddress: \"02:42:0a:02:00:07\"\n    addresses: [\"10.2.0.7/24\"]\n    nameservers:\n      addresses: [10.1.0.1]\n"
         );
     }
-}
-
-fn tempdir_near(out: &Path) -> Result<std::path::PathBuf, String> {
-    let dir = out.with_extension("seed.d");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    Ok(dir)
 }
