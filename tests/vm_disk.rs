@@ -211,6 +211,7 @@ done
 echo "corral-disk-test: seed disk ${{seed:-none}}"
 if [ -n "$seed" ] && mount -t iso9660 -o ro "$seed" /seed; then
   cat /seed/user-data
+  cat /seed/meta-data
 fi
 echo "corral-disk-test: done"
 # What the user-data asks the test guest to do at the end: reboot or panic (else power off).
@@ -934,4 +935,101 @@ fn a_stock_guest_gets_its_address_by_dhcp() {
     assert!(ping.status.success(), "ping {ip}: {}", describe(&ping));
     c.ok(&["vm", "rm", "-f", &name]);
     assert_no_vm_leftovers(&c);
+}
+
+#[test]
+fn a_disk_vm_clones_with_an_identity_of_its_own() {
+    let Some((c, raw)) = world_with_disk("a_disk_vm_clones_with_an_identity_of_its_own") else {
+        return;
+    };
+    // Clones share a qcow2 base: the test disk as qcow2.
+    let disk = c.path("boot.qcow2");
+    run_ok(
+        "qemu-img",
+        &["convert", "-O", "qcow2", path_str(&raw), path_str(&disk)],
+        TOOL_TIMEOUT,
+    );
+    let t = unique_token();
+    let mut nets = corral_e2e::networks::NetworkGuard::new(&c);
+    let net = format!("dc{}", &t[t.len() - 6..]);
+    nets.create(&net, 24, &[]);
+    let mut guard = VmGuard::new(&c);
+    let src = format!("src{}", &t[..5].replace('x', "0"));
+    let cl = format!("cl{}", &t[..5].replace('x', "0"));
+    guard.track(&src);
+    guard.track(&cl);
+    let ud = c.path("user-data-clone.yaml");
+    std::fs::write(&ud, "#cloud-config\n# corral-action-dhcp\n").unwrap();
+    c.ok(&[
+        "vm",
+        "create",
+        "--name",
+        &src,
+        "--network",
+        &net,
+        "--boot-disk",
+        path_str(&disk),
+        "--cloud-init",
+        path_str(&ud),
+    ]);
+    c.ok(&["vm", "clone", &src, &cl]);
+    for vm in [&src, &cl] {
+        c.ok(&["vm", "start", vm]);
+    }
+    let console_of = |vm: &str| {
+        let up = poll_until(Duration::from_secs(120), || {
+            c.ok(&["vm", "logs", "--console", vm])
+                .contains("corral-disk-test: shell")
+        });
+        let console = c.ok(&["vm", "logs", "--console", vm]);
+        assert!(up, "{vm} did not boot: {console}");
+        console
+    };
+    let lease = |console: &str| -> String {
+        console
+            .lines()
+            .find(|l| l.contains("corral-disk-test: dhcp bound"))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .unwrap_or_else(|| panic!("no lease: {console}"))
+            .to_owned()
+    };
+    let (a, b) = (console_of(&src), console_of(&cl));
+    // Each is its own instance to cloud-init (a new machine-id, new SSH host keys), with the
+    // source's user-data.
+    assert!(a.contains(&format!("instance-id: {src}")), "{a}");
+    assert!(b.contains(&format!("instance-id: {cl}")), "{b}");
+    assert!(b.contains(&format!("local-hostname: {cl}")), "{b}");
+    assert!(
+        b.contains("corral-action-dhcp"),
+        "the clone keeps the user-data: {b}"
+    );
+    // And its own address and MAC.
+    let (ip_a, ip_b) = (lease(&a), lease(&b));
+    assert_ne!(ip_a, ip_b, "the clone leased an address of its own");
+    let mac = |console: &str| {
+        console
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("macaddress: "))
+            .map(str::to_owned)
+    };
+    assert_ne!(mac(&a), mac(&b), "the clone has a MAC of its own");
+    // The clone's disk is an overlay on a shared base, not a copy.
+    let cl_inspect = c.ok(&["vm", "inspect", &cl]);
+    assert!(cl_inspect.contains("boot.qcow2"), "{cl_inspect}");
+    for vm in [&src, &cl] {
+        c.ok(&["vm", "rm", "-f", vm]);
+    }
+    assert_no_vm_leftovers(&c);
+    let bases: Vec<String> = std::fs::read_dir(c.root().join("vm-templates"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".base-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        bases.is_empty(),
+        "the shared base went with its last VM: {bases:?}"
+    );
 }

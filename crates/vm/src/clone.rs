@@ -92,9 +92,9 @@ pub enum CloneError {
     /// The VM has data disks (`vm disk add`), which templates and clones do not carry yet.
     #[error("VM {0} has data disks (`corral vm disk ls {0}`), which templates and clones do not carry yet: remove them first (`corral vm disk rm`)")]
     HasDataDisks(String),
-    /// The VM has no disk corral owns.
-    #[error("VM {0} does not boot an image: only image VMs (--image) have a writable disk corral can template or clone")]
-    NotImage(String),
+    /// The VM has no disk corral owns, or one that cannot back an overlay.
+    #[error("VM {0} cannot be templated or cloned: {1}")]
+    NotImage(String, String),
     /// Disks are backed by the template.
     #[error("template {name} is in use as the base of: {}; remove those first (`corral vm rm ...`, `corral vm template rm ...`)", users.join(", "))]
     InUse {
@@ -264,6 +264,7 @@ pub fn make_template(root: &Path, vm: &str, name: &str) -> Result<Template> {
     let vm_lock = vms.lock(&id)?;
     let (cfg, upper) = stopped_image_vm(&vms, &id)?;
     let disk_bytes = qcow2_header(&upper)?.size;
+    let user_data = vms.dir(&id).join(crate::seed::USER_DATA);
     let tpl = Template {
         name: name.to_owned(),
         created: now(),
@@ -285,6 +286,11 @@ pub fn make_template(root: &Path, vm: &str, name: &str) -> Result<Template> {
         fs::create_dir(&tmp).map_err(io_err("creating", &tmp))?;
         fsutil::write_json(&tmp.join(TEMPLATE_FILE), &tpl)?;
         link_read_only(&upper, &tmp.join(DISK_FILE))?;
+        // A disk VM's cloud-init user-data, for its clones' seeds.
+        if user_data.is_file() {
+            fs::copy(&user_data, tmp.join(crate::seed::USER_DATA))
+                .map_err(io_err("copying", &user_data))?;
+        }
         sync_dir(&tmp)?;
         fs::rename(&tmp, &dest).map_err(io_err("renaming into", &dest))?;
         sync_dir(&tdir)
@@ -299,16 +305,28 @@ pub fn make_template(root: &Path, vm: &str, name: &str) -> Result<Template> {
     Ok(tpl)
 }
 
-/// A stopped image VM's config and writable disk.
+/// A stopped VM's config and the writable disk corral owns: an image VM's upper disk, or a
+/// disk VM's own copy of its boot disk (qcow2).
 fn stopped_image_vm(vms: &Vms, id: &str) -> Result<(VmConfig, PathBuf)> {
     let cfg = vms.config(id)?;
     let st = lifecycle::current_state(vms, id)?;
     if matches!(st.status, Status::Running | Status::Starting) {
         return Err(CloneError::Running(cfg.name));
     }
+    let not = |why: &str| Err(CloneError::NotImage(cfg.name.clone(), why.to_owned()));
     let upper = match (&cfg.boot, &cfg.upper_disk) {
         (BootSource::Image { .. }, Some(u)) => u.clone(),
-        _ => return Err(CloneError::NotImage(cfg.name)),
+        (BootSource::Disk { path, format, .. }, _) => {
+            if !path.starts_with(vms.dir(id)) {
+                return not("its boot disk is the user's file (--boot-disk-in-place), not a copy corral owns");
+            }
+            if format != "qcow2" {
+                return not("its boot disk is raw; clones share a qcow2 base: create the VM from a qcow2 disk (`qemu-img convert -O qcow2 DISK DISK.qcow2`)");
+            }
+            path.clone()
+        }
+        (BootSource::Sandbox { .. }, _) => return not("it is a pod's VM"),
+        _ => return not("it boots a kernel the user gave, with no disk of corral's"),
     };
     if !cfg.data_disks.is_empty() {
         return Err(CloneError::HasDataDisks(cfg.name));
@@ -339,8 +357,12 @@ pub fn clone(root: &Path, spec: &CloneSpec) -> Result<VmConfig> {
         }
     }
     let tdir = templates_dir(root);
-    let (tpl, base) = match read_template(&tdir, &spec.source)? {
-        Some(t) => (t, tdir.join(&spec.source).join(DISK_FILE)),
+    let (tpl, base, user_data) = match read_template(&tdir, &spec.source)? {
+        Some(t) => (
+            t,
+            tdir.join(&spec.source).join(DISK_FILE),
+            fs::read(tdir.join(&spec.source).join(crate::seed::USER_DATA)).ok(),
+        ),
         None => {
             let id = vms.resolve(&spec.source).map_err(|e| match e {
                 StoreError::NotFound(_) => CloneError::NotFound(spec.source.clone()),
@@ -353,6 +375,7 @@ pub fn clone(root: &Path, spec: &CloneSpec) -> Result<VmConfig> {
                 return Err(CloneError::HasSnapshots(cfg.name));
             }
             let base = freeze(root, &cfg, &upper)?;
+            let user_data = fs::read(vms.dir(&id).join(crate::seed::USER_DATA)).ok();
             let tpl = Template {
                 name: String::new(),
                 created: now(),
@@ -367,10 +390,10 @@ pub fn clone(root: &Path, spec: &CloneSpec) -> Result<VmConfig> {
                 boot_timeout_secs: cfg.boot_timeout_secs,
                 disk_bytes: qcow2_header(&base)?.size,
             };
-            (tpl, base)
+            (tpl, base, user_data)
         }
     };
-    let cfg = new_vm(root, &vms, &tpl, &base, spec)?;
+    let cfg = new_vm(root, &vms, &tpl, &base, user_data.as_deref(), spec)?;
     tracing::info!(vm = %cfg.name, source = %spec.source, "cloned");
     Ok(cfg)
 }
@@ -421,14 +444,21 @@ fn freeze(root: &Path, cfg: &VmConfig, upper: &Path) -> Result<PathBuf> {
     Ok(base)
 }
 
-/// Records the new VM: its own id, name and overlay on `base`.
+/// Records the new VM: its own id, name and overlay on `base`, and for a disk VM with
+/// cloud-init user-data a seed of its own (its name as instance-id and hostname: cloud-init
+/// sees a new instance, and makes a new machine-id and new SSH host keys).
 fn new_vm(
     root: &Path,
     vms: &Vms,
     tpl: &Template,
     base: &Path,
+    user_data: Option<&[u8]>,
     spec: &CloneSpec,
 ) -> Result<VmConfig> {
+    let id = store::new_id();
+    let dir = vms.dir(&id);
+    let mut upper_disk = Some(dir.join("upper.qcow2"));
+    let mut seed = None;
     // The initramfs of the agent this corral runs (a template may predate it), for the kernel
     // the template booted.
     let boot = match &tpl.boot {
@@ -454,11 +484,27 @@ fn new_vm(
                 initrd,
             }
         }
-        _ => return Err(CloneError::NotImage(tpl.source_vm.clone())),
+        BootSource::Disk { uefi, .. } => {
+            upper_disk = None;
+            seed = user_data.map(|_| dir.join("seed.iso"));
+            BootSource::Disk {
+                path: dir.join("boot.qcow2"),
+                format: "qcow2".into(),
+                uefi: *uefi,
+            }
+        }
+        _ => {
+            return Err(CloneError::NotImage(
+                tpl.source_vm.clone(),
+                "its template has no disk".into(),
+            ))
+        }
     };
-    let id = store::new_id();
-    let dir = vms.dir(&id);
-    let upper = dir.join("upper.qcow2");
+    let upper = match (&boot, &upper_disk) {
+        (BootSource::Disk { path, .. }, _) => path.clone(),
+        (_, Some(u)) => u.clone(),
+        _ => dir.join("upper.qcow2"),
+    };
     let cfg = VmConfig {
         id: id.clone(),
         name: spec.name.clone(),
@@ -467,7 +513,7 @@ fn new_vm(
         memory_mib: tpl.memory_mib,
         accel: crate::qemu::detect_accel().best,
         boot,
-        upper_disk: Some(upper.clone()),
+        upper_disk,
         extra_cmdline: tpl.extra_cmdline.clone(),
         // The source's networks, without its DNS aliases and published ports: those name one
         // machine, and a host port can be published once.
@@ -486,7 +532,7 @@ fn new_vm(
         }),
         main: tpl.main.clone(),
         auto_remove: false,
-        seed: None,
+        seed: seed.clone(),
         boot_timeout_secs: tpl.boot_timeout_secs,
         data_disks: Vec::new(),
         restart: Default::default(),
@@ -494,6 +540,11 @@ fn new_vm(
     let made = (|| {
         vms.begin(&id)?;
         create_overlay(base, &upper, tpl.disk_bytes)?;
+        if let (Some(s), Some(data)) = (&seed, user_data) {
+            crate::seed::nocloud_seed_with(s, data, &spec.name, None)
+                .map_err(|e| CloneError::Vm(VmError::Invalid(e)))?;
+            fs::write(dir.join(crate::seed::USER_DATA), data).map_err(io_err("writing", &dir))?;
+        }
         let _names = vms.names_lock()?;
         vms.create(&cfg)?;
         Ok(())

@@ -635,6 +635,11 @@ pub fn start_with(root: &Path, id: &str, exe: &Path, opts: &StartOptions) -> Res
     if let Some(upper) = &cfg.upper_disk {
         crate::clone::check_not_shared(upper).map_err(VmError::State)?;
     }
+    if let BootSource::Disk { path, format, .. } = &cfg.boot {
+        if format == "qcow2" && path.starts_with(vms.dir(id)) {
+            crate::clone::check_not_shared(path).map_err(VmError::State)?;
+        }
+    }
     let nets = corral_net::Networks::open(root);
     // Endpoints left from a start that did not finish go first.
     let _ = nets.release_keeping_addresses(id);
