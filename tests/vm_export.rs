@@ -594,3 +594,78 @@ fn a_running_vm_exported_with_its_memory_resumes_on_another_host() {
     assert_eq!(b.ok(&["vm", "ls", "-q"]), "");
     assert!(qemu_processes_of(path_str(b.root())).is_empty());
 }
+
+#[test]
+fn an_import_under_another_name_is_another_machine() {
+    let Some(c) = host("an_import_under_another_name_is_another_machine") else {
+        return;
+    };
+    c.busybox_image();
+    let t = unique_token();
+    let mut nets = corral_e2e::networks::NetworkGuard::new(&c);
+    let net = format!("ie{}", &t[t.len() - 6..]);
+    nets.create(&net, 24, &[]);
+    let mut guard = VmGuard::new(&c);
+    let name = format!("orig{}", &t[..5]);
+    let copy = format!("copy{}", &t[..5]);
+    guard.track(&name);
+    guard.track(&copy);
+    let port = corral_e2e::networks::free_tcp_port().to_string();
+    c.ok(&[
+        "vm",
+        "create",
+        "--name",
+        &name,
+        "--image",
+        BUSYBOX_IMAGE,
+        "--network",
+        &net,
+        "--network-alias",
+        "web",
+        "-p",
+        &format!("127.0.0.1:{port}:80"),
+        "--ip",
+        &format!("{}.9", net_prefix(&c, &net)),
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    let archive = c.path("orig.tar");
+    c.ok(&["vm", "export", &name, "-o", path_str(&archive)]);
+    c.ok(&["vm", "import", "--name", &copy, path_str(&archive)]);
+    let networks = |vm: &str| -> serde_json::Value {
+        let info: serde_json::Value = serde_json::from_str(&c.ok(&["vm", "inspect", vm])).unwrap();
+        info[0]["config"]["networks"].clone()
+    };
+    let orig = networks(&name).to_string();
+    assert!(orig.contains(&port) && orig.contains("web"), "{orig}");
+    let n = networks(&copy);
+    assert_eq!(
+        n[0]["network"],
+        net.as_str(),
+        "the copy keeps the network: {n}"
+    );
+    assert_eq!(
+        n[0]["ports"],
+        serde_json::json!([]),
+        "no published ports: {n}"
+    );
+    assert_eq!(n[0]["aliases"], serde_json::json!([]), "no aliases: {n}");
+    assert!(n[0]["ip"].is_null(), "no fixed address: {n}");
+    for vm in [&name, &copy] {
+        c.ok(&["vm", "rm", "-f", vm]);
+    }
+}
+
+/// The first three octets of a corral network's subnet.
+fn net_prefix(c: &Corral, net: &str) -> String {
+    let info: serde_json::Value =
+        serde_json::from_str(&c.ok(&["network", "inspect", net])).expect("network inspect");
+    let subnet = info[0]["Subnet"]
+        .as_str()
+        .or_else(|| info[0]["subnet"].as_str())
+        .or_else(|| info["subnet"].as_str())
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no subnet in {info}"));
+    subnet.rsplitn(2, '.').nth(1).expect("dotted").to_owned()
+}

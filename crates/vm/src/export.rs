@@ -889,6 +889,17 @@ pub fn import(
         }
         None => (original, None),
     };
+    if name != cfg.name {
+        // Under another name, the VM is another machine beside the one it was exported from:
+        // it keeps its networks but not the DNS aliases, published ports and fixed addresses
+        // that name that machine (a clone gets the same treatment).
+        for n in &mut cfg.networks {
+            n.aliases.clear();
+            n.ports.clear();
+            n.ip = None;
+            n.mac = None;
+        }
+    }
 
     // Everything checked: move files into place.
     let cache = lifecycle::cache_dir(root).join(IMPORTED_DIR);
