@@ -667,5 +667,5 @@ fn net_prefix(c: &Corral, net: &str) -> String {
         .or_else(|| info["subnet"].as_str())
         .map(str::to_owned)
         .unwrap_or_else(|| panic!("no subnet in {info}"));
-    subnet.rsplitn(2, '.').nth(1).expect("dotted").to_owned()
+    subnet.rsplit_once('.').expect("dotted").0.to_owned()
 }
