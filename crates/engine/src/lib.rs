@@ -9,7 +9,7 @@
 //! `--isolation vm` and `corral vm` ([`vms`]); the operations on containers ([`containers`]:
 //! create, start — again, too —, stop with the image's stop signal, kill, restart, update,
 //! remove, exec, wait, rename), listing with filters ([`list`]), images made from containers
-//! ([`images`]: commit, diff, history), usage as `stats` shows it ([`stats`]), the events journal ([`events`]) and the monitor's part
+//! ([`images`]: commit, diff, history), usage as `stats` shows it ([`stats`]), the events journal ([`events`]), what comes back after a host restart ([`boot`]) and the monitor's part
 //! in it ([`monitor`]), logs ([`logs`]), docker-shaped views for `inspect` and `ps` ([`views`])
 //! and the `--format` templates over them ([`template`]). The CLI, compose, the builder and
 //! the node agent all start workloads through here, so a container started by one is the same
@@ -21,6 +21,7 @@
 
 #![warn(missing_docs)]
 
+pub mod boot;
 pub mod containers;
 pub mod events;
 pub mod health;

@@ -17,8 +17,12 @@ pub enum ContainerCommand {
         /// Attach to its output and exit with its code (one container).
         #[arg(short, long)]
         attach: bool,
+        /// Start every container and VM that was running with a restart policy when the host
+        /// went down (what a boot-time unit runs: corral has no daemon to do it).
+        #[arg(long, conflicts_with_all = ["attach", "containers"])]
+        all_restartable: bool,
         /// Containers (names or ids).
-        #[arg(required = true)]
+        #[arg(required_unless_present = "all_restartable")]
         containers: Vec<String>,
     },
     /// Stop containers and start them again.

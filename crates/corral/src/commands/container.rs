@@ -23,7 +23,28 @@ pub fn run(engine: &Engine, cmd: ContainerCommand) -> Result<()> {
     match cmd {
         ContainerCommand::Run(a) => run_container(engine, a, true),
         ContainerCommand::Create(a) => run_container(engine, a, false),
-        ContainerCommand::Start { attach, containers } => {
+        ContainerCommand::Start {
+            all_restartable: true,
+            ..
+        } => {
+            let mut failed = false;
+            for r in engine.start_restartable()? {
+                match r.error {
+                    None => println!("{} {}", r.kind, r.name),
+                    Some(e) => {
+                        failed = true;
+                        eprintln!("error: {} {}: {e}", r.kind, r.name);
+                    }
+                }
+            }
+            if failed {
+                return Err(Code(crate::exit::CORRAL_FAILURE).into());
+            }
+            Ok(())
+        }
+        ContainerCommand::Start {
+            attach, containers, ..
+        } => {
             let attach = attach && containers.len() == 1;
             for_each(engine, &containers, !attach, |id| {
                 match engine.start(id, attach)? {
