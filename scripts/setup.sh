@@ -16,7 +16,7 @@ PACKAGES=(
   hyperfine runc crun python3 iperf3 sockperf strace
   qemu-system-x86 qemu-utils linux-image-cloud-amd64 ovmf
   extlinux syslinux-common genisoimage cpio fdisk
-  libseccomp-dev libcap-ng-dev dnsmasq-base
+  libseccomp-dev libcap-ng-dev dnsmasq-base isolinux
 )
 
 if [ "$(id -u)" -ne 0 ]; then

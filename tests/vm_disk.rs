@@ -1033,3 +1033,181 @@ fn a_disk_vm_clones_with_an_identity_of_its_own() {
         "the shared base went with its last VM: {bases:?}"
     );
 }
+
+/// isolinux's boot sector for an El Torito CD (Debian's isolinux package).
+const ISOLINUX_BIN: &str = "/usr/lib/ISOLINUX/isolinux.bin";
+/// syslinux's core module that isolinux loads (syslinux-common).
+const LDLINUX_C32: &str = "/usr/lib/syslinux/modules/bios/ldlinux.c32";
+
+/// The installer's `/init`: loads `modules`, writes the disk image it carries onto the VM's
+/// empty disk, and powers off.
+fn installer_script(modules: &[String]) -> String {
+    format!(
+        r#"#!/bin/sh
+mkdir -p /proc /sys /dev
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+echo "corral-installer: runs"
+for m in {modules}; do
+  insmod /lib/modules/$m.ko || echo "corral-installer: insmod $m failed"
+done
+for try in 1 2 3 4 5 6 7 8 9 10; do
+  [ -b /dev/vda ] && break
+  sleep 1
+done
+if gunzip -c /disk.img.gz | dd of=/dev/vda bs=1M 2>/dev/null && sync; then
+  echo "corral-installer: installed"
+else
+  echo "corral-installer: failed"
+fi
+poweroff -f
+"#,
+        modules = modules.join(" ")
+    )
+}
+
+/// An installer ISO (isolinux, the guest kernel, an initramfs carrying `disk` gzipped) at
+/// `out`, staged under `dir`.
+fn build_installer_iso(dir: &Path, kver: &str, disk: &Path, out: &Path) {
+    let stage = dir.join("installer-initramfs");
+    std::fs::create_dir_all(stage.join("bin")).unwrap();
+    std::fs::create_dir_all(stage.join("lib/modules")).unwrap();
+    std::fs::copy("/bin/busybox", stage.join("bin/busybox")).unwrap();
+    for applet in [
+        "sh", "mount", "insmod", "sleep", "mkdir", "poweroff", "gunzip", "dd", "sync", "echo",
+    ] {
+        std::os::unix::fs::symlink("busybox", stage.join("bin").join(applet)).unwrap();
+    }
+    let mut names = Vec::new();
+    for m in modules_with_deps(kver, &["virtio_pci", "virtio_blk"]) {
+        let file = m.file_name().unwrap().to_string_lossy().into_owned();
+        std::fs::copy(&m, stage.join("lib/modules").join(&file)).unwrap();
+        names.push(file.trim_end_matches(".ko").to_owned());
+    }
+    let gz = std::fs::File::create(stage.join("disk.img.gz")).unwrap();
+    let zipped = Command::new("gzip")
+        .args(["-1", "-c"])
+        .arg(disk)
+        .stdout(gz)
+        .status()
+        .unwrap();
+    assert!(zipped.success(), "gzip the disk image");
+    let init = stage.join("init");
+    std::fs::write(&init, installer_script(&names)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tree = dir.join("iso");
+    std::fs::create_dir_all(tree.join("isolinux")).unwrap();
+    let cpio = Command::new("sh")
+        .args(["-c", "find . -print0 | cpio --null -o -H newc --quiet"])
+        .current_dir(&stage)
+        .stdout(std::fs::File::create(tree.join("initrd.img")).unwrap())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(cpio.status.success(), "cpio: {}", describe(&cpio));
+    std::fs::copy(format!("/boot/vmlinuz-{kver}"), tree.join("vmlinuz")).unwrap();
+    std::fs::copy(ISOLINUX_BIN, tree.join("isolinux/isolinux.bin")).unwrap();
+    std::fs::copy(LDLINUX_C32, tree.join("isolinux/ldlinux.c32")).unwrap();
+    std::fs::write(
+        tree.join("isolinux/isolinux.cfg"),
+        "DEFAULT install\nLABEL install\n  KERNEL /vmlinuz\n  INITRD /initrd.img\n  APPEND console=ttyS0 quiet panic=-1\n",
+    )
+    .unwrap();
+    run_ok(
+        "genisoimage",
+        &[
+            "-quiet",
+            "-o",
+            path_str(out),
+            "-b",
+            "isolinux/isolinux.bin",
+            "-c",
+            "isolinux/boot.cat",
+            "-no-emul-boot",
+            "-boot-load-size",
+            "4",
+            "-boot-info-table",
+            "-R",
+            "-J",
+            "-V",
+            "INSTALLER",
+            path_str(&tree),
+        ],
+        TOOL_TIMEOUT,
+    );
+}
+
+#[test]
+fn an_iso_installs_onto_an_empty_disk_which_then_boots() {
+    let test = "an_iso_installs_onto_an_empty_disk_which_then_boots";
+    if !Path::new(ISOLINUX_BIN).is_file() {
+        report_skip(
+            test,
+            "no isolinux (apt-get install isolinux; scripts/setup.sh does)",
+        );
+        return;
+    }
+    let Some((c, disk)) = world_with_disk(test) else {
+        return;
+    };
+    let kver = guest_kernel().expect("kernel");
+    let iso = c.path("installer.iso");
+    build_installer_iso(&c.path("iso-build"), &kver, &disk, &iso);
+    let mut guard = VmGuard::new(&c);
+    let name = format!("inst{}", &unique_token()[..5].replace('x', "0"));
+    guard.track(&name);
+    c.ok(&[
+        "vm",
+        "create",
+        "--name",
+        &name,
+        "--network",
+        "none",
+        "--cdrom",
+        path_str(&iso),
+        "--disk",
+        "128M",
+    ]);
+    let stopped_with = |marker: &str| {
+        poll_until(Duration::from_secs(120), || {
+            let v: serde_json::Value =
+                serde_json::from_str(&c.ok(&["vm", "inspect", &name])).unwrap();
+            v[0]["state"]["status"] == "stopped"
+                && c.ok(&["vm", "logs", "--console", &name]).contains(marker)
+        })
+    };
+    // The empty disk does not boot: the firmware goes on to the CD, whose installer writes
+    // the disk and powers off.
+    c.ok(&["vm", "start", &name]);
+    assert!(
+        stopped_with("corral-installer: installed"),
+        "the installer ran: {}",
+        c.ok(&["vm", "logs", "--console", &name])
+    );
+    // The next boot is the installed disk's (first in the boot order), CD still in.
+    c.ok(&["vm", "start", &name]);
+    assert!(
+        stopped_with("corral-disk-test: done"),
+        "the installed disk boots: {}",
+        c.ok(&["vm", "logs", "--console", &name])
+    );
+    // Ejected: the config has no CD-ROM, and the disk still boots.
+    c.ok(&["vm", "set", &name, "--cdrom", "none"]);
+    let inspect = c.ok(&["vm", "inspect", &name]);
+    assert!(!inspect.contains("installer.iso"), "{inspect}");
+    // Bad input: a missing ISO is refused at create, and nothing is left of it.
+    let (code, err) = c.fail(&[
+        "vm",
+        "create",
+        "--name",
+        "noiso",
+        "--cdrom",
+        "/nonexistent.iso",
+    ]);
+    assert_eq!(code, 125);
+    assert!(err.contains("no such file"), "{err}");
+    c.ok(&["vm", "rm", "-f", &name]);
+    assert_no_vm_leftovers(&c);
+}

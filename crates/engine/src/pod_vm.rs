@@ -121,6 +121,7 @@ impl Engine {
             boot_timeout_secs: crate::vms::ISOLATED_BOOT_TIMEOUT_SECS,
             tty: false,
             interactive: false,
+            cdrom: None,
             restart: corral_container::config::RestartPolicy::No,
         })?;
         Ok(cfg.id)

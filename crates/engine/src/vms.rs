@@ -168,5 +168,6 @@ pub fn isolated_spec(spec: &ContainerSpec) -> Result<CreateSpec> {
         boot_timeout_secs: ISOLATED_BOOT_TIMEOUT_SECS,
         tty: spec.tty,
         interactive: spec.interactive,
+        cdrom: None,
     })
 }

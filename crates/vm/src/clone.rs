@@ -535,6 +535,7 @@ fn new_vm(
         seed: seed.clone(),
         boot_timeout_secs: tpl.boot_timeout_secs,
         data_disks: Vec::new(),
+        cdrom: None,
         restart: Default::default(),
     };
     let made = (|| {

@@ -951,6 +951,8 @@ pub fn import(
     };
     cfg.upper_disk = cfg.upper_disk.map(|_| place(Part::Upper)).transpose()?;
     cfg.seed = cfg.seed.map(|_| place(Part::Seed)).transpose()?;
+    // The CD-ROM is a file of the other host's, not in the archive.
+    cfg.cdrom = None;
     cfg.id = id.clone();
     cfg.name = name;
     cfg.created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
@@ -1015,6 +1017,7 @@ mod tests {
             seed: None,
             boot_timeout_secs: 90,
             data_disks: Vec::new(),
+            cdrom: None,
             restart: Default::default(),
         }
     }

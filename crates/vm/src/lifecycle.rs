@@ -70,6 +70,13 @@ pub enum Source {
         /// A kernel other than the one corral finds in /boot.
         kernel: Option<PathBuf>,
     },
+    /// An empty disk of `size` bytes (qcow2) to install onto, from the `--cdrom`.
+    BlankDisk {
+        /// Its size.
+        size: u64,
+        /// Boot through UEFI.
+        uefi: bool,
+    },
     /// A bootable raw or qcow2 disk.
     BootDisk {
         /// The disk.
@@ -134,6 +141,8 @@ pub struct CreateSpec {
     pub interactive: bool,
     /// When to start it again after it ends (`--restart`).
     pub restart: corral_container::config::RestartPolicy,
+    /// An ISO image for the CD-ROM drive (disk boots): an installer.
+    pub cdrom: Option<PathBuf>,
 }
 
 /// Where corral keeps built kernels' initramfs and image disks: `CORRAL_ROOT/vm-cache`.
@@ -237,6 +246,7 @@ pub fn create(root: &Path, spec: &CreateSpec) -> Result<VmConfig> {
         seed,
         boot_timeout_secs: spec.boot_timeout_secs,
         data_disks: Vec::new(),
+        cdrom: spec.cdrom.clone(),
         restart: spec.restart,
     };
     let made = (|| {
@@ -316,6 +326,30 @@ fn build_boot(
                 kernel: guest.kernel.clone(),
                 initrd,
                 share: absolute(share)?,
+            }
+        }
+        Source::BlankDisk { size, uefi } => {
+            if spec.cdrom.is_none() {
+                return Err(VmError::Invalid(
+                    "an empty disk needs something to install from: give --cdrom FILE.iso".into(),
+                ));
+            }
+            if *size < 1 << 20 {
+                return Err(VmError::Invalid(format!("--disk {size}: give at least 1M")));
+            }
+            if *uefi && !Path::new(crate::qemu::OVMF).is_file() {
+                return Err(VmError::Invalid(format!(
+                    "--uefi needs OVMF ({}): apt-get install ovmf",
+                    crate::qemu::OVMF
+                )));
+            }
+            std::fs::create_dir_all(&dir).map_err(|e| VmError::Io(dir.display().to_string(), e))?;
+            let path = dir.join("boot.qcow2");
+            blank_qcow2(&path, *size)?;
+            BootSource::Disk {
+                path,
+                format: "qcow2".into(),
+                uefi: *uefi,
             }
         }
         Source::BootDisk {
@@ -418,6 +452,23 @@ fn import_disk(path: &Path, format: &str, dir: &Path) -> Result<PathBuf> {
         )));
     }
     Ok(dest)
+}
+
+/// An empty qcow2 disk of `size` bytes (no filesystem: an installer partitions it).
+fn blank_qcow2(path: &Path, size: u64) -> Result<()> {
+    let out = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(path)
+        .arg(size.to_string())
+        .output()
+        .map_err(|e| VmError::Io("running qemu-img (apt-get install qemu-utils)".into(), e))?;
+    if !out.status.success() {
+        return Err(VmError::Invalid(format!(
+            "making the empty disk: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
 }
 
 fn disk_format(path: &Path) -> Result<String> {
@@ -632,6 +683,16 @@ pub fn start_with(root: &Path, id: &str, exe: &Path, opts: &StartOptions) -> Res
         let _ = vms.save_state(id, &st);
     }
     check_budget(root, &cfg.name, cfg.memory_mib)?;
+    if let Some(iso) = &cfg.cdrom {
+        if !iso.is_file() {
+            return Err(VmError::Invalid(format!(
+                "the CD-ROM of VM {} ({}) is gone: put another in (`corral vm set {} --cdrom FILE`) or eject it (`--cdrom none`)",
+                cfg.name,
+                iso.display(),
+                cfg.name
+            )));
+        }
+    }
     if let Some(upper) = &cfg.upper_disk {
         crate::clone::check_not_shared(upper).map_err(VmError::State)?;
     }
@@ -803,6 +864,28 @@ fn refresh_seed(vms: &Vms, cfg: &VmConfig, plan: &BootPlan) -> Result<()> {
     crate::seed::nocloud_seed_with(seed, &data, &cfg.name, Some(&text))
         .map_err(VmError::Invalid)?;
     std::fs::write(&kept, text).map_err(|e| VmError::Io(kept.display().to_string(), e))
+}
+
+/// Puts `iso` in a stopped disk VM's CD-ROM drive, or ejects it (`None`).
+pub fn set_cdrom(root: &Path, id: &str, iso: Option<PathBuf>) -> Result<()> {
+    let vms = Vms::open(root);
+    let _lock = vms.lock(id)?;
+    let mut cfg = vms.config(id)?;
+    if !matches!(cfg.boot, BootSource::Disk { .. }) {
+        return Err(VmError::Invalid(format!(
+            "VM {} boots an image or a kernel: only disk VMs have a CD-ROM drive",
+            cfg.name
+        )));
+    }
+    let st = current_state(&vms, id)?;
+    if matches!(st.status, Status::Running | Status::Starting) {
+        return Err(VmError::State(format!(
+            "VM {} is running: stop it to change its CD-ROM (`corral vm stop {}`)",
+            cfg.name, cfg.name
+        )));
+    }
+    cfg.cdrom = iso;
+    vms.save_config(&cfg).map_err(VmError::from)
 }
 
 /// Stops a VM: asks the agent (or ACPI) for a clean power-off, waits up to `timeout`, then

@@ -443,7 +443,8 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
         let failure = boot_failure.clone();
         let pid = child.id() as i32;
         let limit = Duration::from_secs(cfg.boot_timeout_secs.max(1));
-        std::thread::spawn(move || watch_firmware(&log, console_from, pid, limit, &failure));
+        let cdrom = cfg.cdrom.is_some();
+        std::thread::spawn(move || watch_firmware(&log, console_from, pid, limit, cdrom, &failure));
     }
 
     let status = child.wait();
@@ -978,6 +979,7 @@ fn watch_firmware(
     from: u64,
     pid: i32,
     limit: Duration,
+    cdrom: bool,
     failure: &Mutex<Option<String>>,
 ) {
     // What the console shows, and what it means. OVMF with nothing to boot ends in its shell.
@@ -992,7 +994,13 @@ fn watch_firmware(
         std::thread::sleep(Duration::from_millis(200));
         let text = std::fs::read(log).unwrap_or_default();
         let text = String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default());
-        if let Some((_, v)) = VERDICTS.iter().find(|(seen, _)| text.contains(seen)) {
+        // With a CD-ROM, the disk's "Boot failed" is followed by the CD's boot: only the end
+        // of the list is a verdict.
+        let verdict = VERDICTS
+            .iter()
+            .filter(|(seen, _)| !(cdrom && *seen == "Boot failed"))
+            .find(|(seen, _)| text.contains(seen));
+        if let Some((_, v)) = verdict {
             *failure.lock().expect("boot failure") = Some(format!(
                 "the disk does not boot: the firmware {v}; is it a bootable disk image (a boot loader in its first sector, or an EFI system partition with --uefi)?"
             ));

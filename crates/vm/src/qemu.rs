@@ -305,6 +305,17 @@ pub fn args(
     for d in &cfg.data_disks {
         drive(&mut push, &d.name, &d.path, "qcow2", false);
     }
+    if let (Some(iso), BootSource::Disk { .. }) = (&cfg.cdrom, &cfg.boot) {
+        // Booted after the disk (bootindex 1): an empty disk falls through to the installer,
+        // an installed one boots by itself.
+        push("-drive");
+        push(&format!(
+            "file={},if=none,id=cd,media=cdrom,readonly=on",
+            iso.display().to_string().replace(',', ",,")
+        ));
+        push("-device");
+        push("ide-cd,drive=cd,bus=ide.2,bootindex=2");
+    }
     for (i, nic) in nics.iter().enumerate() {
         push("-netdev");
         push(&format!(
@@ -343,5 +354,8 @@ fn drive(push: &mut impl FnMut(&str), serial: &str, path: &Path, format: &str, r
         if ro { "on" } else { "off" }
     ));
     push("-device");
-    push(&format!("virtio-blk-pci,drive=d-{serial},serial={serial}"));
+    let boot = if serial == "boot" { ",bootindex=1" } else { "" };
+    push(&format!(
+        "virtio-blk-pci,drive=d-{serial},serial={serial}{boot}"
+    ));
 }

@@ -184,6 +184,10 @@ pub struct VmConfig {
     /// Extra data disks (`vm disk add`), in the order they are attached.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub data_disks: Vec<DataDisk>,
+    /// An ISO image in the VM's CD-ROM drive (`--cdrom`; the user's file, read-only), which the
+    /// firmware boots when the disk does not (an installer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cdrom: Option<PathBuf>,
 }
 
 /// An extra data disk of a VM: a qcow2 file in the VM's directory, attached as a virtio
@@ -580,6 +584,7 @@ mod tests {
             auto_remove: false,
             seed: None,
             data_disks: Vec::new(),
+            cdrom: None,
             restart: Default::default(),
             boot_timeout_secs: 90,
         }

@@ -143,6 +143,10 @@ pub enum VmCommand {
         /// Virtual CPUs.
         #[arg(long)]
         cpus: Option<u32>,
+        /// Put an ISO image in the CD-ROM drive of a stopped disk VM, or `none` to eject it
+        /// (after an install).
+        #[arg(long, value_name = "FILE|none")]
+        cdrom: Option<String>,
         /// The VM.
         vm: String,
     },
@@ -304,8 +308,13 @@ pub struct VmRunArgs {
     #[arg(long, requires = "boot_disk")]
     pub boot_disk_in_place: bool,
     /// Boot the disk through UEFI (OVMF) rather than the BIOS.
-    #[arg(long, requires = "boot_disk")]
+    #[arg(long)]
     pub uefi: bool,
+    /// An ISO image in the VM's CD-ROM drive, booted when the disk does not boot: without
+    /// --boot-disk, an installer onto an empty disk of --disk SIZE (default 20G); eject it
+    /// afterwards with `corral vm set VM --cdrom none`.
+    #[arg(long, value_name = "FILE.iso", conflicts_with_all = ["image", "kernel"])]
+    pub cdrom: Option<std::path::PathBuf>,
     /// A guest kernel (with --image: instead of the one corral finds in /boot).
     #[arg(long, value_name = "FILE")]
     pub kernel: Option<std::path::PathBuf>,

@@ -154,9 +154,25 @@ pub fn run(engine: &Engine, cmd: VmCommand) -> Result<()> {
             json,
             vms,
         } => stats(root, &vms, no_stream || json, json),
-        VmCommand::Set { memory, cpus, vm } => {
+        VmCommand::Set {
+            memory,
+            cpus,
+            cdrom,
+            vm,
+        } => {
             let v = vms(root);
             let id = v.resolve(&vm)?;
+            if let Some(c) = cdrom {
+                let iso = match c.as_str() {
+                    "none" | "" => None,
+                    f => Some(absolute_path(Path::new(f))?),
+                };
+                lifecycle::set_cdrom(root, &id, iso)?;
+                if memory.is_none() && cpus.is_none() {
+                    println!("{vm}");
+                    return Ok(());
+                }
+            }
             let memory_mib = memory
                 .map(|m| size("memory", &m).map(|b| b.div_ceil(1 << 20)))
                 .transpose()?;
@@ -169,6 +185,16 @@ pub fn run(engine: &Engine, cmd: VmCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `p` made absolute (the monitor, and a later start, may run from another directory), and
+/// checked to be a file.
+fn absolute_path(p: &Path) -> Result<std::path::PathBuf> {
+    let abs = std::path::absolute(p).map_err(|e| anyhow!("--cdrom {}: {e}", p.display()))?;
+    if !abs.is_file() {
+        bail!("--cdrom {}: no such file (give an ISO image)", p.display());
+    }
+    Ok(abs)
 }
 
 fn vms(root: &Path) -> Vms {
@@ -231,6 +257,10 @@ fn networks(a: &VmRunArgs) -> Result<Vec<NetRequest>> {
 
 fn spec(a: &VmRunArgs) -> Result<CreateSpec> {
     let source = match (&a.image, &a.boot_disk, &a.kernel) {
+        (None, None, None) if a.cdrom.is_some() => Source::BlankDisk {
+            size: size("disk", a.disk.as_deref().unwrap_or("20G"))?,
+            uefi: a.uefi,
+        },
         (Some(image), None, k) => Source::Image { image: image.clone(), kernel: k.clone() },
         (None, Some(path), None) => Source::BootDisk {
             path: path.clone(),
@@ -242,7 +272,7 @@ fn spec(a: &VmRunArgs) -> Result<CreateSpec> {
             initrd: a.initrd.clone(),
             cmdline: a.cmdline.clone().unwrap_or_else(|| "console=ttyS0".into()),
         },
-        _ => bail!("say what the VM boots: --image IMAGE, --boot-disk FILE, or --kernel FILE [--initrd FILE --cmdline S]"),
+        _ => bail!("say what the VM boots: --image IMAGE, --boot-disk FILE, --cdrom FILE.iso [--disk SIZE] (an installer onto an empty disk), or --kernel FILE [--initrd FILE --cmdline S]"),
     };
     if !a.command.is_empty() && !matches!(source, Source::Image { .. }) {
         bail!("a command after `--` needs --image: only image VMs run corral's agent");
@@ -270,6 +300,8 @@ fn spec(a: &VmRunArgs) -> Result<CreateSpec> {
         disk_bytes: match (&a.disk, &a.image) {
             (Some(d), Some(_)) => size("disk", d)?,
             (None, _) => size("disk", "2G")?,
+            // The empty disk to install onto (sized above).
+            (Some(_), None) if a.cdrom.is_some() && a.boot_disk.is_none() => 0,
             (Some(_), None) => bail!(
                 "--disk sizes the writable disk of an --image VM; a --boot-disk's size is its file's: grow it with `corral vm disk resize VM SIZE` (a --kernel VM has no disk)"
             ),
@@ -285,6 +317,7 @@ fn spec(a: &VmRunArgs) -> Result<CreateSpec> {
         boot_timeout_secs: a.boot_timeout,
         tty: a.tty,
         interactive: a.interactive,
+        cdrom: a.cdrom.as_ref().map(|p| absolute_path(p)).transpose()?,
     })
 }
 
