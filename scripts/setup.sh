@@ -16,7 +16,7 @@ PACKAGES=(
   hyperfine runc crun python3 iperf3 sockperf strace
   qemu-system-x86 qemu-utils linux-image-cloud-amd64 ovmf
   extlinux syslinux-common genisoimage cpio fdisk
-  libseccomp-dev libcap-ng-dev dnsmasq-base isolinux
+  libseccomp-dev libcap-ng-dev dnsmasq-base isolinux python3-venv
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -70,6 +70,15 @@ fi
 if ! command -v virtiofsd >/dev/null 2>&1 && [ ! -x /usr/libexec/virtiofsd ]; then
   echo "setup: building virtiofsd (crates.io)"
   cargo install --locked --quiet --root /usr/local virtiofsd@1.14.0
+fi
+
+# Python clients the tests drive (vncdotool: a real VNC client for VMs' screens), pinned, in
+# a virtual environment of the project's own.
+if [ ! -x .venv/bin/vncdo ] || ! cmp -s scripts/requirements-test.txt .venv/requirements-test.txt; then
+  echo "setup: making .venv (scripts/requirements-test.txt)"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -r scripts/requirements-test.txt
+  cp scripts/requirements-test.txt .venv/requirements-test.txt
 fi
 
 echo "setup: building corral (release)"

@@ -1211,3 +1211,109 @@ fn an_iso_installs_onto_an_empty_disk_which_then_boots() {
     c.ok(&["vm", "rm", "-f", &name]);
     assert_no_vm_leftovers(&c);
 }
+
+/// The project's Python environment (scripts/setup.sh makes it): its vncdotool and Pillow.
+fn venv_tool(name: &str) -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../.venv/bin")
+        .join(name);
+    p.is_file().then_some(p)
+}
+
+/// `vncdo -s 127.0.0.1::PORT -p PASSWORD capture OUT`.
+fn vnc_capture(port: u64, password: &str, out: &Path) -> std::process::Output {
+    run_bounded(
+        Command::new(venv_tool("vncdo").expect("vncdo")).args([
+            "-s",
+            &format!("127.0.0.1::{port}"),
+            "-p",
+            password,
+            "capture",
+            path_str(out),
+        ]),
+        None,
+        Duration::from_secs(60),
+    )
+}
+
+/// A screenshot's width, height and count of lit (non-black) pixels, read with Pillow.
+fn screen_facts(png: &Path) -> (u64, u64, u64) {
+    let out = run_bounded(
+        Command::new(venv_tool("python3").expect("python3")).args([
+            "-c",
+            "import sys; from PIL import Image; i = Image.open(sys.argv[1]).convert('L'); \
+             print(i.width, i.height, sum(1 for p in i.getdata() if p > 64))",
+            path_str(png),
+        ]),
+        None,
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let n: Vec<u64> = text
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (n[0], n[1], n[2])
+}
+
+#[test]
+fn a_vms_screen_is_shown_by_vnc_behind_its_password() {
+    let test = "a_vms_screen_is_shown_by_vnc_behind_its_password";
+    if venv_tool("vncdo").is_none() {
+        report_skip(test, "no .venv/bin/vncdo (scripts/setup.sh makes the venv)");
+        return;
+    }
+    let Some((c, disk)) = world_with_disk(test) else {
+        return;
+    };
+    let mut guard = VmGuard::new(&c);
+    let name = run_action_vm(&c, &mut guard, &disk, "shell", &["--graphics", "vnc"]);
+    let up = poll_until(Duration::from_secs(120), || {
+        c.ok(&["vm", "logs", "--console", &name])
+            .contains("corral-disk-test: shell")
+    });
+    assert!(up, "{}", c.ok(&["vm", "logs", "--console", &name]));
+    let access: serde_json::Value =
+        serde_json::from_str(&c.ok(&["vm", "vnc", "--json", &name])).expect("vm vnc --json");
+    let port = access["port"].as_u64().expect("port");
+    let password = access["password"].as_str().expect("password").to_owned();
+    assert!((5900..6000).contains(&port), "{access}");
+    assert_eq!(password.len(), 8, "{access}");
+    // A wrong password is refused.
+    let refused = vnc_capture(port, "wrong123", &c.path("refused.png"));
+    assert!(!refused.status.success(), "{}", describe(&refused));
+    // The guest's own screen: the firmware set VGA text mode (QEMU's "not initialized"
+    // placeholder is 640x480).
+    let before = c.path("before.png");
+    let shot = vnc_capture(port, &password, &before);
+    assert!(shot.status.success(), "{}", describe(&shot));
+    let (w, h, lit_before) = screen_facts(&before);
+    assert_eq!((w, h), (720, 400), "VGA text mode");
+    // The guest fills its screen with text: what VNC shows changes with it.
+    let fill = run_bounded(
+        &mut c.command(&["vm", "console", &name]),
+        Some(
+            b"i=0; while [ $i -lt 20 ]; do echo XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX; i=$((i+1)); done > /dev/tty1\n"
+                .to_vec(),
+        ),
+        Duration::from_secs(60),
+    );
+    assert!(fill.status.success(), "{}", describe(&fill));
+    let filled = poll_until(Duration::from_secs(30), || {
+        let after = c.path("after.png");
+        vnc_capture(port, &password, &after).status.success()
+            && screen_facts(&after).2 > lit_before + 10_000
+    });
+    assert!(
+        filled,
+        "the text the guest wrote to its screen shows through VNC"
+    );
+    c.ok(&["vm", "rm", "-f", &name]);
+    assert_no_vm_leftovers(&c);
+    // The VNC server went with the VM.
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port as u16)).is_err(),
+        "nothing listens on {port} any more"
+    );
+}

@@ -122,6 +122,7 @@ impl Engine {
             tty: false,
             interactive: false,
             cdrom: None,
+            vnc: false,
             restart: corral_container::config::RestartPolicy::No,
         })?;
         Ok(cfg.id)

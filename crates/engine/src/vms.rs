@@ -169,5 +169,6 @@ pub fn isolated_spec(spec: &ContainerSpec) -> Result<CreateSpec> {
         tty: spec.tty,
         interactive: spec.interactive,
         cdrom: None,
+        vnc: false,
     })
 }

@@ -536,6 +536,7 @@ fn new_vm(
         boot_timeout_secs: tpl.boot_timeout_secs,
         data_disks: Vec::new(),
         cdrom: None,
+        vnc: false,
         restart: Default::default(),
     };
     let made = (|| {

@@ -1018,6 +1018,7 @@ mod tests {
             boot_timeout_secs: 90,
             data_disks: Vec::new(),
             cdrom: None,
+            vnc: false,
             restart: Default::default(),
         }
     }

@@ -143,6 +143,8 @@ pub struct CreateSpec {
     pub restart: corral_container::config::RestartPolicy,
     /// An ISO image for the CD-ROM drive (disk boots): an installer.
     pub cdrom: Option<PathBuf>,
+    /// A screen behind VNC (`--graphics vnc`).
+    pub vnc: bool,
 }
 
 /// Where corral keeps built kernels' initramfs and image disks: `CORRAL_ROOT/vm-cache`.
@@ -247,6 +249,7 @@ pub fn create(root: &Path, spec: &CreateSpec) -> Result<VmConfig> {
         boot_timeout_secs: spec.boot_timeout_secs,
         data_disks: Vec::new(),
         cdrom: spec.cdrom.clone(),
+        vnc: spec.vnc,
         restart: spec.restart,
     };
     let made = (|| {
@@ -750,6 +753,15 @@ pub fn start_with(root: &Path, id: &str, exe: &Path, opts: &StartOptions) -> Res
     }
     plan.boot.hostname = cfg.name.clone();
     plan.boot.machine_id = crate::clone::machine_id(&cfg.id);
+    if cfg.vnc {
+        match vnc_setup(&vms, id) {
+            Ok(port) => plan.vnc_port = Some(port),
+            Err(e) => {
+                let _ = nets.release_keeping_addresses(id);
+                return Err(e);
+            }
+        }
+    }
     if let Err(e) = refresh_seed(&vms, &cfg, &plan) {
         let _ = nets.release_keeping_addresses(id);
         return Err(e);
@@ -864,6 +876,80 @@ fn refresh_seed(vms: &Vms, cfg: &VmConfig, plan: &BootPlan) -> Result<()> {
     crate::seed::nocloud_seed_with(seed, &data, &cfg.name, Some(&text))
         .map_err(VmError::Invalid)?;
     std::fs::write(&kept, text).map_err(|e| VmError::Io(kept.display().to_string(), e))
+}
+
+/// Where a VM's screen is: the VNC server's loopback port and its password for this run.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct VncAccess {
+    /// The TCP port on 127.0.0.1.
+    pub port: u16,
+    /// The password (8 characters: VNC's authentication uses no more).
+    pub password: String,
+}
+
+/// The file (mode 0600, in the VM's runtime directory) that holds a running VM's VNC password,
+/// which QEMU reads as a secret.
+const VNC_PASSWORD: &str = "vnc-password";
+/// The file that says where the VNC server listens.
+const VNC_PORT: &str = "vnc-port";
+
+/// Picks a free loopback port for a VM's VNC server and makes its password for this start.
+fn vnc_setup(vms: &Vms, id: &str) -> Result<u16> {
+    let run = vms.run_dir(id);
+    std::fs::create_dir_all(&run).map_err(|e| VmError::Io(run.display().to_string(), e))?;
+    let port = (5900u16..6000)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .ok_or_else(|| VmError::Invalid("no free VNC port on 127.0.0.1 (5900-5999)".into()))?;
+    let mut bytes = [0u8; 8];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .map_err(|e| VmError::Io("/dev/urandom".into(), e))?;
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzACDEFGHJKLMNPQRTUVWXY34679";
+    let password: String = bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect();
+    let path = run.join(VNC_PASSWORD);
+    let _ = std::fs::remove_file(&path);
+    use std::os::unix::fs::OpenOptionsExt;
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, password.as_bytes()));
+    written.map_err(|e| VmError::Io(path.display().to_string(), e))?;
+    std::fs::write(run.join(VNC_PORT), port.to_string())
+        .map_err(|e| VmError::Io(run.display().to_string(), e))?;
+    Ok(port)
+}
+
+/// Where a running VM's screen is (`vm vnc`).
+pub fn vnc_access(root: &Path, id: &str) -> Result<VncAccess> {
+    let vms = Vms::open(root);
+    let cfg = vms.config(id)?;
+    if !cfg.vnc {
+        return Err(VmError::Invalid(format!(
+            "VM {} has no screen: create it with --graphics vnc",
+            cfg.name
+        )));
+    }
+    let st = current_state(&vms, id)?;
+    if !matches!(st.status, Status::Running | Status::Starting) {
+        return Err(VmError::State(format!("VM {} is not running", cfg.name)));
+    }
+    let run = vms.run_dir(id);
+    let read = |f: &str| std::fs::read_to_string(run.join(f)).map(|s| s.trim().to_owned());
+    let (Ok(port), Ok(password)) = (read(VNC_PORT), read(VNC_PASSWORD)) else {
+        return Err(VmError::State(format!(
+            "VM {} runs without its VNC files: restart it",
+            cfg.name
+        )));
+    };
+    Ok(VncAccess {
+        port: port.parse().unwrap_or(0),
+        password,
+    })
 }
 
 /// Puts `iso` in a stopped disk VM's CD-ROM drive, or ejects it (`None`).

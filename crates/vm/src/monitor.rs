@@ -52,6 +52,10 @@ pub struct BootPlan {
     /// guest runs here, the half-made VM is removed.
     #[serde(default)]
     pub incoming_owner: Option<i32>,
+    /// The loopback port of the VNC server (`--graphics vnc`); its password is in the runtime
+    /// directory's `vnc-password`.
+    #[serde(default)]
+    pub vnc_port: Option<u16>,
 }
 
 /// `vms/<id>/boot.json`.
@@ -203,6 +207,7 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
             plan.loadvm.as_deref(),
             plan.incoming
                 .then(|| plan.incoming_uri.as_deref().unwrap_or("defer")),
+            plan.vnc_port,
         ))
         .stdin(Stdio::null())
         .stdout(out)

@@ -145,6 +145,7 @@ pub fn args(
     nics: &[Nic],
     loadvm: Option<&str>,
     incoming: Option<&str>,
+    vnc_port: Option<u16>,
 ) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |s: &str| a.push(s.into());
@@ -181,8 +182,31 @@ pub fn args(
     push(&cfg.cpus.to_string());
     push("-m");
     push(&format!("{}M", cfg.memory_mib));
-    for s in ["-nodefaults", "-no-user-config", "-nographic"] {
-        push(s);
+    match vnc_port {
+        // A VGA card whose display only the VNC server shows, on loopback, behind the
+        // password QEMU reads from the runtime directory (never on its command line).
+        Some(port) => {
+            for s in ["-nodefaults", "-no-user-config", "-display", "none"] {
+                push(s);
+            }
+            push("-device");
+            push("VGA");
+            push("-object");
+            push(&format!(
+                "secret,id=vncpass,file={},format=raw",
+                paths.qmp.with_file_name("vnc-password").display()
+            ));
+            push("-vnc");
+            push(&format!(
+                "127.0.0.1:{},password-secret=vncpass",
+                port.saturating_sub(5900)
+            ));
+        }
+        None => {
+            for s in ["-nodefaults", "-no-user-config", "-nographic"] {
+                push(s);
+            }
+        }
     }
     if matches!(cfg.boot, BootSource::Disk { .. }) {
         // A distribution's reboot resets the machine, as on real hardware, and its firmware

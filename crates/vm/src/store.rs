@@ -188,6 +188,10 @@ pub struct VmConfig {
     /// firmware boots when the disk does not (an installer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cdrom: Option<PathBuf>,
+    /// A screen: a VGA card whose display a VNC server on loopback shows, behind a password
+    /// made at each start (`--graphics vnc`; `corral vm vnc VM` tells where).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub vnc: bool,
 }
 
 /// An extra data disk of a VM: a qcow2 file in the VM's directory, attached as a virtio
@@ -585,6 +589,7 @@ mod tests {
             seed: None,
             data_disks: Vec::new(),
             cdrom: None,
+            vnc: false,
             restart: Default::default(),
             boot_timeout_secs: 90,
         }

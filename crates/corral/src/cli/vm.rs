@@ -177,6 +177,14 @@ pub enum VmCommand {
     /// A VM's disks: list, add, remove and grow them.
     #[command(subcommand)]
     Disk(VmDiskCommand),
+    /// Where a running VM's screen is (`--graphics vnc`): its VNC address and password.
+    Vnc {
+        /// Print JSON: {"address", "port", "password"}.
+        #[arg(long)]
+        json: bool,
+        /// The VM.
+        vm: String,
+    },
     /// Attach the terminal to a running VM's serial console (detach with Ctrl-]).
     Console {
         /// The VM.
@@ -315,6 +323,10 @@ pub struct VmRunArgs {
     /// afterwards with `corral vm set VM --cdrom none`.
     #[arg(long, value_name = "FILE.iso", conflicts_with_all = ["image", "kernel"])]
     pub cdrom: Option<std::path::PathBuf>,
+    /// `none` (the default: the serial console only) or `vnc`: a VGA screen that a VNC
+    /// server on 127.0.0.1 shows, behind a password made at each start (`corral vm vnc VM`).
+    #[arg(long, value_name = "none|vnc", default_value = "none", value_parser = ["none", "vnc"])]
+    pub graphics: String,
     /// A guest kernel (with --image: instead of the one corral finds in /boot).
     #[arg(long, value_name = "FILE")]
     pub kernel: Option<std::path::PathBuf>,

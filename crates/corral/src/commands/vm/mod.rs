@@ -71,6 +71,24 @@ pub fn run(engine: &Engine, cmd: VmCommand) -> Result<()> {
             vm,
         } => logs(root, &vm, follow, tail, timestamps, console),
         VmCommand::Console { vm } => console(root, &vm),
+        VmCommand::Vnc { json, vm } => {
+            let id = vms(root).resolve(&vm)?;
+            let a = lifecycle::vnc_access(root, &id)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"address": format!("127.0.0.1:{}", a.port), "port": a.port, "password": a.password})
+                );
+            } else {
+                println!("vnc://127.0.0.1:{}", a.port);
+                println!("password: {}", a.password);
+                println!(
+                    "connect on this host: vncviewer 127.0.0.1::{} (from elsewhere: ssh -L {}:127.0.0.1:{} THIS-HOST)",
+                    a.port, a.port, a.port
+                );
+            }
+            Ok(())
+        }
         VmCommand::Export {
             output,
             quiet,
@@ -318,6 +336,7 @@ fn spec(a: &VmRunArgs) -> Result<CreateSpec> {
         tty: a.tty,
         interactive: a.interactive,
         cdrom: a.cdrom.as_ref().map(|p| absolute_path(p)).transpose()?,
+        vnc: a.graphics == "vnc",
     })
 }
 
