@@ -831,7 +831,9 @@ fn attach_flag_shows_only_the_streams_named() {
 // ---------------------------------------------------------------------------------------------
 // exec --detach-keys
 
-/// A tmux session running one command in a 100x30 window; killed when dropped.
+/// A tmux session running one command in a 100x30 window, on a tmux server of its own (its
+/// own socket: tests running at once never share, or end, each other's server); killed when
+/// dropped.
 struct Tmux(String);
 
 impl Tmux {
@@ -855,6 +857,7 @@ impl Tmux {
 
     fn run(&self, args: &[&str]) -> Output {
         std::process::Command::new("tmux")
+            .args(["-L", &self.0])
             .args(args)
             .output()
             .expect("tmux")
@@ -874,7 +877,7 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = self.run(&["kill-session", "-t", &self.0]);
+        let _ = self.run(&["kill-server"]);
     }
 }
 

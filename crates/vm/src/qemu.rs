@@ -320,7 +320,10 @@ pub fn args(
                 push("-bios");
                 push(OVMF);
             }
-            drive(&mut push, "boot", path, format, false);
+            // With a CD, the boot order is this disk, then the CD (below); without, the
+            // firmware's own order is kept (its "No bootable device" is what a bad disk says).
+            let first = cfg.cdrom.is_some().then_some(1);
+            drive_at(&mut push, "boot", path, format, false, first);
             if let Some(seed) = &cfg.seed {
                 drive(&mut push, "cidata", seed, "raw", true);
             }
@@ -371,6 +374,18 @@ pub fn args(
 }
 
 fn drive(push: &mut impl FnMut(&str), serial: &str, path: &Path, format: &str, ro: bool) {
+    drive_at(push, serial, path, format, ro, None)
+}
+
+/// [`drive`], first in the firmware's boot order with `bootindex` (a disk VM with a CD).
+fn drive_at(
+    push: &mut impl FnMut(&str),
+    serial: &str,
+    path: &Path,
+    format: &str,
+    ro: bool,
+    bootindex: Option<u8>,
+) {
     push("-drive");
     push(&format!(
         "file={},if=none,id=d-{serial},node-name=n-{serial},format={format},readonly={},discard=unmap",
@@ -378,7 +393,7 @@ fn drive(push: &mut impl FnMut(&str), serial: &str, path: &Path, format: &str, r
         if ro { "on" } else { "off" }
     ));
     push("-device");
-    let boot = if serial == "boot" { ",bootindex=1" } else { "" };
+    let boot = bootindex.map_or(String::new(), |i| format!(",bootindex={i}"));
     push(&format!(
         "virtio-blk-pci,drive=d-{serial},serial={serial}{boot}"
     ));
