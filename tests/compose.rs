@@ -621,3 +621,51 @@ fn configs_and_secrets_are_mounted_read_only_files() {
     );
     assert_gone(&c, &p);
 }
+
+#[test]
+fn include_top_and_images_work_as_docker_compose_has_them() {
+    if skip_unless_root("include_top_and_images_work_as_docker_compose_has_them") {
+        return;
+    }
+    let c = world();
+    let p = Project::new(
+        &c,
+        "include:\n  - db/compose.yaml\nservices:\n  web:\n    image: IMAGE\n    command: sleep 3600\n    stop_signal: SIGKILL\n    depends_on: [db]\n",
+    );
+    // The included file's relative paths are its own directory's.
+    std::fs::create_dir_all(p.dir.join("db/data")).unwrap();
+    std::fs::write(p.dir.join("db/data/seed.sql"), "-- from the included dir\n").unwrap();
+    std::fs::write(
+        p.dir.join("db/compose.yaml"),
+        format!("services:\n  db:\n    image: {IMAGE}\n    command: sleep 3600\n    stop_signal: SIGKILL\n    env_file: db.env\n    volumes: ['./data:/data:ro']\n"),
+    )
+    .unwrap();
+    std::fs::write(p.dir.join("db/db.env"), "DB_PASS=s3cret\n").unwrap();
+    p.ok(&["up", "-d"]);
+    assert_eq!(
+        p.ok(&["exec", "-T", "db", "cat", "/data/seed.sql"]),
+        "-- from the included dir\n"
+    );
+    assert_eq!(
+        p.ok(&["exec", "-T", "db", "sh", "-c", "echo $DB_PASS"]),
+        "s3cret\n"
+    );
+    // top: each running container's name, then its processes.
+    let top = p.ok(&["top"]);
+    assert!(top.contains(&format!("{}-db-1", p.name)), "{top}");
+    assert!(top.contains(&format!("{}-web-1", p.name)), "{top}");
+    assert!(top.contains("sleep 3600"), "{top}");
+    let only_db = p.ok(&["top", "db"]);
+    assert!(!only_db.contains("-web-1"), "{only_db}");
+    // images: the image of each container.
+    let images = p.ok(&["images"]);
+    assert!(images.starts_with("CONTAINER"), "{images}");
+    assert!(images.contains("localhost/compose-bb"), "{images}");
+    let json: Value = serde_json::from_str(&p.ok(&["images", "--json"])).unwrap();
+    assert_eq!(json.as_array().map(Vec::len), Some(2), "{json}");
+    assert_eq!(json[0]["Tag"], "1", "{json}");
+    let ids = p.ok(&["images", "-q"]);
+    assert_eq!(ids.lines().count(), 1, "one image, listed once: {ids}");
+    p.ok(&["down", "-v"]);
+    assert_gone(&c, &p);
+}

@@ -230,6 +230,163 @@ fn merge_top(base: &mut Value, over: &Value) {
     }
 }
 
+/// Where an included service came from: its file's directory (an extension key, so that the
+/// key checks let it through; never written by users).
+const INCLUDED_FROM: &str = "x-corral-included-from";
+/// How deep includes may nest.
+const MAX_INCLUDE_DEPTH: usize = 16;
+
+/// Loads the files of the top-level `include:` (`- path`, or `- path: [files]` with an
+/// optional `project_directory`) into `doc`, as the Compose Specification has it: each file is
+/// a compose file of its own, whose relative paths resolve from its directory (or its
+/// `project_directory`), and whose services, networks, volumes, configs and secrets join the
+/// project. A resource defined both here and in an included file is an error, unless the two
+/// are the same. Includes nest; a cycle is refused.
+fn include(
+    doc: &mut Value,
+    dir: &Path,
+    vars: &dyn Fn(&str) -> Option<String>,
+    chain: &mut Vec<PathBuf>,
+) -> Result<(), ComposeError> {
+    let Some(list) = doc.as_object_mut().and_then(|m| m.remove("include")) else {
+        return Ok(());
+    };
+    let entries: Vec<Value> = match list {
+        Value::Array(a) => a,
+        other => {
+            return Err(ComposeError::Invalid(format!(
+                "include must be a list of files, not {other}"
+            )))
+        }
+    };
+    for e in entries {
+        let (paths, project_dir): (Vec<String>, Option<String>) = match &e {
+            Value::String(p) => (vec![p.clone()], None),
+            Value::Object(m) => {
+                crate::syntax::check_keys(
+                    m,
+                    &["path", "project_directory", "env_file"],
+                    "include",
+                )?;
+                let paths = match m.get("path") {
+                    Some(Value::String(p)) => vec![p.clone()],
+                    Some(Value::Array(a)) => a
+                        .iter()
+                        .map(|x| {
+                            x.as_str().map(str::to_owned).ok_or_else(|| {
+                                ComposeError::Invalid("include.path: a list of file names".into())
+                            })
+                        })
+                        .collect::<Result<_, _>>()?,
+                    _ => {
+                        return Err(ComposeError::Invalid(
+                            "include: each entry needs a path".into(),
+                        ))
+                    }
+                };
+                let pd = m
+                    .get("project_directory")
+                    .and_then(|d| d.as_str())
+                    .map(str::to_owned);
+                (paths, pd)
+            }
+            other => {
+                return Err(ComposeError::Invalid(format!(
+                    "include: an entry is a file name or a mapping, not {other}"
+                )))
+            }
+        };
+        let mut included = Value::Object(serde_json::Map::new());
+        let mut first_dir = None;
+        for p in &paths {
+            let file = dir.join(p);
+            let canon = file
+                .canonicalize()
+                .map_err(|e| ComposeError::Invalid(format!("include {}: {e}", file.display())))?;
+            if chain.contains(&canon) {
+                return Err(ComposeError::Invalid(format!(
+                    "include {}: a cycle of includes",
+                    file.display()
+                )));
+            }
+            if chain.len() > MAX_INCLUDE_DEPTH {
+                return Err(ComposeError::Invalid(format!(
+                    "include {}: includes nest deeper than {MAX_INCLUDE_DEPTH}",
+                    file.display()
+                )));
+            }
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| ComposeError::Invalid(format!("include {}: {e}", file.display())))?;
+            let mut parsed = parse_yaml(&file, &text)?;
+            if !parsed.is_object() {
+                return Err(ComposeError::Invalid(format!(
+                    "{}: the top level must be a mapping",
+                    file.display()
+                )));
+            }
+            interpolate::value(&mut parsed, vars, "")
+                .map_err(|e| ComposeError::Invalid(format!("{}: {e}", file.display())))?;
+            crate::syntax::check_keys(
+                parsed.as_object().expect("checked"),
+                model::TOP_KEYS,
+                &file.display().to_string(),
+            )?;
+            let fdir = canon.parent().map(Path::to_path_buf).unwrap_or_default();
+            chain.push(canon);
+            include(&mut parsed, &fdir, vars, chain)?;
+            chain.pop();
+            merge_top(&mut included, &parsed);
+            first_dir.get_or_insert(fdir);
+        }
+        let base = match project_dir {
+            Some(pd) => dir.join(pd),
+            None => first_dir.unwrap_or_else(|| dir.to_path_buf()),
+        };
+        let from = Value::String(base.display().to_string());
+        let Some(inc) = included.as_object() else {
+            continue;
+        };
+        let top = doc.as_object_mut().expect("a mapping");
+        for (section, items) in inc {
+            if matches!(section.as_str(), "name" | "version") || section.starts_with("x-") {
+                continue;
+            }
+            let Some(items) = items.as_object() else {
+                continue;
+            };
+            let target = top
+                .entry(section.clone())
+                .or_insert_with(|| Value::Object(serde_json::Map::new()));
+            let Some(target) = target.as_object_mut() else {
+                return Err(ComposeError::Invalid(format!(
+                    "{section} must be a mapping"
+                )));
+            };
+            for (name, def) in items {
+                let mut def = def.clone();
+                if section == "services" {
+                    if let Some(m) = def.as_object_mut() {
+                        m.entry(INCLUDED_FROM.to_owned()).or_insert(from.clone());
+                    }
+                }
+                match target.get(name) {
+                    Some(existing) if *existing != def => {
+                        return Err(ComposeError::Invalid(format!(
+                            "{section}.{name} is defined both in the project and in an included file ({}): rename one",
+                            paths.join(", ")
+                        )));
+                    }
+                    Some(_) => {}
+                    None => {
+                        target.insert(name.clone(), def);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Resolves `extends: {service: X}` (in the same file; `file:` too) for every service.
 fn resolve_extends(doc: &mut Value, dir: &Path) -> Result<(), ComposeError> {
     let Some(services) = doc.get("services").and_then(|s| s.as_object()).cloned() else {
@@ -364,11 +521,8 @@ pub fn load(o: &LoadOptions) -> Result<Project, ComposeError> {
         )?;
         merge_top(&mut doc, &parsed);
     }
-    if doc.get("include").is_some() {
-        return Err(ComposeError::Invalid(
-            "include: is not supported yet; pass the files with -f".into(),
-        ));
-    }
+    let root_file = files[0].canonicalize().unwrap_or_else(|_| files[0].clone());
+    include(&mut doc, &dir, &vars, &mut vec![root_file])?;
     resolve_extends(&mut doc, &dir)?;
     let name = o
         .project_name
@@ -406,7 +560,14 @@ pub fn load(o: &LoadOptions) -> Result<Project, ComposeError> {
         ));
     }
     for (n, v) in &services {
-        let mut s = model::service(n, v, &dir)?;
+        // An included file's service resolves its relative paths from that file's directory.
+        let sdir = v
+            .get(INCLUDED_FROM)
+            .and_then(|d| d.as_str())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| dir.clone());
+        let dir = &sdir;
+        let mut s = model::service(n, v, dir)?;
         // env_file: each file's variables, under `environment`.
         if let Some(files) = v.get("env_file") {
             let list: Vec<String> = match files {
@@ -650,6 +811,72 @@ mod tests {
             cwd: dir,
             ..Default::default()
         })
+    }
+
+    #[test]
+    fn includes_bring_their_services_with_paths_from_their_own_directory() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("app");
+        std::fs::create_dir_all(dir.join("db")).unwrap();
+        std::fs::write(
+            dir.join("compose.yaml"),
+            "include:\n  - db/compose.yaml\nservices:\n  web:\n    image: busybox\n    depends_on: [db]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("db/compose.yaml"),
+            "services:\n  db:\n    image: busybox\n    env_file: db.env\n    volumes: ['./data:/data', 'dbdata:/var/db']\nvolumes:\n  dbdata: {}\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("db/db.env"), "PASS=s3cret\n").unwrap();
+        let p = load(&LoadOptions {
+            cwd: dir.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+        let db = &p.services["db"];
+        let canon = dir.canonicalize().unwrap();
+        assert_eq!(
+            db.volumes[0].source.as_deref(),
+            Some(canon.join("db/data").to_str().unwrap()),
+            "a bind's relative path is the included file's"
+        );
+        assert_eq!(db.environment["PASS"], Some("s3cret".into()));
+        assert!(p.volumes.contains_key("dbdata"));
+        assert!(p.services.contains_key("web"));
+
+        // The same service in both: refused, naming it.
+        std::fs::write(
+            dir.join("compose.yaml"),
+            "include: [db/compose.yaml]\nservices:\n  db:\n    image: other\n",
+        )
+        .unwrap();
+        let err = load(&LoadOptions {
+            cwd: dir.clone(),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("services.db is defined both"), "{err}");
+
+        // A cycle is refused.
+        std::fs::write(
+            dir.join("db/compose.yaml"),
+            "include: [../compose.yaml]\nservices: {}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("compose.yaml"),
+            "include: [db/compose.yaml]\nservices:\n  web: {image: x}\n",
+        )
+        .unwrap();
+        let err = load(&LoadOptions {
+            cwd: dir,
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("cycle"), "{err}");
     }
 
     #[test]

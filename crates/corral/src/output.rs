@@ -86,3 +86,27 @@ pub fn template(src: &str) -> Result<corral_engine::template::Template> {
         &src.replace("\\t", "\t").replace("\\n", "\n"),
     )?)
 }
+
+/// `top`'s table of a container's processes.
+pub fn print_processes(procs: &[corral_container::container_stats::Process]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:>8}  {:>8}  {:>6}  {:>8}  {:>10}  COMMAND",
+        "PID", "PPID", "UID", "TIME(s)", "RSS"
+    )?;
+    for p in procs {
+        writeln!(
+            out,
+            "{:>8}  {:>8}  {:>6}  {:>8.2}  {:>10}  {}",
+            p.pid,
+            p.ppid,
+            p.uid,
+            p.cpu_seconds,
+            human(p.rss),
+            p.command
+        )?;
+    }
+    Ok(())
+}

@@ -264,6 +264,22 @@ pub enum ComposeCommand {
         #[arg(long, default_value_t = 1)]
         index: u32,
     },
+    /// Show the processes of the services' running containers.
+    Top {
+        /// Only these services.
+        service: Vec<String>,
+    },
+    /// List the images the services' containers use.
+    Images {
+        /// Only image ids.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Only these services.
+        service: Vec<String>,
+    },
     /// List the compose projects that have containers here.
     Ls {
         /// Print JSON.

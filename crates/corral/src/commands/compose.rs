@@ -410,6 +410,73 @@ pub fn run(engine: &Engine, a: ComposeArgs) -> Result<()> {
                 Stderr.line(&format!("{}  Pulled", s.name));
             }
         }
+        ComposeCommand::Top { service } => {
+            let cs = engine.containers()?;
+            let list = ops::containers(engine, &p.name, Some(&service), false)?;
+            for (i, c) in list.iter().enumerate() {
+                if i > 0 {
+                    println!();
+                }
+                println!("{}", c.state.name);
+                let procs = corral_container::container_stats::top(
+                    &cs,
+                    &c.state.id,
+                    std::path::Path::new(corral_engine::CGROUP_ROOT),
+                )?;
+                crate::output::print_processes(&procs)?;
+            }
+        }
+        ComposeCommand::Images {
+            quiet,
+            json,
+            service,
+        } => {
+            let store = engine.images()?;
+            let list = ops::containers(engine, &p.name, Some(&service), true)?;
+            let mut rows = Vec::new();
+            for c in &list {
+                let Ok(img) = store.resolve(&c.state.image) else {
+                    continue;
+                };
+                let size: u64 = img.manifest.layers().iter().map(|l| l.size()).sum();
+                let (repo, tag) = split_reference(&c.state.image);
+                rows.push((c.state.name.clone(), repo, tag, img.id.clone(), size));
+            }
+            if quiet {
+                let mut seen = std::collections::BTreeSet::new();
+                for r in &rows {
+                    if seen.insert(r.3.to_string()) {
+                        println!("{}", r.3.short());
+                    }
+                }
+            } else if json {
+                let v: Vec<_> = rows
+                    .iter()
+                    .map(|(c, repo, tag, id, size)| {
+                        json!({"ContainerName": c, "Repository": repo, "Tag": tag, "ID": id.to_string(), "Size": size})
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let cw = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(9);
+                let rw = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(10);
+                let tw = rows.iter().map(|r| r.2.len()).max().unwrap_or(0).max(3);
+                let mut out = std::io::stdout().lock();
+                writeln!(
+                    out,
+                    "{:cw$}  {:rw$}  {:tw$}  {:12}  SIZE",
+                    "CONTAINER", "REPOSITORY", "TAG", "IMAGE ID"
+                )?;
+                for (c, repo, tag, id, size) in &rows {
+                    writeln!(
+                        out,
+                        "{c:cw$}  {repo:rw$}  {tag:tw$}  {:12}  {}",
+                        id.short(),
+                        crate::output::human(*size)
+                    )?;
+                }
+            }
+        }
         ComposeCommand::Port {
             service,
             port,
@@ -604,4 +671,17 @@ fn abort_on_exit(
         })
     })?;
     Ok(code)
+}
+
+/// `REPOSITORY` and `TAG` of an image reference as written (`busybox:1` -> `busybox`, `1`;
+/// no tag: `latest`; a digest: `<none>`).
+fn split_reference(r: &str) -> (String, String) {
+    if let Some((repo, _)) = r.split_once('@') {
+        return (repo.to_owned(), "<none>".to_owned());
+    }
+    let slash = r.rfind('/').map_or(0, |i| i + 1);
+    match r[slash..].rfind(':') {
+        Some(i) => (r[..slash + i].to_owned(), r[slash + i + 1..].to_owned()),
+        None => (r.to_owned(), "latest".to_owned()),
+    }
 }

@@ -210,25 +210,7 @@ pub fn top(engine: &Engine, c: &str, as_json: bool, ps_options: &[String]) -> Re
         println!("{}", serde_json::to_string_pretty(&procs)?);
         return Ok(());
     }
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "{:>8}  {:>8}  {:>6}  {:>8}  {:>10}  COMMAND",
-        "PID", "PPID", "UID", "TIME(s)", "RSS"
-    )?;
-    for p in procs {
-        writeln!(
-            out,
-            "{:>8}  {:>8}  {:>6}  {:>8.2}  {:>10}  {}",
-            p.pid,
-            p.ppid,
-            p.uid,
-            p.cpu_seconds,
-            crate::output::human(p.rss),
-            p.command
-        )?;
-    }
-    Ok(())
+    crate::output::print_processes(&procs)
 }
 
 /// docker's `top C OPTIONS`: the host's `ps OPTIONS`, its header and the rows of `pids` (found
