@@ -881,6 +881,69 @@ impl Drop for Tmux {
     }
 }
 
+/// In tmux, `command` (a shell in container `name`, given the detach `flags`) starts a loop
+/// that writes `marker`, then the user types `keys`: the command returns 0 with docker's words,
+/// and the loop goes on in the container.
+fn detach_scenario(c: &Corral, name: &str, command: &str, keys: &[&str], marker: &str) {
+    let wait = |what: &str, done: &dyn Fn() -> bool, t: &Tmux| {
+        assert!(
+            corral_e2e::containers::poll_until(Duration::from_secs(15), done),
+            "{what}: {}",
+            t.screen()
+        );
+    };
+    let done = c.path(&format!("{marker}.done"));
+    let cmd = format!("{command}; echo $? > {}; sleep 60", done.display());
+    let t = Tmux::start(&format!("CORRAL_ROOT={} {cmd}", c.root().display()));
+    wait("no prompt", &|| t.screen().contains("/ #"), &t);
+    t.keys(&[
+        &format!("while :; do echo {marker} > /{marker}; sleep 0.2; done"),
+        "Enter",
+    ]);
+    wait(
+        "the loop did not start",
+        &|| {
+            c.cmd(&["exec", name, "cat", &format!("/{marker}")])
+                .status
+                .success()
+        },
+        &t,
+    );
+    t.keys(keys);
+    wait(
+        "it did not return on the detach keys",
+        // The shell creates the file, then writes the code: wait for the code.
+        &|| std::fs::read_to_string(&done).is_ok_and(|s| !s.trim().is_empty()),
+        &t,
+    );
+    assert_eq!(
+        std::fs::read_to_string(&done).unwrap().trim(),
+        "0",
+        "detaching exits 0"
+    );
+    assert!(
+        t.screen().contains("read escape sequence"),
+        "docker's words: {}",
+        t.screen()
+    );
+    // The shell goes on after the detach: its file is rewritten.
+    c.ok(&["exec", name, "rm", &format!("/{marker}")]);
+    std::thread::sleep(Duration::from_millis(800));
+    let again = c.cmd(&["exec", name, "cat", &format!("/{marker}")]);
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout).trim(),
+        marker,
+        "the detached shell's loop still runs: {}",
+        describe(&again)
+    );
+}
+
+/// The two detach-key cases: docker's default, and a custom pair.
+const DETACH_CASES: [(&str, &[&str]); 2] = [
+    ("", &["C-p", "C-q"]),
+    ("--detach-keys ctrl-a,x", &["C-a", "x"]),
+];
+
 #[test]
 fn exec_detach_keys_leave_the_command_running() {
     let test = "exec_detach_keys_leave_the_command_running";
@@ -897,66 +960,12 @@ fn exec_detach_keys_leave_the_command_running() {
         &["--network", "none"],
         &["sleep", "1000"],
     );
-    let wait = |what: &str, done: &dyn Fn() -> bool, t: &Tmux| {
-        assert!(
-            corral_e2e::containers::poll_until(Duration::from_secs(15), done),
-            "{what}: {}",
-            t.screen()
+    for (i, (flags, keys)) in DETACH_CASES.into_iter().enumerate() {
+        let command = format!(
+            "{} exec -it {flags} {name} sh",
+            corral_e2e::corral_bin().display()
         );
-    };
-    for (flags, keys, marker) in [
-        ("", &["C-p", "C-q"][..], "alive-default"),
-        ("--detach-keys ctrl-a,x", &["C-a", "x"][..], "alive-custom"),
-    ] {
-        let done = c.path(&format!("{marker}.done"));
-        let cmd = format!(
-            "{} exec -it {flags} {name} sh; echo $? > {}; sleep 60",
-            corral_e2e::corral_bin().display(),
-            done.display()
-        );
-        let t = Tmux::start(&format!("CORRAL_ROOT={} {cmd}", c.root().display()));
-        wait("no prompt", &|| t.screen().contains("/ #"), &t);
-        // A loop that writes its marker, started in the exec'd shell; then the detach keys.
-        t.keys(&[
-            &format!("while :; do echo {marker} > /{marker}; sleep 0.2; done"),
-            "Enter",
-        ]);
-        wait(
-            "the loop did not start",
-            &|| {
-                c.cmd(&["exec", &name, "cat", &format!("/{marker}")])
-                    .status
-                    .success()
-            },
-            &t,
-        );
-        t.keys(keys);
-        wait(
-            "exec did not return on the detach keys",
-            // The shell creates the file, then writes the code: wait for the code.
-            &|| std::fs::read_to_string(&done).is_ok_and(|s| !s.trim().is_empty()),
-            &t,
-        );
-        assert_eq!(
-            std::fs::read_to_string(&done).unwrap().trim(),
-            "0",
-            "detaching exits 0"
-        );
-        assert!(
-            t.screen().contains("read escape sequence"),
-            "docker's words: {}",
-            t.screen()
-        );
-        // The command goes on after the detach: its file is rewritten.
-        c.ok(&["exec", &name, "rm", &format!("/{marker}")]);
-        std::thread::sleep(Duration::from_millis(800));
-        let again = c.cmd(&["exec", &name, "cat", &format!("/{marker}")]);
-        assert_eq!(
-            String::from_utf8_lossy(&again.stdout).trim(),
-            marker,
-            "the detached shell's loop still runs: {}",
-            describe(&again)
-        );
+        detach_scenario(&c, &name, &command, keys, &format!("alive-{i}"));
     }
     let out = c.cmd(&["exec", "-it", "--detach-keys", "ctrl-1", &name, "true"]);
     assert_refused(&out, "ctrl-1", "detach keys that do not parse");
@@ -970,68 +979,16 @@ fn run_it_detach_keys_leave_the_container_running() {
     }
     let c = world();
     let mut g = ContainerGuard::new(&c);
-    let wait = |what: &str, done: &dyn Fn() -> bool, t: &Tmux| {
-        assert!(
-            corral_e2e::containers::poll_until(Duration::from_secs(15), done),
-            "{what}: {}",
-            t.screen()
-        );
-    };
-    for (flags, keys, marker) in [
-        ("", &["C-p", "C-q"][..], "run-default"),
-        ("--detach-keys ctrl-a,x", &["C-a", "x"][..], "run-custom"),
-    ] {
+    for (i, (flags, keys)) in DETACH_CASES.into_iter().enumerate() {
         let name = unique_name("rd");
         g.track(&name);
-        let done = c.path(&format!("{marker}.done"));
-        let cmd = format!(
-            "{} run -it --network none --name {name} {flags} {BUSYBOX_IMAGE} sh; echo $? > {}; sleep 60",
-            corral_e2e::corral_bin().display(),
-            done.display()
+        let command = format!(
+            "{} run -it --network none --name {name} {flags} {BUSYBOX_IMAGE} sh",
+            corral_e2e::corral_bin().display()
         );
-        let t = Tmux::start(&format!("CORRAL_ROOT={} {cmd}", c.root().display()));
-        wait("no prompt", &|| t.screen().contains("/ #"), &t);
-        t.keys(&[
-            &format!("while :; do echo {marker} > /{marker}; sleep 0.2; done"),
-            "Enter",
-        ]);
-        wait(
-            "the loop did not start",
-            &|| {
-                c.cmd(&["exec", &name, "cat", &format!("/{marker}")])
-                    .status
-                    .success()
-            },
-            &t,
-        );
-        t.keys(keys);
-        wait(
-            "run did not return on the detach keys",
-            &|| std::fs::read_to_string(&done).is_ok_and(|s| !s.trim().is_empty()),
-            &t,
-        );
-        assert_eq!(
-            std::fs::read_to_string(&done).unwrap().trim(),
-            "0",
-            "detaching exits 0"
-        );
-        assert!(
-            t.screen().contains("read escape sequence"),
-            "docker's words: {}",
-            t.screen()
-        );
-        // The container runs on: its shell's loop rewrites the file, and it is `running`.
-        c.ok(&["exec", &name, "rm", &format!("/{marker}")]);
-        std::thread::sleep(Duration::from_millis(800));
-        let again = c.cmd(&["exec", &name, "cat", &format!("/{marker}")]);
-        assert_eq!(
-            String::from_utf8_lossy(&again.stdout).trim(),
-            marker,
-            "the detached container's loop still runs: {}",
-            describe(&again)
-        );
+        detach_scenario(&c, &name, &command, keys, &format!("run-{i}"));
         let status = c.ok(&["inspect", "--format", "{{.State.Status}}", &name]);
-        assert_eq!(status.trim(), "running");
+        assert_eq!(status.trim(), "running", "the container runs on");
         c.ok(&["rm", "-f", &name]);
     }
     let out = c.cmd(&[

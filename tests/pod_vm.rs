@@ -44,24 +44,6 @@ fn world(test: &str) -> Option<Corral> {
     Some(c)
 }
 
-/// Pids of the virtiofsd processes serving a directory under `root`.
-fn virtiofsd_of(root: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let cmd = String::from_utf8_lossy(&cmd);
-        if cmd.contains("virtiofsd") && cmd.contains(root) {
-            out.push(pid);
-        }
-    }
-    out
-}
-
 #[test]
 fn a_vm_pod_runs_its_containers_in_one_guest() {
     let Some(c) = world("a_vm_pod_runs_its_containers_in_one_guest") else {
@@ -265,7 +247,7 @@ fn a_vm_pod_runs_its_containers_in_one_guest() {
     assert_no_vm_leftovers(&c);
     let root = c.root().to_string_lossy().into_owned();
     assert!(
-        virtiofsd_of(&root).is_empty(),
+        corral_e2e::vms::processes_of("virtiofsd", &root).is_empty(),
         "no virtiofsd of this world is left"
     );
     c.assert_no_leaks();

@@ -63,6 +63,12 @@ impl Drop for VmGuard<'_> {
 /// Pids of the QEMU processes whose command line names a file under `root` (a world's state
 /// root): what a world's VMs left running.
 pub fn qemu_processes_of(root: &str) -> Vec<u32> {
+    processes_of("qemu-system", root)
+}
+
+/// Pids of the processes whose program's name starts with `program` and whose command line
+/// names a file under `root`.
+pub fn processes_of(program: &str, root: &str) -> Vec<u32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
@@ -72,7 +78,9 @@ pub fn qemu_processes_of(root: &str) -> Vec<u32> {
             continue;
         };
         let cmd = String::from_utf8_lossy(&cmd);
-        if (cmd.starts_with("qemu-system") || cmd.contains("/qemu-system")) && cmd.contains(root) {
+        let argv0 = cmd.split('\0').next().unwrap_or_default();
+        let name = argv0.rsplit('/').next().unwrap_or_default();
+        if name.starts_with(program) && cmd.contains(root) {
             out.push(pid);
         }
     }

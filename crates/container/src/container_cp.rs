@@ -83,8 +83,9 @@ pub fn open_root(containers: &Containers, id: &str) -> Result<OwnedFd, CpError> 
     detached_overlay(&cfg, &containers.dir(id))
 }
 
-/// The overlay a stopped container runs on, mounted nowhere.
-fn detached_overlay(cfg: &crate::ContainerConfig, dir: &Path) -> Result<OwnedFd, CpError> {
+/// The overlay a stopped container runs on, mounted nowhere (a VM pod's member's root is
+/// this, moved into the pod's share).
+pub fn detached_overlay(cfg: &crate::ContainerConfig, dir: &Path) -> Result<OwnedFd, CpError> {
     use rustix::mount::{
         fsconfig_create, fsconfig_set_string, fsmount, fsopen, FsMountFlags, FsOpenFlags,
         MountAttrFlags,

@@ -239,33 +239,19 @@ impl Engine {
         }
         let cfg = cs.config(id)?;
         let dir = cs.dir(id);
-        let mut lower: Vec<String> = cfg
-            .layers
-            .iter()
-            .rev()
-            .map(|p| p.display().to_string())
-            .collect();
-        if lower.is_empty() {
-            let empty = dir.join("empty");
-            std::fs::create_dir_all(&empty).map_err(crate::io_err("creating", &empty))?;
-            lower.push(empty.display().to_string());
-        }
         for sub in ["upper", "work"] {
             std::fs::create_dir_all(dir.join(sub)).map_err(crate::io_err("creating", &dir))?;
         }
-        let opts = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lower.join(":"),
-            dir.join("upper").display(),
-            dir.join("work").display()
-        );
-        let opts = std::ffi::CString::new(opts).map_err(|e| failed(e.to_string()))?;
-        rustix::mount::mount(
-            "overlay",
+        // The overlay a stopped container runs on (one layer a call: no option-string limit),
+        // then put in the share.
+        let root = corral_container::container_cp::detached_overlay(&cfg, &dir)
+            .map_err(|e| failed(format!("the member's root: {e}")))?;
+        rustix::mount::move_mount(
+            &root,
+            "",
+            rustix::fs::CWD,
             target,
-            "overlay",
-            rustix::mount::MountFlags::empty(),
-            Some(opts.as_c_str()),
+            rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
         )
         .map_err(|e| {
             failed(format!(
@@ -350,13 +336,7 @@ impl Engine {
     /// Sends a signal to a running member of a VM pod (through its monitor).
     pub(crate) fn signal_guest_member(&self, id: &str, signal: i32) -> Result<()> {
         let cs = self.containers()?;
-        let s = cs.load(id)?;
-        if s.status != Status::Running {
-            return Err(EngineError::Conflict(format!(
-                "container {} is not running",
-                s.name
-            )));
-        }
+        running(&cs, id)?;
         let path = self.member_sock(id);
         let mut conn = UnixStream::connect(&path)
             .map_err(|e| failed(format!("cannot reach the member's monitor: {e}")))?;
@@ -400,13 +380,7 @@ impl Engine {
             ));
         }
         let cs = self.containers()?;
-        let s = cs.load(id)?;
-        if s.status != Status::Running {
-            return Err(EngineError::Conflict(format!(
-                "container {} is not running",
-                s.name
-            )));
-        }
+        running(&cs, id)?;
         let cfg = cs.config(id)?;
         let (uid, gid) = match &x.user {
             None => (cfg.uid, cfg.gid),
@@ -460,6 +434,18 @@ fn terminal_size() -> (u16, u16) {
     rustix::termios::tcgetwinsize(std::io::stdout())
         .map(|w| (w.ws_row, w.ws_col))
         .unwrap_or((0, 0))
+}
+
+/// Refuses a container that is not running.
+fn running(cs: &Containers, id: &str) -> Result<()> {
+    let s = cs.load(id)?;
+    if s.status != Status::Running {
+        return Err(EngineError::Conflict(format!(
+            "container {} is not running",
+            s.name
+        )));
+    }
+    Ok(())
 }
 
 /// Whether `p` is a mount point (another filesystem than its parent's).

@@ -257,18 +257,7 @@ pub fn args(
             initrd,
             ..
         } => {
-            let qboot = Path::new("/usr/share/qemu/qboot.rom");
-            if qboot.is_file() {
-                // A minimal firmware for direct kernel boot: faster than SeaBIOS.
-                push("-bios");
-                push(&qboot.display().to_string());
-            }
-            push("-kernel");
-            push(&kernel.display().to_string());
-            push("-initrd");
-            push(&initrd.display().to_string());
-            push("-append");
-            push(&image_cmdline(&cfg.extra_cmdline));
+            agent_kernel(&mut push, kernel, initrd, &cfg.extra_cmdline);
             drive(&mut push, "image", image_disk, "raw", true);
             if let Some(upper) = &cfg.upper_disk {
                 drive(&mut push, "upper", upper, "qcow2", false);
@@ -279,17 +268,7 @@ pub fn args(
             initrd,
             share,
         } => {
-            let qboot = Path::new("/usr/share/qemu/qboot.rom");
-            if qboot.is_file() {
-                push("-bios");
-                push(&qboot.display().to_string());
-            }
-            push("-kernel");
-            push(&kernel.display().to_string());
-            push("-initrd");
-            push(&initrd.display().to_string());
-            push("-append");
-            push(&image_cmdline(&cfg.extra_cmdline));
+            agent_kernel(&mut push, kernel, initrd, &cfg.extra_cmdline);
             // The members' roots, served by virtiofsd (started by the monitor before QEMU)
             // over vhost-user: the guest's memory must be shared with it.
             let _ = share;
@@ -371,6 +350,22 @@ pub fn args(
     push("-device");
     push("virtio-rng-pci,rng=rng0");
     a
+}
+
+/// corral's kernel and initramfs (the agent as init), booted directly.
+fn agent_kernel(push: &mut impl FnMut(&str), kernel: &Path, initrd: &Path, extra_cmdline: &str) {
+    let qboot = Path::new("/usr/share/qemu/qboot.rom");
+    if qboot.is_file() {
+        // A minimal firmware for direct kernel boot: faster than SeaBIOS.
+        push("-bios");
+        push(&qboot.display().to_string());
+    }
+    push("-kernel");
+    push(&kernel.display().to_string());
+    push("-initrd");
+    push(&initrd.display().to_string());
+    push("-append");
+    push(&image_cmdline(extra_cmdline));
 }
 
 fn drive(push: &mut impl FnMut(&str), serial: &str, path: &Path, format: &str, ro: bool) {
