@@ -260,8 +260,8 @@ fn include(
         }
     };
     for e in entries {
-        let (paths, project_dir): (Vec<String>, Option<String>) = match &e {
-            Value::String(p) => (vec![p.clone()], None),
+        let (paths, project_dir, env_files): (Vec<String>, Option<String>, Vec<String>) = match &e {
+            Value::String(p) => (vec![p.clone()], None, Vec::new()),
             Value::Object(m) => {
                 crate::syntax::check_keys(
                     m,
@@ -288,7 +288,20 @@ fn include(
                     .get("project_directory")
                     .and_then(|d| d.as_str())
                     .map(str::to_owned);
-                (paths, pd)
+                let env_files = match m.get("env_file") {
+                    None => Vec::new(),
+                    Some(Value::String(f)) => vec![f.clone()],
+                    Some(Value::Array(a)) => a
+                        .iter()
+                        .filter_map(|x| x.as_str().map(str::to_owned))
+                        .collect(),
+                    Some(other) => {
+                        return Err(ComposeError::Invalid(format!(
+                            "include.env_file: a file name or a list, not {other}"
+                        )))
+                    }
+                };
+                (paths, pd, env_files)
             }
             other => {
                 return Err(ComposeError::Invalid(format!(
@@ -296,6 +309,41 @@ fn include(
                 )))
             }
         };
+        // The included model's own environment: its env_file (default: `.env` in its project
+        // directory), under the process's own, over the including project's.
+        let inc_dir = match &project_dir {
+            Some(pd) => dir.join(pd),
+            None => dir
+                .join(&paths[0])
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| dir.to_path_buf()),
+        };
+        let mut local: BTreeMap<String, String> = BTreeMap::new();
+        let files: Vec<PathBuf> = if env_files.is_empty() {
+            vec![inc_dir.join(".env")]
+        } else {
+            env_files.iter().map(|f| dir.join(f)).collect()
+        };
+        for f in &files {
+            match std::fs::read_to_string(f) {
+                Ok(t) => local.extend(interpolate::dotenv(&t)),
+                Err(_) if env_files.is_empty() => {}
+                Err(e) => {
+                    return Err(ComposeError::Invalid(format!(
+                        "include.env_file {}: {e}",
+                        f.display()
+                    )))
+                }
+            }
+        }
+        let inc_vars = |n: &str| {
+            std::env::var(n)
+                .ok()
+                .or_else(|| local.get(n).cloned())
+                .or_else(|| vars(n))
+        };
+        let vars = &inc_vars;
         let mut included = Value::Object(serde_json::Map::new());
         let mut first_dir = None;
         for p in &paths {
@@ -877,6 +925,53 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("cycle"), "{err}");
+    }
+
+    #[test]
+    fn an_included_file_is_interpolated_with_its_own_env_file() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("app");
+        std::fs::create_dir_all(dir.join("db")).unwrap();
+        std::fs::write(
+            dir.join("db/compose.yaml"),
+            "services:\n  db:\n    image: ${DB_IMAGE:?set DB_IMAGE}\n",
+        )
+        .unwrap();
+        // Its project directory's `.env` by default.
+        std::fs::write(dir.join("db/.env"), "DB_IMAGE=postgres:16\n").unwrap();
+        std::fs::write(
+            dir.join("compose.yaml"),
+            "include: [db/compose.yaml]\nservices:\n  web: {image: x}\n",
+        )
+        .unwrap();
+        let load_app = || {
+            load(&LoadOptions {
+                cwd: dir.clone(),
+                ..Default::default()
+            })
+        };
+        assert_eq!(
+            load_app().unwrap().services["db"].image.as_deref(),
+            Some("postgres:16")
+        );
+        // Or the entry's env_file.
+        std::fs::write(dir.join("db.env"), "DB_IMAGE=mariadb:11\n").unwrap();
+        std::fs::write(
+            dir.join("compose.yaml"),
+            "include:\n  - path: db/compose.yaml\n    env_file: db.env\nservices:\n  web: {image: x}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            load_app().unwrap().services["db"].image.as_deref(),
+            Some("mariadb:11")
+        );
+        // A missing env_file named by the entry is an error.
+        std::fs::write(
+            dir.join("compose.yaml"),
+            "include:\n  - path: db/compose.yaml\n    env_file: nope.env\nservices:\n  web: {image: x}\n",
+        )
+        .unwrap();
+        assert!(load_app().unwrap_err().to_string().contains("nope.env"));
     }
 
     #[test]
