@@ -1317,3 +1317,53 @@ fn a_vms_screen_is_shown_by_vnc_behind_its_password() {
         "nothing listens on {port} any more"
     );
 }
+
+#[test]
+fn a_disk_vm_imported_under_another_name_is_another_instance() {
+    let Some((c, disk)) =
+        world_with_disk("a_disk_vm_imported_under_another_name_is_another_instance")
+    else {
+        return;
+    };
+    let mut guard = VmGuard::new(&c);
+    let t = unique_token();
+    let (src, copy) = (
+        format!("ex{}", &t[..5].replace('x', "0")),
+        format!("im{}", &t[..5].replace('x', "0")),
+    );
+    guard.track(&src);
+    guard.track(&copy);
+    let ud = c.path("user-data-import.yaml");
+    std::fs::write(&ud, "#cloud-config\n# corral-import-test\n").unwrap();
+    c.ok(&[
+        "vm",
+        "create",
+        "--name",
+        &src,
+        "--network",
+        "none",
+        "--boot-disk",
+        path_str(&disk),
+        "--cloud-init",
+        path_str(&ud),
+    ]);
+    let archive = c.path("disk-vm.tar");
+    c.ok(&["vm", "export", &src, "-o", path_str(&archive)]);
+    c.ok(&["vm", "import", "--name", &copy, path_str(&archive)]);
+    c.ok(&["vm", "start", &copy]);
+    let done = poll_until(Duration::from_secs(120), || {
+        c.ok(&["vm", "logs", "--console", &copy])
+            .contains("corral-disk-test: done")
+    });
+    let console = c.ok(&["vm", "logs", "--console", &copy]);
+    assert!(done, "{console}");
+    assert!(
+        console.contains(&format!("instance-id: {copy}")),
+        "the copy is a new instance to cloud-init: {console}"
+    );
+    assert!(console.contains("corral-import-test"), "{console}");
+    for vm in [&src, &copy] {
+        c.ok(&["vm", "rm", "-f", vm]);
+    }
+    assert_no_vm_leftovers(&c);
+}

@@ -140,16 +140,20 @@ pub enum Part {
     BootDisk,
     /// A disk VM's cloud-init seed.
     Seed,
+    /// The user-data its seed was made from (optional: VMs made before it was kept have
+    /// none), to make the seed again for another name.
+    UserData,
 }
 
 impl Part {
-    const ALL: [Part; 6] = [
+    const ALL: [Part; 7] = [
         Part::Upper,
         Part::ImageDisk,
         Part::Kernel,
         Part::Initrd,
         Part::BootDisk,
         Part::Seed,
+        Part::UserData,
     ];
 
     /// The entry's name in the archive.
@@ -161,6 +165,7 @@ impl Part {
             Part::Initrd => "initrd",
             Part::BootDisk => "boot-disk",
             Part::Seed => "seed.iso",
+            Part::UserData => crate::seed::USER_DATA,
         }
     }
 
@@ -243,6 +248,18 @@ fn parts_of(cfg: &VmConfig) -> Vec<(Part, Option<PathBuf>)> {
     parts
 }
 
+/// [`parts_of`], and the seed's user-data where the VM kept it (what an export carries).
+fn parts_to_export(cfg: &VmConfig) -> Vec<(Part, Option<PathBuf>)> {
+    let mut parts = parts_of(cfg);
+    if let Some(s) = &cfg.seed {
+        let ud = s.with_file_name(crate::seed::USER_DATA);
+        if ud.is_file() {
+            parts.push((Part::UserData, Some(ud)));
+        }
+    }
+    parts
+}
+
 fn is_hex64(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
@@ -316,7 +333,11 @@ impl Manifest {
             }
             total = total.saturating_add(f.size);
         }
-        let want: BTreeSet<Part> = parts_of(cfg).into_iter().map(|(p, _)| p).collect();
+        let mut want: BTreeSet<Part> = parts_of(cfg).into_iter().map(|(p, _)| p).collect();
+        // The seed's user-data comes with the seed, when the VM kept it.
+        if want.contains(&Part::Seed) && seen.contains(&Part::UserData) {
+            want.insert(Part::UserData);
+        }
         if seen != want {
             let names =
                 |s: &BTreeSet<Part>| s.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ");
@@ -447,7 +468,7 @@ pub fn export(root: &Path, id: &str, out: impl Write, progress: &dyn Progress) -
     let scratch = TempDir::new(&root.join("vms"), "export")?;
     let mut sources = Vec::new();
     let mut flattened = false;
-    for (part, path) in parts_of(&cfg) {
+    for (part, path) in parts_to_export(&cfg) {
         let Some(path) = path else { continue };
         let qcow2 = match (&cfg.boot, part) {
             (_, Part::Upper) => true,
@@ -951,6 +972,16 @@ pub fn import(
     };
     cfg.upper_disk = cfg.upper_disk.map(|_| place(Part::Upper)).transpose()?;
     cfg.seed = cfg.seed.map(|_| place(Part::Seed)).transpose()?;
+    if cfg.seed.is_some() {
+        // Under another name, another instance to cloud-init (a new machine-id and SSH host
+        // keys): its seed made again with the name, from the user-data that came along.
+        let ud = staging.path.join(Part::UserData.name());
+        if name != cfg.name && m.entry(Part::UserData).is_some() {
+            let data = fs::read(&ud).map_err(io_err("reading", &ud))?;
+            let staged_seed = staging.path.join(Part::Seed.name());
+            crate::seed::nocloud_seed_with(&staged_seed, &data, &name, None).map_err(invalid)?;
+        }
+    }
     // The CD-ROM is a file of the other host's, not in the archive.
     cfg.cdrom = None;
     cfg.id = id.clone();
