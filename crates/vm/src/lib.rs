@@ -6,7 +6,9 @@
 //! Guest kernels, the initramfs corral builds around its agent, and the disks made from OCI
 //! images are in [`kernel`], [`initramfs`], [`cpio`] and [`disk`]. [`export`] moves a stopped
 //! VM to another host as one archive; [`resources`] reads a VM's usage and changes its size, [`resize`] grows a VM's disk, [`data_disks`] adds and removes extra ones. [`clone`] makes templates of stopped VMs and clones
-//! that share their disks copy-on-write.
+//! that share their disks copy-on-write. A pod's VM (`BootSource::Sandbox`: corral's agent, no
+//! image, a host directory served by virtiofsd) holds a VM pod's containers for corral-engine;
+//! disk VMs may have a CD-ROM (an installer) and a screen behind VNC ([`lifecycle`]).
 //!
 //! Does not own: the agent itself and its protocol (corral-guest), networks (corral-net,
 //! whose TAP endpoints the VMs use), the command line (the corral binary).
