@@ -264,12 +264,13 @@ impl Engine {
             Status::Exited => self.reset_for_start(&cs, s)?,
             Status::Created => {}
         }
-        if let Some(pod) = self.guest_pod(id) {
+        // One read of the record: a container outside a VM pod pays nothing more to start.
+        let record = Record::load(&cs.dir(id));
+        if let Some(pod) = self.vm_pod_of(&record) {
             return self.start_guest_member(&cs, id, &pod, !matches!(mode, Attach::Detached));
         }
         self.mount_volumes(&cs, id)
             .map_err(|e| StartError::Prepare(chain(&e)))?;
-        let record = Record::load(&cs.dir(id));
         if record.healthcheck.is_some() {
             // `starting` from the moment `start` returns; the checker takes over from here.
             crate::health::reset(&cs.dir(id))?;

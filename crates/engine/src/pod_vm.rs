@@ -153,7 +153,13 @@ impl Engine {
     /// The VM pod a container belongs to, if it belongs to one.
     pub(crate) fn guest_pod(&self, id: &str) -> Option<Pod> {
         let cs = self.containers().ok()?;
-        let pod = self.pod(&Record::load(&cs.dir(id)).pod?).ok()?;
+        self.vm_pod_of(&Record::load(&cs.dir(id)))
+    }
+
+    /// The VM pod of a container's record, if its pod is one (no read for a container
+    /// outside a pod).
+    pub(crate) fn vm_pod_of(&self, record: &Record) -> Option<Pod> {
+        let pod = self.pod(record.pod.as_deref()?).ok()?;
         (pod.isolation == Isolation::Vm).then_some(pod)
     }
 
