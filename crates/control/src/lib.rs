@@ -1,7 +1,15 @@
 //! corral-control: controllers and the scheduler, reconcile loops over the store.
 //!
-//! Owns the scheduler (filter and score, bind) and the controllers that keep declared state
-//! true (namespaces, service accounts, garbage collection). Does not own the API (corral-api)
-//! or running pods (corral-node).
+//! Owns the scheduler ([`scheduler`]: filter, score, bind), the namespace controller
+//! ([`namespaces`]: deleting a namespace empties it; a `default` ServiceAccount in each) and
+//! the garbage collector ([`gc`]: ownerReferences with background, foreground and orphan
+//! propagation). They read and write the store directly ([`kv`]), as the API server does.
+//! Does not own the API (corral-api) or running pods (corral-node).
 
 #![warn(missing_docs)]
+
+pub mod gc;
+pub mod kv;
+pub mod namespaces;
+pub mod quantity;
+pub mod scheduler;

@@ -1,0 +1,160 @@
+//! Small helpers over the store the controllers share: read a whole prefix, change one
+//! object with a guarded read-modify-write, make an object with fresh metadata, and record
+//! an Event.
+
+use std::sync::Arc;
+
+use corral_store::{registry, RangeRequest, Revision, Store, StoreError};
+use serde_json::{json, Value};
+
+/// Every object under a prefix, with the revision of the read.
+pub async fn list(store: &Arc<dyn Store>, prefix: &str) -> Result<(Vec<Value>, Revision), StoreError> {
+    let r = store.range(RangeRequest { prefix: prefix.to_string(), ..Default::default() }).await?;
+    Ok((r.kvs.iter().filter_map(registry::decode).collect(), r.revision))
+}
+
+/// What a change function decides.
+pub enum Change {
+    /// Write the object as changed.
+    Write,
+    /// Leave it.
+    Keep,
+    /// Delete it.
+    Delete,
+}
+
+/// Reads `key`, lets `f` change it, writes it back guarded by the revision read; retries on
+/// a concurrent change. `Ok(false)` if the key is gone.
+pub async fn modify(
+    store: &Arc<dyn Store>,
+    key: &str,
+    mut f: impl FnMut(&mut Value) -> Change,
+) -> Result<bool, StoreError> {
+    for _ in 0..32 {
+        let Some(kv) = store.get(key).await? else { return Ok(false) };
+        let Some(mut v) = registry::decode(&kv) else { return Ok(false) };
+        let r = match f(&mut v) {
+            Change::Keep => return Ok(true),
+            Change::Write => store.update(key, registry::encode(&v), kv.mod_revision).await.map(|_| ()),
+            Change::Delete => store.delete(key, kv.mod_revision).await.map(|_| ()),
+        };
+        match r {
+            Ok(()) => return Ok(true),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(StoreError::NotFound(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Backend(format!("{key}: too many concurrent changes")))
+}
+
+/// The current time, RFC 3339 UTC.
+pub fn now() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// A random UUID v4.
+pub fn uid() -> String {
+    let mut b = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut b);
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+/// Records an Event about `obj` (kind, namespace, name, uid taken from it), kept an hour.
+pub async fn event(store: &Arc<dyn Store>, obj: &Value, ty: &str, reason: &str, message: &str, component: &str) {
+    let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default");
+    let name = obj["metadata"]["name"].as_str().unwrap_or("");
+    let suffix: String = uid().replace('-', "")[..16].to_string();
+    let ev_name = format!("{name}.{suffix}");
+    let t = now();
+    let ev = json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": ev_name, "namespace": ns, "uid": uid(), "creationTimestamp": t},
+        "involvedObject": {
+            "kind": obj["kind"], "namespace": ns, "name": name, "uid": obj["metadata"]["uid"],
+            "apiVersion": obj["apiVersion"], "resourceVersion": obj["metadata"]["resourceVersion"],
+        },
+        "reason": reason, "message": message, "type": ty,
+        "source": {"component": component},
+        "firstTimestamp": t, "lastTimestamp": t, "count": 1,
+        "reportingComponent": component, "reportingInstance": "",
+    });
+    let lease = event_lease(store).await;
+    let _ = store.create(&registry::key("", "events", Some(ns), &ev_name), registry::encode(&ev), lease).await;
+}
+
+/// One store lease per hour for events (each lives 1 to 2 hours), not one per event.
+async fn event_lease(store: &Arc<dyn Store>) -> i64 {
+    static LEASE: std::sync::Mutex<(u64, i64)> = std::sync::Mutex::new((u64::MAX, 0));
+    let hour = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() / 3600).unwrap_or(0);
+    {
+        let l = LEASE.lock().expect("lease cache");
+        if l.0 == hour {
+            return l.1;
+        }
+    }
+    let id = store.lease_grant(7200).await.unwrap_or(0);
+    *LEASE.lock().expect("lease cache") = (hour, id);
+    id
+}
+
+/// Deletes an object the way the API's DELETE does: a pod running on a node is marked for
+/// graceful deletion (its node agent ends it), an object with finalizers is marked with a
+/// deletionTimestamp, anything else goes at once.
+pub async fn delete_like_api(store: &Arc<dyn Store>, key: &str) -> Result<(), StoreError> {
+    modify(store, key, |v| {
+        let finalizers = v["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+        let running_pod = v["kind"] == "Pod"
+            && !v["spec"]["nodeName"].is_null()
+            && !matches!(v["status"]["phase"].as_str(), Some("Succeeded") | Some("Failed"));
+        if !finalizers && !running_pod {
+            return Change::Delete;
+        }
+        if !v["metadata"]["deletionTimestamp"].is_null() {
+            return Change::Keep;
+        }
+        let grace = if running_pod { v["spec"]["terminationGracePeriodSeconds"].as_i64().unwrap_or(30) } else { 0 };
+        let m = v["metadata"].as_object_mut().expect("metadata");
+        m.insert("deletionTimestamp".into(), json!(now()));
+        m.insert("deletionGracePeriodSeconds".into(), json!(grace));
+        Change::Write
+    })
+    .await
+    .map(|_| ())
+}
+
+/// Removes `finalizer` from an object being deleted; the object goes when none is left.
+pub async fn remove_finalizer(store: &Arc<dyn Store>, key: &str, finalizer: &str) -> Result<(), StoreError> {
+    modify(store, key, |v| {
+        let Some(list) = v["metadata"]["finalizers"].as_array_mut() else { return Change::Keep };
+        let before = list.len();
+        list.retain(|f| f != finalizer);
+        if list.len() == before {
+            return Change::Keep;
+        }
+        let empty = list.is_empty();
+        if empty && !v["metadata"]["deletionTimestamp"].is_null() {
+            return Change::Delete;
+        }
+        Change::Write
+    })
+    .await
+    .map(|_| ())
+}
