@@ -72,7 +72,8 @@ if ! command -v virtiofsd >/dev/null 2>&1 && [ ! -x /usr/libexec/virtiofsd ]; th
   cargo install --locked --quiet --root /usr/local virtiofsd@1.14.0
 fi
 
-# Python clients the tests drive (vncdotool: a real VNC client for VMs' screens), pinned, in
+# Python clients the tests drive (vncdotool: a real VNC client for VMs' screens; kubectl and
+# the official Kubernetes client for `corral serve`), pinned, in
 # a virtual environment of the project's own.
 if [ ! -x .venv/bin/vncdo ] || ! cmp -s scripts/requirements-test.txt .venv/requirements-test.txt; then
   echo "setup: making .venv (scripts/requirements-test.txt)"

@@ -79,6 +79,14 @@ pub enum Command {
     Build(BuildArgs),
     /// Run multi-service applications from compose files.
     Compose(ComposeArgs),
+    /// Serve the Kubernetes API: kubectl and Kubernetes' clients run pods on this machine.
+    ///
+    /// Runs the API server (HTTPS, its own CA, a bearer token), the store, the scheduler,
+    /// the controllers and this machine's node agent in one process. It writes a kubeconfig
+    /// (`$CORRAL_ROOT/kubeconfig` unless `--kubeconfig` says otherwise): `export
+    /// KUBECONFIG=...` and use kubectl. Stopping it leaves running pods running; starting it
+    /// again adopts them.
+    Serve(ServeArgs),
     /// Manage the build cache.
     #[command(subcommand)]
     Builder(BuilderCommand),
@@ -156,4 +164,34 @@ pub enum SystemCommand {
         #[arg(short, long)]
         force: bool,
     },
+}
+
+/// `corral serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The address and port to serve HTTPS on.
+    #[arg(long, default_value = "127.0.0.1:6443", value_name = "ADDR:PORT")]
+    pub listen: String,
+    /// Where to write the kubeconfig (default: `$CORRAL_ROOT/kubeconfig`).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name (default: the host name).
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// The corral network pods join.
+    #[arg(long, default_value = "corral", value_name = "NETWORK")]
+    pub network: String,
+    /// How the scheduler chooses among nodes that fit: `binpack` (the fullest) or `spread`.
+    #[arg(long, default_value = "binpack", value_parser = ["binpack", "spread"])]
+    pub scheduler_score: String,
+    /// Allocatable CPU is multiplied by this when pods are placed.
+    #[arg(long, default_value_t = 1.0, value_name = "RATIO")]
+    pub cpu_overcommit: f64,
+    /// Allocatable memory is multiplied by this when pods are placed.
+    #[arg(long, default_value_t = 1.0, value_name = "RATIO")]
+    pub memory_overcommit: f64,
+    /// Run in the background (the log goes to `$CORRAL_ROOT/serve/serve.log`); returns once
+    /// the API answers.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
 }

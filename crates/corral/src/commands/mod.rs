@@ -9,6 +9,7 @@ mod image;
 mod network;
 mod pod;
 mod run_spec;
+mod serve;
 mod stats;
 mod system;
 mod vm;
@@ -35,6 +36,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Image(cmd) => image::run(&engine, cmd),
         Command::Build(a) => build::build(&engine, a),
         Command::Compose(a) => compose::run(&engine, a),
+        Command::Serve(a) => serve::run(engine, a),
         Command::Builder(cmd) => build::builder(&engine, cmd),
         Command::Pull(a) => image::run(&engine, ImageCommand::Pull(a)),
         Command::Push(a) => image::run(&engine, ImageCommand::Push(a)),

@@ -1,0 +1,528 @@
+//! Server-side Tables (`as=Table`): the columns `kubectl get` prints, per kind, computed the
+//! way kubectl's own printers compute them (a pod's STATUS from its containers' states).
+
+use serde_json::{json, Value};
+
+use crate::objects::{parse_rfc3339, ListPage};
+use crate::resources::Resource;
+
+/// A column: name, type, and priority (1: only with `-o wide`).
+type Column = (&'static str, &'static str, u8);
+
+fn columns(kind: &str) -> Vec<Column> {
+    match kind {
+        "Pod" => vec![
+            ("Name", "string", 0),
+            ("Ready", "string", 0),
+            ("Status", "string", 0),
+            ("Restarts", "string", 0),
+            ("Age", "string", 0),
+            ("IP", "string", 1),
+            ("Node", "string", 1),
+            ("Nominated Node", "string", 1),
+            ("Readiness Gates", "string", 1),
+        ],
+        "Namespace" => vec![
+            ("Name", "string", 0),
+            ("Status", "string", 0),
+            ("Age", "string", 0),
+        ],
+        "Node" => vec![
+            ("Name", "string", 0),
+            ("Status", "string", 0),
+            ("Roles", "string", 0),
+            ("Age", "string", 0),
+            ("Version", "string", 0),
+            ("Internal-IP", "string", 1),
+            ("External-IP", "string", 1),
+            ("OS-Image", "string", 1),
+            ("Kernel-Version", "string", 1),
+            ("Container-Runtime", "string", 1),
+        ],
+        "ConfigMap" => vec![
+            ("Name", "string", 0),
+            ("Data", "integer", 0),
+            ("Age", "string", 0),
+        ],
+        "Secret" => vec![
+            ("Name", "string", 0),
+            ("Type", "string", 0),
+            ("Data", "integer", 0),
+            ("Age", "string", 0),
+        ],
+        "ServiceAccount" => vec![
+            ("Name", "string", 0),
+            ("Secrets", "integer", 0),
+            ("Age", "string", 0),
+        ],
+        "Event" => vec![
+            ("Last Seen", "string", 0),
+            ("Type", "string", 0),
+            ("Reason", "string", 0),
+            ("Object", "string", 0),
+            ("Message", "string", 0),
+        ],
+        "Lease" => vec![
+            ("Name", "string", 0),
+            ("Holder", "string", 0),
+            ("Age", "string", 0),
+        ],
+        "RuntimeClass" => vec![
+            ("Name", "string", 0),
+            ("Handler", "string", 0),
+            ("Age", "string", 0),
+        ],
+        "StorageClass" => vec![
+            ("Name", "string", 0),
+            ("Provisioner", "string", 0),
+            ("ReclaimPolicy", "string", 0),
+            ("VolumeBindingMode", "string", 0),
+            ("AllowVolumeExpansion", "string", 0),
+            ("Age", "string", 0),
+        ],
+        "PersistentVolumeClaim" => vec![
+            ("Name", "string", 0),
+            ("Status", "string", 0),
+            ("Volume", "string", 0),
+            ("Capacity", "string", 0),
+            ("Access Modes", "string", 0),
+            ("StorageClass", "string", 0),
+            ("Age", "string", 0),
+        ],
+        "PersistentVolume" => vec![
+            ("Name", "string", 0),
+            ("Capacity", "string", 0),
+            ("Access Modes", "string", 0),
+            ("Reclaim Policy", "string", 0),
+            ("Status", "string", 0),
+            ("Claim", "string", 0),
+            ("StorageClass", "string", 0),
+            ("Age", "string", 0),
+        ],
+        _ => vec![("Name", "string", 0), ("Age", "string", 0)],
+    }
+}
+
+/// Kubernetes' short human duration (`5s`, `2m3s`, `3h`, `12d`).
+pub fn human_duration(secs: i64) -> String {
+    if secs < -1 {
+        return "<invalid>".into();
+    }
+    let s = secs.max(0);
+    let (m, h) = (s / 60, s / 3600);
+    if s < 120 {
+        format!("{s}s")
+    } else if m < 10 {
+        if s % 60 == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{}s", s % 60)
+        }
+    } else if m < 180 {
+        format!("{m}m")
+    } else if h < 8 {
+        if m % 60 == 0 {
+            format!("{h}h")
+        } else {
+            format!("{h}h{}m", m % 60)
+        }
+    } else if h < 48 {
+        format!("{h}h")
+    } else if h < 24 * 8 {
+        if h % 24 == 0 {
+            format!("{}d", h / 24)
+        } else {
+            format!("{}d{}h", h / 24, h % 24)
+        }
+    } else if h < 24 * 365 * 2 {
+        format!("{}d", h / 24)
+    } else if h < 24 * 365 * 8 {
+        format!("{}y{}d", h / 24 / 365, (h / 24) % 365)
+    } else {
+        format!("{}y", h / 24 / 365)
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn age(ts: &Value) -> String {
+    match ts.as_str().and_then(parse_rfc3339) {
+        Some(t) => human_duration(now() - t),
+        None => "<unknown>".into(),
+    }
+}
+
+fn s(v: &Value) -> String {
+    v.as_str().unwrap_or("").to_string()
+}
+
+fn or_none(v: String) -> String {
+    if v.is_empty() {
+        "<none>".into()
+    } else {
+        v
+    }
+}
+
+/// A pod's STATUS column, as kubectl computes it.
+pub fn pod_status(p: &Value) -> String {
+    let st = &p["status"];
+    let mut reason = st["reason"]
+        .as_str()
+        .or(st["phase"].as_str())
+        .unwrap_or("")
+        .to_string();
+    let inits = st["initContainerStatuses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let n_init = p["spec"]["initContainers"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0);
+    let mut initializing = false;
+    for (i, c) in inits.iter().enumerate() {
+        let term = &c["state"]["terminated"];
+        let wait = &c["state"]["waiting"];
+        if term.is_object() && term["exitCode"].as_i64() == Some(0) {
+            continue;
+        }
+        initializing = true;
+        reason = if term.is_object() {
+            match term["reason"].as_str().filter(|r| !r.is_empty()) {
+                Some(r) => format!("Init:{r}"),
+                None => match term["signal"].as_i64().filter(|s| *s != 0) {
+                    Some(sig) => format!("Init:Signal:{sig}"),
+                    None => format!("Init:ExitCode:{}", term["exitCode"].as_i64().unwrap_or(0)),
+                },
+            }
+        } else if wait["reason"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty() && r != "PodInitializing")
+        {
+            format!("Init:{}", s(&wait["reason"]))
+        } else {
+            format!("Init:{i}/{n_init}")
+        };
+        break;
+    }
+    if !initializing {
+        let mut has_running = false;
+        let cs = st["containerStatuses"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for c in cs.iter().rev() {
+            let (wait, term) = (&c["state"]["waiting"], &c["state"]["terminated"]);
+            if wait["reason"].as_str().is_some_and(|r| !r.is_empty()) {
+                reason = s(&wait["reason"]);
+            } else if term.is_object() {
+                reason = match term["reason"].as_str().filter(|r| !r.is_empty()) {
+                    Some(r) => r.to_string(),
+                    None => match term["signal"].as_i64().filter(|s| *s != 0) {
+                        Some(sig) => format!("Signal:{sig}"),
+                        None => format!("ExitCode:{}", term["exitCode"].as_i64().unwrap_or(0)),
+                    },
+                };
+            } else if c["state"]["running"].is_object() && c["ready"] == json!(true) {
+                has_running = true;
+            }
+        }
+        if reason == "Completed" && has_running {
+            reason = "Running".into();
+        }
+    }
+    if !p["metadata"]["deletionTimestamp"].is_null() {
+        reason = if st["reason"] == "NodeLost" {
+            "Unknown".into()
+        } else {
+            "Terminating".into()
+        };
+    }
+    reason
+}
+
+fn pod_cells(p: &Value) -> Vec<Value> {
+    let cs = p["status"]["containerStatuses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let total = p["spec"]["containers"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0);
+    let ready = cs.iter().filter(|c| c["ready"] == json!(true)).count();
+    let restarts: i64 = cs
+        .iter()
+        .map(|c| c["restartCount"].as_i64().unwrap_or(0))
+        .sum();
+    let last = cs
+        .iter()
+        .filter_map(|c| {
+            c["lastState"]["terminated"]["finishedAt"]
+                .as_str()
+                .and_then(parse_rfc3339)
+        })
+        .max();
+    let restarts = match last {
+        Some(t) if restarts > 0 => format!("{restarts} ({} ago)", human_duration(now() - t)),
+        _ => restarts.to_string(),
+    };
+    let gates = p["spec"]["readinessGates"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0);
+    vec![
+        json!(s(&p["metadata"]["name"])),
+        json!(format!("{ready}/{total}")),
+        json!(pod_status(p)),
+        json!(restarts),
+        json!(age(&p["metadata"]["creationTimestamp"])),
+        json!(or_none(s(&p["status"]["podIP"]))),
+        json!(or_none(s(&p["spec"]["nodeName"]))),
+        json!(or_none(s(&p["status"]["nominatedNodeName"]))),
+        json!(if gates == 0 {
+            "<none>".to_string()
+        } else {
+            format!("0/{gates}")
+        }),
+    ]
+}
+
+fn count(v: &Value) -> usize {
+    v.as_object()
+        .map(|m| m.len())
+        .or(v.as_array().map(Vec::len))
+        .unwrap_or(0)
+}
+
+fn cells(r: &Resource, v: &Value) -> Vec<Value> {
+    let name = json!(s(&v["metadata"]["name"]));
+    let created = age(&v["metadata"]["creationTimestamp"]);
+    match r.kind {
+        "Pod" => pod_pods(v),
+        "Namespace" => vec![name, json!(s(&v["status"]["phase"])), json!(created)],
+        "Node" => {
+            let ready = v["status"]["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                .map(|c| c["status"] == "True");
+            let mut status = match ready {
+                Some(true) => "Ready".to_string(),
+                Some(false) => "NotReady".to_string(),
+                None => "Unknown".to_string(),
+            };
+            if v["spec"]["unschedulable"] == json!(true) {
+                status.push_str(",SchedulingDisabled");
+            }
+            let roles: Vec<String> = v["metadata"]["labels"]
+                .as_object()
+                .map(|m| {
+                    m.keys()
+                        .filter_map(|k| {
+                            k.strip_prefix("node-role.kubernetes.io/")
+                                .map(str::to_string)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let addr = |t: &str| {
+                v["status"]["addresses"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|x| x["type"] == t))
+                    .map(|x| s(&x["address"]))
+                    .unwrap_or_default()
+            };
+            let info = &v["status"]["nodeInfo"];
+            vec![
+                name,
+                json!(status),
+                json!(or_none(roles.join(","))),
+                json!(created),
+                json!(s(&info["kubeletVersion"])),
+                json!(or_none(addr("InternalIP"))),
+                json!(or_none(addr("ExternalIP"))),
+                json!(s(&info["osImage"])),
+                json!(s(&info["kernelVersion"])),
+                json!(s(&info["containerRuntimeVersion"])),
+            ]
+        }
+        "ConfigMap" => vec![
+            name,
+            json!(count(&v["data"]) + count(&v["binaryData"])),
+            json!(created),
+        ],
+        "Secret" => vec![
+            name,
+            json!(s(&v["type"])),
+            json!(count(&v["data"])),
+            json!(created),
+        ],
+        "ServiceAccount" => vec![name, json!(count(&v["secrets"])), json!(created)],
+        "Event" => {
+            let last = if v["lastTimestamp"].is_string() {
+                &v["lastTimestamp"]
+            } else {
+                &v["eventTime"]
+            };
+            let io = &v["involvedObject"];
+            vec![
+                json!(age(last)),
+                json!(s(&v["type"])),
+                json!(s(&v["reason"])),
+                json!(format!(
+                    "{}/{}",
+                    s(&io["kind"]).to_lowercase(),
+                    s(&io["name"])
+                )),
+                json!(s(&v["message"])),
+            ]
+        }
+        "Lease" => vec![name, json!(s(&v["spec"]["holderIdentity"])), json!(created)],
+        "RuntimeClass" => vec![name, json!(s(&v["handler"])), json!(created)],
+        "StorageClass" => {
+            let mut n = s(&v["metadata"]["name"]);
+            if v["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
+            {
+                n.push_str(" (default)");
+            }
+            vec![
+                json!(n),
+                json!(s(&v["provisioner"])),
+                json!(v["reclaimPolicy"].as_str().unwrap_or("Delete")),
+                json!(v["volumeBindingMode"].as_str().unwrap_or("Immediate")),
+                json!(v["allowVolumeExpansion"]
+                    .as_bool()
+                    .unwrap_or(false)
+                    .to_string()),
+                json!(created),
+            ]
+        }
+        "PersistentVolumeClaim" => vec![
+            name,
+            json!(s(&v["status"]["phase"])),
+            json!(s(&v["spec"]["volumeName"])),
+            json!(s(&v["status"]["capacity"]["storage"])),
+            json!(access_modes(&v["status"]["accessModes"])),
+            json!(or_none(s(&v["spec"]["storageClassName"]))),
+            json!(created),
+        ],
+        "PersistentVolume" => {
+            let claim = &v["spec"]["claimRef"];
+            let claim = if claim.is_object() {
+                format!("{}/{}", s(&claim["namespace"]), s(&claim["name"]))
+            } else {
+                String::new()
+            };
+            vec![
+                name,
+                json!(s(&v["spec"]["capacity"]["storage"])),
+                json!(access_modes(&v["spec"]["accessModes"])),
+                json!(v["spec"]["persistentVolumeReclaimPolicy"]
+                    .as_str()
+                    .unwrap_or("Retain")),
+                json!(s(&v["status"]["phase"])),
+                json!(claim),
+                json!(s(&v["spec"]["storageClassName"])),
+                json!(created),
+            ]
+        }
+        _ => vec![name, json!(created)],
+    }
+}
+
+fn pod_pods(v: &Value) -> Vec<Value> {
+    pod_cells(v)
+}
+
+fn access_modes(v: &Value) -> String {
+    let modes: Vec<&str> = v
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| match m.as_str()? {
+                    "ReadWriteOnce" => Some("RWO"),
+                    "ReadOnlyMany" => Some("ROX"),
+                    "ReadWriteMany" => Some("RWX"),
+                    "ReadWriteOncePod" => Some("RWOP"),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    modes.join(",")
+}
+
+fn row(r: &Resource, v: &Value, include: &str) -> Value {
+    let object = match include {
+        "None" => Value::Null,
+        "Object" => v.clone(),
+        _ => {
+            json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": v["metadata"]})
+        }
+    };
+    json!({"cells": cells(r, v), "object": object})
+}
+
+fn definitions(r: &Resource) -> Value {
+    let defs: Vec<Value> = columns(r.kind)
+        .into_iter()
+        .map(|(name, ty, priority)| {
+            let format = if name == "Name" { "name" } else { "" };
+            json!({"name": name, "type": ty, "format": format, "description": "", "priority": priority})
+        })
+        .collect();
+    json!(defs)
+}
+
+/// A list as a Table.
+pub fn list_table(r: &Resource, page: &ListPage, include: &str) -> Value {
+    let rows: Vec<Value> = page.items.iter().map(|v| row(r, v, include)).collect();
+    let mut meta = json!({"resourceVersion": page.revision.to_string()});
+    if let Some(c) = &page.continue_token {
+        meta["continue"] = json!(c);
+    }
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": definitions(r), "rows": rows})
+}
+
+/// One object as a Table of one row.
+pub fn object_table(r: &Resource, v: &Value, include: &str) -> Value {
+    json!({
+        "kind": "Table", "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": v["metadata"]["resourceVersion"]},
+        "columnDefinitions": definitions(r),
+        "rows": [row(r, v, include)],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(human_duration(5), "5s");
+        assert_eq!(human_duration(125), "2m5s");
+        assert_eq!(human_duration(3600 * 3 + 60), "3h1m");
+        assert_eq!(human_duration(3600 * 30), "30h");
+        assert_eq!(human_duration(86_400 * 3), "3d");
+        assert_eq!(human_duration(-5), "<invalid>");
+    }
+
+    #[test]
+    fn pod_statuses() {
+        let p = json!({"spec": {"containers": [{"name": "a"}]}, "status": {"phase": "Running", "containerStatuses": [{"name": "a", "ready": false, "restartCount": 3, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}});
+        assert_eq!(pod_status(&p), "CrashLoopBackOff");
+        let p = json!({"spec": {"initContainers": [{"name": "i"}], "containers": [{"name": "a"}]}, "status": {"phase": "Pending", "initContainerStatuses": [{"name": "i", "state": {"running": {}}}]}});
+        assert_eq!(pod_status(&p), "Init:0/1");
+        let p = json!({"metadata": {"deletionTimestamp": "x"}, "status": {"phase": "Running"}});
+        assert_eq!(pod_status(&p), "Terminating");
+        let p = json!({"status": {"phase": "Succeeded", "containerStatuses": [{"state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}});
+        assert_eq!(pod_status(&p), "Completed");
+    }
+}

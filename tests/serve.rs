@@ -1,0 +1,395 @@
+//! End-to-end tests of `corral serve`, driven as a Kubernetes user drives a cluster: with the
+//! real `kubectl` and the official Python client (both from `.venv`, installed by
+//! `scripts/setup.sh`), over HTTPS with the kubeconfig serve writes. What they check is what
+//! a user checks: the pod's container runs with its env and mounted files, `kubectl logs` and
+//! `exec` reach it, deletion ends it, bad input is refused with Kubernetes' status, and a
+//! `kill -9` of the server neither stops nor restarts a pod.
+//!
+//! Each test runs its own server on a port of its own, in its own world; the guard deletes
+//! every pod through the API, stops the server and removes what is left.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use corral_e2e::networks::free_tcp_port;
+use corral_e2e::{report_skip, unique_name, Corral};
+
+const READY: Duration = Duration::from_secs(90);
+
+fn venv_bin(name: &str) -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin").join(name);
+    p.exists().then_some(p)
+}
+
+/// A running `corral serve` in a world of its own.
+struct Serve {
+    world: Corral,
+    child: Option<Child>,
+    kubeconfig: PathBuf,
+    port: u16,
+}
+
+impl Serve {
+    fn start(test: &str) -> Option<Serve> {
+        if venv_bin("kubectl").is_none() {
+            report_skip(test, "kubectl is not in .venv (run scripts/setup.sh)");
+            return None;
+        }
+        let world = Corral::new();
+        world.busybox_image();
+        let port = free_tcp_port();
+        let kubeconfig = world.path("kubeconfig");
+        let mut s = Serve { world, child: None, kubeconfig, port };
+        s.spawn();
+        Some(s)
+    }
+
+    fn spawn(&mut self) {
+        let listen = format!("127.0.0.1:{}", self.port);
+        let node = format!("node-{}", self.port);
+        let mut cmd = self.world.command(&[
+            "serve",
+            "--listen",
+            &listen,
+            "--kubeconfig",
+            self.kubeconfig.to_str().unwrap(),
+            "--node-name",
+            &node,
+        ]);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.world.path("serve.log")).unwrap();
+        cmd.stdout(Stdio::null()).stderr(log);
+        self.child = Some(cmd.spawn().expect("start corral serve"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.kubeconfig.exists() && self.kubectl(&["get", "--raw", "/readyz"]).status.success() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "corral serve did not answer: {}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.world.path("serve.log")).unwrap_or_default()
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new(venv_bin("kubectl").unwrap())
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .output()
+            .expect("run kubectl")
+    }
+
+    fn kubectl_in(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut c = Command::new(venv_bin("kubectl").unwrap())
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        c.wait_with_output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.kubectl(args);
+        assert!(
+            o.status.success(),
+            "kubectl {args:?} failed: {}\n{}\nserver log:\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn apply(&self, yaml: &str, extra: &[&str]) -> String {
+        let mut args = vec!["apply", "-f", "-"];
+        args.extend_from_slice(extra);
+        let o = self.kubectl_in(&args, yaml);
+        assert!(o.status.success(), "kubectl apply failed: {}\n{}", String::from_utf8_lossy(&o.stderr), self.log());
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend_from_slice(&["-o", "json"]);
+        serde_json::from_str(&self.ok(&a)).expect("kubectl printed JSON")
+    }
+
+    fn wait_ready(&self, ns: &str, pod: &str) {
+        let timeout = format!("--timeout={}s", READY.as_secs());
+        let target = format!("pod/{pod}");
+        let o = self.kubectl(&["-n", ns, "wait", "--for=condition=Ready", &target, &timeout]);
+        assert!(
+            o.status.success(),
+            "pod {pod} not Ready: {}\n{}\n{}\nserver log:\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            String::from_utf8_lossy(&self.kubectl(&["-n", ns, "get", "pod", pod, "-o", "yaml"]).stdout),
+            String::from_utf8_lossy(&self.kubectl(&["-n", ns, "get", "events"]).stdout),
+            self.log()
+        );
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.kubectl(&["delete", "pods", "--all", "-A", "--wait=true", "--timeout=60s", "--grace-period=1"]);
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && c.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Whatever is left (a failed test's pods): removed through corral itself.
+        for line in self.world.ok(&["pod", "ls", "-q"]).lines() {
+            let _ = self.world.cmd(&["pod", "rm", "-f", line.trim()]);
+        }
+        for line in self.world.ok(&["ps", "-aq"]).lines() {
+            let _ = self.world.cmd(&["rm", "-f", line.trim()]);
+        }
+    }
+}
+
+const POD: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+data:
+  greeting: hello-from-configmap
+  file.txt: file-contents
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels:
+    app: web
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: main
+    image: busybox:test
+    command: ["sh", "-c", "echo started $GREETING $POD_NAME; trap 'exit 0' TERM; while :; do sleep 0.2; done"]
+    env:
+    - name: GREETING
+      valueFrom:
+        configMapKeyRef: {name: settings, key: greeting}
+    - name: POD_NAME
+      valueFrom:
+        fieldRef: {fieldPath: metadata.name}
+    volumeMounts:
+    - {name: cfg, mountPath: /etc/cfg}
+  - name: side
+    image: busybox:test
+    command: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.2; done"]
+  volumes:
+  - name: cfg
+    configMap: {name: settings}
+"#;
+
+#[test]
+fn kubectl_runs_watches_debugs_and_deletes_a_pod() {
+    let Some(s) = Serve::start("kubectl_runs_watches_debugs_and_deletes_a_pod") else { return };
+    let out = s.apply(POD, &[]);
+    assert!(out.contains("pod/web created"), "{out}");
+    s.wait_ready("default", "web");
+
+    let table = s.ok(&["get", "pods"]);
+    let row = table.lines().find(|l| l.starts_with("web ")).unwrap_or_else(|| panic!("no row for web:\n{table}"));
+    assert!(row.contains("2/2") && row.contains("Running"), "{table}");
+    let wide = s.ok(&["get", "pods", "-o", "wide"]);
+    assert!(wide.contains("NODE") && wide.contains(&format!("node-{}", s.port)), "{wide}");
+
+    let pod = s.json(&["get", "pod", "web"]);
+    let ip = pod["status"]["podIP"].as_str().unwrap_or("");
+    assert!(!ip.is_empty(), "no podIP: {pod}");
+    assert_eq!(pod["status"]["phase"], "Running");
+
+    let logs = s.ok(&["logs", "web", "-c", "main"]);
+    assert!(logs.contains("started hello-from-configmap web"), "logs: {logs}");
+    let file = s.ok(&["exec", "web", "-c", "main", "--", "cat", "/etc/cfg/file.txt"]);
+    assert_eq!(file.trim(), "file-contents");
+    // Both containers share one network namespace.
+    let a = s.ok(&["exec", "web", "-c", "main", "--", "readlink", "/proc/self/ns/net"]);
+    let b = s.ok(&["exec", "web", "-c", "side", "--", "readlink", "/proc/self/ns/net"]);
+    assert_eq!(a, b);
+    let code = s.kubectl(&["exec", "web", "-c", "main", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(code.status.code(), Some(3), "kubectl exec passes the exit code on");
+
+    let sel = s.ok(&["get", "pods", "-l", "app=web", "-o", "name"]);
+    assert_eq!(sel.trim(), "pod/web");
+    let none = s.ok(&["get", "pods", "-l", "app!=web", "-o", "name"]);
+    assert!(none.trim().is_empty(), "{none}");
+    let by_field = s.ok(&["get", "pods", "-A", "--field-selector", "status.phase=Running", "-o", "name"]);
+    assert!(by_field.contains("pod/web"), "{by_field}");
+
+    s.ok(&["label", "pod", "web", "tier=front"]);
+    s.ok(&["annotate", "pod", "web", "note=yes"]);
+    let pod = s.json(&["get", "pod", "web"]);
+    assert_eq!(pod["metadata"]["labels"]["tier"], "front");
+    assert_eq!(pod["metadata"]["annotations"]["note"], "yes");
+
+    let described = s.ok(&["describe", "pod", "web"]);
+    assert!(described.contains("Scheduled") && described.contains("Started"), "{described}");
+
+    s.ok(&["delete", "pod", "web", "--wait=true", "--timeout=60s"]);
+    let gone = s.kubectl(&["get", "pod", "web"]);
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("NotFound"), "{:?}", gone);
+    let left = s.world.ok(&["ps", "-aq"]);
+    assert!(left.trim().is_empty(), "containers left after delete: {left}");
+}
+
+#[test]
+fn bad_input_gets_kubernetes_statuses() {
+    let Some(s) = Serve::start("bad_input_gets_kubernetes_statuses") else { return };
+    let o = s.kubectl(&["--token", "wrong", "get", "pods"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Unauthorized"), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let bad_field = "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec:\n  containers: [{name: c, image: busybox:test, bogus: 1}]\n";
+    let o = s.kubectl_in(&["apply", "-f", "-"], bad_field);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("unknown field \"spec.containers[0].bogus\""), "{err}");
+
+    let bad_name = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: Bad_Name}\n";
+    let o = s.kubectl_in(&["create", "-f", "-"], bad_name);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("is invalid") && err.contains("RFC 1123"), "{err}");
+
+    let o = s.kubectl(&["-n", "nowhere", "create", "configmap", "x", "--from-literal=a=b"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("namespaces \"nowhere\" not found"), "{err}");
+
+    s.ok(&["create", "configmap", "dup", "--from-literal=a=b"]);
+    let o = s.kubectl(&["create", "configmap", "dup", "--from-literal=a=b"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("AlreadyExists"));
+
+    // A pod that asks for more memory than the node has stays Pending, and says why.
+    let big = "apiVersion: v1\nkind: Pod\nmetadata: {name: big}\nspec:\n  containers: [{name: c, image: busybox:test, resources: {requests: {memory: 100Ti}}}]\n";
+    s.apply(big, &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ev = s.ok(&["get", "events", "--field-selector", "involvedObject.name=big"]);
+        if ev.contains("FailedScheduling") && ev.contains("Insufficient memory") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no FailedScheduling event: {ev}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pod = s.json(&["get", "pod", "big"]);
+    assert_eq!(pod["status"]["phase"], "Pending");
+    assert!(s.world.ok(&["ps", "-aq"]).trim().is_empty(), "nothing ran for the unschedulable pod");
+}
+
+#[test]
+fn namespaces_empty_when_deleted_and_configmaps_patch() {
+    let Some(s) = Serve::start("namespaces_empty_when_deleted_and_configmaps_patch") else { return };
+    let ns = unique_name("ns");
+    s.ok(&["create", "namespace", &ns]);
+    s.ok(&["-n", &ns, "create", "configmap", "one", "--from-literal=k=v"]);
+    let sa = s.json(&["-n", &ns, "get", "serviceaccount", "default"]);
+    assert_eq!(sa["metadata"]["name"], "default", "every namespace gets a default service account");
+    s.ok(&["-n", &ns, "patch", "configmap", "one", "--type=merge", "-p", r#"{"data":{"k":"w","n":"1"}}"#]);
+    s.ok(&["-n", &ns, "patch", "configmap", "one", "--type=json", "-p", r#"[{"op":"remove","path":"/data/n"}]"#]);
+    let cm = s.json(&["-n", &ns, "get", "configmap", "one"]);
+    assert_eq!(cm["data"], serde_json::json!({"k": "w"}));
+    // Server-side apply: creates, then owns its fields.
+    let applied = format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: two, namespace: {ns}}}\ndata: {{a: '1'}}\n");
+    s.apply(&applied, &["--server-side"]);
+    let two = s.json(&["-n", &ns, "get", "configmap", "two", "--show-managed-fields"]);
+    assert_eq!(two["data"]["a"], "1");
+    assert!(two["metadata"]["managedFields"].as_array().is_some_and(|m| m.iter().any(|f| f["operation"] == "Apply")), "{two}");
+
+    s.ok(&["delete", "namespace", &ns, "--wait=true", "--timeout=60s"]);
+    let o = s.kubectl(&["get", "namespace", &ns]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("NotFound"));
+    let o = s.kubectl(&["-n", &ns, "get", "configmap", "one"]);
+    assert!(!o.status.success());
+}
+
+#[test]
+fn kill_9_of_serve_neither_stops_nor_restarts_pods() {
+    let Some(mut s) = Serve::start("kill_9_of_serve_neither_stops_nor_restarts_pods") else { return };
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: steady}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers: [{name: c, image: busybox:test, command: [sh, -c, \"trap 'exit 0' TERM; while :; do sleep 0.2; done\"]}]\n";
+    s.apply(pod, &[]);
+    s.wait_ready("default", "steady");
+    let before = s.json(&["get", "pod", "steady"]);
+    let cid = before["status"]["containerStatuses"][0]["containerID"].clone();
+    s.kill9();
+    // The pod's container runs on without the server.
+    let running = s.world.ok(&["ps", "-q"]);
+    assert!(!running.trim().is_empty(), "the pod's container stopped with the server");
+    s.spawn();
+    s.wait_ready("default", "steady");
+    std::thread::sleep(Duration::from_secs(2));
+    let after = s.json(&["get", "pod", "steady"]);
+    assert_eq!(after["status"]["containerStatuses"][0]["containerID"], cid, "adopted, not started again");
+    assert_eq!(after["status"]["containerStatuses"][0]["restartCount"], 0);
+    assert_eq!(after["metadata"]["uid"], before["metadata"]["uid"]);
+}
+
+#[test]
+fn python_client_creates_lists_watches_patches_and_deletes() {
+    let Some(s) = Serve::start("python_client_creates_lists_watches_patches_and_deletes") else { return };
+    let Some(python) = venv_bin("python3") else {
+        report_skip("python_client_creates_lists_watches_patches_and_deletes", "no .venv python");
+        return;
+    };
+    let script = r#"
+import sys, threading
+from kubernetes import client, config, watch
+config.load_kube_config(sys.argv[1])
+v1 = client.CoreV1Api()
+cm = client.V1ConfigMap(metadata=client.V1ObjectMeta(name="py", labels={"made": "py"}), data={"a": "1"})
+created = v1.create_namespaced_config_map("default", cm)
+rv = created.metadata.resource_version
+names = [c.metadata.name for c in v1.list_namespaced_config_map("default", label_selector="made=py").items]
+assert names == ["py"], names
+v1.patch_namespaced_config_map("py", "default", {"data": {"a": "2"}})
+v1.delete_namespaced_config_map("py", "default")
+w = watch.Watch()
+seen = []
+for ev in w.stream(v1.list_namespaced_config_map, "default", resource_version=rv, timeout_seconds=5):
+    seen.append((ev["type"], ev["object"].metadata.name))
+    if ev["type"] == "DELETED":
+        w.stop()
+assert seen == [("MODIFIED", "py"), ("DELETED", "py")], seen
+try:
+    v1.read_namespaced_config_map("py", "default")
+    sys.exit("still there")
+except client.exceptions.ApiException as e:
+    assert e.status == 404, e.status
+print("ok")
+"#;
+    let path = s.world.path("client.py");
+    std::fs::write(&path, script).unwrap();
+    let o = Command::new(python).arg(&path).arg(&s.kubeconfig).output().unwrap();
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains("ok"),
+        "{}\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+        s.log()
+    );
+}
