@@ -31,9 +31,9 @@ if [ -n "$cgroups" ]; then
 fi
 # A container's health checker ends within a tenth of a second of its container.
 sleep 0.3
-if pgrep -f 'corral-monitor |corral __monitor|corral __dns|corral __health|corral __pod' >/dev/null; then
+if pgrep -f 'corral-monitor |corral __monitor|corral __dns|corral __health|corral __pod|corral serve' >/dev/null; then
   echo "LEAK: container monitors, health checkers, pods or network DNS servers still run:" >&2
-  pgrep -af 'corral-monitor |corral __monitor|corral __dns|corral __health|corral __pod' >&2
+  pgrep -af 'corral-monitor |corral __monitor|corral __dns|corral __health|corral __pod|corral serve' >&2
   status=1
 fi
 # Network devices go with their namespaces asynchronously: give the kernel a moment.

@@ -193,6 +193,27 @@ async fn read_body(req: Request) -> Result<Bytes, ApiError> {
         .map_err(|_| ApiError::too_large(MAX_BODY))
 }
 
+/// A request body that is an object: JSON, or protobuf for the kinds kubectl's generators
+/// send that way.
+async fn read_object(req: Request) -> Result<Value, ApiError> {
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = read_body(req).await?;
+    if ct.starts_with("application/vnd.kubernetes.protobuf") {
+        return crate::protobuf::decode(&body);
+    }
+    if ct.contains("cbor") {
+        return Err(ApiError::unsupported_media(format!(
+            "the body of the request was in an unknown format ({ct}) - accepted media types include: application/json"
+        )));
+    }
+    parse_json(&body)
+}
+
 fn parse_json(b: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(b)
         .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
@@ -417,13 +438,13 @@ async fn route(st: &Arc<ApiState>, req: Request) -> Result<Response, ApiError> {
         }
         (&Method::POST, None, None) => {
             let wo = write_options(&q, &headers)?;
-            let body = parse_json(&read_body(req).await?)?;
+            let body = read_object(req).await?;
             let (v, w) = objects.create(r, ns, &body, &wo).await?;
             Ok(json_response(StatusCode::CREATED, &v, &w))
         }
         (&Method::PUT, Some(name), None | Some("status") | Some("finalize")) => {
             let wo = write_options(&q, &headers)?;
-            let body = parse_json(&read_body(req).await?)?;
+            let body = read_object(req).await?;
             let sub = t.sub.filter(|s| *s == "status");
             let (v, w) = objects.update(r, ns, name, &body, sub, &wo).await?;
             Ok(json_response(StatusCode::OK, &v, &w))

@@ -899,10 +899,14 @@ mod tests {
 
     #[test]
     fn times_round_trip() {
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_284_800 + 3723);
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
         let s = rfc3339(t);
-        assert_eq!(s, "2026-12-03T01:02:03Z");
-        assert_eq!(parse_rfc3339(&s), Some(1_796_284_800 + 3723));
+        assert_eq!(s, "2001-09-09T01:46:40Z");
+        assert_eq!(parse_rfc3339(&s), Some(1_000_000_000));
+        assert_eq!(
+            rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00Z"
+        );
         assert_eq!(new_uid().len(), 36);
     }
 

@@ -335,7 +335,11 @@ async fn run_process(socket: WebSocket, proc: Process, v5: bool) {
     drop(tx);
     reader.abort();
     if let Ok(mut sink) = writer.await {
-        let _ = sink.send(Message::Close(None)).await;
+        let close = axum::extract::ws::CloseFrame {
+            code: 1000,
+            reason: "".into(),
+        };
+        let _ = sink.send(Message::Close(Some(close))).await;
     }
 }
 

@@ -355,6 +355,9 @@ pub fn defaults(r: &Resource, obj: &mut Value) {
         }
         "Secret" => {
             let m = obj.as_object_mut().expect("object");
+            if m.get("type").and_then(Value::as_str) == Some("") {
+                m.remove("type");
+            }
             set_default(m, "type", json!("Opaque"));
             if let Some(Value::Object(sd)) = m.remove("stringData") {
                 use base64::Engine as _;

@@ -47,16 +47,30 @@ impl Graph {
         }
         let owners: Vec<String> = v["metadata"]["ownerReferences"]
             .as_array()
-            .map(|a| a.iter().filter_map(|o| o["uid"].as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|o| o["uid"].as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         for o in &owners {
-            self.dependents.entry(o.clone()).or_default().insert(key.to_string());
+            self.dependents
+                .entry(o.clone())
+                .or_default()
+                .insert(key.to_string());
         }
         if !owners.is_empty() {
             self.owners.insert(key.to_string(), owners);
         }
-        let fin = v["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
-        if !v["metadata"]["deletionTimestamp"].is_null() && fin.iter().any(|f| f == "orphan" || f == "foregroundDeletion") {
+        let fin = v["metadata"]["finalizers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if !v["metadata"]["deletionTimestamp"].is_null()
+            && fin
+                .iter()
+                .any(|f| f == "orphan" || f == "foregroundDeletion")
+        {
             self.deleting.insert(key.to_string(), v.clone());
         }
     }
@@ -66,7 +80,13 @@ impl Graph {
 pub async fn run(store: Arc<dyn Store>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     loop {
         let mut g = Graph::default();
-        let r = match store.range(corral_store::RangeRequest { prefix: "/registry/".into(), ..Default::default() }).await {
+        let r = match store
+            .range(corral_store::RangeRequest {
+                prefix: "/registry/".into(),
+                ..Default::default()
+            })
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!("garbage collector: {e}");
@@ -79,9 +99,16 @@ pub async fn run(store: Arc<dyn Store>, mut shutdown: tokio::sync::watch::Receiv
                 g.put(&kvp.key, &v);
             }
         }
-        let Ok(mut watch) = store.watch("/registry/", r.revision).await else { continue };
+        let Ok(mut watch) = store.watch("/registry/", r.revision).await else {
+            continue;
+        };
         // Owners already gone when we start.
-        let orphans: Vec<String> = g.dependents.keys().filter(|u| !g.uids.contains_key(*u)).cloned().collect();
+        let orphans: Vec<String> = g
+            .dependents
+            .keys()
+            .filter(|u| !g.uids.contains_key(*u))
+            .cloned()
+            .collect();
         for u in orphans {
             owner_gone(&store, &mut g, &u).await;
         }
@@ -108,14 +135,22 @@ async fn handle(store: &Arc<dyn Store>, g: &mut Graph, ev: Event) {
             if let Some(v) = registry::decode(&kv) {
                 g.put(&kv.key, &v);
                 // A dependent made after its owner is gone.
-                let gone: Vec<String> = g.owners.get(&kv.key).cloned().unwrap_or_default().into_iter().filter(|u| !g.uids.contains_key(u)).collect();
+                let gone: Vec<String> = g
+                    .owners
+                    .get(&kv.key)
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|u| !g.uids.contains_key(u))
+                    .collect();
                 for u in gone {
                     owner_gone(store, g, &u).await;
                 }
             }
         }
         Event::Delete { prev, .. } => {
-            let uid = registry::decode(&prev).and_then(|v| v["metadata"]["uid"].as_str().map(str::to_string));
+            let uid = registry::decode(&prev)
+                .and_then(|v| v["metadata"]["uid"].as_str().map(str::to_string));
             g.remove(&prev.key);
             if let Some(u) = uid {
                 owner_gone(store, g, &u).await;
@@ -126,9 +161,16 @@ async fn handle(store: &Arc<dyn Store>, g: &mut Graph, ev: Event) {
 
 /// Deletes the dependents of `uid` that have no other live owner.
 async fn owner_gone(store: &Arc<dyn Store>, g: &mut Graph, uid: &str) {
-    let deps: Vec<String> = g.dependents.remove(uid).map(|s| s.into_iter().collect()).unwrap_or_default();
+    let deps: Vec<String> = g
+        .dependents
+        .remove(uid)
+        .map(|s| s.into_iter().collect())
+        .unwrap_or_default();
     for key in deps {
-        let others_alive = g.owners.get(&key).is_some_and(|os| os.iter().any(|o| o != uid && g.uids.contains_key(o)));
+        let others_alive = g
+            .owners
+            .get(&key)
+            .is_some_and(|os| os.iter().any(|o| o != uid && g.uids.contains_key(o)));
         if others_alive {
             let _ = kv::modify(store, &key, |v| drop_owner(v, uid)).await;
         } else if let Err(e) = kv::delete_like_api(store, &key).await {
@@ -138,7 +180,9 @@ async fn owner_gone(store: &Arc<dyn Store>, g: &mut Graph, uid: &str) {
 }
 
 fn drop_owner(v: &mut Value, uid: &str) -> Change {
-    let Some(list) = v["metadata"]["ownerReferences"].as_array_mut() else { return Change::Keep };
+    let Some(list) = v["metadata"]["ownerReferences"].as_array_mut() else {
+        return Change::Keep;
+    };
     let before = list.len();
     list.retain(|o| o["uid"] != uid);
     if list.len() == before {
@@ -155,9 +199,18 @@ fn drop_owner(v: &mut Value, uid: &str) -> Change {
 /// Owners being deleted with `orphan` or `foregroundDeletion`.
 async fn process_deleting(store: &Arc<dyn Store>, g: &Graph) {
     for (key, v) in &g.deleting {
-        let Some(uid) = v["metadata"]["uid"].as_str() else { continue };
-        let deps: Vec<String> = g.dependents.get(uid).map(|s| s.iter().cloned().collect()).unwrap_or_default();
-        let fin: Vec<&str> = v["metadata"]["finalizers"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let Some(uid) = v["metadata"]["uid"].as_str() else {
+            continue;
+        };
+        let deps: Vec<String> = g
+            .dependents
+            .get(uid)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        let fin: Vec<&str> = v["metadata"]["finalizers"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
         if fin.contains(&"orphan") {
             for d in &deps {
                 let _ = kv::modify(store, d, |x| drop_owner(x, uid)).await;

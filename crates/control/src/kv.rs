@@ -8,9 +8,20 @@ use corral_store::{registry, RangeRequest, Revision, Store, StoreError};
 use serde_json::{json, Value};
 
 /// Every object under a prefix, with the revision of the read.
-pub async fn list(store: &Arc<dyn Store>, prefix: &str) -> Result<(Vec<Value>, Revision), StoreError> {
-    let r = store.range(RangeRequest { prefix: prefix.to_string(), ..Default::default() }).await?;
-    Ok((r.kvs.iter().filter_map(registry::decode).collect(), r.revision))
+pub async fn list(
+    store: &Arc<dyn Store>,
+    prefix: &str,
+) -> Result<(Vec<Value>, Revision), StoreError> {
+    let r = store
+        .range(RangeRequest {
+            prefix: prefix.to_string(),
+            ..Default::default()
+        })
+        .await?;
+    Ok((
+        r.kvs.iter().filter_map(registry::decode).collect(),
+        r.revision,
+    ))
 }
 
 /// What a change function decides.
@@ -31,11 +42,18 @@ pub async fn modify(
     mut f: impl FnMut(&mut Value) -> Change,
 ) -> Result<bool, StoreError> {
     for _ in 0..32 {
-        let Some(kv) = store.get(key).await? else { return Ok(false) };
-        let Some(mut v) = registry::decode(&kv) else { return Ok(false) };
+        let Some(kv) = store.get(key).await? else {
+            return Ok(false);
+        };
+        let Some(mut v) = registry::decode(&kv) else {
+            return Ok(false);
+        };
         let r = match f(&mut v) {
             Change::Keep => return Ok(true),
-            Change::Write => store.update(key, registry::encode(&v), kv.mod_revision).await.map(|_| ()),
+            Change::Write => store
+                .update(key, registry::encode(&v), kv.mod_revision)
+                .await
+                .map(|_| ()),
             Change::Delete => store.delete(key, kv.mod_revision).await.map(|_| ()),
         };
         match r {
@@ -45,12 +63,17 @@ pub async fn modify(
             Err(e) => return Err(e),
         }
     }
-    Err(StoreError::Backend(format!("{key}: too many concurrent changes")))
+    Err(StoreError::Backend(format!(
+        "{key}: too many concurrent changes"
+    )))
 }
 
 /// The current time, RFC 3339 UTC.
 pub fn now() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -61,7 +84,12 @@ pub fn now() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// A random UUID v4.
@@ -74,11 +102,25 @@ pub fn uid() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// Records an Event about `obj` (kind, namespace, name, uid taken from it), kept an hour.
-pub async fn event(store: &Arc<dyn Store>, obj: &Value, ty: &str, reason: &str, message: &str, component: &str) {
+pub async fn event(
+    store: &Arc<dyn Store>,
+    obj: &Value,
+    ty: &str,
+    reason: &str,
+    message: &str,
+    component: &str,
+) {
     let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default");
     let name = obj["metadata"]["name"].as_str().unwrap_or("");
     let suffix: String = uid().replace('-', "")[..16].to_string();
@@ -97,13 +139,22 @@ pub async fn event(store: &Arc<dyn Store>, obj: &Value, ty: &str, reason: &str, 
         "reportingComponent": component, "reportingInstance": "",
     });
     let lease = event_lease(store).await;
-    let _ = store.create(&registry::key("", "events", Some(ns), &ev_name), registry::encode(&ev), lease).await;
+    let _ = store
+        .create(
+            &registry::key("", "events", Some(ns), &ev_name),
+            registry::encode(&ev),
+            lease,
+        )
+        .await;
 }
 
 /// One store lease per hour for events (each lives 1 to 2 hours), not one per event.
 async fn event_lease(store: &Arc<dyn Store>) -> i64 {
     static LEASE: std::sync::Mutex<(u64, i64)> = std::sync::Mutex::new((u64::MAX, 0));
-    let hour = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() / 3600).unwrap_or(0);
+    let hour = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() / 3600)
+        .unwrap_or(0);
     {
         let l = LEASE.lock().expect("lease cache");
         if l.0 == hour {
@@ -120,17 +171,28 @@ async fn event_lease(store: &Arc<dyn Store>) -> i64 {
 /// deletionTimestamp, anything else goes at once.
 pub async fn delete_like_api(store: &Arc<dyn Store>, key: &str) -> Result<(), StoreError> {
     modify(store, key, |v| {
-        let finalizers = v["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+        let finalizers = v["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
         let running_pod = v["kind"] == "Pod"
             && !v["spec"]["nodeName"].is_null()
-            && !matches!(v["status"]["phase"].as_str(), Some("Succeeded") | Some("Failed"));
+            && !matches!(
+                v["status"]["phase"].as_str(),
+                Some("Succeeded") | Some("Failed")
+            );
         if !finalizers && !running_pod {
             return Change::Delete;
         }
         if !v["metadata"]["deletionTimestamp"].is_null() {
             return Change::Keep;
         }
-        let grace = if running_pod { v["spec"]["terminationGracePeriodSeconds"].as_i64().unwrap_or(30) } else { 0 };
+        let grace = if running_pod {
+            v["spec"]["terminationGracePeriodSeconds"]
+                .as_i64()
+                .unwrap_or(30)
+        } else {
+            0
+        };
         let m = v["metadata"].as_object_mut().expect("metadata");
         m.insert("deletionTimestamp".into(), json!(now()));
         m.insert("deletionGracePeriodSeconds".into(), json!(grace));
@@ -141,9 +203,15 @@ pub async fn delete_like_api(store: &Arc<dyn Store>, key: &str) -> Result<(), St
 }
 
 /// Removes `finalizer` from an object being deleted; the object goes when none is left.
-pub async fn remove_finalizer(store: &Arc<dyn Store>, key: &str, finalizer: &str) -> Result<(), StoreError> {
+pub async fn remove_finalizer(
+    store: &Arc<dyn Store>,
+    key: &str,
+    finalizer: &str,
+) -> Result<(), StoreError> {
     modify(store, key, |v| {
-        let Some(list) = v["metadata"]["finalizers"].as_array_mut() else { return Change::Keep };
+        let Some(list) = v["metadata"]["finalizers"].as_array_mut() else {
+            return Change::Keep;
+        };
         let before = list.len();
         list.retain(|f| f != finalizer);
         if list.len() == before {

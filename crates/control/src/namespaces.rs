@@ -12,7 +12,11 @@ use crate::kv;
 
 /// Runs until `shutdown` turns true. `kinds` are the (group, plural) of every namespaced
 /// resource the API serves.
-pub async fn run(store: Arc<dyn Store>, kinds: Vec<(&'static str, &'static str)>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn run(
+    store: Arc<dyn Store>,
+    kinds: Vec<(&'static str, &'static str)>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let prefix = registry::prefix("", "namespaces", None);
     loop {
         let mut watch = match store.watch(&prefix, 0).await {
@@ -25,7 +29,11 @@ pub async fn run(store: Arc<dyn Store>, kinds: Vec<(&'static str, &'static str)>
         };
         let mut busy = sync(&store, &kinds).await;
         loop {
-            let wait = if busy { Duration::from_millis(500) } else { Duration::from_secs(30) };
+            let wait = if busy {
+                Duration::from_millis(500)
+            } else {
+                Duration::from_secs(30)
+            };
             tokio::select! {
                 ev = watch.events.recv() => if ev.is_none() { break },
                 _ = tokio::time::sleep(wait) => {},
@@ -39,7 +47,10 @@ pub async fn run(store: Arc<dyn Store>, kinds: Vec<(&'static str, &'static str)>
 
 /// One pass; true while some namespace is still being emptied.
 async fn sync(store: &Arc<dyn Store>, kinds: &[(&'static str, &'static str)]) -> bool {
-    let Ok((namespaces, _)) = kv::list(store, &registry::prefix("", "namespaces", None)).await else { return true };
+    let Ok((namespaces, _)) = kv::list(store, &registry::prefix("", "namespaces", None)).await
+    else {
+        return true;
+    };
     let mut busy = false;
     for ns in namespaces {
         let name = ns["metadata"]["name"].as_str().unwrap_or("").to_string();
@@ -49,13 +60,20 @@ async fn sync(store: &Arc<dyn Store>, kinds: &[(&'static str, &'static str)]) ->
         }
         let mut left = 0;
         for (group, plural) in kinds {
-            let Ok((objs, _)) = kv::list(store, &registry::prefix(group, plural, Some(&name))).await else {
+            let Ok((objs, _)) =
+                kv::list(store, &registry::prefix(group, plural, Some(&name))).await
+            else {
                 left += 1;
                 continue;
             };
             for o in objs {
                 left += 1;
-                let key = registry::key(group, plural, Some(&name), o["metadata"]["name"].as_str().unwrap_or(""));
+                let key = registry::key(
+                    group,
+                    plural,
+                    Some(&name),
+                    o["metadata"]["name"].as_str().unwrap_or(""),
+                );
                 if let Err(e) = kv::delete_like_api(store, &key).await {
                     tracing::warn!("emptying namespace {name}: {e}");
                 }
@@ -64,7 +82,9 @@ async fn sync(store: &Arc<dyn Store>, kinds: &[(&'static str, &'static str)]) ->
         if left == 0 {
             let key = registry::key("", "namespaces", None, &name);
             let _ = kv::modify(store, &key, |v| {
-                let meta_fin = v["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+                let meta_fin = v["metadata"]["finalizers"]
+                    .as_array()
+                    .is_some_and(|f| !f.is_empty());
                 if meta_fin {
                     if let Some(m) = v["spec"].as_object_mut() {
                         m.remove("finalizers");

@@ -32,7 +32,11 @@ fn value(q: &str) -> Option<f64> {
     ];
     for (s, mul) in suffixes {
         if let Some(n) = q.strip_suffix(s) {
-            return n.parse::<f64>().ok().filter(|v| v.is_finite()).map(|v| v * mul);
+            return n
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .map(|v| v * mul);
         }
     }
     if let Some((m, e)) = q.split_once(['e', 'E']) {

@@ -45,7 +45,12 @@ pub struct SchedulerConfig {
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        SchedulerConfig { score: Score::BinPack, cpu_overcommit: 1.0, memory_overcommit: 1.0, name: "default-scheduler".into() }
+        SchedulerConfig {
+            score: Score::BinPack,
+            cpu_overcommit: 1.0,
+            memory_overcommit: 1.0,
+            name: "default-scheduler".into(),
+        }
     }
 }
 
@@ -70,7 +75,11 @@ pub fn requests(pod: &Value) -> (i64, i64) {
                 cs.iter()
                     .map(|c| {
                         let r = &c["resources"];
-                        r["requests"][res].as_str().or(r["limits"][res].as_str()).and_then(f).unwrap_or(0)
+                        r["requests"][res]
+                            .as_str()
+                            .or(r["limits"][res].as_str())
+                            .and_then(f)
+                            .unwrap_or(0)
                     })
                     .collect()
             })
@@ -78,8 +87,14 @@ pub fn requests(pod: &Value) -> (i64, i64) {
     };
     let cpu_c: i64 = sum("containers", &quantity::millis, "cpu").iter().sum();
     let mem_c: i64 = sum("containers", &quantity::bytes, "memory").iter().sum();
-    let cpu_i = sum("initContainers", &quantity::millis, "cpu").into_iter().max().unwrap_or(0);
-    let mem_i = sum("initContainers", &quantity::bytes, "memory").into_iter().max().unwrap_or(0);
+    let cpu_i = sum("initContainers", &quantity::millis, "cpu")
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+    let mem_i = sum("initContainers", &quantity::bytes, "memory")
+        .into_iter()
+        .max()
+        .unwrap_or(0);
     (cpu_c.max(cpu_i), mem_c.max(mem_i))
 }
 
@@ -88,46 +103,75 @@ fn label<'a>(node: &'a Value, k: &str) -> Option<&'a str> {
 }
 
 fn expr_matches(e: &Value, val: Option<&str>) -> bool {
-    let values: Vec<&str> = e["values"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let values: Vec<&str> = e["values"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
     match e["operator"].as_str().unwrap_or("") {
         "In" => val.is_some_and(|v| values.contains(&v)),
         "NotIn" => val.is_none_or(|v| !values.contains(&v)),
         "Exists" => val.is_some(),
         "DoesNotExist" => val.is_none(),
-        "Gt" => val.and_then(|v| v.parse::<i64>().ok()).zip(values.first().and_then(|x| x.parse::<i64>().ok())).is_some_and(|(a, b)| a > b),
-        "Lt" => val.and_then(|v| v.parse::<i64>().ok()).zip(values.first().and_then(|x| x.parse::<i64>().ok())).is_some_and(|(a, b)| a < b),
+        "Gt" => val
+            .and_then(|v| v.parse::<i64>().ok())
+            .zip(values.first().and_then(|x| x.parse::<i64>().ok()))
+            .is_some_and(|(a, b)| a > b),
+        "Lt" => val
+            .and_then(|v| v.parse::<i64>().ok())
+            .zip(values.first().and_then(|x| x.parse::<i64>().ok()))
+            .is_some_and(|(a, b)| a < b),
         _ => false,
     }
 }
 
 fn affinity_matches(pod: &Value, node: &Value) -> bool {
-    let terms = &pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
-    let Some(terms) = terms.as_array() else { return true };
+    let terms = &pod["spec"]["affinity"]["nodeAffinity"]
+        ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
+    let Some(terms) = terms.as_array() else {
+        return true;
+    };
     if terms.is_empty() {
         return true;
     }
     // Terms are ORed; the expressions of one term ANDed.
     terms.iter().any(|t| {
-        let exprs = t["matchExpressions"].as_array().cloned().unwrap_or_default();
+        let exprs = t["matchExpressions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let fields = t["matchFields"].as_array().cloned().unwrap_or_default();
         if exprs.is_empty() && fields.is_empty() {
             return false;
         }
-        exprs.iter().all(|e| expr_matches(e, label(node, e["key"].as_str().unwrap_or(""))))
+        exprs
+            .iter()
+            .all(|e| expr_matches(e, label(node, e["key"].as_str().unwrap_or(""))))
             && fields.iter().all(|e| {
-                let v = if e["key"] == "metadata.name" { node["metadata"]["name"].as_str() } else { None };
+                let v = if e["key"] == "metadata.name" {
+                    node["metadata"]["name"].as_str()
+                } else {
+                    None
+                };
                 expr_matches(e, v)
             })
     })
 }
 
 fn tolerates(pod: &Value, taint: &Value) -> bool {
-    let tols = pod["spec"]["tolerations"].as_array().cloned().unwrap_or_default();
+    let tols = pod["spec"]["tolerations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     tols.iter().any(|t| {
-        let effect_ok = t["effect"].as_str().is_none_or(|e| e.is_empty() || Some(e) == taint["effect"].as_str());
-        let key_ok = t["key"].as_str().is_none_or(|k| k.is_empty() || Some(k) == taint["key"].as_str());
+        let effect_ok = t["effect"]
+            .as_str()
+            .is_none_or(|e| e.is_empty() || Some(e) == taint["effect"].as_str());
+        let key_ok = t["key"]
+            .as_str()
+            .is_none_or(|k| k.is_empty() || Some(k) == taint["key"].as_str());
         let op = t["operator"].as_str().unwrap_or("Equal");
-        let value_ok = op == "Exists" || t["value"].as_str().unwrap_or("") == taint["value"].as_str().unwrap_or("");
+        let value_ok = op == "Exists"
+            || t["value"].as_str().unwrap_or("") == taint["value"].as_str().unwrap_or("");
         // An empty key with Exists tolerates everything.
         effect_ok && key_ok && value_ok
     })
@@ -136,7 +180,10 @@ fn tolerates(pod: &Value, taint: &Value) -> bool {
 /// Why a node does not fit a pod, in the words of Kubernetes' FailedScheduling message.
 fn misfit(cfg: &SchedulerConfig, pod: &Value, n: &NodeState, req: (i64, i64)) -> Option<String> {
     let node = &n.obj;
-    let ready = node["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == "Ready")).is_some_and(|c| c["status"] == "True");
+    let ready = node["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .is_some_and(|c| c["status"] == "True");
     if !ready {
         return Some("node(s) had untolerated taint {node.kubernetes.io/not-ready: }".into());
     }
@@ -151,7 +198,11 @@ fn misfit(cfg: &SchedulerConfig, pod: &Value, n: &NodeState, req: (i64, i64)) ->
     if !affinity_matches(pod, node) {
         return Some("node(s) didn't match Pod's node affinity/selector".into());
     }
-    for t in node["spec"]["taints"].as_array().cloned().unwrap_or_default() {
+    for t in node["spec"]["taints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
         let effect = t["effect"].as_str().unwrap_or("");
         if matches!(effect, "NoSchedule" | "NoExecute") && !tolerates(pod, &t) {
             return Some(format!(
@@ -174,8 +225,17 @@ fn misfit(cfg: &SchedulerConfig, pod: &Value, n: &NodeState, req: (i64, i64)) ->
 }
 
 fn score(cfg: &SchedulerConfig, n: &NodeState, req: (i64, i64)) -> f64 {
-    let frac = |used: i64, add: i64, cap: i64| if cap <= 0 { 0.0 } else { (used + add) as f64 / cap as f64 };
-    let fill = (frac(n.used_cpu, req.0, n.cpu) + frac(n.used_mem, req.1, n.mem) + frac(n.used_pods, 1, n.pods)) / 3.0;
+    let frac = |used: i64, add: i64, cap: i64| {
+        if cap <= 0 {
+            0.0
+        } else {
+            (used + add) as f64 / cap as f64
+        }
+    };
+    let fill = (frac(n.used_cpu, req.0, n.cpu)
+        + frac(n.used_mem, req.1, n.mem)
+        + frac(n.used_pods, 1, n.pods))
+        / 3.0;
     match cfg.score {
         Score::BinPack => fill,
         Score::Spread => -fill,
@@ -232,7 +292,10 @@ impl Cache {
             self.pods.remove(key);
             return;
         };
-        let done = matches!(v["status"]["phase"].as_str(), Some("Succeeded") | Some("Failed"));
+        let done = matches!(
+            v["status"]["phase"].as_str(),
+            Some("Succeeded") | Some("Failed")
+        );
         match v["spec"]["nodeName"].as_str() {
             Some(node) if !done => {
                 let node = node.to_string();
@@ -244,7 +307,10 @@ impl Cache {
                 self.pending.remove(key);
             }
             None => {
-                let mine = v["spec"]["schedulerName"].as_str().unwrap_or("default-scheduler") == cfg.name;
+                let mine = v["spec"]["schedulerName"]
+                    .as_str()
+                    .unwrap_or("default-scheduler")
+                    == cfg.name;
                 if mine && v["metadata"]["deletionTimestamp"].is_null() {
                     self.pending.insert(key.to_string());
                 } else {
@@ -278,7 +344,10 @@ impl Cache {
         if reasons.is_empty() {
             msg.push_str(": no nodes registered.");
         } else {
-            let parts: Vec<String> = reasons.iter().map(|(why, n)| format!("{n} {why}")).collect();
+            let parts: Vec<String> = reasons
+                .iter()
+                .map(|(why, n)| format!("{n} {why}"))
+                .collect();
             msg.push_str(&format!(": {}.", parts.join(", ")));
         }
         Err(msg)
@@ -286,7 +355,11 @@ impl Cache {
 }
 
 /// Runs the scheduler until `shutdown` turns true.
-pub async fn run(store: Arc<dyn Store>, cfg: SchedulerConfig, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn run(
+    store: Arc<dyn Store>,
+    cfg: SchedulerConfig,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
         match run_once(&store, &cfg, &mut shutdown).await {
             Ok(()) => return,
@@ -310,7 +383,12 @@ async fn run_once(
     for n in nodes {
         cache.set_node(n);
     }
-    let r = store.range(corral_store::RangeRequest { prefix: pod_prefix.clone(), ..Default::default() }).await?;
+    let r = store
+        .range(corral_store::RangeRequest {
+            prefix: pod_prefix.clone(),
+            ..Default::default()
+        })
+        .await?;
     for kvp in &r.kvs {
         cache.set_pod(cfg, &kvp.key, registry::decode(kvp));
     }
@@ -354,17 +432,37 @@ fn apply(cfg: &SchedulerConfig, cache: &mut Cache, ev: &Event) {
     }
 }
 
-async fn schedule_pending(store: &Arc<dyn Store>, cfg: &SchedulerConfig, cache: &mut Cache, told: &mut HashMap<String, String>) {
-    let mut keys: Vec<String> = cache.pending.iter().filter(|k| !told.contains_key(*k)).cloned().collect();
+async fn schedule_pending(
+    store: &Arc<dyn Store>,
+    cfg: &SchedulerConfig,
+    cache: &mut Cache,
+    told: &mut HashMap<String, String>,
+) {
+    let mut keys: Vec<String> = cache
+        .pending
+        .iter()
+        .filter(|k| !told.contains_key(*k))
+        .cloned()
+        .collect();
     // Oldest first, as a queue would.
-    keys.sort_by_key(|k| cache.pods.get(k).and_then(|p| p["metadata"]["creationTimestamp"].as_str().map(str::to_string)));
+    keys.sort_by_key(|k| {
+        cache.pods.get(k).and_then(|p| {
+            p["metadata"]["creationTimestamp"]
+                .as_str()
+                .map(str::to_string)
+        })
+    });
     for key in keys {
-        let Some(pod) = cache.pods.get(&key).cloned() else { continue };
+        let Some(pod) = cache.pods.get(&key).cloned() else {
+            continue;
+        };
         match cache.choose(cfg, &pod) {
             Ok(node) => {
                 let mut bound = None;
                 let res = kv::modify(store, &key, |v| {
-                    if !v["spec"]["nodeName"].is_null() || !v["metadata"]["deletionTimestamp"].is_null() {
+                    if !v["spec"]["nodeName"].is_null()
+                        || !v["metadata"]["deletionTimestamp"].is_null()
+                    {
                         return Change::Keep;
                     }
                     v["spec"]["nodeName"] = json!(node);
@@ -381,7 +479,8 @@ async fn schedule_pending(store: &Arc<dyn Store>, cfg: &SchedulerConfig, cache: 
                             let ns = v["metadata"]["namespace"].as_str().unwrap_or("");
                             let name = v["metadata"]["name"].as_str().unwrap_or("");
                             let msg = format!("Successfully assigned {ns}/{name} to {node}");
-                            kv::event(store, &v, "Normal", "Scheduled", &msg, "default-scheduler").await;
+                            kv::event(store, &v, "Normal", "Scheduled", &msg, "default-scheduler")
+                                .await;
                         }
                     }
                     Err(e) => tracing::warn!("binding {key}: {e}"),
@@ -396,13 +495,27 @@ async fn schedule_pending(store: &Arc<dyn Store>, cfg: &SchedulerConfig, cache: 
                     if !v["spec"]["nodeName"].is_null() {
                         return Change::Keep;
                     }
-                    set_condition(v, "PodScheduled", "False", Some("Unschedulable"), Some(&msg));
+                    set_condition(
+                        v,
+                        "PodScheduled",
+                        "False",
+                        Some("Unschedulable"),
+                        Some(&msg),
+                    );
                     changed = Some(v.clone());
                     Change::Write
                 })
                 .await;
                 if let Some(v) = changed {
-                    kv::event(store, &v, "Warning", "FailedScheduling", &msg, "default-scheduler").await;
+                    kv::event(
+                        store,
+                        &v,
+                        "Warning",
+                        "FailedScheduling",
+                        &msg,
+                        "default-scheduler",
+                    )
+                    .await;
                 }
                 told.insert(key, msg);
             }
@@ -411,12 +524,24 @@ async fn schedule_pending(store: &Arc<dyn Store>, cfg: &SchedulerConfig, cache: 
 }
 
 /// Sets a pod condition by type (the transition time kept when the status stays).
-pub fn set_condition(v: &mut Value, ty: &str, status: &str, reason: Option<&str>, message: Option<&str>) {
+pub fn set_condition(
+    v: &mut Value,
+    ty: &str,
+    status: &str,
+    reason: Option<&str>,
+    message: Option<&str>,
+) {
     if !v["status"].is_object() {
         v["status"] = json!({});
     }
-    let list = v["status"].as_object_mut().expect("status").entry("conditions").or_insert(json!([]));
-    let Some(list) = list.as_array_mut() else { return };
+    let list = v["status"]
+        .as_object_mut()
+        .expect("status")
+        .entry("conditions")
+        .or_insert(json!([]));
+    let Some(list) = list.as_array_mut() else {
+        return;
+    };
     let mut c = json!({"type": ty, "status": status, "lastProbeTime": null, "lastTransitionTime": kv::now()});
     if let Some(r) = reason {
         c["reason"] = json!(r);
@@ -470,11 +595,17 @@ mod tests {
         n["spec"] = json!({"taints": [{"key": "gpu", "value": "yes", "effect": "NoSchedule"}]});
         c.set_node(n);
         let mut p = pod("1", "1Gi");
-        assert!(c.choose(&cfg, &p).unwrap_err().contains("untolerated taint {gpu: yes}"));
+        assert!(c
+            .choose(&cfg, &p)
+            .unwrap_err()
+            .contains("untolerated taint {gpu: yes}"));
         p["spec"]["tolerations"] = json!([{"key": "gpu", "operator": "Exists"}]);
         assert_eq!(c.choose(&cfg, &p).unwrap(), "a");
         p["spec"]["nodeSelector"] = json!({"disk": "hdd"});
-        assert!(c.choose(&cfg, &p).unwrap_err().contains("affinity/selector"));
+        assert!(c
+            .choose(&cfg, &p)
+            .unwrap_err()
+            .contains("affinity/selector"));
         p["spec"]["nodeSelector"] = json!({"disk": "ssd"});
         p["spec"]["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "disk", "operator": "NotIn", "values": ["ssd"]}]}]}}});
         assert!(c.choose(&cfg, &p).is_err());

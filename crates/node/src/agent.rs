@@ -82,7 +82,11 @@ impl NodeAgent {
             for (uid, v) in mine {
                 self.dispatch(&mut workers, &mut finished, scan.as_mut(), uid, Some(v));
             }
-            let gone: Vec<String> = workers.keys().filter(|u| !uids.contains(*u)).cloned().collect();
+            let gone: Vec<String> = workers
+                .keys()
+                .filter(|u| !uids.contains(*u))
+                .cloned()
+                .collect();
             for uid in gone {
                 self.dispatch(&mut workers, &mut finished, None, uid, None);
             }

@@ -73,12 +73,7 @@ pub fn resolve(
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let mut order: Vec<String> = Vec::new();
     let mut vals: HashMap<String, String> = HashMap::new();
-    fn set(
-        k: String,
-        v: String,
-        order: &mut Vec<String>,
-        vals: &mut HashMap<String, String>,
-    ) {
+    fn set(k: String, v: String, order: &mut Vec<String>, vals: &mut HashMap<String, String>) {
         if !vals.contains_key(&k) {
             order.push(k.clone());
         }
@@ -106,7 +101,12 @@ pub fn resolve(
             if name.is_empty() || name.contains('=') {
                 continue;
             }
-            set(name, String::from_utf8_lossy(&v).into_owned(), &mut order, &mut vals);
+            set(
+                name,
+                String::from_utf8_lossy(&v).into_owned(),
+                &mut order,
+                &mut vals,
+            );
         }
     }
     for e in c.env.iter().flatten() {
@@ -235,7 +235,10 @@ pub fn field_value(
             .join("\n")
     };
     let subscript = |prefix: &str| -> Option<String> {
-        let rest = path.strip_prefix(prefix)?.strip_prefix('[')?.strip_suffix(']')?;
+        let rest = path
+            .strip_prefix(prefix)?
+            .strip_prefix('[')?
+            .strip_suffix(']')?;
         Some(rest.trim_matches(|c| c == '\'' || c == '"').to_owned())
     };
     if let Some(k) = subscript("metadata.labels") {
@@ -300,7 +303,10 @@ pub fn resource_value(
         ("cpu" | "memory" | "ephemeral-storage", None) => 0.0,
         _ => return Err(format!("unsupported container resource: {}", r.resource)),
     };
-    Ok(format!("{}", (value / divisor - 1e-9).ceil().max(0.0) as u64))
+    Ok(format!(
+        "{}",
+        (value / divisor - 1e-9).ceil().max(0.0) as u64
+    ))
 }
 
 #[cfg(test)]
@@ -370,8 +376,10 @@ mod tests {
     fn env_resolves_every_source_kind() {
         let p = pod();
         let c = &p.spec.as_ref().unwrap().containers[0];
-        let env: BTreeMap<String, String> =
-            resolve(&p, c, &sources(), &ctx()).unwrap().into_iter().collect();
+        let env: BTreeMap<String, String> = resolve(&p, c, &sources(), &ctx())
+            .unwrap()
+            .into_iter()
+            .collect();
         let get = |k: &str| env.get(k).map(String::as_str);
         assert_eq!(get("CM_a"), Some("overridden"), "env overrides envFrom");
         assert_eq!(get("CM_b"), Some("2"));

@@ -72,7 +72,10 @@ impl Recorder {
         reason: &str,
         message: &str,
     ) {
-        if let Err(e) = self.try_record(pod, field_path, kind, reason, message).await {
+        if let Err(e) = self
+            .try_record(pod, field_path, kind, reason, message)
+            .await
+        {
             tracing::warn!(pod = %pod.name, namespace = %pod.namespace, reason, "recording an event: {e}");
         }
     }

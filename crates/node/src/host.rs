@@ -50,7 +50,9 @@ impl HostInfo {
                 .ok()
                 .and_then(|m| meminfo_kib(&m, "MemTotal"))
                 .unwrap_or(0),
-            ip: ip.or_else(primary_ip).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            ip: ip
+                .or_else(primary_ip)
+                .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             kernel: uname.release().to_string_lossy().into_owned(),
             os_image: std::fs::read_to_string("/etc/os-release")
                 .map(|t| pretty_name(&t))
@@ -108,7 +110,10 @@ fn primary_ip() -> Option<IpAddr> {
 
 /// The memory the kernel can still give, KiB.
 pub(crate) fn mem_available_kib() -> Option<u64> {
-    meminfo_kib(&std::fs::read_to_string("/proc/meminfo").ok()?, "MemAvailable")
+    meminfo_kib(
+        &std::fs::read_to_string("/proc/meminfo").ok()?,
+        "MemAvailable",
+    )
 }
 
 /// (total, available) bytes of the filesystem holding `path`.
@@ -127,7 +132,13 @@ pub(crate) fn disk(path: &Path) -> Option<(u64, u64)> {
 /// (processes now, the most there can be).
 pub(crate) fn pids() -> Option<(u64, u64)> {
     let load = std::fs::read_to_string("/proc/loadavg").ok()?;
-    let total = load.split_whitespace().nth(3)?.split_once('/')?.1.parse().ok()?;
+    let total = load
+        .split_whitespace()
+        .nth(3)?
+        .split_once('/')?
+        .1
+        .parse()
+        .ok()?;
     let max = read_trim("/proc/sys/kernel/pid_max").parse().ok()?;
     Some((total, max))
 }

@@ -7,7 +7,10 @@ use corral_store::{registry, Revision, Store, StoreError};
 use serde_json::Value;
 
 /// One object and the revision it was read at.
-pub(crate) async fn get(store: &dyn Store, key: &str) -> Result<Option<(Value, Revision)>, StoreError> {
+pub(crate) async fn get(
+    store: &dyn Store,
+    key: &str,
+) -> Result<Option<(Value, Revision)>, StoreError> {
     Ok(store
         .get(key)
         .await?

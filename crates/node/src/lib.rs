@@ -259,7 +259,12 @@ impl NodeAgent {
 
     /// The engine container of a pod's container (`None`: the only one; an error naming the
     /// containers if there are several): its latest run.
-    pub fn container_id(&self, ns: &str, pod: &str, container: Option<&str>) -> Result<String, NodeError> {
+    pub fn container_id(
+        &self,
+        ns: &str,
+        pod: &str,
+        container: Option<&str>,
+    ) -> Result<String, NodeError> {
         let rt = self.pod_runtime(ns, pod)?;
         let c = Self::choose(&rt, pod, container)?;
         rt.current.get(&c).cloned().ok_or(NodeError::NotStarted {

@@ -63,34 +63,67 @@ impl NodeAgent {
         let disk_pressure =
             host::disk(self.engine.root()).is_some_and(|(t, a)| t > 0 && a * 10 < t);
         let pid_pressure = host::pids().is_some_and(|(n, max)| max > 0 && n * 10 > max * 9);
-        let cond = |t: &str, bad: bool, ok_reason: &str, ok_msg: &str, bad_reason: &str, bad_msg: &str| {
-            let status = if bad == (t == "Ready") { "False" } else { "True" };
-            let (reason, message) = if bad {
-                (bad_reason, bad_msg)
-            } else {
-                (ok_reason, ok_msg)
+        let cond =
+            |t: &str, bad: bool, ok_reason: &str, ok_msg: &str, bad_reason: &str, bad_msg: &str| {
+                let status = if bad == (t == "Ready") {
+                    "False"
+                } else {
+                    "True"
+                };
+                let (reason, message) = if bad {
+                    (bad_reason, bad_msg)
+                } else {
+                    (ok_reason, ok_msg)
+                };
+                let prev = old["status"]["conditions"]
+                    .as_array()
+                    .and_then(|cs| cs.iter().find(|c| c["type"] == t));
+                let transition = match prev {
+                    Some(p) if p["status"] == status => p["lastTransitionTime"].clone(),
+                    _ => json!(now),
+                };
+                json!({
+                    "type": t,
+                    "status": status,
+                    "reason": reason,
+                    "message": message,
+                    "lastHeartbeatTime": now,
+                    "lastTransitionTime": transition,
+                })
             };
-            let prev = old["status"]["conditions"]
-                .as_array()
-                .and_then(|cs| cs.iter().find(|c| c["type"] == t));
-            let transition = match prev {
-                Some(p) if p["status"] == status => p["lastTransitionTime"].clone(),
-                _ => json!(now),
-            };
-            json!({
-                "type": t,
-                "status": status,
-                "reason": reason,
-                "message": message,
-                "lastHeartbeatTime": now,
-                "lastTransitionTime": transition,
-            })
-        };
         json!([
-            cond("MemoryPressure", mem_pressure, "KubeletHasSufficientMemory", "kubelet has sufficient memory available", "KubeletHasInsufficientMemory", "kubelet has insufficient memory available"),
-            cond("DiskPressure", disk_pressure, "KubeletHasNoDiskPressure", "kubelet has no disk pressure", "KubeletHasDiskPressure", "kubelet has disk pressure"),
-            cond("PIDPressure", pid_pressure, "KubeletHasSufficientPID", "kubelet has sufficient PID available", "KubeletHasInsufficientPID", "kubelet has insufficient PID available"),
-            cond("Ready", false, "KubeletReady", "kubelet is posting ready status", "KubeletNotReady", "kubelet is not ready"),
+            cond(
+                "MemoryPressure",
+                mem_pressure,
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+                "KubeletHasInsufficientMemory",
+                "kubelet has insufficient memory available"
+            ),
+            cond(
+                "DiskPressure",
+                disk_pressure,
+                "KubeletHasNoDiskPressure",
+                "kubelet has no disk pressure",
+                "KubeletHasDiskPressure",
+                "kubelet has disk pressure"
+            ),
+            cond(
+                "PIDPressure",
+                pid_pressure,
+                "KubeletHasSufficientPID",
+                "kubelet has sufficient PID available",
+                "KubeletHasInsufficientPID",
+                "kubelet has insufficient PID available"
+            ),
+            cond(
+                "Ready",
+                false,
+                "KubeletReady",
+                "kubelet is posting ready status",
+                "KubeletNotReady",
+                "kubelet is not ready"
+            ),
         ])
     }
 
@@ -179,7 +212,12 @@ impl NodeAgent {
     /// Renews (or makes) the node's Lease.
     pub(crate) async fn renew_lease(&self, node_uid: &str) -> Result<(), StoreError> {
         let name = &self.cfg.node_name;
-        let key = registry::key("coordination.k8s.io", "leases", Some("kube-node-lease"), name);
+        let key = registry::key(
+            "coordination.k8s.io",
+            "leases",
+            Some("kube-node-lease"),
+            name,
+        );
         let renewed = kv::update(&*self.store, &key, |v| {
             v["spec"]["holderIdentity"] = json!(name);
             v["spec"]["leaseDurationSeconds"] = json!(LEASE_DURATION_SECONDS);

@@ -114,7 +114,8 @@ fn port_of(p: &IntOrString, c: &Container) -> Result<u16, String> {
 impl ProbeSpec {
     /// Reads a probe of container `c`.
     pub fn from_k8s(p: &Probe, c: &Container) -> Result<ProbeSpec, String> {
-        let secs = |v: Option<i32>, default: i32| Duration::from_secs(v.unwrap_or(default).max(0) as u64);
+        let secs =
+            |v: Option<i32>, default: i32| Duration::from_secs(v.unwrap_or(default).max(0) as u64);
         let action = if let Some(e) = &p.exec {
             let cmd = e.command.clone().unwrap_or_default();
             if cmd.is_empty() {
@@ -125,7 +126,11 @@ impl ProbeSpec {
             Action::Http {
                 host: h.host.clone().filter(|h| !h.is_empty()),
                 port: port_of(&h.port, c)?,
-                path: h.path.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| "/".into()),
+                path: h
+                    .path
+                    .clone()
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or_else(|| "/".into()),
                 headers: h
                     .http_headers
                     .iter()
@@ -142,7 +147,8 @@ impl ProbeSpec {
         } else if let Some(g) = &p.grpc {
             Action::Tcp {
                 host: None,
-                port: u16::try_from(g.port).map_err(|_| format!("port {} is out of range", g.port))?,
+                port: u16::try_from(g.port)
+                    .map_err(|_| format!("port {} is out of range", g.port))?,
             }
         } else {
             return Err("a probe needs exec, httpGet, tcpSocket or grpc".into());
@@ -248,17 +254,25 @@ pub async fn http_get(
         if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
             req.push_str(&format!("Host: {addr}\r\n"));
         }
-        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("user-agent")) {
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("user-agent"))
+        {
             req.push_str("User-Agent: kube-probe/1.37\r\n");
         }
-        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("accept")) {
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("accept"))
+        {
             req.push_str("Accept: */*\r\n");
         }
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
         req.push_str("Connection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
         let mut buf = Vec::new();
         let mut chunk = [0u8; 1024];
         while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < 8192 {
@@ -320,8 +334,18 @@ fn exec(cmd: &[String], t: &Target, timeout: Duration) -> Outcome {
             buf
         })
     };
-    let out = read(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
-    let err = read(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let out = read(
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let err = read(
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
     let deadline = Instant::now() + timeout;
     let status = loop {
         match child.try_wait() {
@@ -332,10 +356,7 @@ fn exec(cmd: &[String], t: &Target, timeout: Duration) -> Outcome {
                 }
                 let _ = child.wait();
                 let _ = (out.join(), err.join());
-                return Outcome::Failure(format!(
-                    "command {:?} timed out",
-                    cmd.join(" ")
-                ));
+                return Outcome::Failure(format!("command {:?} timed out", cmd.join(" ")));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => return Outcome::Failure(format!("waiting for the exec probe: {e}")),
@@ -348,7 +369,11 @@ fn exec(cmd: &[String], t: &Target, timeout: Duration) -> Outcome {
     } else {
         let text = String::from_utf8_lossy(&output).trim().to_owned();
         Outcome::Failure(if text.is_empty() {
-            format!("command {:?} exited with {}", cmd.join(" "), status.code().unwrap_or(-1))
+            format!(
+                "command {:?} exited with {}",
+                cmd.join(" "),
+                status.code().unwrap_or(-1)
+            )
         } else {
             text
         })
@@ -430,7 +455,10 @@ impl Probes {
         let mut parsed = Vec::new();
         for (k, p) in specs {
             if let Some(p) = p {
-                parsed.push((k, ProbeSpec::from_k8s(p, c).map_err(|e| format!("{} probe: {e}", k.name()))?));
+                parsed.push((
+                    k,
+                    ProbeSpec::from_k8s(p, c).map_err(|e| format!("{} probe: {e}", k.name()))?,
+                ));
             }
         }
         let has_startup = parsed.iter().any(|(k, _)| *k == Kind::Startup);
@@ -561,7 +589,13 @@ mod tests {
         assert_eq!(l.timeout, Duration::from_secs(1));
         assert_eq!((l.success_threshold, l.failure_threshold), (1, 2));
         let r = ProbeSpec::from_k8s(c.readiness_probe.as_ref().unwrap(), &c).unwrap();
-        assert_eq!(r.action, Action::Tcp { host: None, port: 9000 });
+        assert_eq!(
+            r.action,
+            Action::Tcp {
+                host: None,
+                port: 9000
+            }
+        );
         let s = ProbeSpec::from_k8s(c.startup_probe.as_ref().unwrap(), &c).unwrap();
         assert_eq!(s.action, Action::Exec(vec!["true".into()]));
         let mut bad = c.clone();
@@ -609,13 +643,19 @@ mod tests {
         });
         let h = [("X-A".to_string(), "b".to_string())];
         let t = Duration::from_secs(2);
-        assert_eq!(http_get("127.0.0.1", port, "/ok", &h, t).await, Outcome::Success);
+        assert_eq!(
+            http_get("127.0.0.1", port, "/ok", &h, t).await,
+            Outcome::Success
+        );
         assert_eq!(
             http_get("127.0.0.1", port, "/ok", &h, t).await,
             Outcome::Failure("HTTP probe failed with statuscode: 500".into())
         );
         server.await.unwrap();
         // Nothing listens there any more.
-        assert!(matches!(tcp("127.0.0.1", port, t).await, Outcome::Failure(_)));
+        assert!(matches!(
+            tcp("127.0.0.1", port, t).await,
+            Outcome::Failure(_)
+        ));
     }
 }

@@ -103,9 +103,7 @@ pub fn qos_class(spec: &PodSpec) -> &'static str {
         let req = requests(c);
         let lim = limits(c);
         let nonzero = |m: &BTreeMap<String, Quantity>, k: &str| {
-            m.get(k)
-                .and_then(|q| parse(&q.0))
-                .is_some_and(|v| v > 0.0)
+            m.get(k).and_then(|q| parse(&q.0)).is_some_and(|v| v > 0.0)
         };
         for k in tracked {
             if nonzero(&req, k) || nonzero(&lim, k) {
@@ -186,7 +184,10 @@ mod tests {
 
     #[test]
     fn qos_classes_follow_kubernetes_rules() {
-        assert_eq!(qos_class(&pod(vec![container("a", &[], &[])])), "BestEffort");
+        assert_eq!(
+            qos_class(&pod(vec![container("a", &[], &[])])),
+            "BestEffort"
+        );
         let full = [("cpu", "500m"), ("memory", "128Mi")];
         assert_eq!(
             qos_class(&pod(vec![container("a", &full, &full)])),

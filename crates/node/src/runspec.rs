@@ -134,7 +134,11 @@ pub struct RunContext<'a> {
 
 /// The engine container for one run of `c`. `Err` is a configuration the engine cannot
 /// express (the container's `CreateContainerConfigError`).
-pub fn container_spec(pod: &Pod, c: &Container, ctx: RunContext<'_>) -> Result<ContainerSpec, String> {
+pub fn container_spec(
+    pod: &Pod,
+    c: &Container,
+    ctx: RunContext<'_>,
+) -> Result<ContainerSpec, String> {
     let spec = pod.spec.clone().unwrap_or_default();
     let psc = spec.security_context.clone().unwrap_or_default();
     let csc = c.security_context.clone().unwrap_or_default();
@@ -175,7 +179,10 @@ pub fn container_spec(pod: &Pod, c: &Container, ctx: RunContext<'_>) -> Result<C
         image: c.image.clone().unwrap_or_default(),
         // The agent pulls before it creates (its own events and back-off).
         pull: PullPolicy::Missing,
-        entrypoint: c.command.as_ref().map(|cmd| cmd.iter().map(expand).collect()),
+        entrypoint: c
+            .command
+            .as_ref()
+            .map(|cmd| cmd.iter().map(expand).collect()),
         command: c.args.iter().flatten().map(expand).collect(),
         env: ctx.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
         workdir: c.working_dir.clone().filter(|w| !w.is_empty()),
@@ -202,7 +209,8 @@ pub fn container_spec(pod: &Pod, c: &Container, ctx: RunContext<'_>) -> Result<C
         s.security.cap_drop = caps.drop.clone().unwrap_or_default();
     }
     s.security.no_new_privileges = csc.allow_privilege_escalation == Some(false);
-    let profile: Option<SeccompProfile> = csc.seccomp_profile.clone().or(psc.seccomp_profile.clone());
+    let profile: Option<SeccompProfile> =
+        csc.seccomp_profile.clone().or(psc.seccomp_profile.clone());
     if let Some(p) = profile {
         s.security.seccomp = match p.type_.as_str() {
             "Unconfined" => Seccomp::Unconfined,
@@ -229,14 +237,20 @@ pub fn container_spec(pod: &Pod, c: &Container, ctx: RunContext<'_>) -> Result<C
     let limits = res.limits.unwrap_or_default();
     let requests = res.requests.unwrap_or_default();
     if let Some(q) = limits.get("memory") {
-        s.resources.memory = Some(
-            quantity::bytes(q)
-                .ok_or_else(|| format!("container {}: memory limit {:?} is not a quantity", c.name, q.0))?,
-        );
+        s.resources.memory = Some(quantity::bytes(q).ok_or_else(|| {
+            format!(
+                "container {}: memory limit {:?} is not a quantity",
+                c.name, q.0
+            )
+        })?);
     }
     if let Some(q) = limits.get("cpu") {
-        let cores = quantity::cpu_cores(q)
-            .ok_or_else(|| format!("container {}: cpu limit {:?} is not a quantity", c.name, q.0))?;
+        let cores = quantity::cpu_cores(q).ok_or_else(|| {
+            format!(
+                "container {}: cpu limit {:?} is not a quantity",
+                c.name, q.0
+            )
+        })?;
         if cores > 0.0 {
             s.resources.cpus = Some(cores.max(0.01));
         }
@@ -352,17 +366,32 @@ mod tests {
         };
         assert_eq!(pull_policy(&c("busybox", None)), ImagePull::Always);
         assert_eq!(pull_policy(&c("busybox:latest", None)), ImagePull::Always);
-        assert_eq!(pull_policy(&c("busybox:1.36", None)), ImagePull::IfNotPresent);
+        assert_eq!(
+            pull_policy(&c("busybox:1.36", None)),
+            ImagePull::IfNotPresent
+        );
         assert_eq!(pull_policy(&c("reg:5000/busybox", None)), ImagePull::Always);
-        assert_eq!(pull_policy(&c("reg:5000/bb:1", None)), ImagePull::IfNotPresent);
-        assert_eq!(pull_policy(&c("bb@sha256:abc", None)), ImagePull::IfNotPresent);
+        assert_eq!(
+            pull_policy(&c("reg:5000/bb:1", None)),
+            ImagePull::IfNotPresent
+        );
+        assert_eq!(
+            pull_policy(&c("bb@sha256:abc", None)),
+            ImagePull::IfNotPresent
+        );
         assert_eq!(pull_policy(&c("busybox", Some("Never"))), ImagePull::Never);
     }
 
     #[test]
     fn run_as_non_root_refuses_root_images() {
         let mut p = pod();
-        p.spec.as_mut().unwrap().security_context.as_mut().unwrap().run_as_user = None;
+        p.spec
+            .as_mut()
+            .unwrap()
+            .security_context
+            .as_mut()
+            .unwrap()
+            .run_as_user = None;
         let c = p.spec.as_ref().unwrap().containers[0].clone();
         assert!(check_non_root(&p, &c, "").is_err());
         assert!(check_non_root(&p, &c, "0:0").is_err());

@@ -48,7 +48,12 @@ fn clean(s: &str) -> String {
 }
 
 fn uid8(uid: &str) -> String {
-    clean(&uid.chars().filter(|c| *c != '-').take(8).collect::<String>())
+    clean(
+        &uid.chars()
+            .filter(|c| *c != '-')
+            .take(8)
+            .collect::<String>(),
+    )
 }
 
 /// The engine pod's name for a Kubernetes pod.
@@ -100,7 +105,10 @@ pub fn scan(engine: &Engine) -> corral_engine::Result<Scan> {
                 uid.clone(),
                 (
                     p.id.clone(),
-                    p.labels.get(LABEL_POD_NAMESPACE).cloned().unwrap_or_default(),
+                    p.labels
+                        .get(LABEL_POD_NAMESPACE)
+                        .cloned()
+                        .unwrap_or_default(),
                     p.labels.get(LABEL_POD_NAME).cloned().unwrap_or_default(),
                 ),
             );
@@ -116,17 +124,20 @@ pub fn scan(engine: &Engine) -> corral_engine::Result<Scan> {
             continue;
         };
         let Ok(state) = cs.load(&id) else { continue };
-        out.containers.entry(uid.clone()).or_default().push(Instance {
-            id: id.clone(),
-            container: name.clone(),
-            attempt: record
-                .labels
-                .get(LABEL_ATTEMPT)
-                .and_then(|a| a.parse().ok())
-                .unwrap_or(0),
-            init: record.labels.get(LABEL_INIT).is_some_and(|v| v == "true"),
-            state,
-        });
+        out.containers
+            .entry(uid.clone())
+            .or_default()
+            .push(Instance {
+                id: id.clone(),
+                container: name.clone(),
+                attempt: record
+                    .labels
+                    .get(LABEL_ATTEMPT)
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or(0),
+                init: record.labels.get(LABEL_INIT).is_some_and(|v| v == "true"),
+                state,
+            });
     }
     Ok(out)
 }

@@ -40,7 +40,8 @@ impl Worker {
         slot.retry_at = Some(Instant::now() + CONFIG_RETRY);
         if new {
             let text = event.unwrap_or_else(|| format!("Error: {message}"));
-            self.event(Some(c), EventType::Warning, "Failed", &text).await;
+            self.event(Some(c), EventType::Warning, "Failed", &text)
+                .await;
         }
     }
 
@@ -56,13 +57,18 @@ impl Worker {
             let slot = self.slots.get_mut(&name)?;
             let prev = slot.waiting.clone().unwrap_or_default();
             if prev.0 != "ImagePullBackOff" {
-                let cause = if prev.1.is_empty() { String::new() } else { format!(": ErrImagePull: {}", prev.1) };
+                let cause = if prev.1.is_empty() {
+                    String::new()
+                } else {
+                    format!(": ErrImagePull: {}", prev.1)
+                };
                 slot.waiting = Some((
                     "ImagePullBackOff".into(),
                     format!("Back-off pulling image \"{image}\"{cause}"),
                 ));
                 let m = format!("Back-off pulling image \"{image}\"");
-                self.event(Some(&name), EventType::Normal, "BackOff", &m).await;
+                self.event(Some(&name), EventType::Normal, "BackOff", &m)
+                    .await;
             }
             return None;
         }
@@ -73,18 +79,22 @@ impl Worker {
         .await;
         match (policy, local) {
             (ImagePull::Never, None) => {
-                let m = format!("Container image \"{image}\" is not present with pull policy of Never");
-                self.wait_for(&name, "ErrImageNeverPull", m.clone(), Some(m)).await;
+                let m =
+                    format!("Container image \"{image}\" is not present with pull policy of Never");
+                self.wait_for(&name, "ErrImageNeverPull", m.clone(), Some(m))
+                    .await;
                 None
             }
             (ImagePull::Never | ImagePull::IfNotPresent, Some(user)) => {
                 let m = format!("Container image \"{image}\" already present on machine");
-                self.event(Some(&name), EventType::Normal, "Pulled", &m).await;
+                self.event(Some(&name), EventType::Normal, "Pulled", &m)
+                    .await;
                 Some(user)
             }
             _ => {
                 let m = format!("Pulling image \"{image}\"");
-                self.event(Some(&name), EventType::Normal, "Pulling", &m).await;
+                self.event(Some(&name), EventType::Normal, "Pulling", &m)
+                    .await;
                 let t0 = Instant::now();
                 let img = image.clone();
                 let r = blocking(&self.agent.engine, move |e: &Engine| {
@@ -100,7 +110,8 @@ impl Worker {
                         let m = format!(
                             "Successfully pulled image \"{image}\" in {secs:.3}s ({secs:.3}s including waiting)"
                         );
-                        self.event(Some(&name), EventType::Normal, "Pulled", &m).await;
+                        self.event(Some(&name), EventType::Normal, "Pulled", &m)
+                            .await;
                         Some(user)
                     }
                     Err(err) => {
@@ -109,13 +120,19 @@ impl Worker {
                             .or_default()
                             .failed(std::time::Duration::ZERO, Instant::now());
                         let m = format!("Failed to pull image \"{image}\": {err}");
-                        self.event(Some(&name), EventType::Warning, "Failed", &m).await;
+                        self.event(Some(&name), EventType::Warning, "Failed", &m)
+                            .await;
                         if let Some(slot) = self.slots.get_mut(&name) {
                             slot.waiting = Some(("ErrImagePull".into(), err));
                             slot.retry_at = None;
                         }
-                        self.event(Some(&name), EventType::Warning, "Failed", "Error: ErrImagePull")
-                            .await;
+                        self.event(
+                            Some(&name),
+                            EventType::Warning,
+                            "Failed",
+                            "Error: ErrImagePull",
+                        )
+                        .await;
                         None
                     }
                 }
@@ -142,18 +159,33 @@ impl Worker {
         };
         let env = match env::resolve(&self.pod, c, &sources, &self.field_context()) {
             Ok(e) => e,
-            Err(m) => return self.wait_for(&name, "CreateContainerConfigError", m, None).await,
+            Err(m) => {
+                return self
+                    .wait_for(&name, "CreateContainerConfigError", m, None)
+                    .await
+            }
         };
         if let Err(m) = runspec::check_non_root(&self.pod, c, &user) {
-            return self.wait_for(&name, "CreateContainerConfigError", m, None).await;
+            return self
+                .wait_for(&name, "CreateContainerConfigError", m, None)
+                .await;
         }
         let prepared = self.prepared.clone().unwrap_or_default();
         let c2 = c.clone();
-        let mounts = match tokio::task::spawn_blocking(move || volumes::mounts(&c2, &prepared)).await {
-            Ok(Ok(m)) => m,
-            Ok(Err(m)) => return self.wait_for(&name, "CreateContainerConfigError", m, None).await,
-            Err(e) => return self.wait_for(&name, "CreateContainerError", e.to_string(), None).await,
-        };
+        let mounts =
+            match tokio::task::spawn_blocking(move || volumes::mounts(&c2, &prepared)).await {
+                Ok(Ok(m)) => m,
+                Ok(Err(m)) => {
+                    return self
+                        .wait_for(&name, "CreateContainerConfigError", m, None)
+                        .await
+                }
+                Err(e) => {
+                    return self
+                        .wait_for(&name, "CreateContainerError", e.to_string(), None)
+                        .await
+                }
+            };
         let Some(slot) = self.slots.get(&name) else {
             return;
         };
@@ -175,7 +207,11 @@ impl Worker {
             },
         ) {
             Ok(s) => s,
-            Err(m) => return self.wait_for(&name, "CreateContainerConfigError", m, None).await,
+            Err(m) => {
+                return self
+                    .wait_for(&name, "CreateContainerConfigError", m, None)
+                    .await
+            }
         };
         let created = blocking(&self.agent.engine, move |e| {
             // A container of this name left by an earlier agent (made, its record lost).
@@ -192,7 +228,8 @@ impl Worker {
             Err(m) => return self.wait_for(&name, "CreateContainerError", m, None).await,
         };
         let m = format!("Created container: {name}");
-        self.event(Some(&name), EventType::Normal, "Created", &m).await;
+        self.event(Some(&name), EventType::Normal, "Created", &m)
+            .await;
         if let Some(slot) = self.slots.get_mut(&name) {
             slot.next_attempt = attempt + 1;
         }
@@ -223,7 +260,12 @@ impl Worker {
         .await;
         let Some(state) = state else {
             return self
-                .wait_for(&name, "CreateContainerError", format!("container {id} vanished while it started"), None)
+                .wait_for(
+                    &name,
+                    "CreateContainerError",
+                    format!("container {id} vanished while it started"),
+                    None,
+                )
                 .await;
         };
         if let (Err(m), corral_container::Status::Created) = (&started, state.status) {
@@ -233,7 +275,9 @@ impl Worker {
                 let _ = e.remove(&cid, true, true);
             })
             .await;
-            return self.wait_for(&name, "RunContainerError", m.clone(), None).await;
+            return self
+                .wait_for(&name, "RunContainerError", m.clone(), None)
+                .await;
         }
         if let Some(pid) = state.monitor_pid {
             self.agent.reaper.watch(pid);
@@ -269,11 +313,13 @@ impl Worker {
         match started {
             Ok(_) => {
                 let m = format!("Started container {name}");
-                self.event(Some(&name), EventType::Normal, "Started", &m).await;
+                self.event(Some(&name), EventType::Normal, "Started", &m)
+                    .await;
             }
             Err(m) => {
                 let text = format!("Error: failed to start container \"{name}\": {m}");
-                self.event(Some(&name), EventType::Warning, "Failed", &text).await;
+                self.event(Some(&name), EventType::Warning, "Failed", &text)
+                    .await;
             }
         }
     }

@@ -150,18 +150,27 @@ impl ContainerView {
                     }),
                     ..Default::default()
                 },
-                self.previous.as_ref().filter(|p| p.exited()).map(terminated),
+                self.previous
+                    .as_ref()
+                    .filter(|p| p.exited())
+                    .map(terminated),
             ),
             Some(r) if r.created => (
                 default_wait(),
-                self.previous.as_ref().filter(|p| p.exited()).map(terminated),
+                self.previous
+                    .as_ref()
+                    .filter(|p| p.exited())
+                    .map(terminated),
             ),
             Some(r) if self.will_restart && self.waiting.is_some() => {
                 (default_wait(), Some(terminated(r)))
             }
             Some(r) => (
                 terminated(r),
-                self.previous.as_ref().filter(|p| p.exited()).map(terminated),
+                self.previous
+                    .as_ref()
+                    .filter(|p| p.exited())
+                    .map(terminated),
             ),
         };
         let running = self.current.as_ref().is_some_and(|r| r.running);
@@ -218,7 +227,12 @@ pub enum AppState {
 
 /// The pod's phase (`Pending`, `Running`, `Succeeded`, `Failed`), the kubelet's rules.
 /// `init_failed`: an init container failed and will not be restarted.
-pub fn phase(restart_policy: &str, initialized: bool, init_failed: bool, app: &[AppState]) -> &'static str {
+pub fn phase(
+    restart_policy: &str,
+    initialized: bool,
+    init_failed: bool,
+    app: &[AppState],
+) -> &'static str {
     if init_failed {
         return "Failed";
     }
@@ -275,7 +289,11 @@ pub struct ConditionInputs {
 
 /// The conditions the agent owns, in the kubelet's order, keeping `old` transition times of
 /// those whose status did not change; other conditions in `old` are kept as they are.
-pub fn conditions(old: &[PodCondition], now: SystemTime, inp: &ConditionInputs) -> Vec<PodCondition> {
+pub fn conditions(
+    old: &[PodCondition],
+    now: SystemTime,
+    inp: &ConditionInputs,
+) -> Vec<PodCondition> {
     let completed = inp.phase == "Succeeded";
     let make = |t: &str, ok: bool, reason: Option<&str>, message: Option<String>| {
         let status = if ok { "True" } else { "False" }.to_owned();
@@ -294,26 +312,57 @@ pub fn conditions(old: &[PodCondition], now: SystemTime, inp: &ConditionInputs) 
         }
     };
     let list = |names: &[String]| format!("[{}]", names.join(" "));
-    let (init_ok, ready_ok) = (inp.uninitialized.is_empty(), inp.unready.is_empty() && !completed);
-    let not_ready_reason = if completed { "PodCompleted" } else { "ContainersNotReady" };
-    let not_ready_msg = (!completed).then(|| format!("containers with unready status: {}", list(&inp.unready)));
+    let (init_ok, ready_ok) = (
+        inp.uninitialized.is_empty(),
+        inp.unready.is_empty() && !completed,
+    );
+    let not_ready_reason = if completed {
+        "PodCompleted"
+    } else {
+        "ContainersNotReady"
+    };
+    let not_ready_msg =
+        (!completed).then(|| format!("containers with unready status: {}", list(&inp.unready)));
     let mut out = vec![
         make("PodReadyToStartContainers", inp.sandbox_ready, None, None),
         make(
             "Initialized",
             init_ok,
             Some("ContainersNotInitialized"),
-            Some(format!("containers with incomplete status: {}", list(&inp.uninitialized))),
+            Some(format!(
+                "containers with incomplete status: {}",
+                list(&inp.uninitialized)
+            )),
         ),
-        make("Ready", ready_ok, Some(not_ready_reason), not_ready_msg.clone()),
-        make("ContainersReady", ready_ok, Some(not_ready_reason), not_ready_msg),
+        make(
+            "Ready",
+            ready_ok,
+            Some(not_ready_reason),
+            not_ready_msg.clone(),
+        ),
+        make(
+            "ContainersReady",
+            ready_ok,
+            Some(not_ready_reason),
+            not_ready_msg,
+        ),
     ];
     match old.iter().find(|c| c.type_ == "PodScheduled") {
         Some(c) => out.push(c.clone()),
         None => out.push(make("PodScheduled", true, None, None)),
     }
-    let ours = ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"];
-    out.extend(old.iter().filter(|c| !ours.contains(&c.type_.as_str())).cloned());
+    let ours = [
+        "PodReadyToStartContainers",
+        "Initialized",
+        "Ready",
+        "ContainersReady",
+        "PodScheduled",
+    ];
+    out.extend(
+        old.iter()
+            .filter(|c| !ours.contains(&c.type_.as_str()))
+            .cloned(),
+    );
     out
 }
 
@@ -328,11 +377,20 @@ mod tests {
         assert_eq!(phase("Always", false, false, &[Running]), "Pending");
         assert_eq!(phase("Never", false, true, &[Waiting]), "Failed");
         assert_eq!(phase("Always", true, false, &[Waiting, Running]), "Pending");
-        assert_eq!(phase("Always", true, false, &[Running, Stopped(1)]), "Running");
+        assert_eq!(
+            phase("Always", true, false, &[Running, Stopped(1)]),
+            "Running"
+        );
         assert_eq!(phase("Always", true, false, &[Stopped(0)]), "Running");
-        assert_eq!(phase("OnFailure", true, false, &[Stopped(0), Stopped(0)]), "Succeeded");
+        assert_eq!(
+            phase("OnFailure", true, false, &[Stopped(0), Stopped(0)]),
+            "Succeeded"
+        );
         assert_eq!(phase("Never", true, false, &[Stopped(0)]), "Succeeded");
-        assert_eq!(phase("Never", true, false, &[Stopped(0), Stopped(2)]), "Failed");
+        assert_eq!(
+            phase("Never", true, false, &[Stopped(0), Stopped(2)]),
+            "Failed"
+        );
         assert_eq!(phase("OnFailure", true, false, &[Stopped(2)]), "Running");
         assert_eq!(phase("Always", true, false, &[]), "Pending");
     }
@@ -364,7 +422,10 @@ mod tests {
         };
         let s = v.status(false);
         let st = s.state.unwrap();
-        assert_eq!(st.waiting.unwrap().reason.as_deref(), Some("CrashLoopBackOff"));
+        assert_eq!(
+            st.waiting.unwrap().reason.as_deref(),
+            Some("CrashLoopBackOff")
+        );
         let last = s.last_state.unwrap().terminated.unwrap();
         assert_eq!((last.exit_code, last.reason.as_deref()), (1, Some("Error")));
         assert_eq!(last.container_id.as_deref(), Some("corral://abc"));
@@ -391,7 +452,10 @@ mod tests {
         failed.start_error = Some("exec: \"nope\": not found".into());
         v.current = Some(failed);
         let t = v.status(false).state.unwrap().terminated.unwrap();
-        assert_eq!((t.exit_code, t.reason.as_deref()), (128, Some("StartError")));
+        assert_eq!(
+            (t.exit_code, t.reason.as_deref()),
+            (128, Some("StartError"))
+        );
         assert!(t.message.unwrap().contains("nope"));
 
         let fresh = ContainerView {
@@ -416,10 +480,25 @@ mod tests {
         };
         let first = conditions(&[], t0, &inp);
         let types: Vec<&str> = first.iter().map(|c| c.type_.as_str()).collect();
-        assert_eq!(types, ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"]);
+        assert_eq!(
+            types,
+            [
+                "PodReadyToStartContainers",
+                "Initialized",
+                "Ready",
+                "ContainersReady",
+                "PodScheduled"
+            ]
+        );
         assert_eq!(first[2].status, "False");
-        assert_eq!(first[2].message.as_deref(), Some("containers with unready status: [web]"));
-        let ready = ConditionInputs { unready: vec![], ..inp };
+        assert_eq!(
+            first[2].message.as_deref(),
+            Some("containers with unready status: [web]")
+        );
+        let ready = ConditionInputs {
+            unready: vec![],
+            ..inp
+        };
         let second = conditions(&first, t1, &ready);
         assert_eq!(second[2].status, "True");
         assert_eq!(second[2].last_transition_time, Some(clock::k8s_time(t1)));

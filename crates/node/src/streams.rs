@@ -29,12 +29,17 @@ impl Streams {
 
     fn ids(&self, pod: &Value) -> (String, String) {
         let m = &pod["metadata"];
-        (m["namespace"].as_str().unwrap_or("default").to_string(), m["name"].as_str().unwrap_or("").to_string())
+        (
+            m["namespace"].as_str().unwrap_or("default").to_string(),
+            m["name"].as_str().unwrap_or("").to_string(),
+        )
     }
 
     fn container(&self, pod: &Value, container: &str) -> Result<String, ApiError> {
         let (ns, name) = self.ids(pod);
-        self.agent.container_id(&ns, &name, Some(container)).map_err(|e| ApiError::bad_request(e.to_string()))
+        self.agent
+            .container_id(&ns, &name, Some(container))
+            .map_err(|e| ApiError::bad_request(e.to_string()))
     }
 
     fn corral(&self, args: &[&str]) -> tokio::process::Command {
@@ -44,7 +49,12 @@ impl Streams {
         c
     }
 
-    async fn spawn(&self, mut args: Vec<String>, stdin: bool, tty: bool) -> Result<Process, ApiError> {
+    async fn spawn(
+        &self,
+        mut args: Vec<String>,
+        stdin: bool,
+        tty: bool,
+    ) -> Result<Process, ApiError> {
         if tty {
             return self.spawn_tty(args).await;
         }
@@ -53,17 +63,30 @@ impl Streams {
         }
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut cmd = self.corral(&argv);
-        cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| ApiError::internal(format!("starting corral {}: {e}", args[0])))?;
+        cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| ApiError::internal(format!("starting corral {}: {e}", args[0])))?;
         let (tx, exit) = tokio::sync::oneshot::channel();
-        let stdin_w = child.stdin.take().map(|w| Box::new(w) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>);
+        let stdin_w = child
+            .stdin
+            .take()
+            .map(|w| Box::new(w) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>);
         let stdout = Box::new(child.stdout.take().expect("piped"));
         let stderr = Box::new(child.stderr.take().expect("piped"));
         tokio::spawn(async move {
             let code = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
             let _ = tx.send(code);
         });
-        Ok(Process { stdin: stdin_w, stdout, stderr: Some(stderr), resize: None, exit })
+        Ok(Process {
+            stdin: stdin_w,
+            stdout,
+            stderr: Some(stderr),
+            resize: None,
+            exit,
+        })
     }
 
     /// A command on a terminal of its own: `setsid --ctty` makes the terminal its controlling
@@ -71,18 +94,32 @@ impl Streams {
     async fn spawn_tty(&self, mut args: Vec<String>) -> Result<Process, ApiError> {
         use rustix::pty::{openpt, ptsname, unlockpt, OpenptFlags};
         let err = |e: std::io::Error| ApiError::internal(format!("making a terminal: {e}"));
-        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).map_err(|e| err(e.into()))?;
+        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
+            .map_err(|e| err(e.into()))?;
         rustix::pty::grantpt(&master).map_err(|e| err(e.into()))?;
         unlockpt(&master).map_err(|e| err(e.into()))?;
         let name = ptsname(&master, Vec::new()).map_err(|e| err(e.into()))?;
-        let slave = std::fs::OpenOptions::new().read(true).write(true).open(name.to_string_lossy().as_ref()).map_err(err)?;
+        let slave = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(name.to_string_lossy().as_ref())
+            .map_err(err)?;
         args.insert(1, "-i".into());
         args.insert(2, "-t".into());
         let mut cmd = tokio::process::Command::new("setsid");
-        cmd.arg("--ctty").arg("--wait").arg(self.agent.engine().exe()).arg("--root").arg(self.agent.engine().root()).args(&args);
+        cmd.arg("--ctty")
+            .arg("--wait")
+            .arg(self.agent.engine().exe())
+            .arg("--root")
+            .arg(self.agent.engine().root())
+            .args(&args);
         cmd.kill_on_drop(true);
-        cmd.stdin(slave.try_clone().map_err(err)?).stdout(slave.try_clone().map_err(err)?).stderr(slave);
-        let mut child = cmd.spawn().map_err(|e| ApiError::internal(format!("starting corral {}: {e}", args[0])))?;
+        cmd.stdin(slave.try_clone().map_err(err)?)
+            .stdout(slave.try_clone().map_err(err)?)
+            .stderr(slave);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| ApiError::internal(format!("starting corral {}: {e}", args[0])))?;
         let master = std::fs::File::from(master);
         let resize_fd = master.try_clone().map_err(err)?;
         let reader = tokio::fs::File::from_std(master.try_clone().map_err(err)?);
@@ -93,7 +130,12 @@ impl Streams {
             let _ = tx.send(code);
         });
         let resize = move |cols: u16, rows: u16| {
-            let ws = rustix::termios::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+            let ws = rustix::termios::Winsize {
+                ws_row: rows,
+                ws_col: cols,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
             let _ = rustix::termios::tcsetwinsize(&resize_fd, ws);
         };
         Ok(Process {
@@ -116,7 +158,9 @@ impl tokio::io::AsyncRead for TtyReader {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         match std::pin::Pin::new(&mut self.0).poll_read(cx, buf) {
-            std::task::Poll::Ready(Err(e)) if e.raw_os_error() == Some(libc_eio()) => std::task::Poll::Ready(Ok(())),
+            std::task::Poll::Ready(Err(e)) if e.raw_os_error() == Some(libc_eio()) => {
+                std::task::Poll::Ready(Ok(()))
+            }
             other => other,
         }
     }
@@ -128,7 +172,12 @@ fn libc_eio() -> i32 {
 
 #[async_trait]
 impl PodStreams for Streams {
-    async fn logs(&self, pod: &Value, container: &str, req: LogRequest) -> Result<tokio::sync::mpsc::Receiver<Bytes>, ApiError> {
+    async fn logs(
+        &self,
+        pod: &Value,
+        container: &str,
+        req: LogRequest,
+    ) -> Result<tokio::sync::mpsc::Receiver<Bytes>, ApiError> {
         let (ns, name) = self.ids(pod);
         let id = if req.previous {
             self.agent
@@ -145,10 +194,16 @@ impl PodStreams for Streams {
             let opts = corral_engine::logs::LogOptions {
                 follow: req.follow && !req.previous,
                 tail: req.tail_lines,
-                since: req.since_seconds.map(|s| SystemTime::now() - Duration::from_secs(s)),
+                since: req
+                    .since_seconds
+                    .map(|s| SystemTime::now() - Duration::from_secs(s)),
                 until: None,
             };
-            let running = || cs.load(&id).is_ok_and(|s| s.status == corral_container::Status::Running) && !tx.is_closed();
+            let running = || {
+                cs.load(&id)
+                    .is_ok_and(|s| s.status == corral_container::Status::Running)
+                    && !tx.is_closed()
+            };
             let mut left = req.limit_bytes.unwrap_or(usize::MAX);
             let mut emit = |l: &corral_engine::logs::LogLine| -> std::io::Result<()> {
                 let mut s = String::new();
@@ -167,19 +222,39 @@ impl PodStreams for Streams {
                 }
                 Ok(())
             };
-            let _ = corral_engine::logs::follow_container(&cs.dir(&id), &id, &cfg.log, &opts, &running, &mut emit);
+            let _ = corral_engine::logs::follow_container(
+                &cs.dir(&id),
+                &id,
+                &cfg.log,
+                &opts,
+                &running,
+                &mut emit,
+            );
         });
         Ok(rx)
     }
 
-    async fn exec(&self, pod: &Value, container: &str, command: Vec<String>, stdin: bool, tty: bool) -> Result<Process, ApiError> {
+    async fn exec(
+        &self,
+        pod: &Value,
+        container: &str,
+        command: Vec<String>,
+        stdin: bool,
+        tty: bool,
+    ) -> Result<Process, ApiError> {
         let id = self.container(pod, container)?;
         let mut args = vec!["exec".to_string(), id, "--".to_string()];
         args.extend(command);
         self.spawn(args, stdin, tty).await
     }
 
-    async fn attach(&self, pod: &Value, container: &str, stdin: bool, tty: bool) -> Result<Process, ApiError> {
+    async fn attach(
+        &self,
+        pod: &Value,
+        container: &str,
+        stdin: bool,
+        tty: bool,
+    ) -> Result<Process, ApiError> {
         let id = self.container(pod, container)?;
         let mut args = vec!["attach".to_string(), "--sig-proxy=false".to_string(), id];
         if !stdin {
@@ -191,10 +266,14 @@ impl PodStreams for Streams {
 
     async fn port_forward(&self, pod: &Value, port: u16) -> Result<Box<dyn Duplex>, ApiError> {
         let (ns, name) = self.ids(pod);
-        let ip = self.agent.pod_ip(&ns, &name).ok_or_else(|| ApiError::bad_request(format!("pod {name} has no address (is it running?)")))?;
+        let ip = self.agent.pod_ip(&ns, &name).ok_or_else(|| {
+            ApiError::bad_request(format!("pod {name} has no address (is it running?)"))
+        })?;
         let conn = tokio::net::TcpStream::connect((ip, port))
             .await
-            .map_err(|e| ApiError::internal(format!("error forwarding port {port} to pod {name}: {e}")))?;
+            .map_err(|e| {
+                ApiError::internal(format!("error forwarding port {port} to pod {name}: {e}"))
+            })?;
         Ok(Box::new(conn))
     }
 }

@@ -55,11 +55,11 @@ impl Worker {
         }
         if !names.is_empty() || !self.terminal {
             self.refresh().await;
-            let all_ok = self
-                .slots
-                .values()
-                .filter(|s| !s.init)
-                .all(|s| s.current.as_ref().is_some_and(|i| i.state.exit_code == Some(0)));
+            let all_ok = self.slots.values().filter(|s| !s.init).all(|s| {
+                s.current
+                    .as_ref()
+                    .is_some_and(|i| i.state.exit_code == Some(0))
+            });
             self.terminal = true;
             let finalizers = self
                 .pod
@@ -75,7 +75,9 @@ impl Worker {
         self.remove_engine().await;
         match self.delete_key().await {
             Ok(done) => self.done = done,
-            Err(e) => tracing::warn!(pod = %self.name, namespace = %self.ns, "deleting the pod: {e}"),
+            Err(e) => {
+                tracing::warn!(pod = %self.name, namespace = %self.ns, "deleting the pod: {e}")
+            }
         }
     }
 

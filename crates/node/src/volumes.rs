@@ -82,11 +82,7 @@ pub fn referenced(pod: &Pod) -> (BTreeSet<String>, BTreeSet<String>) {
         if let Some(s) = v.secret.as_ref().and_then(|s| s.secret_name.clone()) {
             secrets.insert(s);
         }
-        for p in v
-            .projected
-            .iter()
-            .flat_map(|p| p.sources.iter().flatten())
-        {
+        for p in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
             if let Some(c) = &p.config_map {
                 cms.insert(c.name.clone());
             }
@@ -154,7 +150,11 @@ fn key_files(
                     if optional {
                         continue;
                     }
-                    let kind = if what == "configmap" { "config" } else { "secret" };
+                    let kind = if what == "configmap" {
+                        "config"
+                    } else {
+                        "secret"
+                    };
                     return Err(err(
                         volume,
                         format!("{what} references non-existent {kind} key: {}", it.key),
@@ -171,7 +171,10 @@ fn key_files(
     }
     for f in &out {
         if !safe_rel(&f.path) {
-            return Err(err(volume, format!("invalid path {:?}: must be relative, without '..'", f.path)));
+            return Err(err(
+                volume,
+                format!("invalid path {:?}: must be relative, without '..'", f.path),
+            ));
         }
     }
     Ok(out)
@@ -195,7 +198,10 @@ fn files_of(
             } else if let Some(r) = &it.resource_field_ref {
                 env::resource_value(pod, None, r, ctx)
             } else {
-                Err(format!("item {}: neither fieldRef nor resourceFieldRef", it.path))
+                Err(format!(
+                    "item {}: neither fieldRef nor resourceFieldRef",
+                    it.path
+                ))
             }
             .map_err(|m| err(name, m))?;
             if !safe_rel(&it.path) {
@@ -234,7 +240,10 @@ fn files_of(
         ));
     }
     if let Some(d) = &v.downward_api {
-        return Some(downward(d.items.as_deref().unwrap_or_default(), mode(d.default_mode)));
+        return Some(downward(
+            d.items.as_deref().unwrap_or_default(),
+            mode(d.default_mode),
+        ));
     }
     let p = v.projected.as_ref()?;
     let def = mode(p.default_mode);
@@ -343,7 +352,12 @@ fn host_path(v: &str, path: &str, kind: &str) -> Result<(), VolumeError> {
     use std::os::unix::fs::FileTypeExt;
     let p = Path::new(path);
     let meta = std::fs::metadata(p);
-    let bad = |what: &str| Err(err(v, format!("hostPath type check failed: {path} is not a {what}")));
+    let bad = |what: &str| {
+        Err(err(
+            v,
+            format!("hostPath type check failed: {path} is not a {what}"),
+        ))
+    };
     match kind {
         "" => Ok(()),
         "DirectoryOrCreate" => {
@@ -497,7 +511,13 @@ pub fn materialize(
 pub fn pvc_volume(ns: &str, claim: &str) -> String {
     let clean = |s: &str| -> String {
         s.chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '-'
+                }
+            })
             .collect()
     };
     format!("k8s-pvc-{}-{}", clean(ns), clean(claim))
@@ -652,7 +672,10 @@ mod tests {
         let ctx = FieldContext::default();
         let prepared = materialize(t.path(), &p, &sources("one"), &ctx).unwrap();
         let cfg = t.path().join("volumes/configmap/cfg");
-        assert_eq!(std::fs::read_to_string(cfg.join("dir/one.txt")).unwrap(), "one");
+        assert_eq!(
+            std::fs::read_to_string(cfg.join("dir/one.txt")).unwrap(),
+            "one"
+        );
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&cfg.join("dir/one.txt")), 0o600);
         assert_eq!(mode(&cfg.join("two")), 0o444);
@@ -663,7 +686,10 @@ mod tests {
         );
         // A changed key is rewritten.
         materialize(t.path(), &p, &sources("uno"), &ctx).unwrap();
-        assert_eq!(std::fs::read_to_string(cfg.join("dir/one.txt")).unwrap(), "uno");
+        assert_eq!(
+            std::fs::read_to_string(cfg.join("dir/one.txt")).unwrap(),
+            "uno"
+        );
 
         let c = &p.spec.as_ref().unwrap().containers[0];
         let ms = mounts(c, &prepared).unwrap();
@@ -692,15 +718,24 @@ mod tests {
     fn missing_sources_fail_the_mount_unless_optional() {
         let t = tempfile::tempdir().unwrap();
         let mut p = pod();
-        let e = materialize(t.path(), &p, &Sources::default(), &FieldContext::default()).unwrap_err();
+        let e =
+            materialize(t.path(), &p, &Sources::default(), &FieldContext::default()).unwrap_err();
         assert_eq!(
             e.to_string(),
             "MountVolume.SetUp failed for volume \"cfg\" : configmap \"cm\" not found"
         );
         let mut s = sources("one");
-        s.configmaps.get_mut("cm").unwrap().as_mut().unwrap().remove("k2");
+        s.configmaps
+            .get_mut("cm")
+            .unwrap()
+            .as_mut()
+            .unwrap()
+            .remove("k2");
         let e = materialize(t.path(), &p, &s, &FieldContext::default()).unwrap_err();
-        assert_eq!(e.message, "configmap references non-existent config key: k2");
+        assert_eq!(
+            e.message,
+            "configmap references non-existent config key: k2"
+        );
         p.spec.as_mut().unwrap().volumes.as_mut().unwrap()[0]
             .config_map
             .as_mut()

@@ -153,7 +153,10 @@ impl Worker {
             });
         }
         let start_time = obj["status"]["startTime"].as_str().map(str::to_owned);
-        let terminal = matches!(obj["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
+        let terminal = matches!(
+            obj["status"]["phase"].as_str(),
+            Some("Succeeded" | "Failed")
+        );
         Worker {
             key: registry::key("", "pods", Some(&ns), &name),
             pod_ref: PodRef {
@@ -226,7 +229,13 @@ impl Worker {
         }
     }
 
-    pub async fn event(&self, container: Option<&str>, kind: EventType, reason: &str, message: &str) {
+    pub async fn event(
+        &self,
+        container: Option<&str>,
+        kind: EventType,
+        reason: &str,
+        message: &str,
+    ) {
         let fp = container.map(|c| self.field_path(c));
         self.agent
             .events
@@ -265,7 +274,11 @@ impl Worker {
         // Init containers, in order, each to completion.
         let mut initialized = true;
         for c in spec.init_containers.iter().flatten() {
-            let wanted = if policy == "Never" { "Never" } else { "OnFailure" };
+            let wanted = if policy == "Never" {
+                "Never"
+            } else {
+                "OnFailure"
+            };
             if !self.converge(c, wanted).await {
                 initialized = false;
                 break;
@@ -334,13 +347,20 @@ impl Worker {
                 None if retry_ok => Next::Start,
                 None => Next::Wait,
                 // Made and never started (a crash between the two): start it now.
-                Some(v) if v.created => {
-                    Next::StartExisting(slot.current.as_ref().map(|i| i.id.clone()).unwrap_or_default())
-                }
+                Some(v) if v.created => Next::StartExisting(
+                    slot.current
+                        .as_ref()
+                        .map(|i| i.id.clone())
+                        .unwrap_or_default(),
+                ),
                 Some(v) if v.running => Next::Probes,
                 Some(v) => {
                     slot.probes = None;
-                    let id = slot.current.as_ref().map(|i| i.id.clone()).unwrap_or_default();
+                    let id = slot
+                        .current
+                        .as_ref()
+                        .map(|i| i.id.clone())
+                        .unwrap_or_default();
                     let code = v.code();
                     let wants = match policy {
                         _ if slot.init && code == 0 => false,
@@ -364,7 +384,8 @@ impl Worker {
                                 .finished_at
                                 .and_then(|f| SystemTime::now().duration_since(f).ok())
                                 .unwrap_or_default();
-                            slot.backoff.failed(ran, now.checked_sub(ago).unwrap_or(now));
+                            slot.backoff
+                                .failed(ran, now.checked_sub(ago).unwrap_or(now));
                             slot.counted_exit = Some(id.clone());
                         }
                         match slot.backoff.current(now) {
@@ -390,7 +411,8 @@ impl Worker {
             }
         };
         if let Some(m) = backoff_event {
-            self.event(Some(&name), EventType::Warning, "BackOff", &m).await;
+            self.event(Some(&name), EventType::Warning, "BackOff", &m)
+                .await;
         }
         match next {
             Next::Wait => false,
@@ -422,8 +444,9 @@ impl Worker {
         slot.waiting = None;
         if slot.probes.as_ref().is_none_or(|(id, _)| *id != cur.id) {
             slot.probes = None;
-            let has_probes =
-                c.liveness_probe.is_some() || c.readiness_probe.is_some() || c.startup_probe.is_some();
+            let has_probes = c.liveness_probe.is_some()
+                || c.readiness_probe.is_some()
+                || c.startup_probe.is_some();
             if has_probes && !slot.init {
                 let target = crate::probe::Target {
                     pod_ip: self.pod_ip,
@@ -448,10 +471,7 @@ impl Worker {
                 }
             }
         }
-        let kill = slot
-            .probes
-            .as_ref()
-            .and_then(|(_, p)| p.results().kill);
+        let kill = slot.probes.as_ref().and_then(|(_, p)| p.results().kill);
         if let Some(why) = kill {
             if slot.killing.is_none() {
                 slot.probes = None;
@@ -463,7 +483,8 @@ impl Worker {
                     }
                 }));
                 let msg = format!("Container {} {why}", c.name);
-                self.event(Some(&c.name), EventType::Normal, "Killing", &msg).await;
+                self.event(Some(&c.name), EventType::Normal, "Killing", &msg)
+                    .await;
             }
         }
     }
@@ -500,10 +521,14 @@ impl Worker {
             name: c.name.clone(),
             image: c.image.clone().unwrap_or_default(),
             restart_count: current.map_or(0, |i| i.attempt),
-            will_restart: waiting.as_ref().is_some_and(|(r, _)| r == "CrashLoopBackOff")
+            will_restart: waiting
+                .as_ref()
+                .is_some_and(|(r, _)| r == "CrashLoopBackOff")
                 && cur_view.as_ref().is_some_and(|v| v.exited()),
             current: cur_view,
-            previous: slot.and_then(|s| s.previous.as_ref()).map(|i| RunView::of(&i.state)),
+            previous: slot
+                .and_then(|s| s.previous.as_ref())
+                .map(|i| RunView::of(&i.state)),
             waiting,
             ready: results.as_ref().map_or(!has_readiness, |r| r.ready),
             started: results.as_ref().map_or(!has_startup, |r| r.started),
@@ -522,17 +547,29 @@ impl Worker {
             .collect();
         let uninitialized: Vec<String> = inits
             .iter()
-            .filter(|(_, v)| !v.current.as_ref().is_some_and(|r| r.exited() && r.code() == 0))
+            .filter(|(_, v)| {
+                !v.current
+                    .as_ref()
+                    .is_some_and(|r| r.exited() && r.code() == 0)
+            })
             .map(|(c, _)| c.name.clone())
             .collect();
         let init_failed = policy == "Never"
-            && inits.iter().any(|(_, v)| v.current.as_ref().is_some_and(|r| r.exited() && r.code() != 0));
+            && inits.iter().any(|(_, v)| {
+                v.current
+                    .as_ref()
+                    .is_some_and(|r| r.exited() && r.code() != 0)
+            });
         let initialized = uninitialized.is_empty();
-        let apps: Vec<ContainerView> = spec.containers.iter().map(|c| self.view(c, initialized)).collect();
+        let apps: Vec<ContainerView> = spec
+            .containers
+            .iter()
+            .map(|c| self.view(c, initialized))
+            .collect();
         let app_states: Vec<status::AppState> = apps.iter().map(|v| v.phase_state()).collect();
-        let phase = force_phase
-            .map(str::to_owned)
-            .unwrap_or_else(|| status::phase(&policy, initialized, init_failed, &app_states).to_owned());
+        let phase = force_phase.map(str::to_owned).unwrap_or_else(|| {
+            status::phase(&policy, initialized, init_failed, &app_states).to_owned()
+        });
         let app_statuses: Vec<_> = apps.iter().map(|v| v.status(false)).collect();
         let unready: Vec<String> = app_statuses
             .iter()
@@ -549,7 +586,9 @@ impl Worker {
             &old_conditions,
             SystemTime::now(),
             &status::ConditionInputs {
-                sandbox_ready: self.engine_pod.is_some() && self.sandbox_error.is_none() && !self.terminal,
+                sandbox_ready: self.engine_pod.is_some()
+                    && self.sandbox_error.is_none()
+                    && !self.terminal,
                 uninitialized,
                 unready,
                 phase: phase.clone(),
@@ -616,7 +655,9 @@ impl Worker {
                 }
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(pod = %self.name, namespace = %self.ns, "writing the pod's status: {e}"),
+            Err(e) => {
+                tracing::warn!(pod = %self.name, namespace = %self.ns, "writing the pod's status: {e}")
+            }
         }
         phase
     }
@@ -646,7 +687,8 @@ impl Worker {
         if spec.host_network == Some(true) {
             let msg = "hostNetwork pods are not supported by corral's node agent".to_owned();
             if self.sandbox_error.as_deref() != Some(&msg) {
-                self.event(None, EventType::Warning, "FailedCreatePodSandBox", &msg).await;
+                self.event(None, EventType::Warning, "FailedCreatePodSandBox", &msg)
+                    .await;
             }
             self.sandbox_error = Some(msg);
             return false;
@@ -700,7 +742,8 @@ impl Worker {
             Err(msg) => {
                 let msg = format!("Failed to create pod sandbox: {msg}");
                 if self.sandbox_error.as_deref() != Some(&msg) {
-                    self.event(None, EventType::Warning, "FailedCreatePodSandBox", &msg).await;
+                    self.event(None, EventType::Warning, "FailedCreatePodSandBox", &msg)
+                        .await;
                 }
                 self.sandbox_error = Some(msg);
                 false
@@ -725,7 +768,12 @@ impl Worker {
                     .into_iter()
                     .map(|(k, v)| (k, v.into_bytes()))
                     .collect();
-                d.extend(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
+                d.extend(
+                    cm.binary_data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0)),
+                );
                 Some(d)
             });
             out.configmaps.insert(n, data);
@@ -786,14 +834,15 @@ impl Worker {
         let dir = volumes::pod_dir(self.agent.engine.root(), &self.uid);
         let pod = self.pod.clone();
         let ctx = self.field_context();
-        let r = tokio::task::spawn_blocking(move || volumes::materialize(&dir, &pod, &sources, &ctx))
-            .await
-            .unwrap_or_else(|e| {
-                Err(volumes::VolumeError {
-                    volume: String::new(),
-                    message: e.to_string(),
-                })
-            });
+        let r =
+            tokio::task::spawn_blocking(move || volumes::materialize(&dir, &pod, &sources, &ctx))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(volumes::VolumeError {
+                        volume: String::new(),
+                        message: e.to_string(),
+                    })
+                });
         self.volumes_synced = Some(Instant::now());
         match r {
             Ok(p) => {
@@ -804,7 +853,8 @@ impl Worker {
             Err(e) => {
                 let msg = e.to_string();
                 if self.volume_error.as_deref() != Some(&msg) {
-                    self.event(None, EventType::Warning, "FailedMount", &msg).await;
+                    self.event(None, EventType::Warning, "FailedMount", &msg)
+                        .await;
                 }
                 self.volume_error = Some(msg);
                 self.prepared.is_some()

@@ -31,9 +31,11 @@ const APPLETS: &[&str] = &[
 static N: AtomicU32 = AtomicU32::new(0);
 
 fn corral_bin() -> Option<PathBuf> {
-    let p = std::env::var_os("CORRAL_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/corral")
-    });
+    let p = std::env::var_os("CORRAL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/corral")
+        });
     p.is_file().then(|| p.canonicalize().unwrap_or(p))
 }
 
@@ -77,11 +79,35 @@ fn busybox_tar() -> Vec<u8> {
     }
     add("tmp", tar::EntryType::Directory, 0o1777, b"", None);
     let busybox = std::fs::read("/bin/busybox").unwrap();
-    add("bin/busybox", tar::EntryType::Regular, 0o755, &busybox, None);
-    add("etc/passwd", tar::EntryType::Regular, 0o644, b"root:x:0:0:root:/root:/bin/sh\n", None);
-    add("etc/group", tar::EntryType::Regular, 0o644, b"root:x:0:\n", None);
+    add(
+        "bin/busybox",
+        tar::EntryType::Regular,
+        0o755,
+        &busybox,
+        None,
+    );
+    add(
+        "etc/passwd",
+        tar::EntryType::Regular,
+        0o644,
+        b"root:x:0:0:root:/root:/bin/sh\n",
+        None,
+    );
+    add(
+        "etc/group",
+        tar::EntryType::Regular,
+        0o644,
+        b"root:x:0:\n",
+        None,
+    );
     for a in APPLETS {
-        add(&format!("bin/{a}"), tar::EntryType::Symlink, 0o777, b"", Some("busybox"));
+        add(
+            &format!("bin/{a}"),
+            tar::EntryType::Symlink,
+            0o777,
+            b"",
+            Some("busybox"),
+        );
     }
     b.into_inner().unwrap()
 }
@@ -92,7 +118,11 @@ struct World {
     engine: Engine,
     store: Arc<RedbStore>,
     network: String,
-    agent: Option<(Arc<NodeAgent>, tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+    agent: Option<(
+        Arc<NodeAgent>,
+        tokio::sync::watch::Sender<bool>,
+        tokio::task::JoinHandle<()>,
+    )>,
 }
 
 impl World {
@@ -151,19 +181,33 @@ impl World {
     async fn put(&self, group: &str, plural: &str, ns: Option<&str>, v: &Value) {
         let name = v["metadata"]["name"].as_str().unwrap();
         let key = registry::key(group, plural, ns, name);
-        self.store.create(&key, registry::encode(v), 0).await.unwrap();
+        self.store
+            .create(&key, registry::encode(v), 0)
+            .await
+            .unwrap();
     }
 
     async fn get(&self, key: &str) -> Option<Value> {
-        self.store.get(key).await.unwrap().and_then(|kv| registry::decode(&kv))
+        self.store
+            .get(key)
+            .await
+            .unwrap()
+            .and_then(|kv| registry::decode(&kv))
     }
 
     async fn pod(&self, name: &str) -> Option<Value> {
-        self.get(&registry::key("", "pods", Some("default"), name)).await
+        self.get(&registry::key("", "pods", Some("default"), name))
+            .await
     }
 
     /// Polls the pod until `ok` holds; its last state.
-    async fn wait_pod(&self, name: &str, what: &str, secs: u64, ok: impl Fn(&Value) -> bool) -> Value {
+    async fn wait_pod(
+        &self,
+        name: &str,
+        what: &str,
+        secs: u64,
+        ok: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             let p = self.pod(name).await.unwrap_or(Value::Null);
@@ -171,7 +215,10 @@ impl World {
                 return p;
             }
             if Instant::now() > deadline {
-                panic!("pod {name}: {what} did not happen in {secs}s; last:\n{}", serde_json::to_string_pretty(&p["status"]).unwrap());
+                panic!(
+                    "pod {name}: {what} did not happen in {secs}s; last:\n{}",
+                    serde_json::to_string_pretty(&p["status"]).unwrap()
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -246,7 +293,14 @@ fn uid() -> String {
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
         .unwrap();
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-4{}-a{}-{}", &h[..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
 }
 
 fn pod(name: &str, uid: &str, spec: Value) -> Value {
@@ -292,11 +346,16 @@ async fn pod_runs_with_shared_network_env_and_configmap() {
         return;
     }
     let mut w = World::new("run");
-    w.put("", "configmaps", Some("default"), &json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "cfg", "namespace": "default", "uid": uid()},
-        "data": {"greeting": "hello", "file.txt": "content-of-file"}
-    }))
+    w.put(
+        "",
+        "configmaps",
+        Some("default"),
+        &json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "cfg", "namespace": "default", "uid": uid()},
+            "data": {"greeting": "hello", "file.txt": "content-of-file"}
+        }),
+    )
     .await;
     let u = uid();
     w.put("", "pods", Some("default"), &pod("web", &u, json!({
@@ -325,7 +384,10 @@ async fn pod_runs_with_shared_network_env_and_configmap() {
         })
         .await;
     let ip = p["status"]["podIP"].as_str().expect("a pod IP");
-    assert!(ip.starts_with("10.126."), "the pod is on the test network: {ip}");
+    assert!(
+        ip.starts_with("10.126."),
+        "the pod is on the test network: {ip}"
+    );
     assert_eq!(agent.pod_ip("default", "web").unwrap().to_string(), ip);
     assert_eq!(p["status"]["qosClass"], "BestEffort");
     assert_eq!(p["status"]["hostIP"], agent.host_ip().to_string());
@@ -340,12 +402,22 @@ async fn pod_runs_with_shared_network_env_and_configmap() {
     // One network namespace for both, not the host's.
     let app = agent.container_id("default", "web", Some("app")).unwrap();
     let side = agent.container_id("default", "web", Some("side")).unwrap();
-    assert_eq!(container_status(&p, "app")["containerID"], format!("corral://{app}"));
+    assert_eq!(
+        container_status(&p, "app")["containerID"],
+        format!("corral://{app}")
+    );
     let (a, s) = (netns_of(&w.engine, &app), netns_of(&w.engine, &side));
     assert_eq!(a, s, "the pod's containers share a network namespace");
-    assert_ne!(a, std::fs::read_link("/proc/self/ns/net").unwrap().to_string_lossy());
+    assert_ne!(
+        a,
+        std::fs::read_link("/proc/self/ns/net")
+            .unwrap()
+            .to_string_lossy()
+    );
     match agent.container_id("default", "web", None) {
-        Err(NodeError::ContainerNotChosen { containers, .. }) => assert_eq!(containers, ["app", "side"]),
+        Err(NodeError::ContainerNotChosen { containers, .. }) => {
+            assert_eq!(containers, ["app", "side"])
+        }
         other => panic!("no container named in a two-container pod: {other:?}"),
     }
 
@@ -363,12 +435,23 @@ async fn pod_runs_with_shared_network_env_and_configmap() {
     assert!(log.contains("content-of-file"), "{log}");
 
     // The Node, its Lease and the pod's events.
-    let node = w.get(&registry::key("", "nodes", None, NODE)).await.expect("the Node");
+    let node = w
+        .get(&registry::key("", "nodes", None, NODE))
+        .await
+        .expect("the Node");
     assert_eq!(node["metadata"]["labels"]["kubernetes.io/hostname"], NODE);
-    assert!(node["status"]["capacity"]["memory"].as_str().unwrap().ends_with("Ki"));
+    assert!(node["status"]["capacity"]["memory"]
+        .as_str()
+        .unwrap()
+        .ends_with("Ki"));
     assert_eq!(node["status"]["nodeInfo"]["kubeletVersion"], "v1.37.0");
     let lease = w
-        .get(&registry::key("coordination.k8s.io", "leases", Some("kube-node-lease"), NODE))
+        .get(&registry::key(
+            "coordination.k8s.io",
+            "leases",
+            Some("kube-node-lease"),
+            NODE,
+        ))
         .await
         .expect("the Lease");
     assert_eq!(lease["spec"]["holderIdentity"], NODE);
@@ -397,7 +480,10 @@ async fn pod_runs_with_shared_network_env_and_configmap() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let p = w.pod("web").await.unwrap();
     assert_eq!(p["status"]["phase"], "Running");
-    assert_eq!(agent.container_id("default", "web", Some("app")).unwrap(), app);
+    assert_eq!(
+        agent.container_id("default", "web", Some("app")).unwrap(),
+        app
+    );
     assert_eq!(w.engine.containers().unwrap().load(&app).unwrap().pid, pid);
     assert_eq!(container_status(&p, "app")["restartCount"], 0);
     assert_eq!(w.engine_objects(&u), (1, 2), "no duplicate");
@@ -428,7 +514,9 @@ async fn failing_container_restarts_into_crash_loop_back_off() {
         st["state"]["waiting"]["message"]
             .as_str()
             .unwrap()
-            .contains(&format!("restarting failed container=bad pod=crash_default({u})")),
+            .contains(&format!(
+                "restarting failed container=bad pod=crash_default({u})"
+            )),
         "{st}"
     );
     assert_eq!(st["lastState"]["terminated"]["exitCode"], 1);
@@ -437,18 +525,28 @@ async fn failing_container_restarts_into_crash_loop_back_off() {
     // After the 10 s back-off, another restart.
     let p = w
         .wait_pod("crash", "a second restart", 40, |p| {
-            container_status(p, "bad")["restartCount"].as_i64().unwrap_or(0) >= 2
+            container_status(p, "bad")["restartCount"]
+                .as_i64()
+                .unwrap_or(0)
+                >= 2
         })
         .await;
     let cur = agent.container_id("default", "crash", None).unwrap();
-    let prev = agent.previous_container_id("default", "crash", None).unwrap();
+    let prev = agent
+        .previous_container_id("default", "crash", None)
+        .unwrap();
     assert_ne!(cur, prev);
     assert!(log_of(&w.root, &prev).contains("boom"));
     let (_, containers) = w.engine_objects(&u);
-    assert!(containers <= 2, "only the latest run and the one before are kept: {containers}");
-    assert!(container_status(&p, "bad")["state"]["running"].is_object()
-        || container_status(&p, "bad")["state"]["waiting"].is_object()
-        || container_status(&p, "bad")["state"]["terminated"].is_object());
+    assert!(
+        containers <= 2,
+        "only the latest run and the one before are kept: {containers}"
+    );
+    assert!(
+        container_status(&p, "bad")["state"]["running"].is_object()
+            || container_status(&p, "bad")["state"]["waiting"].is_object()
+            || container_status(&p, "bad")["state"]["terminated"].is_object()
+    );
     w.stop_agent().await;
 }
 
@@ -468,7 +566,8 @@ async fn graceful_deletion_removes_the_pod_and_its_key() {
     })))
     .await;
     w.start_agent();
-    w.wait_pod("gone", "Running", 60, |p| p["status"]["phase"] == "Running").await;
+    w.wait_pod("gone", "Running", 60, |p| p["status"]["phase"] == "Running")
+        .await;
     assert_eq!(w.engine_objects(&u), (1, 1));
     let pod_dir = w.root.join("kubelet/pods").join(&u);
     assert!(pod_dir.is_dir());
@@ -479,7 +578,11 @@ async fn graceful_deletion_removes_the_pod_and_its_key() {
         let mut v = registry::decode(&kv).unwrap();
         v["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
         v["metadata"]["deletionGracePeriodSeconds"] = json!(5);
-        if w.store.update(&key, registry::encode(&v), kv.mod_revision).await.is_ok() {
+        if w.store
+            .update(&key, registry::encode(&v), kv.mod_revision)
+            .await
+            .is_ok()
+        {
             break;
         }
     }
@@ -488,8 +591,15 @@ async fn graceful_deletion_removes_the_pod_and_its_key() {
         assert!(t0.elapsed() < Duration::from_secs(20), "the key is deleted");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(t0.elapsed() < Duration::from_secs(5), "the container ended at SIGTERM, not at the grace period's end");
-    assert_eq!(w.engine_objects(&u), (0, 0), "no engine pod or container left");
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "the container ended at SIGTERM, not at the grace period's end"
+    );
+    assert_eq!(
+        w.engine_objects(&u),
+        (0, 0),
+        "no engine pod or container left"
+    );
     assert!(!pod_dir.exists(), "the pod's volumes are gone");
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!info.contains(&u), "no mount of the pod left");

@@ -43,7 +43,10 @@ pub fn decode(kv: &KeyValue) -> Option<serde_json::Value> {
 /// Sets `metadata.resourceVersion` to `rev`.
 pub fn stamp(v: &mut serde_json::Value, rev: Revision) {
     if let Some(meta) = v.get_mut("metadata").and_then(|m| m.as_object_mut()) {
-        meta.insert("resourceVersion".into(), serde_json::Value::String(rev.to_string()));
+        meta.insert(
+            "resourceVersion".into(),
+            serde_json::Value::String(rev.to_string()),
+        );
     }
 }
 
@@ -62,7 +65,10 @@ mod tests {
 
     #[test]
     fn keys_and_prefixes() {
-        assert_eq!(key("", "pods", Some("default"), "web"), "/registry/core/pods/default/web");
+        assert_eq!(
+            key("", "pods", Some("default"), "web"),
+            "/registry/core/pods/default/web"
+        );
         assert_eq!(key("", "nodes", None, "n1"), "/registry/core/nodes/n1");
         assert_eq!(
             prefix("coordination.k8s.io", "leases", Some("kube-node-lease")),
@@ -76,7 +82,13 @@ mod tests {
         let v = serde_json::json!({"metadata": {"name": "a", "resourceVersion": "3"}});
         let bytes = encode(&v);
         assert!(!String::from_utf8_lossy(&bytes).contains("resourceVersion"));
-        let kv = KeyValue { key: "k".into(), value: bytes, create_revision: 5, mod_revision: 9, lease: 0 };
+        let kv = KeyValue {
+            key: "k".into(),
+            value: bytes,
+            create_revision: 5,
+            mod_revision: 9,
+            lease: 0,
+        };
         assert_eq!(decode(&kv).unwrap()["metadata"]["resourceVersion"], "9");
     }
 }
