@@ -658,7 +658,7 @@ mod hostile {
                     let _ = super::parse_trigger(&s.text);
                 }
             }
-            let vars = |n: &str| (n.len() % 2 == 0).then(|| n.to_owned());
+            let vars = |n: &str| n.len().is_multiple_of(2).then(|| n.to_owned());
             let _ = crate::expand::words(text, '\\', &vars);
             let _ = crate::expand::text(text, '`', &vars);
             let _ = crate::expand::pairs(text, '\\', &vars, true);

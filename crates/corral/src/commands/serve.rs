@@ -112,22 +112,20 @@ async fn serve(
         .filter(|r| r.namespaced)
         .map(|r| (r.group, r.plural))
         .collect();
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(corral_control::scheduler::run(
-        store.clone(),
-        sched_cfg,
-        stop.clone(),
-    )));
-    tasks.push(tokio::spawn(corral_control::namespaces::run(
-        store.clone(),
-        kinds,
-        stop.clone(),
-    )));
-    tasks.push(tokio::spawn(corral_control::gc::run(
-        store.clone(),
-        stop.clone(),
-    )));
-    tasks.push(tokio::spawn(agent.clone().run(stop.clone())));
+    let mut tasks = vec![
+        tokio::spawn(corral_control::scheduler::run(
+            store.clone(),
+            sched_cfg,
+            stop.clone(),
+        )),
+        tokio::spawn(corral_control::namespaces::run(
+            store.clone(),
+            kinds,
+            stop.clone(),
+        )),
+        tokio::spawn(corral_control::gc::run(store.clone(), stop.clone())),
+        tokio::spawn(agent.clone().run(stop.clone())),
+    ];
 
     let state = Arc::new(corral_api::http::ApiState {
         objects,
