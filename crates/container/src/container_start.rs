@@ -141,8 +141,7 @@ pub fn start(
     drop(notify_w);
     drop(detach_w);
     drop(netns);
-    let mut msg = String::new();
-    let _ = notify_r.read_to_string(&mut msg);
+    let msg = read_line(&mut notify_r);
     if let Some(rest) = msg.strip_prefix("ERR ") {
         let _ = child.wait();
         let (code, message) = rest.split_once(' ').unwrap_or(("125", rest));
@@ -171,4 +170,25 @@ pub fn start(
     // The monitor exits with the container's code (and with --rm the state is gone).
     let st = child.wait().map_err(StartError::Spawn)?;
     Ok(Some(st.code().unwrap_or(255)))
+}
+
+/// The monitor's one-line message: read up to its newline (or the pipe's end, if the monitor
+/// died before it said anything), never waiting for an end that a copy of the pipe's write
+/// end, inherited by a process another thread started meanwhile, would hold off.
+fn read_line(r: &mut std::fs::File) -> String {
+    let mut out = Vec::new();
+    let mut b = [0u8; 256];
+    loop {
+        match r.read(&mut b) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                out.extend_from_slice(&b[..n]);
+                if out.contains(&b'\n') {
+                    break;
+                }
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&out).into_owned();
+    text.split('\n').next().unwrap_or("").trim_end().to_string()
 }

@@ -432,12 +432,16 @@ fn apply(cfg: &SchedulerConfig, cache: &mut Cache, ev: &Event) {
     }
 }
 
+/// Binds at most this many pods at once (their writes share commits).
+const BIND_CONCURRENCY: usize = 128;
+
 async fn schedule_pending(
     store: &Arc<dyn Store>,
     cfg: &SchedulerConfig,
     cache: &mut Cache,
     told: &mut HashMap<String, String>,
 ) {
+    use futures_util::StreamExt;
     let mut keys: Vec<String> = cache
         .pending
         .iter()
@@ -452,75 +456,99 @@ async fn schedule_pending(
                 .map(str::to_string)
         })
     });
+    // Decide every pod first, each decision assumed at once (as kube-scheduler assumes a pod
+    // before its binding lands), then write the bindings concurrently.
+    let mut binds = Vec::new();
+    let mut refusals = Vec::new();
     for key in keys {
         let Some(pod) = cache.pods.get(&key).cloned() else {
             continue;
         };
         match cache.choose(cfg, &pod) {
             Ok(node) => {
-                let mut bound = None;
-                let res = kv::modify(store, &key, |v| {
-                    if !v["spec"]["nodeName"].is_null()
-                        || !v["metadata"]["deletionTimestamp"].is_null()
-                    {
-                        return Change::Keep;
-                    }
-                    v["spec"]["nodeName"] = json!(node);
-                    set_condition(v, "PodScheduled", "True", None, None);
-                    bound = Some(v.clone());
-                    Change::Write
-                })
-                .await;
-                match res {
-                    Ok(_) => {
-                        cache.pending.remove(&key);
-                        if let Some(v) = bound {
-                            cache.bind(&key, &node, requests(&v));
-                            let ns = v["metadata"]["namespace"].as_str().unwrap_or("");
-                            let name = v["metadata"]["name"].as_str().unwrap_or("");
-                            let msg = format!("Successfully assigned {ns}/{name} to {node}");
-                            kv::event(store, &v, "Normal", "Scheduled", &msg, "default-scheduler")
-                                .await;
-                        }
-                    }
-                    Err(e) => tracing::warn!("binding {key}: {e}"),
-                }
+                cache.bind(&key, &node, requests(&pod));
+                cache.pending.remove(&key);
+                binds.push((key, node));
             }
             Err(msg) => {
-                if told.get(&key) == Some(&msg) {
-                    continue;
+                if told.get(&key) != Some(&msg) {
+                    told.insert(key.clone(), msg.clone());
+                    refusals.push((key, msg));
                 }
-                let mut changed = None;
-                let _ = kv::modify(store, &key, |v| {
-                    if !v["spec"]["nodeName"].is_null() {
-                        return Change::Keep;
-                    }
-                    set_condition(
-                        v,
-                        "PodScheduled",
-                        "False",
-                        Some("Unschedulable"),
-                        Some(&msg),
-                    );
-                    changed = Some(v.clone());
-                    Change::Write
-                })
-                .await;
-                if let Some(v) = changed {
-                    kv::event(
-                        store,
-                        &v,
-                        "Warning",
-                        "FailedScheduling",
-                        &msg,
-                        "default-scheduler",
-                    )
-                    .await;
-                }
-                told.insert(key, msg);
             }
         }
     }
+    let failed: Vec<String> = futures_util::stream::iter(binds)
+        .map(|(key, node)| async move {
+            let mut bound = None;
+            let res = kv::modify(store, &key, |v| {
+                if !v["spec"]["nodeName"].is_null() || !v["metadata"]["deletionTimestamp"].is_null()
+                {
+                    return Change::Keep;
+                }
+                v["spec"]["nodeName"] = json!(node);
+                set_condition(v, "PodScheduled", "True", None, None);
+                bound = Some(v.clone());
+                Change::Write
+            })
+            .await;
+            match res {
+                Ok(_) => {
+                    if let Some(v) = bound {
+                        let ns = v["metadata"]["namespace"].as_str().unwrap_or("");
+                        let name = v["metadata"]["name"].as_str().unwrap_or("");
+                        let msg = format!("Successfully assigned {ns}/{name} to {node}");
+                        kv::event(store, &v, "Normal", "Scheduled", &msg, "default-scheduler")
+                            .await;
+                    }
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!("binding {key}: {e}");
+                    Some(key)
+                }
+            }
+        })
+        .buffer_unordered(BIND_CONCURRENCY)
+        .filter_map(|x| async move { x })
+        .collect()
+        .await;
+    for key in failed {
+        // The watch brings the pod back as it is; forget the assumption.
+        cache.unbind(&key);
+        cache.pending.insert(key);
+    }
+    futures_util::stream::iter(refusals)
+        .for_each_concurrent(BIND_CONCURRENCY, |(key, msg)| async move {
+            let mut changed = None;
+            let _ = kv::modify(store, &key, |v| {
+                if !v["spec"]["nodeName"].is_null() {
+                    return Change::Keep;
+                }
+                set_condition(
+                    v,
+                    "PodScheduled",
+                    "False",
+                    Some("Unschedulable"),
+                    Some(&msg),
+                );
+                changed = Some(v.clone());
+                Change::Write
+            })
+            .await;
+            if let Some(v) = changed {
+                kv::event(
+                    store,
+                    &v,
+                    "Warning",
+                    "FailedScheduling",
+                    &msg,
+                    "default-scheduler",
+                )
+                .await;
+            }
+        })
+        .await;
 }
 
 /// Sets a pod condition by type (the transition time kept when the status stays).

@@ -105,6 +105,42 @@ struct Inner {
     events: broadcast::Sender<Arc<[Event]>>,
     /// The live leases and their deadlines; changed after the commit that grants or revokes.
     leases: Mutex<HashMap<LeaseId, Lease>>,
+    /// Writes waiting for the next commit (group commit: whoever holds `writer` commits every
+    /// write queued by then in one transaction, one fsync for all).
+    queue: Mutex<Vec<Box<dyn Job>>>,
+}
+
+/// One queued write, its result type erased.
+trait Job: Send {
+    /// Applies the write to the transaction's changes, keeping its result.
+    fn run(&mut self, changes: &mut Changes<'_>);
+    /// Hands the result to the writer waiting for it (the commit's failure, if it failed).
+    fn finish(self: Box<Self>, commit: Option<&StoreError>);
+}
+
+type Slot<T> = Arc<Mutex<Option<Result<T>>>>;
+
+struct TypedJob<T, F> {
+    f: Option<F>,
+    out: Option<Result<T>>,
+    slot: Slot<T>,
+}
+
+impl<T: Send, F: FnOnce(&mut Changes<'_>) -> Result<T> + Send> Job for TypedJob<T, F> {
+    fn run(&mut self, changes: &mut Changes<'_>) {
+        if let Some(f) = self.f.take() {
+            self.out = Some(f(changes));
+        }
+    }
+
+    fn finish(self: Box<Self>, commit: Option<&StoreError>) {
+        let r = match (commit, self.out) {
+            (Some(e), _) => Err(StoreError::Backend(e.to_string())),
+            (None, Some(r)) => r,
+            (None, None) => Err(StoreError::Backend("a write was not run".into())),
+        };
+        *lock(&self.slot) = Some(r);
+    }
 }
 
 struct Lease {
@@ -122,12 +158,19 @@ impl Lease {
     }
 }
 
+/// redb's own cache.
+const CACHE_BYTES: usize = 16 << 20;
+
 impl RedbStore {
     /// Opens the store in `path`, making the file if it is missing. Inside a tokio runtime it
     /// also starts the lease reaper. Blocks while redb opens the file (after a crash, while it
     /// checks it).
     pub fn open(path: &Path) -> Result<Arc<RedbStore>> {
-        let db = Database::create(path)
+        // redb caches up to 1 GiB by default; the control plane's working set is far smaller,
+        // and what the OS's page cache holds is there anyway.
+        let db = ::redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
             .map_err(|err| StoreError::Backend(format!("open {}: {err}", path.display())))?;
         // Make every table now, so no read meets a missing one.
         let txn = db.begin_write().redb()?;
@@ -147,6 +190,7 @@ impl RedbStore {
 
         let store = Arc::new(RedbStore {
             inner: Arc::new(Inner {
+                queue: Mutex::new(Vec::new()),
                 db,
                 writer: Mutex::new(()),
                 revision: AtomicI64::new(revision),
@@ -248,26 +292,83 @@ impl Inner {
 
     /// Runs `f` in one write transaction and commits it; then publishes its events and
     /// mirrors its lease changes, still under the writer mutex. An error from `f` aborts it.
-    fn write<T>(&self, f: impl FnOnce(&mut Changes<'_>) -> Result<T>) -> Result<T> {
-        let _writer = lock(&self.writer);
-        let mut txn = self.db.begin_write().redb()?;
-        // redb's default, said here because the crash-safety argument rests on it.
-        txn.set_durability(Durability::Immediate).redb()?;
-        let (out, revision, compacted, events, lease_changes) = {
-            let mut changes = Changes::open(&txn, self.revision.load(Ordering::Acquire))?;
-            let out = f(&mut changes)?;
-            changes.finish()?;
-            let Changes {
-                revision,
-                compacted,
-                events,
-                lease_changes,
-                ..
-            } = changes;
-            (out, revision, compacted, events, lease_changes)
-        };
-        txn.commit().redb()?;
+    /// Runs `f` in a write transaction. Writes that arrive while another commits wait and
+    /// are then committed together, in arrival order, each with its own revision and
+    /// result, as if one after the other: one fsync for the group.
+    fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Changes<'_>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let slot: Slot<T> = Arc::new(Mutex::new(None));
+        lock(&self.queue).push(Box::new(TypedJob {
+            f: Some(f),
+            out: None,
+            slot: slot.clone(),
+        }));
+        loop {
+            let writer = lock(&self.writer);
+            if let Some(r) = lock(&slot).take() {
+                return r;
+            }
+            let jobs = std::mem::take(&mut *lock(&self.queue));
+            self.commit(jobs);
+            drop(writer);
+            if let Some(r) = lock(&slot).take() {
+                return r;
+            }
+        }
+    }
 
+    /// Commits `jobs` in one transaction (called with `writer` held).
+    fn commit(&self, mut jobs: Vec<Box<dyn Job>>) {
+        if jobs.is_empty() {
+            return;
+        }
+        let result = (|| -> Result<_> {
+            let mut txn = self.db.begin_write().redb()?;
+            // redb's default, said here because the crash-safety argument rests on it.
+            txn.set_durability(Durability::Immediate).redb()?;
+            let parts = {
+                let mut changes = Changes::open(&txn, self.revision.load(Ordering::Acquire))?;
+                for j in jobs.iter_mut() {
+                    j.run(&mut changes);
+                }
+                changes.finish()?;
+                let Changes {
+                    revision,
+                    compacted,
+                    events,
+                    lease_changes,
+                    ..
+                } = changes;
+                (revision, compacted, events, lease_changes)
+            };
+            txn.commit().redb()?;
+            Ok(parts)
+        })();
+        let (revision, compacted, events, lease_changes) = match result {
+            Ok(p) => p,
+            Err(e) => {
+                for j in jobs {
+                    j.finish(Some(&e));
+                }
+                return;
+            }
+        };
+        self.publish(revision, compacted, events, lease_changes);
+        for j in jobs {
+            j.finish(None);
+        }
+    }
+
+    /// After a commit (with `writer` held): the new revision, the leases, the events.
+    fn publish(
+        &self,
+        revision: Revision,
+        compacted: Option<Revision>,
+        events: Vec<Event>,
+        lease_changes: Vec<LeaseChange>,
+    ) {
         self.revision.store(revision, Ordering::Release);
         if let Some(compacted) = compacted {
             self.compacted.store(compacted, Ordering::Release);
@@ -286,11 +387,36 @@ impl Inner {
             // An error only means no watcher is listening.
             let _ = self.events.send(Arc::from(events));
         }
+    }
+
+    /// A write whose closure borrows (compaction, lease revocation): queued writes are
+    /// committed first, then this one alone.
+    fn write_local<T>(&self, f: impl FnOnce(&mut Changes<'_>) -> Result<T>) -> Result<T> {
+        let _writer = lock(&self.writer);
+        let jobs = std::mem::take(&mut *lock(&self.queue));
+        self.commit(jobs);
+        let mut txn = self.db.begin_write().redb()?;
+        txn.set_durability(Durability::Immediate).redb()?;
+        let (out, revision, compacted, events, lease_changes) = {
+            let mut changes = Changes::open(&txn, self.revision.load(Ordering::Acquire))?;
+            let out = f(&mut changes)?;
+            changes.finish()?;
+            let Changes {
+                revision,
+                compacted,
+                events,
+                lease_changes,
+                ..
+            } = changes;
+            (out, revision, compacted, events, lease_changes)
+        };
+        txn.commit().redb()?;
+        self.publish(revision, compacted, events, lease_changes);
         Ok(out)
     }
 
     fn compact(&self, revision: Revision) -> Result<()> {
-        self.write(|changes| {
+        self.write_local(|changes| {
             if revision > changes.revision {
                 return Err(StoreError::FutureRevision {
                     requested: revision,
@@ -327,7 +453,7 @@ impl Inner {
     /// under the writer mutex: a keepalive cannot revive an expired lease, see
     /// `lease_keepalive`).
     fn revoke(&self, id: LeaseId, only_expired: bool) -> Result<()> {
-        self.write(|changes| {
+        self.write_local(|changes| {
             if only_expired {
                 let expired = lock(&self.leases)
                     .get(&id)
@@ -398,7 +524,7 @@ impl Store for RedbStore {
     async fn create(&self, key: &str, value: Vec<u8>, lease: LeaseId) -> Result<Revision> {
         let key = key.to_owned();
         self.blocking(move |inner| {
-            inner.write(|changes| {
+            inner.write(move |changes| {
                 if changes.get(&key)?.is_some() {
                     return Err(StoreError::AlreadyExists(key.clone()));
                 }
@@ -415,7 +541,7 @@ impl Store for RedbStore {
     async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<Revision> {
         let key = key.to_owned();
         self.blocking(move |inner| {
-            inner.write(|changes| {
+            inner.write(move |changes| {
                 let prev = changes
                     .get(&key)?
                     .ok_or_else(|| StoreError::NotFound(key.clone()))?;
@@ -430,7 +556,7 @@ impl Store for RedbStore {
     async fn delete(&self, key: &str, expected: Revision) -> Result<(Revision, KeyValue)> {
         let key = key.to_owned();
         self.blocking(move |inner| {
-            inner.write(|changes| {
+            inner.write(move |changes| {
                 let prev = changes
                     .get(&key)?
                     .ok_or_else(|| StoreError::NotFound(key.clone()))?;
@@ -468,7 +594,7 @@ impl Store for RedbStore {
 
     /// A `ttl` under one second is one second (etcd has a minimum too).
     async fn lease_grant(&self, ttl: i64) -> Result<LeaseId> {
-        self.blocking(move |inner| inner.write(|changes| changes.grant(ttl.max(1))))
+        self.blocking(move |inner| inner.write(move |changes| changes.grant(ttl.max(1))))
             .await
     }
 

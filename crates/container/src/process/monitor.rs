@@ -55,7 +55,10 @@ pub trait MonitorHooks {
 
 fn notify(n: &mut Option<OwnedFd>, msg: &str) {
     if let Some(fd) = n.take() {
-        let _ = File::from(fd).write_all(msg.as_bytes());
+        // One line: the reader stops at its newline, not at the pipe's end — a process
+        // started concurrently by another thread of the caller may hold a copy of the
+        // pipe's write end, and EOF would wait for that process to exit.
+        let _ = File::from(fd).write_all(format!("{msg}\n").as_bytes());
     }
 }
 

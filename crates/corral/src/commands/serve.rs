@@ -29,6 +29,8 @@ pub fn run(engine: Engine, a: ServeArgs) -> Result<()> {
         .enable_all()
         .build()?;
     let res = rt.block_on(serve(engine, a, addr, &dir, &kubeconfig));
+    // Log followers and engine calls on the blocking pool do not hold the process up.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
     drop(lock);
     res
 }
