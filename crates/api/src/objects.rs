@@ -92,86 +92,7 @@ pub struct Objects {
     store: Arc<dyn Store>,
 }
 
-/// The current time as Kubernetes writes it (`2026-12-03T08:00:00Z`).
-pub fn now_rfc3339() -> String {
-    rfc3339(std::time::SystemTime::now())
-}
-
-/// A time as RFC 3339 in UTC, whole seconds.
-pub fn rfc3339(t: std::time::SystemTime) -> String {
-    let secs = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Seconds since the epoch of an RFC 3339 UTC time (`...Z`, fractions ignored).
-pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20 {
-        return None;
-    }
-    let n = |a: usize, z: usize| s.get(a..z)?.parse::<i64>().ok();
-    let (y, mo, d, h, mi, se) = (
-        n(0, 4)?,
-        n(5, 7)?,
-        n(8, 10)?,
-        n(11, 13)?,
-        n(14, 16)?,
-        n(17, 19)?,
-    );
-    Some(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se)
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// A random UUID (version 4) as text.
-pub fn new_uid() -> String {
-    use rand::RngCore;
-    let mut b = [0u8; 16];
-    rand::rng().fill_bytes(&mut b);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
+pub use corral_store::meta::{now as now_rfc3339, parse_rfc3339, rfc3339, uid as new_uid};
 
 fn random_suffix() -> String {
     use rand::Rng;
@@ -745,44 +666,7 @@ fn is_terminated(v: &Value) -> bool {
     )
 }
 
-/// Sets a status condition (by type), keeping the transition time when the status is the same.
-pub fn set_condition(
-    v: &mut Value,
-    ty: &str,
-    status: &str,
-    reason: Option<&str>,
-    message: Option<&str>,
-) {
-    let now = now_rfc3339();
-    if !v["status"].is_object() {
-        v["status"] = json!({});
-    }
-    let conds = v["status"]
-        .as_object_mut()
-        .expect("status")
-        .entry("conditions")
-        .or_insert(json!([]));
-    let Some(list) = conds.as_array_mut() else {
-        return;
-    };
-    let mut c =
-        json!({"type": ty, "status": status, "lastProbeTime": null, "lastTransitionTime": now});
-    if let Some(r) = reason {
-        c["reason"] = json!(r);
-    }
-    if let Some(m) = message {
-        c["message"] = json!(m);
-    }
-    match list.iter_mut().find(|x| x["type"] == ty) {
-        Some(x) => {
-            if x["status"] == status {
-                c["lastTransitionTime"] = x["lastTransitionTime"].clone();
-            }
-            *x = c;
-        }
-        None => list.push(c),
-    }
-}
+pub use corral_store::meta::set_condition;
 
 /// What a user-visible write may not change and generation does not count: metadata but
 /// for labels/annotations-free spec, and status.
@@ -896,19 +780,6 @@ fn check_pod(v: &Value) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_round_trip() {
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
-        let s = rfc3339(t);
-        assert_eq!(s, "2001-09-09T01:46:40Z");
-        assert_eq!(parse_rfc3339(&s), Some(1_000_000_000));
-        assert_eq!(
-            rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(951_782_400)),
-            "2000-02-29T00:00:00Z"
-        );
-        assert_eq!(new_uid().len(), 36);
-    }
 
     #[test]
     fn continue_tokens() {

@@ -551,42 +551,7 @@ async fn schedule_pending(
         .await;
 }
 
-/// Sets a pod condition by type (the transition time kept when the status stays).
-pub fn set_condition(
-    v: &mut Value,
-    ty: &str,
-    status: &str,
-    reason: Option<&str>,
-    message: Option<&str>,
-) {
-    if !v["status"].is_object() {
-        v["status"] = json!({});
-    }
-    let list = v["status"]
-        .as_object_mut()
-        .expect("status")
-        .entry("conditions")
-        .or_insert(json!([]));
-    let Some(list) = list.as_array_mut() else {
-        return;
-    };
-    let mut c = json!({"type": ty, "status": status, "lastProbeTime": null, "lastTransitionTime": kv::now()});
-    if let Some(r) = reason {
-        c["reason"] = json!(r);
-    }
-    if let Some(m) = message {
-        c["message"] = json!(m);
-    }
-    match list.iter_mut().find(|x| x["type"] == ty) {
-        Some(x) => {
-            if x["status"] == status {
-                c["lastTransitionTime"] = x["lastTransitionTime"].clone();
-            }
-            *x = c;
-        }
-        None => list.push(c),
-    }
-}
+pub use corral_store::meta::set_condition;
 
 #[cfg(test)]
 mod tests {

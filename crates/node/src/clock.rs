@@ -7,15 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-/// `t` as a Kubernetes `Time` string.
-pub(crate) fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
-/// Now as a Kubernetes `Time` string.
-pub(crate) fn now() -> String {
-    rfc3339(SystemTime::now())
-}
+pub(crate) use corral_store::meta::{now, uid as uuid};
 
 /// Now as a Kubernetes `MicroTime` string.
 pub(crate) fn now_micro() -> String {
@@ -38,38 +30,6 @@ pub(crate) fn parse(s: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(s.trim_end_matches('Z'))
         .ok()
         .or_else(|| humantime::parse_rfc3339(s).ok())
-}
-
-/// A random UUID, version 4, in its usual text form.
-pub(crate) fn uuid() -> String {
-    let mut b = [0u8; 16];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_err()
-    {
-        // No /dev/urandom: the clock and the pid, which still differ between objects.
-        let n = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos()
-            ^ ((std::process::id() as u128) << 64);
-        b = n.to_le_bytes();
-    }
-    format_uuid(b)
-}
-
-fn format_uuid(mut b: [u8; 16]) -> String {
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
 }
 
 /// `n` random bytes as lowercase hex.
@@ -96,8 +56,6 @@ mod tests {
 
     #[test]
     fn uuids_are_version_4() {
-        let u = format_uuid([0xff; 16]);
-        assert_eq!(u, "ffffffff-ffff-4fff-bfff-ffffffffffff");
         let u = uuid();
         assert_eq!(u.len(), 36);
         assert_eq!(&u[14..15], "4");
@@ -107,7 +65,7 @@ mod tests {
     #[test]
     fn times_have_kubernetes_shapes() {
         let t = UNIX_EPOCH + Duration::from_secs(1_796_284_800);
-        assert_eq!(rfc3339(t), "2026-12-03T08:00:00Z");
+        assert_eq!(corral_store::meta::rfc3339(t), "2026-12-03T08:00:00Z");
         assert_eq!(now_micro().len(), "2026-12-03T08:00:00.000000Z".len());
         let engine = "2026-12-03T08:00:00.123456789Z";
         assert_eq!(

@@ -17,8 +17,9 @@
 //! (`worker`, container starts in `start`, deletion in `teardown`), status (`status`),
 //! environment (`env`), volumes (`volumes`), the engine specs (`runspec`), probes (`probe`),
 //! the restart back-off (`backoff`), quantities and QoS (`quantity`), events (`events`),
-//! store access (`kv`). The API server's streams (logs, exec, attach, port-forward) find
-//! their engine containers through [`NodeAgent::container_id`] and [`NodeAgent::pod_ip`].
+//! store access (`kv`). The API server's streams (logs, exec, attach, port-forward) are
+//! served by [`streams`], which finds the engine containers through
+//! [`NodeAgent::container_id`] and [`NodeAgent::pod_ip`].
 
 #![warn(missing_docs)]
 

@@ -8,10 +8,13 @@
 //! when their time runs out. The embedded implementation is [`redb::RedbStore`]; the etcd one
 //! (the cluster issue) implements the same trait unchanged.
 //!
-//! Does not own what the values mean: the API server's objects are opaque bytes here.
+//! Does not own what the values mean: the API server's objects are opaque bytes here, but
+//! for the key layout and `resourceVersion` ([`registry`]) and the times, uids and
+//! conditions every writer of objects stamps them with ([`meta`]).
 
 #![warn(missing_docs)]
 
+pub mod meta;
 pub mod redb;
 pub mod registry;
 
