@@ -583,3 +583,51 @@ print("ok")
         s.log()
     );
 }
+
+#[test]
+fn a_failing_liveness_probe_restarts_the_container() {
+    let Some(s) = Serve::start("a_failing_liveness_probe_restarts_the_container") else {
+        return;
+    };
+    let pod = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: probed}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox:test
+    command: ["sh", "-c", "touch /tmp/healthy; sleep 2; rm /tmp/healthy; trap 'exit 0' TERM; while :; do sleep 0.2; done"]
+    livenessProbe:
+      exec: {command: ["cat", "/tmp/healthy"]}
+      initialDelaySeconds: 1
+      periodSeconds: 1
+      failureThreshold: 1
+"#;
+    s.apply(pod, &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let p = s.json(&["get", "pod", "probed"]);
+        if p["status"]["containerStatuses"][0]["restartCount"]
+            .as_i64()
+            .unwrap_or(0)
+            >= 1
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no restart after the probe failed: {p}\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let ev = s.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=probed",
+    ]);
+    assert!(ev.contains("Unhealthy") && ev.contains("Killing"), "{ev}");
+}
