@@ -200,33 +200,71 @@ fn probe(exe: &Path, root: &Path, id: &str, cfg: &HealthConfig) -> Probe {
         _ => cfg.test[1..].to_vec(),
     };
     let stamp = |t: SystemTime| humantime::format_rfc3339_nanos(t).to_string();
+    let timeout = Duration::from_millis(cfg.timeout_ms);
+    let (exit_code, output) = match exec_bounded(exe, root, id, &argv, timeout, OUTPUT_LIMIT) {
+        Ok(ExecRun::Exited { code, output }) => {
+            (code, String::from_utf8_lossy(&output).into_owned())
+        }
+        Ok(ExecRun::TimedOut) => (
+            -1,
+            format!(
+                "Health check exceeded timeout ({}s)",
+                cfg.timeout_ms as f64 / 1000.0
+            ),
+        ),
+        Err(e) => (-1, format!("starting the check: {e}")),
+    };
+    Probe {
+        start: stamp(start),
+        end: stamp(SystemTime::now()),
+        exit_code,
+        output,
+    }
+}
+
+/// How a bounded exec ended.
+#[derive(Debug)]
+pub enum ExecRun {
+    /// It exited with `code` (-1: killed by a signal), having printed `output` (stdout then
+    /// stderr, at most the limit asked for).
+    Exited {
+        /// The exit code.
+        code: i32,
+        /// What it printed.
+        output: Vec<u8>,
+    },
+    /// It ran past its timeout and was killed.
+    TimedOut,
+}
+
+/// Runs `argv` in container `id` through `exe --root ROOT exec`, in a process group of its
+/// own, killed (the command in the container first, so that the exec client reaps it) when
+/// it runs past `timeout`. What health checks and the node agent's exec probes run.
+pub fn exec_bounded(
+    exe: &Path,
+    root: &Path,
+    id: &str,
+    argv: &[String],
+    timeout: Duration,
+    output_limit: usize,
+) -> std::io::Result<ExecRun> {
     let mut cmd = Command::new(exe);
     cmd.arg("--root")
         .arg(root)
         .arg("exec")
         .arg(id)
-        .args(&argv)
+        .args(argv)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            return Probe {
-                start: stamp(start),
-                end: stamp(SystemTime::now()),
-                exit_code: -1,
-                output: format!("starting the check: {e}"),
-            }
-        }
-    };
-    // Output is read on threads so that a chatty check cannot block on a full pipe.
+    let mut child = cmd.spawn()?;
+    // Output is read on threads so that a chatty command cannot block on a full pipe.
     let read = |r: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
             if let Some(r) = r {
-                let _ = r.take(OUTPUT_LIMIT as u64 * 4).read_to_end(&mut buf);
+                let _ = r.take(output_limit as u64 * 4).read_to_end(&mut buf);
             }
             buf
         })
@@ -243,7 +281,7 @@ fn probe(exe: &Path, root: &Path, id: &str, cfg: &HealthConfig) -> Probe {
             .take()
             .map(|s| Box::new(s) as Box<dyn Read + Send>),
     );
-    let deadline = Instant::now() + Duration::from_millis(cfg.timeout_ms);
+    let deadline = Instant::now() + timeout;
     let code = loop {
         match child.try_wait() {
             Ok(Some(st)) => break st.code().unwrap_or(-1),
@@ -262,15 +300,7 @@ fn probe(exe: &Path, root: &Path, id: &str, cfg: &HealthConfig) -> Probe {
                 }
                 let _ = child.wait();
                 let _ = (out.join(), err.join());
-                return Probe {
-                    start: stamp(start),
-                    end: stamp(SystemTime::now()),
-                    exit_code: -1,
-                    output: format!(
-                        "Health check exceeded timeout ({}s)",
-                        cfg.timeout_ms as f64 / 1000.0
-                    ),
-                };
+                return Ok(ExecRun::TimedOut);
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
             Err(_) => break -1,
@@ -278,13 +308,8 @@ fn probe(exe: &Path, root: &Path, id: &str, cfg: &HealthConfig) -> Probe {
     };
     let mut output = out.join().unwrap_or_default();
     output.extend(err.join().unwrap_or_default());
-    output.truncate(OUTPUT_LIMIT);
-    Probe {
-        start: stamp(start),
-        end: stamp(SystemTime::now()),
-        exit_code: code,
-        output: String::from_utf8_lossy(&output).into_owned(),
-    }
+    output.truncate(output_limit);
+    Ok(ExecRun::Exited { code, output })
 }
 
 /// SIGKILL to every process of process group `pgid` but `spare` (found in `/proc`; the

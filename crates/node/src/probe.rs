@@ -18,9 +18,8 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::{Container, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -306,77 +305,22 @@ pub fn parse_status(line: &str) -> Option<u16> {
     parts.next()?.parse().ok()
 }
 
-/// An exec probe: `corral --root ROOT exec ID CMD...` in a process group of its own (blocking).
+/// An exec probe: `corral --root ROOT exec ID CMD...`, bounded by the probe's timeout
+/// (the engine's runner, the one health checks use; blocking).
 fn exec(cmd: &[String], t: &Target, timeout: Duration) -> Outcome {
-    use std::io::Read;
-    use std::os::unix::process::CommandExt;
-    let mut child = match Command::new(&t.exe)
-        .arg("--root")
-        .arg(&t.root)
-        .arg("exec")
-        .arg(&t.container_id)
-        .args(cmd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => return Outcome::Failure(format!("starting the exec probe: {e}")),
-    };
-    let read = |r: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(r) = r {
-                let _ = r.take(10 * 1024).read_to_end(&mut buf);
-            }
-            buf
-        })
-    };
-    let out = read(
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    );
-    let err = read(
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    );
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break st,
-            Ok(None) if Instant::now() >= deadline => {
-                if let Some(pg) = rustix::process::Pid::from_raw(child.id() as i32) {
-                    let _ = rustix::process::kill_process_group(pg, rustix::process::Signal::KILL);
-                }
-                let _ = child.wait();
-                let _ = (out.join(), err.join());
-                return Outcome::Failure(format!("command {:?} timed out", cmd.join(" ")));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Outcome::Failure(format!("waiting for the exec probe: {e}")),
+    use corral_engine::health::{exec_bounded, ExecRun};
+    match exec_bounded(&t.exe, &t.root, &t.container_id, cmd, timeout, 10 * 1024) {
+        Err(e) => Outcome::Failure(format!("starting the exec probe: {e}")),
+        Ok(ExecRun::TimedOut) => Outcome::Failure(format!("command {:?} timed out", cmd.join(" "))),
+        Ok(ExecRun::Exited { code: 0, .. }) => Outcome::Success,
+        Ok(ExecRun::Exited { code, output }) => {
+            let text = String::from_utf8_lossy(&output).trim().to_owned();
+            Outcome::Failure(if text.is_empty() {
+                format!("command {:?} exited with {code}", cmd.join(" "))
+            } else {
+                text
+            })
         }
-    };
-    let mut output = out.join().unwrap_or_default();
-    output.extend(err.join().unwrap_or_default());
-    if status.success() {
-        Outcome::Success
-    } else {
-        let text = String::from_utf8_lossy(&output).trim().to_owned();
-        Outcome::Failure(if text.is_empty() {
-            format!(
-                "command {:?} exited with {}",
-                cmd.join(" "),
-                status.code().unwrap_or(-1)
-            )
-        } else {
-            text
-        })
     }
 }
 

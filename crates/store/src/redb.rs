@@ -324,29 +324,13 @@ impl Inner {
         if jobs.is_empty() {
             return;
         }
-        let result = (|| -> Result<_> {
-            let mut txn = self.db.begin_write().redb()?;
-            // redb's default, said here because the crash-safety argument rests on it.
-            txn.set_durability(Durability::Immediate).redb()?;
-            let parts = {
-                let mut changes = Changes::open(&txn, self.revision.load(Ordering::Acquire))?;
-                for j in jobs.iter_mut() {
-                    j.run(&mut changes);
-                }
-                changes.finish()?;
-                let Changes {
-                    revision,
-                    compacted,
-                    events,
-                    lease_changes,
-                    ..
-                } = changes;
-                (revision, compacted, events, lease_changes)
-            };
-            txn.commit().redb()?;
-            Ok(parts)
-        })();
-        let (revision, compacted, events, lease_changes) = match result {
+        let result = self.transact(|changes| {
+            for j in jobs.iter_mut() {
+                j.run(changes);
+            }
+            Ok(())
+        });
+        let ((), (revision, compacted, events, lease_changes)) = match result {
             Ok(p) => p,
             Err(e) => {
                 for j in jobs {
@@ -359,6 +343,36 @@ impl Inner {
         for j in jobs {
             j.finish(None);
         }
+    }
+
+    /// One write transaction running `f`, committed durably; what `f` returned and what the
+    /// commit changed (revision, compaction, events, leases), for [`Inner::publish`].
+    #[allow(clippy::type_complexity)]
+    fn transact<T>(
+        &self,
+        f: impl FnOnce(&mut Changes<'_>) -> Result<T>,
+    ) -> Result<(
+        T,
+        (Revision, Option<Revision>, Vec<Event>, Vec<LeaseChange>),
+    )> {
+        let mut txn = self.db.begin_write().redb()?;
+        // redb's default, said here because the crash-safety argument rests on it.
+        txn.set_durability(Durability::Immediate).redb()?;
+        let (out, parts) = {
+            let mut changes = Changes::open(&txn, self.revision.load(Ordering::Acquire))?;
+            let out = f(&mut changes)?;
+            changes.finish()?;
+            let Changes {
+                revision,
+                compacted,
+                events,
+                lease_changes,
+                ..
+            } = changes;
+            (out, (revision, compacted, events, lease_changes))
+        };
+        txn.commit().redb()?;
+        Ok((out, parts))
     }
 
     /// After a commit (with `writer` held): the new revision, the leases, the events.
@@ -395,22 +409,7 @@ impl Inner {
         let _writer = lock(&self.writer);
         let jobs = std::mem::take(&mut *lock(&self.queue));
         self.commit(jobs);
-        let mut txn = self.db.begin_write().redb()?;
-        txn.set_durability(Durability::Immediate).redb()?;
-        let (out, revision, compacted, events, lease_changes) = {
-            let mut changes = Changes::open(&txn, self.revision.load(Ordering::Acquire))?;
-            let out = f(&mut changes)?;
-            changes.finish()?;
-            let Changes {
-                revision,
-                compacted,
-                events,
-                lease_changes,
-                ..
-            } = changes;
-            (out, revision, compacted, events, lease_changes)
-        };
-        txn.commit().redb()?;
+        let (out, (revision, compacted, events, lease_changes)) = self.transact(f)?;
         self.publish(revision, compacted, events, lease_changes);
         Ok(out)
     }
