@@ -461,9 +461,7 @@ impl Objects {
                     registry::stamp(&mut new, drev);
                     Ok(new)
                 }
-                Err(StoreError::Conflict { .. }) => Err(conflict(r, name)),
-                Err(StoreError::NotFound(_)) => Err(ApiError::not_found(&r.qualified(), name)),
-                Err(e) => Err(e.into()),
+                Err(e) => Err(write_error(r, name, e)),
             };
         }
         if old == &new || o.dry_run {
@@ -474,9 +472,7 @@ impl Objects {
                 registry::stamp(&mut new, nrev);
                 Ok(new)
             }
-            Err(StoreError::Conflict { .. }) => Err(conflict(r, name)),
-            Err(StoreError::NotFound(_)) => Err(ApiError::not_found(&r.qualified(), name)),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(write_error(r, name, e)),
         }
     }
 
@@ -647,6 +643,15 @@ impl Objects {
             }
         }
         Err(conflict(r, name))
+    }
+}
+
+/// A guarded write's failure as the API reports it.
+fn write_error(r: &Resource, name: &str, e: StoreError) -> ApiError {
+    match e {
+        StoreError::Conflict { .. } => conflict(r, name),
+        StoreError::NotFound(_) => ApiError::not_found(&r.qualified(), name),
+        e => e.into(),
     }
 }
 
