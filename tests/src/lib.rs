@@ -24,6 +24,7 @@
 //!   `inspect` shape, `ps` rows, children killed on drop — for the engine's docker behaviour;
 //! - [`files`]: walking trees, disk use and content searches used by assertions;
 //! - [`admin`]: worlds, names, states and log polling for the commit and admin-verb tests;
+//! - [`serve`]: a `corral serve` of a test's own, driven with the real `kubectl`;
 //! - [`checks`]: pods guarded and inspected, host processes found by their command line, JSON
 //!   as an array or one object per line, and podman on runc as the peer for `run` flags.
 //!
@@ -54,6 +55,7 @@ pub mod podman;
 pub mod process;
 pub mod registry;
 pub mod runtime;
+pub mod serve;
 pub mod tarball;
 pub mod vms;
 pub mod world;
