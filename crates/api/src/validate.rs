@@ -371,10 +371,12 @@ pub fn defaults(r: &Resource, obj: &mut Value) {
                 }
             }
         }
-        "PersistentVolumeClaim" => {
-            let spec = obj["spec"].as_object_mut();
-            if let Some(spec) = spec {
+        "PersistentVolumeClaim" | "PersistentVolume" => {
+            if let Some(spec) = obj["spec"].as_object_mut() {
                 set_default(spec, "volumeMode", json!("Filesystem"));
+                if r.kind == "PersistentVolume" {
+                    set_default(spec, "persistentVolumeReclaimPolicy", json!("Retain"));
+                }
             }
             let st = obj
                 .as_object_mut()

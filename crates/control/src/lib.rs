@@ -3,13 +3,18 @@
 //! Owns the scheduler ([`scheduler`]: filter, score, bind), the namespace controller
 //! ([`namespaces`]: deleting a namespace empties it; a `default` ServiceAccount in each) and
 //! the garbage collector ([`gc`]: ownerReferences with background, foreground and orphan
-//! propagation). They read and write the store directly ([`kv`]), as the API server does.
+//! propagation), and the volume controller ([`volumes`]: claims bound to volumes, corral
+//! named volumes provisioned for them, released volumes reclaimed; [`claims`] is what the
+//! scheduler asks of a pod's claims). They read and write the store directly ([`kv`]), as the
+//! API server does.
 //! Does not own the API (corral-api) or running pods (corral-node).
 
 #![warn(missing_docs)]
 
+pub mod claims;
 pub mod gc;
 pub mod kv;
 pub mod namespaces;
 pub mod quantity;
 pub mod scheduler;
+pub mod volumes;

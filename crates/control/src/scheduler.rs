@@ -102,7 +102,9 @@ fn label<'a>(node: &'a Value, k: &str) -> Option<&'a str> {
     node["metadata"]["labels"][k].as_str()
 }
 
-fn expr_matches(e: &Value, val: Option<&str>) -> bool {
+/// Whether a label value (`None`: absent) satisfies one selector requirement (`In`,
+/// `NotIn`, `Exists`, `DoesNotExist`, `Gt`, `Lt`).
+pub(crate) fn expr_matches(e: &Value, val: Option<&str>) -> bool {
     let values: Vec<&str> = e["values"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_str).collect())
@@ -321,13 +323,23 @@ impl Cache {
         self.pods.insert(key.to_string(), v);
     }
 
-    /// The node for a pod, or the FailedScheduling message.
-    fn choose(&self, cfg: &SchedulerConfig, pod: &Value) -> Result<String, String> {
+    /// The node for a pod (on node `only` if its volumes say so), or the FailedScheduling
+    /// message.
+    fn choose(
+        &self,
+        cfg: &SchedulerConfig,
+        pod: &Value,
+        only: Option<&str>,
+    ) -> Result<String, String> {
         let req = requests(pod);
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         let mut best: Option<(f64, &str)> = None;
         for (name, n) in &self.nodes {
-            match misfit(cfg, pod, n, req) {
+            let misfit = match only {
+                Some(o) if o != name => Some("node(s) had volume node affinity conflict".into()),
+                _ => misfit(cfg, pod, n, req),
+            };
+            match misfit {
                 Some(why) => *reasons.entry(why).or_default() += 1,
                 None => {
                     let s = score(cfg, n, req);
@@ -394,6 +406,13 @@ async fn run_once(
     }
     let mut node_watch = store.watch(&node_prefix, rev_n).await?;
     let mut pod_watch = store.watch(&pod_prefix, r.revision).await?;
+    // A claim bound or a volume made can let a waiting pod in.
+    let mut claim_watch = store
+        .watch(
+            &registry::prefix("", "persistentvolumeclaims", None),
+            r.revision,
+        )
+        .await?;
     // Pods told they fit nowhere, and the message they were told (not repeated).
     let mut told: HashMap<String, String> = HashMap::new();
     let mut retry = tokio::time::interval(Duration::from_secs(5));
@@ -417,6 +436,11 @@ async fn run_once(
                         }
                     }
                 }
+                told.clear();
+            }
+            ev = claim_watch.events.recv() => {
+                if ev.is_none() { return Err(corral_store::StoreError::Backend("claim watch closed".into())) }
+                while claim_watch.events.try_recv().is_ok() {}
                 told.clear();
             }
             _ = retry.tick() => told.retain(|k, _| cache.pending.contains(k)),
@@ -464,10 +488,24 @@ async fn schedule_pending(
         let Some(pod) = cache.pods.get(&key).cloned() else {
             continue;
         };
-        match cache.choose(cfg, &pod) {
+        let claims = match crate::claims::of_pod(store, &pod).await {
+            Ok(c) => c,
+            Err(msg) => {
+                if told.get(&key) != Some(&msg) {
+                    told.insert(key.clone(), msg.clone());
+                    refusals.push((
+                        key,
+                        format!("0/{} nodes are available: {msg}.", cache.nodes.len()),
+                    ));
+                }
+                continue;
+            }
+        };
+        match cache.choose(cfg, &pod, claims.node.as_deref()) {
             Ok(node) => {
                 cache.bind(&key, &node, requests(&pod));
                 cache.pending.remove(&key);
+                crate::claims::select_node(store, &claims.waiting, &node).await;
                 binds.push((key, node));
             }
             Err(msg) => {
@@ -573,10 +611,10 @@ mod tests {
         c.set_node(node("a", "2", "4Gi"));
         c.set_node(node("b", "2", "4Gi"));
         c.bind("x", "b", (1000, 0));
-        assert_eq!(c.choose(&cfg, &pod("500m", "1Gi")).unwrap(), "b");
+        assert_eq!(c.choose(&cfg, &pod("500m", "1Gi"), None).unwrap(), "b");
         cfg.score = Score::Spread;
-        assert_eq!(c.choose(&cfg, &pod("500m", "1Gi")).unwrap(), "a");
-        let e = c.choose(&cfg, &pod("1", "8Gi")).unwrap_err();
+        assert_eq!(c.choose(&cfg, &pod("500m", "1Gi"), None).unwrap(), "a");
+        let e = c.choose(&cfg, &pod("1", "8Gi"), None).unwrap_err();
         assert_eq!(e, "0/2 nodes are available: 2 Insufficient memory.");
     }
 
@@ -589,19 +627,23 @@ mod tests {
         c.set_node(n);
         let mut p = pod("1", "1Gi");
         assert!(c
-            .choose(&cfg, &p)
+            .choose(&cfg, &p, None)
             .unwrap_err()
             .contains("untolerated taint {gpu: yes}"));
         p["spec"]["tolerations"] = json!([{"key": "gpu", "operator": "Exists"}]);
-        assert_eq!(c.choose(&cfg, &p).unwrap(), "a");
+        assert_eq!(c.choose(&cfg, &p, None).unwrap(), "a");
         p["spec"]["nodeSelector"] = json!({"disk": "hdd"});
         assert!(c
-            .choose(&cfg, &p)
+            .choose(&cfg, &p, None)
             .unwrap_err()
             .contains("affinity/selector"));
         p["spec"]["nodeSelector"] = json!({"disk": "ssd"});
         p["spec"]["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "disk", "operator": "NotIn", "values": ["ssd"]}]}]}}});
-        assert!(c.choose(&cfg, &p).is_err());
+        assert!(c.choose(&cfg, &p, None).is_err());
+        // A pod whose volume lives on a node goes there or nowhere.
+        let p = pod("1", "1Gi");
+        let e = c.choose(&cfg, &p, Some("nowhere")).unwrap_err();
+        assert!(e.contains("volume node affinity conflict"), "{e}");
     }
 
     #[test]

@@ -32,6 +32,7 @@ impl NodeAgent {
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         tracing::info!(node = %self.cfg.node_name, root = %self.engine.root().display(), "node agent starting");
         let heartbeat = tokio::spawn(self.clone().heartbeat(shutdown.clone()));
+        let reclaim = tokio::spawn(self.clone().reclaim_volumes(shutdown.clone()));
         let reaper = {
             let agent = self.clone();
             let mut stop = shutdown.clone();
@@ -147,6 +148,7 @@ impl NodeAgent {
         }
         let _ = heartbeat.await;
         let _ = reaper.await;
+        let _ = reclaim.await;
         tracing::info!(node = %self.cfg.node_name, "node agent stopped");
     }
 

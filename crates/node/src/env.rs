@@ -23,6 +23,8 @@ pub struct Sources {
     pub configmaps: HashMap<String, Option<BTreeMap<String, Vec<u8>>>>,
     /// Secrets' `data` (decoded) and `stringData`.
     pub secrets: HashMap<String, Option<BTreeMap<String, Vec<u8>>>>,
+    /// What each PersistentVolumeClaim mounts.
+    pub claims: HashMap<String, crate::claims::ClaimSource>,
 }
 
 /// What the pod's fields resolve to beyond its object.

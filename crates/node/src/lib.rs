@@ -15,7 +15,8 @@
 //!
 //! Pieces, one file each: the Node and its Lease (`node`), host facts (`host`), pod workers
 //! (`worker`, container starts in `start`, deletion in `teardown`), status (`status`),
-//! environment (`env`), volumes (`volumes`), the engine specs (`runspec`), probes (`probe`),
+//! environment (`env`), volumes (`volumes`), claims and the removal of deleted volumes'
+//! data (`claims`), the engine specs (`runspec`), probes (`probe`),
 //! the restart back-off (`backoff`), quantities and QoS (`quantity`), events (`events`),
 //! store access (`kv`). The API server's streams (logs, exec, attach, port-forward) are
 //! served by [`streams`], which finds the engine containers through
@@ -25,6 +26,7 @@
 
 mod agent;
 pub mod backoff;
+pub mod claims;
 mod clock;
 pub mod env;
 mod events;

@@ -9,7 +9,8 @@
 //!   changed at once may be seen one by one), always mounted read-only. A projected
 //!   `serviceAccountToken` is an empty file: the agent mints no tokens;
 //! - `hostPath`: the host path itself, after its `type` check (`DirectoryOrCreate` makes it);
-//! - `persistentVolumeClaim`: the engine's named volume `k8s-pvc-<ns>-<claim>`.
+//! - `persistentVolumeClaim`: what the claim's bound volume holds (see [`crate::claims`]): a
+//!   corral named volume, or a host directory.
 //!
 //! `volumeMounts` become bind mounts (`subPath` a path inside the volume, made for writable
 //! volumes when absent, as the kubelet does). Removing the pod unmounts what is mounted under
@@ -23,6 +24,7 @@ use std::path::{Component, Path, PathBuf};
 use corral_engine::spec::{Mount, MountSource};
 use k8s_openapi::api::core::v1::{Container, KeyToPath, Pod, Volume};
 
+use crate::claims::ClaimSource;
 use crate::env::{self, FieldContext, Sources};
 use crate::quantity;
 
@@ -419,7 +421,6 @@ pub fn materialize(
         .as_ref()
         .and_then(|s| s.fs_group)
         .map(|g| g as u32);
-    let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let mut out = HashMap::new();
     for v in spec.volumes.iter().flatten() {
         let name = &v.name;
@@ -493,34 +494,31 @@ pub fn materialize(
                 },
             );
         } else if let Some(c) = &v.persistent_volume_claim {
-            out.insert(
-                name.clone(),
-                Prepared::Named {
-                    name: pvc_volume(&ns, &c.claim_name),
-                    read_only: c.read_only == Some(true),
+            let read_only = c.read_only == Some(true);
+            let prepared = match src.claims.get(&c.claim_name) {
+                Some(ClaimSource::Named(n)) => Prepared::Named {
+                    name: n.clone(),
+                    read_only,
                 },
-            );
+                Some(ClaimSource::Host(p)) => Prepared::Dir {
+                    path: PathBuf::from(p),
+                    read_only,
+                    make_subpaths: true,
+                },
+                Some(ClaimSource::Unavailable(why)) => return Err(err(name, why.clone())),
+                None => {
+                    return Err(err(
+                        name,
+                        format!("persistentvolumeclaim {:?} was not read", c.claim_name),
+                    ))
+                }
+            };
+            out.insert(name.clone(), prepared);
         } else {
             return Err(err(name, "this volume type is not supported by corral's node agent (use emptyDir, hostPath, configMap, secret, downwardAPI, projected or persistentVolumeClaim)"));
         }
     }
     Ok(out)
-}
-
-/// The engine volume that holds a claim's data.
-pub fn pvc_volume(ns: &str, claim: &str) -> String {
-    let clean = |s: &str| -> String {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .collect()
-    };
-    format!("k8s-pvc-{}-{}", clean(ns), clean(claim))
 }
 
 /// A container's mounts of the prepared volumes (blocking: makes `subPath`s).
@@ -662,6 +660,8 @@ mod tests {
                     .collect(),
             ),
         );
+        s.claims
+            .insert("data".into(), ClaimSource::Named("k8s-pvc-ns-data".into()));
         s
     }
 
@@ -741,7 +741,18 @@ mod tests {
             .as_mut()
             .unwrap()
             .optional = Some(true);
-        materialize(t.path(), &p, &Sources::default(), &FieldContext::default()).unwrap();
+        let mut only_claim = Sources {
+            claims: sources("one").claims,
+            ..Default::default()
+        };
+        materialize(t.path(), &p, &only_claim, &FieldContext::default()).unwrap();
+        // A claim not bound yet fails the mount, saying so.
+        only_claim.claims.insert(
+            "data".into(),
+            ClaimSource::Unavailable("persistentvolumeclaim \"data\" is not bound".into()),
+        );
+        let e = materialize(t.path(), &p, &only_claim, &FieldContext::default()).unwrap_err();
+        assert_eq!(e.volume, "claim");
     }
 
     #[test]

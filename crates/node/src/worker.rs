@@ -751,7 +751,8 @@ impl Worker {
         }
     }
 
-    /// The ConfigMaps and Secrets named, read from the pod's namespace.
+    /// The ConfigMaps and Secrets named, read from the pod's namespace, and what the pod's
+    /// claims mount.
     pub async fn sources(
         &self,
         cms: impl IntoIterator<Item = String>,
@@ -797,6 +798,17 @@ impl Worker {
                 Some(d)
             });
             out.secrets.insert(n, data);
+        }
+        for v in self
+            .pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+        {
+            if let Some(c) = &v.persistent_volume_claim {
+                let src = crate::claims::resolve(&*self.agent.store, &self.ns, &c.claim_name).await;
+                out.claims.insert(c.claim_name.clone(), src);
+            }
         }
         Ok(out)
     }

@@ -126,6 +126,7 @@ async fn serve(
             stop.clone(),
         )),
         tokio::spawn(corral_control::gc::run(store.clone(), stop.clone())),
+        tokio::spawn(corral_control::volumes::run(store.clone(), stop.clone())),
         tokio::spawn(agent.clone().run(stop.clone())),
     ];
 
