@@ -1,5 +1,11 @@
 //! cloud-init's NoCloud seed: an ISO 9660 image labelled `cidata` with `user-data` and
 //! `meta-data`, which distribution cloud images read at first boot to configure themselves.
+//!
+//! The seed also carries corral's own `vendor-data` ([`VENDOR_DATA`]): what cloud-init does
+//! not do for a copied disk. A new `instance-id` (a clone's, an import's under a new name)
+//! makes cloud-init create new SSH host keys, but it leaves `/etc/machine-id` as it was
+//! (`cloud-init clean --machine-id` is left to the image's maker), so a clone would share its
+//! source's machine-id — and with it systemd's DHCP client id, journal and D-Bus identity.
 
 use std::path::Path;
 use std::process::Command;
@@ -53,6 +59,28 @@ pub fn network_config(nics: &[SeedNic], nameservers: &[String]) -> String {
     s
 }
 
+/// The seed's `vendor-data`: a script cloud-init runs once per instance (its `scripts-vendor`
+/// module, in the final stage), which gives the guest a new random `/etc/machine-id` when the
+/// disk has been another instance before (`/var/lib/cloud/instances/` holds another id than the
+/// current one): a clone's or a copy's first boot. A disk's first instance keeps the one
+/// systemd made at its first boot. The new id is systemd's at the next boot; processes started
+/// before the final stage keep the old one until then. User-data can turn it off with
+/// `vendor_data: {enabled: false}`.
+pub const VENDOR_DATA: &str = r#"#!/bin/sh
+# corral: a new machine-id when this disk was another instance before (a clone, a copy).
+iid=$(cat /var/lib/cloud/data/instance-id 2>/dev/null) || exit 0
+for d in /var/lib/cloud/instances/*; do
+  [ -d "$d" ] && [ "${d##*/}" != "$iid" ] || continue
+  tr -d '-' < /proc/sys/kernel/random/uuid > /etc/machine-id.corral
+  mv /etc/machine-id.corral /etc/machine-id
+  if [ -f /var/lib/dbus/machine-id ] && [ ! -L /var/lib/dbus/machine-id ]; then
+    cp /etc/machine-id /var/lib/dbus/machine-id
+  fi
+  echo "corral: a new machine-id for instance $iid"
+  break
+done
+"#;
+
 /// As [`nocloud_seed`], from the user-data's bytes, with a `network-config` when given.
 pub fn nocloud_seed_with(
     out: &Path,
@@ -67,12 +95,14 @@ pub fn nocloud_seed_with(
             tmp.join("meta-data"),
             format!("instance-id: {hostname}\nlocal-hostname: {hostname}\n"),
         )?;
+        std::fs::write(tmp.join("vendor-data"), VENDOR_DATA)?;
         let mut cmd = Command::new("genisoimage");
         cmd.args(["-quiet", "-output"])
             .arg(out)
             .args(["-volid", "cidata", "-joliet", "-rock"])
             .arg(tmp.join("user-data"))
-            .arg(tmp.join("meta-data"));
+            .arg(tmp.join("meta-data"))
+            .arg(tmp.join("vendor-data"));
         if let Some(n) = network {
             std::fs::write(tmp.join("network-config"), n)?;
             cmd.arg(tmp.join("network-config"));
@@ -121,6 +151,51 @@ mod tests {
         assert_eq!(
             text,
             "version: 2\nethernets:\n  nic0:\n    match:\n      macaddress: \"02:42:0a:01:00:05\"\n    addresses: [\"10.1.0.5/24\"]\n    routes:\n      - to: default\n        via: 10.1.0.1\n    nameservers:\n      addresses: [10.1.0.1]\n  nic1:\n    match:\n      macaddress: \"02:42:0a:02:00:07\"\n    addresses: [\"10.2.0.7/24\"]\n    nameservers:\n      addresses: [10.1.0.1]\n"
+        );
+    }
+
+    /// Runs [`super::VENDOR_DATA`] against a guest tree under `root` (its absolute paths
+    /// moved there) whose cloud-init has seen `instances`, the current one `current`; the
+    /// machine-id afterwards.
+    fn run_in(root: &std::path::Path, instances: &[&str], current: &str) -> String {
+        let r = root.display().to_string();
+        for d in ["etc", "var/lib/cloud/data", "var/lib/dbus"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        for i in instances {
+            std::fs::create_dir_all(root.join("var/lib/cloud/instances").join(i)).unwrap();
+        }
+        std::fs::write(root.join("var/lib/cloud/data/instance-id"), current).unwrap();
+        std::fs::write(
+            root.join("etc/machine-id"),
+            "0123456789abcdef0123456789abcdef\n",
+        )
+        .unwrap();
+        let script = super::VENDOR_DATA
+            .replace("/var/lib/", &format!("{r}/var/lib/"))
+            .replace("/etc/", &format!("{r}/etc/"));
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        std::fs::read_to_string(root.join("etc/machine-id")).unwrap()
+    }
+
+    #[test]
+    fn vendor_data_renews_the_machine_id_only_on_a_disk_that_was_another_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = run_in(&dir.path().join("a"), &["web"], "web");
+        assert_eq!(
+            first, "0123456789abcdef0123456789abcdef\n",
+            "a first instance keeps it"
+        );
+        let cloned = run_in(&dir.path().join("b"), &["web", "web2"], "web2");
+        assert_ne!(cloned, first, "a clone gets a new one");
+        let id = cloned.trim_end();
+        assert!(
+            id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{cloned:?}"
         );
     }
 }
