@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 # What corral itself needs at run time, what builds it, and the real peers its tests and
 # benchmarks drive (podman, skopeo, docker-registry); for VMs: QEMU, Debian's cloud kernel
 # (the guest kernel of image VMs), firmware (SeaBIOS comes with QEMU, OVMF for UEFI), and what
-# the tests build bootable disks and cloud-init seeds with.
+# the tests build bootable disks and cloud-init seeds with (debootstrap: the real Debian 12
+# disk of tests/vm_debian.rs, tests/src/debian12-disk.sh; ssh to reach it).
 PACKAGES=(
   ca-certificates tar zstd gzip e2fsprogs util-linux iproute2 procps nftables
   gcc libc6-dev pkg-config
@@ -17,6 +18,7 @@ PACKAGES=(
   qemu-system-x86 qemu-utils linux-image-cloud-amd64 ovmf
   extlinux syslinux-common genisoimage cpio fdisk
   libseccomp-dev libcap-ng-dev dnsmasq-base isolinux python3-venv
+  debootstrap openssh-client
 )
 
 if [ "$(id -u)" -ne 0 ]; then

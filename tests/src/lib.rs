@@ -20,6 +20,8 @@
 //! - [`hostile`]: tarballs that try to write outside the layer they are unpacked into;
 //! - [`registry`]: Debian's `docker-registry` on loopback and a throttling TCP proxy in front;
 //! - [`podman`]: podman with a private, throw-away store;
+//! - [`debian`]: a real Debian 12 disk (debootstrap: systemd, cloud-init, sshd), built once per
+//!   machine and cached, for VM tests as a sysadmin runs them;
 //! - [`engine`]: images with users, stop signals and volumes in their config, docker's
 //!   `inspect` shape, `ps` rows, children killed on drop — for the engine's docker behaviour;
 //! - [`files`]: walking trees, disk use and content searches used by assertions;
@@ -44,6 +46,7 @@ pub mod buildah;
 pub mod checks;
 pub mod containerd;
 pub mod containers;
+pub mod debian;
 pub mod engine;
 pub mod files;
 pub mod fixtures;
