@@ -5,7 +5,8 @@
 //! object semantics over the store ([`objects`], [`validate`]), list and watch with
 //! selectors ([`selector`], [`watch`]), the four patch types ([`patch`], [`apply`]),
 //! server-side tables ([`table`]), failures as `Status` objects ([`status`]) and the pod
-//! streams (log, exec, attach, port-forward) handed to the node agent ([`streams`]).
+//! streams (log, exec, attach, port-forward) handed to the node agent ([`streams`]), with
+//! kubectl's port-forward over SPDY/3.1 ([`spdy`], [`portforward`]).
 //!
 //! Does not own the store's mechanics (corral-store), controllers or the scheduler
 //! (corral-control), or running pods (corral-node).
@@ -18,9 +19,11 @@ pub mod objects;
 pub mod openapi;
 pub mod patch;
 pub mod pki;
+pub mod portforward;
 pub mod protobuf;
 pub mod resources;
 pub mod selector;
+pub mod spdy;
 pub mod status;
 pub mod streams;
 pub mod table;

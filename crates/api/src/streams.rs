@@ -1,8 +1,10 @@
 //! The pod streams: `log` (an HTTP body that follows), `exec` and `attach` over websocket
 //! (`v5.channel.k8s.io`, `v4.channel.k8s.io`: binary messages whose first byte is the
 //! channel — 0 stdin, 1 stdout, 2 stderr, 3 the final Status, 4 terminal resize, and in v5
-//! 255 to close a channel), and `portforward` over websocket in the channel form the Python
-//! client uses (per port a data and an error channel, each opened by the port number).
+//! 255 to close a channel), and `portforward`: over websocket in the channel form the Python
+//! client uses (per port a data and an error channel, each opened by the port number, the
+//! ports in the `ports` query), or kubectl's SPDY, tunneled in a websocket or upgraded to
+//! ([`crate::portforward`]).
 //!
 //! What runs the processes and reads the logs is the node agent's, behind [`PodStreams`].
 
@@ -200,6 +202,33 @@ pub async fn serve(
             Ok(ws.on_upgrade(move |socket| run_process(socket, proc, v5)))
         }
         "portforward" => {
+            let (mut parts, _body) = req.into_parts();
+            if crate::portforward::wants_spdy(&parts.headers) {
+                return crate::portforward::upgrade_spdy(streams, pod, &mut parts);
+            }
+            let ws = WebSocketUpgrade::from_request_parts(&mut parts, &())
+                .await
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        "port-forward is served over websocket (SPDY/3.1+portforward.k8s.io, v4.channel.k8s.io) or an upgrade to SPDY/3.1",
+                    )
+                })?;
+            let ws = ws.protocols([
+                crate::portforward::TUNNEL_PROTOCOL,
+                "v4.channel.k8s.io",
+                "portforward.k8s.io",
+            ]);
+            if ws.selected_protocol().and_then(|p| p.to_str().ok())
+                == Some(crate::portforward::TUNNEL_PROTOCOL)
+            {
+                // The ports come in each stream's headers. A message carries a few frames
+                // (kubectl's DATA are at most 32 KiB): far less than axum's 64 MiB default.
+                let pod = pod.clone();
+                let ws = ws.max_message_size(1 << 20).max_frame_size(1 << 20);
+                return Ok(ws.on_upgrade(move |socket| {
+                    crate::portforward::serve_websocket(socket, streams, pod)
+                }));
+            }
             let ports: Vec<u16> = query_all(query, "ports")
                 .iter()
                 .flat_map(|p| p.split(',').map(str::to_string).collect::<Vec<_>>())
@@ -214,15 +243,6 @@ pub async fn serve(
                     "query parameter \"ports\" is required",
                 ));
             }
-            let (mut parts, _body) = req.into_parts();
-            let ws = WebSocketUpgrade::from_request_parts(&mut parts, &())
-                .await
-                .map_err(|_| {
-                    ApiError::bad_request(
-                        "port-forward is served over websocket (v4.channel.k8s.io)",
-                    )
-                })?;
-            let ws = ws.protocols(["v4.channel.k8s.io", "portforward.k8s.io"]);
             let mut conns = Vec::new();
             for p in &ports {
                 conns.push(streams.port_forward(pod, *p).await?);
