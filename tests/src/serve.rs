@@ -154,6 +154,27 @@ impl Serve {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
+    /// Runs a Python `script` with the project's `.venv` python (check [`venv_bin`] first)
+    /// and the kubeconfig's path as its argument; asserts it succeeded and printed `ok`.
+    pub fn python(&self, script: &str) {
+        let path = self
+            .world
+            .path(&format!("client-{}.py", crate::unique_token()));
+        std::fs::write(&path, script).unwrap();
+        let o = Command::new(venv_bin("python3").expect("the .venv python"))
+            .arg(&path)
+            .arg(&self.kubeconfig)
+            .output()
+            .expect("run python");
+        assert!(
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains("ok"),
+            "{}\n{}\nserver log:\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            self.log()
+        );
+    }
+
     /// Runs kubectl with `-o json` and parses what it printed.
     pub fn json(&self, args: &[&str]) -> Value {
         let mut a = args.to_vec();
@@ -224,4 +245,3 @@ impl Drop for Serve {
         let _ = self.world.cmd(&["network", "rm", "-f", &self.network]);
     }
 }
-
