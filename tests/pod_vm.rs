@@ -267,7 +267,9 @@ fn vm_pod_flags_are_checked() {
     let (code, err) = c.fail(&["pod", "create", "--cpus", "2"]);
     assert_eq!(code, 125);
     assert!(err.contains("--isolation vm"), "{err}");
-    let (code, err) = c.fail(&[
+    // A hostname of its own is the guest's (a Kubernetes pod's VM is named by corral, its
+    // hostname is the pod's name); made and removed without booting.
+    c.ok(&[
         "pod",
         "create",
         "--isolation",
@@ -277,8 +279,7 @@ fn vm_pod_flags_are_checked() {
         "--hostname",
         "b",
     ]);
-    assert_eq!(code, 125);
-    assert!(err.contains("hostname"), "{err}");
+    c.ok(&["pod", "rm", "a"]);
     let pods = c.ok(&["pod", "ls", "-q"]);
     assert!(pods.trim().is_empty(), "nothing was made: {pods}");
 }

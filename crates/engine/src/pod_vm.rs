@@ -108,7 +108,10 @@ impl Engine {
             cpus,
             memory_mib,
             accel: None,
-            source: Source::Sandbox { share },
+            source: Source::Sandbox {
+                share,
+                hostname: Some(pod.hostname.clone()).filter(|h| *h != pod.name),
+            },
             disk_bytes: 0,
             networks,
             command: Vec::new(),

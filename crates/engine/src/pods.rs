@@ -188,11 +188,6 @@ impl Engine {
                 "--cpus/--memory size a pod's VM: give them with --isolation vm",
             ));
         }
-        if vm && spec.hostname.as_ref().is_some_and(|h| *h != name) {
-            return Err(EngineError::invalid(
-                "--hostname: a VM pod's hostname is its name (its VM's)",
-            ));
-        }
         let mut pod = Pod {
             id: id.clone(),
             name: name.clone(),

@@ -5,13 +5,18 @@
 //! context (pod-level user, group and `fsGroup` as defaults for each container's), resource
 //! limits (memory, CPU quota, CPU shares from the request), terminal and stdin, mounts.
 //!
+//! A pod of the RuntimeClass handler `corral-vm` (`runtimeClassName: vm`) is an engine pod
+//! with `Isolation::Vm`: one VM of its own holds its containers, as a Kata pod does. The VM
+//! is sized from the containers' limits (or requests) plus an overhead for the guest, and the
+//! VM is the limit: its containers get no cgroup limits of their own.
+//!
 //! Restart policy is the agent's, never the engine's: every container is made with
 //! `restart: no`. The translation is pure; [`crate::volumes`] makes the mounts' sources.
 
 use std::collections::BTreeMap;
 
 use corral_engine::pods::PodSpec as EnginePodSpec;
-use corral_engine::spec::{ContainerSpec, Mount, Networking, PullPolicy, Seccomp};
+use corral_engine::spec::{ContainerSpec, Isolation, Mount, Networking, PullPolicy, Seccomp};
 use k8s_openapi::api::core::v1::{Container, Pod, SeccompProfile};
 
 use crate::runtime::{
@@ -70,7 +75,40 @@ pub fn pod_labels(pod: &Pod) -> BTreeMap<String, String> {
 }
 
 /// The engine pod for a Kubernetes pod, on `network`.
-pub fn engine_pod(pod: &Pod, name: &str, network: &str) -> EnginePodSpec {
+/// The RuntimeClass handler of corral's ordinary pods.
+pub const HANDLER_CONTAINER: &str = "corral";
+/// The RuntimeClass handler of pods that run in a VM of their own.
+pub const HANDLER_VM: &str = "corral-vm";
+/// What a VM pod's guest needs beyond its containers' memory.
+const VM_OVERHEAD: u64 = 256 << 20;
+/// The least memory a VM pod gets.
+const VM_MIN_MEMORY: u64 = 512 << 20;
+
+/// The VM's size for a pod: (vCPUs, memory in bytes) — the sums of its containers' limits
+/// (requests where no limit is set), at least 1 vCPU and 512 MiB, memory plus an overhead.
+pub fn vm_size(pod: &Pod) -> (u32, u64) {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let (mut cpu, mut mem) = (0.0f64, 0u64);
+    for c in &spec.containers {
+        let r = c.resources.clone().unwrap_or_default();
+        let (l, q) = (r.limits.unwrap_or_default(), r.requests.unwrap_or_default());
+        if let Some(c) = l.get("cpu").or(q.get("cpu")).and_then(quantity::cpu_cores) {
+            cpu += c;
+        }
+        if let Some(m) = l
+            .get("memory")
+            .or(q.get("memory"))
+            .and_then(quantity::bytes)
+        {
+            mem += m;
+        }
+    }
+    let cpus = (cpu.ceil() as u32).max(1);
+    (cpus, (mem + VM_OVERHEAD).max(VM_MIN_MEMORY))
+}
+
+/// The engine pod for `pod`, in a VM of its own when `isolation` says so.
+pub fn engine_pod(pod: &Pod, name: &str, network: &str, isolation: Isolation) -> EnginePodSpec {
     let spec = pod.spec.clone().unwrap_or_default();
     let hostname = spec
         .hostname
@@ -98,7 +136,7 @@ pub fn engine_pod(pod: &Pod, name: &str, network: &str) -> EnginePodSpec {
             publish.push(format!("{ip}{hp}:{}/{proto}", p.container_port));
         }
     }
-    EnginePodSpec {
+    let mut out = EnginePodSpec {
         name: Some(name.to_owned()),
         hostname,
         labels: pod_labels(pod),
@@ -107,8 +145,15 @@ pub fn engine_pod(pod: &Pod, name: &str, network: &str) -> EnginePodSpec {
             publish,
             ..Default::default()
         },
+        isolation,
         ..Default::default()
+    };
+    if isolation == Isolation::Vm {
+        let (cpus, memory) = vm_size(pod);
+        out.cpus = Some(cpus);
+        out.memory = Some(memory);
     }
+    out
 }
 
 /// What [`container_spec`] needs besides the pod and the container.
@@ -130,6 +175,8 @@ pub struct RunContext<'a> {
     pub seccomp_dir: &'a std::path::Path,
     /// The image's `USER` (for a `runAsGroup` without `runAsUser`).
     pub image_user: &'a str,
+    /// The pod runs in a VM of its own (the VM is the limit).
+    pub vm: bool,
 }
 
 /// The engine container for one run of `c`. `Err` is a configuration the engine cannot
@@ -200,6 +247,16 @@ pub fn container_spec(
     };
     if c.image.as_deref().is_none_or(str::is_empty) {
         return Err(format!("container {}: no image", c.name));
+    }
+    if ctx.vm {
+        if !s.mounts.is_empty() {
+            return Err(format!(
+                "container {}: volumes are not supported with runtimeClassName vm yet (corral's VM pods share no host directory with their containers)",
+                c.name
+            ));
+        }
+        // The VM is the pod's boundary and its size is the limit.
+        return Ok(s);
     }
 
     // Privileges.
@@ -328,6 +385,7 @@ mod tests {
                 mounts: Vec::new(),
                 seccomp_dir: std::path::Path::new("/s"),
                 image_user: "",
+                vm: false,
             },
         )
         .unwrap();
@@ -349,8 +407,13 @@ mod tests {
         assert_eq!(s.pod.as_deref(), Some("podid"));
         assert_eq!(s.labels[LABEL_ATTEMPT], "2");
         assert_eq!(s.labels[LABEL_CONTAINER_NAME], "app");
-        let ep = engine_pod(&p, "k8s_default_web_u1", "corral");
+        let ep = engine_pod(&p, "k8s_default_web_u1", "corral", Isolation::Container);
         assert_eq!(ep.networking.publish, ["8080:80/tcp"]);
+        assert_eq!((ep.cpus, ep.memory), (None, None));
+        // In a VM: sized from the limits (0.5 CPU → 1; 128 MiB + the guest → at least 512 MiB).
+        let vm = engine_pod(&p, "k8s_default_web_u1", "corral", Isolation::Vm);
+        assert_eq!(vm.isolation, Isolation::Vm);
+        assert_eq!((vm.cpus, vm.memory), (Some(1), Some(512 << 20)));
         assert_eq!(ep.hostname.as_deref(), Some("web"));
         assert_eq!(ep.labels[LABEL_POD_UID], "u1");
         assert!(check_non_root(&p, c, "").is_ok());

@@ -204,6 +204,7 @@ impl Worker {
                 mounts,
                 seccomp_dir: &seccomp_dir,
                 image_user: &user,
+                vm: self.vm,
             },
         ) {
             Ok(s) => s,

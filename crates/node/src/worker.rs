@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use corral_engine::spec::Isolation;
 use corral_store::registry;
 use k8s_openapi::api::core::v1::{Container, HostIP, Pod, PodIP, PodStatus};
 use serde_json::Value;
@@ -82,6 +83,8 @@ pub(crate) struct Worker {
     pub volumes_synced: Option<Instant>,
     pub volume_error: Option<String>,
     pub sandbox_error: Option<String>,
+    /// The pod runs in a VM of its own (its RuntimeClass's handler is `corral-vm`).
+    pub vm: bool,
     pub start_time: Option<String>,
     /// The pod reached Succeeded or Failed: nothing runs any more.
     pub terminal: bool,
@@ -178,6 +181,7 @@ impl Worker {
             volumes_synced: None,
             volume_error: None,
             sandbox_error: None,
+            vm: false,
             start_time,
             terminal,
             done: false,
@@ -693,8 +697,21 @@ impl Worker {
             self.sandbox_error = Some(msg);
             return false;
         }
+        let isolation = match self.isolation(&spec).await {
+            Ok(i) => i,
+            Err(msg) => {
+                if self.sandbox_error.as_deref() != Some(&msg) {
+                    self.event(None, EventType::Warning, "FailedCreatePodSandBox", &msg)
+                        .await;
+                }
+                self.sandbox_error = Some(msg);
+                return false;
+            }
+        };
+        self.vm = isolation == Isolation::Vm;
         let name = runtime::pod_name(&self.ns, &self.name, &self.uid);
-        let engine_spec = crate::runspec::engine_pod(&self.pod, &name, &self.agent.cfg.network);
+        let engine_spec =
+            crate::runspec::engine_pod(&self.pod, &name, &self.agent.cfg.network, isolation);
         let existing = self.engine_pod.clone();
         let uid = self.uid.clone();
         let network = self.agent.cfg.network.clone();
@@ -720,9 +737,11 @@ impl Worker {
             } else {
                 e.start_pod(&pod.id).map_err(chain)?
             };
+            // A VM pod's address is its VM's.
+            let holder = pod.vm.clone().unwrap_or_else(|| pod.id.clone());
             let ip = e
                 .networks()
-                .endpoint(&network, &pod.id)
+                .endpoint(&network, &holder)
                 .ok()
                 .flatten()
                 .map(|ep| IpAddr::V4(ep.ip));
@@ -748,6 +767,30 @@ impl Worker {
                 self.sandbox_error = Some(msg);
                 false
             }
+        }
+    }
+
+    /// The isolation the pod's RuntimeClass asks for (none: a container pod).
+    async fn isolation(
+        &self,
+        spec: &k8s_openapi::api::core::v1::PodSpec,
+    ) -> Result<Isolation, String> {
+        use crate::runspec::{HANDLER_CONTAINER, HANDLER_VM};
+        let Some(rc) = spec.runtime_class_name.as_deref().filter(|n| !n.is_empty()) else {
+            return Ok(Isolation::Container);
+        };
+        let key = registry::key("node.k8s.io", "runtimeclasses", None, rc);
+        let handler = match kv::get(&*self.agent.store, &key).await {
+            Ok(Some((v, _))) => v["handler"].as_str().unwrap_or("").to_string(),
+            Ok(None) => return Err(format!("RuntimeClass \"{rc}\" not found")),
+            Err(e) => return Err(format!("reading RuntimeClass \"{rc}\": {e}")),
+        };
+        match handler.as_str() {
+            HANDLER_CONTAINER => Ok(Isolation::Container),
+            HANDLER_VM => Ok(Isolation::Vm),
+            h => Err(format!(
+                "RuntimeClass \"{rc}\" has handler \"{h}\", which this node does not run (its handlers are {HANDLER_CONTAINER} and {HANDLER_VM})"
+            )),
         }
     }
 

@@ -246,7 +246,12 @@ pub fn start_with(root: &Path, id: &str, exe: &Path, opts: &StartOptions) -> Res
                         .map(|n| n.to_string()),
                 );
             }
-            plan.boot.hosts.push(format!("{}\t{}", ep.ip, cfg.name));
+            match &cfg.boot {
+                BootSource::Sandbox {
+                    hostname: Some(h), ..
+                } => plan.boot.hosts.push(format!("{}\t{h} {}", ep.ip, cfg.name)),
+                _ => plan.boot.hosts.push(format!("{}\t{}", ep.ip, cfg.name)),
+            }
         }
         Ok(())
     })();
@@ -254,7 +259,12 @@ pub fn start_with(root: &Path, id: &str, exe: &Path, opts: &StartOptions) -> Res
         let _ = nets.release_keeping_addresses(id);
         return Err(e);
     }
-    plan.boot.hostname = cfg.name.clone();
+    plan.boot.hostname = match &cfg.boot {
+        BootSource::Sandbox {
+            hostname: Some(h), ..
+        } => h.clone(),
+        _ => cfg.name.clone(),
+    };
     plan.boot.machine_id = crate::clone::machine_id(&cfg.id);
     if cfg.vnc {
         match vnc_setup(&vms, id) {
@@ -605,6 +615,13 @@ pub(crate) fn restart_later(vms: &Vms, id: &str, state: &mut crate::store::VmSta
         count = state.restart_count,
         "restarting under the restart policy"
     );
+    start_again(vms, id, delay);
+}
+
+/// Starts the VM again after `delay`, through `corral vm start` in a process of its own, as a
+/// start of the monitor's (it keeps the restart count): the restart policy's, or a guest's
+/// reboot ([`monitor`]).
+pub(crate) fn start_again(vms: &Vms, id: &str, delay: Duration) {
     std::thread::sleep(delay);
     let Ok(exe) = std::env::current_exe() else {
         return;

@@ -267,6 +267,7 @@ pub fn args(
             kernel,
             initrd,
             share,
+            ..
         } => {
             agent_kernel(&mut push, kernel, initrd, &cfg.extra_cmdline);
             // The members' roots, served by virtiofsd (started by the monitor before QEMU)

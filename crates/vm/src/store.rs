@@ -89,6 +89,9 @@ pub enum BootSource {
         initrd: PathBuf,
         /// The host directory shared into the guest.
         share: PathBuf,
+        /// The guest's hostname, when it is not the VM's name (a Kubernetes pod's name).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hostname: Option<String>,
     },
     /// A bootable disk image, through the firmware.
     Disk {

@@ -33,6 +33,8 @@ pub enum Source {
     Sandbox {
         /// The directory to share into the guest.
         share: PathBuf,
+        /// The guest's hostname (default: the VM's name).
+        hostname: Option<String>,
     },
     /// A kernel, initramfs and command line.
     Kernel {
@@ -259,7 +261,7 @@ fn build_boot(
                 initrd,
             }
         }
-        Source::Sandbox { share } => {
+        Source::Sandbox { share, hostname } => {
             let guest = kernel::GuestKernel::find(None)?;
             let agent = initramfs::agent_path()?;
             let initrd = initramfs::build_initramfs_with(
@@ -272,6 +274,7 @@ fn build_boot(
                 kernel: guest.kernel.clone(),
                 initrd,
                 share: absolute(share)?,
+                hostname: hostname.clone(),
             }
         }
         Source::BlankDisk { size, uefi } => {
