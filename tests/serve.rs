@@ -8,9 +8,7 @@
 //! Each test runs its own server on a port of its own, in its own world; the guard deletes
 //! every pod through the API, stops the server and removes what is left.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
-
 
 use corral_e2e::serve::{venv_bin, Serve};
 use corral_e2e::{report_skip, unique_name};
@@ -336,13 +334,13 @@ fn python_client_creates_lists_watches_patches_and_deletes() {
     let Some(s) = Serve::start("python_client_creates_lists_watches_patches_and_deletes") else {
         return;
     };
-    let Some(python) = venv_bin("python3") else {
+    if venv_bin("python3").is_none() {
         report_skip(
             "python_client_creates_lists_watches_patches_and_deletes",
             "no .venv python",
         );
         return;
-    };
+    }
     let script = r#"
 import sys, threading
 from kubernetes import client, config, watch
@@ -369,20 +367,7 @@ except client.exceptions.ApiException as e:
     assert e.status == 404, e.status
 print("ok")
 "#;
-    let path = s.world.path("client.py");
-    std::fs::write(&path, script).unwrap();
-    let o = Command::new(python)
-        .arg(&path)
-        .arg(&s.kubeconfig)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success() && String::from_utf8_lossy(&o.stdout).contains("ok"),
-        "{}\n{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr),
-        s.log()
-    );
+    s.python(script);
 }
 
 #[test]
