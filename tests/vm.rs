@@ -1357,3 +1357,106 @@ fn vm_data_disks_are_added_grown_and_removed() {
     c.ok(&["vm", "rm", "-f", &vm]);
     assert_no_vm_leftovers(&c);
 }
+
+/// A reboot inside an image VM reboots it: the monitor starts it again at once, with its
+/// address and writable disk, and its main process runs anew; a kernel panic still ends the
+/// VM, and says so.
+#[test]
+fn image_vm_reboots_from_inside_and_a_panic_ends_it() {
+    let Some(c) = world("image_vm_reboots_from_inside_and_a_panic_ends_it") else {
+        return;
+    };
+    let t = unique_token();
+    let mut nets = NetworkGuard::new(&c);
+    let net = format!("vr{}", &t[t.len() - 6..]);
+    nets.create(&net, 24, &[]);
+    let mut guard = VmGuard::new(&c);
+    let name = format!("r{}", &t[..5]);
+    // The main process counts its runs on the writable disk.
+    run_image_vm(
+        &c,
+        &mut guard,
+        &name,
+        &net,
+        &["sh", "-c", "echo run >> /runs; sync; exec sleep 100000"],
+    );
+    let inspect = |c: &Corral| -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(&c.ok(&["vm", "inspect", &name])).unwrap();
+        v[0].clone()
+    };
+    let boot_id = |c: &Corral| -> Option<String> {
+        let out = c.cmd(&[
+            "vm",
+            "exec",
+            &name,
+            "--",
+            "cat",
+            "/proc/sys/kernel/random/boot_id",
+        ]);
+        out.status.success().then(|| stdout(&out).trim().to_owned())
+    };
+    let first = boot_id(&c).expect("boot id");
+    let ip = inspect(&c)["network_endpoints"][0]["ip"].clone();
+    // reboot(2) from inside, as `reboot -f` calls it; the exec's session ends with the guest.
+    let _ = c.cmd(&[
+        "vm",
+        "exec",
+        &name,
+        "--",
+        "sh",
+        "-c",
+        "sync; /bin/busybox reboot -f",
+    ]);
+    let mut second = None;
+    let back = poll_until(Duration::from_secs(90), || {
+        std::thread::sleep(Duration::from_millis(300));
+        second = boot_id(&c).filter(|b| *b != first);
+        second.is_some()
+    });
+    let info = inspect(&c);
+    assert!(
+        back,
+        "the VM came back after its guest's reboot: {info:#}\n{}",
+        c.ok(&["vm", "logs", "--console", &name])
+    );
+    assert_eq!(info["state"]["status"], "running", "{info:#}");
+    assert!(
+        info["state"]["error"].is_null(),
+        "a reboot is no error: {info:#}"
+    );
+    assert_eq!(
+        info["network_endpoints"][0]["ip"], ip,
+        "the same address after the reboot"
+    );
+    let runs = poll_until(Duration::from_secs(20), || {
+        c.ok(&["vm", "exec", &name, "--", "cat", "/runs"])
+            .lines()
+            .count()
+            == 2
+    });
+    assert!(
+        runs,
+        "the main process ran again, on the same disk: {}",
+        c.ok(&["vm", "exec", &name, "--", "cat", "/runs"])
+    );
+    // A panic is no reboot: the VM stops, and says why.
+    let _ = c.cmd(&[
+        "vm",
+        "exec",
+        &name,
+        "--",
+        "sh",
+        "-c",
+        "echo c > /proc/sysrq-trigger",
+    ]);
+    let mut st = serde_json::Value::Null;
+    let stopped = poll_until(Duration::from_secs(60), || {
+        st = inspect(&c)["state"].clone();
+        st["status"] == "stopped"
+    });
+    assert!(stopped, "a panicked guest ends the VM: {st}");
+    let why = st["error"].as_str().unwrap_or_default();
+    assert!(why.contains("panicked"), "{st}");
+    c.ok(&["vm", "rm", &name]);
+    assert_no_vm_leftovers(&c);
+}

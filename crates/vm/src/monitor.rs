@@ -492,12 +492,32 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
         }
         cg.destroy();
     }
+    let user_stop = stop_requested || vms.run_dir(id).join(STOP_REQUESTED).exists();
+    // An image VM's guest that reboots (`reboot -f`, `reboot(2)`) resets the machine, and
+    // QEMU ends (-no-reboot: the agent is given its boot plan once per QEMU). That is a reboot
+    // the monitor carries out: the VM is started again at once, with its id, addresses and
+    // disks, and its main process runs anew, as a rebooted machine runs its services. The
+    // kernel's panic=-1 resets too: a panic is told apart by the kernel's words on this boot's
+    // console, and ends the VM as one.
+    let guest_reset = reason.as_deref() == Some("guest-reset")
+        && main_exit.is_none()
+        && !stop_requested
+        && failed_boot.is_none();
+    let panicked =
+        guest_reset && console_since(&paths.console_log, console_from).contains("Kernel panic");
+    let guest_reboot =
+        guest_reset && matches!(cfg.boot, BootSource::Image { .. }) && !panicked && !user_stop;
     state.error = match (&status, reason.as_deref()) {
         _ if failed_boot.is_some() => failed_boot,
+        _ if guest_reboot => None,
         (Ok(s), _) if !s.success() && s.code() != Some(0) && reason.is_none() => {
             Some(format!("QEMU exited with {s}: {}", tail_of(&qemu_log, 5)))
         }
-        (_, Some("guest-reset")) if main_exit.is_none() && !stop_requested => Some(format!(
+        _ if panicked => Some(format!(
+            "the guest kernel panicked: {}",
+            tail_of(&paths.console_log, 10)
+        )),
+        (_, Some("guest-reset")) if guest_reset => Some(format!(
             "the guest reset (a kernel panic, or a reboot): {}",
             tail_of(&paths.console_log, 10)
         )),
@@ -508,7 +528,6 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
         _ => None,
     };
     // The restart policy (`--restart`): not after `vm stop`, `vm kill` or `vm rm -f`.
-    let user_stop = stop_requested || vms.run_dir(id).join(STOP_REQUESTED).exists();
     let failed = state.error.is_some() || main_exit.is_some_and(|e| e.code != 0);
     let restart = !cfg.auto_remove
         && !user_stop
@@ -520,12 +539,17 @@ fn run(vms: &Vms, id: &str, mut notify: Notify, attach: bool) -> i32 {
     let _ = vms.save_state(id, &state);
     let nets = corral_net::Networks::open(vms.corral_root());
     // A VM keeps its addresses while it exists; one removed at its end (`--rm`) frees them.
-    let _ = if cfg.auto_remove {
+    let _ = if cfg.auto_remove && !guest_reboot {
         nets.release(id)
     } else {
         nets.release_keeping_addresses(id)
     };
     let _ = std::fs::remove_dir_all(vms.run_dir(id));
+    if guest_reboot {
+        tracing::info!(vm = id, "the guest rebooted: starting it again");
+        crate::lifecycle::start_again(vms, id, Duration::ZERO);
+        return 0;
+    }
     if cfg.auto_remove {
         let _ = vms.remove_files(id);
         let _ = crate::clone::collect(vms.corral_root());
@@ -784,8 +808,7 @@ fn watch_firmware(
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
-        let text = std::fs::read(log).unwrap_or_default();
-        let text = String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default());
+        let text = console_since(log, from);
         // With a CD-ROM, the disk's "Boot failed" is followed by the CD's boot: only the end
         // of the list is a verdict.
         let verdict = VERDICTS
@@ -805,6 +828,12 @@ fn watch_firmware(
             return;
         }
     }
+}
+
+/// What a console log holds from byte `from` on (this start's lines).
+fn console_since(path: &Path, from: u64) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default()).into_owned()
 }
 
 /// The last `n` lines of a log, for error messages.
