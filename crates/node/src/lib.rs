@@ -17,7 +17,8 @@
 //! (`worker`, container starts in `start`, deletion in `teardown`), status (`status`),
 //! environment (`env`), volumes (`volumes`), claims and the removal of deleted volumes'
 //! data (`claims`), the engine specs (`runspec`), probes (`probe`),
-//! the restart back-off (`backoff`), quantities and QoS (`quantity`), events (`events`),
+//! the restart back-off (`backoff`), waits on
+//! processes that are not children (`exits`), quantities and QoS (`quantity`), events (`events`),
 //! store access (`kv`). The API server's streams (logs, exec, attach, port-forward) are
 //! served by [`streams`], which finds the engine containers through
 //! [`NodeAgent::container_id`] and [`NodeAgent::pod_ip`].
@@ -30,6 +31,7 @@ pub mod claims;
 mod clock;
 pub mod env;
 mod events;
+mod exits;
 mod host;
 mod kv;
 mod node;
@@ -188,6 +190,8 @@ pub struct NodeAgent {
     pub(crate) host: host::HostInfo,
     pub(crate) events: Arc<events::Recorder>,
     pub(crate) reaper: runtime::Reaper,
+    /// Wakes workers when their containers' monitors end.
+    pub(crate) exits: exits::Exits,
     pub(crate) runtime: Mutex<HashMap<(String, String), PodRuntime>>,
 }
 
@@ -211,6 +215,7 @@ impl NodeAgent {
             store,
             cfg,
             reaper: Default::default(),
+            exits: exits::Exits::new(),
             runtime: Default::default(),
         }
     }

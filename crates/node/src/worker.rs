@@ -30,6 +30,8 @@ use crate::{blocking, clock, env, kv, runtime, NodeAgent, PodRuntime};
 
 /// How often volumes with files from the store (configMap, secret ...) are rewritten.
 const VOLUME_RESYNC: Duration = Duration::from_secs(10);
+/// How often a pod at rest is resynced (its containers' ends wake it at once).
+const QUIET_RESYNC: Duration = Duration::from_secs(10);
 /// How long a container whose configuration failed waits before it is tried again.
 pub(crate) const CONFIG_RETRY: Duration = Duration::from_secs(5);
 
@@ -210,6 +212,23 @@ impl Worker {
             if self.done {
                 break;
             }
+            // A pod at rest (every container running, nothing to retry, no probes) is woken
+            // by its containers' ends (their monitors' pidfds) and otherwise resynced seldom;
+            // anything else is resynced every `resync_interval`.
+            let exits = self.exit_watch();
+            let wait = if exits.is_some() {
+                QUIET_RESYNC
+            } else {
+                self.agent.cfg.resync_interval
+            };
+            let ended = async move {
+                match exits {
+                    Some(rxs) if !rxs.is_empty() => {
+                        let _ = futures_util::future::select_all(rxs).await;
+                    }
+                    _ => std::future::pending::<()>().await,
+                }
+            };
             tokio::select! {
                 changed = rx.changed() => {
                     if changed.is_err() {
@@ -217,11 +236,45 @@ impl Worker {
                         return;
                     }
                 }
-                _ = tokio::time::sleep(self.agent.cfg.resync_interval) => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = ended => {}
             }
         }
         self.unpublish();
         self.agent.events.forget(&self.uid);
+    }
+
+    /// When the pod is at rest, a receiver per running container's monitor that resolves
+    /// when the monitor ends (after it recorded the container's exit); `None` when the pod
+    /// needs the short resync.
+    fn exit_watch(&self) -> Option<Vec<tokio::sync::oneshot::Receiver<()>>> {
+        let spec = self.pod.spec.as_ref()?;
+        let at_rest = self.pod.metadata.deletion_timestamp.is_none()
+            && !self.terminal
+            && self.sandbox_error.is_none()
+            && self.volume_error.is_none()
+            && self.pod_ip.is_some()
+            && spec.containers.iter().all(|c| {
+                c.liveness_probe.is_none()
+                    && c.readiness_probe.is_none()
+                    && c.startup_probe.is_none()
+            });
+        if !at_rest {
+            return None;
+        }
+        let mut exits = Vec::new();
+        for c in &spec.containers {
+            let slot = self.slots.get(&c.name)?;
+            if slot.waiting.is_some() || slot.killing.is_some() {
+                return None;
+            }
+            let run = slot.current.as_ref()?;
+            if run.state.status != corral_container::Status::Running {
+                return None;
+            }
+            exits.push(self.agent.exits.watch(run.state.monitor_pid?)?);
+        }
+        Some(exits)
     }
 
     pub fn field_path(&self, c: &str) -> String {
