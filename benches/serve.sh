@@ -26,8 +26,18 @@ echo "root:x:0:0:root:/root:/bin/sh" > "$work/img/etc/passwd"
 tar -C "$work/img" -cf "$work/bb.tar" .
 "$CORRAL" image import "$work/bb.tar" busybox:test >/dev/null
 "$CORRAL" network create "bsrv$$" >/dev/null
-"$CORRAL" serve --listen "127.0.0.1:$port" --network "bsrv$$" --node-name bench >"$work/serve.log" 2>&1 &
-pid=$!
-for _ in $(seq 100); do [ -f "$CORRAL_ROOT/kubeconfig" ] && break; sleep 0.1; done
-sleep 0.5
+serve() {
+  rm -f "$CORRAL_ROOT/kubeconfig"
+  "$CORRAL" serve --listen "127.0.0.1:$port" --network "bsrv$$" --node-name bench >>"$work/serve.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do [ -f "$CORRAL_ROOT/kubeconfig" ] && break; sleep 0.1; done
+  sleep 0.5
+}
+serve
 python3 benches/serve_api.py "$CORRAL_ROOT/kubeconfig" "$pid" ${QUICK:+--quick}
+# The idle footprint again, on a server (and store) that has done nothing else.
+kill "$pid"; wait "$pid" 2>/dev/null || true
+for p in $("$CORRAL" pod ls -q); do "$CORRAL" pod rm -f "$p" >/dev/null 2>&1; done
+rm -rf "$CORRAL_ROOT/serve"
+serve
+python3 benches/serve_api.py "$CORRAL_ROOT/kubeconfig" "$pid" --footprint

@@ -8,6 +8,7 @@
 //! Each test runs its own server on a port of its own, in its own world; the guard deletes
 //! every pod through the API, stops the server and removes what is left.
 
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use corral_e2e::serve::{venv_bin, Serve};
@@ -416,4 +417,96 @@ spec:
         "involvedObject.name=probed",
     ]);
     assert!(ev.contains("Unhealthy") && ev.contains("Killing"), "{ev}");
+}
+
+#[test]
+fn kubectl_edit_secrets_from_files_and_get_watch_work() {
+    let Some(s) = Serve::start("kubectl_edit_secrets_from_files_and_get_watch_work") else {
+        return;
+    };
+    // `create secret --from-file`: the file's bytes, base64 in data, under the file's key.
+    let file = s.world.path("token.txt");
+    std::fs::write(&file, "s3cr3t-from-a-file\n").unwrap();
+    let from = format!("--from-file=token.txt={}", file.display());
+    s.ok(&["create", "secret", "generic", "creds", &from]);
+    let data = s.ok(&[
+        "get",
+        "secret",
+        "creds",
+        "-o",
+        "jsonpath={.data.token\\.txt}",
+    ]);
+    let decoded = Command::new("sh")
+        .args(["-c", "printf %s \"$1\" | base64 -d", "sh", data.trim()])
+        .output()
+        .expect("base64 -d");
+    assert_eq!(decoded.stdout, b"s3cr3t-from-a-file\n", "data: {data}");
+
+    // `kubectl get -w` prints the objects as they change.
+    let mut watch = Command::new(venv_bin("kubectl").unwrap())
+        .args(["get", "configmaps", "-w", "--output-watch-events"])
+        .env("KUBECONFIG", &s.kubeconfig)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl get -w");
+    let out = watch.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    s.ok(&["create", "configmap", "watched", "--from-literal=a=1"]);
+
+    // `kubectl edit` through an EDITOR script changes the object.
+    let editor = s.world.path("editor.sh");
+    std::fs::write(&editor, "#!/bin/sh\nsed -i 's/a: \"1\"/a: \"2\"/' \"$1\"\n").unwrap();
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let o = Command::new(venv_bin("kubectl").unwrap())
+        .args(["edit", "configmap", "watched"])
+        .env("KUBECONFIG", &s.kubeconfig)
+        .env("KUBE_EDITOR", &editor)
+        .output()
+        .expect("kubectl edit");
+    assert!(
+        o.status.success(),
+        "kubectl edit: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        s.ok(&["get", "configmap", "watched", "-o", "jsonpath={.data.a}"]),
+        "2"
+    );
+    s.ok(&["delete", "configmap", "watched"]);
+
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !seen.iter().any(|l: &String| {
+        l.starts_with("DELETED") && l.split_whitespace().nth(1) == Some("watched")
+    }) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => seen.push(l),
+            Err(_) => break,
+        }
+    }
+    let _ = Command::new("kill").arg(watch.id().to_string()).status();
+    let _ = watch.wait();
+    let _ = reader.join();
+    let events: Vec<&str> = seen
+        .iter()
+        .filter(|l| l.split_whitespace().nth(1) == Some("watched"))
+        .map(|l| l.split_whitespace().next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        events,
+        ["ADDED", "MODIFIED", "DELETED"],
+        "kubectl get -w printed: {seen:?}"
+    );
 }
