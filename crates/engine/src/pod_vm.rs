@@ -347,14 +347,32 @@ impl Engine {
         let cs = self.containers()?;
         running(&cs, id)?;
         let path = self.member_sock(id);
-        let mut conn = UnixStream::connect(&path)
-            .map_err(|e| failed(format!("cannot reach the member's monitor: {e}")))?;
-        writeln!(conn, "{signal}").map_err(|e| failed(format!("signalling the member: {e}")))?;
-        let mut answer = String::new();
-        let _ = conn.read_to_string(&mut answer);
-        match answer.trim() {
-            "OK" => Ok(()),
-            other => Err(failed(format!("signalling the member: {other}"))),
+        // Just after a start the previous run's monitor may still hold the socket's path
+        // (the connection then breaks at once) or the new one may not listen yet: try again
+        // for a moment while the member runs.
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            let attempt = (|| -> std::result::Result<String, String> {
+                let mut conn = UnixStream::connect(&path)
+                    .map_err(|e| format!("cannot reach the member's monitor: {e}"))?;
+                writeln!(conn, "{signal}").map_err(|e| format!("signalling the member: {e}"))?;
+                let mut answer = String::new();
+                let _ = conn.read_to_string(&mut answer);
+                if answer.trim().is_empty() {
+                    return Err("signalling the member: the monitor closed the connection".into());
+                }
+                Ok(answer.trim().to_owned())
+            })();
+            match attempt {
+                Ok(a) if a == "OK" => return Ok(()),
+                Ok(other) => return Err(failed(format!("signalling the member: {other}"))),
+                Err(e) => {
+                    if std::time::Instant::now() >= deadline || running(&cs, id).is_err() {
+                        return Err(failed(e));
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
         }
     }
 
