@@ -596,9 +596,13 @@ mod tests {
             Outcome::Failure("HTTP probe failed with statuscode: 500".into())
         );
         server.await.unwrap();
-        // Nothing listens there any more.
+        // A port that is held but not listened on refuses (a freed port could be taken by
+        // another test meanwhile).
+        let closed = tokio::net::TcpSocket::new_v4().unwrap();
+        closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let cport = closed.local_addr().unwrap().port();
         assert!(matches!(
-            tcp("127.0.0.1", port, t).await,
+            tcp("127.0.0.1", cport, t).await,
             Outcome::Failure(_)
         ));
     }
