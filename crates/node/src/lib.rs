@@ -14,7 +14,7 @@
 //! removes what belongs to pods that are gone.
 //!
 //! Pieces, one file each: the Node and its Lease (`node`), host facts (`host`), pod workers
-//! (`worker`, container starts in `start`, deletion in `teardown`), status (`status`),
+//! (`worker`, its sandbox, sources and volumes in `prepare`, container starts in `start`, deletion in `teardown`), status (`status`),
 //! environment (`env`), volumes (`volumes`), claims and the removal of deleted volumes'
 //! data (`claims`), the engine specs (`runspec`), probes (`probe`),
 //! the restart back-off (`backoff`), waits on
@@ -35,6 +35,7 @@ mod exits;
 mod host;
 mod kv;
 mod node;
+mod prepare;
 pub mod probe;
 pub mod quantity;
 pub mod runspec;
