@@ -309,9 +309,12 @@ impl Engine {
         let mut client = self.pod_client(vm)?;
         let mut files: Vec<(&str, Vec<u8>)> = Vec::new();
         for f in ["/etc/hosts", "/etc/resolv.conf"] {
+            // A pod without a network has no resolv.conf in its guest: the member then has
+            // none either.
             let mut data = Vec::new();
-            client.copy_out(f, &mut data).map_err(client_err)?;
-            files.push((&f[5..], data));
+            if client.copy_out(f, &mut data).is_ok() {
+                files.push((&f[5..], data));
+            }
         }
         files.push(("hostname", format!("{hostname}\n").into_bytes()));
         let etc = rustix::fs::openat2(
@@ -351,11 +354,17 @@ impl Engine {
         // (the connection then breaks at once) or the new one may not listen yet: try again
         // for a moment while the member runs.
         let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        // Whether the signal went out: a monitor whose process the signal ends may exit
+        // before it answers.
+        let mut sent = false;
         loop {
             let attempt = (|| -> std::result::Result<String, String> {
                 let mut conn = UnixStream::connect(&path)
                     .map_err(|e| format!("cannot reach the member's monitor: {e}"))?;
-                writeln!(conn, "{signal}").map_err(|e| format!("signalling the member: {e}"))?;
+                // One write: the monitor answers (and may close) once it has the whole line.
+                conn.write_all(format!("{signal}\n").as_bytes())
+                    .map_err(|e| format!("signalling the member: {e}"))?;
+                sent = true;
                 let mut answer = String::new();
                 let _ = conn.read_to_string(&mut answer);
                 if answer.trim().is_empty() {
@@ -367,7 +376,11 @@ impl Engine {
                 Ok(a) if a == "OK" => return Ok(()),
                 Ok(other) => return Err(failed(format!("signalling the member: {other}"))),
                 Err(e) => {
-                    if std::time::Instant::now() >= deadline || running(&cs, id).is_err() {
+                    let ended = running(&cs, id).is_err();
+                    if sent && ended {
+                        return Ok(());
+                    }
+                    if ended || std::time::Instant::now() >= deadline {
                         return Err(failed(e));
                     }
                     std::thread::sleep(Duration::from_millis(100));
@@ -628,6 +641,9 @@ fn run_member(engine: &Engine, id: &str, attach: bool, notify: &mut Option<std::
             return 125;
         }
     };
+    // The socket's identity: a later run's monitor may bind the same path before this one
+    // is done, and this one must then leave that socket alone when it ends.
+    let bound = sock_identity(&sock);
     if let Ok(control) = client.control() {
         let session = Arc::clone(&session);
         std::thread::spawn(move || serve_signals(listener, control, session));
@@ -652,11 +668,21 @@ fn run_member(engine: &Engine, id: &str, attach: bool, notify: &mut Option<std::
         log: &log,
     }
     .run(&mut state, notify);
-    let _ = std::fs::remove_file(&sock);
+    if bound.is_some() && sock_identity(&sock) == bound {
+        let _ = std::fs::remove_file(&sock);
+    }
     if code.1 && state.auto_remove {
         let _ = engine.remove(id, true, true);
     }
     code.0
+}
+
+/// The device and inode of the file at `path`, if there is one.
+fn sock_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }
 
 /// A member's process as its monitor runs it.
@@ -809,10 +835,17 @@ fn serve_signals(
 ) {
     for conn in listener.incoming() {
         let Ok(mut conn) = conn else { continue };
-        let mut line = String::new();
-        let mut buf = [0u8; 32];
-        let n = conn.read(&mut buf).unwrap_or(0);
-        line.push_str(&String::from_utf8_lossy(&buf[..n]));
+        // The whole line (a signal number is a few bytes; a writer may send them in pieces).
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while buf.len() < 32 && !buf.ends_with(b"\n") {
+            match conn.read(&mut byte) {
+                Ok(1) => buf.push(byte[0]),
+                _ => break,
+            }
+        }
+        let line = String::from_utf8_lossy(&buf);
         let answer = match line.trim().parse::<i32>() {
             Ok(sig) if (1..=64).contains(&sig) => {
                 match control.signal(session.load(Ordering::SeqCst), sig) {
