@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # corral serve through the real HTTPS path: API latency (create, get, list of 1,000 and
 # 10,000 objects, watch delivery), scheduler throughput on fake nodes, pod start (100 pods to
-# Ready) and the idle footprint with 20 running pods — each printed with Kubernetes' published
+# Ready), the idle footprint with 20 running pods and the workload controllers (a deleted
+# pod replaced, a 10-replica rolling update; ONLY_WORKLOADS=1 runs just those) — each printed with Kubernetes' published
 # anchor beside it (no peer control plane runs on this machine: k3s and kube-apiserver are not
 # packaged by Debian 12). QUICK=1 makes the API part smaller.
 set -euo pipefail
@@ -34,6 +35,10 @@ serve() {
   sleep 0.5
 }
 serve
+if [ -n "${ONLY_WORKLOADS:-}" ]; then
+  python3 benches/serve_workloads.py "$CORRAL_ROOT/kubeconfig" ${QUICK:+--quick}
+  exit 0
+fi
 python3 benches/serve_api.py "$CORRAL_ROOT/kubeconfig" "$pid" ${QUICK:+--quick}
 # The idle footprint again, on a server (and store) that has done nothing else.
 kill "$pid"; wait "$pid" 2>/dev/null || true
@@ -41,3 +46,4 @@ for p in $("$CORRAL" pod ls -q); do "$CORRAL" pod rm -f "$p" >/dev/null 2>&1; do
 rm -rf "$CORRAL_ROOT/serve"
 serve
 python3 benches/serve_api.py "$CORRAL_ROOT/kubeconfig" "$pid" --footprint
+python3 benches/serve_workloads.py "$CORRAL_ROOT/kubeconfig" ${QUICK:+--quick}

@@ -213,6 +213,15 @@ impl Serve {
 impl Drop for Serve {
     fn drop(&mut self) {
         if self.child.is_some() {
+            // Controllers first, or they make the pods again.
+            let _ = self.kubectl(&[
+                "delete",
+                "deployments,replicasets",
+                "--all",
+                "-A",
+                "--wait=true",
+                "--timeout=30s",
+            ]);
             let _ = self.kubectl(&[
                 "delete",
                 "pods",

@@ -425,6 +425,19 @@ async fn route(st: &Arc<ApiState>, req: Request) -> Result<Response, ApiError> {
                 Some(FieldSelector::parse(&sel).map_err(|e| ApiError::bad_request(e.to_string()))?);
             crate::watch::serve(st.clone(), r, ns.map(str::to_string), o, &q, table).await
         }
+        (&Method::GET, Some(name), Some("scale")) => Ok(json_response(
+            StatusCode::OK,
+            &crate::workloads::get_scale(objects, r, ns, name).await?,
+            &[],
+        )),
+        (&Method::PUT | &Method::PATCH, Some(name), Some("scale")) => {
+            let wo = write_options(&q, &headers)?;
+            let ct = content_type(&headers);
+            let patch = (method == Method::PATCH).then_some(ct.as_str());
+            let body = read_body(req).await?;
+            let v = crate::workloads::write_scale(objects, r, ns, name, &body, patch, &wo).await?;
+            Ok(json_response(StatusCode::OK, &v, &[]))
+        }
         (&Method::GET, Some(name), None | Some("status")) => {
             let v = objects.get(r, ns, name).await?;
             if table && t.sub.is_none() {
@@ -451,11 +464,7 @@ async fn route(st: &Arc<ApiState>, req: Request) -> Result<Response, ApiError> {
         }
         (&Method::PATCH, Some(name), None | Some("status")) => {
             let wo = write_options(&q, &headers)?;
-            let ct = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("")
-                .to_string();
+            let ct = content_type(&headers);
             let force = matches!(q.get("force").map(String::as_str), Some("true") | Some("1"));
             let body = read_body(req).await?;
             let (v, w, created) =
@@ -540,6 +549,15 @@ async fn route(st: &Arc<ApiState>, req: Request) -> Result<Response, ApiError> {
             method
         ))),
     }
+}
+
+/// The request's `Content-Type`, or "".
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string()
 }
 
 fn aggregated(core: bool) -> Response {

@@ -29,6 +29,7 @@ pub mod streams;
 pub mod table;
 pub mod validate;
 pub mod watch;
+pub mod workloads;
 
 use std::sync::Arc;
 

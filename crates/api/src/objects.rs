@@ -337,6 +337,7 @@ impl Objects {
         if r.kind == "Pod" {
             check_pod(&obj)?;
         }
+        crate::workloads::check(r, &obj)?;
         if !o.managed_fields_done {
             obj =
                 crate::patch::record_update(None, &obj, &o.field_manager, "Update", &now_rfc3339());
@@ -419,6 +420,11 @@ impl Objects {
         rev: Revision,
         o: &WriteOptions,
     ) -> Result<Value> {
+        if matches!(r.kind, "Deployment" | "ReplicaSet") {
+            // Defaults apply to every write of these kinds, as Kubernetes decodes them: a
+            // template changed by a patch compares equal to its ReplicaSet's.
+            validate::defaults(r, &mut new);
+        }
         validate::check_update(r, old, &new)?;
         if let Some(m) = new["metadata"].as_object() {
             validate::check_metadata(r, name, m)?;
@@ -426,6 +432,7 @@ impl Objects {
         if r.kind == "Pod" {
             check_pod(&new)?;
         }
+        crate::workloads::check(r, &new)?;
         if strip_for_generation(old) != strip_for_generation(&new) {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(0);
             new["metadata"]["generation"] = json!(g + 1);
@@ -738,20 +745,27 @@ pub(crate) fn merge_update(
 /// A pod's own rules: at least one container, unique container names, images given.
 fn check_pod(v: &Value) -> Result<()> {
     let name = meta_str(v, "name").unwrap_or("");
+    let causes = pod_spec_causes(&v["spec"], "spec");
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid("Pod", name, causes))
+    }
+}
+
+/// What is wrong with a pod spec found at `at` (`spec`, `spec.template.spec`).
+pub(crate) fn pod_spec_causes(spec: &Value, at: &str) -> Vec<(String, String)> {
     let mut causes = Vec::new();
-    let cs = v["spec"]["containers"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let cs = spec["containers"].as_array().cloned().unwrap_or_default();
     if cs.is_empty() {
-        causes.push(("spec.containers".to_string(), "Required value".to_string()));
+        causes.push((format!("{at}.containers"), "Required value".to_string()));
     }
     let mut seen = std::collections::HashSet::new();
     for (list, items) in [
         ("containers", cs),
         (
             "initContainers",
-            v["spec"]["initContainers"]
+            spec["initContainers"]
                 .as_array()
                 .cloned()
                 .unwrap_or_default(),
@@ -760,26 +774,22 @@ fn check_pod(v: &Value) -> Result<()> {
         for (i, c) in items.iter().enumerate() {
             let cname = c["name"].as_str().unwrap_or("");
             if !validate::is_dns_label(cname) {
-                causes.push((format!("spec.{list}[{i}].name"), format!("Invalid value: \"{cname}\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-'")));
+                causes.push((format!("{at}.{list}[{i}].name"), format!("Invalid value: \"{cname}\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-'")));
             } else if !seen.insert(cname.to_string()) {
                 causes.push((
-                    format!("spec.{list}[{i}].name"),
+                    format!("{at}.{list}[{i}].name"),
                     format!("Duplicate value: \"{cname}\""),
                 ));
             }
             if c["image"].as_str().is_none_or(|s| s.trim().is_empty()) {
                 causes.push((
-                    format!("spec.{list}[{i}].image"),
+                    format!("{at}.{list}[{i}].image"),
                     "Required value".to_string(),
                 ));
             }
         }
     }
-    if causes.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::invalid("Pod", name, causes))
-    }
+    causes
 }
 
 #[cfg(test)]

@@ -194,6 +194,30 @@ pub static RESOURCES: &[Resource] = &[
         fields: &[],
     },
     Resource {
+        group: "apps",
+        version: "v1",
+        kind: "Deployment",
+        plural: "deployments",
+        singular: "deployment",
+        namespaced: true,
+        short: &["deploy"],
+        categories: &["all"],
+        subresources: &["status", "scale"],
+        fields: &[],
+    },
+    Resource {
+        group: "apps",
+        version: "v1",
+        kind: "ReplicaSet",
+        plural: "replicasets",
+        singular: "replicaset",
+        namespaced: true,
+        short: &["rs"],
+        categories: &["all"],
+        subresources: &["status", "scale"],
+        fields: &[],
+    },
+    Resource {
         group: "node.k8s.io",
         version: "v1",
         kind: "RuntimeClass",
@@ -241,7 +265,7 @@ impl Resource {
     /// The verbs of a subresource.
     fn sub_verbs(sub: &str) -> &'static [&'static str] {
         match sub {
-            "status" => &["get", "patch", "update"],
+            "status" | "scale" => &["get", "patch", "update"],
             "binding" | "eviction" => &["create"],
             "log" => &["get"],
             "exec" | "attach" | "portforward" => &["create", "get"],
@@ -318,9 +342,15 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
                 "attach" => "PodAttachOptions",
                 "portforward" => "PodPortForwardOptions",
                 "log" => "Pod",
+                "scale" => "Scale",
                 _ => r.kind,
             };
-            list.push(json!({"name": format!("{}/{s}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": Resource::sub_verbs(s)}));
+            let mut sub = json!({"name": format!("{}/{s}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": Resource::sub_verbs(s)});
+            if *s == "scale" {
+                sub["group"] = json!("autoscaling");
+                sub["version"] = json!("v1");
+            }
+            list.push(sub);
         }
     }
     if list.is_empty() {
@@ -348,7 +378,14 @@ pub fn aggregated(core: bool) -> Value {
                 let subs: Vec<Value> = r
                     .subresources
                     .iter()
-                    .map(|s| json!({"subresource": s, "responseKind": {"group": r.group, "version": r.version, "kind": r.kind}, "verbs": Resource::sub_verbs(s)}))
+                    .map(|s| {
+                        let kind = if *s == "scale" {
+                            json!({"group": "autoscaling", "version": "v1", "kind": "Scale"})
+                        } else {
+                            json!({"group": r.group, "version": r.version, "kind": r.kind})
+                        };
+                        json!({"subresource": s, "responseKind": kind, "verbs": Resource::sub_verbs(s)})
+                    })
                     .collect();
                 json!({
                     "resource": r.plural, "singularResource": r.singular,
@@ -382,7 +419,7 @@ mod tests {
             .unwrap()
             .iter()
             .any(|r| r["name"] == "pods/log"));
-        assert!(resource_list("apps", "v1").is_none());
+        assert!(resource_list("apps", "v2").is_none());
         let agg = aggregated(false);
         assert!(agg["items"]
             .as_array()

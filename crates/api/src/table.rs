@@ -99,8 +99,42 @@ fn columns(kind: &str) -> Vec<Column> {
             ("StorageClass", "string", 0),
             ("Age", "string", 0),
         ],
+        "Deployment" => vec![
+            ("Name", "string", 0),
+            ("Ready", "string", 0),
+            ("Up-to-date", "integer", 0),
+            ("Available", "integer", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
+        "ReplicaSet" => vec![
+            ("Name", "string", 0),
+            ("Desired", "integer", 0),
+            ("Current", "integer", 0),
+            ("Ready", "integer", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
         _ => vec![("Name", "string", 0), ("Age", "string", 0)],
     }
+}
+
+/// The containers and images of a workload's template, and its selector, as `-o wide` shows.
+fn template_cells(v: &Value) -> [Value; 3] {
+    let cs = v["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let join = |f: &str| cs.iter().map(|c| s(&c[f])).collect::<Vec<_>>().join(",");
+    [
+        json!(join("name")),
+        json!(join("image")),
+        json!(crate::workloads::selector_string(&v["spec"]["selector"])),
+    ]
 }
 
 /// Kubernetes' short human duration (`5s`, `2m3s`, `3h`, `12d`).
@@ -431,6 +465,35 @@ fn cells(r: &Resource, v: &Value) -> Vec<Value> {
                 json!(s(&v["spec"]["storageClassName"])),
                 json!(created),
             ]
+        }
+        "Deployment" => {
+            let st = &v["status"];
+            let n = |f: &str| st[f].as_i64().unwrap_or(0);
+            let mut row = vec![
+                name,
+                json!(format!(
+                    "{}/{}",
+                    n("readyReplicas"),
+                    v["spec"]["replicas"].as_i64().unwrap_or(0)
+                )),
+                json!(n("updatedReplicas")),
+                json!(n("availableReplicas")),
+                json!(created),
+            ];
+            row.extend(template_cells(v));
+            row
+        }
+        "ReplicaSet" => {
+            let st = &v["status"];
+            let mut row = vec![
+                name,
+                json!(v["spec"]["replicas"].as_i64().unwrap_or(0)),
+                json!(st["replicas"].as_i64().unwrap_or(0)),
+                json!(st["readyReplicas"].as_i64().unwrap_or(0)),
+                json!(created),
+            ];
+            row.extend(template_cells(v));
+            row
         }
         _ => vec![name, json!(created)],
     }

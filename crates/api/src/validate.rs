@@ -41,7 +41,7 @@ fn roundtrip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<Value, String
 
 /// The body decoded as `r`'s kind and encoded again: only the fields the kind has.
 fn typed(r: &Resource, v: &Value) -> Result<Value, String> {
-    use k8s_openapi::api::{coordination, core::v1 as core, node, storage};
+    use k8s_openapi::api::{apps, coordination, core::v1 as core, node, storage};
     match r.kind {
         "Namespace" => roundtrip::<core::Namespace>(v),
         "Pod" => roundtrip::<core::Pod>(v),
@@ -55,6 +55,8 @@ fn typed(r: &Resource, v: &Value) -> Result<Value, String> {
         "Lease" => roundtrip::<coordination::v1::Lease>(v),
         "RuntimeClass" => roundtrip::<node::v1::RuntimeClass>(v),
         "StorageClass" => roundtrip::<storage::v1::StorageClass>(v),
+        "Deployment" => roundtrip::<apps::v1::Deployment>(v),
+        "ReplicaSet" => roundtrip::<apps::v1::ReplicaSet>(v),
         _ => Ok(v.clone()),
     }
 }
@@ -297,32 +299,8 @@ fn default_container(c: &mut Value) {
 pub fn defaults(r: &Resource, obj: &mut Value) {
     match r.kind {
         "Pod" => {
-            let spec = obj["spec"].as_object_mut();
-            if let Some(spec) = spec {
-                set_default(spec, "restartPolicy", json!("Always"));
-                set_default(spec, "terminationGracePeriodSeconds", json!(30));
-                set_default(spec, "dnsPolicy", json!("ClusterFirst"));
-                set_default(spec, "schedulerName", json!("default-scheduler"));
-                set_default(spec, "serviceAccountName", json!("default"));
-                let sa = spec["serviceAccountName"].clone();
-                set_default(spec, "serviceAccount", sa);
-                set_default(spec, "securityContext", json!({}));
-                set_default(spec, "enableServiceLinks", json!(true));
-                set_default(spec, "priority", json!(0));
-                set_default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
-                set_default(
-                    spec,
-                    "tolerations",
-                    json!([
-                        {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
-                        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}
-                    ]),
-                );
-                for list in ["containers", "initContainers"] {
-                    if let Some(Value::Array(cs)) = spec.get_mut(list) {
-                        cs.iter_mut().for_each(default_container);
-                    }
-                }
+            if let Some(spec) = obj["spec"].as_object_mut() {
+                pod_spec_defaults(spec);
             }
             let qos = qos_class(&obj["spec"]);
             let st = obj
@@ -387,7 +365,36 @@ pub fn defaults(r: &Resource, obj: &mut Value) {
                 set_default(st, "phase", json!("Pending"));
             }
         }
+        "Deployment" | "ReplicaSet" => crate::workloads::defaults(r.kind, obj),
         _ => {}
+    }
+}
+
+/// What Kubernetes defaults in a pod spec (a pod's, or a template's).
+pub(crate) fn pod_spec_defaults(spec: &mut Map<String, Value>) {
+    set_default(spec, "restartPolicy", json!("Always"));
+    set_default(spec, "terminationGracePeriodSeconds", json!(30));
+    set_default(spec, "dnsPolicy", json!("ClusterFirst"));
+    set_default(spec, "schedulerName", json!("default-scheduler"));
+    set_default(spec, "serviceAccountName", json!("default"));
+    let sa = spec["serviceAccountName"].clone();
+    set_default(spec, "serviceAccount", sa);
+    set_default(spec, "securityContext", json!({}));
+    set_default(spec, "enableServiceLinks", json!(true));
+    set_default(spec, "priority", json!(0));
+    set_default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
+    set_default(
+        spec,
+        "tolerations",
+        json!([
+            {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+            {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}
+        ]),
+    );
+    for list in ["containers", "initContainers"] {
+        if let Some(Value::Array(cs)) = spec.get_mut(list) {
+            cs.iter_mut().for_each(default_container);
+        }
     }
 }
 
@@ -468,6 +475,7 @@ pub fn check_update(r: &Resource, old: &Value, new: &Value) -> Result<(), ApiErr
                 ));
             }
         }
+        "Deployment" | "ReplicaSet" => crate::workloads::check_update(r, old, new)?,
         "ConfigMap" | "Secret" if old["immutable"] == json!(true) => {
             let same = ["data", "binaryData", "stringData", "immutable"]
                 .iter()

@@ -184,3 +184,61 @@ pub async fn remove_finalizer(
     .await
     .map(|_| ())
 }
+
+/// A controller's loop: one pass at start, then one after each burst of changes under any of
+/// `prefixes` (or after a while: 1 s while the last pass said it is busy, else 30 s), until
+/// `shutdown` turns true. A broken watch is made again.
+pub async fn watch_loop<F, Fut>(
+    store: &Arc<dyn Store>,
+    prefixes: &[String],
+    what: &str,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    mut pass: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    use std::time::Duration;
+    loop {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+        let mut ok = true;
+        let mut tasks = Vec::new();
+        for p in prefixes {
+            match store.watch(p, 0).await {
+                Ok(mut w) => {
+                    let tx = tx.clone();
+                    tasks.push(tokio::spawn(async move {
+                        while w.events.recv().await.is_some() {
+                            let _ = tx.try_send(());
+                        }
+                    }));
+                }
+                Err(e) => {
+                    tracing::warn!("{what}: {e}");
+                    ok = false;
+                }
+            }
+        }
+        drop(tx);
+        if ok {
+            let mut busy = pass().await;
+            loop {
+                let wait = Duration::from_millis(if busy { 1000 } else { 30_000 });
+                tokio::select! {
+                    ev = rx.recv() => if ev.is_none() { break },
+                    _ = tokio::time::sleep(wait) => {},
+                    _ = shutdown.changed() => {
+                        tasks.iter().for_each(|t| t.abort());
+                        return;
+                    }
+                }
+                // Let a burst of changes land, then one pass.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                while rx.try_recv().is_ok() {}
+                busy = pass().await;
+            }
+        }
+        tasks.iter().for_each(|t| t.abort());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -19,7 +19,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use corral_store::{registry, Store};
 use serde_json::{json, Value};
@@ -43,55 +42,17 @@ pub fn volume_handle(claim_uid: &str) -> String {
 }
 
 /// Runs until `shutdown` turns true.
-pub async fn run(store: Arc<dyn Store>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn run(store: Arc<dyn Store>, shutdown: tokio::sync::watch::Receiver<bool>) {
     let prefixes = [
         registry::prefix("", "persistentvolumeclaims", None),
         registry::prefix("", "persistentvolumes", None),
         registry::prefix("storage.k8s.io", "storageclasses", None),
         registry::prefix("", "nodes", None),
     ];
-    loop {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-        let mut ok = true;
-        let mut tasks = Vec::new();
-        for p in &prefixes {
-            match store.watch(p, 0).await {
-                Ok(mut w) => {
-                    let tx = tx.clone();
-                    tasks.push(tokio::spawn(async move {
-                        while w.events.recv().await.is_some() {
-                            let _ = tx.try_send(());
-                        }
-                    }));
-                }
-                Err(e) => {
-                    tracing::warn!("volume controller: {e}");
-                    ok = false;
-                }
-            }
-        }
-        drop(tx);
-        if ok {
-            let mut busy = sync(&store).await;
-            loop {
-                let wait = Duration::from_millis(if busy { 1000 } else { 30_000 });
-                tokio::select! {
-                    ev = rx.recv() => if ev.is_none() { break },
-                    _ = tokio::time::sleep(wait) => {},
-                    _ = shutdown.changed() => {
-                        tasks.iter().for_each(|t| t.abort());
-                        return;
-                    }
-                }
-                // Let a burst of changes land, then one pass.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                while rx.try_recv().is_ok() {}
-                busy = sync(&store).await;
-            }
-        }
-        tasks.iter().for_each(|t| t.abort());
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    kv::watch_loop(&store, &prefixes, "volume controller", shutdown, || {
+        sync(&store)
+    })
+    .await;
 }
 
 fn name(v: &Value) -> &str {

@@ -127,6 +127,14 @@ async fn serve(
         )),
         tokio::spawn(corral_control::gc::run(store.clone(), stop.clone())),
         tokio::spawn(corral_control::volumes::run(store.clone(), stop.clone())),
+        tokio::spawn(corral_control::replicasets::run(
+            store.clone(),
+            stop.clone(),
+        )),
+        tokio::spawn(corral_control::deployments::run(
+            store.clone(),
+            stop.clone(),
+        )),
         tokio::spawn(agent.clone().run(stop.clone())),
     ];
 
