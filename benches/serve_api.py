@@ -183,4 +183,5 @@ def main():
     idle_footprint(c, pid, pns, set(keep), "idle footprint, 20 pods, after load")
     c.call("DELETE", f"/api/v1/namespaces/{pns}")
 
-main()
+if __name__ == "__main__":
+    main()

@@ -4,9 +4,11 @@
 //! legacy and aggregated ([`resources`]), the OpenAPI listing ([`openapi`]), Kubernetes'
 //! object semantics over the store ([`objects`], [`validate`]), list and watch with
 //! selectors ([`selector`], [`watch`]), the four patch types ([`patch`], [`apply`]),
-//! server-side tables ([`table`]), failures as `Status` objects ([`status`]) and the pod
-//! streams (log, exec, attach, port-forward) handed to the node agent ([`streams`]), with
-//! kubectl's port-forward over SPDY/3.1 ([`spdy`], [`portforward`]).
+//! server-side tables ([`table`]), the workload kinds' and Services' own rules
+//! ([`workloads`], [`services`]: defaults, checks, `/scale`, cluster IPs and node ports),
+//! failures as `Status` objects ([`status`]) and the pod streams (log, exec, attach,
+//! port-forward) handed to the node agent ([`streams`]), with kubectl's port-forward over
+//! SPDY/3.1 ([`spdy`], [`portforward`]).
 //!
 //! Does not own the store's mechanics (corral-store), controllers or the scheduler
 //! (corral-control), or running pods (corral-node).
@@ -23,6 +25,7 @@ pub mod portforward;
 pub mod protobuf;
 pub mod resources;
 pub mod selector;
+pub mod services;
 pub mod spdy;
 pub mod status;
 pub mod streams;

@@ -338,6 +338,15 @@ impl Objects {
             check_pod(&obj)?;
         }
         crate::workloads::check(r, &obj)?;
+        // A Service's address and node ports are taken and stored under one lock.
+        let _allocation = if r.kind == "Service" {
+            crate::services::check(&obj)?;
+            let guard = crate::services::ALLOCATION.lock().await;
+            crate::services::allocate(&self.store, &mut obj).await?;
+            Some(guard)
+        } else {
+            None
+        };
         if !o.managed_fields_done {
             obj =
                 crate::patch::record_update(None, &obj, &o.field_manager, "Update", &now_rfc3339());
@@ -420,11 +429,20 @@ impl Objects {
         rev: Revision,
         o: &WriteOptions,
     ) -> Result<Value> {
-        if matches!(r.kind, "Deployment" | "ReplicaSet") {
+        if matches!(r.kind, "Deployment" | "ReplicaSet" | "Service") {
             // Defaults apply to every write of these kinds, as Kubernetes decodes them: a
             // template changed by a patch compares equal to its ReplicaSet's.
             validate::defaults(r, &mut new);
         }
+        let _allocation = if r.kind == "Service" {
+            crate::services::merge_update(old, &mut new)?;
+            crate::services::check(&new)?;
+            let guard = crate::services::ALLOCATION.lock().await;
+            crate::services::check_update_ports(&self.store, &mut new).await?;
+            Some(guard)
+        } else {
+            None
+        };
         validate::check_update(r, old, &new)?;
         if let Some(m) = new["metadata"].as_object() {
             validate::check_metadata(r, name, m)?;

@@ -99,6 +99,27 @@ fn columns(kind: &str) -> Vec<Column> {
             ("StorageClass", "string", 0),
             ("Age", "string", 0),
         ],
+        "Service" => vec![
+            ("Name", "string", 0),
+            ("Type", "string", 0),
+            ("Cluster-IP", "string", 0),
+            ("External-IP", "string", 0),
+            ("Port(s)", "string", 0),
+            ("Age", "string", 0),
+            ("Selector", "string", 1),
+        ],
+        "Endpoints" => vec![
+            ("Name", "string", 0),
+            ("Endpoints", "string", 0),
+            ("Age", "string", 0),
+        ],
+        "EndpointSlice" => vec![
+            ("Name", "string", 0),
+            ("AddressType", "string", 0),
+            ("Ports", "string", 0),
+            ("Endpoints", "string", 0),
+            ("Age", "string", 0),
+        ],
         "Deployment" => vec![
             ("Name", "string", 0),
             ("Ready", "string", 0),
@@ -121,6 +142,67 @@ fn columns(kind: &str) -> Vec<Column> {
         ],
         _ => vec![("Name", "string", 0), ("Age", "string", 0)],
     }
+}
+
+/// Up to three items, then how many more, as kubectl prints endpoints; `<none>` for none.
+fn first_three(items: &[String]) -> String {
+    match items.len() {
+        0 => "<none>".into(),
+        n if n <= 3 => items.join(","),
+        n => format!("{} + {} more...", items[..3].join(","), n - 3),
+    }
+}
+
+fn service_cells(v: &Value, name: Value, created: String) -> Vec<Value> {
+    let spec = &v["spec"];
+    let ty = spec["type"].as_str().unwrap_or("ClusterIP");
+    let external = match ty {
+        "ExternalName" => s(&spec["externalName"]),
+        "LoadBalancer" => {
+            let ips: Vec<String> = v["status"]["loadBalancer"]["ingress"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|i| s(&i["ip"]))
+                .collect();
+            if ips.is_empty() {
+                "<pending>".into()
+            } else {
+                ips.join(",")
+            }
+        }
+        _ => "<none>".into(),
+    };
+    let ports: Vec<String> = spec["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| match p["nodePort"].as_i64() {
+            Some(n) => format!("{}:{n}/{}", p["port"], s(&p["protocol"])),
+            None => format!("{}/{}", p["port"], s(&p["protocol"])),
+        })
+        .collect();
+    let selector: Vec<String> = spec["selector"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", s(v))).collect())
+        .unwrap_or_default();
+    vec![
+        name,
+        json!(ty),
+        json!(or_none(s(&spec["clusterIP"]))),
+        json!(external),
+        json!(if ports.is_empty() {
+            "<none>".into()
+        } else {
+            ports.join(",")
+        }),
+        json!(created),
+        json!(if selector.is_empty() {
+            "<none>".into()
+        } else {
+            selector.join(",")
+        }),
+    ]
 }
 
 /// The containers and images of a workload's template, and its selector, as `-o wide` shows.
@@ -463,6 +545,44 @@ fn cells(r: &Resource, v: &Value) -> Vec<Value> {
                 json!(s(&v["status"]["phase"])),
                 json!(claim),
                 json!(s(&v["spec"]["storageClassName"])),
+                json!(created),
+            ]
+        }
+        "Service" => service_cells(v, name, created),
+        "Endpoints" => {
+            let mut eps = Vec::new();
+            for sub in v["subsets"].as_array().into_iter().flatten() {
+                for a in sub["addresses"].as_array().into_iter().flatten() {
+                    for p in sub["ports"].as_array().into_iter().flatten() {
+                        eps.push(format!("{}:{}", s(&a["ip"]), p["port"]));
+                    }
+                }
+            }
+            vec![name, json!(first_three(&eps)), json!(created)]
+        }
+        "EndpointSlice" => {
+            let ports: Vec<String> = v["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| p["port"].to_string())
+                .collect();
+            let eps: Vec<String> = v["endpoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|e| e["addresses"].as_array().cloned().unwrap_or_default())
+                .map(|a| s(&a))
+                .collect();
+            vec![
+                name,
+                json!(s(&v["addressType"])),
+                json!(if ports.is_empty() {
+                    "<unset>".into()
+                } else {
+                    ports.join(",")
+                }),
+                json!(first_three(&eps)),
                 json!(created),
             ]
         }

@@ -41,7 +41,7 @@ fn roundtrip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<Value, String
 
 /// The body decoded as `r`'s kind and encoded again: only the fields the kind has.
 fn typed(r: &Resource, v: &Value) -> Result<Value, String> {
-    use k8s_openapi::api::{apps, coordination, core::v1 as core, node, storage};
+    use k8s_openapi::api::{apps, coordination, core::v1 as core, discovery, node, storage};
     match r.kind {
         "Namespace" => roundtrip::<core::Namespace>(v),
         "Pod" => roundtrip::<core::Pod>(v),
@@ -57,6 +57,9 @@ fn typed(r: &Resource, v: &Value) -> Result<Value, String> {
         "StorageClass" => roundtrip::<storage::v1::StorageClass>(v),
         "Deployment" => roundtrip::<apps::v1::Deployment>(v),
         "ReplicaSet" => roundtrip::<apps::v1::ReplicaSet>(v),
+        "Service" => roundtrip::<core::Service>(v),
+        "Endpoints" => roundtrip::<core::Endpoints>(v),
+        "EndpointSlice" => roundtrip::<discovery::v1::EndpointSlice>(v),
         _ => Ok(v.clone()),
     }
 }
@@ -366,6 +369,7 @@ pub fn defaults(r: &Resource, obj: &mut Value) {
             }
         }
         "Deployment" | "ReplicaSet" => crate::workloads::defaults(r.kind, obj),
+        "Service" => crate::services::defaults(obj),
         _ => {}
     }
 }

@@ -6,14 +6,16 @@
 //! propagation), and the volume controller ([`volumes`]: claims bound to volumes, corral
 //! named volumes provisioned for them, released volumes reclaimed; [`claims`] is what the
 //! scheduler asks of a pod's claims), and the workload controllers ([`replicasets`]: a
-//! ReplicaSet's pods; [`deployments`]: a Deployment's ReplicaSets and its rollouts). They read and write the store directly ([`kv`]), as the
-//! API server does.
+//! ReplicaSet's pods; [`deployments`]: a Deployment's ReplicaSets and its rollouts), and the
+//! endpoints controller ([`endpoints`]: the Endpoints and EndpointSlices of Services). They
+//! read and write the store directly ([`kv`]), as the API server does.
 //! Does not own the API (corral-api) or running pods (corral-node).
 
 #![warn(missing_docs)]
 
 pub mod claims;
 pub mod deployments;
+pub mod endpoints;
 pub mod gc;
 pub mod kv;
 pub mod namespaces;

@@ -41,6 +41,10 @@ pub struct PodSpec {
     pub cpus: Option<u32>,
     /// A VM pod's memory in bytes (default [`crate::pod_vm::POD_VM_MEMORY_MIB`] MiB).
     pub memory: Option<u64>,
+    /// DNS search domains of its members (a Kubernetes pod's `<ns>.svc.cluster.local` ...).
+    pub dns_search: Vec<String>,
+    /// resolv.conf options of its members (`ndots:5`); given ones replace corral's.
+    pub dns_options: Vec<String>,
 }
 
 /// A pod's record.
@@ -72,6 +76,31 @@ pub struct Pod {
     /// Whether a VM pod's VM runs (read with the record, not stored).
     #[serde(skip)]
     pub vm_running: bool,
+    /// DNS search domains of its members.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
+    /// resolv.conf options of its members.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_options: Vec<String>,
+}
+
+/// The members' resolv.conf: the network's, with the pod's search domains and options.
+fn pod_resolv_conf(base: String, pod: &Pod) -> String {
+    if pod.dns_search.is_empty() && pod.dns_options.is_empty() {
+        return base;
+    }
+    let mut out: String = base
+        .lines()
+        .filter(|l| pod.dns_options.is_empty() || !l.starts_with("options "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if !pod.dns_search.is_empty() {
+        out.push_str(&format!("search {}\n", pod.dns_search.join(" ")));
+    }
+    if !pod.dns_options.is_empty() {
+        out.push_str(&format!("options {}\n", pod.dns_options.join(" ")));
+    }
+    out
 }
 
 impl Pod {
@@ -200,6 +229,8 @@ impl Engine {
             isolation: spec.isolation,
             vm: None,
             vm_running: false,
+            dns_search: spec.dns_search.clone(),
+            dns_options: spec.dns_options.clone(),
         };
         let dir = self.pod_dir(&id);
         std::fs::create_dir_all(pods_dir(self).join("names"))
@@ -287,7 +318,7 @@ impl Engine {
             let hosts = corral_net::attach::hosts_file(&pod.hostname, &pod.name, &eps);
             std::fs::write(dir.join("hosts"), hosts).map_err(crate::io_err("writing", &dir))?;
             if let Some(r) = corral_net::attach::resolv_conf(&eps) {
-                std::fs::write(dir.join("resolv.conf"), r)
+                std::fs::write(dir.join("resolv.conf"), pod_resolv_conf(r, &pod))
                     .map_err(crate::io_err("writing", &dir))?;
             }
             Ok(())

@@ -10,9 +10,10 @@
 //! [`ports`] (`-p` syntax), [`endpoint`] (what a connection records), [`dns`] (the embedded
 //! DNS server of each network, which also answers DHCP: [`dhcp`]), [`attach`] (a container's namespace, endpoints, names, hosts
 //! and resolv.conf), and [`Networks`], the synchronous API over them.
+//! It also owns the data path of Kubernetes Services: [`services`] (table `ip corral-svc`).
 //!
 //! Does not own: the command line, where a container's `/etc/hosts` and `/etc/resolv.conf` are
-//! mounted (the engine's), service load balancing (later).
+//! mounted (the engine's), which services and endpoints exist (the node agent's).
 //!
 //! Limits: IPv4 only; see [`firewall`] for what the rules do not cover.
 
@@ -28,6 +29,7 @@ pub mod ipam;
 pub mod netlink;
 mod networks;
 pub mod ports;
+pub mod services;
 pub mod store;
 pub mod subnet;
 

@@ -19,7 +19,8 @@
 //! data (`claims`), the engine specs (`runspec`), probes (`probe`),
 //! the restart back-off (`backoff`), waits on
 //! processes that are not children (`exits`), quantities and QoS (`quantity`), events (`events`),
-//! store access (`kv`). The API server's streams (logs, exec, attach, port-forward) are
+//! store access (`kv`), and the service proxy ([`proxy`]: Services' virtual IPs and node
+//! ports in nftables, kube-proxy's job). The API server's streams (logs, exec, attach, port-forward) are
 //! served by [`streams`], which finds the engine containers through
 //! [`NodeAgent::container_id`] and [`NodeAgent::pod_ip`].
 
@@ -37,6 +38,7 @@ mod kv;
 mod node;
 mod prepare;
 pub mod probe;
+pub mod proxy;
 pub mod quantity;
 pub mod runspec;
 pub mod runtime;

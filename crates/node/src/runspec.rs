@@ -148,6 +148,7 @@ pub fn engine_pod(pod: &Pod, name: &str, network: &str, isolation: Isolation) ->
         isolation,
         ..Default::default()
     };
+    (out.dns_search, out.dns_options) = dns(pod);
     if isolation == Isolation::Vm {
         let (cpus, memory) = vm_size(pod);
         out.cpus = Some(cpus);
@@ -155,6 +156,42 @@ pub fn engine_pod(pod: &Pod, name: &str, network: &str, isolation: Isolation) ->
     }
     out
 }
+
+/// The search domains and resolver options of a pod, as the kubelet gives them: for
+/// `dnsPolicy: ClusterFirst` (the default) the cluster's (`<ns>.svc.cluster.local
+/// svc.cluster.local cluster.local`, `ndots:5`), then the pod's `dnsConfig`.
+pub fn dns(pod: &Pod) -> (Vec<String>, Vec<String>) {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let (mut search, mut options) = match spec.dns_policy.as_deref() {
+        None | Some("ClusterFirst") | Some("ClusterFirstWithHostNet") => (
+            vec![
+                format!("{ns}.svc.{CLUSTER_DOMAIN}"),
+                format!("svc.{CLUSTER_DOMAIN}"),
+                CLUSTER_DOMAIN.to_string(),
+            ],
+            vec!["ndots:5".to_string()],
+        ),
+        _ => (Vec::new(), Vec::new()),
+    };
+    if let Some(cfg) = &spec.dns_config {
+        search.extend(cfg.searches.iter().flatten().cloned());
+        for o in cfg.options.iter().flatten() {
+            let Some(name) = o.name.as_deref() else {
+                continue;
+            };
+            options.retain(|x| x.split(':').next() != Some(name));
+            options.push(match &o.value {
+                Some(v) => format!("{name}:{v}"),
+                None => name.to_string(),
+            });
+        }
+    }
+    (search, options)
+}
+
+/// The cluster's DNS domain.
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
 
 /// What [`container_spec`] needs besides the pod and the container.
 #[derive(Debug, Clone)]

@@ -13,18 +13,21 @@ use crate::exit::{Code, CORRAL_FAILURE};
 /// Runs a `pod` verb.
 pub fn run(engine: &Engine, cmd: PodCommand) -> Result<()> {
     match cmd {
-        PodCommand::Create {
-            name,
-            hostname,
-            label,
-            network,
-            network_alias,
-            publish,
-            start,
-            isolation,
-            cpus,
-            memory,
-        } => {
+        PodCommand::Create(create) => {
+            let crate::cli::PodCreate {
+                name,
+                hostname,
+                label,
+                network,
+                network_alias,
+                publish,
+                dns_search,
+                dns_option,
+                start,
+                isolation,
+                cpus,
+                memory,
+            } = *create;
             let isolation = match isolation.as_str() {
                 "container" | "default" => corral_engine::spec::Isolation::Container,
                 "vm" => corral_engine::spec::Isolation::Vm,
@@ -55,6 +58,8 @@ pub fn run(engine: &Engine, cmd: PodCommand) -> Result<()> {
                 isolation,
                 cpus,
                 memory,
+                dns_search,
+                dns_options: dns_option,
             })?;
             if start {
                 if let Err(e) = engine.start_pod(&pod.id) {

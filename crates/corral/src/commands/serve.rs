@@ -95,6 +95,8 @@ async fn serve(
     };
     let mut node_cfg = corral_node::NodeConfig::new(node_name.clone());
     node_cfg.network = a.network.clone();
+    // Service names go to the records of the pods' network.
+    let records = corral_net::store::NetworkStore::open(engine.root()).network_dir(&a.network);
     let agent = Arc::new(corral_node::NodeAgent::new(engine, store.clone(), node_cfg));
     let streams: Arc<dyn corral_api::streams::PodStreams> =
         Arc::new(corral_node::streams::Streams::new(agent.clone()));
@@ -133,6 +135,13 @@ async fn serve(
         )),
         tokio::spawn(corral_control::deployments::run(
             store.clone(),
+            stop.clone(),
+        )),
+        tokio::spawn(corral_control::endpoints::run(store.clone(), stop.clone())),
+        tokio::spawn(corral_node::proxy::run(
+            store.clone(),
+            node_name.clone(),
+            Some(records),
             stop.clone(),
         )),
         tokio::spawn(agent.clone().run(stop.clone())),

@@ -1,0 +1,306 @@
+//! The service proxy (kube-proxy's job): Services and their EndpointSlices, read from the
+//! store, made into the nftables rules of `corral_net::services` — a Service's cluster IP
+//! and node ports lead, at random, to its ready endpoints (falling back to serving ones
+//! that are terminating, as kube-proxy does, so a rollout loses no connection).
+//!
+//! It runs one pass at start and one after each burst of changes; only services whose
+//! rules changed are rewritten. With no services left it removes its table. It also gives
+//! each Service with a cluster IP its DNS name, `<name>.<namespace>.svc.cluster.local`, in
+//! the records of the pods' network (whose DNS server the pods ask, with the search domains
+//! the node agent gives them); headless Services get no name yet. Each server's
+//! node has a table of its own (`corral-svc-<hash of the node name>`), so two servers on
+//! one host do not undo each other's rules.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_net::ports::Protocol;
+use corral_net::services::{Backend, ServiceProxy, ServiceRule};
+use corral_store::{registry, RangeRequest, Store};
+use serde_json::Value;
+
+/// The nftables table of `node`'s services.
+pub fn table_name(node: &str) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in node.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    format!("corral-svc-{h:08x}")
+}
+
+async fn list(store: &Arc<dyn Store>, prefix: &str) -> Option<Vec<Value>> {
+    let r = store
+        .range(RangeRequest {
+            prefix: prefix.to_string(),
+            ..Default::default()
+        })
+        .await
+        .ok()?;
+    Some(r.kvs.iter().filter_map(registry::decode).collect())
+}
+
+/// The rules the Services and slices ask for.
+pub fn rules(services: &[Value], slices: &[Value]) -> Vec<ServiceRule> {
+    let mut by_service: HashMap<(&str, &str), Vec<&Value>> = HashMap::new();
+    for s in slices {
+        let ns = s["metadata"]["namespace"].as_str().unwrap_or("");
+        if let Some(svc) = s["metadata"]["labels"]["kubernetes.io/service-name"].as_str() {
+            by_service.entry((ns, svc)).or_default().push(s);
+        }
+    }
+    let mut out = Vec::new();
+    for svc in services {
+        let spec = &svc["spec"];
+        let Some(vip) = spec["clusterIP"]
+            .as_str()
+            .and_then(|s| s.parse::<Ipv4Addr>().ok())
+        else {
+            continue;
+        };
+        if spec["type"] == "ExternalName" {
+            continue;
+        }
+        let ns = svc["metadata"]["namespace"].as_str().unwrap_or("");
+        let name = svc["metadata"]["name"].as_str().unwrap_or("");
+        let slices = by_service.get(&(ns, name)).cloned().unwrap_or_default();
+        let affinity = (spec["sessionAffinity"] == "ClientIP").then(|| {
+            spec["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"]
+                .as_u64()
+                .unwrap_or(10800) as u32
+        });
+        for sp in spec["ports"].as_array().into_iter().flatten() {
+            let protocol = match sp["protocol"].as_str().unwrap_or("TCP") {
+                "TCP" => Protocol::Tcp,
+                "UDP" => Protocol::Udp,
+                _ => continue,
+            };
+            let Some(port) = sp["port"].as_u64().and_then(|p| u16::try_from(p).ok()) else {
+                continue;
+            };
+            let pname = sp["name"].as_str().unwrap_or("");
+            let (mut ready, mut serving) = (Vec::new(), Vec::new());
+            for sl in &slices {
+                let Some(target) = sl["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|p| {
+                        p["name"].as_str().unwrap_or("") == pname && p["protocol"] == sp["protocol"]
+                    })
+                    .and_then(|p| p["port"].as_u64())
+                    .and_then(|p| u16::try_from(p).ok())
+                else {
+                    continue;
+                };
+                for ep in sl["endpoints"].as_array().into_iter().flatten() {
+                    let c = &ep["conditions"];
+                    for a in ep["addresses"].as_array().into_iter().flatten() {
+                        let Some(ip) = a.as_str().and_then(|s| s.parse().ok()) else {
+                            continue;
+                        };
+                        let b = Backend { ip, port: target };
+                        if c["ready"] != Value::Bool(false) {
+                            ready.push(b);
+                        } else if c["serving"] == Value::Bool(true) {
+                            serving.push(b);
+                        }
+                    }
+                }
+            }
+            let mut backends = if ready.is_empty() { serving } else { ready };
+            backends.sort_by_key(|b| (b.ip, b.port));
+            backends.dedup();
+            out.push(ServiceRule {
+                id: format!(
+                    "{ns}/{name}/{}",
+                    if pname.is_empty() {
+                        port.to_string()
+                    } else {
+                        pname.to_string()
+                    }
+                ),
+                vip,
+                port,
+                protocol,
+                node_port: sp["nodePort"].as_u64().and_then(|p| u16::try_from(p).ok()),
+                backends,
+                affinity_seconds: affinity,
+            });
+        }
+    }
+    out
+}
+
+/// The DNS names the Services ask for: `<name>.<namespace>.svc.cluster.local` → cluster IP.
+pub fn names(services: &[Value]) -> HashMap<String, Ipv4Addr> {
+    services
+        .iter()
+        .filter_map(|s| {
+            let ip = s["spec"]["clusterIP"].as_str()?.parse().ok()?;
+            Some((
+                format!(
+                    "{}.{}.svc.{}",
+                    s["metadata"]["name"].as_str()?,
+                    s["metadata"]["namespace"].as_str()?,
+                    crate::runspec::CLUSTER_DOMAIN
+                ),
+                ip,
+            ))
+        })
+        .collect()
+}
+
+/// Makes the network's records hold `want` of the names this proxy keeps (`have`).
+fn sync_names(
+    dir: &std::path::Path,
+    have: &mut HashMap<String, Ipv4Addr>,
+    want: &HashMap<String, Ipv4Addr>,
+) {
+    use corral_net::dns;
+    for (name, _) in have.clone().iter().filter(|(n, _)| !want.contains_key(*n)) {
+        if dns::remove_record(dir, name).is_ok() {
+            have.remove(name);
+        }
+    }
+    for (name, ip) in want {
+        if have.get(name) == Some(ip) {
+            continue;
+        }
+        let r = dns::Record {
+            name: name.clone(),
+            aliases: Vec::new(),
+            ipv4: *ip,
+        };
+        match dns::add_record(dir, r) {
+            Ok(()) => {
+                have.insert(name.clone(), *ip);
+            }
+            Err(e) => tracing::warn!("DNS name {name}: {e}"),
+        }
+    }
+}
+
+/// Runs until `shutdown` turns true. `records` is the directory of the network whose DNS
+/// server the pods ask (service names go there).
+pub async fn run(
+    store: Arc<dyn Store>,
+    node: String,
+    records: Option<std::path::PathBuf>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let named = Arc::new(std::sync::Mutex::new(HashMap::<String, Ipv4Addr>::new()));
+    let proxy = Arc::new(std::sync::Mutex::new(ServiceProxy::with_table(
+        &table_name(&node),
+    )));
+    let svc_prefix = registry::prefix("", "services", None);
+    let slice_prefix = registry::prefix("discovery.k8s.io", "endpointslices", None);
+    let mut last: Option<Vec<ServiceRule>> = None;
+    loop {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+        let mut tasks = Vec::new();
+        for p in [&svc_prefix, &slice_prefix] {
+            if let Ok(mut w) = store.watch(p, 0).await {
+                let tx = tx.clone();
+                tasks.push(tokio::spawn(async move {
+                    while w.events.recv().await.is_some() {
+                        let _ = tx.try_send(());
+                    }
+                }));
+            }
+        }
+        drop(tx);
+        loop {
+            let (Some(services), Some(slices)) = (
+                list(&store, &svc_prefix).await,
+                list(&store, &slice_prefix).await,
+            ) else {
+                break;
+            };
+            if let Some(dir) = records.clone() {
+                let want = names(&services);
+                let named = named.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    sync_names(&dir, &mut named.lock().expect("names lock"), &want)
+                })
+                .await;
+            }
+            let want = rules(&services, &slices);
+            if last.as_ref() != Some(&want) {
+                let p = proxy.clone();
+                let w = want.clone();
+                let done = tokio::task::spawn_blocking(move || {
+                    let mut p = p.lock().expect("proxy lock");
+                    if w.is_empty() {
+                        p.remove().map(|()| 0)
+                    } else {
+                        p.sync(&w)
+                    }
+                })
+                .await;
+                match done {
+                    Ok(Ok(_)) => last = Some(want),
+                    Ok(Err(e)) => {
+                        tracing::warn!("service rules: {e}");
+                        last = None;
+                    }
+                    Err(e) => tracing::warn!("service rules: {e}"),
+                }
+            }
+            let wait = if last.is_none() { 1 } else { 30 };
+            tokio::select! {
+                ev = rx.recv() => if ev.is_none() { break },
+                _ = tokio::time::sleep(Duration::from_secs(wait)) => {},
+                _ = shutdown.changed() => {
+                    tasks.iter().for_each(|t| t.abort());
+                    return;
+                }
+            }
+            while rx.try_recv().is_ok() {}
+        }
+        tasks.iter().for_each(|t| t.abort());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ready_endpoints_first_then_serving_terminating_ones() {
+        let svc = json!({"metadata": {"namespace": "default", "name": "web"},
+            "spec": {"clusterIP": "10.43.0.10", "ports": [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}]}});
+        let slice = |ready: bool, serving: bool| {
+            json!({"metadata": {"namespace": "default", "labels": {"kubernetes.io/service-name": "web"}},
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [
+                {"addresses": ["10.88.0.2"], "conditions": {"ready": ready, "serving": serving}},
+                {"addresses": ["10.88.0.3"], "conditions": {"ready": false, "serving": true, "terminating": true}},
+            ]})
+        };
+        let r = rules(std::slice::from_ref(&svc), &[slice(true, true)]);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].vip, Ipv4Addr::new(10, 43, 0, 10));
+        assert_eq!(r[0].node_port, Some(30080));
+        assert_eq!(
+            r[0].backends,
+            vec![Backend {
+                ip: Ipv4Addr::new(10, 88, 0, 2),
+                port: 8080
+            }]
+        );
+        // No ready endpoint: the serving, terminating ones still get traffic.
+        let r = rules(std::slice::from_ref(&svc), &[slice(false, false)]);
+        assert_eq!(
+            r[0].backends,
+            vec![Backend {
+                ip: Ipv4Addr::new(10, 88, 0, 3),
+                port: 8080
+            }]
+        );
+        assert_ne!(table_name("a"), table_name("b"));
+    }
+}
