@@ -2,8 +2,9 @@
 # corral serve through the real HTTPS path: API latency (create, get, list of 1,000 and
 # 10,000 objects, watch delivery), scheduler throughput on fake nodes, pod start (100 pods to
 # Ready), the idle footprint with 20 running pods and the workload controllers (a deleted
-# pod replaced, a 10-replica rolling update; ONLY_WORKLOADS=1 runs just those) — each printed with Kubernetes' published
-# anchor beside it (no peer control plane runs on this machine: k3s and kube-apiserver are not
+# pod replaced, a 10-replica rolling update; ONLY_WORKLOADS=1 runs just those) and the
+# Service data path (the VIP against a pod IP; ONLY_SERVICES=1 runs just that) — each
+# printed with Kubernetes' published anchor beside it (no peer control plane runs on this machine: k3s and kube-apiserver are not
 # packaged by Debian 12). QUICK=1 makes the API part smaller.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,10 @@ cleanup() {
   for p in $("$CORRAL" pod ls -q 2>/dev/null); do "$CORRAL" pod rm -f "$p" >/dev/null 2>&1; done
   for c in $("$CORRAL" ps -aq 2>/dev/null); do "$CORRAL" rm -f "$c" >/dev/null 2>&1; done
   "$CORRAL" network rm -f "bsrv$$" >/dev/null 2>&1
+  # The service proxy's table of node "bench" (corral-svc-<FNV-1a of the node name>).
+  nft delete table ip "$(python3 -c 'h=0x811c9dc5
+for b in b"bench": h=((h^b)*0x01000193)&0xffffffff
+print(f"corral-svc-{h:08x}")')" 2>/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -39,6 +44,10 @@ if [ -n "${ONLY_WORKLOADS:-}" ]; then
   python3 benches/serve_workloads.py "$CORRAL_ROOT/kubeconfig" ${QUICK:+--quick}
   exit 0
 fi
+if [ -n "${ONLY_SERVICES:-}" ]; then
+  python3 benches/serve_services.py "$CORRAL_ROOT/kubeconfig" ${QUICK:+--quick}
+  exit 0
+fi
 python3 benches/serve_api.py "$CORRAL_ROOT/kubeconfig" "$pid" ${QUICK:+--quick}
 # The idle footprint again, on a server (and store) that has done nothing else.
 kill "$pid"; wait "$pid" 2>/dev/null || true
@@ -47,3 +56,4 @@ rm -rf "$CORRAL_ROOT/serve"
 serve
 python3 benches/serve_api.py "$CORRAL_ROOT/kubeconfig" "$pid" --footprint
 python3 benches/serve_workloads.py "$CORRAL_ROOT/kubeconfig" ${QUICK:+--quick}
+python3 benches/serve_services.py "$CORRAL_ROOT/kubeconfig" ${QUICK:+--quick}

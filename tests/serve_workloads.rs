@@ -56,11 +56,13 @@ fn rolled_out(s: &Serve, what: &str) {
     let o = s.kubectl(&["rollout", "status", what, "--timeout=180s"]);
     assert!(
         o.status.success(),
-        "rollout of {what} did not finish: {}{}\n{}\n{}",
+        "rollout of {what} did not finish: {}{}\n{}\n{}\n{}\nserver log:\n{}",
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr),
         s.ok(&["get", "deploy,rs,pods", "-o", "wide"]),
-        s.ok(&["get", "events"]),
+        s.ok(&["get", "events", "--sort-by=.lastTimestamp"]),
+        s.ok(&["get", "pods", "-o", "yaml"]),
+        s.log(),
     );
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("successfully rolled out"),

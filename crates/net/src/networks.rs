@@ -365,7 +365,7 @@ impl Networks {
             });
         }
         for ep in &endpoints {
-            self.undo_endpoint(&n, ep, true, false)?;
+            self.undo_endpoint(&n, ep, false)?;
         }
         self.stop_dns(name);
         self.firewall.remove_network_rules(&n)?;
@@ -441,7 +441,7 @@ impl Networks {
                 owner,
                 "undoing a connection that a crashed command left"
             );
-            self.undo_endpoint(&n, &old, true, true)?;
+            self.undo_endpoint(&n, &old, true)?;
         }
         if n.internal && !opts.ports.is_empty() {
             return Err(NetError::InternalPorts(network.to_string()));
@@ -593,20 +593,16 @@ impl Networks {
     }
 
     /// Undoes an endpoint's kernel objects and address (not its file).
-    fn undo_endpoint(
-        &self,
-        n: &Network,
-        ep: &Endpoint,
-        device_alive: bool,
-        keep_address: bool,
-    ) -> Result<()> {
+    fn undo_endpoint(&self, n: &Network, ep: &Endpoint, keep_address: bool) -> Result<()> {
         self.firewall.remove_endpoint_rules(ep.ip, &ep.ports)?;
-        // Deleting the host end also deletes the peer; if the container's namespace is gone,
-        // the kernel already deleted both, or is deleting them (`forget`): deleting it here
-        // would wait for the kernel's clean-up of the namespace (20-40 ms).
-        if device_alive || ep.kind == EndpointKind::Tap {
-            Netlink::open()?.delete_link(&ep.host_ifname)?;
-        }
+        // Deleting the host end also deletes the peer. When the owner's namespace is gone or
+        // going (`forget`), the kernel deletes both as it cleans the namespace up — but a
+        // namespace that a process still holds, or whose clean-up lags under load, keeps its
+        // end on the bridge, answering for the address: the address must not go to the next
+        // owner while it does (a new pod's probes met the old one's refusals). So the host
+        // end goes whenever it is still there; this waits at most for the clean-up of a
+        // dying namespace (20-40 ms).
+        Netlink::open()?.delete_link(&ep.host_ifname)?;
         if !keep_address {
             self.ipam(n)
                 .release(&ep.owner)
@@ -628,7 +624,7 @@ impl Networks {
     /// namespace that is already gone; also cleans up after a connect that crashed before
     /// recording the endpoint. Returns the endpoint that was removed, if there was one.
     pub fn disconnect(&self, network: &str, owner: &str) -> Result<Option<Endpoint>> {
-        self.disconnect_inner(network, owner, true, false)
+        self.disconnect_inner(network, owner, false)
     }
 
     /// [`Networks::disconnect`] that keeps the owner's address allocated to it (a stopped VM
@@ -638,20 +634,20 @@ impl Networks {
         network: &str,
         owner: &str,
     ) -> Result<Option<Endpoint>> {
-        self.disconnect_inner(network, owner, true, true)
+        self.disconnect_inner(network, owner, true)
     }
 
     /// [`Networks::disconnect`] for an owner whose network namespace is gone or going (its
-    /// container ended): the veth pair goes with the namespace, so it is left to the kernel.
+    /// container ended): the same work, the host end of the veth pair deleted if the kernel
+    /// has not yet.
     pub fn forget(&self, network: &str, owner: &str) -> Result<Option<Endpoint>> {
-        self.disconnect_inner(network, owner, false, false)
+        self.disconnect_inner(network, owner, false)
     }
 
     fn disconnect_inner(
         &self,
         network: &str,
         owner: &str,
-        device_alive: bool,
         keep_address: bool,
     ) -> Result<Option<Endpoint>> {
         Self::check_owner(owner)?;
@@ -659,7 +655,7 @@ impl Networks {
         let _lock = self.store.network_lock(network, false)?;
         match self.endpoint(network, owner)? {
             Some(ep) => {
-                self.undo_endpoint(&n, &ep, device_alive, keep_address)?;
+                self.undo_endpoint(&n, &ep, keep_address)?;
                 tracing::debug!(network, owner, "endpoint disconnected");
                 Ok(Some(ep))
             }
