@@ -195,10 +195,7 @@ fn take_node_ports(obj: &mut Value, taken: &mut HashSet<u16>, name: &str) -> Res
 fn free_ip(taken: &HashSet<Ipv4Addr>, name: &str) -> Option<Ipv4Addr> {
     let (base, len) = SERVICE_CIDR;
     let size = 1u32 << (32 - len);
-    let mut h: u32 = 0x811c_9dc5;
-    for b in name.bytes().chain(crate::objects::new_uid().bytes()) {
-        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-    }
+    let h = corral_store::meta::fnv1a(name.bytes().chain(crate::objects::new_uid().bytes()));
     // .0 is the network, .1 is kept (Kubernetes gives it to `kubernetes`), the last is
     // broadcast.
     let usable = size - 3;
@@ -210,11 +207,8 @@ fn free_ip(taken: &HashSet<Ipv4Addr>, name: &str) -> Option<Ipv4Addr> {
 fn free_port(taken: &HashSet<u16>, name: &str, i: usize) -> Option<u16> {
     let (lo, hi) = NODE_PORTS;
     let span = u32::from(hi - lo) + 1;
-    let mut h: u32 = 0x811c_9dc5;
-    for b in name.bytes().chain(crate::objects::new_uid().bytes()) {
-        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-    }
-    let h = h.wrapping_add(i as u32);
+    let h = corral_store::meta::fnv1a(name.bytes().chain(crate::objects::new_uid().bytes()))
+        .wrapping_add(i as u32);
     (0..span)
         .map(|k| lo + ((h.wrapping_add(k)) % span) as u16)
         .find(|p| !taken.contains(p))

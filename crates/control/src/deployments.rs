@@ -91,11 +91,8 @@ pub async fn sync(store: &Arc<dyn Store>, objects: &Objects) -> bool {
 /// The hash that names a template's ReplicaSet: FNV-1a of its JSON (keys sorted) and the
 /// collision count, spelled in Kubernetes' safe alphabet (no vowels, no look-alikes).
 pub fn template_hash(template: &Value, collisions: i64) -> String {
-    let mut h: u32 = 0x811c_9dc5;
     let text = serde_json::to_string(template).unwrap_or_default();
-    for b in text.bytes().chain(collisions.to_string().bytes()) {
-        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-    }
+    let h = corral_store::meta::fnv1a(text.bytes().chain(collisions.to_string().bytes()));
     const SAFE: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     h.to_string()
         .bytes()

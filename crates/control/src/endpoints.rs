@@ -188,10 +188,7 @@ async fn sync_one(store: &Arc<dyn Store>, svc: &Value, pods: &[&Value]) {
     // Slices: one per group; those of groups that went are deleted.
     let mut wanted = Vec::new();
     for (ports, members) in &groups {
-        let mut h: u32 = 0x811c_9dc5;
-        for b in format!("{ports:?}").bytes() {
-            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-        }
+        let h = corral_store::meta::fnv1a(format!("{ports:?}").bytes());
         let slice_name = format!("{sname}-{:05x}", h & 0xfffff);
         let eps: Vec<Value> = members
             .iter()

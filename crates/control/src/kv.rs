@@ -7,6 +7,26 @@ use std::sync::Arc;
 use corral_store::{registry, RangeRequest, Revision, Store, StoreError};
 use serde_json::{json, Value};
 
+/// An object's name ("" if it has none).
+pub fn name(v: &Value) -> &str {
+    v["metadata"]["name"].as_str().unwrap_or("")
+}
+
+/// An object's namespace ("" if it has none).
+pub fn namespace(v: &Value) -> &str {
+    v["metadata"]["namespace"].as_str().unwrap_or("")
+}
+
+/// An object's uid ("" if it has none).
+pub fn uid_of(v: &Value) -> &str {
+    v["metadata"]["uid"].as_str().unwrap_or("")
+}
+
+/// Whether an object is being deleted.
+pub fn deleting(v: &Value) -> bool {
+    !v["metadata"]["deletionTimestamp"].is_null()
+}
+
 /// Every object under a prefix, with the revision of the read.
 pub async fn list(
     store: &Arc<dyn Store>,

@@ -68,21 +68,7 @@ pub async fn sync(store: &Arc<dyn Store>, objects: &Objects) -> bool {
     busy
 }
 
-pub(crate) fn name(v: &Value) -> &str {
-    v["metadata"]["name"].as_str().unwrap_or("")
-}
-
-pub(crate) fn namespace(v: &Value) -> &str {
-    v["metadata"]["namespace"].as_str().unwrap_or("")
-}
-
-pub(crate) fn uid(v: &Value) -> &str {
-    v["metadata"]["uid"].as_str().unwrap_or("")
-}
-
-pub(crate) fn deleting(v: &Value) -> bool {
-    !v["metadata"]["deletionTimestamp"].is_null()
-}
+pub(crate) use crate::kv::{deleting, name, namespace, uid_of as uid};
 
 /// The uid of `v`'s controller (the ownerReference with `controller: true`).
 pub(crate) fn controller_uid(v: &Value) -> Option<&str> {

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use corral_store::{registry, Store};
 use serde_json::{json, Value};
 
-use crate::kv::{self, Change};
+use crate::kv::{self, deleting, name, namespace, Change};
 use crate::quantity;
 
 /// The provisioner of corral's named volumes.
@@ -53,18 +53,6 @@ pub async fn run(store: Arc<dyn Store>, shutdown: tokio::sync::watch::Receiver<b
         sync(&store)
     })
     .await;
-}
-
-fn name(v: &Value) -> &str {
-    v["metadata"]["name"].as_str().unwrap_or("")
-}
-
-fn namespace(v: &Value) -> &str {
-    v["metadata"]["namespace"].as_str().unwrap_or("")
-}
-
-fn deleting(v: &Value) -> bool {
-    !v["metadata"]["deletionTimestamp"].is_null()
 }
 
 fn has_finalizer(v: &Value, f: &str) -> bool {

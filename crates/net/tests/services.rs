@@ -212,16 +212,7 @@ impl Cluster {
     }
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+use common::chain;
 
 fn pod_addr(n: usize) -> SocketAddr {
     SocketAddr::from(([10, 201, n as u8, 2], PORT))

@@ -23,11 +23,7 @@ use serde_json::Value;
 
 /// The nftables table of `node`'s services.
 pub fn table_name(node: &str) -> String {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in node.bytes() {
-        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-    }
-    format!("corral-svc-{h:08x}")
+    format!("corral-svc-{:08x}", corral_store::meta::fnv1a(node.bytes()))
 }
 
 async fn list(store: &Arc<dyn Store>, prefix: &str) -> Option<Vec<Value>> {

@@ -134,6 +134,13 @@ pub fn set_condition(
     }
 }
 
+/// FNV-1a (32 bits) of `bytes`: a short, stable token for names (not for security).
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u32 {
+    bytes.into_iter().fold(0x811c_9dc5, |h: u32, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
