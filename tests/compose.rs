@@ -542,6 +542,159 @@ volumes:
     assert_gone(&c, &p);
 }
 
+/// The nftables table of the shared host ports of `c`'s state root (`corral_net`'s
+/// `Networks::shared_table`: 8 hex digits of the SHA-256 of `<root>/networks`).
+fn shared_table(c: &Corral) -> String {
+    use sha2::{Digest, Sha256};
+    let dir = c.root().join("networks");
+    let digest = Sha256::digest(dir.as_os_str().as_encoded_bytes());
+    format!("corral-pub-{}", hex::encode(&digest[..4]))
+}
+
+fn nft_tables() -> String {
+    let out = std::process::Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One request to 127.0.0.1:`port`: the body, or why there is none.
+fn try_get(port: u16) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_secs(2);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(timeout)).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).map_err(|e| e.to_string())?;
+    match body.split("\r\n\r\n").nth(1) {
+        Some(b) if body.starts_with("HTTP/1.") && body.contains(" 200 ") => Ok(b.to_owned()),
+        _ => Err(format!("answer {body:?}")),
+    }
+}
+
+#[test]
+fn replicas_share_a_fixed_host_port_and_roll_over_it_with_no_failed_request() {
+    if skip_unless_root("replicas_share_a_fixed_host_port_and_roll_over_it_with_no_failed_request")
+    {
+        return;
+    }
+    let c = world();
+    let port = free_port();
+    let yaml = |version: &str| {
+        format!(
+            r#"
+services:
+  web:
+    image: IMAGE
+    command: ["sh", "-c", "mkdir -p /www && echo v$$VERSION $$(hostname) > /www/index.html && exec httpd -f -p 80 -h /www"]
+    environment: {{VERSION: "{version}"}}
+    init: true
+    ports: ["{port}:80"]
+    deploy:
+      replicas: 3
+      update_config: {{parallelism: 1, order: start-first}}
+    healthcheck: {{test: ["CMD", "wget", "-qO-", "http://127.0.0.1/"], interval: 200ms, retries: 5}}
+"#
+        )
+    };
+    let p = Project::new(&c, &yaml("1"));
+    p.ok(&["up", "-d", "--wait"]);
+    let table = shared_table(&c);
+    assert!(
+        nft_tables().contains(&table),
+        "no table {table}:\n{}",
+        nft_tables()
+    );
+    // Three replicas on one fixed host port: connections spread over them.
+    let mut hosts = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let body = try_get(port).unwrap();
+        assert!(body.starts_with("v1 "), "{body:?}");
+        hosts.insert(body.trim().to_owned());
+    }
+    assert!(
+        hosts.len() >= 2,
+        "40 requests all reached one replica: {hosts:?}"
+    );
+    let ps = p.ok(&["ps"]);
+    assert_eq!(
+        ps.matches(&format!("0.0.0.0:{port}->80/tcp")).count(),
+        3,
+        "{ps}"
+    );
+
+    // A start-first rolling update while a client on the host sends requests in a loop.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (Vec::new(), Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match try_get(port) {
+                    Ok(b) => ok.push(b),
+                    Err(e) => failed.push(e),
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            (ok, failed)
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    p.write(&yaml("2"));
+    let rolled = p.cmd(&["up", "-d"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = client.join().unwrap();
+    assert!(rolled.status.success(), "{}", describe(&rolled));
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during the rolling update: {failed:?}",
+        failed.len(),
+        failed.len() + ok.len()
+    );
+    assert!(
+        ok.iter().any(|b| b.starts_with("v1 ")) && ok.last().is_some_and(|b| b.starts_with("v2 ")),
+        "{ok:?}"
+    );
+    assert!(ok.len() > 20, "only {} requests", ok.len());
+    for _ in 0..10 {
+        assert!(try_get(port).unwrap().starts_with("v2 "));
+    }
+
+    // Scaled down to one: every connection reaches it.
+    p.ok(&["up", "-d", "--scale", "web=1"]);
+    let one: std::collections::BTreeSet<String> = (0..10)
+        .map(|_| try_get(port).unwrap().trim().to_owned())
+        .collect();
+    assert_eq!(one.len(), 1, "{one:?}");
+
+    // Nobody else may publish the port while the service holds it.
+    let net = format!("{}_default", p.name);
+    let other = c.cmd(&[
+        "run",
+        "-d",
+        "--network",
+        &net,
+        "-p",
+        &format!("{port}:80"),
+        IMAGE,
+        "sleep",
+        "60",
+    ]);
+    assert!(!other.status.success(), "{}", describe(&other));
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(err.contains("already published"), "{err}");
+
+    p.ok(&["down", "-v"]);
+    assert!(!nft_tables().contains(&table), "{table} is left after down");
+    assert!(try_get(port).is_err(), "the port still answers after down");
+    assert_gone(&c, &p);
+}
+
 #[test]
 fn run_starts_one_offs_and_up_exits_with_a_service_code() {
     if skip_unless_root("run_starts_one_offs_and_up_exits_with_a_service_code") {

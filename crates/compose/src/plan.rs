@@ -213,6 +213,10 @@ pub fn container_spec_in(
     let mut networking = spec::Networking {
         publish: s.ports.clone(),
         expose: s.expose.clone(),
+        // The replicas share their published host ports: a connection goes to one of those
+        // that serve, so `--scale` works with a fixed host port and a start-first update runs
+        // the new replica beside the old one.
+        port_group: (!s.ports.is_empty()).then(|| format!("compose/{}/{}", p.name, s.name)),
         ..Default::default()
     };
     match s.network_mode.as_deref() {

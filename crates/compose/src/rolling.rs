@@ -6,11 +6,12 @@
 //! service has rolled over, so that `failure_action: rollback` can put every one of them back;
 //! `pause` (the default) puts back only the failed batch and stops there; `continue` goes on.
 //! `start-first` starts the new replica while the old one still serves, with its DNS names
-//! held back; once the new one is healthy its names are published and the old one is drained — its names taken out of DNS, a grace period for requests in
-//! flight — and stopped, so clients that reach the service by name see no failed request.
-//! `stop-first` stops the old one first. A replica that publishes a fixed host port cannot run
-//! beside its successor (corral has no load balancer across replicas on one host port yet):
-//! such a service rolls `stop-first`, with a warning.
+//! held back; once the new one is healthy its names are published and the old one is
+//! drained — its names taken out of DNS, a grace period for requests in flight — and
+//! stopped, so clients that reach the service by name see no failed request.
+//! The replicas share their published host ports (`plan`'s port group): a held replica takes
+//! no new connection on them and a drained one none any more, so clients of a published port
+//! see no failed request either. `stop-first` stops the old one first.
 
 use std::time::{Duration, Instant};
 
@@ -32,17 +33,6 @@ struct Swap {
     old_name: String,
     was_running: bool,
     new_id: Option<String>,
-}
-
-/// Whether a published port names a fixed host port (`8080:80`, `127.0.0.1:8080:80`).
-fn fixed_host_port(p: &str) -> bool {
-    let p = p.split('/').next().unwrap_or(p);
-    let parts: Vec<&str> = p.split(':').collect();
-    match parts.len() {
-        2 => !parts[0].is_empty(),
-        3 => !parts[1].is_empty(),
-        _ => false,
-    }
 }
 
 fn has_check(s: &Service) -> bool {
@@ -145,14 +135,7 @@ pub fn update(
         .update
         .clone()
         .expect("a rolling update has update_config");
-    let fixed = s.ports.iter().any(|p| fixed_host_port(p));
-    let start_first = u.order == "start-first" && !fixed;
-    if u.order == "start-first" && fixed {
-        out.warn(&format!(
-            "service {}: start-first cannot run two replicas on one fixed host port (corral has no load balancer across replicas yet): rolling stop-first",
-            s.name
-        ));
-    }
+    let start_first = u.order == "start-first";
     let healthy = has_check(s);
     let monitor = Duration::from_secs_f64(u.monitor);
     let mut done: Vec<Swap> = Vec::new();

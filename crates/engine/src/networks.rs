@@ -135,6 +135,7 @@ pub fn requested_attachments(
             ports: if i == 0 { ports.clone() } else { Vec::new() },
             ip: if i == 0 { n.ip } else { None },
             mac: if i == 0 { mac } else { None },
+            port_group: if i == 0 { n.port_group.clone() } else { None },
         });
     }
     Ok((NetworkMode::Networks, out))

@@ -207,6 +207,11 @@ pub struct Networking {
     pub ip: Option<std::net::Ipv4Addr>,
     /// A fixed MAC address on the first network (`--mac-address`, `aa:bb:cc:dd:ee:ff`).
     pub mac: Option<String>,
+    /// Share the published host ports with the other containers of this group: connections
+    /// to a port are spread over the group's containers that serve (compose's replicas of one
+    /// service; see `corral_net::Endpoint::port_group`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_group: Option<String>,
 }
 
 /// A container to create.

@@ -58,6 +58,9 @@ pub struct Attachment {
     /// A fixed MAC address there (`--mac-address`); `None`: derived from the address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<[u8; 6]>,
+    /// The group it shares its published host ports with ([`crate::Endpoint::port_group`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_group: Option<String>,
 }
 
 /// The file in a container's directory that lists the networks it asked for.
@@ -141,6 +144,9 @@ impl Networks {
                     ports: a.ports.clone(),
                     ip: a.ip,
                     mac: a.mac,
+                    port_group: a.port_group.clone(),
+                    // Held with its names: a replica takes no traffic until it serves.
+                    held: !register_dns,
                 };
                 let ep = self.connect(&n.name, owner, netns, &opts)?;
                 done.push(ep.clone());
@@ -239,7 +245,8 @@ impl Networks {
     }
 
     /// Puts `owner`'s names (its container name, the aliases of `reqs`, its short id) into
-    /// the DNS of each network it is connected to, as a connect does.
+    /// the DNS of each network it is connected to, as a connect does, and lets it take
+    /// connections on the host ports its group shares ([`Networks::set_held`]).
     pub fn register_names(
         &self,
         owner: &str,
@@ -262,7 +269,7 @@ impl Networks {
             }
             self.register(&n.name, owner, name, &a.aliases, &ep, exe)?;
         }
-        Ok(())
+        self.set_held(owner, false)
     }
 
     /// Puts `name`, `aliases` and `owner`'s short id for endpoint `ep` into network
@@ -293,10 +300,12 @@ impl Networks {
         self.ensure_dns(network, ep.gateway, exe)
     }
 
-    /// Takes every DNS name of `owner`'s addresses out of its networks' DNS, leaving it
-    /// connected: new lookups stop finding it while what it serves finishes (a rolling
-    /// update drains a replica so).
+    /// Takes every DNS name of `owner`'s addresses out of its networks' DNS and holds it back
+    /// from the host ports its group shares, leaving it connected: new lookups and new
+    /// connections stop finding it while what it serves finishes (a rolling update drains a
+    /// replica so).
     pub fn withdraw_names(&self, owner: &str) -> Result<(), NetError> {
+        self.set_held(owner, true)?;
         for ep in self.endpoints_of(owner)? {
             let dir = self.store().network_dir(&ep.network);
             let records =

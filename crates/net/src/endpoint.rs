@@ -71,6 +71,15 @@ pub struct Endpoint {
     /// a reconcile).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pending: bool,
+    /// The group whose endpoints share their published host ports (compose's replicas of one
+    /// service): each of its ports is load-balanced over the group's endpoints that serve
+    /// ([`crate::shared`]) rather than mapped to this one alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_group: Option<String>,
+    /// A grouped endpoint that takes no new connections on its shared ports: a replica not
+    /// healthy yet, or one being drained before it stops.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
 }
 
 impl Endpoint {
@@ -98,6 +107,12 @@ pub struct ConnectOptions {
     /// as docker does, so that a reused address keeps its MAC and neighbours' caches stay
     /// right).
     pub mac: Option<[u8; 6]>,
+    /// Share the published host ports with the other endpoints of this group
+    /// ([`Endpoint::port_group`]).
+    pub port_group: Option<String>,
+    /// Start held ([`Endpoint::held`]): the shared ports send it nothing until
+    /// [`crate::Networks::set_held`] lets it serve.
+    pub held: bool,
 }
 
 impl Default for ConnectOptions {
@@ -109,6 +124,8 @@ impl Default for ConnectOptions {
             ports: Vec::new(),
             ip: None,
             mac: None,
+            port_group: None,
+            held: false,
         }
     }
 }

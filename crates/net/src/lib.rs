@@ -10,7 +10,9 @@
 //! [`ports`] (`-p` syntax), [`endpoint`] (what a connection records), [`dns`] (the embedded
 //! DNS server of each network, which also answers DHCP: [`dhcp`]), [`attach`] (a container's namespace, endpoints, names, hosts
 //! and resolv.conf), and [`Networks`], the synchronous API over them.
-//! It also owns the data path of Kubernetes Services: [`services`] (table `ip corral-svc`).
+//! It also owns the data path of Kubernetes Services: [`services`] (table `ip corral-svc`), and
+//! the host ports that a group of endpoints share (`shared`: table `ip corral-pub-*`, through the
+//! same load balancer).
 //!
 //! Does not own: the command line, where a container's `/etc/hosts` and `/etc/resolv.conf` are
 //! mounted (the engine's), which services and endpoints exist (the node agent's).
@@ -30,6 +32,7 @@ pub mod netlink;
 mod networks;
 pub mod ports;
 pub mod services;
+mod shared;
 pub mod store;
 pub mod subnet;
 

@@ -87,7 +87,7 @@ pub enum NetError {
     InternalPorts(String),
 }
 
-type Result<T> = std::result::Result<T, NetError>;
+pub(crate) type Result<T> = std::result::Result<T, NetError>;
 
 /// A kernel object corral made that no state of this root accounts for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -134,6 +134,8 @@ struct Undo<'a> {
     record: Option<PathBuf>,
     link: Option<String>,
     ports: Option<(Ipv4Addr, Vec<PortMapping>)>,
+    /// The shared ports' rules were rewritten with this endpoint in.
+    shared: Option<&'a Networks>,
     firewall: &'a Firewall,
 }
 
@@ -152,6 +154,11 @@ impl Undo<'_> {
         if let Some(record) = self.record {
             if let Err(e) = fs::remove_file(&record) {
                 tracing::warn!(error = %e, "undo: removing {}", record.display());
+            }
+        }
+        if let Some(nets) = self.shared {
+            if let Err(e) = nets.sync_shared() {
+                tracing::warn!(error = %e, "undo: rewriting the shared ports");
             }
         }
         if let Some((ipam, owner)) = self.ipam {
@@ -282,6 +289,14 @@ impl Networks {
         Ipam::open(&self.store.network_dir(&n.name), n.subnet, n.gateway).with_range(n.ip_range)
     }
 
+    /// Rewrites an endpoint's record.
+    pub(crate) fn write_endpoint(&self, ep: &Endpoint) -> Result<()> {
+        Ok(write_json_runtime(
+            &self.endpoint_path(&ep.network, &ep.owner),
+            ep,
+        )?)
+    }
+
     fn endpoint_path(&self, network: &str, owner: &str) -> PathBuf {
         self.store
             .network_dir(network)
@@ -324,9 +339,18 @@ impl Networks {
 
     /// Every published port of every endpoint of every network, with its owner's name.
     pub fn published_ports(&self) -> Result<Vec<(String, PortMapping)>> {
+        self.published_ports_outside(None)
+    }
+
+    /// [`Self::published_ports`] but those of the endpoints of port group `group`, which the
+    /// group's next endpoint may share.
+    fn published_ports_outside(&self, group: Option<&str>) -> Result<Vec<(String, PortMapping)>> {
         let mut out = Vec::new();
         for n in self.store.list()? {
             for ep in self.endpoints(&n.name)? {
+                if group.is_some() && ep.port_group.as_deref() == group {
+                    continue;
+                }
                 let who = ep
                     .container_name
                     .clone()
@@ -463,6 +487,7 @@ impl Networks {
             record: None,
             link: None,
             ports: None,
+            shared: None,
             firewall: &self.firewall,
         };
         let ipam_err = |err| NetError::Ipam {
@@ -475,12 +500,15 @@ impl Networks {
             let ports_lock = if opts.ports.is_empty() {
                 None
             } else {
-                Some(Lock::exclusive(&self.store.dir().join(".ports.lock"))?)
+                Some(self.ports_lock()?)
             };
             let ports = if opts.ports.is_empty() {
                 Vec::new()
             } else {
-                resolve_ports(&opts.ports, &self.published_ports()?)?
+                resolve_ports(
+                    &opts.ports,
+                    &self.published_ports_outside(opts.port_group.as_deref())?,
+                )?
             };
             // An address the owner kept while it was stopped (a VM's, see
             // `release_keeping_addresses`) is taken again, and stays its own if this fails.
@@ -524,6 +552,8 @@ impl Networks {
                 ports: ports.clone(),
                 internal: n.internal,
                 pending: true,
+                port_group: opts.port_group.clone().filter(|_| !ports.is_empty()),
+                held: opts.held,
             };
             write_json_runtime(&path, &ep)?;
             undo.record = Some(path.clone());
@@ -571,12 +601,16 @@ impl Networks {
                     undo.link = Some(host.clone());
                 }
             }
-            if !ports.is_empty() {
+            if !ports.is_empty() && ep.port_group.is_none() {
                 self.firewall.publish(ip, &ports)?;
                 undo.ports = Some((ip, ports.clone()));
             }
             ep.pending = false;
             write_json_runtime(&path, &ep)?;
+            if ep.port_group.is_some() {
+                undo.shared = Some(self);
+                self.sync_shared_locked()?;
+            }
             drop(ports_lock);
             Ok(ep)
         })();
@@ -613,10 +647,14 @@ impl Networks {
         }
         let p = self.endpoint_path(&n.name, &ep.owner);
         match fs::remove_file(&p) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err("remove", &p)(e).into()),
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("remove", &p)(e).into()),
         }
+        if ep.port_group.is_some() {
+            self.sync_shared()?;
+        }
+        Ok(())
     }
 
     /// Disconnects `owner` from network `network`: unpublishes its ports, deletes its device,
@@ -781,6 +819,8 @@ mod tests {
             ports: Vec::new(),
             internal: false,
             pending: owner.ends_with("pending"),
+            port_group: None,
+            held: false,
         }
     }
 

@@ -96,8 +96,9 @@ pub struct ServiceRule {
     /// A stable id of the service port, e.g. `default/web/http`; chains are named after a
     /// hash of it.
     pub id: String,
-    /// The ClusterIP.
-    pub vip: Ipv4Addr,
+    /// The ClusterIP; `None` for a port that only answers on host addresses (a load
+    /// balancer across the replicas that publish one host port).
+    pub vip: Option<Ipv4Addr>,
     /// The service port.
     pub port: u16,
     /// TCP or UDP.
@@ -105,6 +106,9 @@ pub struct ServiceRule {
     /// Also answer on this port of every local address (`fib daddr type local`), 127.0.0.1
     /// included.
     pub node_port: Option<u16>,
+    /// Answer on the node port of this host address only (a port published as
+    /// `127.0.0.1:8080:80`); `None` or `0.0.0.0`: every local address.
+    pub node_ip: Option<Ipv4Addr>,
     /// The ready endpoints; none rejects connections (TCP reset, ICMP port unreachable), as
     /// kube-proxy does.
     pub backends: Vec<Backend>,
@@ -118,10 +122,11 @@ pub struct ServiceRule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Svc {
     token: String,
-    vip: Ipv4Addr,
+    vip: Option<Ipv4Addr>,
     port: u16,
     protocol: Protocol,
     node_port: Option<u16>,
+    node_ip: Option<Ipv4Addr>,
     backends: Vec<Backend>,
     affinity: Option<u32>,
 }
@@ -154,17 +159,28 @@ impl Svc {
 
     /// The map elements that lead to this service: (map, key, verdict).
     fn elements(&self) -> Vec<(&'static str, String, String)> {
-        let mut v = vec![(
-            "service-ips",
-            format!("{} . {} . {}", self.vip, self.protocol, self.port),
-            format!("goto {}", self.svc_chain()),
-        )];
-        if let Some(np) = self.node_port {
+        let mut v = Vec::new();
+        if let Some(vip) = self.vip {
             v.push((
+                "service-ips",
+                format!("{vip} . {} . {}", self.protocol, self.port),
+                format!("goto {}", self.svc_chain()),
+            ));
+        }
+        match (self.node_port, self.node_ip) {
+            // A node port on one address is that address's entry in the address map: the
+            // lookup is the same, and the address is local.
+            (Some(np), Some(ip)) => v.push((
+                "service-ips",
+                format!("{ip} . {} . {np}", self.protocol),
+                format!("goto {}", self.ext_chain()),
+            )),
+            (Some(np), None) => v.push((
                 "service-nodeports",
                 format!("{} . {np}", self.protocol),
                 format!("goto {}", self.ext_chain()),
-            ));
+            )),
+            (None, _) => {}
         }
         v
     }
@@ -192,13 +208,19 @@ fn normalize(rules: &[ServiceRule]) -> BTreeMap<String, Svc> {
             tracing::warn!(id = %r.id, other, "service port ids hash alike: left out");
             continue;
         }
-        let key = (r.vip, r.protocol, r.port);
-        if let Some(other) = vips.get(&key) {
-            tracing::warn!(id = %r.id, other, vip = %r.vip, port = r.port, "virtual IP and port taken: left out");
-            continue;
+        if let Some(vip) = r.vip {
+            if let Some(other) = vips.get(&(vip, r.protocol, r.port)) {
+                tracing::warn!(id = %r.id, other, %vip, port = r.port, "virtual IP and port taken: left out");
+                continue;
+            }
         }
+        let node_ip = r.node_ip.filter(|ip| !ip.is_unspecified());
         let node_port = r.node_port.filter(|&np| np != 0).filter(|&np| {
-            match node_ports.get(&(r.protocol, np)) {
+            let taken = match node_ip {
+                Some(ip) => vips.get(&(ip, r.protocol, np)),
+                None => node_ports.get(&(r.protocol, np)),
+            };
+            match taken {
                 Some(other) => {
                     tracing::warn!(id = %r.id, other, node_port = np, "node port taken: left out");
                     false
@@ -207,10 +229,15 @@ fn normalize(rules: &[ServiceRule]) -> BTreeMap<String, Svc> {
             }
         });
         if let Some(np) = node_port {
-            node_ports.insert((r.protocol, np), &r.id);
+            match node_ip {
+                Some(ip) => vips.insert((ip, r.protocol, np), &r.id),
+                None => node_ports.insert((r.protocol, np), &r.id),
+            };
+        }
+        if let Some(vip) = r.vip {
+            vips.insert((vip, r.protocol, r.port), &r.id);
         }
         tokens.insert(token.clone(), &r.id);
-        vips.insert(key, &r.id);
         let mut backends = r.backends.clone();
         backends.sort_by_key(|b| (b.ip, b.port));
         backends.dedup();
@@ -222,6 +249,7 @@ fn normalize(rules: &[ServiceRule]) -> BTreeMap<String, Svc> {
                 port: r.port,
                 protocol: r.protocol,
                 node_port,
+                node_ip: node_port.and(node_ip),
                 backends,
                 affinity: r.affinity_seconds.filter(|&s| s > 0),
             },
@@ -651,10 +679,11 @@ mod tests {
     fn rule(id: &str, vip: &str, backends: Vec<Backend>) -> ServiceRule {
         ServiceRule {
             id: id.into(),
-            vip: vip.parse().unwrap(),
+            vip: Some(vip.parse().unwrap()),
             port: 80,
             protocol: Protocol::Tcp,
             node_port: None,
+            node_ip: None,
             backends,
             affinity_seconds: None,
         }
@@ -907,7 +936,7 @@ mod tests {
         a.node_port = Some(30001);
         let old = normalize(std::slice::from_ref(&a));
         let mut a2 = a.clone();
-        a2.vip = "10.96.0.7".parse().unwrap();
+        a2.vip = Some("10.96.0.7".parse().unwrap());
         a2.node_port = None;
         let (s, _) = diff_script(SVC_TABLE, &old, &normalize(&[a2.clone()]));
         let ta = token("default/a/http");
@@ -969,8 +998,40 @@ mod tests {
         assert_eq!(got["default/a/http"].node_port, Some(30001));
         assert_eq!(
             got["default/a/http"].vip,
-            "10.96.0.1".parse::<Ipv4Addr>().unwrap()
+            Some("10.96.0.1".parse::<Ipv4Addr>().unwrap())
         );
         assert_eq!(got["default/b/http"].node_port, None);
+    }
+
+    #[test]
+    fn a_port_on_one_host_address_without_a_vip_is_an_address_entry() {
+        let mut r = rule(
+            "compose/p/web/127.0.0.1/tcp/8080",
+            "10.96.0.1",
+            vec![be("10.88.0.2", 80)],
+        );
+        r.vip = None;
+        r.node_port = Some(8080);
+        r.node_ip = Some(Ipv4Addr::LOCALHOST);
+        let got = normalize(std::slice::from_ref(&r));
+        let e = got[&r.id].elements();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].0, "service-ips");
+        assert_eq!(e[0].1, "127.0.0.1 . tcp . 8080");
+        assert!(e[0].2.starts_with("goto ext-"), "{e:?}");
+        let script = full_script(SVC_TABLE, &got);
+        assert!(
+            script.contains("meta mark set meta mark | 0x4000 goto svc-"),
+            "{script}"
+        );
+        // A second rule on the same address and port loses it; on every address it keeps it.
+        let mut same = r.clone();
+        same.id = "same".into();
+        let mut any = r.clone();
+        any.id = "any".into();
+        any.node_ip = None;
+        let got = normalize(&[r, same, any]);
+        assert_eq!(got["same"].node_port, None);
+        assert_eq!(got["any"].node_port, Some(8080));
     }
 }

@@ -228,10 +228,11 @@ fn backend(n: usize) -> Backend {
 fn service(id: &str, vip: [u8; 4], backends: Vec<Backend>) -> ServiceRule {
     ServiceRule {
         id: id.into(),
-        vip: Ipv4Addr::from(vip),
+        vip: Some(Ipv4Addr::from(vip)),
         port: 80,
         protocol: Protocol::Tcp,
         node_port: None,
+        node_ip: None,
         backends,
         affinity_seconds: None,
     }

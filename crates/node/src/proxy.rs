@@ -117,10 +117,11 @@ pub fn rules(services: &[Value], slices: &[Value]) -> Vec<ServiceRule> {
                         pname.to_string()
                     }
                 ),
-                vip,
+                vip: Some(vip),
                 port,
                 protocol,
                 node_port: sp["nodePort"].as_u64().and_then(|p| u16::try_from(p).ok()),
+                node_ip: None,
                 backends,
                 affinity_seconds: affinity,
             });
@@ -279,7 +280,7 @@ mod tests {
         };
         let r = rules(std::slice::from_ref(&svc), &[slice(true, true)]);
         assert_eq!(r.len(), 1);
-        assert_eq!(r[0].vip, Ipv4Addr::new(10, 43, 0, 10));
+        assert_eq!(r[0].vip, Some(Ipv4Addr::new(10, 43, 0, 10)));
         assert_eq!(r[0].node_port, Some(30080));
         assert_eq!(
             r[0].backends,

@@ -365,6 +365,9 @@ pub fn run(engine: &Engine, a: ComposeArgs) -> Result<()> {
             if !service_ports {
                 spec.networking.publish.clear();
             }
+            // A one-off publishes its ports alone (a port the service's replicas hold is
+            // refused, as in docker compose), not as one more replica behind them.
+            spec.networking.port_group = None;
             spec.restart.clear();
             spec.auto_remove = rm;
             spec.interactive = !detach;

@@ -54,6 +54,7 @@ pub fn run(engine: &Engine, cmd: PodCommand) -> Result<()> {
                     expose: Vec::new(),
                     ip: None,
                     mac: None,
+                    port_group: None,
                 },
                 isolation,
                 cpus,

@@ -197,6 +197,7 @@ pub(super) fn spec_of(a: &RunArgs) -> Result<ContainerSpec> {
             expose: a.expose.clone(),
             ip: a.ip,
             mac: a.mac_address.clone(),
+            port_group: None,
         },
         labels,
         restart: a.restart.clone(),
