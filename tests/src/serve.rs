@@ -216,7 +216,7 @@ impl Drop for Serve {
             // Controllers first, or they make the pods again.
             let _ = self.kubectl(&[
                 "delete",
-                "deployments,replicasets,services",
+                "cronjobs,jobs,deployments,replicasets,services",
                 "--all",
                 "-A",
                 "--wait=true",

@@ -5,7 +5,8 @@
 //! object semantics over the store ([`objects`], [`validate`]), list and watch with
 //! selectors ([`selector`], [`watch`]), the four patch types ([`patch`], [`apply`]),
 //! server-side tables ([`table`]), the workload kinds' and Services' own rules
-//! ([`workloads`], [`services`]: defaults, checks, `/scale`, cluster IPs and node ports),
+//! ([`workloads`], [`batch`], [`services`]: defaults, checks, `/scale`, cluster IPs and node
+//! ports; [`cron`]: CronJob schedules),
 //! failures as `Status` objects ([`status`]) and the pod streams (log, exec, attach,
 //! port-forward) handed to the node agent ([`streams`]), with kubectl's port-forward over
 //! SPDY/3.1 ([`spdy`], [`portforward`]).
@@ -16,6 +17,8 @@
 #![warn(missing_docs)]
 
 pub mod apply;
+pub mod batch;
+pub mod cron;
 pub mod http;
 pub mod objects;
 pub mod openapi;

@@ -338,6 +338,7 @@ impl Objects {
             check_pod(&obj)?;
         }
         crate::workloads::check(r, &obj)?;
+        crate::batch::check(r, &obj)?;
         // A Service's address and node ports are taken and stored under one lock.
         let _allocation = if r.kind == "Service" {
             crate::services::check(&obj)?;
@@ -429,7 +430,10 @@ impl Objects {
         rev: Revision,
         o: &WriteOptions,
     ) -> Result<Value> {
-        if matches!(r.kind, "Deployment" | "ReplicaSet" | "Service") {
+        if matches!(
+            r.kind,
+            "Deployment" | "ReplicaSet" | "Service" | "Job" | "CronJob"
+        ) {
             // Defaults apply to every write of these kinds, as Kubernetes decodes them: a
             // template changed by a patch compares equal to its ReplicaSet's.
             validate::defaults(r, &mut new);
@@ -451,6 +455,7 @@ impl Objects {
             check_pod(&new)?;
         }
         crate::workloads::check(r, &new)?;
+        crate::batch::check(r, &new)?;
         if strip_for_generation(old) != strip_for_generation(&new) {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(0);
             new["metadata"]["generation"] = json!(g + 1);

@@ -140,8 +140,101 @@ fn columns(kind: &str) -> Vec<Column> {
             ("Images", "string", 1),
             ("Selector", "string", 1),
         ],
+        "Job" => vec![
+            ("Name", "string", 0),
+            ("Status", "string", 0),
+            ("Completions", "string", 0),
+            ("Duration", "string", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
+        "CronJob" => vec![
+            ("Name", "string", 0),
+            ("Schedule", "string", 0),
+            ("Timezone", "string", 0),
+            ("Suspend", "boolean", 0),
+            ("Active", "integer", 0),
+            ("Last Schedule", "string", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
         _ => vec![("Name", "string", 0), ("Age", "string", 0)],
     }
+}
+
+fn has_condition(v: &Value, ty: &str) -> bool {
+    v["status"]["conditions"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == ty && c["status"] == "True"))
+}
+
+fn job_cells(v: &Value, name: Value, created: String) -> Vec<Value> {
+    let st = &v["status"];
+    let status = ["Complete", "Failed", "Suspended"]
+        .into_iter()
+        .find(|c| has_condition(v, c))
+        .unwrap_or("Running");
+    let succeeded = st["succeeded"].as_i64().unwrap_or(0);
+    let parallelism = v["spec"]["parallelism"].as_i64().unwrap_or(1);
+    let completions = match v["spec"]["completions"].as_i64() {
+        Some(c) => format!("{succeeded}/{c}"),
+        None if parallelism > 1 => format!("{succeeded}/1 of {parallelism}"),
+        None => format!("{succeeded}/1"),
+    };
+    let start = st["startTime"].as_str().and_then(parse_rfc3339);
+    let end = st["completionTime"]
+        .as_str()
+        .and_then(parse_rfc3339)
+        .unwrap_or_else(now);
+    let duration = start.map(|s| human_duration(end - s)).unwrap_or_default();
+    let mut row = vec![
+        name,
+        json!(status),
+        json!(completions),
+        json!(duration),
+        json!(created),
+    ];
+    row.extend(template_cells(v));
+    row
+}
+
+fn cron_job_cells(v: &Value, name: Value, created: String) -> Vec<Value> {
+    let spec = &v["spec"];
+    let last = match v["status"]["lastScheduleTime"].as_str() {
+        Some(t) => age(&json!(t)),
+        None => "<none>".into(),
+    };
+    let cs = spec["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let join = |f: &str| cs.iter().map(|c| s(&c[f])).collect::<Vec<_>>().join(",");
+    let selector = crate::workloads::selector_string(&spec["jobTemplate"]["spec"]["selector"]);
+    vec![
+        name,
+        json!(s(&spec["schedule"])),
+        json!(spec["timeZone"].as_str().unwrap_or("<none>")),
+        // Kubernetes' printer writes the flag as a word.
+        json!(if spec["suspend"] == json!(true) {
+            "True"
+        } else {
+            "False"
+        }),
+        json!(v["status"]["active"].as_array().map_or(0, Vec::len)),
+        json!(last),
+        json!(created),
+        json!(join("name")),
+        json!(join("image")),
+        json!(if selector.is_empty() {
+            "<none>".into()
+        } else {
+            selector
+        }),
+    ]
 }
 
 /// Up to three items, then how many more, as kubectl prints endpoints; `<none>` for none.
@@ -615,6 +708,8 @@ fn cells(r: &Resource, v: &Value) -> Vec<Value> {
             row.extend(template_cells(v));
             row
         }
+        "Job" => job_cells(v, name, created),
+        "CronJob" => cron_job_cells(v, name, created),
         _ => vec![name, json!(created)],
     }
 }

@@ -6,7 +6,8 @@
 //! propagation), and the volume controller ([`volumes`]: claims bound to volumes, corral
 //! named volumes provisioned for them, released volumes reclaimed; [`claims`] is what the
 //! scheduler asks of a pod's claims), and the workload controllers ([`replicasets`]: a
-//! ReplicaSet's pods; [`deployments`]: a Deployment's ReplicaSets and its rollouts), and the
+//! ReplicaSet's pods; [`deployments`]: a Deployment's ReplicaSets and its rollouts; [`jobs`]:
+//! a Job's pods run to completion; [`cronjobs`]: Jobs made on a schedule), and the
 //! endpoints controller ([`endpoints`]: the Endpoints and EndpointSlices of Services). They
 //! read and write the store directly ([`kv`]), as the API server does.
 //! Does not own the API (corral-api) or running pods (corral-node).
@@ -14,9 +15,11 @@
 #![warn(missing_docs)]
 
 pub mod claims;
+pub mod cronjobs;
 pub mod deployments;
 pub mod endpoints;
 pub mod gc;
+pub mod jobs;
 pub mod kv;
 pub mod namespaces;
 pub mod quantity;

@@ -137,6 +137,8 @@ async fn serve(
             store.clone(),
             stop.clone(),
         )),
+        tokio::spawn(corral_control::jobs::run(store.clone(), stop.clone())),
+        tokio::spawn(corral_control::cronjobs::run(store.clone(), stop.clone())),
         tokio::spawn(corral_control::endpoints::run(store.clone(), stop.clone())),
         tokio::spawn(corral_node::proxy::run(
             store.clone(),
