@@ -616,7 +616,8 @@ pub fn load(o: &LoadOptions) -> Result<Project, ComposeError> {
             .unwrap_or_else(|| dir.clone());
         let dir = &sdir;
         let mut s = model::service(n, v, dir)?;
-        // env_file: each file's variables, under `environment`.
+        // env_file: each file's variables, under `environment`; for a variable in more than
+        // one file, the last file's value stands (the Compose Specification, `env_file`).
         if let Some(files) = v.get("env_file") {
             let list: Vec<String> = match files {
                 Value::String(s) => vec![s.clone()],
@@ -630,14 +631,16 @@ pub fn load(o: &LoadOptions) -> Result<Project, ComposeError> {
                     .collect(),
                 _ => Vec::new(),
             };
+            let mut from_files = BTreeMap::new();
             for f in list {
                 let p = dir.join(&f);
                 let text = std::fs::read_to_string(&p).map_err(|e| {
                     ComposeError::Invalid(format!("services.{n}.env_file {}: {e}", p.display()))
                 })?;
-                for (k, val) in interpolate::dotenv(&text) {
-                    s.environment.entry(k).or_insert(Some(val));
-                }
+                from_files.extend(interpolate::dotenv(&text));
+            }
+            for (k, val) in from_files {
+                s.environment.entry(k).or_insert(Some(val));
             }
         }
         // A variable named without a value takes the environment's, or is left out.
@@ -859,6 +862,28 @@ mod tests {
             cwd: dir,
             ..Default::default()
         })
+    }
+
+    #[test]
+    fn env_files_later_wins_and_environment_wins_over_all() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().to_path_buf();
+        std::fs::write(
+            dir.join("compose.yaml"),
+            "services:\n  app:\n    image: x\n    env_file: [a.env, b.env]\n    environment:\n      SET: here\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("a.env"), "ONLY_A=a\nBOTH=a\nSET=a\n").unwrap();
+        std::fs::write(dir.join("b.env"), "BOTH=b\nSET=b\n").unwrap();
+        let p = load(&LoadOptions {
+            cwd: dir,
+            ..Default::default()
+        })
+        .unwrap();
+        let env = &p.services["app"].environment;
+        assert_eq!(env["ONLY_A"], Some("a".into()));
+        assert_eq!(env["BOTH"], Some("b".into()), "the last env_file stands");
+        assert_eq!(env["SET"], Some("here".into()), "environment: wins");
     }
 
     #[test]
