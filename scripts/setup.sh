@@ -8,12 +8,16 @@ cd "$(dirname "$0")/.."
 # benchmarks drive (podman, skopeo, docker-registry); for VMs: QEMU, Debian's cloud kernel
 # (the guest kernel of image VMs), firmware (SeaBIOS comes with QEMU, OVMF for UEFI), and what
 # the tests build bootable disks and cloud-init seeds with (debootstrap: the real Debian 12
-# disk of tests/vm_debian.rs, tests/src/debian12-disk.sh; ssh to reach it).
+# disk of tests/vm_debian.rs, tests/src/debian12-disk.sh; ssh to reach it). podman-compose, the
+# peer of `corral compose` (tests/compose_peer.rs, benches/compose.sh), needs netavark and
+# aardvark-dns for DNS by service name (Debian's CNI plugins have no dnsname) and catatonit
+# for `init: true`.
 PACKAGES=(
   ca-certificates tar zstd gzip e2fsprogs util-linux iproute2 procps nftables
   gcc libc6-dev pkg-config
   busybox-static
   podman buildah skopeo docker-registry apache2-utils containerd tmux
+  netavark aardvark-dns catatonit
   hyperfine runc crun python3 iperf3 sockperf strace
   qemu-system-x86 qemu-utils linux-image-cloud-amd64 ovmf
   extlinux syslinux-common genisoimage cpio fdisk
@@ -75,9 +79,11 @@ if ! command -v virtiofsd >/dev/null 2>&1 && [ ! -x /usr/libexec/virtiofsd ]; th
 fi
 
 # Python clients the tests drive (vncdotool: a real VNC client for VMs' screens; kubectl and
-# the official Kubernetes client for `corral serve`), pinned, in
-# a virtual environment of the project's own.
-if [ ! -x .venv/bin/vncdo ] || ! cmp -s scripts/requirements-test.txt .venv/requirements-test.txt; then
+# the official Kubernetes client for `corral serve`; podman-compose, the peer of `corral
+# compose` — 1.6 or newer: Debian's 1.0.3 cannot detect changes), pinned, in a virtual
+# environment of the project's own.
+if [ ! -x .venv/bin/vncdo ] || [ ! -x .venv/bin/podman-compose ] \
+  || ! cmp -s scripts/requirements-test.txt .venv/requirements-test.txt; then
   echo "setup: making .venv (scripts/requirements-test.txt)"
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r scripts/requirements-test.txt

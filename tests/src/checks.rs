@@ -227,6 +227,9 @@ impl PodmanPeer {
             .arg(base.join("runroot"))
             .arg("--tmpdir")
             .arg(base.join("tmp"))
+            // Network definitions and netavark's lock in the temp dir, not /etc/containers.
+            .arg("--network-config-dir")
+            .arg(base.join("net"))
             .args([
                 "--storage-driver",
                 "vfs",

@@ -20,6 +20,8 @@
 //! - [`hostile`]: tarballs that try to write outside the layer they are unpacked into;
 //! - [`registry`]: Debian's `docker-registry` on loopback and a throttling TCP proxy in front;
 //! - [`podman`]: podman with a private, throw-away store;
+//! - [`podman_compose`]: podman-compose over podman on netavark, with a private store and
+//!   network config, whose guard also removes what netavark leaves on the host;
 //! - [`debian`]: a real Debian 12 disk (debootstrap: systemd, cloud-init, sshd), built once per
 //!   machine and cached, for VM tests as a sysadmin runs them;
 //! - [`engine`]: images with users, stop signals and volumes in their config, docker's
@@ -55,6 +57,7 @@ pub mod mounts;
 pub mod netns;
 pub mod networks;
 pub mod podman;
+pub mod podman_compose;
 pub mod process;
 pub mod registry;
 pub mod runtime;

@@ -60,6 +60,9 @@ impl Podman {
             ])
             .arg("--tmpdir")
             .arg(base.join("tmp"))
+            // Network definitions and netavark's lock in the temp dir, not /etc/containers.
+            .arg("--network-config-dir")
+            .arg(base.join("net"))
             .args(args)
             // conmon writes a file named `oom` into its working directory when the container
             // is OOM-killed: the scratch dir, not the test's checkout.

@@ -394,6 +394,9 @@ impl PodmanOnCorral {
             .arg(self.base.join("runroot"))
             .arg("--tmpdir")
             .arg(self.base.join("tmp"))
+            // Network definitions and netavark's lock in the temp dir, not /etc/containers.
+            .arg("--network-config-dir")
+            .arg(self.base.join("net"))
             .args([
                 "--storage-driver",
                 "vfs",
