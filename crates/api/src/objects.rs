@@ -432,7 +432,13 @@ impl Objects {
     ) -> Result<Value> {
         if matches!(
             r.kind,
-            "Deployment" | "ReplicaSet" | "Service" | "Job" | "CronJob"
+            "Deployment"
+                | "ReplicaSet"
+                | "StatefulSet"
+                | "DaemonSet"
+                | "Service"
+                | "Job"
+                | "CronJob"
         ) {
             // Defaults apply to every write of these kinds, as Kubernetes decodes them: a
             // template changed by a patch compares equal to its ReplicaSet's.

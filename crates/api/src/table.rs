@@ -140,6 +140,26 @@ fn columns(kind: &str) -> Vec<Column> {
             ("Images", "string", 1),
             ("Selector", "string", 1),
         ],
+        "StatefulSet" => vec![
+            ("Name", "string", 0),
+            ("Ready", "string", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+        ],
+        "DaemonSet" => vec![
+            ("Name", "string", 0),
+            ("Desired", "integer", 0),
+            ("Current", "integer", 0),
+            ("Ready", "integer", 0),
+            ("Up-to-date", "integer", 0),
+            ("Available", "integer", 0),
+            ("Node Selector", "string", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
         "Job" => vec![
             ("Name", "string", 0),
             ("Status", "string", 0),
@@ -703,6 +723,48 @@ fn cells(r: &Resource, v: &Value) -> Vec<Value> {
                 json!(v["spec"]["replicas"].as_i64().unwrap_or(0)),
                 json!(st["replicas"].as_i64().unwrap_or(0)),
                 json!(st["readyReplicas"].as_i64().unwrap_or(0)),
+                json!(created),
+            ];
+            row.extend(template_cells(v));
+            row
+        }
+        "StatefulSet" => {
+            let [containers, images, _] = template_cells(v);
+            vec![
+                name,
+                json!(format!(
+                    "{}/{}",
+                    v["status"]["readyReplicas"].as_i64().unwrap_or(0),
+                    v["spec"]["replicas"].as_i64().unwrap_or(0)
+                )),
+                json!(created),
+                containers,
+                images,
+            ]
+        }
+        "DaemonSet" => {
+            let st = &v["status"];
+            let n = |f: &str| json!(st[f].as_i64().unwrap_or(0));
+            let sel: Vec<String> = v["spec"]["template"]["spec"]["nodeSelector"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, x)| format!("{k}={}", x.as_str().unwrap_or("")))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut row = vec![
+                name,
+                n("desiredNumberScheduled"),
+                n("currentNumberScheduled"),
+                n("numberReady"),
+                n("updatedNumberScheduled"),
+                n("numberAvailable"),
+                json!(if sel.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    sel.join(",")
+                }),
                 json!(created),
             ];
             row.extend(template_cells(v));

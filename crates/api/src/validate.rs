@@ -368,7 +368,9 @@ pub fn defaults(r: &Resource, obj: &mut Value) {
                 set_default(st, "phase", json!("Pending"));
             }
         }
-        "Deployment" | "ReplicaSet" => crate::workloads::defaults(r.kind, obj),
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => {
+            crate::workloads::defaults(r.kind, obj)
+        }
         "Job" | "CronJob" => crate::batch::defaults(r.kind, obj),
         "Service" => crate::services::defaults(obj),
         _ => {}
@@ -480,7 +482,9 @@ pub fn check_update(r: &Resource, old: &Value, new: &Value) -> Result<(), ApiErr
                 ));
             }
         }
-        "Deployment" | "ReplicaSet" => crate::workloads::check_update(r, old, new)?,
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => {
+            crate::workloads::check_update(r, old, new)?
+        }
         "Job" => crate::batch::check_update(r, old, new)?,
         "ConfigMap" | "Secret" if old["immutable"] == json!(true) => {
             let same = ["data", "binaryData", "stringData", "immutable"]

@@ -1,7 +1,7 @@
-//! The workload kinds' API rules (`apps/v1` Deployment and ReplicaSet): what a create
-//! defaults, what a write must satisfy (a selector that selects the template's labels), what
-//! may not change, and the `/scale` subresource (`autoscaling/v1` Scale) that `kubectl scale`
-//! and autoscalers use.
+//! The workload kinds' API rules (`apps/v1` Deployment, ReplicaSet, StatefulSet and
+//! DaemonSet): what a create defaults, what a write must satisfy (a selector that selects the
+//! template's labels), what may not change, and the `/scale` subresource (`autoscaling/v1`
+//! Scale) that `kubectl scale` and autoscalers use.
 
 use serde_json::{json, Map, Value};
 
@@ -18,12 +18,61 @@ fn set_default(m: &mut Map<String, Value>, k: &str, v: Value) {
     }
 }
 
-/// Kubernetes' defaults for a Deployment or ReplicaSet on create.
+/// Kubernetes' defaults for a workload on create (and every write).
 pub(crate) fn defaults(kind: &str, obj: &mut Value) {
     let Some(spec) = obj["spec"].as_object_mut() else {
         return;
     };
-    set_default(spec, "replicas", json!(1));
+    if kind != "DaemonSet" {
+        set_default(spec, "replicas", json!(1));
+    }
+    if kind == "StatefulSet" {
+        set_default(spec, "podManagementPolicy", json!("OrderedReady"));
+        set_default(spec, "revisionHistoryLimit", json!(10));
+        set_default(
+            spec,
+            "persistentVolumeClaimRetentionPolicy",
+            json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+        );
+        let st = spec.entry("updateStrategy").or_insert(json!({}));
+        if let Some(st) = st.as_object_mut() {
+            set_default(st, "type", json!("RollingUpdate"));
+            if st["type"] == "RollingUpdate" {
+                let ru = st.entry("rollingUpdate").or_insert(json!({}));
+                if let Some(ru) = ru.as_object_mut() {
+                    set_default(ru, "partition", json!(0));
+                }
+            }
+        }
+        for t in spec
+            .get_mut("volumeClaimTemplates")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(ts) = t.get_mut("spec").and_then(Value::as_object_mut) {
+                set_default(ts, "volumeMode", json!("Filesystem"));
+            }
+            if let Some(t) = t.as_object_mut() {
+                set_default(t, "apiVersion", json!("v1"));
+                set_default(t, "kind", json!("PersistentVolumeClaim"));
+            }
+        }
+    }
+    if kind == "DaemonSet" {
+        set_default(spec, "revisionHistoryLimit", json!(10));
+        let st = spec.entry("updateStrategy").or_insert(json!({}));
+        if let Some(st) = st.as_object_mut() {
+            set_default(st, "type", json!("RollingUpdate"));
+            if st["type"] == "RollingUpdate" {
+                let ru = st.entry("rollingUpdate").or_insert(json!({}));
+                if let Some(ru) = ru.as_object_mut() {
+                    set_default(ru, "maxUnavailable", json!(1));
+                    set_default(ru, "maxSurge", json!(0));
+                }
+            }
+        }
+    }
     if kind == "Deployment" {
         set_default(spec, "revisionHistoryLimit", json!(10));
         set_default(spec, "progressDeadlineSeconds", json!(600));
@@ -48,11 +97,13 @@ pub(crate) fn defaults(kind: &str, obj: &mut Value) {
     }
 }
 
-/// A Deployment's or ReplicaSet's own rules: a selector that is not empty and selects the
-/// template's labels, a pod template that is a valid pod, replicas not negative, a strategy
-/// that makes sense.
+/// A workload's own rules: a selector that is not empty and selects the template's labels,
+/// a pod template that is a valid pod, replicas not negative, a strategy that makes sense.
 pub(crate) fn check(r: &Resource, v: &Value) -> Result<(), ApiError> {
-    if !matches!(r.kind, "Deployment" | "ReplicaSet") {
+    if !matches!(
+        r.kind,
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet"
+    ) {
         return Ok(());
     }
     let name = v["metadata"]["name"].as_str().unwrap_or("");
@@ -102,6 +153,28 @@ pub(crate) fn check(r: &Resource, v: &Value) -> Result<(), ApiError> {
             ),
         ));
     }
+    if r.kind == "StatefulSet" {
+        causes.extend(stateful_set_causes(spec));
+    }
+    if r.kind == "DaemonSet" {
+        let st = &spec["updateStrategy"];
+        match st["type"].as_str() {
+            None | Some("OnDelete") => {}
+            Some("RollingUpdate") => {
+                let mu = int_or_percent(&st["rollingUpdate"]["maxUnavailable"]);
+                if mu.is_none() && !st["rollingUpdate"]["maxUnavailable"].is_null() {
+                    causes.push((
+                        "spec.updateStrategy.rollingUpdate.maxUnavailable".into(),
+                        "Invalid value: must be an integer or a percentage (e.g. '25%')".into(),
+                    ));
+                }
+            }
+            Some(other) => causes.push((
+                "spec.updateStrategy.type".into(),
+                format!("Unsupported value: \"{other}\": supported values: \"OnDelete\", \"RollingUpdate\""),
+            )),
+        }
+    }
     if r.kind == "Deployment" {
         let st = &spec["strategy"];
         match st["type"].as_str() {
@@ -146,8 +219,100 @@ pub(crate) fn check(r: &Resource, v: &Value) -> Result<(), ApiError> {
     }
 }
 
-/// `apps/v1` selectors do not change after create.
+/// A StatefulSet's own rules: its policies, and claim templates that are claims.
+fn stateful_set_causes(spec: &Value) -> Vec<(String, String)> {
+    let mut causes = Vec::new();
+    match spec["podManagementPolicy"].as_str() {
+        None | Some("OrderedReady" | "Parallel") => {}
+        Some(other) => causes.push((
+            "spec.podManagementPolicy".into(),
+            format!(
+                "Unsupported value: \"{other}\": supported values: \"OrderedReady\", \"Parallel\""
+            ),
+        )),
+    }
+    let st = &spec["updateStrategy"];
+    match st["type"].as_str() {
+        None | Some("OnDelete") => {}
+        Some("RollingUpdate") => {
+            if st["rollingUpdate"]["partition"]
+                .as_i64()
+                .is_some_and(|p| p < 0)
+            {
+                causes.push((
+                    "spec.updateStrategy.rollingUpdate.partition".into(),
+                    "Invalid value: must be greater than or equal to 0".into(),
+                ));
+            }
+        }
+        Some(other) => causes.push((
+            "spec.updateStrategy.type".into(),
+            format!(
+                "Unsupported value: \"{other}\": supported values: \"OnDelete\", \"RollingUpdate\""
+            ),
+        )),
+    }
+    for (i, t) in spec["volumeClaimTemplates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let at = format!("spec.volumeClaimTemplates[{i}]");
+        if t["metadata"]["name"].as_str().is_none_or(str::is_empty) {
+            causes.push((format!("{at}.metadata.name"), "Required value".into()));
+        }
+        if t["spec"]["accessModes"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+        {
+            causes.push((
+                format!("{at}.spec.accessModes"),
+                "Required value: at least 1 access mode is required".into(),
+            ));
+        }
+        if t["spec"]["resources"]["requests"]["storage"].is_null() {
+            causes.push((
+                format!("{at}.spec.resources[storage]"),
+                "Required value".into(),
+            ));
+        }
+    }
+    causes
+}
+
+/// `apps/v1` selectors do not change after create; a StatefulSet changes only its replicas,
+/// ordinals, template, update strategy, claim retention policy and `minReadySeconds`.
 pub(crate) fn check_update(r: &Resource, old: &Value, new: &Value) -> Result<(), ApiError> {
+    if r.kind == "StatefulSet" {
+        let strip = |v: &Value| {
+            let mut s = v["spec"].clone();
+            if let Some(m) = s.as_object_mut() {
+                for f in [
+                    "replicas",
+                    "ordinals",
+                    "template",
+                    "updateStrategy",
+                    "persistentVolumeClaimRetentionPolicy",
+                    "minReadySeconds",
+                ] {
+                    m.remove(f);
+                }
+            }
+            s
+        };
+        if strip(old) != strip(new) {
+            let name = new["metadata"]["name"].as_str().unwrap_or("");
+            return Err(ApiError::invalid(
+                r.kind,
+                name,
+                vec![(
+                    "spec".into(),
+                    "Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden".into(),
+                )],
+            ));
+        }
+    }
     if old["spec"]["selector"] != new["spec"]["selector"] {
         let name = new["metadata"]["name"].as_str().unwrap_or("");
         return Err(ApiError::invalid(
@@ -217,7 +382,7 @@ pub fn selector_string(sel: &Value) -> String {
         .unwrap_or_default()
 }
 
-/// The `autoscaling/v1` Scale of a Deployment or ReplicaSet.
+/// The `autoscaling/v1` Scale of a Deployment, ReplicaSet or StatefulSet.
 pub fn scale_of(v: &Value) -> Value {
     let m = &v["metadata"];
     json!({

@@ -7,7 +7,8 @@
 //! named volumes provisioned for them, released volumes reclaimed; [`claims`] is what the
 //! scheduler asks of a pod's claims), and the workload controllers ([`replicasets`]: a
 //! ReplicaSet's pods; [`deployments`]: a Deployment's ReplicaSets and its rollouts; [`jobs`]:
-//! a Job's pods run to completion; [`cronjobs`]: Jobs made on a schedule), and the
+//! a Job's pods run to completion; [`cronjobs`]: Jobs made on a schedule; [`statefulsets`]:
+//! pods with stable names and their own claims; [`daemonsets`]: a pod on each node), and the
 //! endpoints controller ([`endpoints`]: the Endpoints and EndpointSlices of Services). They
 //! read and write the store directly ([`kv`]), as the API server does.
 //! Does not own the API (corral-api) or running pods (corral-node).
@@ -16,6 +17,7 @@
 
 pub mod claims;
 pub mod cronjobs;
+pub mod daemonsets;
 pub mod deployments;
 pub mod endpoints;
 pub mod gc;
@@ -25,4 +27,5 @@ pub mod namespaces;
 pub mod quantity;
 pub mod replicasets;
 pub mod scheduler;
+pub mod statefulsets;
 pub mod volumes;

@@ -159,6 +159,26 @@ fn affinity_matches(pod: &Value, node: &Value) -> bool {
     })
 }
 
+/// Whether `pod` may go to `node` by its node selector, its required node affinity and the
+/// node's `NoSchedule`/`NoExecute` taints: what a DaemonSet asks of a node (readiness and
+/// room aside).
+pub(crate) fn selects_node(pod: &Value, node: &Value) -> bool {
+    if let Some(sel) = pod["spec"]["nodeSelector"].as_object() {
+        if sel.iter().any(|(k, v)| label(node, k) != v.as_str()) {
+            return false;
+        }
+    }
+    affinity_matches(pod, node)
+        && node["spec"]["taints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|t| {
+                !matches!(t["effect"].as_str(), Some("NoSchedule" | "NoExecute"))
+                    || tolerates(pod, t)
+            })
+}
+
 fn tolerates(pod: &Value, taint: &Value) -> bool {
     let tols = pod["spec"]["tolerations"]
         .as_array()
@@ -189,7 +209,8 @@ fn misfit(cfg: &SchedulerConfig, pod: &Value, n: &NodeState, req: (i64, i64)) ->
     if !ready {
         return Some("node(s) had untolerated taint {node.kubernetes.io/not-ready: }".into());
     }
-    if node["spec"]["unschedulable"] == json!(true) {
+    let cordon = json!({"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"});
+    if node["spec"]["unschedulable"] == json!(true) && !tolerates(pod, &cordon) {
         return Some("node(s) were unschedulable".into());
     }
     if let Some(sel) = pod["spec"]["nodeSelector"].as_object() {

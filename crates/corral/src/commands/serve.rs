@@ -138,6 +138,11 @@ async fn serve(
             stop.clone(),
         )),
         tokio::spawn(corral_control::jobs::run(store.clone(), stop.clone())),
+        tokio::spawn(corral_control::statefulsets::run(
+            store.clone(),
+            stop.clone(),
+        )),
+        tokio::spawn(corral_control::daemonsets::run(store.clone(), stop.clone())),
         tokio::spawn(corral_control::cronjobs::run(store.clone(), stop.clone())),
         tokio::spawn(corral_control::endpoints::run(store.clone(), stop.clone())),
         tokio::spawn(corral_node::proxy::run(
