@@ -216,7 +216,7 @@ impl Drop for Serve {
             // Controllers first, or they make the pods again.
             let _ = self.kubectl(&[
                 "delete",
-                "cronjobs,jobs,statefulsets,daemonsets,deployments,replicasets,services",
+                "horizontalpodautoscalers,cronjobs,jobs,statefulsets,daemonsets,deployments,replicasets,services",
                 "--all",
                 "-A",
                 "--wait=true",

@@ -385,6 +385,12 @@ async fn route(st: &Arc<ApiState>, req: Request) -> Result<Response, ApiError> {
             return Err(ApiError::no_route());
         }
     }
+    if r.read_only() && method != Method::GET {
+        return Err(ApiError::method_not_allowed(format!(
+            "{} are read-only: the node agents write them",
+            r.qualified()
+        )));
+    }
     let ns = t.namespace;
     let table = accepts(&headers, "as=Table");
     let include_object = q

@@ -302,6 +302,42 @@ pub static RESOURCES: &[Resource] = &[
         fields: &[],
     },
     Resource {
+        group: "autoscaling",
+        version: "v2",
+        kind: "HorizontalPodAutoscaler",
+        plural: "horizontalpodautoscalers",
+        singular: "horizontalpodautoscaler",
+        namespaced: true,
+        short: &["hpa"],
+        categories: &["all"],
+        subresources: &["status"],
+        fields: &[],
+    },
+    Resource {
+        group: "metrics.k8s.io",
+        version: "v1beta1",
+        kind: "PodMetrics",
+        plural: "pods",
+        singular: "",
+        namespaced: true,
+        short: &[],
+        categories: &[],
+        subresources: &[],
+        fields: &[],
+    },
+    Resource {
+        group: "metrics.k8s.io",
+        version: "v1beta1",
+        kind: "NodeMetrics",
+        plural: "nodes",
+        singular: "",
+        namespaced: false,
+        short: &[],
+        categories: &[],
+        subresources: &[],
+        fields: &[],
+    },
+    Resource {
         group: "node.k8s.io",
         version: "v1",
         kind: "RuntimeClass",
@@ -328,6 +364,20 @@ pub static RESOURCES: &[Resource] = &[
 ];
 
 impl Resource {
+    /// Whether the resource is read-only (resource metrics, written by the node agents).
+    pub fn read_only(&self) -> bool {
+        self.group == "metrics.k8s.io"
+    }
+
+    /// The verbs it supports.
+    pub fn verbs(&self) -> &'static [&'static str] {
+        if self.read_only() {
+            READ_ONLY_VERBS
+        } else {
+            VERBS
+        }
+    }
+
     /// `group/version`, or `version` for the core group.
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {
@@ -389,6 +439,17 @@ fn groups() -> Vec<&'static str> {
     gs
 }
 
+/// The one version served of group `g`.
+fn group_version(g: &str) -> &'static str {
+    RESOURCES
+        .iter()
+        .find(|r| r.group == g)
+        .map_or("v1", |r| r.version)
+}
+
+/// What may be done to resources of the read-only groups (metrics).
+const READ_ONLY_VERBS: &[&str] = &["get", "list"];
+
 /// `/api`: the legacy group's versions.
 pub fn api_versions() -> Value {
     json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]})
@@ -400,8 +461,9 @@ pub fn api_group_list() -> Value {
         .into_iter()
         .filter(|g| !g.is_empty())
         .map(|g| {
-            let gv = format!("{g}/v1");
-            json!({"name": g, "versions": [{"groupVersion": gv, "version": "v1"}], "preferredVersion": {"groupVersion": gv, "version": "v1"}})
+            let v = group_version(g);
+            let gv = format!("{g}/{v}");
+            json!({"name": g, "versions": [{"groupVersion": gv, "version": v}], "preferredVersion": {"groupVersion": gv, "version": v}})
         })
         .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
@@ -416,7 +478,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     {
         list.push(json!({
             "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
-            "verbs": VERBS, "shortNames": r.short, "categories": r.categories,
+            "verbs": r.verbs(), "shortNames": r.short, "categories": r.categories,
         }));
         for s in r.subresources {
             let kind = match *s {
@@ -475,13 +537,13 @@ pub fn aggregated(core: bool) -> Value {
                     "resource": r.plural, "singularResource": r.singular,
                     "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
                     "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
-                    "verbs": VERBS, "shortNames": r.short, "categories": r.categories, "subresources": subs,
+                    "verbs": r.verbs(), "shortNames": r.short, "categories": r.categories, "subresources": subs,
                 })
             })
             .collect();
         items.push(json!({
             "metadata": {"name": g, "creationTimestamp": null},
-            "versions": [{"version": "v1", "resources": resources, "freshness": "Current"}],
+            "versions": [{"version": group_version(g), "resources": resources, "freshness": "Current"}],
         }));
     }
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})

@@ -160,6 +160,15 @@ fn columns(kind: &str) -> Vec<Column> {
             ("Images", "string", 1),
             ("Selector", "string", 1),
         ],
+        "HorizontalPodAutoscaler" => vec![
+            ("Name", "string", 0),
+            ("Reference", "string", 0),
+            ("Targets", "string", 0),
+            ("MinPods", "string", 0),
+            ("MaxPods", "integer", 0),
+            ("Replicas", "integer", 0),
+            ("Age", "string", 0),
+        ],
         "Job" => vec![
             ("Name", "string", 0),
             ("Status", "string", 0),
@@ -190,6 +199,63 @@ fn has_condition(v: &Value, ty: &str) -> bool {
     v["status"]["conditions"]
         .as_array()
         .is_some_and(|cs| cs.iter().any(|c| c["type"] == ty && c["status"] == "True"))
+}
+
+/// `cpu: 12%/50%`, as kubectl shows an autoscaler's metrics (`<unknown>` before the first
+/// reading).
+fn hpa_cells(v: &Value, name: Value, created: String) -> Vec<Value> {
+    let spec = &v["spec"];
+    let current = v["status"]["currentMetrics"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let targets: Vec<String> = spec["metrics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            let src = if m["type"] == "ContainerResource" {
+                "containerResource"
+            } else {
+                "resource"
+            };
+            let res = m[src]["name"].as_str().unwrap_or("?");
+            let t = &m[src]["target"];
+            let cur = current
+                .iter()
+                .find(|c| c[src]["name"] == res)
+                .map(|c| &c[src]["current"]);
+            if t["type"] == "Utilization" {
+                let now = cur
+                    .and_then(|c| c["averageUtilization"].as_i64())
+                    .map_or("<unknown>".to_string(), |u| format!("{u}%"));
+                format!(
+                    "{res}: {now}/{}%",
+                    t["averageUtilization"].as_i64().unwrap_or(0)
+                )
+            } else {
+                let now = cur
+                    .and_then(|c| c["averageValue"].as_str())
+                    .unwrap_or("<unknown>")
+                    .to_string();
+                format!("{res}: {now}/{}", s(&t["averageValue"]))
+            }
+        })
+        .collect();
+    let r = &spec["scaleTargetRef"];
+    vec![
+        name,
+        json!(format!("{}/{}", s(&r["kind"]), s(&r["name"]))),
+        json!(if targets.is_empty() {
+            "<none>".into()
+        } else {
+            targets.join(", ")
+        }),
+        json!(spec["minReplicas"].as_i64().unwrap_or(1).to_string()),
+        json!(spec["maxReplicas"].as_i64().unwrap_or(0)),
+        json!(v["status"]["currentReplicas"].as_i64().unwrap_or(0)),
+        json!(created),
+    ]
 }
 
 fn job_cells(v: &Value, name: Value, created: String) -> Vec<Value> {
@@ -770,6 +836,7 @@ fn cells(r: &Resource, v: &Value) -> Vec<Value> {
             row.extend(template_cells(v));
             row
         }
+        "HorizontalPodAutoscaler" => hpa_cells(v, name, created),
         "Job" => job_cells(v, name, created),
         "CronJob" => cron_job_cells(v, name, created),
         _ => vec![name, json!(created)],

@@ -372,6 +372,7 @@ pub fn defaults(r: &Resource, obj: &mut Value) {
             crate::workloads::defaults(r.kind, obj)
         }
         "Job" | "CronJob" => crate::batch::defaults(r.kind, obj),
+        "HorizontalPodAutoscaler" => crate::autoscaling::defaults(obj),
         "Service" => crate::services::defaults(obj),
         _ => {}
     }

@@ -8,7 +8,8 @@
 //! scheduler asks of a pod's claims), and the workload controllers ([`replicasets`]: a
 //! ReplicaSet's pods; [`deployments`]: a Deployment's ReplicaSets and its rollouts; [`jobs`]:
 //! a Job's pods run to completion; [`cronjobs`]: Jobs made on a schedule; [`statefulsets`]:
-//! pods with stable names and their own claims; [`daemonsets`]: a pod on each node), and the
+//! pods with stable names and their own claims; [`daemonsets`]: a pod on each node; [`hpa`]:
+//! replicas that follow CPU and memory use), and the
 //! endpoints controller ([`endpoints`]: the Endpoints and EndpointSlices of Services). They
 //! read and write the store directly ([`kv`]), as the API server does.
 //! Does not own the API (corral-api) or running pods (corral-node).
@@ -21,6 +22,7 @@ pub mod daemonsets;
 pub mod deployments;
 pub mod endpoints;
 pub mod gc;
+pub mod hpa;
 pub mod jobs;
 pub mod kv;
 pub mod namespaces;

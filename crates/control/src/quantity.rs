@@ -15,7 +15,7 @@ pub fn bytes(q: &str) -> Option<i64> {
 /// A quantity as a number of units.
 fn value(q: &str) -> Option<f64> {
     let q = q.trim();
-    let suffixes: [(&str, f64); 13] = [
+    let suffixes: [(&str, f64); 15] = [
         ("Ki", 1024.0),
         ("Mi", 1024f64.powi(2)),
         ("Gi", 1024f64.powi(3)),
@@ -29,6 +29,8 @@ fn value(q: &str) -> Option<f64> {
         ("P", 1e15),
         ("E", 1e18),
         ("m", 1e-3),
+        ("u", 1e-6),
+        ("n", 1e-9),
     ];
     for (s, mul) in suffixes {
         if let Some(n) = q.strip_suffix(s) {

@@ -33,6 +33,7 @@ impl NodeAgent {
         tracing::info!(node = %self.cfg.node_name, root = %self.engine.root().display(), "node agent starting");
         let heartbeat = tokio::spawn(self.clone().heartbeat(shutdown.clone()));
         let reclaim = tokio::spawn(self.clone().reclaim_volumes(shutdown.clone()));
+        let metrics = tokio::spawn(self.clone().metrics(shutdown.clone()));
         let reaper = {
             let agent = self.clone();
             let mut stop = shutdown.clone();
@@ -147,6 +148,7 @@ impl NodeAgent {
             let _ = t.await;
         }
         let _ = heartbeat.await;
+        let _ = metrics.await;
         let _ = reaper.await;
         let _ = reclaim.await;
         tracing::info!(node = %self.cfg.node_name, "node agent stopped");
@@ -157,7 +159,7 @@ impl NodeAgent {
     }
 
     /// The pods bound to this node (uid, object), and the revision of the read.
-    async fn list_mine(&self) -> Result<(Vec<(String, Value)>, Revision), StoreError> {
+    pub(crate) async fn list_mine(&self) -> Result<(Vec<(String, Value)>, Revision), StoreError> {
         let r = self
             .store
             .range(RangeRequest {

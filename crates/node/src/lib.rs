@@ -19,8 +19,9 @@
 //! data (`claims`), the engine specs (`runspec`), probes (`probe`),
 //! the restart back-off (`backoff`), waits on
 //! processes that are not children (`exits`), quantities and QoS (`quantity`), events (`events`),
-//! store access (`kv`), and the service proxy ([`proxy`]: Services' virtual IPs and node
-//! ports in nftables, kube-proxy's job). The API server's streams (logs, exec, attach, port-forward) are
+//! store access (`kv`), resource metrics ([`metrics`]: PodMetrics and NodeMetrics for
+//! `kubectl top` and autoscalers, metrics-server's job), and the service proxy ([`proxy`]:
+//! Services' virtual IPs and node ports in nftables, kube-proxy's job). The API server's streams (logs, exec, attach, port-forward) are
 //! served by [`streams`], which finds the engine containers through
 //! [`NodeAgent::container_id`] and [`NodeAgent::pod_ip`].
 
@@ -35,6 +36,7 @@ mod events;
 mod exits;
 mod host;
 mod kv;
+pub mod metrics;
 mod node;
 mod prepare;
 pub mod probe;

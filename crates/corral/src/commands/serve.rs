@@ -138,6 +138,7 @@ async fn serve(
             stop.clone(),
         )),
         tokio::spawn(corral_control::jobs::run(store.clone(), stop.clone())),
+        tokio::spawn(corral_control::hpa::run(store.clone(), stop.clone())),
         tokio::spawn(corral_control::statefulsets::run(
             store.clone(),
             stop.clone(),

@@ -1,0 +1,613 @@
+//! The HorizontalPodAutoscaler controller: a Deployment's, ReplicaSet's or StatefulSet's
+//! replicas follow its pods' CPU or memory use, with Kubernetes' algorithm.
+//!
+//! Every [`SYNC`] (Kubernetes' is 15 s) each autoscaler reads its target's `/scale`, the
+//! Running pods its selector matches, and their `metrics.k8s.io` PodMetrics (written by the
+//! node agents). Per metric:
+//! - `Utilization`: usage as a percentage of the pods' requests; a pod without a request for
+//!   the resource makes the metric fail (condition ScalingActive False, FailedGetResourceMetric,
+//!   naming the container), as in Kubernetes;
+//! - `AverageValue`: usage per pod against the quantity.
+//!
+//! The proposal is `ceil(pods with metrics × current / target)`, left at the current count
+//! when the ratio is within the 10% tolerance; the largest proposal of all metrics wins,
+//! bounded by `minReplicas`/`maxReplicas`. `behavior` then applies: a scale-down takes the
+//! highest proposal of its stabilization window (300 s by default), a scale-up the lowest of
+//! its own (0 s), and each is limited by its policies (by default up: 4 pods or 100% per
+//! 15 s, whichever is more; down: 100%). The change is written through the target's `/scale`,
+//! as a user's `kubectl scale` is.
+//!
+//! Limits: `Pods`, `Object` and `External` metrics are refused by the API; proposals live in
+//! memory, so a restarted server starts its stabilization windows afresh; unready pods and
+//! pods without metrics are left out of the count rather than assumed at 0% or 100%.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use corral_api::objects::{Objects, WriteOptions};
+use corral_api::selector::LabelSelector;
+use corral_store::{registry, Store};
+use serde_json::{json, Value};
+
+use crate::kv::{self, name, namespace, uid_of as uid, Change};
+use crate::quantity;
+
+const COMPONENT: &str = "horizontal-pod-autoscaler";
+/// How often each autoscaler is evaluated.
+pub const SYNC: Duration = Duration::from_secs(10);
+/// Ratios this close to 1 change nothing (Kubernetes' default tolerance).
+const TOLERANCE: f64 = 0.1;
+
+/// Proposals of the last window, per autoscaler uid: (time, replicas).
+type History = Mutex<HashMap<String, Vec<(i64, i64)>>>;
+
+/// Runs until `shutdown` turns true.
+pub async fn run(store: Arc<dyn Store>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let objects = Objects::new(store.clone());
+    let history: History = Mutex::new(HashMap::new());
+    loop {
+        sync(&store, &objects, &history).await;
+        tokio::select! {
+            _ = tokio::time::sleep(SYNC) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+async fn sync(store: &Arc<dyn Store>, objects: &Objects, history: &History) {
+    let prefix = registry::prefix("autoscaling", "horizontalpodautoscalers", None);
+    let Ok((hpas, _)) = kv::list(store, &prefix).await else {
+        return;
+    };
+    {
+        let live: Vec<&str> = hpas.iter().map(uid).collect();
+        history
+            .lock()
+            .expect("history")
+            .retain(|u, _| live.contains(&u.as_str()));
+    }
+    for h in hpas.iter().filter(|h| !kv::deleting(h)) {
+        sync_one(store, objects, history, h).await;
+    }
+}
+
+/// What one metric says.
+struct Reading {
+    /// The replica count it proposes.
+    proposal: i64,
+    /// Its `currentMetrics` entry.
+    current: Value,
+}
+
+/// The sum of a resource over a pod's containers: requests from the spec, usage from metrics.
+fn requests(pod: &Value, res: &str, container: Option<&str>) -> Result<i64, String> {
+    let mut total = 0;
+    for c in pod["spec"]["containers"].as_array().into_iter().flatten() {
+        if container.is_some_and(|n| c["name"] != n) {
+            continue;
+        }
+        let q = c["resources"]["requests"][res]
+            .as_str()
+            .map(str::to_string)
+            .or_else(|| {
+                c["resources"]["requests"][res]
+                    .as_f64()
+                    .map(|n| n.to_string())
+            });
+        match q.and_then(|q| amount(&q, res)) {
+            Some(v) => total += v,
+            None => {
+                return Err(format!(
+                    "missing request for {res} in container {} of Pod {}",
+                    c["name"].as_str().unwrap_or(""),
+                    name(pod)
+                ))
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// CPU in millicores, memory in bytes.
+fn amount(q: &str, res: &str) -> Option<i64> {
+    if res == "cpu" {
+        quantity::millis(q)
+    } else {
+        quantity::bytes(q)
+    }
+}
+
+fn usage(m: &Value, res: &str, container: Option<&str>) -> i64 {
+    m["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| container.is_none_or(|n| c["name"] == n))
+        .filter_map(|c| c["usage"][res].as_str().and_then(|q| amount(q, res)))
+        .sum()
+}
+
+fn format_amount(v: i64, res: &str) -> String {
+    if res == "cpu" {
+        format!("{v}m")
+    } else if v % (1024 * 1024) == 0 {
+        format!("{}Mi", v / (1024 * 1024))
+    } else {
+        format!("{}Ki", v / 1024)
+    }
+}
+
+fn propose(ratio: f64, count: i64, current: i64) -> i64 {
+    if (ratio - 1.0).abs() <= TOLERANCE {
+        current
+    } else {
+        (ratio * count as f64).ceil() as i64
+    }
+}
+
+/// Reads one metric over `pods` (with their PodMetrics).
+fn read_metric(
+    spec: &Value,
+    pods: &[(&Value, &Value)],
+    current: i64,
+) -> Result<Reading, (String, String)> {
+    let kind = spec["type"].as_str().unwrap_or("Resource");
+    let src_key = if kind == "ContainerResource" {
+        "containerResource"
+    } else {
+        "resource"
+    };
+    let src = &spec[src_key];
+    let res = src["name"].as_str().unwrap_or("cpu");
+    let container = src["container"].as_str();
+    let t = &src["target"];
+    if pods.is_empty() {
+        return Err((
+            "FailedGetResourceMetric".into(),
+            format!("failed to get {res} utilization: did not receive metrics for targeted pods (pods might be unready)"),
+        ));
+    }
+    let used: i64 = pods.iter().map(|(_, m)| usage(m, res, container)).sum();
+    let n = pods.len() as i64;
+    if t["type"] == "Utilization" {
+        let mut req = 0;
+        for (p, _) in pods {
+            req += requests(p, res, container).map_err(|e| {
+                (
+                    "FailedGetResourceMetric".to_string(),
+                    format!("failed to get {res} utilization: {e}"),
+                )
+            })?;
+        }
+        if req <= 0 {
+            return Err((
+                "FailedGetResourceMetric".into(),
+                format!("failed to get {res} utilization: the pods request no {res}"),
+            ));
+        }
+        let util = used as f64 * 100.0 / req as f64;
+        let target = t["averageUtilization"].as_f64().unwrap_or(80.0);
+        Ok(Reading {
+            proposal: propose(util / target, n, current),
+            current: json!({"type": kind, src_key: {"name": res, "current": {
+                "averageUtilization": util.round() as i64,
+                "averageValue": format_amount(used / n, res)}}}),
+        })
+    } else {
+        let target = t["averageValue"]
+            .as_str()
+            .map(str::to_string)
+            .or_else(|| t["averageValue"].as_f64().map(|v| v.to_string()))
+            .and_then(|q| amount(&q, res))
+            .filter(|v| *v > 0)
+            .ok_or_else(|| {
+                (
+                    "InvalidMetricSourceType".to_string(),
+                    format!("the {res} target averageValue is not a positive quantity"),
+                )
+            })?;
+        let avg = used as f64 / n as f64;
+        Ok(Reading {
+            proposal: propose(avg / target as f64, n, current),
+            current: json!({"type": kind, src_key: {"name": res, "current": {
+                "averageValue": format_amount(avg.round() as i64, res)}}}),
+        })
+    }
+}
+
+/// The most a policy set lets `current` move towards `desired` in one step.
+fn limit(behavior: &Value, current: i64, desired: i64) -> i64 {
+    let up = desired > current;
+    let rules = if up {
+        &behavior["scaleUp"]
+    } else {
+        &behavior["scaleDown"]
+    };
+    let select = rules["selectPolicy"].as_str().unwrap_or("Max");
+    if select == "Disabled" {
+        return current;
+    }
+    let bounds: Vec<i64> = rules["policies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let v = p["value"].as_i64().unwrap_or(0);
+            match (p["type"].as_str(), up) {
+                (Some("Pods"), true) => current + v,
+                (Some("Pods"), false) => current - v,
+                (_, true) => (current as f64 * (1.0 + v as f64 / 100.0)).ceil() as i64,
+                (_, false) => (current as f64 * (1.0 - v as f64 / 100.0)).ceil() as i64,
+            }
+        })
+        .collect();
+    if bounds.is_empty() {
+        return desired;
+    }
+    // `Max` picks the policy that allows the biggest change, `Min` the smallest.
+    let bound = match (up, select == "Min") {
+        (true, false) => *bounds.iter().max().expect("bounds"),
+        (true, true) => *bounds.iter().min().expect("bounds"),
+        (false, false) => *bounds.iter().min().expect("bounds"),
+        (false, true) => *bounds.iter().max().expect("bounds"),
+    };
+    if up {
+        desired.min(bound.max(current))
+    } else {
+        desired.max(bound.min(current))
+    }
+}
+
+async fn sync_one(store: &Arc<dyn Store>, objects: &Objects, history: &History, h: &Value) {
+    let ns = namespace(h);
+    let spec = &h["spec"];
+    let now = now_secs();
+    let target = &spec["scaleTargetRef"];
+    let (tkind, tname) = (
+        target["kind"].as_str().unwrap_or(""),
+        target["name"].as_str().unwrap_or(""),
+    );
+    let api_version = target["apiVersion"].as_str().unwrap_or("apps/v1");
+    let mut conditions: Vec<(&str, bool, String, String)> = Vec::new();
+    let Some(r) = corral_api::resources::by_kind(api_version, tkind)
+        .filter(|r| r.subresources.contains(&"scale"))
+    else {
+        conditions.push(("AbleToScale", false, "FailedGetScale".into(), format!("the HPA controller was unable to get the target's current scale: no scale subresource for {api_version} {tkind}")));
+        write_status(store, h, None, None, Vec::new(), conditions, false).await;
+        return;
+    };
+    let tkey = registry::key(r.group, r.plural, Some(ns), tname);
+    let Ok(Some(kvv)) = store.get(&tkey).await else {
+        conditions.push(("AbleToScale", false, "FailedGetScale".into(), format!("the HPA controller was unable to get the target's current scale: {} \"{tname}\" not found", r.qualified())));
+        write_status(store, h, None, None, Vec::new(), conditions, false).await;
+        return;
+    };
+    let Some(obj) = registry::decode(&kvv) else {
+        return;
+    };
+    let current = obj["spec"]["replicas"].as_i64().unwrap_or(1);
+    conditions.push((
+        "AbleToScale",
+        true,
+        "SucceededGetScale".into(),
+        "the HPA controller was able to get the target's current scale".into(),
+    ));
+    let Ok(sel) = LabelSelector::from_k8s(&obj["spec"]["selector"]) else {
+        return;
+    };
+    let (pods, metrics) = match (
+        kv::list(store, &registry::prefix("", "pods", Some(ns))).await,
+        kv::list(store, &registry::prefix("metrics.k8s.io", "pods", Some(ns))).await,
+    ) {
+        (Ok((p, _)), Ok((m, _))) => (p, m),
+        _ => return,
+    };
+    let by_name: HashMap<&str, &Value> = metrics.iter().map(|m| (name(m), m)).collect();
+    let measured: Vec<(&Value, &Value)> = pods
+        .iter()
+        .filter(|p| !kv::deleting(p) && p["status"]["phase"] == "Running")
+        .filter(|p| sel.matches(p.get("metadata").and_then(|m| m.get("labels"))))
+        .filter_map(|p| by_name.get(name(p)).map(|m| (p, *m)))
+        .collect();
+    let min = spec["minReplicas"].as_i64().unwrap_or(1);
+    let max = spec["maxReplicas"].as_i64().unwrap_or(min).max(min);
+    let mut proposal: Option<i64> = None;
+    let mut current_metrics = Vec::new();
+    let mut failure: Option<(String, String)> = None;
+    for m in spec["metrics"].as_array().into_iter().flatten() {
+        match read_metric(m, &measured, current) {
+            Ok(r) => {
+                proposal = Some(proposal.map_or(r.proposal, |p: i64| p.max(r.proposal)));
+                current_metrics.push(r.current);
+            }
+            Err(e) => failure = Some(e),
+        }
+    }
+    let active = proposal.is_some();
+    match (&failure, active) {
+        (Some((reason, msg)), _) => {
+            conditions.push(("ScalingActive", false, reason.clone(), msg.clone()));
+            kv::event(store, h, "Warning", reason, msg, COMPONENT).await;
+        }
+        (None, true) => conditions.push((
+            "ScalingActive",
+            true,
+            "ValidMetricFound".into(),
+            "the HPA was able to successfully calculate a replica count from the metrics".into(),
+        )),
+        (None, false) => conditions.push((
+            "ScalingActive",
+            false,
+            "FailedGetResourceMetric".into(),
+            "no metrics".into(),
+        )),
+    }
+    // A failing metric keeps the count (Kubernetes does not scale down on partial data).
+    let Some(mut desired) = proposal.filter(|_| failure.is_none()) else {
+        write_status(
+            store,
+            h,
+            Some(current),
+            Some(current),
+            current_metrics,
+            conditions,
+            false,
+        )
+        .await;
+        return;
+    };
+    let raw = desired;
+    desired = desired.clamp(min, max);
+    let limited = if raw > max {
+        Some((
+            "TooManyReplicas",
+            "the desired replica count is more than the maximum replica count",
+        ))
+    } else if raw < min {
+        Some((
+            "TooFewReplicas",
+            "the desired replica count is less than the minimum replica count",
+        ))
+    } else {
+        None
+    };
+    // Stabilization: down takes the highest of its window, up the lowest of its own.
+    let behavior = &spec["behavior"];
+    let down_window = behavior["scaleDown"]["stabilizationWindowSeconds"]
+        .as_i64()
+        .unwrap_or(300);
+    let up_window = behavior["scaleUp"]["stabilizationWindowSeconds"]
+        .as_i64()
+        .unwrap_or(0);
+    {
+        let mut hist = history.lock().expect("history");
+        let list = hist.entry(uid(h).to_string()).or_default();
+        list.push((now, desired));
+        let keep = down_window.max(up_window);
+        list.retain(|(t, _)| now - t <= keep);
+        if desired < current {
+            desired = list
+                .iter()
+                .filter(|(t, _)| now - t <= down_window)
+                .map(|(_, r)| *r)
+                .max()
+                .unwrap_or(desired)
+                .min(current);
+        } else if desired > current {
+            desired = list
+                .iter()
+                .filter(|(t, _)| now - t <= up_window)
+                .map(|(_, r)| *r)
+                .min()
+                .unwrap_or(desired)
+                .max(current);
+        }
+    }
+    desired = limit(behavior, current, desired);
+    conditions.push(match limited {
+        Some((reason, msg)) => ("ScalingLimited", true, reason.into(), msg.into()),
+        None => (
+            "ScalingLimited",
+            false,
+            "DesiredWithinRange".into(),
+            "the desired count is within the acceptable range".into(),
+        ),
+    });
+    let mut scaled = false;
+    if desired != current {
+        let body = serde_json::to_vec(&json!({"spec": {"replicas": desired}})).unwrap_or_default();
+        let wo = WriteOptions {
+            field_manager: "horizontal-pod-autoscaler".into(),
+            ..Default::default()
+        };
+        match corral_api::workloads::write_scale(objects, r, Some(ns), tname, &body, None, &wo)
+            .await
+        {
+            Ok(_) => {
+                let what = current_metrics
+                    .first()
+                    .and_then(|m| {
+                        m["resource"]["name"]
+                            .as_str()
+                            .or(m["containerResource"]["name"].as_str())
+                    })
+                    .unwrap_or("cpu");
+                let dir = if desired > current { "above" } else { "below" };
+                kv::event(store, h, "Normal", "SuccessfulRescale", &format!("New size: {desired}; reason: {what} resource utilization (percentage of request) {dir} target"), COMPONENT).await;
+                scaled = true;
+                conditions[0] = (
+                    "AbleToScale",
+                    true,
+                    "SucceededRescale".into(),
+                    format!("the HPA controller was able to update the target scale to {desired}"),
+                );
+            }
+            Err(e) => {
+                kv::event(
+                    store,
+                    h,
+                    "Warning",
+                    "FailedRescale",
+                    &format!("New size: {desired}; error: {}", e.message),
+                    COMPONENT,
+                )
+                .await;
+                conditions[0] = (
+                    "AbleToScale",
+                    false,
+                    "FailedUpdateScale".into(),
+                    format!(
+                        "the HPA controller was unable to update the target scale: {}",
+                        e.message
+                    ),
+                );
+                desired = current;
+            }
+        }
+    } else {
+        conditions[0] = (
+            "AbleToScale",
+            true,
+            "ReadyForNewScale".into(),
+            "recommended size matches current size".into(),
+        );
+    }
+    write_status(
+        store,
+        h,
+        Some(current),
+        Some(desired),
+        current_metrics,
+        conditions,
+        scaled,
+    )
+    .await;
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write_status(
+    store: &Arc<dyn Store>,
+    h: &Value,
+    current: Option<i64>,
+    desired: Option<i64>,
+    metrics: Vec<Value>,
+    conditions: Vec<(&str, bool, String, String)>,
+    scaled: bool,
+) {
+    let key = registry::key(
+        "autoscaling",
+        "horizontalpodautoscalers",
+        Some(namespace(h)),
+        name(h),
+    );
+    let now = kv::now();
+    let _ = kv::modify(store, &key, |v| {
+        let mut st = v["status"].clone();
+        if !st.is_object() {
+            st = json!({});
+        }
+        st["observedGeneration"] = v["metadata"]["generation"].clone();
+        st["currentReplicas"] = json!(current.unwrap_or(0));
+        st["desiredReplicas"] = json!(desired.unwrap_or(0));
+        if metrics.is_empty() {
+            st.as_object_mut().expect("status").remove("currentMetrics");
+        } else {
+            st["currentMetrics"] = json!(metrics);
+        }
+        if scaled {
+            st["lastScaleTime"] = json!(now);
+        }
+        let old: Vec<Value> = st["conditions"].as_array().cloned().unwrap_or_default();
+        let list: Vec<Value> = conditions
+            .iter()
+            .map(|(ty, ok, reason, msg)| {
+                let status = if *ok { "True" } else { "False" };
+                let since = old
+                    .iter()
+                    .find(|c| c["type"] == *ty && c["status"] == status)
+                    .and_then(|c| c["lastTransitionTime"].as_str())
+                    .unwrap_or(&now)
+                    .to_string();
+                json!({"type": ty, "status": status, "reason": reason, "message": msg,
+                    "lastTransitionTime": since})
+            })
+            .collect();
+        st["conditions"] = json!(list);
+        if st == v["status"] {
+            return Change::Keep;
+        }
+        v["status"] = st;
+        Change::Write
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> Value {
+        json!({
+            "scaleUp": {"selectPolicy": "Max", "policies": [
+                {"type": "Pods", "value": 4, "periodSeconds": 15},
+                {"type": "Percent", "value": 100, "periodSeconds": 15}]},
+            "scaleDown": {"selectPolicy": "Max", "policies": [
+                {"type": "Percent", "value": 100, "periodSeconds": 15}]},
+        })
+    }
+
+    #[test]
+    fn kubernetes_algorithm_and_tolerance() {
+        // 3 pods at 90% of a 50% target: ceil(3 × 1.8) = 6.
+        assert_eq!(propose(90.0 / 50.0, 3, 3), 6);
+        // Within 10%: no change.
+        assert_eq!(propose(54.0 / 50.0, 3, 3), 3);
+        assert_eq!(propose(10.0 / 50.0, 5, 5), 1);
+    }
+
+    #[test]
+    fn policies_limit_each_step() {
+        let b = defaults();
+        // Up: the larger of +4 pods and +100%.
+        assert_eq!(limit(&b, 1, 20), 5);
+        assert_eq!(limit(&b, 10, 40), 20);
+        assert_eq!(limit(&b, 3, 4), 4);
+        // Down: 100% allows anything.
+        assert_eq!(limit(&b, 10, 1), 1);
+        let mut slow = b.clone();
+        slow["scaleDown"]["policies"] = json!([{"type": "Pods", "value": 1, "periodSeconds": 60}]);
+        assert_eq!(limit(&slow, 10, 1), 9);
+        slow["scaleUp"]["selectPolicy"] = json!("Disabled");
+        assert_eq!(limit(&slow, 2, 8), 2);
+    }
+
+    #[test]
+    fn a_pod_without_requests_fails_the_utilization_metric() {
+        let pod =
+            json!({"metadata": {"name": "web-1"}, "spec": {"containers": [{"name": "main"}]}});
+        let m = json!({"containers": [{"name": "main", "usage": {"cpu": "50000000n", "memory": "1024Ki"}}]});
+        let spec = json!({"type": "Resource", "resource": {"name": "cpu",
+            "target": {"type": "Utilization", "averageUtilization": 50}}});
+        let Err((reason, msg)) = read_metric(&spec, &[(&pod, &m)], 1) else {
+            panic!("no error");
+        };
+        assert_eq!(reason, "FailedGetResourceMetric");
+        assert!(
+            msg.contains("missing request for cpu in container main of Pod web-1"),
+            "{msg}"
+        );
+        let pod = json!({"metadata": {"name": "web-1"}, "spec": {"containers": [{"name": "main",
+            "resources": {"requests": {"cpu": "100m"}}}]}});
+        let r = read_metric(&spec, &[(&pod, &m)], 1).ok().unwrap();
+        assert_eq!(r.current["resource"]["current"]["averageUtilization"], 50);
+        assert_eq!(r.proposal, 1);
+    }
+}
