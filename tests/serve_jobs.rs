@@ -49,21 +49,6 @@ fn wait_condition(s: &Serve, job: &str, cond: &str, secs: u64) {
     );
 }
 
-const HELLO: &str = r#"
-apiVersion: batch/v1
-kind: Job
-metadata:
-  name: hello
-spec:
-  template:
-    spec:
-      restartPolicy: Never
-      containers:
-      - name: hello
-        image: busybox:test
-        command: ["sh", "-c", "echo hello from a job"]
-"#;
-
 const PARALLEL: &str = r#"
 apiVersion: batch/v1
 kind: Job
@@ -152,9 +137,17 @@ fn jobs_run_to_completion_in_parallel_by_index_and_stop_on_failure() {
     else {
         return;
     };
-    // The simplest Job, as `kubectl create job hello --image=busybox:test -- sh -c ...`
-    // makes it.
-    s.apply(HELLO, &[]);
+    // The simplest Job, as a user makes it (kubectl sends it as protobuf).
+    s.ok(&[
+        "create",
+        "job",
+        "hello",
+        "--image=busybox:test",
+        "--",
+        "sh",
+        "-c",
+        "echo hello from a job",
+    ]);
     s.apply(PARALLEL, &[]);
     s.apply(FAILING, &[]);
     wait_condition(&s, "hello", "complete", 120);
@@ -305,30 +298,17 @@ fn a_cron_job_fires_on_its_schedule() {
     let Some(s) = Serve::start("a_cron_job_fires_on_its_schedule") else {
         return;
     };
-    // As `kubectl create cronjob tick --image=busybox:test --schedule='* * * * *' -- sh -c
-    // 'echo tick'` makes it.
-    s.apply(
-        r#"
-apiVersion: batch/v1
-kind: CronJob
-metadata:
-  name: tick
-spec:
-  schedule: "* * * * *"
-  jobTemplate:
-    metadata:
-      name: tick
-    spec:
-      template:
-        spec:
-          restartPolicy: OnFailure
-          containers:
-          - name: tick
-            image: busybox:test
-            command: ["sh", "-c", "echo tick"]
-"#,
-        &[],
-    );
+    s.ok(&[
+        "create",
+        "cronjob",
+        "tick",
+        "--image=busybox:test",
+        "--schedule=* * * * *",
+        "--",
+        "sh",
+        "-c",
+        "echo tick",
+    ]);
     let table = s.ok(&["get", "cronjob", "tick"]);
     assert!(
         table
@@ -370,6 +350,10 @@ spec:
             .is_some_and(|t| t.ends_with(":00Z")),
         "{j}"
     );
+    // A run by hand from the CronJob's template.
+    s.ok(&["create", "job", "by-hand", "--from=cronjob/tick"]);
+    wait_condition(&s, "by-hand", "complete", 120);
+    assert_eq!(s.ok(&["logs", "job/by-hand"]).trim(), "tick");
     // Suspended: nothing more starts.
     s.ok(&[
         "patch",
