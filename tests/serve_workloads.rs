@@ -357,3 +357,115 @@ spec:
     assert_eq!(old_ready, 3, "the old version stopped serving");
     s.ok(&["delete", "deployment", "web"]);
 }
+
+const GUARDED: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: guarded
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: guarded}
+  template:
+    metadata:
+      labels: {app: guarded}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: busybox:test
+        command: ["sleep", "100000"]
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: guarded
+spec:
+  minAvailable: 2
+  selector:
+    matchLabels: {app: guarded}
+"#;
+
+/// POSTs an Eviction of `pod` as `kubectl drain` does.
+fn evict(s: &Serve, pod: &str) -> std::process::Output {
+    let body = format!(
+        r#"{{"apiVersion":"policy/v1","kind":"Eviction","metadata":{{"name":"{pod}","namespace":"default"}}}}"#
+    );
+    s.kubectl_in(
+        &[
+            "create",
+            "--raw",
+            &format!("/api/v1/namespaces/default/pods/{pod}/eviction"),
+            "-f",
+            "-",
+        ],
+        &body,
+    )
+}
+
+#[test]
+fn evictions_honour_the_disruption_budget() {
+    let Some(s) = Serve::start("evictions_honour_the_disruption_budget") else {
+        return;
+    };
+    s.apply(GUARDED, &[]);
+    rolled_out(&s, "deployment/guarded");
+    wait_for("the budget's status", Duration::from_secs(60), || {
+        let b = s.json(&["get", "pdb", "guarded"]);
+        b["status"]["currentHealthy"] == 2 && b["status"]["expectedPods"] == 2
+    });
+    let table = s.ok(&["get", "pdb", "guarded"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("guarded ") && l.contains(" 2 ") && l.contains("N/A")),
+        "{table}"
+    );
+    let victim = pods(&s, "app=guarded")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Both pods are needed: refused, as Kubernetes refuses it (429), and the pod stays.
+    let o = evict(&s, &victim);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("Cannot evict pod as it would violate the pod's disruption budget"),
+        "{err}"
+    );
+    assert!(s.json(&["get", "pod", &victim])["metadata"]["deletionTimestamp"].is_null());
+    // One may go: the eviction deletes it, the budget counts it, the Deployment replaces it.
+    s.ok(&[
+        "patch",
+        "pdb",
+        "guarded",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"minAvailable":1}}"#,
+    ]);
+    wait_for("one allowed disruption", Duration::from_secs(60), || {
+        s.json(&["get", "pdb", "guarded"])["status"]["disruptionsAllowed"] == 1
+    });
+    let o = evict(&s, &victim);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // A second eviction of a Ready pod right after is refused: the first took the only
+    // disruption. (A replacement that is not Ready yet could go: the budget still holds.)
+    let other = pods(&s, "app=guarded")
+        .iter()
+        .filter(|p| ready(p))
+        .map(|p| p["metadata"]["name"].as_str().unwrap_or("").to_string())
+        .find(|n| *n != victim)
+        .unwrap();
+    let o = evict(&s, &other);
+    assert!(!o.status.success(), "a second eviction went through");
+    wait_for("the replacement", Duration::from_secs(120), || {
+        let now = pods(&s, "app=guarded");
+        now.iter().filter(|p| ready(p)).count() == 2
+            && now
+                .iter()
+                .all(|p| p["metadata"]["name"].as_str() != Some(victim.as_str()))
+    });
+    s.ok(&["delete", "pdb", "guarded"]);
+    s.ok(&["delete", "deployment", "guarded"]);
+}

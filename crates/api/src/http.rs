@@ -524,17 +524,11 @@ async fn route(st: &Arc<ApiState>, req: Request) -> Result<Response, ApiError> {
         (&Method::POST, Some(name), Some("eviction")) => {
             let body = read_body(req).await?;
             let o = delete_options(&q, &body)?;
-            objects
-                .delete(
-                    r,
-                    ns,
-                    name,
-                    &DeleteOptions {
-                        grace_period: o.grace_period,
-                        ..Default::default()
-                    },
-                )
-                .await?;
+            let delete = DeleteOptions {
+                grace_period: o.grace_period,
+                ..Default::default()
+            };
+            crate::disruption::evict(objects, ns.unwrap_or("default"), name, &delete).await?;
             Ok(json_response(
                 StatusCode::CREATED,
                 &crate::status::success(json!({"name": name, "kind": "pods"})),

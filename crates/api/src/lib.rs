@@ -5,7 +5,8 @@
 //! object semantics over the store ([`objects`], [`validate`]), list and watch with
 //! selectors ([`selector`], [`watch`]), the four patch types ([`patch`], [`apply`]),
 //! server-side tables ([`table`]), the workload kinds' and Services' own rules
-//! ([`workloads`], [`batch`], [`autoscaling`], [`services`]: defaults, checks, `/scale`, cluster IPs and node
+//! ([`workloads`], [`batch`], [`autoscaling`], [`disruption`]: budgets and evictions,
+//! [`services`]: defaults, checks, `/scale`, cluster IPs and node
 //! ports; [`cron`]: CronJob schedules),
 //! failures as `Status` objects ([`status`]) and the pod streams (log, exec, attach,
 //! port-forward) handed to the node agent ([`streams`]), with kubectl's port-forward over
@@ -20,6 +21,7 @@ pub mod apply;
 pub mod autoscaling;
 pub mod batch;
 pub mod cron;
+pub mod disruption;
 pub mod http;
 pub mod objects;
 pub mod openapi;

@@ -340,6 +340,7 @@ impl Objects {
         crate::workloads::check(r, &obj)?;
         crate::batch::check(r, &obj)?;
         crate::autoscaling::check(r, &obj)?;
+        crate::disruption::check(r, &obj)?;
         // A Service's address and node ports are taken and stored under one lock.
         let _allocation = if r.kind == "Service" {
             crate::services::check(&obj)?;
@@ -465,6 +466,7 @@ impl Objects {
         crate::workloads::check(r, &new)?;
         crate::batch::check(r, &new)?;
         crate::autoscaling::check(r, &new)?;
+        crate::disruption::check(r, &new)?;
         if strip_for_generation(old) != strip_for_generation(&new) {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(0);
             new["metadata"]["generation"] = json!(g + 1);

@@ -338,6 +338,18 @@ pub static RESOURCES: &[Resource] = &[
         fields: &[],
     },
     Resource {
+        group: "policy",
+        version: "v1",
+        kind: "PodDisruptionBudget",
+        plural: "poddisruptionbudgets",
+        singular: "poddisruptionbudget",
+        namespaced: true,
+        short: &["pdb"],
+        categories: &[],
+        subresources: &["status"],
+        fields: &[],
+    },
+    Resource {
         group: "node.k8s.io",
         version: "v1",
         kind: "RuntimeClass",

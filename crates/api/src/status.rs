@@ -98,6 +98,21 @@ impl ApiError {
         )
     }
 
+    /// 429: the request would break a limit (a disruption budget); the client retries.
+    pub fn too_many_requests(msg: impl Into<String>) -> Self {
+        Self::new(429, "TooManyRequests", msg)
+    }
+
+    /// The same error with `details.causes` of (reason, message) pairs.
+    pub fn with_causes(mut self, causes: Vec<(String, String)>) -> Self {
+        let causes: Vec<Value> = causes
+            .iter()
+            .map(|(r, m)| json!({"reason": r, "message": m}))
+            .collect();
+        self.details = Some(json!({"causes": causes}));
+        self
+    }
+
     /// 415.
     pub fn unsupported_media(msg: impl Into<String>) -> Self {
         Self::new(415, "UnsupportedMediaType", msg)

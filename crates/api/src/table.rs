@@ -160,6 +160,13 @@ fn columns(kind: &str) -> Vec<Column> {
             ("Images", "string", 1),
             ("Selector", "string", 1),
         ],
+        "PodDisruptionBudget" => vec![
+            ("Name", "string", 0),
+            ("Min Available", "string", 0),
+            ("Max Unavailable", "string", 0),
+            ("Allowed Disruptions", "integer", 0),
+            ("Age", "string", 0),
+        ],
         "HorizontalPodAutoscaler" => vec![
             ("Name", "string", 0),
             ("Reference", "string", 0),
@@ -837,6 +844,21 @@ fn cells(r: &Resource, v: &Value) -> Vec<Value> {
             row
         }
         "HorizontalPodAutoscaler" => hpa_cells(v, name, created),
+        "PodDisruptionBudget" => {
+            let spec = &v["spec"];
+            let show = |x: &Value| match x {
+                Value::Null => "N/A".to_string(),
+                Value::String(t) => t.clone(),
+                other => other.to_string(),
+            };
+            vec![
+                name,
+                json!(show(&spec["minAvailable"])),
+                json!(show(&spec["maxUnavailable"])),
+                json!(v["status"]["disruptionsAllowed"].as_i64().unwrap_or(0)),
+                json!(created),
+            ]
+        }
         "Job" => job_cells(v, name, created),
         "CronJob" => cron_job_cells(v, name, created),
         _ => vec![name, json!(created)],

@@ -9,7 +9,8 @@
 //! ReplicaSet's pods; [`deployments`]: a Deployment's ReplicaSets and its rollouts; [`jobs`]:
 //! a Job's pods run to completion; [`cronjobs`]: Jobs made on a schedule; [`statefulsets`]:
 //! pods with stable names and their own claims; [`daemonsets`]: a pod on each node; [`hpa`]:
-//! replicas that follow CPU and memory use), and the
+//! replicas that follow CPU and memory use; [`disruption`]: what disruption budgets allow), and
+//! the
 //! endpoints controller ([`endpoints`]: the Endpoints and EndpointSlices of Services). They
 //! read and write the store directly ([`kv`]), as the API server does.
 //! Does not own the API (corral-api) or running pods (corral-node).
@@ -20,6 +21,7 @@ pub mod claims;
 pub mod cronjobs;
 pub mod daemonsets;
 pub mod deployments;
+pub mod disruption;
 pub mod endpoints;
 pub mod gc;
 pub mod hpa;

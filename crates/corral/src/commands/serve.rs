@@ -139,6 +139,7 @@ async fn serve(
         )),
         tokio::spawn(corral_control::jobs::run(store.clone(), stop.clone())),
         tokio::spawn(corral_control::hpa::run(store.clone(), stop.clone())),
+        tokio::spawn(corral_control::disruption::run(store.clone(), stop.clone())),
         tokio::spawn(corral_control::statefulsets::run(
             store.clone(),
             stop.clone(),
