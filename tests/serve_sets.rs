@@ -88,9 +88,53 @@ fn a_stateful_set_keeps_names_order_and_data() {
     let Some(s) = Serve::start("a_stateful_set_keeps_names_order_and_data") else {
         return;
     };
+    // The headless Service that names the set's pods.
+    s.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  clusterIP: None\n  selector: {app: db}\n",
+        &[],
+    );
     s.apply(&stateful("v1", 2), &[]);
     rolled_out(&s, "statefulset/web");
     assert_eq!(names(&s, "app=db"), ["web-0", "web-1"]);
+    // Each pod by its own name, and the service's name to all of them.
+    let ip = |p: &str| {
+        s.json(&["get", "pod", p])["status"]["podIP"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    let (ip0, ip1) = (ip("web-0"), ip("web-1"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // (busybox's nslookup does not try the search domains: the full name)
+        let o = s.kubectl(&[
+            "exec",
+            "web-1",
+            "--",
+            "nslookup",
+            "web-0.web.default.svc.cluster.local",
+        ]);
+        let answer = String::from_utf8_lossy(&o.stdout).into_owned();
+        if answer.contains(&ip0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "web-0.web.default.svc.cluster.local is not {ip0} in DNS: {answer}{}\n{}\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            s.ok(&["get", "endpointslices", "-o", "yaml"]),
+            s.ok(&["exec", "web-1", "--", "cat", "/etc/resolv.conf"]),
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let all = s.ok(&[
+        "exec",
+        "web-0",
+        "--",
+        "nslookup",
+        "web.default.svc.cluster.local",
+    ]);
+    assert!(all.contains(&ip0) && all.contains(&ip1), "{all}");
     // web-1 was made only once web-0 was Ready.
     let pods = items(&s, &["get", "pods", "-l", "app=db"]);
     let created = |n: &str| {
@@ -217,6 +261,7 @@ fn a_stateful_set_keeps_names_order_and_data() {
     });
     assert_eq!(items(&s, &["get", "pvc"]).len(), 3);
     s.ok(&["delete", "pvc", "--all", "--wait=true", "--timeout=60s"]);
+    s.ok(&["delete", "service", "web"]);
 }
 
 const DAEMON: &str = r#"

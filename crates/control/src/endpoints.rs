@@ -89,15 +89,22 @@ fn target_port(sp: &Value, pod: &Value) -> Option<i64> {
     }
 }
 
-/// The endpoint of one pod in a slice.
-fn endpoint(p: &Value, is_ready: bool) -> Value {
+/// The endpoint of one pod in a slice of service `service`: with the pod's hostname when the
+/// pod names the service as its subdomain (a StatefulSet's pods: `web-0.web`), for DNS.
+fn endpoint(p: &Value, is_ready: bool, service: &str) -> Value {
     let terminating = deleting(p);
-    json!({
+    let mut e = json!({
         "addresses": [p["status"]["podIP"]],
         "conditions": {"ready": is_ready && !terminating, "serving": ready(p), "terminating": terminating},
         "nodeName": p["spec"]["nodeName"],
         "targetRef": {"kind": "Pod", "namespace": namespace(p), "name": name(p), "uid": uid(p)},
-    })
+    });
+    if p["spec"]["subdomain"] == service {
+        if let Some(h) = p["spec"]["hostname"].as_str().filter(|h| !h.is_empty()) {
+            e["hostname"] = json!(h);
+        }
+    }
+    e
 }
 
 async fn sync_one(store: &Arc<dyn Store>, svc: &Value, pods: &[&Value]) {
@@ -192,7 +199,7 @@ async fn sync_one(store: &Arc<dyn Store>, svc: &Value, pods: &[&Value]) {
         let slice_name = format!("{sname}-{:05x}", h & 0xfffff);
         let eps: Vec<Value> = members
             .iter()
-            .map(|p| endpoint(p, ready(p) || publish_all))
+            .map(|p| endpoint(p, ready(p) || publish_all, sname))
             .collect();
         let mut labels = svc["metadata"]["labels"]
             .as_object()

@@ -7,7 +7,8 @@
 //! rules changed are rewritten. With no services left it removes its table. It also gives
 //! each Service with a cluster IP its DNS name, `<name>.<namespace>.svc.cluster.local`, in
 //! the records of the pods' network (whose DNS server the pods ask, with the search domains
-//! the node agent gives them); headless Services get no name yet. Each server's
+//! the node agent gives them); a headless Service's name leads to its ready pods, and a
+//! StatefulSet's pods get `<pod>.<service>.<namespace>.svc.cluster.local`. Each server's
 //! node has a table of its own (`corral-svc-<hash of the node name>`), so two servers on
 //! one host do not undo each other's rules.
 
@@ -130,30 +131,64 @@ pub fn rules(services: &[Value], slices: &[Value]) -> Vec<ServiceRule> {
     out
 }
 
-/// The DNS names the Services ask for: `<name>.<namespace>.svc.cluster.local` → cluster IP.
-pub fn names(services: &[Value]) -> HashMap<String, Ipv4Addr> {
-    services
-        .iter()
-        .filter_map(|s| {
-            let ip = s["spec"]["clusterIP"].as_str()?.parse().ok()?;
-            Some((
-                format!(
-                    "{}.{}.svc.{}",
-                    s["metadata"]["name"].as_str()?,
-                    s["metadata"]["namespace"].as_str()?,
-                    crate::runspec::CLUSTER_DOMAIN
-                ),
-                ip,
-            ))
-        })
-        .collect()
+/// A DNS record the proxy keeps: its address and the other names that lead to it.
+type Named = (Ipv4Addr, Vec<String>);
+
+/// The DNS records the Services ask for, by record name: `<name>.<namespace>.svc.cluster.local`
+/// → the cluster IP; for a headless Service (`clusterIP: None`) that name → each ready
+/// endpoint's address, one record per endpoint named `<hostname>.<service>...` when the
+/// endpoint has a hostname (a StatefulSet's `web-0.web.default.svc.cluster.local`), else
+/// `<address with dashes>.<service>...`, the service's name an alias of each.
+pub fn names(services: &[Value], slices: &[Value]) -> HashMap<String, Named> {
+    let mut out = HashMap::new();
+    for svc in services {
+        let (Some(name), Some(ns)) = (
+            svc["metadata"]["name"].as_str(),
+            svc["metadata"]["namespace"].as_str(),
+        ) else {
+            continue;
+        };
+        let fqdn = format!("{name}.{ns}.svc.{}", crate::runspec::CLUSTER_DOMAIN);
+        match svc["spec"]["clusterIP"].as_str() {
+            Some("None") => {
+                for sl in slices.iter().filter(|sl| {
+                    sl["metadata"]["namespace"] == ns
+                        && sl["metadata"]["labels"]["kubernetes.io/service-name"] == name
+                }) {
+                    for ep in sl["endpoints"].as_array().into_iter().flatten() {
+                        if ep["conditions"]["ready"] == Value::Bool(false) {
+                            continue;
+                        }
+                        let Some(ip) = ep["addresses"][0]
+                            .as_str()
+                            .and_then(|a| a.parse::<Ipv4Addr>().ok())
+                        else {
+                            continue;
+                        };
+                        let host = ep["hostname"]
+                            .as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| ip.to_string().replace('.', "-"));
+                        out.insert(format!("{host}.{fqdn}"), (ip, vec![fqdn.clone()]));
+                    }
+                }
+            }
+            Some(ip) => {
+                if let Ok(ip) = ip.parse() {
+                    out.insert(fqdn, (ip, Vec::new()));
+                }
+            }
+            None => {}
+        }
+    }
+    out
 }
 
 /// Makes the network's records hold `want` of the names this proxy keeps (`have`).
 fn sync_names(
     dir: &std::path::Path,
-    have: &mut HashMap<String, Ipv4Addr>,
-    want: &HashMap<String, Ipv4Addr>,
+    have: &mut HashMap<String, Named>,
+    want: &HashMap<String, Named>,
 ) {
     use corral_net::dns;
     for (name, _) in have.clone().iter().filter(|(n, _)| !want.contains_key(*n)) {
@@ -161,18 +196,18 @@ fn sync_names(
             have.remove(name);
         }
     }
-    for (name, ip) in want {
-        if have.get(name) == Some(ip) {
+    for (name, named) in want {
+        if have.get(name) == Some(named) {
             continue;
         }
         let r = dns::Record {
             name: name.clone(),
-            aliases: Vec::new(),
-            ipv4: *ip,
+            aliases: named.1.clone(),
+            ipv4: named.0,
         };
         match dns::add_record(dir, r) {
             Ok(()) => {
-                have.insert(name.clone(), *ip);
+                have.insert(name.clone(), named.clone());
             }
             Err(e) => tracing::warn!("DNS name {name}: {e}"),
         }
@@ -187,7 +222,7 @@ pub async fn run(
     records: Option<std::path::PathBuf>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let named = Arc::new(std::sync::Mutex::new(HashMap::<String, Ipv4Addr>::new()));
+    let named = Arc::new(std::sync::Mutex::new(HashMap::<String, Named>::new()));
     let proxy = Arc::new(std::sync::Mutex::new(ServiceProxy::with_table(
         &table_name(&node),
     )));
@@ -216,7 +251,7 @@ pub async fn run(
                 break;
             };
             if let Some(dir) = records.clone() {
-                let want = names(&services);
+                let want = names(&services, &slices);
                 let named = named.clone();
                 let _ = tokio::task::spawn_blocking(move || {
                     sync_names(&dir, &mut named.lock().expect("names lock"), &want)
@@ -299,5 +334,35 @@ mod tests {
             }]
         );
         assert_ne!(table_name("a"), table_name("b"));
+    }
+
+    #[test]
+    fn headless_services_name_their_ready_pods() {
+        let svc = json!({"metadata": {"name": "web", "namespace": "default"},
+            "spec": {"clusterIP": "None"}});
+        let vip = json!({"metadata": {"name": "api", "namespace": "default"},
+            "spec": {"clusterIP": "10.43.0.9"}});
+        let slice = json!({"metadata": {"namespace": "default",
+            "labels": {"kubernetes.io/service-name": "web"}},
+            "endpoints": [
+                {"addresses": ["10.88.0.5"], "hostname": "web-0", "conditions": {"ready": true}},
+                {"addresses": ["10.88.0.6"], "conditions": {"ready": true}},
+                {"addresses": ["10.88.0.7"], "hostname": "web-2", "conditions": {"ready": false}}]});
+        let n = names(&[svc, vip], &[slice]);
+        let fqdn = "web.default.svc.cluster.local".to_string();
+        assert_eq!(
+            n["web-0.web.default.svc.cluster.local"],
+            (Ipv4Addr::new(10, 88, 0, 5), vec![fqdn.clone()])
+        );
+        assert_eq!(
+            n["10-88-0-6.web.default.svc.cluster.local"],
+            (Ipv4Addr::new(10, 88, 0, 6), vec![fqdn])
+        );
+        assert!(!n.contains_key("web-2.web.default.svc.cluster.local"));
+        assert_eq!(
+            n["api.default.svc.cluster.local"].0,
+            Ipv4Addr::new(10, 43, 0, 9)
+        );
+        assert_eq!(n.len(), 3);
     }
 }
