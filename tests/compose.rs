@@ -387,6 +387,47 @@ fn config_prints_the_merged_interpolated_normalised_model() {
     );
     assert_eq!(web["volumes"][0]["read_only"], true);
     assert_eq!(v["networks"]["default"]["name"], "cfg_test_default");
+
+    // COMPOSE_PROJECT_NAME, COMPOSE_FILE and COMPOSE_PROFILES from `.env`, as from the
+    // environment; reservations and restart_policy kept; an external secret loads.
+    let dir = c.path("dotenv");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(".env"),
+        "COMPOSE_PROJECT_NAME=from_dotenv\nCOMPOSE_FILE=main.yaml\nCOMPOSE_PROFILES=extra\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("main.yaml"),
+        "services:\n  a:\n    image: busybox\n    deploy:\n      resources:\n        reservations: {cpus: '0.5', memory: 32m}\n      restart_policy: {condition: on-failure, max_attempts: 3, delay: 5s}\n  b:\n    image: busybox\n    profiles: [extra]\n    secrets: [outside]\nsecrets:\n  outside: {external: true}\n",
+    )
+    .unwrap();
+    let v = config(&dir, &c, &[]);
+    assert_eq!(v["name"], "from_dotenv");
+    let names: Vec<&String> = v["services"].as_object().unwrap().keys().collect();
+    assert_eq!(names, ["a", "b"], "COMPOSE_PROFILES from .env: {v}");
+    let a = &v["services"]["a"];
+    assert_eq!(a["memory_reservation"], "32m");
+    assert_eq!(a["cpus_reservation"], 0.5);
+    assert_eq!(a["restart"], "on-failure:3");
+    assert_eq!(a["restart_delay"], 5.0);
+    assert_eq!(v["secrets"]["outside"]["external"], true);
+    // --env-file replaces .env; the process's environment wins over both.
+    std::fs::write(
+        dir.join("other.env"),
+        "COMPOSE_PROJECT_NAME=from_file\nCOMPOSE_FILE=main.yaml\n",
+    )
+    .unwrap();
+    let v = config(&dir, &c, &["--env-file", "other.env"]);
+    assert_eq!(v["name"], "from_file");
+    assert_eq!(v["services"].as_object().unwrap().len(), 1, "{v}");
+    let mut cmd = c.command(&["compose", "config", "--format", "json"]);
+    cmd.current_dir(&dir)
+        .env("COMPOSE_PROJECT_NAME", "from_process");
+    let out = corral_e2e::process::run_bounded(&mut cmd, None, std::time::Duration::from_secs(60));
+    let v: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", describe(&out)));
+    assert_eq!(v["name"], "from_process");
 }
 
 #[test]
@@ -405,7 +446,27 @@ fn bad_compose_files_are_refused_clearly() {
     };
     let e = bad("services:\n  web:\n    image: [\n", &[]);
     assert!(
-        e.contains("compose.yaml:") && e.contains("line") || e.contains("compose.yaml:3"),
+        e.contains("compose.yaml:4:1: ") && e.contains("line 4 column 1"),
+        "{e}"
+    );
+    let e = bad(
+        "services:\n  web:\n    image: IMAGE\n    healthcheck: {test: [CMD, 'true'], retries: lots}\n",
+        &[],
+    );
+    assert!(
+        e.contains("services.web.healthcheck.retries must be a number"),
+        "{e}"
+    );
+    let e = bad("services:\n  web:\n    image: IMAGE\n    cpus: abc\n", &[]);
+    assert!(e.contains("services.web.cpus must be a number"), "{e}");
+    // An external secret loads (config, ps, down work) but a service mounting it is refused
+    // before anything starts.
+    let e = bad(
+        "services:\n  web:\n    image: IMAGE\n    secrets: [outside]\nsecrets:\n  outside: {external: true}\n",
+        &[],
+    );
+    assert!(
+        e.contains("service web: unsupported external secret outside"),
         "{e}"
     );
     let e = bad(
@@ -440,6 +501,12 @@ fn bad_compose_files_are_refused_clearly() {
     let port = taken.local_addr().unwrap().port();
     let e = bad(&format!("services:\n  web:\n    image: IMAGE\n    command: sleep 3600\n    ports: ['127.0.0.1:{port}:80']\n"), &[]);
     assert!(e.contains(&port.to_string()), "{e}");
+    // What the failed up left is reported: the container it created, the network it made.
+    assert!(
+        e.contains("created, not running: cp") && e.contains("-web-1 (created)"),
+        "{e}"
+    );
+    assert!(e.contains("networks: cp") && e.contains("_default"), "{e}");
     drop(taken);
     c.assert_no_leaks();
 }
@@ -705,6 +772,11 @@ fn run_starts_one_offs_and_up_exits_with_a_service_code() {
         &c,
         "services:\n  db:\n    image: IMAGE\n    command: sleep 3600\n    stop_signal: SIGKILL\n  job:\n    image: IMAGE\n    command: [\"sh\", \"-c\", \"sleep 1; exit 4\"]\n    depends_on: [db]\n",
     );
+    // A one-off of a service without dependencies, on a project that is not up: its network
+    // is made.
+    let out = p.cmd(&["run", "--rm", "-T", "db", "echo", "alone"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "alone\n");
     // A one-off: its dependency started, its own code and output, gone with --rm.
     let out = p.cmd(&[
         "run",
@@ -728,6 +800,10 @@ fn run_starts_one_offs_and_up_exits_with_a_service_code() {
     assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
     let running: Value = serde_json::from_str(&p.ok(&["ps", "--json"])).unwrap();
     assert_eq!(running.as_array().unwrap().len(), 0, "{running}");
+    // up --wait returns once the services run, without following their logs (implies -d).
+    p.ok(&["up", "--wait", "db"]);
+    let running: Value = serde_json::from_str(&p.ok(&["ps", "--json"])).unwrap();
+    assert_eq!(running[0]["Name"], format!("{}-db-1", p.name), "{running}");
     p.ok(&["down", "-v"]);
     assert_gone(&c, &p);
 }
@@ -820,5 +896,82 @@ fn include_top_and_images_work_as_docker_compose_has_them() {
     let ids = p.ok(&["images", "-q"]);
     assert_eq!(ids.lines().count(), 1, "one image, listed once: {ids}");
     p.ok(&["down", "-v"]);
+    assert_gone(&c, &p);
+}
+
+#[test]
+fn restart_takes_dependents_and_stop_rm_down_take_their_flags() {
+    if skip_unless_root("restart_takes_dependents_and_stop_rm_down_take_their_flags") {
+        return;
+    }
+    let c = world();
+    let p = Project::new(
+        &c,
+        "x-run: &run\n  image: IMAGE\n  command: [\"sh\", \"-c\", \"echo started; exec sleep 3600\"]\nservices:\n  db: *run\n  web:\n    <<: *run\n    depends_on: {db: {condition: service_started, restart: true}}\n  other:\n    <<: *run\n    depends_on: [db]\n    volumes: [/data]\n",
+    );
+    p.ok(&["up", "-d"]);
+    let starts = |svc: &str| {
+        p.ok(&["logs", "--no-log-prefix", svc])
+            .matches("started")
+            .count()
+    };
+    // restart db: web (restart: true) restarts with it, other does not.
+    p.ok(&["restart", "-t", "0", "db"]);
+    assert_eq!((starts("db"), starts("web"), starts("other")), (2, 2, 1));
+    // stop -t 1: sleep as pid 1 ignores SIGTERM, so the default 10 s per container would show.
+    let t = std::time::Instant::now();
+    p.ok(&["stop", "-t", "1"]);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(8),
+        "{:?}",
+        t.elapsed()
+    );
+    // rm -v: the container's anonymous volume goes with it.
+    assert_eq!(c.ok(&["volume", "ls", "-q"]).lines().count(), 1);
+    p.ok(&["rm", "-f", "-v", "other"]);
+    assert_eq!(c.ok(&["volume", "ls", "-q"]).trim(), "");
+    // down --rmi all: the services' image is removed too.
+    p.ok(&["up", "-d", "db"]);
+    p.ok(&["down", "-v", "-t", "0", "--rmi", "all"]);
+    assert!(!c.ok(&["image", "ls"]).contains("compose-bb"));
+    assert_gone(&c, &p);
+}
+
+#[test]
+fn vm_services_are_listed_kept_and_removed_with_the_project() {
+    const TEST: &str = "vm_services_are_listed_kept_and_removed_with_the_project";
+    if skip_unless_root(TEST)
+        || corral_e2e::skip_unless_tools(TEST, &["qemu-system-x86_64", "mkfs.ext4"])
+    {
+        return;
+    }
+    if corral_e2e::vms::guest_kernel().is_none() {
+        corral_e2e::report_skip(
+            TEST,
+            "no /boot/vmlinuz-*-cloud-amd64 (apt-get install linux-image-cloud-amd64)",
+        );
+        return;
+    }
+    let c = world();
+    let p = Project::new(
+        &c,
+        "services:\n  box:\n    image: IMAGE\n    isolation: vm\n    command: sleep 3600\n",
+    );
+    p.ok(&["up", "-d"]);
+    let vm = format!("{}-box-1", p.name);
+    assert!(p.ok(&["ps", "-a"]).contains(&vm));
+    // A second up keeps the VM.
+    let again = p.cmd(&["up", "-d"]);
+    assert!(again.status.success(), "{}", describe(&again));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains(&format!("{vm}  Running")),
+        "{}",
+        describe(&again)
+    );
+    p.ok(&["down", "-v", "-t", "0"]);
+    assert!(
+        !c.ok(&["vm", "ls", "--json"]).contains(&vm),
+        "the VM is left"
+    );
     assert_gone(&c, &p);
 }

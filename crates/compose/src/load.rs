@@ -81,8 +81,13 @@ fn find_files(o: &LoadOptions) -> Result<Vec<PathBuf>, ComposeError> {
             })
             .collect());
     }
-    if let Ok(list) = std::env::var("COMPOSE_FILE") {
-        let sep = std::env::var("COMPOSE_PATH_SEPARATOR").unwrap_or_else(|_| ":".into());
+    // COMPOSE_FILE from the process, else from the env files read in the working directory.
+    let env = environment(o, &o.cwd)?;
+    if let Some(list) = env.get("COMPOSE_FILE").filter(|l| !l.is_empty()) {
+        let sep = env
+            .get("COMPOSE_PATH_SEPARATOR")
+            .cloned()
+            .unwrap_or_else(|| ":".into());
         return Ok(list
             .split(sep.as_str())
             .filter(|f| !f.is_empty())
@@ -109,6 +114,31 @@ fn find_files(o: &LoadOptions) -> Result<Vec<PathBuf>, ComposeError> {
         DEFAULT_FILES.join(", "),
         o.cwd.display()
     )))
+}
+
+/// The environment for interpolation and the `COMPOSE_*` variables: `.env` in `dir` (or the
+/// `--env-file`s, later ones winning), under the process's own.
+fn environment(o: &LoadOptions, dir: &Path) -> Result<BTreeMap<String, String>, ComposeError> {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    let env_files = if o.env_files.is_empty() {
+        vec![dir.join(".env")]
+    } else {
+        o.env_files.clone()
+    };
+    for f in &env_files {
+        match std::fs::read_to_string(f) {
+            Ok(t) => env.extend(interpolate::dotenv(&t)),
+            Err(_) if o.env_files.is_empty() => {}
+            Err(e) => {
+                return Err(ComposeError::Invalid(format!(
+                    "--env-file {}: {e}",
+                    f.display()
+                )))
+            }
+        }
+    }
+    env.extend(std::env::vars());
+    Ok(env)
 }
 
 /// Parses one file's YAML into JSON (anchors and merge keys applied).
@@ -524,28 +554,7 @@ pub fn load(o: &LoadOptions) -> Result<Project, ComposeError> {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| o.cwd.clone());
-    // The environment: `.env` (or --env-file) under the process's own.
-    let mut env: BTreeMap<String, String> = BTreeMap::new();
-    let env_files = if o.env_files.is_empty() {
-        vec![dir.join(".env")]
-    } else {
-        o.env_files.clone()
-    };
-    for f in &env_files {
-        match std::fs::read_to_string(f) {
-            Ok(t) => env.extend(interpolate::dotenv(&t)),
-            Err(_) if o.env_files.is_empty() => {}
-            Err(e) => {
-                return Err(ComposeError::Invalid(format!(
-                    "--env-file {}: {e}",
-                    f.display()
-                )))
-            }
-        }
-    }
-    for (k, v) in std::env::vars() {
-        env.insert(k, v);
-    }
+    let env = environment(o, &dir)?;
     let vars = |n: &str| env.get(n).cloned();
     let mut doc = Value::Object(serde_json::Map::new());
     for f in &files {
@@ -576,9 +585,9 @@ pub fn load(o: &LoadOptions) -> Result<Project, ComposeError> {
         .project_name
         .clone()
         .or_else(|| {
-            std::env::var("COMPOSE_PROJECT_NAME")
-                .ok()
+            env.get("COMPOSE_PROJECT_NAME")
                 .filter(|n| !n.is_empty())
+                .cloned()
         })
         .or_else(|| doc.get("name").and_then(|n| n.as_str()).map(str::to_owned))
         .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
@@ -590,7 +599,7 @@ pub fn load(o: &LoadOptions) -> Result<Project, ComposeError> {
         ));
     }
     let mut profiles: BTreeSet<String> = o.profiles.iter().cloned().collect();
-    if let Ok(p) = std::env::var("COMPOSE_PROFILES") {
+    if let Some(p) = env.get("COMPOSE_PROFILES") {
         profiles.extend(p.split(',').filter(|s| !s.is_empty()).map(str::to_owned));
     }
     let mut project = Project {
@@ -733,7 +742,13 @@ pub fn load(o: &LoadOptions) -> Result<Project, ComposeError> {
                 &["file", "content", "environment", "external", "name"],
                 &at,
             )?;
-            let def = if let Some(f) = o.get("file").and_then(|f| f.as_str()) {
+            let external = crate::syntax::boolean(o.get("external"), &format!("{at}.external"))?;
+            let def = if external {
+                model::FileDef {
+                    external: true,
+                    ..Default::default()
+                }
+            } else if let Some(f) = o.get("file").and_then(|f| f.as_str()) {
                 model::FileDef {
                     file: Some(clean_path(&dir.join(f))),
                     ..Default::default()
@@ -756,7 +771,7 @@ pub fn load(o: &LoadOptions) -> Result<Project, ComposeError> {
                 }
             } else {
                 return Err(ComposeError::Invalid(format!(
-                    "{at}: give file, content or environment (external {kind}s are not supported)"
+                    "{at}: give file, content, environment or external"
                 )));
             };
             if kind == "config" {

@@ -8,8 +8,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::syntax::{
-    boolean, check_keys, command, duration, key_values, mounts, opt_string, ports, scalar, strings,
-    type_err,
+    boolean, check_keys, command, duration, key_values, mounts, number, opt_string, ports, scalar,
+    strings, type_err,
 };
 use crate::ComposeError;
 
@@ -63,6 +63,7 @@ pub const SERVICE_KEYS: &[&str] = &[
     "tty",
     "domainname",
     "mem_limit",
+    "mem_reservation",
     "cpus",
     "shm_size",
     "pids_limit",
@@ -137,6 +138,20 @@ pub struct Service {
     /// Memory limit, docker's form (`512m`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
+    /// Soft memory limit (`deploy.resources.reservations.memory`, `mem_reservation`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_reservation: Option<String>,
+    /// CPUs reserved (`deploy.resources.reservations.cpus`): shown by `config`, not enforced
+    /// (the engine has no CPU reservation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpus_reservation: Option<f64>,
+    /// `deploy.restart_policy.delay` and `.window` (seconds): shown by `config`, not
+    /// enforced (the engine restarts with its own back-off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_delay: Option<f64>,
+    /// See `restart_delay`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_window: Option<f64>,
     /// Hostname.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
@@ -365,6 +380,10 @@ pub struct FileDef {
     /// service that mounts it is started, not when the file is read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub missing: Option<String>,
+    /// `external: true`: kept by a swarm, which corral does not have. The file loads (so
+    /// `config`, `ps` and `down` work); starting a service that mounts it is refused.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
 }
 
 /// A config or secret a service mounts.
@@ -436,11 +455,8 @@ pub fn service(name: &str, v: &Value, dir: &std::path::Path) -> Result<Service, 
         stdin_open: boolean(m.get("stdin_open"), &f("stdin_open"))?,
         tty: boolean(m.get("tty"), &f("tty"))?,
         memory: opt_string(m.get("mem_limit"), &f("mem_limit"))?,
-        cpus: m
-            .get("cpus")
-            .map(|c| scalar(c, &f("cpus")))
-            .transpose()?
-            .and_then(|c| c.parse().ok()),
+        memory_reservation: opt_string(m.get("mem_reservation"), &f("mem_reservation"))?,
+        cpus: m.get("cpus").map(|c| number(c, &f("cpus"))).transpose()?,
         ..Default::default()
     };
     if let Some(iso) = &s.isolation {
@@ -631,9 +647,8 @@ pub fn service(name: &str, v: &Value, dir: &std::path::Path) -> Result<Service, 
             timeout: o.get("timeout").map(|d| duration(d, &here)).transpose()?,
             retries: o
                 .get("retries")
-                .map(|r| scalar(r, &here))
-                .transpose()?
-                .and_then(|r| r.parse().ok()),
+                .map(|r| number(r, &format!("{here}.retries")))
+                .transpose()?,
             start_period: o
                 .get("start_period")
                 .map(|d| duration(d, &here))
@@ -669,10 +684,19 @@ pub fn service(name: &str, v: &Value, dir: &std::path::Path) -> Result<Service, 
         }
         if let Some(Value::Object(limits)) = d.get("resources").and_then(|r| r.get("limits")) {
             if let Some(c) = limits.get("cpus") {
-                s.cpus = scalar(c, &f("deploy.resources.limits.cpus"))?.parse().ok();
+                s.cpus = Some(number(c, &f("deploy.resources.limits.cpus"))?);
             }
             if let Some(mem) = limits.get("memory") {
                 s.memory = Some(scalar(mem, &f("deploy.resources.limits.memory"))?);
+            }
+        }
+        if let Some(Value::Object(r)) = d.get("resources").and_then(|r| r.get("reservations")) {
+            if let Some(c) = r.get("cpus") {
+                s.cpus_reservation = Some(number(c, &f("deploy.resources.reservations.cpus"))?);
+            }
+            if let Some(mem) = r.get("memory") {
+                s.memory_reservation =
+                    Some(scalar(mem, &f("deploy.resources.reservations.memory"))?);
             }
         }
         if let Some(u) = d.get("update_config") {
@@ -733,14 +757,31 @@ pub fn service(name: &str, v: &Value, dir: &std::path::Path) -> Result<Service, 
             });
         }
         if let Some(Value::Object(rp)) = d.get("restart_policy") {
-            if let Some(c) = rp.get("condition") {
-                let c = scalar(c, &f("deploy.restart_policy.condition"))?;
-                s.restart.get_or_insert(match c.as_str() {
-                    "none" => "no".into(),
-                    "on-failure" => "on-failure".into(),
-                    _ => "always".into(),
-                });
-            }
+            let here = f("deploy.restart_policy");
+            let max: Option<u32> = rp
+                .get("max_attempts")
+                .map(|n| number(n, &format!("{here}.max_attempts")))
+                .transpose()?;
+            let c = match rp.get("condition") {
+                Some(c) => scalar(c, &format!("{here}.condition"))?,
+                None => "any".into(),
+            };
+            // The engine counts retries only for on-failure; `any` with max_attempts keeps
+            // restarting (docker outside swarm does the same).
+            s.restart.get_or_insert(match (c.as_str(), max) {
+                ("none", _) => "no".into(),
+                ("on-failure", Some(n)) => format!("on-failure:{n}"),
+                ("on-failure", None) => "on-failure".into(),
+                _ => "always".into(),
+            });
+            s.restart_delay = rp
+                .get("delay")
+                .map(|d| duration(d, &format!("{here}.delay")))
+                .transpose()?;
+            s.restart_window = rp
+                .get("window")
+                .map(|d| duration(d, &format!("{here}.window")))
+                .transpose()?;
         }
     }
     for (kind, key, base) in [

@@ -46,6 +46,94 @@ pub fn containers(
     Ok(v)
 }
 
+/// A VM of the project (a service with `isolation: vm`). VMs carry no labels, so they are
+/// found by name: `PROJECT-SERVICE-N` (or the service's `container_name`).
+#[derive(Debug, Clone)]
+pub struct ProjectVm {
+    /// The VM's id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// The service it runs.
+    pub service: String,
+    /// The replica number.
+    pub number: u32,
+    /// Whether it runs (or boots).
+    pub running: bool,
+    /// `running`, `stopped`, `created` ..., as `corral vm ls` says.
+    pub status: String,
+}
+
+/// The project's VMs (of `services` when given), by name.
+pub fn vms(
+    engine: &Engine,
+    p: &Project,
+    services: Option<&[String]>,
+) -> Result<Vec<ProjectVm>, ComposeError> {
+    let wanted: Vec<&Service> = p
+        .services
+        .values()
+        .filter(|s| s.isolation.as_deref() == Some("vm"))
+        .filter(|s| services.is_none_or(|l| l.is_empty() || l.contains(&s.name)))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let store = engine.vms();
+    let mut out = Vec::new();
+    for id in store
+        .ids()
+        .map_err(|e| ComposeError::Engine(e.to_string()))?
+    {
+        let Ok(cfg) = store.config(&id) else { continue };
+        let Some((s, n)) = wanted.iter().find_map(|s| {
+            if s.container_name.as_deref() == Some(cfg.name.as_str()) {
+                return Some((s, 1));
+            }
+            let n = cfg
+                .name
+                .strip_prefix(&format!("{}-{}-", p.name, s.name))?
+                .parse()
+                .ok()?;
+            Some((s, n))
+        }) else {
+            continue;
+        };
+        let st = corral_vm::lifecycle::current_state(&store, &id)
+            .map_err(|e| ComposeError::Engine(e.to_string()))?;
+        let status = st.status.as_str().to_owned();
+        out.push(ProjectVm {
+            id,
+            name: cfg.name,
+            service: s.name.clone(),
+            number: n,
+            running: matches!(status.as_str(), "running" | "starting"),
+            status,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Stops (if it runs) and removes one of the project's VMs.
+pub fn remove_vm(
+    engine: &Engine,
+    vm: &ProjectVm,
+    timeout: Option<u64>,
+) -> Result<(), ComposeError> {
+    if vm.running {
+        engine
+            .stop_vm(
+                &vm.id,
+                std::time::Duration::from_secs(timeout.unwrap_or(10)),
+            )
+            .map_err(|e| ComposeError::Engine(format!("stopping {}: {e}", vm.name)))?;
+    }
+    engine
+        .remove_vm(&vm.id, true)
+        .map_err(|e| ComposeError::Engine(format!("removing {}: {e}", vm.name)))
+}
+
 /// Makes the project's networks that do not exist; an external one must exist.
 pub fn ensure_networks(engine: &Engine, p: &Project, out: &dyn Out) -> Result<(), ComposeError> {
     let nets = engine.networks();
@@ -225,9 +313,19 @@ pub fn remove_container(
     c: &ContainerView,
     volumes: bool,
 ) -> Result<(), ComposeError> {
+    remove_container_within(engine, c, volumes, None)
+}
+
+/// [`remove_container`], stopping within `timeout` seconds (`None`: the grace period).
+pub fn remove_container_within(
+    engine: &Engine,
+    c: &ContainerView,
+    volumes: bool,
+    timeout: Option<u64>,
+) -> Result<(), ComposeError> {
     if c.state.status == corral_container::Status::Running {
         engine
-            .stop(&c.state.id, None)
+            .stop(&c.state.id, timeout)
             .map_err(|e| ComposeError::Engine(format!("stopping {}: {e}", c.state.name)))?;
     }
     engine
@@ -237,13 +335,29 @@ pub fn remove_container(
 
 /// `down`: the project's containers stopped and removed, its networks removed, and with
 /// `volumes` its volumes (and the containers' anonymous ones).
+/// `down`'s flags.
+#[derive(Debug, Clone, Default)]
+pub struct DownOptions {
+    /// `-v`: the project's volumes and the containers' anonymous ones.
+    pub volumes: bool,
+    /// `--remove-orphans`.
+    pub remove_orphans: bool,
+    /// `-t`: seconds each container has to stop (`None`: its grace period).
+    pub timeout: Option<u64>,
+    /// `--rmi`: `local` (images built for a service without an `image:` name) or `all`.
+    pub rmi: Option<String>,
+}
+
+/// `down`: the project's containers and VMs stopped and removed, its networks removed, with
+/// `volumes` its volumes (and the containers' anonymous ones), with `rmi` its images.
 pub fn down(
     engine: &Engine,
     p: &Project,
-    volumes: bool,
-    remove_orphans: bool,
+    o: &DownOptions,
     out: &dyn Out,
 ) -> Result<(), ComposeError> {
+    let (volumes, remove_orphans) = (o.volumes, o.remove_orphans);
+    let mut images: Vec<String> = Vec::new();
     let mut doomed = Vec::new();
     for c in containers(engine, &p.name, None, true)? {
         let svc = c.record.labels.get(SERVICE).cloned().unwrap_or_default();
@@ -254,7 +368,14 @@ pub fn down(
             ));
             continue;
         }
+        if !images.contains(&c.state.image) {
+            images.push(c.state.image.clone());
+        }
         doomed.push(c);
+    }
+    for vm in vms(engine, p, None)? {
+        remove_vm(engine, &vm, o.timeout)?;
+        out.line(&format!("Container {}  Removed", vm.name));
     }
     // All at once: each waits out its own grace period, not the sum of them.
     let results: Vec<Result<(), ComposeError>> = std::thread::scope(|s| {
@@ -262,7 +383,7 @@ pub fn down(
             .iter()
             .map(|c| {
                 s.spawn(move || {
-                    remove_container(engine, c, volumes)?;
+                    remove_container_within(engine, c, volumes, o.timeout)?;
                     out.line(&format!("Container {}  Removed", c.state.name));
                     Ok(())
                 })
@@ -314,6 +435,40 @@ pub fn down(
             out.line(&format!("Volume {}  Removed", v.name));
         }
     }
+    if let Some(rmi) = &o.rmi {
+        if rmi != "local" && rmi != "all" {
+            return Err(ComposeError::Invalid(format!("--rmi {rmi}: local or all")));
+        }
+        // The services' images, whether or not a container used them.
+        for s in p.services.values() {
+            if rmi == "local" && s.image.is_some() {
+                continue;
+            }
+            let img = plan::image_of(p, s);
+            if !images.contains(&img) {
+                images.push(img);
+            }
+        }
+        if rmi == "local" {
+            let local: Vec<String> = p
+                .services
+                .values()
+                .filter(|s| s.image.is_none())
+                .map(|s| plan::image_of(p, s))
+                .collect();
+            images.retain(|i| local.contains(i));
+        }
+        let store = engine.images().map_err(ComposeError::engine)?;
+        for img in images {
+            if store.resolve(&img).is_err() {
+                continue;
+            }
+            match engine.remove_image(&img, false) {
+                Ok(_) => out.line(&format!("Image {img}  Removed")),
+                Err(e) => out.warn(&format!("image {img} not removed: {e}")),
+            }
+        }
+    }
     Ok(())
 }
 
@@ -327,7 +482,68 @@ pub fn each(
     signal: &str,
     out: &dyn Out,
 ) -> Result<(), ComposeError> {
+    let o = VerbOptions {
+        signal: signal.to_owned(),
+        ..Default::default()
+    };
+    each_with(engine, p, services, verb, &o, out)
+}
+
+/// The flags of [`each_with`]'s verbs.
+#[derive(Debug, Clone, Default)]
+pub struct VerbOptions {
+    /// `kill`'s signal.
+    pub signal: String,
+    /// `stop` and `restart`: seconds to wait before SIGKILL (`None`: the grace period).
+    pub timeout: Option<u64>,
+    /// `rm -v`: the containers' anonymous volumes too.
+    pub volumes: bool,
+}
+
+/// The services that `restart` of `services` restarts: them, and the services that depend
+/// on one of them with `restart: true`, transitively (docker compose's rule).
+pub fn with_restart_dependents(p: &Project, services: &[String]) -> Vec<String> {
+    let mut set: Vec<String> = services.to_vec();
+    loop {
+        let more: Vec<String> = p
+            .services
+            .values()
+            .filter(|s| !set.contains(&s.name))
+            .filter(|s| {
+                s.depends_on
+                    .iter()
+                    .any(|(d, dep)| dep.restart && set.contains(d))
+            })
+            .map(|s| s.name.clone())
+            .collect();
+        if more.is_empty() {
+            return set;
+        }
+        set.extend(more);
+    }
+}
+
+/// A verb on the project's containers and VMs (of `services` when given): `stop`, `start`,
+/// `restart`, `kill`, `rm`, `pause`, `unpause`. `restart` of named services restarts their
+/// dependents with `restart: true` too.
+pub fn each_with(
+    engine: &Engine,
+    p: &Project,
+    services: &[String],
+    verb: &str,
+    o: &VerbOptions,
+    out: &dyn Out,
+) -> Result<(), ComposeError> {
+    let expanded;
+    let services = if verb == "restart" && !services.is_empty() {
+        expanded = with_restart_dependents(p, services);
+        &expanded[..]
+    } else {
+        services
+    };
+    let signal = o.signal.as_str();
     let all = !matches!(verb, "stop" | "kill" | "pause" | "unpause");
+    each_vm(engine, p, services, verb, o, out)?;
     let mut list = containers(engine, &p.name, Some(services), all)?;
     // Stop in reverse dependency order, start in order.
     let order = crate::order::order(p, &p.services.keys().cloned().collect::<Vec<_>>())?;
@@ -344,14 +560,14 @@ pub fn each(
     for c in list {
         let id = &c.state.id;
         let r = match verb {
-            "stop" => engine.stop(id, None),
+            "stop" => engine.stop(id, o.timeout),
             "start" => {
                 if c.state.status == corral_container::Status::Running {
                     continue;
                 }
                 engine.start(id, false).map(|_| ())
             }
-            "restart" => engine.restart(id, None),
+            "restart" => engine.restart(id, o.timeout),
             "kill" => engine.kill(id, signal),
             "pause" => engine.set_paused(id, true),
             "unpause" => engine.set_paused(id, false),
@@ -359,7 +575,7 @@ pub fn each(
                 if c.state.status == corral_container::Status::Running {
                     continue;
                 }
-                engine.remove(id, false, true)
+                engine.remove(id, false, o.volumes)
             }
             other => return Err(ComposeError::Invalid(format!("unknown verb {other}"))),
         };
@@ -374,6 +590,49 @@ pub fn each(
             _ => "Removed",
         };
         out.line(&format!("Container {}  {done}", c.state.name));
+    }
+    Ok(())
+}
+
+/// [`each_with`]'s verb on the project's VMs (pause and unpause are not done for VMs).
+fn each_vm(
+    engine: &Engine,
+    p: &Project,
+    services: &[String],
+    verb: &str,
+    o: &VerbOptions,
+    out: &dyn Out,
+) -> Result<(), ComposeError> {
+    let grace = std::time::Duration::from_secs(o.timeout.unwrap_or(10));
+    for vm in vms(engine, p, Some(services))? {
+        let r = match verb {
+            "stop" if vm.running => engine.stop_vm(&vm.id, grace),
+            "kill" if vm.running => engine.stop_vm(&vm.id, std::time::Duration::ZERO),
+            "start" if !vm.running => engine.start_vm(&vm.id, false).map(|_| ()),
+            "restart" => {
+                let stopped = if vm.running {
+                    engine.stop_vm(&vm.id, grace)
+                } else {
+                    Ok(())
+                };
+                stopped.and_then(|_| engine.start_vm(&vm.id, false).map(|_| ()))
+            }
+            "rm" if !vm.running => engine.remove_vm(&vm.id, true),
+            "pause" | "unpause" => {
+                out.warn(&format!("{verb} {}: a VM is not paused", vm.name));
+                continue;
+            }
+            _ => continue,
+        };
+        r.map_err(|e| ComposeError::Engine(format!("{verb} {}: {e}", vm.name)))?;
+        let done = match verb {
+            "stop" => "Stopped",
+            "kill" => "Killed",
+            "start" => "Started",
+            "restart" => "Restarted",
+            _ => "Removed",
+        };
+        out.line(&format!("Container {}  {done}", vm.name));
     }
     Ok(())
 }

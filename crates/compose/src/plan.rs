@@ -117,6 +117,31 @@ pub fn container_spec(
     container_spec_in(p, s, n, hash, extra_labels, None)
 }
 
+fn external_err(service: &str, kind: &str, name: &str) -> ComposeError {
+    ComposeError::Invalid(format!(
+        "service {service}: unsupported external {kind} {name}: external {kind}s live in a swarm, \
+         which corral does not have (give the {kind} a file, content or environment)"
+    ))
+}
+
+/// Refuses the first of `services` that mounts an external config or secret, before anything
+/// is started.
+pub fn check_external(p: &Project, services: &[String]) -> Result<(), ComposeError> {
+    for s in services.iter().filter_map(|n| p.services.get(n)) {
+        for u in &s.files {
+            let defs = if u.kind == "config" {
+                &p.configs
+            } else {
+                &p.secrets
+            };
+            if defs.get(&u.source).is_some_and(|d| d.external) {
+                return Err(external_err(&s.name, &u.kind, &u.source));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// [`container_spec`], with the directory where the project's inline configs and secrets
 /// are written ([`crate::ops::write_files`]).
 pub fn container_spec_in(
@@ -176,6 +201,9 @@ pub fn container_spec_in(
         let def = defs.get(&u.source).ok_or_else(|| {
             ComposeError::Invalid(format!("services.{}: no {} {}", s.name, u.kind, u.source))
         })?;
+        if def.external {
+            return Err(external_err(&s.name, &u.kind, &u.source));
+        }
         let source = match (&def.file, files_dir) {
             (Some(f), _) => f.clone(),
             (None, Some(dir)) => dir
@@ -329,6 +357,7 @@ pub fn container_spec_in(
         resources: spec::Resources {
             memory: s.memory.as_deref().map(memory).transpose()?,
             cpus: s.cpus,
+            memory_reservation: s.memory_reservation.as_deref().map(memory).transpose()?,
             ..Default::default()
         },
         security,

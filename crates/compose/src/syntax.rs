@@ -80,6 +80,17 @@ pub fn scalar(v: &Value, at: &str) -> Result<String, ComposeError> {
     }
 }
 
+/// A number (or a string holding one) at `at`; anything else is a type error naming `at`.
+pub(crate) fn number<T: std::str::FromStr>(v: &Value, at: &str) -> Result<T, ComposeError> {
+    let text = match v {
+        Value::String(s) => s.trim().to_owned(),
+        Value::Number(n) => n.to_string(),
+        o => return Err(type_err(at, "a number", o)),
+    };
+    text.parse()
+        .map_err(|_| ComposeError::Invalid(format!("{at} must be a number, not {text:?}")))
+}
+
 pub(crate) fn opt_string(v: Option<&Value>, at: &str) -> Result<Option<String>, ComposeError> {
     v.filter(|v| !v.is_null())
         .map(|v| scalar(v, at))

@@ -153,6 +153,7 @@ pub fn up(
     } else {
         crate::order::order(p, &wanted)?
     };
+    plan::check_external(p, &order)?;
     ops::ensure_networks(engine, p, out)?;
     ops::ensure_volumes(engine, p, out)?;
     let mut o = o.clone();
@@ -268,9 +269,36 @@ fn converge(
         out.line(&format!("Container {}  Removed", c.state.name));
         report.push((c.state.name.clone(), "Removed"));
     }
+    // A VM service's replicas are VMs, found by name; they carry no hash, so they are kept
+    // (started if stopped) unless --force-recreate.
+    let vms = ops::vms(engine, p, Some(std::slice::from_ref(&s.name)))?;
+    for vm in vms.iter().filter(|v| v.number > replicas) {
+        ops::remove_vm(engine, vm, None)?;
+        out.line(&format!("Container {}  Removed", vm.name));
+        report.push((vm.name.clone(), "Removed"));
+    }
     for n in 1..=replicas {
         let current = mine.iter().find(|c| number(c) == n);
         let spec = plan::container_spec_in(p, s, n, &hash, &o.labels, o.files_dir.as_deref())?;
+        if let Some(vm) = vms.iter().find(|v| v.number == n) {
+            if o.force_recreate && !o.no_recreate {
+                ops::remove_vm(engine, vm, None)?;
+                ops::create_and_start(engine, &spec)?;
+                out.line(&format!("Container {}  Recreated", vm.name));
+                report.push((vm.name.clone(), "Recreated"));
+                changed = true;
+            } else if vm.running {
+                out.line(&format!("Container {}  Running", vm.name));
+                report.push((vm.name.clone(), "Running"));
+            } else {
+                engine
+                    .start_vm(&vm.id, false)
+                    .map_err(|e| ComposeError::Engine(format!("starting {}: {e}", vm.name)))?;
+                out.line(&format!("Container {}  Started", vm.name));
+                report.push((vm.name.clone(), "Started"));
+            }
+            continue;
+        }
         match current {
             Some(c) => {
                 let same = c.record.labels.get(HASH) == Some(&hash);

@@ -42,7 +42,8 @@ pub enum ComposeCommand {
         /// Return once started (without it: follow the logs; ^C stops the services).
         #[arg(short, long)]
         detach: bool,
-        /// Wait until services are running, and healthy when they have a health check.
+        /// Wait until services are running, and healthy when they have a health check
+        /// (implies -d).
         #[arg(long)]
         wait: bool,
         /// Seconds to wait (--wait, and service_healthy dependencies).
@@ -83,6 +84,13 @@ pub enum ComposeCommand {
         /// Remove containers of services no longer in the files.
         #[arg(long)]
         remove_orphans: bool,
+        /// Seconds each container has to stop before it is killed (default: its
+        /// stop_grace_period, else 10).
+        #[arg(short, long)]
+        timeout: Option<u64>,
+        /// Remove images too: `local` (built for services without an `image:` name) or `all`.
+        #[arg(long, value_parser = ["local", "all"])]
+        rmi: Option<String>,
     },
     /// List the project's containers.
     Ps {
@@ -135,6 +143,9 @@ pub enum ComposeCommand {
     },
     /// Stop services.
     Stop {
+        /// Seconds each container has to stop before it is killed.
+        #[arg(short, long)]
+        timeout: Option<u64>,
         /// Only these services.
         services: Vec<String>,
     },
@@ -143,8 +154,11 @@ pub enum ComposeCommand {
         /// Only these services.
         services: Vec<String>,
     },
-    /// Restart services.
+    /// Restart services (and the services that depend on them with `restart: true`).
     Restart {
+        /// Seconds each container has to stop before it is killed.
+        #[arg(short, long)]
+        timeout: Option<u64>,
         /// Only these services.
         services: Vec<String>,
     },
@@ -164,6 +178,9 @@ pub enum ComposeCommand {
         /// Accepted for docker's scripts: corral never asks.
         #[arg(short, long)]
         force: bool,
+        /// Remove the containers' anonymous volumes too.
+        #[arg(short, long)]
+        volumes: bool,
         /// Only these services.
         services: Vec<String>,
     },

@@ -95,8 +95,10 @@ pub fn run(engine: &Engine, a: ComposeArgs) -> Result<()> {
             services,
         } => {
             let abort = abort_on_container_exit || exit_code_from.is_some();
+            // docker compose: --wait implies -d.
+            let detach = detach || wait;
             if abort && detach {
-                bail!("--abort-on-container-exit and --exit-code-from follow the services: not with -d");
+                bail!("--abort-on-container-exit and --exit-code-from follow the services: not with -d or --wait");
             }
             if let Some(s) = &exit_code_from {
                 if !p.services.contains_key(s) {
@@ -128,16 +130,8 @@ pub fn run(engine: &Engine, a: ComposeArgs) -> Result<()> {
                 files_dir: None,
             };
             if let Err(e) = corral_compose::up::up(engine, &p, &o, &Stderr) {
-                // What up had started stays and is reported: `ps` shows it, `down` removes it.
-                let started = ops::containers(engine, &p.name, None, false).unwrap_or_default();
                 eprintln!("error: {e}");
-                if !started.is_empty() {
-                    let names: Vec<&str> = started.iter().map(|c| c.state.name.as_str()).collect();
-                    eprintln!(
-                        "running now: {} (`corral compose down` removes them)",
-                        names.join(", ")
-                    );
-                }
+                report_left(engine, &p);
                 return Err(Code(1).into());
             }
             if abort {
@@ -152,7 +146,19 @@ pub fn run(engine: &Engine, a: ComposeArgs) -> Result<()> {
         ComposeCommand::Down {
             volumes,
             remove_orphans,
-        } => ops::down(engine, &p, volumes, remove_orphans, &Stderr)?,
+            timeout,
+            rmi,
+        } => ops::down(
+            engine,
+            &p,
+            &ops::DownOptions {
+                volumes,
+                remove_orphans,
+                timeout,
+                rmi,
+            },
+            &Stderr,
+        )?,
         ComposeCommand::Ps {
             all,
             quiet,
@@ -161,21 +167,37 @@ pub fn run(engine: &Engine, a: ComposeArgs) -> Result<()> {
             service,
         } => {
             let list = ops::containers(engine, &p.name, Some(&service), all)?;
+            // A service with `isolation: vm` runs as VMs, listed with the containers.
+            let vms: Vec<ops::ProjectVm> = ops::vms(engine, &p, Some(&service))?
+                .into_iter()
+                .filter(|v| all || v.running)
+                .collect();
+            let vm_image = |v: &ops::ProjectVm| {
+                p.services
+                    .get(&v.service)
+                    .map(|s| corral_compose::plan::image_of(&p, s))
+                    .unwrap_or_default()
+            };
             if quiet {
                 for c in &list {
                     println!("{}", c.state.id);
+                }
+                for v in &vms {
+                    println!("{}", v.id);
                 }
             } else if services {
                 let mut names: Vec<&String> = list
                     .iter()
                     .filter_map(|c| c.record.labels.get(SERVICE))
+                    .chain(vms.iter().map(|v| &v.service))
                     .collect();
+                names.sort();
                 names.dedup();
                 for n in names {
                     println!("{n}");
                 }
             } else if json {
-                let rows: Vec<_> = list
+                let mut rows: Vec<_> = list
                     .iter()
                     .map(|c| {
                         json!({
@@ -193,6 +215,21 @@ pub fn run(engine: &Engine, a: ComposeArgs) -> Result<()> {
                         })
                     })
                     .collect();
+                rows.extend(vms.iter().map(|v| {
+                    json!({
+                        "ID": v.id,
+                        "Name": v.name,
+                        "Image": vm_image(v),
+                        "Project": p.name,
+                        "Service": v.service,
+                        "State": v.status,
+                        "Status": format!("{} (vm)", v.status),
+                        "Health": "",
+                        "ExitCode": 0,
+                        "Publishers": "",
+                        "Labels": {},
+                    })
+                }));
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 println!(
@@ -208,6 +245,15 @@ pub fn run(engine: &Engine, a: ComposeArgs) -> Result<()> {
                         c.record.labels.get(SERVICE).map_or("", String::as_str),
                         status,
                         corral_engine::views::ports_column(&c.endpoints)
+                    );
+                }
+                for v in &vms {
+                    println!(
+                        "{:<24} {:<24} {:<12} {:<28} ",
+                        v.name,
+                        vm_image(v),
+                        v.service,
+                        format!("{} (vm)", v.status)
                     );
                 }
             }
@@ -244,12 +290,22 @@ pub fn run(engine: &Engine, a: ComposeArgs) -> Result<()> {
                 bail!("--format {format}: yaml or json");
             }
         }
-        ComposeCommand::Stop { services } => ops::each(engine, &p, &services, "stop", "", &Stderr)?,
+        ComposeCommand::Stop { timeout, services } => {
+            let o = ops::VerbOptions {
+                timeout,
+                ..Default::default()
+            };
+            ops::each_with(engine, &p, &services, "stop", &o, &Stderr)?
+        }
         ComposeCommand::Start { services } => {
             ops::each(engine, &p, &services, "start", "", &Stderr)?
         }
-        ComposeCommand::Restart { services } => {
-            ops::each(engine, &p, &services, "restart", "", &Stderr)?
+        ComposeCommand::Restart { timeout, services } => {
+            let o = ops::VerbOptions {
+                timeout,
+                ..Default::default()
+            };
+            ops::each_with(engine, &p, &services, "restart", &o, &Stderr)?
         }
         ComposeCommand::Kill { signal, services } => {
             ops::each(engine, &p, &services, "kill", &signal, &Stderr)?
@@ -260,11 +316,20 @@ pub fn run(engine: &Engine, a: ComposeArgs) -> Result<()> {
         ComposeCommand::Unpause { services } => {
             ops::each(engine, &p, &services, "unpause", "", &Stderr)?
         }
-        ComposeCommand::Rm { stop, services, .. } => {
+        ComposeCommand::Rm {
+            stop,
+            volumes,
+            services,
+            ..
+        } => {
             if stop {
                 ops::each(engine, &p, &services, "stop", "", &Stderr)?;
             }
-            ops::each(engine, &p, &services, "rm", "", &Stderr)?;
+            let o = ops::VerbOptions {
+                volumes,
+                ..Default::default()
+            };
+            ops::each_with(engine, &p, &services, "rm", &o, &Stderr)?;
         }
         ComposeCommand::Exec {
             no_tty,
@@ -315,6 +380,7 @@ pub fn run(engine: &Engine, a: ComposeArgs) -> Result<()> {
                 .get(&service)
                 .with_context(|| format!("no such service: {service}"))?
                 .clone();
+            corral_compose::plan::check_external(&p, std::slice::from_ref(&service))?;
             if !no_deps {
                 let deps = corral_compose::order::dependencies(&p, &service);
                 if !deps.is_empty() {
@@ -326,10 +392,10 @@ pub fn run(engine: &Engine, a: ComposeArgs) -> Result<()> {
                     };
                     corral_compose::up::up(engine, &p, &o, &Stderr)?;
                 }
-            } else {
-                ops::ensure_networks(engine, &p, &Stderr)?;
-                ops::ensure_volumes(engine, &p, &Stderr)?;
             }
+            // With or without dependencies, the one-off's networks and volumes exist.
+            ops::ensure_networks(engine, &p, &Stderr)?;
+            ops::ensure_volumes(engine, &p, &Stderr)?;
             let files = ops::write_files(engine, &p)?;
             let mut spec = corral_compose::plan::container_spec_in(
                 &p,
@@ -509,6 +575,60 @@ pub fn run(engine: &Engine, a: ComposeArgs) -> Result<()> {
         ComposeCommand::Ls { .. } => unreachable!("handled above"),
     }
     Ok(())
+}
+
+/// After a failed `up`: what it left (running or only created containers, VMs, networks,
+/// volumes), so that nothing is silently left behind; `down` removes it all.
+fn report_left(engine: &Engine, p: &Project) {
+    let mut running = Vec::new();
+    let mut created = Vec::new();
+    for c in ops::containers(engine, &p.name, None, true).unwrap_or_default() {
+        match c.state.status {
+            corral_container::Status::Running => running.push(c.state.name),
+            _ => created.push(format!(
+                "{} ({})",
+                c.state.name,
+                corral_engine::views::status_word(&c.state)
+            )),
+        }
+    }
+    for vm in ops::vms(engine, p, None).unwrap_or_default() {
+        if vm.running {
+            running.push(vm.name);
+        } else {
+            created.push(format!("{} ({})", vm.name, vm.status));
+        }
+    }
+    let nets: Vec<String> = engine
+        .networks()
+        .list()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|n| n.name)
+        .filter(|n| p.networks.values().any(|d| !d.external && &d.name == n))
+        .collect();
+    let vols: Vec<String> = engine
+        .volumes()
+        .ok()
+        .and_then(|v| v.list().ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| v.name)
+        .filter(|n| p.volumes.values().any(|d| !d.external && &d.name == n))
+        .collect();
+    for (what, list) in [
+        ("running now", &running),
+        ("created, not running", &created),
+        ("networks", &nets),
+        ("volumes", &vols),
+    ] {
+        if !list.is_empty() {
+            eprintln!("{what}: {}", list.join(", "));
+        }
+    }
+    if !(running.is_empty() && created.is_empty() && nets.is_empty() && vols.is_empty()) {
+        eprintln!("`corral compose down` removes them (`down -v` the volumes too)");
+    }
 }
 
 /// The id of replica `index` of `service`.
