@@ -310,3 +310,80 @@ fn bad_services_are_refused() {
     );
     s.ok(&["delete", "svc", "first"]);
 }
+
+#[test]
+fn a_load_balancer_service_answers_on_the_nodes_address() {
+    let Some(s) = Serve::start("a_load_balancer_service_answers_on_the_nodes_address") else {
+        return;
+    };
+    s.apply(APP, &[]);
+    let o = s.kubectl(&["rollout", "status", "deployment/web", "--timeout=120s"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let port = std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // As a user exposes it.
+    s.ok(&[
+        "expose",
+        "deployment",
+        "web",
+        "--type=LoadBalancer",
+        "--name=web-lb",
+        &format!("--port={port}"),
+        "--target-port=8080",
+    ]);
+    let node_ip = s.json(&["get", "nodes"])["items"][0]["status"]["addresses"][0]["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for(
+        "the load balancer's address",
+        Duration::from_secs(60),
+        || {
+            s.json(&["get", "svc", "web-lb"])["status"]["loadBalancer"]["ingress"][0]["ip"]
+                == node_ip.as_str()
+        },
+    );
+    let table = s.ok(&["get", "svc", "web-lb"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("web-lb ") && l.contains(&node_ip)),
+        "{table}"
+    );
+    let addr: SocketAddr = format!("{node_ip}:{port}").parse().unwrap();
+    let mut body = String::new();
+    wait_for(
+        "an answer on the node's address",
+        Duration::from_secs(60),
+        || match get(addr) {
+            Ok(b) => {
+                body = b;
+                true
+            }
+            Err(_) => false,
+        },
+    );
+    assert!(body.contains("v1 web-"), "{body}");
+    // A second LoadBalancer on the same port stays pending.
+    s.ok(&[
+        "expose",
+        "deployment",
+        "web",
+        "--type=LoadBalancer",
+        "--name=web-lb2",
+        &format!("--port={port}"),
+        "--target-port=8080",
+    ]);
+    std::thread::sleep(Duration::from_secs(2));
+    let table = s.ok(&["get", "svc", "web-lb2"]);
+    assert!(table.contains("<pending>"), "{table}");
+    // Gone: the port no longer answers.
+    s.ok(&["delete", "svc", "web-lb", "web-lb2"]);
+    wait_for("the port to close", Duration::from_secs(60), || {
+        get(addr).is_err()
+    });
+    s.ok(&["delete", "deployment", "web"]);
+}

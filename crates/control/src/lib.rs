@@ -10,8 +10,8 @@
 //! a Job's pods run to completion; [`cronjobs`]: Jobs made on a schedule; [`statefulsets`]:
 //! pods with stable names and their own claims; [`daemonsets`]: a pod on each node; [`hpa`]:
 //! replicas that follow CPU and memory use; [`disruption`]: what disruption budgets allow), and
-//! the
-//! endpoints controller ([`endpoints`]: the Endpoints and EndpointSlices of Services). They
+//! the endpoints controller ([`endpoints`]: the Endpoints and EndpointSlices of Services) and the
+//! service load balancer ([`loadbalancers`]: LoadBalancer Services on the nodes' addresses). They
 //! read and write the store directly ([`kv`]), as the API server does.
 //! Does not own the API (corral-api) or running pods (corral-node).
 
@@ -27,6 +27,7 @@ pub mod gc;
 pub mod hpa;
 pub mod jobs;
 pub mod kv;
+pub mod loadbalancers;
 pub mod namespaces;
 pub mod quantity;
 pub mod replicasets;

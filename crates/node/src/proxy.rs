@@ -1,6 +1,7 @@
 //! The service proxy (kube-proxy's job): Services and their EndpointSlices, read from the
-//! store, made into the nftables rules of `corral_net::services` — a Service's cluster IP
-//! and node ports lead, at random, to its ready endpoints (falling back to serving ones
+//! store, made into the nftables rules of `corral_net::services` — a Service's cluster IP,
+//! node ports and load balancer addresses (port at each `status.loadBalancer.ingress`
+//! address) lead, at random, to its ready endpoints (falling back to serving ones
 //! that are terminating, as kube-proxy does, so a rollout loses no connection).
 //!
 //! It runs one pass at start and one after each burst of changes; only services whose
@@ -109,15 +110,39 @@ pub fn rules(services: &[Value], slices: &[Value]) -> Vec<ServiceRule> {
             let mut backends = if ready.is_empty() { serving } else { ready };
             backends.sort_by_key(|b| (b.ip, b.port));
             backends.dedup();
+            let id = format!(
+                "{ns}/{name}/{}",
+                if pname.is_empty() {
+                    port.to_string()
+                } else {
+                    pname.to_string()
+                }
+            );
+            // A LoadBalancer answers on its port at each address its status gives (the
+            // nodes' addresses, from the service load balancer controller).
+            if spec["type"] == "LoadBalancer" {
+                for ing in svc["status"]["loadBalancer"]["ingress"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    let Some(ip) = ing["ip"].as_str().and_then(|s| s.parse().ok()) else {
+                        continue;
+                    };
+                    out.push(ServiceRule {
+                        id: format!("{id}/lb/{ip}"),
+                        vip: None,
+                        port,
+                        protocol,
+                        node_port: Some(port),
+                        node_ip: Some(ip),
+                        backends: backends.clone(),
+                        affinity_seconds: affinity,
+                    });
+                }
+            }
             out.push(ServiceRule {
-                id: format!(
-                    "{ns}/{name}/{}",
-                    if pname.is_empty() {
-                        port.to_string()
-                    } else {
-                        pname.to_string()
-                    }
-                ),
+                id,
                 vip: Some(vip),
                 port,
                 protocol,

@@ -147,6 +147,10 @@ async fn serve(
         tokio::spawn(corral_control::daemonsets::run(store.clone(), stop.clone())),
         tokio::spawn(corral_control::cronjobs::run(store.clone(), stop.clone())),
         tokio::spawn(corral_control::endpoints::run(store.clone(), stop.clone())),
+        tokio::spawn(corral_control::loadbalancers::run(
+            store.clone(),
+            stop.clone(),
+        )),
         tokio::spawn(corral_node::proxy::run(
             store.clone(),
             node_name.clone(),
