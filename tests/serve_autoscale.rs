@@ -133,7 +133,10 @@ fn top_shows_usage_and_an_autoscaler_follows_cpu_load() {
         .as_str()
         .unwrap()
         .to_string();
-    assert!(nodes.contains(&node) && nodes.contains("MEMORY("), "{nodes}");
+    assert!(
+        nodes.contains(&node) && nodes.contains("MEMORY("),
+        "{nodes}"
+    );
     // Read-only.
     let o = s.kubectl_in(
         &["create", "-f", "-"],
