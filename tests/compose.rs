@@ -907,7 +907,7 @@ fn restart_takes_dependents_and_stop_rm_down_take_their_flags() {
     let c = world();
     let p = Project::new(
         &c,
-        "x-run: &run\n  image: IMAGE\n  command: [\"sh\", \"-c\", \"echo started; exec sleep 3600\"]\nservices:\n  db: *run\n  web:\n    <<: *run\n    depends_on: {db: {condition: service_started, restart: true}}\n  other:\n    <<: *run\n    depends_on: [db]\n    volumes: [/data]\n",
+        "x-run: &run\n  image: IMAGE\n  command: [\"sh\", \"-c\", \"echo started; exec sleep 3600\"]\nservices:\n  db:\n    <<: *run\n    stop_grace_period: 1s\n  web:\n    <<: *run\n    stop_grace_period: 1s\n    depends_on: {db: {condition: service_started, restart: true}}\n  other:\n    <<: *run\n    depends_on: [db]\n    volumes: [/data]\n",
     );
     p.ok(&["up", "-d"]);
     let starts = |svc: &str| {
@@ -918,7 +918,10 @@ fn restart_takes_dependents_and_stop_rm_down_take_their_flags() {
     // restart db: web (restart: true) restarts with it, other does not.
     p.ok(&["restart", "-t", "0", "db"]);
     assert_eq!((starts("db"), starts("web"), starts("other")), (2, 2, 1));
-    // stop -t 1: sleep as pid 1 ignores SIGTERM, so the default 10 s per container would show.
+    // up of db alone, recreating it: web is restarted with it, other is left alone.
+    p.ok(&["up", "-d", "--force-recreate", "db"]);
+    assert_eq!((starts("db"), starts("web"), starts("other")), (1, 3, 1));
+    // stop -t 1: sleep as pid 1 ignores SIGTERM, so other's default 10 s would show.
     let t = std::time::Instant::now();
     p.ok(&["stop", "-t", "1"]);
     assert!(

@@ -2,7 +2,8 @@
 //! order — after its dependencies' conditions hold (`service_started`, `service_healthy`,
 //! `service_completed_successfully`) — brought to its replicas: containers whose change hash
 //! matches are kept (started if stopped), the others recreated, and so are the services that
-//! depend on a recreated one. Orphans (containers of services no longer in the files) are
+//! depend on a recreated one (a service left out of this `up` that depends on it with
+//! `restart: true` is restarted). Orphans (containers of services no longer in the files) are
 //! removed with `--remove-orphans`, reported otherwise. `--wait` waits for every service to be
 //! running, and healthy when it has a health check.
 
@@ -46,7 +47,8 @@ pub struct UpOptions {
     pub files_dir: Option<std::path::PathBuf>,
 }
 
-/// What `up` did, per container: (name, what: Created, Recreated, Started, Running, Removed).
+/// What `up` did, per container: (name, what: Created, Recreated, Started, Running, Removed,
+/// Restarted).
 pub type Report = Vec<(String, &'static str)>;
 
 fn number(v: &ContainerView) -> u32 {
@@ -208,6 +210,21 @@ pub fn up(
         let changed = converge(engine, p, s, o, dep_recreated, &existing, out, &mut report)?;
         if changed {
             recreated.insert(name.clone());
+        }
+    }
+    // Services left out of this `up` that depend on a recreated one with `restart: true`
+    // are restarted (docker compose's rule); those in it were recreated with it already.
+    let recreated: Vec<String> = recreated.into_iter().collect();
+    for name in ops::with_restart_dependents(p, &recreated) {
+        if order.contains(&name) || recreated.contains(&name) {
+            continue;
+        }
+        for c in ops::containers(engine, &p.name, Some(std::slice::from_ref(&name)), false)? {
+            engine
+                .restart(&c.state.id, None)
+                .map_err(|e| ComposeError::Engine(format!("restarting {}: {e}", c.state.name)))?;
+            out.line(&format!("Container {}  Restarted", c.state.name));
+            report.push((c.state.name.clone(), "Restarted"));
         }
     }
     if o.wait {
