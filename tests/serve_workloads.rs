@@ -469,3 +469,38 @@ fn evictions_honour_the_disruption_budget() {
     s.ok(&["delete", "pdb", "guarded"]);
     s.ok(&["delete", "deployment", "guarded"]);
 }
+
+#[test]
+fn a_pre_stop_hook_runs_before_the_container_is_stopped() {
+    let Some(s) = Serve::start("a_pre_stop_hook_runs_before_the_container_is_stopped") else {
+        return;
+    };
+    let dir = s.world.path("hook-out");
+    std::fs::create_dir_all(&dir).unwrap();
+    let pod = format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: hooked}}
+spec:
+  terminationGracePeriodSeconds: 10
+  volumes: [{{name: out, hostPath: {{path: {dir:?}}}}}]
+  containers:
+  - name: main
+    image: busybox:test
+    volumeMounts: [{{name: out, mountPath: /out}}]
+    command: ["sh", "-c", "trap 'echo term >> /out/log; exit 0' TERM; while true; do sleep 1; done"]
+    lifecycle:
+      preStop:
+        exec: {{command: ["sh", "-c", "echo prestop >> /out/log"]}}
+"#
+    );
+    s.apply(&pod, &[]);
+    s.wait_ready("default", "hooked");
+    s.ok(&["delete", "pod", "hooked", "--wait=true", "--timeout=60s"]);
+    let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+    assert_eq!(
+        log, "prestop\nterm\n",
+        "the hook did not run before SIGTERM"
+    );
+}

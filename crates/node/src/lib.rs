@@ -15,7 +15,7 @@
 //!
 //! Pieces, one file each: the Node and its Lease (`node`), host facts (`host`), pod workers
 //! (`worker`, its sandbox, sources and volumes in `prepare`, container starts in `start`, deletion in `teardown`), status (`status`),
-//! environment (`env`), volumes (`volumes`), claims and the removal of deleted volumes'
+//! lifecycle hooks (`hooks`), environment (`env`), volumes (`volumes`), claims and the removal of deleted volumes'
 //! data (`claims`), the engine specs (`runspec`), probes (`probe`),
 //! the restart back-off (`backoff`), waits on
 //! processes that are not children (`exits`), quantities and QoS (`quantity`), events (`events`),
@@ -34,6 +34,7 @@ mod clock;
 pub mod env;
 mod events;
 mod exits;
+mod hooks;
 mod host;
 mod kv;
 pub mod metrics;

@@ -1,5 +1,6 @@
 //! A pod's end. Graceful deletion (the pod has `metadata.deletionTimestamp`): each running
-//! container is stopped with SIGTERM, then SIGKILL after the grace period
+//! container runs its preStop hook (`hooks`), then is stopped with SIGTERM, then SIGKILL after
+//! the grace period
 //! (`metadata.deletionGracePeriodSeconds`, else `spec.terminationGracePeriodSeconds`, else
 //! 30 s — the engine's stop with a timeout does both), the engine pod and the pod's volume
 //! directory are removed, and the pod's key is deleted, guarded by the revision it was read
@@ -40,10 +41,51 @@ impl Worker {
             }
             names.push(name.clone());
             let (e, id) = (self.agent.engine.clone(), cur.id.clone());
-            stops.push(tokio::task::spawn_blocking(move || {
-                if let Err(err) = e.stop(&id, Some(grace)) {
-                    tracing::warn!(container = %id, "stopping a container of a deleted pod: {err}");
+            // The container's preStop hook first, within the grace period.
+            let hook = self
+                .pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.containers.iter().find(|c| c.name == *name))
+                .and_then(|c| {
+                    let h = c.lifecycle.as_ref()?.pre_stop.as_ref()?;
+                    Some(crate::hooks::hook_of(h, c))
+                });
+            let target = crate::probe::Target {
+                pod_ip: self.pod_ip,
+                exe: self.agent.engine.exe().to_path_buf(),
+                root: self.agent.engine.root().to_path_buf(),
+                container_id: cur.id.clone(),
+            };
+            let events = self.agent.events.clone();
+            let pod = self.pod_ref.clone();
+            let cname = name.clone();
+            stops.push(tokio::spawn(async move {
+                let begun = std::time::Instant::now();
+                let failed = match hook {
+                    None => None,
+                    Some(Err(e)) => Some(e),
+                    Some(Ok(h)) => {
+                        let limit = std::time::Duration::from_secs(grace);
+                        match crate::hooks::run(&h, &target, limit).await {
+                            crate::probe::Outcome::Success => None,
+                            crate::probe::Outcome::Failure(why) => Some(why),
+                        }
+                    }
+                };
+                if let Some(why) = failed {
+                    let msg = format!("PreStopHook failed: {why}");
+                    events
+                        .record(&pod, Some(&format!("spec.containers{{{cname}}}")), EventType::Warning, "FailedPreStopHook", &msg)
+                        .await;
                 }
+                let grace = crate::hooks::grace_after(grace, begun.elapsed());
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Err(err) = e.stop(&id, Some(grace)) {
+                        tracing::warn!(container = %id, "stopping a container of a deleted pod: {err}");
+                    }
+                })
+                .await;
             }));
         }
         for n in &names {

@@ -1,0 +1,99 @@
+//! Container lifecycle hooks: a container's `lifecycle.preStop` runs when its pod is deleted,
+//! before the container gets SIGTERM, as the kubelet runs it — `exec` in the container,
+//! `httpGet` against the pod (a probe's request), or `sleep`. The hook's time counts against
+//! the termination grace period; a hook that fails or runs out of time is reported with a
+//! `FailedPreStopHook` event and the container is stopped anyway, with at least 2 s left for
+//! SIGTERM (the kubelet's extra grace).
+//!
+//! Not yet: `postStart`, and preStop before a restart that a failed liveness probe causes.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Probe};
+
+use crate::probe::{self, Action, Outcome, ProbeSpec, Target};
+
+/// What a hook does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hook {
+    /// A probe's action (exec, httpGet, tcpSocket).
+    Action(Action),
+    /// A pause.
+    Sleep(Duration),
+}
+
+/// Reads a lifecycle handler of container `c`.
+pub fn hook_of(h: &LifecycleHandler, c: &Container) -> Result<Hook, String> {
+    if let Some(s) = &h.sleep {
+        return Ok(Hook::Sleep(Duration::from_secs(s.seconds.max(0) as u64)));
+    }
+    let as_probe = Probe {
+        exec: h.exec.clone(),
+        http_get: h.http_get.clone(),
+        tcp_socket: h.tcp_socket.clone(),
+        ..Default::default()
+    };
+    ProbeSpec::from_k8s(&as_probe, c)
+        .map(|p| Hook::Action(p.action))
+        .map_err(|e| e.replace("a probe needs", "a hook needs"))
+}
+
+/// Runs `hook` against `target`, for at most `limit`.
+pub async fn run(hook: &Hook, target: &Target, limit: Duration) -> Outcome {
+    match hook {
+        Hook::Sleep(d) => {
+            tokio::time::sleep((*d).min(limit)).await;
+            Outcome::Success
+        }
+        Hook::Action(a) => {
+            match tokio::time::timeout(limit, probe::run_once(a, target, limit)).await {
+                Ok(o) => o,
+                Err(_) => Outcome::Failure(format!(
+                    "the hook did not finish within {} s",
+                    limit.as_secs()
+                )),
+            }
+        }
+    }
+}
+
+/// The grace left for SIGTERM after a hook that took `spent` of `grace`.
+pub fn grace_after(grace: u64, spent: Duration) -> u64 {
+    grace.saturating_sub(spent.as_secs()).max(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{ExecAction, SleepAction};
+
+    #[test]
+    fn hooks_are_read_as_the_kubelet_reads_them() {
+        let c = Container {
+            name: "main".into(),
+            ..Default::default()
+        };
+        let sleep = LifecycleHandler {
+            sleep: Some(SleepAction { seconds: 3 }),
+            ..Default::default()
+        };
+        assert_eq!(
+            hook_of(&sleep, &c).unwrap(),
+            Hook::Sleep(Duration::from_secs(3))
+        );
+        let exec = LifecycleHandler {
+            exec: Some(ExecAction {
+                command: Some(vec!["sh".into(), "-c".into(), "echo bye".into()]),
+            }),
+            ..Default::default()
+        };
+        assert!(matches!(
+            hook_of(&exec, &c).unwrap(),
+            Hook::Action(Action::Exec(_))
+        ));
+        let e = hook_of(&LifecycleHandler::default(), &c).unwrap_err();
+        assert!(e.contains("a hook needs"), "{e}");
+        assert_eq!(grace_after(30, Duration::from_secs(5)), 25);
+        assert_eq!(grace_after(3, Duration::from_secs(5)), 2);
+    }
+}
