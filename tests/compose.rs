@@ -960,7 +960,7 @@ fn vm_services_are_listed_kept_and_removed_with_the_project() {
         &c,
         "services:\n  box:\n    image: IMAGE\n    isolation: vm\n    command: sleep 3600\n",
     );
-    p.ok(&["up", "-d"]);
+    p.ok(&["up", "--wait"]);
     let vm = format!("{}-box-1", p.name);
     assert!(p.ok(&["ps", "-a"]).contains(&vm));
     // A second up keeps the VM.

@@ -68,6 +68,25 @@ pub fn wait_condition(
     timeout: Duration,
 ) -> Result<(), ComposeError> {
     let deadline = Instant::now() + timeout;
+    if p.services.get(service).and_then(|s| s.isolation.as_deref()) == Some("vm") {
+        // A VM service's replicas are VMs: started is running; they have no health check or
+        // exit code here, so `service_healthy` waits for running and `completed` for stopped.
+        loop {
+            let vms = ops::vms(engine, p, Some(&[service.to_owned()]))?;
+            let done = condition == "service_completed_successfully";
+            if !vms.is_empty() && vms.iter().all(|v| v.running != done) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(ComposeError::Dependency(format!(
+                    "service {service} (VMs) was not {} within {}s",
+                    if done { "stopped" } else { "running" },
+                    timeout.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     loop {
         let cs = ops::containers(engine, &p.name, Some(&[service.to_owned()]), true)?;
         let met = !cs.is_empty()
