@@ -367,6 +367,24 @@ fn a_load_balancer_service_answers_on_the_nodes_address() {
         },
     );
     assert!(body.contains("v1 web-"), "{body}");
+    // A container that `corral run` started on a corral network reaches the service's
+    // virtual IP too.
+    let vip = s.json(&["get", "svc", "web-lb"])["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let image = s.world.busybox_image();
+    let got = s.world.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        &s.network,
+        image,
+        "wget",
+        "-qO-",
+        &format!("http://{vip}:{port}/index.html"),
+    ]);
+    assert!(got.contains("v1 web-"), "{got}");
     // A second LoadBalancer on the same port stays pending.
     s.ok(&[
         "expose",
