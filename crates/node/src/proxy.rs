@@ -3,6 +3,9 @@
 //! node ports and load balancer addresses (port at each `status.loadBalancer.ingress`
 //! address) lead, at random, to its ready endpoints (falling back to serving ones
 //! that are terminating, as kube-proxy does, so a rollout loses no connection).
+//! `internalTrafficPolicy: Local` keeps the virtual IP's traffic, and `externalTrafficPolicy:
+//! Local` the node port's and load balancer's, to this node's endpoints; unlike kube-proxy,
+//! such external traffic is still masqueraded (the client's address is not kept).
 //!
 //! It runs one pass at start and one after each burst of changes; only services whose
 //! rules changed are rewritten. With no services left it removes its table. It also gives
@@ -39,8 +42,9 @@ async fn list(store: &Arc<dyn Store>, prefix: &str) -> Option<Vec<Value>> {
     Some(r.kvs.iter().filter_map(registry::decode).collect())
 }
 
-/// The rules the Services and slices ask for.
-pub fn rules(services: &[Value], slices: &[Value]) -> Vec<ServiceRule> {
+/// The rules the Services and slices ask for, on node `node` (whose endpoints are the local
+/// ones of `internalTrafficPolicy`/`externalTrafficPolicy: Local`).
+pub fn rules(services: &[Value], slices: &[Value], node: &str) -> Vec<ServiceRule> {
     let mut by_service: HashMap<(&str, &str), Vec<&Value>> = HashMap::new();
     for s in slices {
         let ns = s["metadata"]["namespace"].as_str().unwrap_or("");
@@ -79,6 +83,7 @@ pub fn rules(services: &[Value], slices: &[Value]) -> Vec<ServiceRule> {
             };
             let pname = sp["name"].as_str().unwrap_or("");
             let (mut ready, mut serving) = (Vec::new(), Vec::new());
+            let (mut local_ready, mut local_serving) = (Vec::new(), Vec::new());
             for sl in &slices {
                 let Some(target) = sl["ports"]
                     .as_array()
@@ -94,22 +99,47 @@ pub fn rules(services: &[Value], slices: &[Value]) -> Vec<ServiceRule> {
                 };
                 for ep in sl["endpoints"].as_array().into_iter().flatten() {
                     let c = &ep["conditions"];
+                    let here = ep["nodeName"] == node;
                     for a in ep["addresses"].as_array().into_iter().flatten() {
                         let Some(ip) = a.as_str().and_then(|s| s.parse().ok()) else {
                             continue;
                         };
                         let b = Backend { ip, port: target };
                         if c["ready"] != Value::Bool(false) {
+                            if here {
+                                local_ready.push(b.clone());
+                            }
                             ready.push(b);
                         } else if c["serving"] == Value::Bool(true) {
+                            if here {
+                                local_serving.push(b.clone());
+                            }
                             serving.push(b);
                         }
                     }
                 }
             }
-            let mut backends = if ready.is_empty() { serving } else { ready };
-            backends.sort_by_key(|b| (b.ip, b.port));
-            backends.dedup();
+            let pick = |ready: Vec<Backend>, serving: Vec<Backend>| {
+                let mut b = if ready.is_empty() { serving } else { ready };
+                b.sort_by_key(|b| (b.ip, b.port));
+                b.dedup();
+                b
+            };
+            let local = pick(local_ready, local_serving);
+            let all = pick(ready, serving);
+            // `Local` policies send only to this node's endpoints (none: the traffic is dropped,
+            // as kube-proxy drops it).
+            let backends = if spec["internalTrafficPolicy"] == "Local" {
+                local.clone()
+            } else {
+                all
+            };
+            let external_local = spec["externalTrafficPolicy"] == "Local";
+            let outside = if external_local {
+                local
+            } else {
+                backends.clone()
+            };
             let id = format!(
                 "{ns}/{name}/{}",
                 if pname.is_empty() {
@@ -136,17 +166,30 @@ pub fn rules(services: &[Value], slices: &[Value]) -> Vec<ServiceRule> {
                         protocol,
                         node_port: Some(port),
                         node_ip: Some(ip),
-                        backends: backends.clone(),
+                        backends: outside.clone(),
                         affinity_seconds: affinity,
                     });
                 }
+            }
+            let node_port = sp["nodePort"].as_u64().and_then(|p| u16::try_from(p).ok());
+            if external_local && node_port.is_some() {
+                out.push(ServiceRule {
+                    id: format!("{id}/external"),
+                    vip: None,
+                    port,
+                    protocol,
+                    node_port,
+                    node_ip: None,
+                    backends: outside,
+                    affinity_seconds: affinity,
+                });
             }
             out.push(ServiceRule {
                 id,
                 vip: Some(vip),
                 port,
                 protocol,
-                node_port: sp["nodePort"].as_u64().and_then(|p| u16::try_from(p).ok()),
+                node_port: node_port.filter(|_| !external_local),
                 node_ip: None,
                 backends,
                 affinity_seconds: affinity,
@@ -283,7 +326,7 @@ pub async fn run(
                 })
                 .await;
             }
-            let want = rules(&services, &slices);
+            let want = rules(&services, &slices, &node);
             if last.as_ref() != Some(&want) {
                 let p = proxy.clone();
                 let w = want.clone();
@@ -338,7 +381,7 @@ mod tests {
                 {"addresses": ["10.88.0.3"], "conditions": {"ready": false, "serving": true, "terminating": true}},
             ]})
         };
-        let r = rules(std::slice::from_ref(&svc), &[slice(true, true)]);
+        let r = rules(std::slice::from_ref(&svc), &[slice(true, true)], "n1");
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].vip, Some(Ipv4Addr::new(10, 43, 0, 10)));
         assert_eq!(r[0].node_port, Some(30080));
@@ -350,7 +393,7 @@ mod tests {
             }]
         );
         // No ready endpoint: the serving, terminating ones still get traffic.
-        let r = rules(std::slice::from_ref(&svc), &[slice(false, false)]);
+        let r = rules(std::slice::from_ref(&svc), &[slice(false, false)], "n1");
         assert_eq!(
             r[0].backends,
             vec![Backend {
@@ -389,5 +432,38 @@ mod tests {
             Ipv4Addr::new(10, 43, 0, 9)
         );
         assert_eq!(n.len(), 3);
+    }
+
+    #[test]
+    fn local_traffic_policies_keep_to_this_nodes_endpoints() {
+        let svc = json!({"metadata": {"name": "web", "namespace": "default"},
+            "spec": {"clusterIP": "10.43.0.10", "internalTrafficPolicy": "Local",
+                "externalTrafficPolicy": "Local",
+                "ports": [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}]}});
+        let slice = json!({"metadata": {"namespace": "default",
+            "labels": {"kubernetes.io/service-name": "web"}},
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [
+                {"addresses": ["10.88.0.2"], "nodeName": "n1", "conditions": {"ready": true}},
+                {"addresses": ["10.88.0.3"], "nodeName": "n2", "conditions": {"ready": true}}]});
+        let r = rules(
+            std::slice::from_ref(&svc),
+            std::slice::from_ref(&slice),
+            "n1",
+        );
+        let here = vec![Backend {
+            ip: Ipv4Addr::new(10, 88, 0, 2),
+            port: 8080,
+        }];
+        assert_eq!(r.len(), 2, "{r:?}");
+        let external = r.iter().find(|x| x.id.ends_with("/external")).unwrap();
+        assert_eq!((external.vip, external.node_port), (None, Some(30080)));
+        assert_eq!(external.backends, here);
+        let internal = r.iter().find(|x| x.vip.is_some()).unwrap();
+        assert_eq!(internal.node_port, None);
+        assert_eq!(internal.backends, here);
+        // On a node with no endpoint of its own: nothing to send to.
+        let r = rules(std::slice::from_ref(&svc), &[slice], "n3");
+        assert!(r.iter().all(|x| x.backends.is_empty()));
     }
 }
