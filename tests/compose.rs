@@ -25,7 +25,7 @@ fn world() -> Corral {
 
 /// A project directory with `compose.yaml`; `down -v --remove-orphans` when dropped, and
 /// whatever that could not remove (a file that no longer loads) removed by its labels and
-/// names.
+/// names (VMs by name).
 struct Project<'a> {
     c: &'a Corral,
     dir: PathBuf,
@@ -92,6 +92,18 @@ impl Drop for Project<'_> {
         let ids = self.c.cmd(&["ps", "-aq", "--filter", &label]);
         for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
             let _ = self.c.cmd(&["rm", "-f", "-v", id]);
+        }
+        // VMs of `isolation: vm` services, by name.
+        let vms = self.c.cmd(&["vm", "ls", "--json"]);
+        if let Ok(Value::Array(list)) = serde_json::from_slice::<Value>(&vms.stdout) {
+            for vm in &list {
+                if let Some(n) = vm["name"]
+                    .as_str()
+                    .filter(|n| n.starts_with(&format!("{}-", self.name)))
+                {
+                    let _ = self.c.cmd(&["vm", "rm", "-f", n]);
+                }
+            }
         }
         for what in ["network", "volume"] {
             let list = self.c.cmd(&[what, "ls"]);
