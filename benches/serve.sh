@@ -3,7 +3,8 @@
 # 10,000 objects, watch delivery), scheduler throughput on fake nodes, pod start (100 pods to
 # Ready), the idle footprint with 20 running pods and the workload controllers (a deleted
 # pod replaced, a 10-replica rolling update; ONLY_WORKLOADS=1 runs just those) and the
-# Service data path (the VIP against a pod IP; ONLY_SERVICES=1 runs just that) — each
+# Service data path (the VIP against a pod IP; ONLY_SERVICES=1 runs just that) and the HPA's
+# reaction time (load to new replicas Ready and back; ONLY_HPA=1 runs just that) — each
 # printed with Kubernetes' published anchor beside it (no peer control plane runs on this machine: k3s and kube-apiserver are not
 # packaged by Debian 12). QUICK=1 makes the API part smaller.
 set -euo pipefail
@@ -48,6 +49,10 @@ if [ -n "${ONLY_SERVICES:-}" ]; then
   python3 benches/serve_services.py "$CORRAL_ROOT/kubeconfig" ${QUICK:+--quick}
   exit 0
 fi
+if [ -n "${ONLY_HPA:-}" ]; then
+  python3 benches/serve_hpa.py "$CORRAL_ROOT/kubeconfig"
+  exit 0
+fi
 python3 benches/serve_api.py "$CORRAL_ROOT/kubeconfig" "$pid" ${QUICK:+--quick}
 # The idle footprint again, on a server (and store) that has done nothing else.
 kill "$pid"; wait "$pid" 2>/dev/null || true
@@ -57,3 +62,4 @@ serve
 python3 benches/serve_api.py "$CORRAL_ROOT/kubeconfig" "$pid" --footprint
 python3 benches/serve_workloads.py "$CORRAL_ROOT/kubeconfig" ${QUICK:+--quick}
 python3 benches/serve_services.py "$CORRAL_ROOT/kubeconfig" ${QUICK:+--quick}
+python3 benches/serve_hpa.py "$CORRAL_ROOT/kubeconfig"
