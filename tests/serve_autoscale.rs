@@ -75,19 +75,6 @@ spec:
       - name: main
         image: busybox:test
         command: ["sleep", "100000"]
----
-apiVersion: autoscaling/v2
-kind: HorizontalPodAutoscaler
-metadata:
-  name: bare
-spec:
-  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: bare}
-  maxReplicas: 3
-  metrics:
-  - type: Resource
-    resource:
-      name: cpu
-      target: {type: Utilization, averageUtilization: 50}
 "#;
 
 fn replicas(s: &Serve) -> i64 {
@@ -110,6 +97,14 @@ fn top_shows_usage_and_an_autoscaler_follows_cpu_load() {
     };
     s.apply(APP, &[]);
     s.apply(NO_REQUESTS, &[]);
+    // As a user makes one (kubectl sends it as protobuf).
+    s.ok(&[
+        "autoscale",
+        "deployment",
+        "bare",
+        "--cpu-percent=50",
+        "--max=3",
+    ]);
     let o = s.kubectl(&["rollout", "status", "deployment/burn", "--timeout=120s"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let pod = s.json(&["get", "pods", "-l", "app=burn"])["items"][0]["metadata"]["name"]

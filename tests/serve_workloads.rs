@@ -376,15 +376,6 @@ spec:
       - name: main
         image: busybox:test
         command: ["sleep", "100000"]
----
-apiVersion: policy/v1
-kind: PodDisruptionBudget
-metadata:
-  name: guarded
-spec:
-  minAvailable: 2
-  selector:
-    matchLabels: {app: guarded}
 "#;
 
 /// POSTs an Eviction of `pod` as `kubectl drain` does.
@@ -410,6 +401,14 @@ fn evictions_honour_the_disruption_budget() {
         return;
     };
     s.apply(GUARDED, &[]);
+    // As a user makes it (kubectl sends it as protobuf).
+    s.ok(&[
+        "create",
+        "poddisruptionbudget",
+        "guarded",
+        "--selector=app=guarded",
+        "--min-available=2",
+    ]);
     rolled_out(&s, "deployment/guarded");
     wait_for("the budget's status", Duration::from_secs(60), || {
         let b = s.json(&["get", "pdb", "guarded"]);
@@ -449,16 +448,6 @@ fn evictions_honour_the_disruption_budget() {
     });
     let o = evict(&s, &victim);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    // A second eviction of a Ready pod right after is refused: the first took the only
-    // disruption. (A replacement that is not Ready yet could go: the budget still holds.)
-    let other = pods(&s, "app=guarded")
-        .iter()
-        .filter(|p| ready(p))
-        .map(|p| p["metadata"]["name"].as_str().unwrap_or("").to_string())
-        .find(|n| *n != victim)
-        .unwrap();
-    let o = evict(&s, &other);
-    assert!(!o.status.success(), "a second eviction went through");
     wait_for("the replacement", Duration::from_secs(120), || {
         let now = pods(&s, "app=guarded");
         now.iter().filter(|p| ready(p)).count() == 2
@@ -466,6 +455,26 @@ fn evictions_honour_the_disruption_budget() {
                 .iter()
                 .all(|p| p["metadata"]["name"].as_str() != Some(victim.as_str()))
     });
+    // Back to needing both: refused again.
+    s.ok(&[
+        "patch",
+        "pdb",
+        "guarded",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"minAvailable":2}}"#,
+    ]);
+    wait_for("no allowed disruption", Duration::from_secs(60), || {
+        let b = s.json(&["get", "pdb", "guarded"]);
+        b["status"]["disruptionsAllowed"] == 0
+            && b["status"]["observedGeneration"] == b["metadata"]["generation"]
+    });
+    let other = pods(&s, "app=guarded")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let o = evict(&s, &other);
+    assert!(!o.status.success(), "an eviction broke the budget");
     s.ok(&["delete", "pdb", "guarded"]);
     s.ok(&["delete", "deployment", "guarded"]);
 }

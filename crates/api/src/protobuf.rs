@@ -19,7 +19,8 @@
 //! is kept.
 //!
 //! Read: v1 Namespace, ConfigMap, Secret, ServiceAccount and Service; batch/v1 Job and
-//! CronJob; apps/v1 Deployment — with ObjectMeta, LabelSelector, the pod template (PodSpec,
+//! CronJob; apps/v1 Deployment; policy/v1 PodDisruptionBudget; autoscaling/v2
+//! HorizontalPodAutoscaler (Resource and ContainerResource metrics) — with ObjectMeta, LabelSelector, the pod template (PodSpec,
 //! Container and what it holds: ports, env and envFrom, resources, volume mounts, probes,
 //! lifecycle, security contexts; volumes of kind emptyDir, configMap, secret,
 //! persistentVolumeClaim and hostPath; tolerations) and the kinds' specs. Any other kind is a

@@ -18,8 +18,10 @@
 //! as a user's `kubectl scale` is.
 //!
 //! Limits: `Pods`, `Object` and `External` metrics are refused by the API; proposals live in
-//! memory, so a restarted server starts its stabilization windows afresh; unready pods and
-//! pods without metrics are left out of the count rather than assumed at 0% or 100%.
+//! memory, so a restarted server starts its stabilization windows afresh; every Running pod
+//! with metrics counts, Ready or not, and pods without metrics are left out rather than
+//! assumed at 0% or 100%; each step is limited by the policies on its own (their
+//! `periodSeconds` is not kept track of).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

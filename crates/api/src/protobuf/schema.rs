@@ -1,7 +1,7 @@
 //! The message table the protobuf decoder reads by: the kinds read and every message they hold.
 //!
 //! Field numbers are those of Kubernetes' `generated.proto` files (k8s.io/api `core/v1`,
-//! `batch/v1`, `apps/v1`; k8s.io/apimachinery `pkg/apis/meta/v1`); whether a field is a Go
+//! `batch/v1`, `apps/v1`, `policy/v1`, `autoscaling/v2`; k8s.io/apimachinery `pkg/apis/meta/v1`); whether a field is a Go
 //! value or a pointer (`val` or `ptr`) follows the Go types in the same packages'
 //! `types.go`. A message's doc names the fields it leaves out, which are refused when set.
 
@@ -21,6 +21,12 @@ pub(super) static KINDS: &[(&str, &str, &Message)] = &[
     ("batch/v1", "Job", &JOB),
     ("batch/v1", "CronJob", &CRON_JOB),
     ("apps/v1", "Deployment", &DEPLOYMENT),
+    ("policy/v1", "PodDisruptionBudget", &POD_DISRUPTION_BUDGET),
+    (
+        "autoscaling/v2",
+        "HorizontalPodAutoscaler",
+        &HORIZONTAL_POD_AUTOSCALER,
+    ),
 ];
 
 // meta/v1
@@ -257,6 +263,123 @@ static CRON_JOB_SPEC: Message = Message {
         ptr(6, "successfulJobsHistoryLimit", Int),
         ptr(7, "failedJobsHistoryLimit", Int),
         ptr(8, "timeZone", Str),
+    ],
+};
+
+// policy/v1 (`kubectl create poddisruptionbudget`)
+
+static POD_DISRUPTION_BUDGET: Message = Message {
+    name: "PodDisruptionBudget",
+    fields: &[
+        val(1, "metadata", Msg(&OBJECT_META)),
+        val(2, "spec", Msg(&POD_DISRUPTION_BUDGET_SPEC)),
+        val(3, "status", EmptyStatus),
+    ],
+};
+
+static POD_DISRUPTION_BUDGET_SPEC: Message = Message {
+    name: "PodDisruptionBudgetSpec",
+    fields: &[
+        ptr(1, "minAvailable", IntOrString),
+        ptr(2, "selector", Msg(&LABEL_SELECTOR)),
+        ptr(3, "maxUnavailable", IntOrString),
+        ptr(4, "unhealthyPodEvictionPolicy", Str),
+    ],
+};
+
+// autoscaling/v2 (`kubectl autoscale`)
+
+static HORIZONTAL_POD_AUTOSCALER: Message = Message {
+    name: "HorizontalPodAutoscaler",
+    fields: &[
+        val(1, "metadata", Msg(&OBJECT_META)),
+        val(2, "spec", Msg(&HPA_SPEC)),
+        val(3, "status", EmptyStatus),
+    ],
+};
+
+static HPA_SPEC: Message = Message {
+    name: "HorizontalPodAutoscalerSpec",
+    fields: &[
+        val(1, "scaleTargetRef", Msg(&CROSS_VERSION_OBJECT_REFERENCE)),
+        ptr(2, "minReplicas", Int),
+        val(3, "maxReplicas", Int),
+        rep(4, "metrics", Msg(&METRIC_SPEC)),
+        ptr(5, "behavior", Msg(&HPA_BEHAVIOR)),
+    ],
+};
+
+static CROSS_VERSION_OBJECT_REFERENCE: Message = Message {
+    name: "CrossVersionObjectReference",
+    fields: &[
+        val(1, "kind", Str),
+        val(2, "name", Str),
+        val(3, "apiVersion", Str),
+    ],
+};
+
+/// Not read: object (2), pods (3), external (5), which corral's autoscaler refuses.
+static METRIC_SPEC: Message = Message {
+    name: "MetricSpec",
+    fields: &[
+        val(1, "type", Str),
+        ptr(4, "resource", Msg(&RESOURCE_METRIC_SOURCE)),
+        ptr(
+            7,
+            "containerResource",
+            Msg(&CONTAINER_RESOURCE_METRIC_SOURCE),
+        ),
+    ],
+};
+
+static RESOURCE_METRIC_SOURCE: Message = Message {
+    name: "ResourceMetricSource",
+    fields: &[val(1, "name", Str), val(2, "target", Msg(&METRIC_TARGET))],
+};
+
+static CONTAINER_RESOURCE_METRIC_SOURCE: Message = Message {
+    name: "ContainerResourceMetricSource",
+    fields: &[
+        val(1, "name", Str),
+        val(2, "target", Msg(&METRIC_TARGET)),
+        val(3, "container", Str),
+    ],
+};
+
+static METRIC_TARGET: Message = Message {
+    name: "MetricTarget",
+    fields: &[
+        val(1, "type", Str),
+        ptr(2, "value", Quantity),
+        ptr(3, "averageValue", Quantity),
+        ptr(4, "averageUtilization", Int),
+    ],
+};
+
+static HPA_BEHAVIOR: Message = Message {
+    name: "HorizontalPodAutoscalerBehavior",
+    fields: &[
+        ptr(1, "scaleUp", Msg(&HPA_SCALING_RULES)),
+        ptr(2, "scaleDown", Msg(&HPA_SCALING_RULES)),
+    ],
+};
+
+static HPA_SCALING_RULES: Message = Message {
+    name: "HPAScalingRules",
+    fields: &[
+        ptr(1, "selectPolicy", Str),
+        rep(2, "policies", Msg(&HPA_SCALING_POLICY)),
+        ptr(3, "stabilizationWindowSeconds", Int),
+        ptr(4, "tolerance", Quantity),
+    ],
+};
+
+static HPA_SCALING_POLICY: Message = Message {
+    name: "HPAScalingPolicy",
+    fields: &[
+        val(1, "type", Str),
+        val(2, "value", Int),
+        val(3, "periodSeconds", Int),
     ],
 };
 
