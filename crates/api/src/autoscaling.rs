@@ -2,16 +2,11 @@
 //! replica at least, 80% CPU when no metric is given, the default scaling `behavior`) and
 //! what a write must satisfy.
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::resources::Resource;
 use crate::status::ApiError;
-
-fn set_default(m: &mut Map<String, Value>, k: &str, v: Value) {
-    if m.get(k).is_none_or(Value::is_null) {
-        m.insert(k.to_string(), v);
-    }
-}
+use crate::validate::set_default;
 
 /// Kubernetes' defaults for a HorizontalPodAutoscaler.
 pub(crate) fn defaults(obj: &mut Value) {

@@ -13,12 +13,7 @@ use crate::resources::Resource;
 use crate::selector::LabelSelector;
 use crate::status::ApiError;
 use crate::validate;
-
-fn set_default(m: &mut Map<String, Value>, k: &str, v: Value) {
-    if m.get(k).is_none_or(Value::is_null) {
-        m.insert(k.to_string(), v);
-    }
-}
+use crate::validate::set_default;
 
 /// A Job spec's defaults (a Job's, or a CronJob's job template's).
 fn job_spec_defaults(spec: &mut Map<String, Value>) {

@@ -12,9 +12,10 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use corral_store::{registry, RangeRequest, Store};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::status::ApiError;
+use crate::validate::set_default;
 
 /// The range cluster IPs come from (k3s's default).
 pub const SERVICE_CIDR: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 43, 0, 0), 16);
@@ -23,12 +24,6 @@ pub const NODE_PORTS: (u16, u16) = (30000, 32767);
 
 /// Serializes allocation and the create that stores it.
 pub(crate) static ALLOCATION: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn set_default(m: &mut Map<String, Value>, k: &str, v: Value) {
-    if m.get(k).is_none_or(Value::is_null) {
-        m.insert(k.to_string(), v);
-    }
-}
 
 /// Kubernetes' defaults for a Service.
 pub(crate) fn defaults(obj: &mut Value) {

@@ -264,7 +264,8 @@ fn image_tag_is_latest(image: &str) -> bool {
     }
 }
 
-fn set_default(m: &mut Map<String, Value>, k: &str, v: Value) {
+/// Sets `k` to `v` unless it has a value (Kubernetes' defaulting).
+pub(crate) fn set_default(m: &mut Map<String, Value>, k: &str, v: Value) {
     if !m.contains_key(k) || m[k].is_null() {
         m.insert(k.to_string(), v);
     }

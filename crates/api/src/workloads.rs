@@ -11,12 +11,7 @@ use crate::resources::Resource;
 use crate::selector::LabelSelector;
 use crate::status::ApiError;
 use crate::validate;
-
-fn set_default(m: &mut Map<String, Value>, k: &str, v: Value) {
-    if m.get(k).is_none_or(Value::is_null) {
-        m.insert(k.to_string(), v);
-    }
-}
+use crate::validate::set_default;
 
 /// Kubernetes' defaults for a workload on create (and every write).
 pub(crate) fn defaults(kind: &str, obj: &mut Value) {

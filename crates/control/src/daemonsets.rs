@@ -24,7 +24,9 @@ use corral_api::workloads::int_or_percent;
 use corral_store::{registry, Store};
 use serde_json::{json, Value};
 
-use crate::kv::{self, deleting, name, namespace, uid_of as uid, Change};
+use crate::kv::{
+    self, deleting, is_ready as ready, name, namespace, now_secs, uid_of as uid, Change,
+};
 use crate::replicasets::{available, controller_ref, controller_uid};
 use crate::statefulsets::REVISION;
 
@@ -52,13 +54,6 @@ pub async fn run(store: Arc<dyn Store>, shutdown: tokio::sync::watch::Receiver<b
         sync(&store, &objects)
     })
     .await;
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// One pass over every DaemonSet; true while one made a change or waits on time.
@@ -109,13 +104,6 @@ fn daemon_pod_spec(set: &Value) -> Value {
 fn should_run(set: &Value, node: &Value) -> bool {
     let pod = json!({"spec": daemon_pod_spec(set)});
     crate::scheduler::selects_node(&pod, node)
-}
-
-fn ready(p: &Value) -> bool {
-    p["status"]["conditions"].as_array().is_some_and(|cs| {
-        cs.iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-    })
 }
 
 /// The node a daemon pod is for: its bound node, else its affinity's.

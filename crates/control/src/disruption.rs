@@ -20,7 +20,7 @@ use corral_api::workloads::{int_or_percent, IntOrPercent};
 use corral_store::{registry, Store};
 use serde_json::{json, Value};
 
-use crate::kv::{self, deleting, name, namespace, Change};
+use crate::kv::{self, deleting, is_ready as ready, name, namespace, now_secs, Change};
 
 /// How long an eviction's pod counts as disrupted while it is still there.
 const DISRUPTED_FOR: i64 = 120;
@@ -35,20 +35,6 @@ pub async fn run(store: Arc<dyn Store>, shutdown: tokio::sync::watch::Receiver<b
         sync(&store)
     })
     .await;
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-fn ready(p: &Value) -> bool {
-    p["status"]["conditions"].as_array().is_some_and(|cs| {
-        cs.iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-    })
 }
 
 /// One pass; true while a disrupted pod's entry waits to expire.

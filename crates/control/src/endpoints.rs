@@ -19,7 +19,7 @@ use corral_api::selector::LabelSelector;
 use corral_store::{registry, Store};
 use serde_json::{json, Map, Value};
 
-use crate::kv::{self, Change};
+use crate::kv::{self, is_ready as ready, Change};
 use crate::replicasets::{deleting, name, namespace, uid};
 
 /// The value of `endpointslice.kubernetes.io/managed-by` on slices this controller keeps.
@@ -66,13 +66,6 @@ pub async fn sync(store: &Arc<dyn Store>) -> bool {
         sync_one(store, svc, pods).await;
     }
     false
-}
-
-fn ready(p: &Value) -> bool {
-    p["status"]["conditions"].as_array().is_some_and(|cs| {
-        cs.iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-    })
 }
 
 /// The port a service port reaches on `pod`: a number, or the container port so named.

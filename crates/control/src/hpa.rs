@@ -32,7 +32,7 @@ use corral_api::selector::LabelSelector;
 use corral_store::{registry, Store};
 use serde_json::{json, Value};
 
-use crate::kv::{self, name, namespace, uid_of as uid, Change};
+use crate::kv::{self, name, namespace, now_secs, uid_of as uid, Change};
 use crate::quantity;
 
 const COMPONENT: &str = "horizontal-pod-autoscaler";
@@ -55,13 +55,6 @@ pub async fn run(store: Arc<dyn Store>, mut shutdown: tokio::sync::watch::Receiv
             _ = shutdown.changed() => return,
         }
     }
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 async fn sync(store: &Arc<dyn Store>, objects: &Objects, history: &History) {

@@ -31,7 +31,7 @@ use corral_api::objects::{parse_rfc3339, Objects, WriteOptions};
 use corral_store::{registry, Store};
 use serde_json::{json, Value};
 
-use crate::kv::{self, deleting, name, namespace, uid_of as uid, Change};
+use crate::kv::{self, deleting, name, namespace, now_secs, uid_of as uid, Change};
 use crate::replicasets::{controller_ref, controller_uid};
 
 const COMPONENT: &str = "job-controller";
@@ -53,13 +53,6 @@ pub async fn run(store: Arc<dyn Store>, shutdown: tokio::sync::watch::Receiver<b
         sync(&store, &objects)
     })
     .await;
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 fn phase(p: &Value) -> &str {

@@ -22,6 +22,22 @@ pub fn uid_of(v: &Value) -> &str {
     v["metadata"]["uid"].as_str().unwrap_or("")
 }
 
+/// Now, in seconds since the epoch.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Whether an object's `Ready` condition is True (a pod's, a node's).
+pub fn is_ready(v: &Value) -> bool {
+    v["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+}
+
 /// Whether an object is being deleted.
 pub fn deleting(v: &Value) -> bool {
     !v["metadata"]["deletionTimestamp"].is_null()

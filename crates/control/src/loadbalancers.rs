@@ -29,13 +29,6 @@ pub async fn run(store: Arc<dyn Store>, shutdown: tokio::sync::watch::Receiver<b
     .await;
 }
 
-fn node_ready(n: &Value) -> bool {
-    n["status"]["conditions"].as_array().is_some_and(|cs| {
-        cs.iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-    })
-}
-
 /// The ports (protocol, port) a Service asks the host for.
 fn host_ports(svc: &Value) -> Vec<(String, i64)> {
     svc["spec"]["ports"]
@@ -61,7 +54,7 @@ pub async fn sync(store: &Arc<dyn Store>) -> bool {
     };
     let mut ips: Vec<String> = nodes
         .iter()
-        .filter(|n| node_ready(n))
+        .filter(|n| kv::is_ready(n))
         .flat_map(|n| {
             n["status"]["addresses"]
                 .as_array()

@@ -21,7 +21,7 @@ use corral_api::selector::LabelSelector;
 use corral_store::{registry, Store};
 use serde_json::{json, Value};
 
-use crate::kv::{self, Change};
+use crate::kv::{self, now_secs, Change};
 
 const COMPONENT: &str = "replicaset-controller";
 /// At most this many pods made or deleted per ReplicaSet per pass.
@@ -109,13 +109,6 @@ fn ready_since(p: &Value) -> Option<i64> {
             .and_then(corral_api::objects::parse_rfc3339)
             .unwrap_or(0),
     )
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// Whether a pod counts as available: Ready for at least `min_ready` seconds.

@@ -28,7 +28,7 @@ use corral_api::selector::LabelSelector;
 use corral_store::{registry, Store};
 use serde_json::{json, Value};
 
-use crate::kv::{self, deleting, name, namespace, uid_of as uid, Change};
+use crate::kv::{self, deleting, name, namespace, now_secs, uid_of as uid, Change};
 use crate::replicasets::{available, controller_ref, controller_uid};
 
 const COMPONENT: &str = "statefulset-controller";
@@ -50,13 +50,6 @@ pub async fn run(store: Arc<dyn Store>, shutdown: tokio::sync::watch::Receiver<b
         || sync(&store, &objects),
     )
     .await;
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// One pass over every StatefulSet; true while one made a change or waits on time.
@@ -103,11 +96,7 @@ fn ordinal(set: &Value, p: &Value) -> Option<i64> {
 }
 
 fn ready(p: &Value) -> bool {
-    p["status"]["phase"] == "Running"
-        && p["status"]["conditions"].as_array().is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
+    p["status"]["phase"] == "Running" && kv::is_ready(p)
 }
 
 fn claim_name(template: &Value, set: &Value, i: i64) -> String {
