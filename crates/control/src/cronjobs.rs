@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use corral_api::cron::Schedule;
-use corral_api::objects::{parse_rfc3339, rfc3339, Objects, WriteOptions};
+use corral_api::objects::{parse_rfc3339, rfc3339, Objects};
 use corral_store::{registry, Store};
 use serde_json::{json, Value};
 
@@ -272,13 +272,5 @@ async fn make_job(
     meta["annotations"][SCHEDULED] = json!(time(t));
     let job =
         json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": jt["spec"]});
-    let r = corral_api::resources::find("batch", "v1", "jobs").expect("jobs are served");
-    let wo = WriteOptions {
-        field_manager: "kube-controller-manager".into(),
-        ..Default::default()
-    };
-    objects
-        .create(r, Some(namespace(cj)), &job, &wo)
-        .await
-        .map(|(v, _)| v)
+    kv::create_as_controller(objects, namespace(cj), &job).await
 }

@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use corral_api::objects::{Objects, WriteOptions};
+use corral_api::objects::Objects;
 use corral_api::workloads::int_or_percent;
 use corral_store::{registry, Store};
 use serde_json::{json, Value};
@@ -287,15 +287,7 @@ async fn make_pod(
             {"key": "metadata.name", "operator": "In", "values": [node]}]}]
     });
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec});
-    let r = corral_api::resources::find("", "v1", "pods").expect("pods are served");
-    let wo = WriteOptions {
-        field_manager: "kube-controller-manager".into(),
-        ..Default::default()
-    };
-    objects
-        .create(r, Some(namespace(set)), &pod, &wo)
-        .await
-        .map(|(v, _)| v)
+    kv::create_as_controller(objects, namespace(set), &pod).await
 }
 
 async fn write_status(

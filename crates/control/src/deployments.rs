@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use corral_api::objects::{Objects, WriteOptions};
+use corral_api::objects::Objects;
 use corral_api::selector::LabelSelector;
 use corral_api::workloads::{int_or_percent, IntOrPercent};
 use corral_store::{registry, Store};
@@ -496,15 +496,7 @@ async fn make_rs(
             "template": template,
         },
     });
-    let r = corral_api::resources::find("apps", "v1", "replicasets").expect("served");
-    let wo = WriteOptions {
-        field_manager: "kube-controller-manager".into(),
-        ..Default::default()
-    };
-    objects
-        .create(r, Some(namespace(d)), &rs, &wo)
-        .await
-        .map(|(v, _)| v)
+    kv::create_as_controller(objects, namespace(d), &rs).await
 }
 
 /// Deletes the oldest empty old ReplicaSets beyond `revisionHistoryLimit`.

@@ -27,7 +27,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use corral_api::objects::{parse_rfc3339, Objects, WriteOptions};
+use corral_api::objects::{parse_rfc3339, Objects};
 use corral_store::{registry, Store};
 use serde_json::{json, Value};
 
@@ -631,15 +631,7 @@ async fn make_pod(
         }
     }
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec});
-    let r = corral_api::resources::find("", "v1", "pods").expect("pods are served");
-    let wo = WriteOptions {
-        field_manager: "kube-controller-manager".into(),
-        ..Default::default()
-    };
-    objects
-        .create(r, Some(namespace(job)), &pod, &wo)
-        .await
-        .map(|(v, _)| v)
+    kv::create_as_controller(objects, namespace(job), &pod).await
 }
 
 #[cfg(test)]

@@ -278,3 +278,25 @@ pub async fn watch_loop<F, Fut>(
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
+
+/// Creates `obj` in namespace `ns` through the API's own create path, as the controller
+/// manager does (field manager `kube-controller-manager`): defaulted and checked as a
+/// user's object is. The kind is the object's `apiVersion` and `kind`.
+pub async fn create_as_controller(
+    objects: &corral_api::objects::Objects,
+    ns: &str,
+    obj: &Value,
+) -> Result<Value, corral_api::status::ApiError> {
+    let r = corral_api::resources::by_kind(
+        obj["apiVersion"].as_str().unwrap_or(""),
+        obj["kind"].as_str().unwrap_or(""),
+    )
+    .ok_or_else(|| {
+        corral_api::status::ApiError::internal("a controller made a kind that is not served")
+    })?;
+    let wo = corral_api::objects::WriteOptions {
+        field_manager: "kube-controller-manager".into(),
+        ..Default::default()
+    };
+    objects.create(r, Some(ns), obj, &wo).await.map(|(v, _)| v)
+}

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use corral_api::objects::{Objects, WriteOptions};
+use corral_api::objects::Objects;
 use corral_api::selector::LabelSelector;
 use corral_store::{registry, Store};
 use serde_json::{json, Value};
@@ -290,15 +290,7 @@ async fn make_pod(objects: &Objects, rs: &Value) -> Result<Value, corral_api::st
         }
     }
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": t["spec"]});
-    let r = corral_api::resources::find("", "v1", "pods").expect("pods are served");
-    let wo = WriteOptions {
-        field_manager: "kube-controller-manager".into(),
-        ..Default::default()
-    };
-    objects
-        .create(r, Some(namespace(rs)), &pod, &wo)
-        .await
-        .map(|(v, _)| v)
+    kv::create_as_controller(objects, namespace(rs), &pod).await
 }
 
 async fn set_failure(store: &Arc<dyn Store>, rs: &Value, message: &str) {

@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use corral_api::objects::{Objects, WriteOptions};
+use corral_api::objects::Objects;
 use corral_api::selector::LabelSelector;
 use corral_store::{registry, Store};
 use serde_json::{json, Value};
@@ -312,11 +312,7 @@ async fn make_claims(
             meta["ownerReferences"] = json!([controller_ref(set, "apps/v1", "StatefulSet")]);
         }
         let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": t["spec"]});
-        let wo = WriteOptions {
-            field_manager: "kube-controller-manager".into(),
-            ..Default::default()
-        };
-        match objects.create(r, Some(ns), &pvc, &wo).await {
+        match kv::create_as_controller(objects, ns, &pvc).await {
             Ok(_) => {}
             Err(e) if e.code == 409 => {}
             Err(e) => return Err(e),
@@ -373,15 +369,7 @@ async fn make_pod(
         spec["volumes"] = json!(volumes);
     }
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec});
-    let r = corral_api::resources::find("", "v1", "pods").expect("pods are served");
-    let wo = WriteOptions {
-        field_manager: "kube-controller-manager".into(),
-        ..Default::default()
-    };
-    objects
-        .create(r, Some(namespace(set)), &pod, &wo)
-        .await
-        .map(|(v, _)| v)
+    kv::create_as_controller(objects, namespace(set), &pod).await
 }
 
 /// Writes the counts; true while a ready pod waits out `minReadySeconds`.
