@@ -232,7 +232,14 @@ impl fmt::Display for Requirement {
                 } else {
                     "notin"
                 };
-                write!(f, "{key} {op} ({})", self.values.join(","))
+                // `()` would be the empty set, which does not parse: a set of just the
+                // empty value is `(,)`.
+                let values = if self.values == [""] {
+                    ",".to_owned()
+                } else {
+                    self.values.join(",")
+                };
+                write!(f, "{key} {op} ({values})")
             }
         }
     }
@@ -1011,6 +1018,15 @@ mod tests {
     fn display_round_trips() {
         let s = sel("b in (x,y),a!=z,!c,d,e=f");
         assert_eq!(s.to_string(), "a!=z,b in (x,y),!c,d,e=f");
+        assert_eq!(sel(&s.to_string()), s);
+    }
+
+    #[test]
+    fn set_of_the_empty_value_round_trips() {
+        // Found by the api_label_selector fuzz target: this printed as `7 notin ()`.
+        let s = sel("7\nnotin(,)");
+        assert_eq!(s.requirements()[0].values, [""]);
+        assert_eq!(s.to_string(), "7 notin (,)");
         assert_eq!(sel(&s.to_string()), s);
     }
 
