@@ -14,37 +14,81 @@ pub fn matches(pattern: &str, path: &str) -> bool {
     match_components(&p, &s)
 }
 
+/// Components against components, `**` matching any run of them. Iterative, with one
+/// backtracking point (the last `**`): a later `**` can take whatever an earlier one could,
+/// so the cost stays at most the product of the lengths (retrying every `**` was exponential).
 fn match_components(p: &[&str], s: &[&str]) -> bool {
-    match p.first() {
-        None => s.is_empty(),
-        Some(&"**") => (0..=s.len()).any(|i| match_components(&p[1..], &s[i..])),
-        Some(first) => match s.first() {
-            Some(c) if component(first.as_bytes(), c.as_bytes()) => {
-                match_components(&p[1..], &s[1..])
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    loop {
+        if p.get(pi) == Some(&"**") {
+            pi += 1;
+            star = Some((pi, si));
+            continue;
+        }
+        if pi == p.len() && si == s.len() {
+            return true;
+        }
+        if let (Some(first), Some(c)) = (p.get(pi), s.get(si)) {
+            if component(first.as_bytes(), c.as_bytes()) {
+                pi += 1;
+                si += 1;
+                continue;
             }
-            _ => false,
-        },
+        }
+        match star {
+            Some((sp, ss)) if ss < s.len() => {
+                star = Some((sp, ss + 1));
+                (pi, si) = (sp, ss + 1);
+            }
+            _ => return false,
+        }
     }
 }
 
-/// Whether one pattern component matches one name.
+/// Whether one pattern component matches one name: the same walk as [`match_components`],
+/// with `*` over bytes.
 fn component(p: &[u8], s: &[u8]) -> bool {
-    match p.first() {
-        None => s.is_empty(),
-        Some(b'*') => (0..=s.len()).any(|i| component(&p[1..], &s[i..])),
-        Some(b'?') => !s.is_empty() && component(&p[1..], &s[1..]),
-        Some(b'[') => {
-            let Some(&c) = s.first() else {
-                return false;
-            };
-            let Some((hit, rest)) = class(&p[1..], c) else {
-                // An unterminated class is a literal `[`.
-                return s.first() == Some(&b'[') && component(&p[1..], &s[1..]);
-            };
-            hit && component(rest, &s[1..])
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    loop {
+        if p.get(pi) == Some(&b'*') {
+            pi += 1;
+            star = Some((pi, si));
+            continue;
         }
-        Some(b'\\') if p.len() > 1 => s.first() == Some(&p[1]) && component(&p[2..], &s[1..]),
-        Some(c) => s.first() == Some(c) && component(&p[1..], &s[1..]),
+        if pi == p.len() && si == s.len() {
+            return true;
+        }
+        if let (true, Some(&c)) = (pi < p.len(), s.get(si)) {
+            if let Some(n) = one(&p[pi..], c) {
+                pi += n;
+                si += 1;
+                continue;
+            }
+        }
+        match star {
+            Some((sp, ss)) if ss < s.len() => {
+                star = Some((sp, ss + 1));
+                (pi, si) = (sp, ss + 1);
+            }
+            _ => return false,
+        }
+    }
+}
+
+/// Whether the pattern `p` (not empty, not at a `*`) matches the byte `c`: how much of the
+/// pattern that took.
+fn one(p: &[u8], c: u8) -> Option<usize> {
+    match p[0] {
+        b'?' => Some(1),
+        b'[' => match class(&p[1..], c) {
+            Some((hit, rest)) => hit.then_some(p.len() - rest.len()),
+            // An unterminated class is a literal `[`.
+            None => (c == b'[').then_some(1),
+        },
+        b'\\' if p.len() > 1 => (c == p[1]).then_some(2),
+        lit => (c == lit).then_some(1),
     }
 }
 
@@ -190,6 +234,22 @@ mod tests {
         assert!(matches("\\*", "*"));
         assert!(!matches("\\*", "a"));
         assert!(matches("a[", "a["));
+    }
+
+    #[test]
+    fn many_stars_match_in_polynomial_time() {
+        // Found by the dockerfile fuzz target: 43 `*` against a name they do not match took
+        // exponential time (every `*` retried every split).
+        let text = format!("{}YL\\\u{1}", "*".repeat(43));
+        assert!(!matches(&text, "a/b/c"));
+        assert!(!matches(&text, &text));
+        assert!(!matches(&"*a".repeat(40), &"a".repeat(39)));
+        assert!(matches(&"*a".repeat(40), &"a".repeat(80)));
+        let deep = format!("{}x", "**/".repeat(40));
+        assert!(!matches(&deep, &"a/".repeat(40)));
+        assert!(matches(&deep, &format!("{}x", "a/".repeat(40))));
+        assert!(matches("a*b*c", "aXbYbZc"));
+        assert!(matches("**/a/**/b", "x/a/y/a/z/b"));
     }
 
     #[test]
