@@ -231,6 +231,14 @@ impl Drop for Serve {
                 "--timeout=60s",
                 "--grace-period=1",
             ]);
+            let _ = self.kubectl(&[
+                "delete",
+                "virtualmachines",
+                "--all",
+                "-A",
+                "--wait=true",
+                "--timeout=60s",
+            ]);
         }
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill")
@@ -250,6 +258,9 @@ impl Drop for Serve {
         }
         for line in self.world.ok(&["ps", "-aq"]).lines() {
             let _ = self.world.cmd(&["rm", "-f", line.trim()]);
+        }
+        for line in self.world.ok(&["vm", "ls", "-q"]).lines() {
+            let _ = self.world.cmd(&["vm", "rm", "-f", line.trim()]);
         }
         let _ = self.world.cmd(&["network", "rm", "-f", &self.network]);
     }

@@ -8,7 +8,8 @@
 //! ([`workloads`], [`batch`], [`autoscaling`], [`disruption`]: budgets and evictions,
 //! [`services`]: defaults, checks, `/scale`, cluster IPs and node
 //! ports; [`cron`]: CronJob schedules),
-//! failures as `Status` objects ([`status`]) and the pod streams (log, exec, attach,
+//! VMs declared as objects ([`virtualmachines`]: corral.dev/v1 VirtualMachine), quantities
+//! ([`quantity`]), failures as `Status` objects ([`status`]) and the pod streams (log, exec, attach,
 //! port-forward) handed to the node agent ([`streams`]), with kubectl's port-forward over
 //! SPDY/3.1 ([`spdy`], [`portforward`]).
 //!
@@ -29,6 +30,7 @@ pub mod patch;
 pub mod pki;
 pub mod portforward;
 pub mod protobuf;
+pub mod quantity;
 pub mod resources;
 pub mod selector;
 pub mod services;
@@ -37,6 +39,7 @@ pub mod status;
 pub mod streams;
 pub mod table;
 pub mod validate;
+pub mod virtualmachines;
 pub mod watch;
 pub mod workloads;
 

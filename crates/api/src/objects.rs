@@ -341,6 +341,7 @@ impl Objects {
         crate::batch::check(r, &obj)?;
         crate::autoscaling::check(r, &obj)?;
         crate::disruption::check(r, &obj)?;
+        crate::virtualmachines::check(r, &obj)?;
         // A Service's address and node ports are taken and stored under one lock.
         let _allocation = if r.kind == "Service" {
             crate::services::check(&obj)?;
@@ -442,6 +443,7 @@ impl Objects {
                 | "Job"
                 | "CronJob"
                 | "HorizontalPodAutoscaler"
+                | "VirtualMachine"
         ) {
             // Defaults apply to every write of these kinds, as Kubernetes decodes them: a
             // template changed by a patch compares equal to its ReplicaSet's.
@@ -467,6 +469,7 @@ impl Objects {
         crate::batch::check(r, &new)?;
         crate::autoscaling::check(r, &new)?;
         crate::disruption::check(r, &new)?;
+        crate::virtualmachines::check(r, &new)?;
         if strip_for_generation(old) != strip_for_generation(&new) {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(0);
             new["metadata"]["generation"] = json!(g + 1);

@@ -98,9 +98,22 @@ fn document(group: &str, version: &str) -> Option<Value> {
             "openapi": "3.0.0",
             "info": {"title": "Kubernetes", "version": crate::KUBE_VERSION},
             "paths": paths,
-            "components": {"schemas": {}},
+            "components": {"schemas": schemas(group, version)},
         })
     })
+}
+
+/// The schemas of a group version's kinds that have one here: corral's own kinds, as a
+/// CustomResourceDefinition's schema is served (what `kubectl explain` reads).
+fn schemas(group: &str, version: &str) -> Value {
+    let mut m = Map::new();
+    if (group, version) == ("corral.dev", "v1") {
+        m.insert(
+            "dev.corral.v1.VirtualMachine".into(),
+            crate::virtualmachines::schema(),
+        );
+    }
+    Value::Object(m)
 }
 
 /// Answers `/openapi/v3` (the root listing) and `/openapi/v3/api/v1`, `/openapi/v3/apis/G/V`.

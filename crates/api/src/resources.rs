@@ -350,6 +350,18 @@ pub static RESOURCES: &[Resource] = &[
         fields: &[],
     },
     Resource {
+        group: "corral.dev",
+        version: "v1",
+        kind: "VirtualMachine",
+        plural: "virtualmachines",
+        singular: "virtualmachine",
+        namespaced: true,
+        short: &["vm", "vms"],
+        categories: &["all"],
+        subresources: &["status"],
+        fields: &["status.nodeName"],
+    },
+    Resource {
         group: "node.k8s.io",
         version: "v1",
         kind: "RuntimeClass",

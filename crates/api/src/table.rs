@@ -160,6 +160,7 @@ fn columns(kind: &str) -> Vec<Column> {
             ("Images", "string", 1),
             ("Selector", "string", 1),
         ],
+        "VirtualMachine" => crate::virtualmachines::columns(),
         "PodDisruptionBudget" => vec![
             ("Name", "string", 0),
             ("Min Available", "string", 0),
@@ -844,6 +845,7 @@ fn cells(r: &Resource, v: &Value) -> Vec<Value> {
             row
         }
         "HorizontalPodAutoscaler" => hpa_cells(v, name, created),
+        "VirtualMachine" => crate::virtualmachines::cells(v, name, json!(created)),
         "PodDisruptionBudget" => {
             let spec = &v["spec"];
             let show = |x: &Value| match x {

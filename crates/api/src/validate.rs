@@ -60,6 +60,7 @@ fn typed(r: &Resource, v: &Value) -> Result<Value, String> {
         "Service" => roundtrip::<core::Service>(v),
         "Endpoints" => roundtrip::<core::Endpoints>(v),
         "EndpointSlice" => roundtrip::<discovery::v1::EndpointSlice>(v),
+        "VirtualMachine" => crate::virtualmachines::typed(v),
         _ => Ok(v.clone()),
     }
 }
@@ -374,6 +375,7 @@ pub fn defaults(r: &Resource, obj: &mut Value) {
         }
         "Job" | "CronJob" => crate::batch::defaults(r.kind, obj),
         "HorizontalPodAutoscaler" => crate::autoscaling::defaults(obj),
+        "VirtualMachine" => crate::virtualmachines::defaults(obj),
         "Service" => crate::services::defaults(obj),
         _ => {}
     }

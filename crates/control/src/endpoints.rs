@@ -7,6 +7,8 @@
 //! - A named `targetPort` is resolved per pod from its containers' ports; pods whose ports
 //!   resolve alike share one slice (`<service>-<hash of the ports>`); a pod that lacks a
 //!   named port is left out of that port.
+//! - VirtualMachines (`corral.dev/v1`) are selected by their labels as pods are, once
+//!   they have an address (their first interface's); Ready when their Ready condition is.
 //! - Both kinds carry an ownerReference to their Service, so the garbage collector removes
 //!   them with it (Kubernetes does that for slices; its Endpoints go by the controller).
 //! - Slices are labelled `kubernetes.io/service-name` and
@@ -32,6 +34,7 @@ pub async fn run(store: Arc<dyn Store>, shutdown: tokio::sync::watch::Receiver<b
     let prefixes = [
         registry::prefix("", "services", None),
         registry::prefix("", "pods", None),
+        registry::prefix("corral.dev", "virtualmachines", None),
     ];
     kv::watch_loop(&store, &prefixes, "endpoints controller", shutdown, || {
         sync(&store)
@@ -50,8 +53,15 @@ pub async fn sync(store: &Arc<dyn Store>) -> bool {
     let Ok((pods, _)) = kv::list(store, &registry::prefix("", "pods", None)).await else {
         return true;
     };
+    let vms = kv::list(
+        store,
+        &registry::prefix("corral.dev", "virtualmachines", None),
+    )
+    .await
+    .map(|(vms, _)| vms.iter().filter_map(vm_as_member).collect::<Vec<_>>())
+    .unwrap_or_default();
     let mut by_ns: HashMap<&str, Vec<&Value>> = HashMap::new();
-    for p in &pods {
+    for p in pods.iter().chain(&vms) {
         by_ns.entry(namespace(p)).or_default().push(p);
     }
     for svc in &services {
@@ -66,6 +76,30 @@ pub async fn sync(store: &Arc<dyn Store>) -> bool {
         sync_one(store, svc, pods).await;
     }
     false
+}
+
+/// A VirtualMachine as a Service's member, in the shape of a pod (its labels, node, first
+/// address and Ready condition; no container ports, so only numeric `targetPort`s reach it).
+/// `None` until it has an address.
+fn vm_as_member(vm: &Value) -> Option<Value> {
+    let st = &vm["status"];
+    let ip = st["interfaces"]
+        .as_array()?
+        .iter()
+        .find_map(|i| i["ipAddress"].as_str().filter(|a| !a.is_empty()))?;
+    let ready = if kv::is_ready(vm) { "True" } else { "False" };
+    Some(json!({
+        "kind": "VirtualMachine",
+        "metadata": vm["metadata"],
+        "spec": {"nodeName": st["nodeName"]},
+        "status": {"podIP": ip, "phase": "Running",
+                   "conditions": [{"type": "Ready", "status": ready}]},
+    }))
+}
+
+/// The kind a member's `targetRef` names.
+fn member_kind(p: &Value) -> &str {
+    p["kind"].as_str().unwrap_or("Pod")
 }
 
 /// The port a service port reaches on `pod`: a number, or the container port so named.
@@ -90,7 +124,7 @@ fn endpoint(p: &Value, is_ready: bool, service: &str) -> Value {
         "addresses": [p["status"]["podIP"]],
         "conditions": {"ready": is_ready && !terminating, "serving": ready(p), "terminating": terminating},
         "nodeName": p["spec"]["nodeName"],
-        "targetRef": {"kind": "Pod", "namespace": namespace(p), "name": name(p), "uid": uid(p)},
+        "targetRef": {"kind": member_kind(p), "namespace": namespace(p), "name": name(p), "uid": uid(p)},
     });
     if p["spec"]["subdomain"] == service {
         if let Some(h) = p["spec"]["hostname"].as_str().filter(|h| !h.is_empty()) {
@@ -149,7 +183,7 @@ async fn sync_one(store: &Arc<dyn Store>, svc: &Value, pods: &[&Value]) {
         let (mut addrs, mut not_ready) = (Vec::new(), Vec::new());
         for p in members {
             let a = json!({"ip": p["status"]["podIP"], "nodeName": p["spec"]["nodeName"],
-                "targetRef": {"kind": "Pod", "namespace": ns, "name": name(p), "uid": uid(p)}});
+                "targetRef": {"kind": member_kind(p), "namespace": ns, "name": name(p), "uid": uid(p)}});
             if (ready(p) || publish_all) && !deleting(p) {
                 addrs.push(a);
             } else {

@@ -11,7 +11,8 @@
 //! pods with stable names and their own claims; [`daemonsets`]: a pod on each node; [`hpa`]:
 //! replicas that follow CPU and memory use; [`disruption`]: what disruption budgets allow), and
 //! the endpoints controller ([`endpoints`]: the Endpoints and EndpointSlices of Services) and the
-//! service load balancer ([`loadbalancers`]: LoadBalancer Services on the nodes' addresses). They
+//! service load balancer ([`loadbalancers`]: LoadBalancer Services on the nodes' addresses),
+//! and the placement of VirtualMachines ([`virtualmachines`]: a node with room for each). They
 //! read and write the store directly ([`kv`]), as the API server does.
 //! Does not own the API (corral-api) or running pods (corral-node).
 
@@ -33,4 +34,5 @@ pub mod quantity;
 pub mod replicasets;
 pub mod scheduler;
 pub mod statefulsets;
+pub mod virtualmachines;
 pub mod volumes;

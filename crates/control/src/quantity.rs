@@ -12,40 +12,8 @@ pub fn bytes(q: &str) -> Option<i64> {
     value(q).map(|v| v.ceil() as i64)
 }
 
-/// A quantity as a number of units.
 fn value(q: &str) -> Option<f64> {
-    let q = q.trim();
-    let suffixes: [(&str, f64); 15] = [
-        ("Ki", 1024.0),
-        ("Mi", 1024f64.powi(2)),
-        ("Gi", 1024f64.powi(3)),
-        ("Ti", 1024f64.powi(4)),
-        ("Pi", 1024f64.powi(5)),
-        ("Ei", 1024f64.powi(6)),
-        ("k", 1e3),
-        ("M", 1e6),
-        ("G", 1e9),
-        ("T", 1e12),
-        ("P", 1e15),
-        ("E", 1e18),
-        ("m", 1e-3),
-        ("u", 1e-6),
-        ("n", 1e-9),
-    ];
-    for (s, mul) in suffixes {
-        if let Some(n) = q.strip_suffix(s) {
-            return n
-                .parse::<f64>()
-                .ok()
-                .filter(|v| v.is_finite())
-                .map(|v| v * mul);
-        }
-    }
-    if let Some((m, e)) = q.split_once(['e', 'E']) {
-        let (m, e) = (m.parse::<f64>().ok()?, e.parse::<i32>().ok()?);
-        return Some(m * 10f64.powi(e));
-    }
-    q.parse::<f64>().ok().filter(|v| v.is_finite())
+    corral_api::quantity::parse(q)
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ impl NodeAgent {
         let heartbeat = tokio::spawn(self.clone().heartbeat(shutdown.clone()));
         let reclaim = tokio::spawn(self.clone().reclaim_volumes(shutdown.clone()));
         let metrics = tokio::spawn(self.clone().metrics(shutdown.clone()));
+        let vms = tokio::spawn(self.clone().run_vms(shutdown.clone()));
         let reaper = {
             let agent = self.clone();
             let mut stop = shutdown.clone();
@@ -149,6 +150,7 @@ impl NodeAgent {
         }
         let _ = heartbeat.await;
         let _ = metrics.await;
+        let _ = vms.await;
         let _ = reaper.await;
         let _ = reclaim.await;
         tracing::info!(node = %self.cfg.node_name, "node agent stopped");

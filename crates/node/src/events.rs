@@ -29,12 +29,14 @@ pub(crate) enum EventType {
     Warning,
 }
 
-/// The pod an event is about.
+/// The object an event is about: a pod, or a VirtualMachine.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct PodRef {
     pub namespace: String,
     pub name: String,
     pub uid: String,
+    /// `Pod` or `VirtualMachine`.
+    pub kind: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -112,11 +114,11 @@ impl Recorder {
         }
         let name = format!("{}.{}", pod.name, clock::random_hex(8));
         let mut involved = json!({
-            "kind": "Pod",
+            "kind": pod.kind,
             "namespace": pod.namespace,
             "name": pod.name,
             "uid": pod.uid,
-            "apiVersion": "v1",
+            "apiVersion": if pod.kind == "Pod" { "v1" } else { "corral.dev/v1" },
         });
         if let Some(f) = field_path {
             involved["fieldPath"] = json!(f);

@@ -21,7 +21,8 @@
 //! processes that are not children (`exits`), quantities and QoS (`quantity`), events (`events`),
 //! store access (`kv`), resource metrics ([`metrics`]: PodMetrics and NodeMetrics for
 //! `kubectl top` and autoscalers, metrics-server's job), and the service proxy ([`proxy`]:
-//! Services' virtual IPs and node ports in nftables, kube-proxy's job). The API server's streams (logs, exec, attach, port-forward) are
+//! Services' virtual IPs and node ports in nftables, kube-proxy's job), and the
+//! VirtualMachines placed on this node (`vms`: kept running as their `runStrategy` says). The API server's streams (logs, exec, attach, port-forward) are
 //! served by [`streams`], which finds the engine containers through
 //! [`NodeAgent::container_id`] and [`NodeAgent::pod_ip`].
 
@@ -49,6 +50,7 @@ mod start;
 pub mod status;
 pub mod streams;
 mod teardown;
+mod vms;
 pub mod volumes;
 mod worker;
 

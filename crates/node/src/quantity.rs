@@ -10,44 +10,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-/// A quantity's value in base units (cores, bytes): `"500m"` is 0.5, `"128Mi"` 134217728,
-/// `"1e3"` 1000. `None` for anything else.
-pub fn parse(s: &str) -> Option<f64> {
-    let s = s.trim();
-    let end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(s.len());
-    let (num, suffix) = s.split_at(end);
-    if num.is_empty() || num == "+" || num == "-" {
-        return None;
-    }
-    let n: f64 = num.parse().ok()?;
-    let mult = match suffix {
-        "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        e if e.starts_with(['e', 'E']) => {
-            let exp: i32 = e[1..].parse().ok()?;
-            10f64.powi(exp)
-        }
-        _ => return None,
-    };
-    let v = n * mult;
-    v.is_finite().then_some(v)
-}
+pub use corral_api::quantity::parse;
 
 /// CPU cores of a quantity (`"500m"` → 0.5).
 pub fn cpu_cores(q: &Quantity) -> Option<f64> {

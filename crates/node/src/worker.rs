@@ -167,6 +167,7 @@ impl Worker {
                 namespace: ns.clone(),
                 name: name.clone(),
                 uid: uid.clone(),
+                kind: "Pod",
             },
             agent,
             uid,

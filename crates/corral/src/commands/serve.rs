@@ -151,6 +151,10 @@ async fn serve(
             store.clone(),
             stop.clone(),
         )),
+        tokio::spawn(corral_control::virtualmachines::run(
+            store.clone(),
+            stop.clone(),
+        )),
         tokio::spawn(corral_node::proxy::run(
             store.clone(),
             node_name.clone(),

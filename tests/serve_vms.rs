@@ -1,0 +1,287 @@
+//! End-to-end tests of VirtualMachines (`corral.dev/v1`) on `corral serve`, driven with the
+//! real `kubectl` as a user drives KubeVirt: a VM applied with a Service in front answers
+//! through the Service's virtual IP; `corral vm ls` shows the same VM; QEMU killed with -9
+//! is started again by `runStrategy: Always`; `Halted` stops it and `Always` brings it back;
+//! `kubectl explain` reads its schema; a VM too big for any node stays unplaced with a
+//! reason; bad specs are refused with 422 and unknown fields with 400; deleting the
+//! namespace removes the VM and its QEMU, and leaves nothing behind.
+//!
+//! The guest kernel runs under TCG here; an image VM boots to its agent in seconds.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use corral_e2e::serve::Serve;
+use corral_e2e::vms::{guest_kernel, qemu_processes_of};
+use corral_e2e::{report_skip, skip_unless_tools};
+
+const VM: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: vmtest}
+---
+apiVersion: corral.dev/v1
+kind: VirtualMachine
+metadata:
+  name: web
+  namespace: vmtest
+  labels: {app: webvm}
+spec:
+  image: busybox:test
+  memory: 256Mi
+  command: ["sh", "-c", "mkdir -p /www && echo vm-$(hostname) > /www/index.html && httpd -f -p 8080 -h /www"]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: webvm, namespace: vmtest}
+spec:
+  selector: {app: webvm}
+  ports:
+  - {port: 80, targetPort: 8080}
+"#;
+
+/// How long a VM may take to boot to its agent under TCG.
+const BOOT: Duration = Duration::from_secs(180);
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// One HTTP GET of `/index.html`: the body, or `None`.
+fn get(addr: SocketAddr) -> Option<String> {
+    let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    c.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").ok()?;
+    let mut out = String::new();
+    c.read_to_string(&mut out).ok()?;
+    out.split("\r\n\r\n").nth(1).map(|b| b.trim().to_owned())
+}
+
+fn vm_field(s: &Serve, path: &str) -> String {
+    let o = s.kubectl(&[
+        "-n",
+        "vmtest",
+        "get",
+        "vm",
+        "web",
+        "-o",
+        &format!("jsonpath={path}"),
+    ]);
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn wait_vm_ready(s: &Serve) {
+    let timeout = format!("--timeout={}s", BOOT.as_secs());
+    let o = s.kubectl(&[
+        "-n",
+        "vmtest",
+        "wait",
+        "--for=condition=Ready",
+        "vm/web",
+        &timeout,
+    ]);
+    assert!(
+        o.status.success(),
+        "VM not Ready: {}\n{}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        String::from_utf8_lossy(
+            &s.kubectl(&["-n", "vmtest", "get", "vm", "web", "-o", "yaml"])
+                .stdout
+        ),
+        String::from_utf8_lossy(&s.kubectl(&["-n", "vmtest", "get", "events"]).stdout),
+        s.log()
+    );
+}
+
+#[test]
+fn a_virtual_machine_is_kept_running_and_answers_through_a_service() {
+    let test = "a_virtual_machine_is_kept_running_and_answers_through_a_service";
+    if skip_unless_tools(test, &["qemu-system-x86_64", "ip", "nft"]) {
+        return;
+    }
+    if guest_kernel().is_none() {
+        report_skip(
+            test,
+            "no /boot/vmlinuz-*-cloud-amd64 (apt-get install linux-image-cloud-amd64)",
+        );
+        return;
+    }
+    let Some(s) = Serve::start(test) else { return };
+    let root = s.world.root().to_string_lossy().into_owned();
+    s.apply(VM, &[]);
+
+    // Discovery and the schema: `kubectl get vm` and `kubectl explain`.
+    let resources = s.ok(&["api-resources", "--api-group=corral.dev"]);
+    assert!(
+        resources.contains("virtualmachines") && resources.contains("vm,vms"),
+        "{resources}"
+    );
+    let explained = s.ok(&["explain", "vm.spec.runStrategy"]);
+    assert!(
+        explained.contains("RerunOnFailure") && explained.contains("Halted"),
+        "{explained}"
+    );
+
+    wait_vm_ready(&s);
+    let table = s.ok(&["-n", "vmtest", "get", "vm", "-o", "wide"]);
+    assert!(
+        table.contains("Running") && table.contains("True"),
+        "{table}"
+    );
+    let ip = vm_field(&s, "{.status.interfaces[0].ipAddress}");
+    assert!(table.contains(&ip), "the address is shown: {table}");
+    // corral's own view: the same VM, NAME.NAMESPACE.
+    let ls = s.world.ok(&["vm", "ls"]);
+    assert!(
+        ls.contains("web.vmtest") && ls.contains("running") && ls.contains(&ip),
+        "{ls}"
+    );
+    let finalizers = vm_field(&s, "{.metadata.finalizers}");
+    assert!(finalizers.contains("corral.dev/vm"), "{finalizers}");
+
+    // Through the Service's virtual IP, from the host.
+    let vip = s.ok(&[
+        "-n",
+        "vmtest",
+        "get",
+        "svc",
+        "webvm",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    let vip: SocketAddr = format!("{vip}:80").parse().expect("cluster IP");
+    wait_for(
+        "the VM through the service",
+        Duration::from_secs(30),
+        || get(vip).as_deref() == Some("vm-web.vmtest"),
+    );
+    let slices = s.ok(&["-n", "vmtest", "get", "endpointslices", "-o", "json"]);
+    assert!(
+        slices.contains("\"VirtualMachine\"") && slices.contains(&ip),
+        "the slice names the VM: {slices}"
+    );
+
+    // QEMU killed: runStrategy Always starts it again, on the same address.
+    let qemus = qemu_processes_of(&root);
+    assert_eq!(qemus.len(), 1, "one QEMU: {qemus:?}");
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &qemus[0].to_string()])
+        .status();
+    wait_for("a restart", BOOT, || {
+        vm_field(&s, "{.status.restartCount}") == "1"
+    });
+    wait_vm_ready(&s);
+    assert_eq!(vm_field(&s, "{.status.interfaces[0].ipAddress}"), ip);
+    wait_for("the restarted VM through the service", BOOT, || {
+        get(vip).as_deref() == Some("vm-web.vmtest")
+    });
+    let events = s.ok(&["-n", "vmtest", "get", "events"]);
+    assert!(events.contains("Restarted"), "{events}");
+
+    // Halted stops it; Always brings it back, and that is not a restart.
+    s.ok(&[
+        "-n",
+        "vmtest",
+        "patch",
+        "vm",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"runStrategy":"Halted"}}"#,
+    ]);
+    wait_for("the VM stopped", Duration::from_secs(60), || {
+        vm_field(&s, "{.status.printableStatus}") == "Stopped"
+            && qemu_processes_of(&root).is_empty()
+    });
+    s.ok(&[
+        "-n",
+        "vmtest",
+        "patch",
+        "vm",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"runStrategy":"Always"}}"#,
+    ]);
+    wait_vm_ready(&s);
+    assert_eq!(vm_field(&s, "{.status.restartCount}"), "1");
+
+    // A VM no node can hold: unplaced, and the reason says so.
+    s.apply(
+        "apiVersion: corral.dev/v1\nkind: VirtualMachine\nmetadata: {name: huge, namespace: vmtest}\nspec: {image: busybox:test, memory: 64Ti}\n",
+        &[],
+    );
+    wait_for("the big VM unschedulable", Duration::from_secs(30), || {
+        let o = s.kubectl(&[
+            "-n",
+            "vmtest",
+            "get",
+            "vm",
+            "huge",
+            "-o",
+            "jsonpath={.status.printableStatus} {.status.conditions[0].message}",
+        ]);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        out.starts_with("ErrorUnschedulable") && out.contains("insufficient memory")
+    });
+    let events = s.ok(&[
+        "-n",
+        "vmtest",
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=huge",
+    ]);
+    assert!(events.contains("FailedScheduling"), "{events}");
+
+    // Bad specs: 422 naming the field; unknown fields: 400 under strict validation.
+    let bad = s.kubectl_in(
+        &["create", "-f", "-"],
+        r#"{"apiVersion":"corral.dev/v1","kind":"VirtualMachine","metadata":{"name":"bad","namespace":"vmtest"},"spec":{"image":"busybox:test","runStrategy":"Often"}}"#,
+    );
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success()
+            && err.contains("spec.runStrategy")
+            && err.contains("Unsupported value"),
+        "{err}"
+    );
+    let bad = s.kubectl_in(
+        &["create", "-f", "-"],
+        r#"{"apiVersion":"corral.dev/v1","kind":"VirtualMachine","metadata":{"name":"bad","namespace":"vmtest"},"spec":{}}"#,
+    );
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && err.contains("spec.image"), "{err}");
+    let bad = s.kubectl_in(
+        &["create", "-f", "-"],
+        r#"{"apiVersion":"corral.dev/v1","kind":"VirtualMachine","metadata":{"name":"bad","namespace":"vmtest"},"spec":{"image":"busybox:test","memry":"1Gi"}}"#,
+    );
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("unknown field \"spec.memry\""),
+        "{err}"
+    );
+    let gone = s.kubectl(&["-n", "vmtest", "get", "vm", "bad"]);
+    assert!(!gone.status.success(), "nothing half-made");
+
+    // Deleting the namespace removes the VM, its QEMU and the agent's record of it.
+    s.ok(&[
+        "delete",
+        "namespace",
+        "vmtest",
+        "--wait=true",
+        "--timeout=120s",
+    ]);
+    let ls = s.world.ok(&["vm", "ls", "-q"]);
+    assert!(ls.trim().is_empty(), "VMs left: {ls}");
+    assert!(qemu_processes_of(&root).is_empty(), "QEMU left");
+    let records: Vec<_> = std::fs::read_dir(s.world.root().join("kubelet/vms"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(records.is_empty(), "agent records left: {records:?}");
+}
