@@ -2,7 +2,9 @@
 //! real `kubectl` as a user drives KubeVirt: a VM applied with a Service in front answers
 //! through the Service's virtual IP; `corral vm ls` shows the same VM; QEMU killed with -9
 //! is started again by `runStrategy: Always`; `Halted` stops it and `Always` brings it back;
-//! `kubectl explain` reads its schema; a VM too big for any node stays unplaced with a
+//! a VirtualMachineClone waits for its source to stop and makes a VM of its own identity
+//! behind the same Service; a VirtualMachineSnapshot is the engine's snapshot and goes with
+//! its object; `kubectl explain` reads the schema; a VM too big for any node stays unplaced with a
 //! reason; bad specs are refused with 422 and unknown fields with 400; deleting the
 //! namespace removes the VM and its QEMU, and leaves nothing behind.
 //!
@@ -183,7 +185,30 @@ fn a_virtual_machine_is_kept_running_and_answers_through_a_service() {
     let events = s.ok(&["-n", "vmtest", "get", "events"]);
     assert!(events.contains("Restarted"), "{events}");
 
-    // Halted stops it; Always brings it back, and that is not a restart.
+    // A clone waits while its source runs.
+    s.apply(
+        "apiVersion: corral.dev/v1\nkind: VirtualMachineClone\nmetadata: {name: c1, namespace: vmtest}\nspec: {source: {name: web}, target: {name: web2}}\n",
+        &[],
+    );
+    let clone_field = |path: &str| {
+        let o = s.kubectl(&[
+            "-n",
+            "vmtest",
+            "get",
+            "vmclone",
+            "c1",
+            "-o",
+            &format!("jsonpath={path}"),
+        ]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    wait_for("the clone pending", Duration::from_secs(30), || {
+        clone_field("{.status.phase}") == "Pending"
+            && clone_field("{.status.conditions[0].message}")
+                .contains("set its runStrategy to Halted")
+    });
+
+    // Halted stops it (and the clone goes ahead); Always brings it back, not as a restart.
     s.ok(&[
         "-n",
         "vmtest",
@@ -198,6 +223,21 @@ fn a_virtual_machine_is_kept_running_and_answers_through_a_service() {
         vm_field(&s, "{.status.printableStatus}") == "Stopped"
             && qemu_processes_of(&root).is_empty()
     });
+    wait_for("the clone made", Duration::from_secs(60), || {
+        clone_field("{.status.phase}") == "Succeeded"
+    });
+    let ls = s.world.ok(&["vm", "ls"]);
+    assert!(ls.contains("web2.vmtest"), "the clone's VM: {ls}");
+    let labels = s.ok(&[
+        "-n",
+        "vmtest",
+        "get",
+        "vm",
+        "web2",
+        "-o",
+        "jsonpath={.metadata.labels.app}",
+    ]);
+    assert_eq!(labels, "webvm", "the clone keeps the source's labels");
     s.ok(&[
         "-n",
         "vmtest",
@@ -208,8 +248,87 @@ fn a_virtual_machine_is_kept_running_and_answers_through_a_service() {
         "-p",
         r#"{"spec":{"runStrategy":"Always"}}"#,
     ]);
+    s.ok(&[
+        "-n",
+        "vmtest",
+        "patch",
+        "vm",
+        "web2",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"runStrategy":"Always"}}"#,
+    ]);
     wait_vm_ready(&s);
     assert_eq!(vm_field(&s, "{.status.restartCount}"), "1");
+    let o = s.kubectl(&[
+        "-n",
+        "vmtest",
+        "wait",
+        "--for=condition=Ready",
+        "vm/web2",
+        "--timeout=180s",
+    ]);
+    assert!(o.status.success(), "clone not Ready: {}", s.log());
+    // The clone is a machine of its own: its own address and hostname, behind the same
+    // Service as its source.
+    let ip2 = s.ok(&[
+        "-n",
+        "vmtest",
+        "get",
+        "vm",
+        "web2",
+        "-o",
+        "jsonpath={.status.interfaces[0].ipAddress}",
+    ]);
+    assert_ne!(ip2, ip);
+    let direct: SocketAddr = format!("{ip2}:8080").parse().unwrap();
+    wait_for("the clone's server", BOOT, || {
+        get(direct).as_deref() == Some("vm-web2.vmtest")
+    });
+    wait_for(
+        "both VMs behind the service",
+        Duration::from_secs(60),
+        || {
+            let mut seen = std::collections::HashSet::new();
+            for _ in 0..20 {
+                if let Some(b) = get(vip) {
+                    seen.insert(b);
+                }
+            }
+            seen.len() == 2
+        },
+    );
+
+    // A snapshot is the engine's snapshot of the VM, and goes with its object.
+    s.apply(
+        "apiVersion: corral.dev/v1\nkind: VirtualMachineSnapshot\nmetadata: {name: snap1, namespace: vmtest}\nspec: {source: {name: web}}\n",
+        &[],
+    );
+    wait_for("the snapshot", Duration::from_secs(60), || {
+        let o = s.kubectl(&[
+            "-n",
+            "vmtest",
+            "get",
+            "vmsnapshot",
+            "snap1",
+            "-o",
+            "jsonpath={.status.readyToUse}",
+        ]);
+        String::from_utf8_lossy(&o.stdout) == "true"
+    });
+    let snaps = s.world.ok(&["vm", "snapshot", "ls", "web.vmtest"]);
+    assert!(snaps.contains("snap1"), "{snaps}");
+    s.ok(&[
+        "-n",
+        "vmtest",
+        "delete",
+        "vmsnapshot",
+        "snap1",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    let snaps = s.world.ok(&["vm", "snapshot", "ls", "web.vmtest"]);
+    assert!(!snaps.contains("snap1"), "{snaps}");
 
     // A VM no node can hold: unplaced, and the reason says so.
     s.apply(
@@ -269,7 +388,7 @@ fn a_virtual_machine_is_kept_running_and_answers_through_a_service() {
     let gone = s.kubectl(&["-n", "vmtest", "get", "vm", "bad"]);
     assert!(!gone.status.success(), "nothing half-made");
 
-    // Deleting the namespace removes the VM, its QEMU and the agent's record of it.
+    // Deleting the namespace removes both VMs, their QEMUs and the agent's records.
     s.ok(&[
         "delete",
         "namespace",

@@ -108,10 +108,9 @@ fn document(group: &str, version: &str) -> Option<Value> {
 fn schemas(group: &str, version: &str) -> Value {
     let mut m = Map::new();
     if (group, version) == ("corral.dev", "v1") {
-        m.insert(
-            "dev.corral.v1.VirtualMachine".into(),
-            crate::virtualmachines::schema(),
-        );
+        for (kind, schema) in crate::virtualmachines::schemas() {
+            m.insert(format!("dev.corral.v1.{kind}"), schema);
+        }
     }
     Value::Object(m)
 }

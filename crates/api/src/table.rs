@@ -160,7 +160,9 @@ fn columns(kind: &str) -> Vec<Column> {
             ("Images", "string", 1),
             ("Selector", "string", 1),
         ],
-        "VirtualMachine" => crate::virtualmachines::columns(),
+        "VirtualMachine" | "VirtualMachineSnapshot" | "VirtualMachineClone" => {
+            crate::virtualmachines::columns(kind)
+        }
         "PodDisruptionBudget" => vec![
             ("Name", "string", 0),
             ("Min Available", "string", 0),
@@ -845,7 +847,9 @@ fn cells(r: &Resource, v: &Value) -> Vec<Value> {
             row
         }
         "HorizontalPodAutoscaler" => hpa_cells(v, name, created),
-        "VirtualMachine" => crate::virtualmachines::cells(v, name, json!(created)),
+        "VirtualMachine" | "VirtualMachineSnapshot" | "VirtualMachineClone" => {
+            crate::virtualmachines::cells(r.kind, v, name, json!(created))
+        }
         "PodDisruptionBudget" => {
             let spec = &v["spec"];
             let show = |x: &Value| match x {

@@ -196,8 +196,62 @@ pub(crate) fn defaults(obj: &mut Value) {
     }
 }
 
-/// A VirtualMachine's own rules.
+/// The rules of a VirtualMachineSnapshot (`spec.source.name`: the VM, in the same
+/// namespace; `spec.memory`: with the running machine's state) and of a VirtualMachineClone
+/// (`spec.source.name`, `spec.target.name`: the VirtualMachine to make).
+fn check_copy(r: &Resource, v: &Value) -> Result<(), ApiError> {
+    let name = v["metadata"]["name"].as_str().unwrap_or("");
+    let spec = &v["spec"];
+    let mut causes: Vec<(String, String)> = Vec::new();
+    let mut kinds_ok = |f: &str, o: &Value| {
+        match o["kind"].as_str() {
+            None | Some("VirtualMachine") => {}
+            Some(k) => causes.push((
+                format!("spec.{f}.kind"),
+                format!("Unsupported value: \"{k}\": supported values: \"VirtualMachine\""),
+            )),
+        }
+        match o["name"].as_str() {
+            Some(n) if !n.is_empty() => {}
+            _ => causes.push((format!("spec.{f}.name"), "Required value".into())),
+        }
+    };
+    kinds_ok("source", &spec["source"]);
+    if r.kind == "VirtualMachineClone" {
+        kinds_ok("target", &spec["target"]);
+        if let Some(t) = spec["target"]["name"].as_str().filter(|t| !t.is_empty()) {
+            let ns = v["metadata"]["namespace"].as_str().unwrap_or("default");
+            if !crate::validate::is_dns_subdomain(t) || engine_name(ns, t).len() > 63 {
+                causes.push((
+                    "spec.target.name".into(),
+                    format!("Invalid value: \"{t}\": a lowercase DNS name, at most 62 characters with the namespace"),
+                ));
+            }
+            if spec["source"]["name"].as_str() == Some(t) {
+                causes.push((
+                    "spec.target.name".into(),
+                    "Invalid value: the target must differ from the source".into(),
+                ));
+            }
+        }
+    } else if !spec["memory"].is_null() && !spec["memory"].is_boolean() {
+        causes.push((
+            "spec.memory".into(),
+            "Invalid value: must be true or false".into(),
+        ));
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(r.kind, name, causes))
+    }
+}
+
+/// A VirtualMachine's, snapshot's or clone's own rules.
 pub(crate) fn check(r: &Resource, v: &Value) -> Result<(), ApiError> {
+    if matches!(r.kind, "VirtualMachineSnapshot" | "VirtualMachineClone") {
+        return check_copy(r, v);
+    }
     if r.kind != "VirtualMachine" {
         return Ok(());
     }
@@ -327,21 +381,66 @@ pub(crate) fn check(r: &Resource, v: &Value) -> Result<(), ApiError> {
     }
 }
 
-/// `kubectl get vm`'s columns (KubeVirt's, with the address and node under `-o wide`).
-pub(crate) fn columns() -> Vec<(&'static str, &'static str, u8)> {
-    vec![
-        ("Name", "string", 0),
-        ("Age", "string", 0),
-        ("Status", "string", 0),
-        ("Ready", "string", 0),
-        ("IP", "string", 1),
-        ("Node", "string", 1),
-    ]
+/// `kubectl get`'s columns, KubeVirt's: for VMs (with the address and node under `-o
+/// wide`), snapshots and clones.
+pub(crate) fn columns(kind: &str) -> Vec<(&'static str, &'static str, u8)> {
+    match kind {
+        "VirtualMachineSnapshot" => vec![
+            ("Name", "string", 0),
+            ("SourceKind", "string", 0),
+            ("SourceName", "string", 0),
+            ("Phase", "string", 0),
+            ("ReadyToUse", "boolean", 0),
+            ("CreationTime", "string", 0),
+            ("Error", "string", 0),
+            ("Age", "string", 0),
+        ],
+        "VirtualMachineClone" => vec![
+            ("Name", "string", 0),
+            ("Phase", "string", 0),
+            ("SourceVirtualMachine", "string", 0),
+            ("TargetVirtualMachine", "string", 0),
+            ("Age", "string", 0),
+        ],
+        _ => vec![
+            ("Name", "string", 0),
+            ("Age", "string", 0),
+            ("Status", "string", 0),
+            ("Ready", "string", 0),
+            ("IP", "string", 1),
+            ("Node", "string", 1),
+        ],
+    }
 }
 
 /// One row of those columns.
-pub(crate) fn cells(v: &Value, name: Value, age: Value) -> Vec<Value> {
+pub(crate) fn cells(kind: &str, v: &Value, name: Value, age: Value) -> Vec<Value> {
     let st = &v["status"];
+    let s = |x: &Value| json!(x.as_str().unwrap_or("<none>"));
+    match kind {
+        "VirtualMachineSnapshot" => {
+            return vec![
+                name,
+                json!("VirtualMachine"),
+                s(&v["spec"]["source"]["name"]),
+                json!(st["phase"].as_str().unwrap_or("InProgress")),
+                json!(st["readyToUse"].as_bool().unwrap_or(false)),
+                s(&st["creationTime"]),
+                s(&st["error"]["message"]),
+                age,
+            ]
+        }
+        "VirtualMachineClone" => {
+            return vec![
+                name,
+                json!(st["phase"].as_str().unwrap_or("Pending")),
+                s(&v["spec"]["source"]["name"]),
+                s(&v["spec"]["target"]["name"]),
+                age,
+            ]
+        }
+        _ => {}
+    }
     let ready = st["conditions"].as_array().is_some_and(|cs| {
         cs.iter()
             .any(|c| c["type"] == "Ready" && c["status"] == "True")
@@ -360,8 +459,58 @@ pub(crate) fn cells(v: &Value, name: Value, age: Value) -> Vec<Value> {
     ]
 }
 
-/// The schema `/openapi/v3/apis/corral.dev/v1` lists, as a CustomResourceDefinition gives one.
-pub fn schema() -> Value {
+/// The schemas `/openapi/v3/apis/corral.dev/v1` lists, as CustomResourceDefinitions give
+/// them: each kind's name and schema.
+pub fn schemas() -> Vec<(&'static str, Value)> {
+    let s = |d: &str| json!({"type": "string", "description": d});
+    let source = json!({"type": "object", "description": "The VirtualMachine, in the same namespace.",
+        "properties": {"kind": s("VirtualMachine"), "name": s("Its name.")}, "required": ["name"]});
+    let gvk = |k: &str| json!([{"group": "corral.dev", "version": "v1", "kind": k}]);
+    let meta = json!({"type": "object", "description": "Standard object metadata."});
+    vec![
+        ("VirtualMachine", vm_schema()),
+        (
+            "VirtualMachineSnapshot",
+            json!({
+                "type": "object",
+                "description": "A snapshot of a VirtualMachine's disk (and with memory: true, of the running machine), taken once by the agent of the VM's node: the same snapshot `corral vm snapshot ls NAME.NAMESPACE` lists. Deleting the object deletes the snapshot. Restore with `corral vm snapshot restore`.",
+                "x-kubernetes-group-version-kind": gvk("VirtualMachineSnapshot"),
+                "properties": {
+                    "apiVersion": s("corral.dev/v1"), "kind": s("VirtualMachineSnapshot"), "metadata": meta,
+                    "spec": {"type": "object", "properties": {
+                        "source": source,
+                        "memory": {"type": "boolean", "description": "Also save the running machine (memory, CPUs, devices), so that a restore resumes every process."},
+                    }},
+                    "status": {"type": "object", "properties": {
+                        "phase": s("InProgress, Succeeded or Failed."),
+                        "readyToUse": {"type": "boolean", "description": "The snapshot exists."},
+                        "creationTime": s("When it was taken."),
+                        "snapshotName": s("The engine's snapshot of the VM."),
+                        "error": {"type": "object", "properties": {"message": s("Why it failed.")}},
+                    }},
+                }
+            }),
+        ),
+        (
+            "VirtualMachineClone",
+            json!({
+                "type": "object",
+                "description": "Makes a new VirtualMachine (target) from a stopped one (source) in milliseconds: a copy-on-write disk on the source's, with a new identity (MAC, address, hostname, machine-id). Waits while the source runs.",
+                "x-kubernetes-group-version-kind": gvk("VirtualMachineClone"),
+                "properties": {
+                    "apiVersion": s("corral.dev/v1"), "kind": s("VirtualMachineClone"), "metadata": meta,
+                    "spec": {"type": "object", "properties": {"source": source.clone(), "target": {"type": "object", "description": "The VirtualMachine to make (it must not exist).", "properties": {"kind": s("VirtualMachine"), "name": s("Its name.")}, "required": ["name"]}}},
+                    "status": {"type": "object", "properties": {
+                        "phase": s("Pending, Succeeded or Failed."),
+                        "conditions": {"type": "array", "items": {"type": "object"}},
+                    }},
+                }
+            }),
+        ),
+    ]
+}
+
+fn vm_schema() -> Value {
     let s = |d: &str| json!({"type": "string", "description": d});
     json!({
         "type": "object",

@@ -100,6 +100,9 @@ pub enum EngineError {
     /// VMs.
     #[error(transparent)]
     Vm(#[from] corral_vm::lifecycle::VmError),
+    /// VM clones and templates.
+    #[error(transparent)]
+    Clone(#[from] corral_vm::clone::CloneError),
     /// A file of the engine's own.
     #[error("{what} {}", path.display())]
     Io {

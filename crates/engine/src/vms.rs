@@ -53,6 +53,37 @@ impl Engine {
         Ok(())
     }
 
+    /// Takes snapshot `name` of a VM (with the running machine's state when `memory`).
+    pub fn snapshot_vm(
+        &self,
+        id: &str,
+        name: &str,
+        memory: bool,
+    ) -> Result<corral_vm::snapshot::Snapshot> {
+        let s = corral_vm::snapshot::create(&self.root, id, name, memory)?;
+        self.emit(Event::new("vm", "snapshot", id).attr("snapshot", name));
+        Ok(s)
+    }
+
+    /// Deletes snapshot `name` of a VM.
+    pub fn remove_vm_snapshot(&self, id: &str, name: &str) -> Result<()> {
+        corral_vm::snapshot::remove(&self.root, id, name)?;
+        self.emit(Event::new("vm", "snapshot-remove", id).attr("snapshot", name));
+        Ok(())
+    }
+
+    /// Makes a VM from a stopped VM or a template (a copy-on-write disk, a new identity); not
+    /// started.
+    pub fn clone_vm(&self, spec: &corral_vm::clone::CloneSpec) -> Result<VmConfig> {
+        let cfg = corral_vm::clone::clone(&self.root, spec)?;
+        self.emit(
+            Event::new("vm", "clone", &cfg.id)
+                .attr("name", &cfg.name)
+                .attr("source", &spec.source),
+        );
+        Ok(cfg)
+    }
+
     /// A container spec as a VM of its own (`--isolation vm`): the image boots with corral's
     /// agent as init, which runs the spec's process. What a VM cannot honour is refused, not
     /// ignored.

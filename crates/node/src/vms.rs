@@ -42,6 +42,8 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::events::{EventType, PodRef};
+
+mod copies;
 use crate::{blocking, clock, kv, NodeAgent};
 
 /// How long a VM is given to power off before QEMU is ended.
@@ -270,14 +272,18 @@ impl Vms {
             }
             self.sync(vm.clone(), records.get(&uid).cloned()).await;
         }
+        self.copies(&mine, &records).await;
     }
 
     /// Takes the agent's finalizer off a VirtualMachine whose VM is gone; the object goes
     /// when no finalizer is left and it is being deleted.
     async fn release(&self, vm: &Value) {
-        let ns = vm["metadata"]["namespace"].as_str().unwrap_or("default");
-        let name = vm["metadata"]["name"].as_str().unwrap_or("");
-        let key = registry::key("corral.dev", "virtualmachines", Some(ns), name);
+        self.release_key(&vm_key(vm), vm).await
+    }
+
+    /// Takes the agent's finalizer off the object at `key` (if it is still `obj`, by uid).
+    async fn release_key(&self, key: &str, obj: &Value) {
+        let (key, vm) = (key.to_owned(), obj);
         let store = &*self.agent.store;
         for _ in 0..16 {
             let Ok(Some((mut v, rev))) = kv::get(store, &key).await else {
@@ -316,11 +322,14 @@ impl Vms {
     /// Puts the agent's finalizer on a VirtualMachine (before its VM is made); false if the
     /// object is gone or being deleted.
     async fn hold(&self, vm: &Value) -> bool {
-        let ns = vm["metadata"]["namespace"].as_str().unwrap_or("default");
-        let name = vm["metadata"]["name"].as_str().unwrap_or("");
-        let key = registry::key("corral.dev", "virtualmachines", Some(ns), name);
+        self.hold_key(&vm_key(vm), vm).await
+    }
+
+    /// Puts the agent's finalizer on the object at `key` (if it is still `vm`, by uid, and
+    /// not being deleted).
+    async fn hold_key(&self, key: &str, vm: &Value) -> bool {
         let mut ok = false;
-        let res = kv::update(&*self.agent.store, &key, |v| {
+        let res = kv::update(&*self.agent.store, key, |v| {
             ok = v["metadata"]["uid"] == vm["metadata"]["uid"]
                 && v["metadata"]["deletionTimestamp"].is_null();
             if !ok {
@@ -655,6 +664,13 @@ impl Vms {
             }
         }
     }
+}
+
+/// A VirtualMachine's key in the store.
+fn vm_key(vm: &Value) -> String {
+    let ns = vm["metadata"]["namespace"].as_str().unwrap_or("default");
+    let name = vm["metadata"]["name"].as_str().unwrap_or("");
+    registry::key("corral.dev", "virtualmachines", Some(ns), name)
 }
 
 /// The engine's spec for a VirtualMachine's VM.
