@@ -254,12 +254,31 @@ fn a_stateful_set_keeps_names_order_and_data() {
         String::from_utf8_lossy(&o.stderr).contains("`selector` does not match template `labels`")
     );
 
+    // whenScaled: Delete: scaled down, the claims above the replicas go (web-2's too, left by
+    // the earlier scale-down).
+    s.ok(&[
+        "patch",
+        "sts",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"persistentVolumeClaimRetentionPolicy":{"whenScaled":"Delete"}}}"#,
+    ]);
+    s.ok(&["scale", "statefulset", "web", "--replicas=1"]);
+    wait_for(
+        "the claims above web-0 to go",
+        Duration::from_secs(120),
+        || names(&s, "app=db") == ["web-0"] && items(&s, &["get", "pvc"]).len() == 1,
+    );
+    let left = s.ok(&["get", "pvc", "-o", "name"]);
+    assert_eq!(left.trim(), "persistentvolumeclaim/data-web-0");
+
     // Deleted: the pods go, the claims stay (whenDeleted: Retain).
     s.ok(&["delete", "sts", "web", "--wait=true", "--timeout=60s"]);
     wait_for("the set's pods to go", Duration::from_secs(90), || {
         names(&s, "app=db").is_empty()
     });
-    assert_eq!(items(&s, &["get", "pvc"]).len(), 3);
+    assert_eq!(items(&s, &["get", "pvc"]).len(), 1);
     s.ok(&["delete", "pvc", "--all", "--wait=true", "--timeout=60s"]);
     s.ok(&["delete", "service", "web"]);
 }

@@ -65,16 +65,7 @@ fn get(addr: SocketAddr) -> Option<String> {
 }
 
 fn vm_field(s: &Serve, path: &str) -> String {
-    let o = s.kubectl(&[
-        "-n",
-        "vmtest",
-        "get",
-        "vm",
-        "web",
-        "-o",
-        &format!("jsonpath={path}"),
-    ]);
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    s.jsonpath("vmtest", "vm", "web", path)
 }
 
 fn wait_vm_ready(s: &Serve) {
@@ -147,15 +138,7 @@ fn a_virtual_machine_is_kept_running_and_answers_through_a_service() {
     assert!(finalizers.contains("corral.dev/vm"), "{finalizers}");
 
     // Through the Service's virtual IP, from the host.
-    let vip = s.ok(&[
-        "-n",
-        "vmtest",
-        "get",
-        "svc",
-        "webvm",
-        "-o",
-        "jsonpath={.spec.clusterIP}",
-    ]);
+    let vip = s.jsonpath("vmtest", "svc", "webvm", "{.spec.clusterIP}");
     let vip: SocketAddr = format!("{vip}:80").parse().expect("cluster IP");
     wait_for(
         "the VM through the service",
@@ -190,18 +173,7 @@ fn a_virtual_machine_is_kept_running_and_answers_through_a_service() {
         "apiVersion: corral.dev/v1\nkind: VirtualMachineClone\nmetadata: {name: c1, namespace: vmtest}\nspec: {source: {name: web}, target: {name: web2}}\n",
         &[],
     );
-    let clone_field = |path: &str| {
-        let o = s.kubectl(&[
-            "-n",
-            "vmtest",
-            "get",
-            "vmclone",
-            "c1",
-            "-o",
-            &format!("jsonpath={path}"),
-        ]);
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
+    let clone_field = |path: &str| s.jsonpath("vmtest", "vmclone", "c1", path);
     wait_for("the clone pending", Duration::from_secs(30), || {
         clone_field("{.status.phase}") == "Pending"
             && clone_field("{.status.conditions[0].message}")
@@ -228,15 +200,7 @@ fn a_virtual_machine_is_kept_running_and_answers_through_a_service() {
     });
     let ls = s.world.ok(&["vm", "ls"]);
     assert!(ls.contains("web2.vmtest"), "the clone's VM: {ls}");
-    let labels = s.ok(&[
-        "-n",
-        "vmtest",
-        "get",
-        "vm",
-        "web2",
-        "-o",
-        "jsonpath={.metadata.labels.app}",
-    ]);
+    let labels = s.jsonpath("vmtest", "vm", "web2", "{.metadata.labels.app}");
     assert_eq!(labels, "webvm", "the clone keeps the source's labels");
     s.ok(&[
         "-n",
@@ -271,15 +235,7 @@ fn a_virtual_machine_is_kept_running_and_answers_through_a_service() {
     assert!(o.status.success(), "clone not Ready: {}", s.log());
     // The clone is a machine of its own: its own address and hostname, behind the same
     // Service as its source.
-    let ip2 = s.ok(&[
-        "-n",
-        "vmtest",
-        "get",
-        "vm",
-        "web2",
-        "-o",
-        "jsonpath={.status.interfaces[0].ipAddress}",
-    ]);
+    let ip2 = s.jsonpath("vmtest", "vm", "web2", "{.status.interfaces[0].ipAddress}");
     assert_ne!(ip2, ip);
     let direct: SocketAddr = format!("{ip2}:8080").parse().unwrap();
     wait_for("the clone's server", BOOT, || {
@@ -305,16 +261,7 @@ fn a_virtual_machine_is_kept_running_and_answers_through_a_service() {
         &[],
     );
     wait_for("the snapshot", Duration::from_secs(60), || {
-        let o = s.kubectl(&[
-            "-n",
-            "vmtest",
-            "get",
-            "vmsnapshot",
-            "snap1",
-            "-o",
-            "jsonpath={.status.readyToUse}",
-        ]);
-        String::from_utf8_lossy(&o.stdout) == "true"
+        s.jsonpath("vmtest", "vmsnapshot", "snap1", "{.status.readyToUse}") == "true"
     });
     let snaps = s.world.ok(&["vm", "snapshot", "ls", "web.vmtest"]);
     assert!(snaps.contains("snap1"), "{snaps}");
@@ -336,16 +283,12 @@ fn a_virtual_machine_is_kept_running_and_answers_through_a_service() {
         &[],
     );
     wait_for("the big VM unschedulable", Duration::from_secs(30), || {
-        let o = s.kubectl(&[
-            "-n",
+        let out = s.jsonpath(
             "vmtest",
-            "get",
             "vm",
             "huge",
-            "-o",
-            "jsonpath={.status.printableStatus} {.status.conditions[0].message}",
-        ]);
-        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+            "{.status.printableStatus} {.status.conditions[0].message}",
+        );
         out.starts_with("ErrorUnschedulable") && out.contains("insufficient memory")
     });
     let events = s.ok(&[

@@ -513,3 +513,78 @@ spec:
         "the hook did not run before SIGTERM"
     );
 }
+
+#[test]
+fn post_start_hooks_run_after_the_start_and_a_failing_one_restarts_the_container() {
+    let Some(s) = Serve::start(
+        "post_start_hooks_run_after_the_start_and_a_failing_one_restarts_the_container",
+    ) else {
+        return;
+    };
+    let dir = s.world.path("poststart-out");
+    std::fs::create_dir_all(&dir).unwrap();
+    let pods = format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: started}}
+spec:
+  terminationGracePeriodSeconds: 2
+  volumes: [{{name: out, hostPath: {{path: {dir:?}}}}}]
+  containers:
+  - name: main
+    image: busybox:test
+    volumeMounts: [{{name: out, mountPath: /out}}]
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
+    lifecycle:
+      postStart:
+        exec: {{command: ["sh", "-c", "echo poststart >> /out/log"]}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: refused}}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: main
+    image: busybox:test
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
+    lifecycle:
+      postStart:
+        exec: {{command: ["sh", "-c", "exit 3"]}}
+"#
+    );
+    s.apply(&pods, &[]);
+    s.wait_ready("default", "started");
+    let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+    assert!(log.starts_with("poststart"), "the hook ran once: {log:?}");
+    assert_eq!(log.lines().count(), 1, "{log:?}");
+    // The failing hook: an event, the container killed and started again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let events = s.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=refused",
+        ]);
+        let restarts = s.ok(&[
+            "get",
+            "pod",
+            "refused",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].restartCount}",
+        ]);
+        if events.contains("FailedPostStartHook")
+            && restarts.trim().parse::<u32>().unwrap_or(0) >= 1
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no FailedPostStartHook and restart: {events}\n{restarts}\n{}",
+            s.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}

@@ -201,6 +201,13 @@ impl Serve {
         );
     }
 
+    /// `kubectl -n NS get KIND NAME -o jsonpath=PATH`: what it printed ("" when it failed).
+    pub fn jsonpath(&self, ns: &str, kind: &str, name: &str, path: &str) -> String {
+        let out = format!("jsonpath={path}");
+        let o = self.kubectl(&["-n", ns, "get", kind, name, "-o", &out]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
     /// Kills the server with SIGKILL, as a crash does; its pods keep running.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -8,7 +8,8 @@
 //! - Each `volumeClaimTemplates` entry gives pod `i` the claim `<template>-<name>-<i>`, made
 //!   before the pod and kept after it (a replacement pod mounts the same data); with
 //!   `persistentVolumeClaimRetentionPolicy.whenDeleted: Delete` the claims are owned by the
-//!   set and go with it (`whenScaled: Delete` is not implemented: such claims stay).
+//!   set and go with it; with `whenScaled: Delete` the claims of ordinals at or above
+//!   `replicas` whose pod is gone are deleted.
 //! - `OrderedReady`: pods are made in order, each once the one before is Running and Ready,
 //!   and removed in reverse order, one at a time. `Parallel`: all at once.
 //! - A failed pod is deleted and made again under the same name.
@@ -236,6 +237,9 @@ async fn sync_one(store: &Arc<dyn Store>, objects: &Objects, set: &Value, pods: 
             break;
         }
     }
+    if spec["persistentVolumeClaimRetentionPolicy"]["whenScaled"] == "Delete" {
+        busy |= delete_scaled_claims(store, set, want, &by_ordinal).await;
+    }
     // Rolling update: one old pod at a time, highest first, while all the others are Ready.
     let st = &spec["updateStrategy"];
     if st["type"] != "OnDelete" && extra.is_empty() {
@@ -274,6 +278,55 @@ async fn sync_one(store: &Arc<dyn Store>, objects: &Objects, set: &Value, pods: 
 
 async fn event(store: &Arc<dyn Store>, set: &Value, ty: &str, reason: &str, message: &str) {
     kv::event(store, set, ty, reason, message, COMPONENT).await;
+}
+
+/// `whenScaled: Delete`: deletes the claims of ordinals at or above `want` whose pod is gone
+/// (scaled down, now or before the policy was set). True when it deleted one.
+async fn delete_scaled_claims(
+    store: &Arc<dyn Store>,
+    set: &Value,
+    want: i64,
+    by_ordinal: &HashMap<i64, &Value>,
+) -> bool {
+    let ns = namespace(set);
+    let prefix = registry::prefix("", "persistentvolumeclaims", Some(ns));
+    let Ok((claims, _)) = kv::list(store, &prefix).await else {
+        return true;
+    };
+    let mut deleted = false;
+    for t in set["spec"]["volumeClaimTemplates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let stem = format!(
+            "{}-{}-",
+            t["metadata"]["name"].as_str().unwrap_or(""),
+            name(set)
+        );
+        for c in &claims {
+            let Some(i) = name(c)
+                .strip_prefix(&stem)
+                .and_then(|s| s.parse::<i64>().ok())
+            else {
+                continue;
+            };
+            if i < want || by_ordinal.contains_key(&i) || deleting(c) {
+                continue;
+            }
+            let key = registry::key("", "persistentvolumeclaims", Some(ns), name(c));
+            if kv::delete_like_api(store, &key).await.is_ok() {
+                let msg = format!(
+                    "delete Claim {} in StatefulSet {} successful",
+                    name(c),
+                    name(set)
+                );
+                event(store, set, "Normal", "SuccessfulDelete", &msg).await;
+                deleted = true;
+            }
+        }
+    }
+    deleted
 }
 
 /// Makes pod `i`'s claims that do not exist yet.

@@ -1,11 +1,12 @@
-//! Container lifecycle hooks: a container's `lifecycle.preStop` runs when its pod is deleted,
+//! Container lifecycle hooks: a container's `lifecycle.postStart` runs right after it starts
+//! (a failure kills it: `FailedPostStartHook`), and its `lifecycle.preStop` runs when its pod is deleted,
 //! before the container gets SIGTERM, as the kubelet runs it — `exec` in the container,
 //! `httpGet` against the pod (a probe's request), or `sleep`. The hook's time counts against
 //! the termination grace period; a hook that fails or runs out of time is reported with a
 //! `FailedPreStopHook` event and the container is stopped anyway, with at least 2 s left for
 //! SIGTERM (the kubelet's extra grace).
 //!
-//! Not yet: `postStart`, and preStop before a restart that a failed liveness probe causes.
+//! Not yet: preStop before a restart that a failed liveness probe causes.
 
 use std::time::Duration;
 

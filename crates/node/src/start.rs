@@ -237,6 +237,56 @@ impl Worker {
         self.run_created(c, &id, attempt, init, true).await;
     }
 
+    /// The container's `lifecycle.postStart`, run as the kubelet runs it: right after the
+    /// start, while the worker waits (the pod is not Ready meanwhile), within the termination
+    /// grace period. A hook that fails is a `FailedPostStartHook` event and kills the
+    /// container, which then restarts as the pod's `restartPolicy` says.
+    async fn post_start(&mut self, c: &Container, id: &str) {
+        let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) else {
+            return;
+        };
+        let grace = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30)
+            .max(1) as u64;
+        let target = crate::probe::Target {
+            pod_ip: self.pod_ip,
+            exe: self.agent.engine.exe().to_path_buf(),
+            root: self.agent.engine.root().to_path_buf(),
+            container_id: id.to_owned(),
+        };
+        let failed = match crate::hooks::hook_of(h, c) {
+            Err(e) => Some(e),
+            Ok(hook) => {
+                let limit = std::time::Duration::from_secs(grace);
+                match crate::hooks::run(&hook, &target, limit).await {
+                    crate::probe::Outcome::Success => None,
+                    crate::probe::Outcome::Failure(why) => Some(why),
+                }
+            }
+        };
+        if let Some(why) = failed {
+            let msg = format!("PostStartHook failed: {why}");
+            self.event(
+                Some(&c.name),
+                EventType::Warning,
+                "FailedPostStartHook",
+                &msg,
+            )
+            .await;
+            let cid = id.to_owned();
+            blocking(&self.agent.engine, move |e| {
+                if let Err(err) = e.kill(&cid, "KILL") {
+                    tracing::warn!(container = %cid, "killing after a failed postStart hook: {err}");
+                }
+            })
+            .await;
+        }
+    }
+
     /// Starts a run that exists but never started.
     pub(crate) async fn start_existing(&mut self, c: &Container, id: &str) {
         let (attempt, init) = self
@@ -316,6 +366,7 @@ impl Worker {
                 let m = format!("Started container {name}");
                 self.event(Some(&name), EventType::Normal, "Started", &m)
                     .await;
+                self.post_start(c, id).await;
             }
             Err(m) => {
                 let text = format!("Error: failed to start container \"{name}\": {m}");
