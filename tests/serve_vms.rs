@@ -68,6 +68,21 @@ fn vm_field(s: &Serve, path: &str) -> String {
     s.jsonpath("vmtest", "vm", "web", path)
 }
 
+/// `kubectl patch` of a VM's run strategy, as a user starts and stops it.
+fn set_run_strategy(s: &Serve, vm: &str, strategy: &str) {
+    let patch = format!(r#"{{"spec":{{"runStrategy":"{strategy}"}}}}"#);
+    s.ok(&[
+        "-n",
+        "vmtest",
+        "patch",
+        "vm",
+        vm,
+        "--type=merge",
+        "-p",
+        &patch,
+    ]);
+}
+
 fn wait_vm_ready(s: &Serve) {
     let timeout = format!("--timeout={}s", BOOT.as_secs());
     let o = s.kubectl(&[
@@ -181,16 +196,7 @@ fn a_virtual_machine_is_kept_running_and_answers_through_a_service() {
     });
 
     // Halted stops it (and the clone goes ahead); Always brings it back, not as a restart.
-    s.ok(&[
-        "-n",
-        "vmtest",
-        "patch",
-        "vm",
-        "web",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"runStrategy":"Halted"}}"#,
-    ]);
+    set_run_strategy(&s, "web", "Halted");
     wait_for("the VM stopped", Duration::from_secs(60), || {
         vm_field(&s, "{.status.printableStatus}") == "Stopped"
             && qemu_processes_of(&root).is_empty()
@@ -202,26 +208,8 @@ fn a_virtual_machine_is_kept_running_and_answers_through_a_service() {
     assert!(ls.contains("web2.vmtest"), "the clone's VM: {ls}");
     let labels = s.jsonpath("vmtest", "vm", "web2", "{.metadata.labels.app}");
     assert_eq!(labels, "webvm", "the clone keeps the source's labels");
-    s.ok(&[
-        "-n",
-        "vmtest",
-        "patch",
-        "vm",
-        "web",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"runStrategy":"Always"}}"#,
-    ]);
-    s.ok(&[
-        "-n",
-        "vmtest",
-        "patch",
-        "vm",
-        "web2",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"runStrategy":"Always"}}"#,
-    ]);
+    set_run_strategy(&s, "web", "Always");
+    set_run_strategy(&s, "web2", "Always");
     wait_vm_ready(&s);
     assert_eq!(vm_field(&s, "{.status.restartCount}"), "1");
     let o = s.kubectl(&[

@@ -58,6 +58,21 @@ pub async fn run(hook: &Hook, target: &Target, limit: Duration) -> Outcome {
     }
 }
 
+/// Runs a hook as read by [`hook_of`] for at most `limit`: why it failed, or `None`.
+pub async fn failure(
+    hook: Result<Hook, String>,
+    target: &Target,
+    limit: Duration,
+) -> Option<String> {
+    match hook {
+        Err(e) => Some(e),
+        Ok(h) => match run(&h, target, limit).await {
+            Outcome::Success => None,
+            Outcome::Failure(why) => Some(why),
+        },
+    }
+}
+
 /// The grace left for SIGTERM after a hook that took `spent` of `grace`.
 pub fn grace_after(grace: u64, spent: Duration) -> u64 {
     grace.saturating_sub(spent.as_secs()).max(2)

@@ -258,16 +258,8 @@ impl Worker {
             root: self.agent.engine.root().to_path_buf(),
             container_id: id.to_owned(),
         };
-        let failed = match crate::hooks::hook_of(h, c) {
-            Err(e) => Some(e),
-            Ok(hook) => {
-                let limit = std::time::Duration::from_secs(grace);
-                match crate::hooks::run(&hook, &target, limit).await {
-                    crate::probe::Outcome::Success => None,
-                    crate::probe::Outcome::Failure(why) => Some(why),
-                }
-            }
-        };
+        let limit = std::time::Duration::from_secs(grace);
+        let failed = crate::hooks::failure(crate::hooks::hook_of(h, c), &target, limit).await;
         if let Some(why) = failed {
             let msg = format!("PostStartHook failed: {why}");
             self.event(

@@ -64,13 +64,9 @@ impl Worker {
                 let begun = std::time::Instant::now();
                 let failed = match hook {
                     None => None,
-                    Some(Err(e)) => Some(e),
-                    Some(Ok(h)) => {
+                    Some(h) => {
                         let limit = std::time::Duration::from_secs(grace);
-                        match crate::hooks::run(&h, &target, limit).await {
-                            crate::probe::Outcome::Success => None,
-                            crate::probe::Outcome::Failure(why) => Some(why),
-                        }
+                        crate::hooks::failure(h, &target, limit).await
                     }
                 };
                 if let Some(why) = failed {
