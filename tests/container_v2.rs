@@ -14,8 +14,8 @@ use corral_e2e::containers::BUSYBOX_IMAGE;
 use corral_e2e::fixtures::add_busybox_rootfs;
 use corral_e2e::process::describe;
 use corral_e2e::tarball::TarWriter;
-use corral_e2e::vms::{assert_no_vm_leftovers, guest_kernel};
-use corral_e2e::{corral_bin, path_str, report_skip, skip_unless_tools, Corral};
+use corral_e2e::vms::{assert_no_vm_leftovers, skip_without_guest_kernel};
+use corral_e2e::{corral_bin, path_str, skip_unless_tools, Corral};
 
 /// What the guest runs: set up cgroup2 and a state root, load the busybox image into the
 /// inner corral, then one container per check, each printing `key=value` lines.
@@ -104,11 +104,7 @@ fn containers_in_a_vm_are_limited_through_cgroup_v2() {
     if skip_unless_tools(test, &["qemu-system-x86_64", "mkfs.ext4", "objcopy", "ldd"]) {
         return;
     }
-    if guest_kernel().is_none() {
-        report_skip(
-            test,
-            "no /boot/vmlinuz-*-cloud-amd64 (apt-get install linux-image-cloud-amd64)",
-        );
+    if skip_without_guest_kernel(test) {
         return;
     }
     let mut c = Corral::new();

@@ -13,7 +13,7 @@ use std::time::Duration;
 use corral_e2e::checks::PodGuard;
 use corral_e2e::containers::{poll_until, BUSYBOX_IMAGE};
 use corral_e2e::networks::{free_tcp_port, http_get_ok, NetworkGuard};
-use corral_e2e::vms::{assert_no_vm_leftovers, guest_kernel};
+use corral_e2e::vms::{assert_no_vm_leftovers, guest_kernel, skip_without_guest_kernel};
 use corral_e2e::{
     find_tool, report_skip, skip_unless_tools, stderr_of, unique_token, ContainerGuard, Corral,
 };
@@ -26,11 +26,7 @@ fn world(test: &str) -> Option<Corral> {
     if skip_unless_tools(test, &["qemu-system-x86_64", "ip", "nft"]) {
         return None;
     }
-    if guest_kernel().is_none() {
-        report_skip(
-            test,
-            "no /boot/vmlinuz-*-cloud-amd64 (apt-get install linux-image-cloud-amd64)",
-        );
+    if skip_without_guest_kernel(test) {
         return None;
     }
     if find_tool("virtiofsd").is_none() && !std::path::Path::new("/usr/libexec/virtiofsd").exists()

@@ -15,8 +15,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use corral_e2e::serve::Serve;
-use corral_e2e::vms::{guest_kernel, qemu_processes_of};
-use corral_e2e::{report_skip, skip_unless_tools};
+use corral_e2e::skip_unless_tools;
+use corral_e2e::vms::{qemu_processes_of, skip_without_guest_kernel};
 
 const VM: &str = r#"
 apiVersion: v1
@@ -112,11 +112,7 @@ fn a_virtual_machine_is_kept_running_and_answers_through_a_service() {
     if skip_unless_tools(test, &["qemu-system-x86_64", "ip", "nft"]) {
         return;
     }
-    if guest_kernel().is_none() {
-        report_skip(
-            test,
-            "no /boot/vmlinuz-*-cloud-amd64 (apt-get install linux-image-cloud-amd64)",
-        );
+    if skip_without_guest_kernel(test) {
         return;
     }
     let Some(s) = Serve::start(test) else { return };

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use corral_e2e::containers::{poll_until, BUSYBOX_IMAGE};
 use corral_e2e::networks::NetworkGuard;
 use corral_e2e::process::describe;
-use corral_e2e::vms::{assert_no_vm_leftovers, guest_kernel, qemu_processes_of, VmGuard};
+use corral_e2e::vms::{
+    assert_no_vm_leftovers, guest_kernel, qemu_processes_of, skip_without_guest_kernel, VmGuard,
+};
 use corral_e2e::{path_str, report_skip, skip_unless_tools, unique_token, Corral};
 
 /// Every VM command here is bounded by this (a TCG boot takes 2–4 s; parallel tests share two
@@ -24,11 +26,7 @@ fn world(test: &str) -> Option<Corral> {
     if skip_unless_tools(test, &["qemu-system-x86_64", "mkfs.ext4"]) {
         return None;
     }
-    if guest_kernel().is_none() {
-        report_skip(
-            test,
-            "no /boot/vmlinuz-*-cloud-amd64 (apt-get install linux-image-cloud-amd64)",
-        );
+    if skip_without_guest_kernel(test) {
         return None;
     }
     let mut c = Corral::new();

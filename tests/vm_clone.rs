@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use corral_e2e::networks::NetworkGuard;
 use corral_e2e::process::describe;
-use corral_e2e::vms::{guest_kernel, qemu_processes_of};
-use corral_e2e::{path_str, report_skip, sha256_hex, skip_unless_tools, unique_token, Corral};
+use corral_e2e::vms::{qemu_processes_of, skip_without_guest_kernel};
+use corral_e2e::{path_str, sha256_hex, skip_unless_tools, unique_token, Corral};
 
 /// Every VM command here is bounded by this (three TCG guests boot at once on two cores).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(240);
@@ -23,11 +23,7 @@ fn world(test: &str) -> Option<Corral> {
     if skip_unless_tools(test, &["qemu-system-x86_64", "qemu-img", "mkfs.ext4"]) {
         return None;
     }
-    if guest_kernel().is_none() {
-        report_skip(
-            test,
-            "no /boot/vmlinuz-*-cloud-amd64 (apt-get install linux-image-cloud-amd64)",
-        );
+    if skip_without_guest_kernel(test) {
         return None;
     }
     let mut c = Corral::new();

@@ -21,6 +21,18 @@ pub fn guest_kernel() -> Option<String> {
         .map(|n| n.trim_start_matches("vmlinuz-").to_owned())
 }
 
+/// Prints the loud SKIPPED line and returns true when setup did not install the guest kernel.
+pub fn skip_without_guest_kernel(test: &str) -> bool {
+    if guest_kernel().is_some() {
+        return false;
+    }
+    crate::report_skip(
+        test,
+        "no /boot/vmlinuz-*-cloud-amd64 (apt-get install linux-image-cloud-amd64)",
+    );
+    true
+}
+
 /// Removes (`vm rm -f`) the VMs a test made when dropped, even when the test fails; never
 /// panics.
 pub struct VmGuard<'a> {
