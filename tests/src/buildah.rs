@@ -76,7 +76,24 @@ impl Buildah {
         ];
         args.extend_from_slice(extra);
         args.push(&ctx);
-        self.cmd_in(Some(context), &args)
+        // buildah re-executes itself through runc's nsenter, which copies the binary into a
+        // memfd and seals it; under load the kernel can refuse the seal while pages are pinned
+        // (EBUSY, "sealing memfd copy"), failing a RUN step before it starts. That is the
+        // peer's transient fault, not a build result, so it alone is retried, loudly.
+        let mut attempt = 1;
+        loop {
+            let out = self.cmd_in(Some(context), &args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() || attempt == 3 || !stderr.contains("sealing memfd copy") {
+                return out;
+            }
+            eprintln!(
+                "!!!!!!!! RETRY: buildah bud of {tag} hit runc-nsenter's memfd seal EBUSY \
+                 (attempt {attempt}): {} !!!!!!!!",
+                stderr.trim()
+            );
+            attempt += 1;
+        }
     }
 }
 
