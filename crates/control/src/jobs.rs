@@ -136,7 +136,13 @@ pub async fn sync(store: &Arc<dyn Store>, objects: &Objects) -> bool {
     let Ok((jobs, _)) = kv::list(store, &registry::prefix("batch", "jobs", None)).await else {
         return true;
     };
-    let Ok((pods, _)) = kv::list(store, &registry::prefix("", "pods", None)).await else {
+    // With no Job, only pods still carrying the tracking finalizer (their Job deleted) matter.
+    let pods = if jobs.is_empty() {
+        kv::list_containing(store, &registry::prefix("", "pods", None), TRACKING).await
+    } else {
+        kv::list(store, &registry::prefix("", "pods", None)).await
+    };
+    let Ok((pods, _)) = pods else {
         return true;
     };
     let job_uids: BTreeSet<&str> = jobs.iter().map(uid).collect();

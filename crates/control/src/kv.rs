@@ -60,6 +60,31 @@ pub async fn list(
     ))
 }
 
+/// The objects under a prefix whose stored JSON contains `needle`, with the revision of the
+/// read: a cheap filter on the bytes before decoding, for a pass that needs only a few of many
+/// objects (decoding every pod for nothing costs time and memory under load).
+pub async fn list_containing(
+    store: &Arc<dyn Store>,
+    prefix: &str,
+    needle: &str,
+) -> Result<(Vec<Value>, Revision), StoreError> {
+    let r = store
+        .range(RangeRequest {
+            prefix: prefix.to_string(),
+            ..Default::default()
+        })
+        .await?;
+    let n = needle.as_bytes();
+    Ok((
+        r.kvs
+            .iter()
+            .filter(|kv| kv.value.windows(n.len()).any(|w| w == n))
+            .filter_map(registry::decode)
+            .collect(),
+        r.revision,
+    ))
+}
+
 /// What a change function decides.
 pub enum Change {
     /// Write the object as changed.

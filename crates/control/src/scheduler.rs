@@ -308,6 +308,25 @@ impl Cache {
         self.bound.insert(key.to_string(), (node.to_string(), req));
     }
 
+    /// A VirtualMachine placed on a node holds its memory there (and a tenth of a core per
+    /// virtual CPU, KubeVirt's default overcommit), as its launcher pod would on Kubernetes;
+    /// the VM placer counts pods the same way, so neither overfills a node the other uses.
+    fn set_vm(&mut self, key: &str, v: Option<&Value>) {
+        let key = format!("vm:{key}");
+        let placed = v.and_then(|v| {
+            let node = v["status"]["nodeName"].as_str().filter(|n| !n.is_empty())?;
+            let cpus = v["spec"]["cpus"].as_i64().unwrap_or(1).max(1);
+            Some((
+                node.to_owned(),
+                (cpus * 100, crate::virtualmachines::memory_bytes(v)),
+            ))
+        });
+        match placed {
+            Some((node, req)) => self.bind(&key, &node, req),
+            None => self.unbind(&key),
+        }
+    }
+
     fn set_pod(&mut self, cfg: &SchedulerConfig, key: &str, v: Option<Value>) {
         let Some(v) = v else {
             self.unbind(key);
@@ -425,6 +444,17 @@ async fn run_once(
     for kvp in &r.kvs {
         cache.set_pod(cfg, &kvp.key, registry::decode(kvp));
     }
+    let vm_prefix = registry::prefix("corral.dev", "virtualmachines", None);
+    let vms = store
+        .range(corral_store::RangeRequest {
+            prefix: vm_prefix.clone(),
+            ..Default::default()
+        })
+        .await?;
+    for kvv in &vms.kvs {
+        cache.set_vm(&kvv.key, registry::decode(kvv).as_ref());
+    }
+    let mut vm_watch = store.watch(&vm_prefix, vms.revision).await?;
     let mut node_watch = store.watch(&node_prefix, rev_n).await?;
     let mut pod_watch = store.watch(&pod_prefix, r.revision).await?;
     // A claim bound or a volume made can let a waiting pod in.
@@ -456,6 +486,14 @@ async fn run_once(
                             cache.nodes.remove(v["metadata"]["name"].as_str().unwrap_or(""));
                         }
                     }
+                }
+                told.clear();
+            }
+            ev = vm_watch.events.recv() => {
+                let Some(ev) = ev else { return Err(corral_store::StoreError::Backend("VM watch closed".into())) };
+                match ev {
+                    Event::Put { kv, .. } => cache.set_vm(&kv.key, registry::decode(&kv).as_ref()),
+                    Event::Delete { prev, .. } => cache.set_vm(&prev.key, None),
                 }
                 told.clear();
             }
@@ -665,6 +703,24 @@ mod tests {
         let p = pod("1", "1Gi");
         let e = c.choose(&cfg, &p, Some("nowhere")).unwrap_err();
         assert!(e.contains("volume node affinity conflict"), "{e}");
+    }
+
+    #[test]
+    fn placed_vms_hold_their_memory() {
+        let cfg = SchedulerConfig::default();
+        let mut c = Cache::default();
+        c.set_node(node("a", "2", "4Gi"));
+        let vm = json!({"spec": {"cpus": 2, "memory": "3Gi"}, "status": {"nodeName": "a"}});
+        c.set_vm("/vms/x", Some(&vm));
+        let e = c.choose(&cfg, &pod("100m", "2Gi"), None).unwrap_err();
+        assert_eq!(e, "0/1 nodes are available: 1 Insufficient memory.");
+        assert_eq!(c.choose(&cfg, &pod("100m", "1Gi"), None).unwrap(), "a");
+        // Not yet placed, then gone: it holds nothing.
+        c.set_vm("/vms/x", Some(&json!({"spec": {"memory": "3Gi"}})));
+        assert_eq!(c.choose(&cfg, &pod("100m", "2Gi"), None).unwrap(), "a");
+        c.set_vm("/vms/x", Some(&vm));
+        c.set_vm("/vms/x", None);
+        assert_eq!(c.choose(&cfg, &pod("100m", "2Gi"), None).unwrap(), "a");
     }
 
     #[test]

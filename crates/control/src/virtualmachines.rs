@@ -36,7 +36,8 @@ pub async fn run(store: Arc<dyn Store>, shutdown: tokio::sync::watch::Receiver<b
     .await
 }
 
-fn memory_bytes(vm: &Value) -> i64 {
+/// The memory a VM asks for, in bytes (its spec's, defaulted).
+pub(crate) fn memory_bytes(vm: &Value) -> i64 {
     serde_json::from_value::<VirtualMachineSpec>(vm["spec"].clone())
         .map(|s| (s.memory_mib() << 20) as i64)
         .unwrap_or(0)
@@ -86,8 +87,17 @@ fn mib(b: i64) -> i64 {
 /// One pass; true while a VM waits for room (to look again soon).
 async fn pass(store: &Arc<dyn Store>) -> bool {
     let vm_prefix = registry::prefix("corral.dev", "virtualmachines", None);
-    let (Ok((vms, _)), Ok((nodes, _)), Ok((pods, _))) = (
-        kv::list(store, &vm_prefix).await,
+    let Ok((vms, _)) = kv::list(store, &vm_prefix).await else {
+        return true;
+    };
+    // Nodes change often (heartbeats); the pods are read only when a VM waits for a node.
+    if !vms
+        .iter()
+        .any(|v| placed_on(v).is_none() && !kv::deleting(v))
+    {
+        return false;
+    }
+    let (Ok((nodes, _)), Ok((pods, _))) = (
         kv::list(store, &registry::prefix("", "nodes", None)).await,
         kv::list(store, &registry::prefix("", "pods", None)).await,
     ) else {

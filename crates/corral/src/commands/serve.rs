@@ -24,8 +24,17 @@ pub fn run(engine: Engine, a: ServeArgs) -> Result<()> {
         .parse()
         .with_context(|| format!("--listen {}: not ADDR:PORT (e.g. 127.0.0.1:6443)", a.listen))?;
     let lock = lock_root(&dir)?;
+    // Purge freed pages in the background (after jemalloc's decay, 10 s), so the server's
+    // footprint follows what it holds, not what it once held.
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::warn!("jemalloc background purging is off: {e}");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // An idle blocking thread keeps its stack and allocator cache; a steady trickle of
+        // engine calls wakes idle threads in turn and, with tokio's 10 s, keeps a burst's
+        // hundred of them alive for good. One second lets the pool shrink back.
+        .thread_keep_alive(std::time::Duration::from_secs(1))
         .enable_all()
         .build()?;
     let res = rt.block_on(serve(engine, a, addr, &dir, &kubeconfig));
