@@ -148,6 +148,49 @@ fn a_service_answers_by_vip_name_and_node_port_and_a_rollout_loses_nothing() {
         let out = s.ok(&["exec", "client", "--", "wget", "-qO-", &url]);
         assert!(out.starts_with("v1 web-"), "{target}: {out}");
     }
+    // An ExternalName Service: its name is a DNS alias of another name (here the Service
+    // above, so no resolver outside this machine is needed), followed to the address.
+    s.apply(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: alias\nspec:\n  type: ExternalName\n  externalName: web.default.svc.cluster.local\n",
+        &[],
+    );
+    let table = s.ok(&["get", "svc", "alias"]);
+    assert!(
+        table.contains("ExternalName") && table.contains("web.default.svc.cluster.local"),
+        "{table}"
+    );
+    let through_alias = || {
+        let o = s.kubectl(&[
+            "exec",
+            "client",
+            "--",
+            "wget",
+            "-qO-",
+            "http://alias/index.html",
+        ]);
+        String::from_utf8_lossy(&o.stdout).starts_with("v1 web-")
+    };
+    wait_for(
+        "an answer through the alias",
+        Duration::from_secs(20),
+        through_alias,
+    );
+    let lookup = s.ok(&[
+        "exec",
+        "client",
+        "--",
+        "nslookup",
+        "alias.default.svc.cluster.local",
+    ]);
+    assert!(
+        lookup.contains("web.default.svc.cluster.local") && lookup.contains(&vip),
+        "the CNAME and the target's address: {lookup}"
+    );
+    s.ok(&["delete", "svc", "alias"]);
+    wait_for("the alias gone from DNS", Duration::from_secs(20), || {
+        !through_alias()
+    });
+
     let many = s.ok(&[
         "exec",
         "client",
@@ -270,6 +313,10 @@ fn bad_services_are_refused() {
         (
             "spec:\n  type: Magic\n  ports:\n  - {port: 80}\n",
             "Unsupported value: \"Magic\"",
+        ),
+        (
+            "spec:\n  type: ExternalName\n  externalName: Not_A.Name\n",
+            "spec.externalName: Invalid value",
         ),
     ];
     for (spec, want) in cases {

@@ -221,8 +221,17 @@ pub(crate) fn check(v: &Value) -> Result<(), ApiError> {
     ) {
         causes.push(("spec.type".into(), format!("Unsupported value: \"{ty}\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\"")));
     }
-    if ty == "ExternalName" && spec["externalName"].as_str().is_none_or(str::is_empty) {
-        causes.push(("spec.externalName".into(), "Required value".into()));
+    if ty == "ExternalName" {
+        match spec["externalName"].as_str().filter(|n| !n.is_empty()) {
+            None => causes.push(("spec.externalName".into(), "Required value".into())),
+            Some(n) if !crate::validate::is_dns_subdomain(n.strip_suffix('.').unwrap_or(n)) => {
+                causes.push((
+                    "spec.externalName".into(),
+                    format!("Invalid value: \"{n}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"),
+                ))
+            }
+            Some(_) => {}
+        }
     }
     let ports = spec["ports"].as_array().cloned().unwrap_or_default();
     let headless = spec["clusterIP"] == "None";

@@ -252,6 +252,51 @@ pub fn names(services: &[Value], slices: &[Value]) -> HashMap<String, Named> {
     out
 }
 
+/// The aliases the ExternalName Services ask for: `<name>.<namespace>.svc.cluster.local` →
+/// `spec.externalName` (the DNS server answers a CNAME and then the target's addresses).
+pub fn cnames(services: &[Value]) -> HashMap<String, String> {
+    services
+        .iter()
+        .filter(|svc| svc["spec"]["type"] == "ExternalName")
+        .filter_map(|svc| {
+            let name = svc["metadata"]["name"].as_str()?;
+            let ns = svc["metadata"]["namespace"].as_str()?;
+            let target = svc["spec"]["externalName"].as_str()?;
+            let fqdn = format!("{name}.{ns}.svc.{}", crate::runspec::CLUSTER_DOMAIN);
+            Some((fqdn, target.trim_end_matches('.').to_owned()))
+        })
+        .collect()
+}
+
+/// Makes the network's aliases hold `want` of those this proxy keeps (`have`).
+fn sync_cnames(
+    dir: &std::path::Path,
+    have: &mut HashMap<String, String>,
+    want: &HashMap<String, String>,
+) {
+    use corral_net::dns;
+    for name in have.clone().keys().filter(|n| !want.contains_key(*n)) {
+        if dns::remove_cname(dir, name).is_ok() {
+            have.remove(name);
+        }
+    }
+    for (name, target) in want {
+        if have.get(name) == Some(target) {
+            continue;
+        }
+        let c = dns::Cname {
+            name: name.clone(),
+            target: target.clone(),
+        };
+        match dns::set_cname(dir, c) {
+            Ok(()) => {
+                have.insert(name.clone(), target.clone());
+            }
+            Err(e) => tracing::warn!("DNS alias {name}: {e}"),
+        }
+    }
+}
+
 /// Makes the network's records hold `want` of the names this proxy keeps (`have`).
 fn sync_names(
     dir: &std::path::Path,
@@ -291,6 +336,7 @@ pub async fn run(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let named = Arc::new(std::sync::Mutex::new(HashMap::<String, Named>::new()));
+    let aliased = Arc::new(std::sync::Mutex::new(HashMap::<String, String>::new()));
     let proxy = Arc::new(std::sync::Mutex::new(ServiceProxy::with_table(
         &table_name(&node),
     )));
@@ -320,9 +366,15 @@ pub async fn run(
             };
             if let Some(dir) = records.clone() {
                 let want = names(&services, &slices);
-                let named = named.clone();
+                let want_aliases = cnames(&services);
+                let (named, aliased) = (named.clone(), aliased.clone());
                 let _ = tokio::task::spawn_blocking(move || {
-                    sync_names(&dir, &mut named.lock().expect("names lock"), &want)
+                    sync_names(&dir, &mut named.lock().expect("names lock"), &want);
+                    sync_cnames(
+                        &dir,
+                        &mut aliased.lock().expect("aliases lock"),
+                        &want_aliases,
+                    );
                 })
                 .await;
             }
@@ -432,6 +484,17 @@ mod tests {
             Ipv4Addr::new(10, 43, 0, 9)
         );
         assert_eq!(n.len(), 3);
+    }
+
+    #[test]
+    fn external_names_become_aliases() {
+        let ext = json!({"metadata": {"name": "db", "namespace": "prod"},
+            "spec": {"type": "ExternalName", "externalName": "db.example.com."}});
+        let vip = json!({"metadata": {"name": "api", "namespace": "default"},
+            "spec": {"clusterIP": "10.43.0.9"}});
+        let c = cnames(&[ext, vip]);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c["db.prod.svc.cluster.local"], "db.example.com");
     }
 
     #[test]

@@ -432,6 +432,55 @@ fn dns_container_name_answers_its_address() {
 }
 
 #[test]
+fn dns_cname_answers_the_alias_then_the_targets_records() {
+    let f = Fixture::start(&web_and_db());
+    let cname = |name: &str, target: &str| Cname {
+        name: name.into(),
+        target: target.into(),
+    };
+    set_cname(&f.dir, cname("ext.ns.svc.cluster.local", "web")).unwrap();
+    set_cname(&f.dir, cname("far", "www.upstream.test")).unwrap();
+    // A later write of the address records keeps the aliases.
+    add_record(&f.dir, record("other", &[], [10, 120, 0, 9])).unwrap();
+    let targets = |reply: &Message| -> Vec<String> {
+        reply
+            .answers()
+            .iter()
+            .filter_map(|r| match r.data() {
+                RData::CNAME(c) => Some(c.0.to_ascii()),
+                _ => None,
+            })
+            .collect()
+    };
+
+    // To one of ours: answered here, authoritative, nothing forwarded.
+    let reply = query_udp(f.addr(), "EXT.ns.svc.cluster.local.", RecordType::A);
+    assert_eq!(reply.response_code(), ResponseCode::NoError);
+    assert_eq!(targets(&reply), vec!["web.".to_string()]);
+    assert_eq!(a_records(&reply), vec![Ipv4Addr::new(10, 120, 0, 2)]);
+    assert_eq!(f.upstream.queries(), 0);
+
+    // To a name of the world: the alias, then the upstream's answer for the target.
+    let reply = query_udp(f.addr(), "far.testnet", RecordType::A);
+    assert_eq!(reply.response_code(), ResponseCode::NoError);
+    assert_eq!(targets(&reply), vec!["www.upstream.test.".to_string()]);
+    assert_eq!(a_records(&reply), vec![Ipv4Addr::new(192, 0, 2, 7)]);
+    assert_eq!(f.upstream.queries(), 1);
+
+    // Removed: the name is unknown again (forwarded, and the fake upstream knows nothing).
+    assert!(remove_cname(&f.dir, "far").unwrap());
+    assert!(!remove_cname(&f.dir, "far").unwrap());
+    let reply = query_udp(f.addr(), "far", RecordType::A);
+    assert!(targets(&reply).is_empty());
+    assert!(a_records(&reply).is_empty());
+    // A bad target is refused before it reaches the file.
+    assert!(matches!(
+        set_cname(&f.dir, cname("bad", "no spaces")),
+        Err(DnsError::BadName(_))
+    ));
+}
+
+#[test]
 fn dns_alias_answers_and_shared_alias_answers_all() {
     let f = Fixture::start(&web_and_db());
     let reply = query_udp(f.addr(), "frontend", RecordType::A);
