@@ -314,6 +314,15 @@ fn a_virtual_machine_is_kept_running_and_answers_through_a_service() {
     );
     let gone = s.kubectl(&["-n", "vmtest", "get", "vm", "bad"]);
     assert!(!gone.status.success(), "nothing half-made");
+    let bad = s.kubectl_in(
+        &["create", "-f", "-"],
+        r#"{"apiVersion":"corral.dev/v1","kind":"VirtualMachineSnapshot","metadata":{"name":"bad","namespace":"vmtest"},"spec":{"source":{"name":"a"},"memroy":true}}"#,
+    );
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("unknown field \"spec.memroy\""),
+        "{err}"
+    );
 
     // Deleting the namespace removes both VMs, their QEMUs and the agent's records.
     s.ok(&[

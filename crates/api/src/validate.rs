@@ -34,7 +34,7 @@ impl FieldValidation {
     }
 }
 
-fn roundtrip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<Value, String> {
+pub(crate) fn roundtrip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<Value, String> {
     let t: T = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
     serde_json::to_value(&t).map_err(|e| e.to_string())
 }
@@ -60,7 +60,9 @@ fn typed(r: &Resource, v: &Value) -> Result<Value, String> {
         "Service" => roundtrip::<core::Service>(v),
         "Endpoints" => roundtrip::<core::Endpoints>(v),
         "EndpointSlice" => roundtrip::<discovery::v1::EndpointSlice>(v),
-        "VirtualMachine" => crate::virtualmachines::typed(v),
+        "VirtualMachine" | "VirtualMachineSnapshot" | "VirtualMachineClone" => {
+            crate::virtualmachines::typed(r.kind, v)
+        }
         _ => Ok(v.clone()),
     }
 }

@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 use crate::quantity;
 use crate::resources::Resource;
 use crate::status::ApiError;
-use crate::validate::set_default;
+use crate::validate::{roundtrip, set_default};
 
 /// The run strategies, as KubeVirt names them.
 pub const RUN_STRATEGIES: &[&str] = &["Always", "RerunOnFailure", "Manual", "Halted"];
@@ -176,10 +176,59 @@ pub fn engine_name(ns: &str, name: &str) -> String {
     format!("{name}.{ns}")
 }
 
-/// The typed round trip of a VirtualMachine body (what strict field validation compares).
-pub(crate) fn typed(v: &Value) -> Result<Value, String> {
-    let vm: VirtualMachine = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
-    serde_json::to_value(&vm).map_err(|e| e.to_string())
+/// A VirtualMachine in the object's namespace, as a snapshot or clone names it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct VmRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+}
+
+/// A VirtualMachineSnapshot's spec. `memory` stays a JSON value so that a wrong type gets
+/// the check's 422 that names it, not a decoding error.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct SnapshotSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source: Option<VmRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    memory: Option<Value>,
+}
+
+/// A VirtualMachineClone's spec.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct CloneSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source: Option<VmRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target: Option<VmRef>,
+}
+
+/// A snapshot or clone object, typed by its spec.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CopyObject<S> {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    api_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
+    #[serde(default)]
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: S,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status: Option<Value>,
+}
+
+/// The typed round trip of a VirtualMachine, snapshot or clone body (what strict field
+/// validation compares); another kind's body as it is.
+pub(crate) fn typed(kind: &str, v: &Value) -> Result<Value, String> {
+    match kind {
+        "VirtualMachine" => roundtrip::<VirtualMachine>(v),
+        "VirtualMachineSnapshot" => roundtrip::<CopyObject<SnapshotSpec>>(v),
+        "VirtualMachineClone" => roundtrip::<CopyObject<CloneSpec>>(v),
+        _ => Ok(v.clone()),
+    }
 }
 
 /// Defaults: `runStrategy: Always`, one CPU, 512Mi, and a 2Gi disk for an image VM.
@@ -610,9 +659,27 @@ mod tests {
     #[test]
     fn unknown_fields_are_dropped_by_the_typed_form() {
         let v = vm(json!({"image": "a", "cpu": 2}));
-        let t = typed(&v).unwrap();
+        let t = typed("VirtualMachine", &v).unwrap();
         assert!(t["spec"].get("cpu").is_none());
         assert_eq!(t["spec"]["image"], "a");
+        // Snapshots and clones too: their own fields stay, others go.
+        let snap = json!({"apiVersion": "corral.dev/v1", "kind": "VirtualMachineSnapshot",
+            "metadata": {"name": "s"}, "spec": {"source": {"name": "web", "nmae": "x"},
+            "memory": true, "target": {"name": "no"}}});
+        let t = typed("VirtualMachineSnapshot", &snap).unwrap();
+        assert_eq!(
+            t["spec"],
+            json!({"source": {"name": "web"}, "memory": true})
+        );
+        let clone = json!({"kind": "VirtualMachineClone", "metadata": {"name": "c"},
+            "spec": {"source": {"kind": "VirtualMachine", "name": "web"},
+            "target": {"name": "web2"}, "memory": true}, "status": {"phase": "Pending"}});
+        let t = typed("VirtualMachineClone", &clone).unwrap();
+        assert_eq!(
+            t["spec"],
+            json!({"source": {"kind": "VirtualMachine", "name": "web"}, "target": {"name": "web2"}})
+        );
+        assert_eq!(t["status"]["phase"], "Pending");
     }
 
     #[test]
