@@ -48,16 +48,7 @@ pub async fn list(
     store: &Arc<dyn Store>,
     prefix: &str,
 ) -> Result<(Vec<Value>, Revision), StoreError> {
-    let r = store
-        .range(RangeRequest {
-            prefix: prefix.to_string(),
-            ..Default::default()
-        })
-        .await?;
-    Ok((
-        r.kvs.iter().filter_map(registry::decode).collect(),
-        r.revision,
-    ))
+    list_where(store, prefix, |_| true).await
 }
 
 /// The objects under a prefix whose stored JSON contains `needle`, with the revision of the
@@ -68,17 +59,26 @@ pub async fn list_containing(
     prefix: &str,
     needle: &str,
 ) -> Result<(Vec<Value>, Revision), StoreError> {
+    let n = needle.as_bytes();
+    list_where(store, prefix, |raw| raw.windows(n.len()).any(|w| w == n)).await
+}
+
+/// The objects under a prefix whose stored bytes `keep` accepts, decoded.
+async fn list_where(
+    store: &Arc<dyn Store>,
+    prefix: &str,
+    keep: impl Fn(&[u8]) -> bool,
+) -> Result<(Vec<Value>, Revision), StoreError> {
     let r = store
         .range(RangeRequest {
             prefix: prefix.to_string(),
             ..Default::default()
         })
         .await?;
-    let n = needle.as_bytes();
     Ok((
         r.kvs
             .iter()
-            .filter(|kv| kv.value.windows(n.len()).any(|w| w == n))
+            .filter(|kv| keep(&kv.value))
             .filter_map(registry::decode)
             .collect(),
         r.revision,

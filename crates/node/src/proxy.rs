@@ -268,31 +268,29 @@ pub fn cnames(services: &[Value]) -> HashMap<String, String> {
         .collect()
 }
 
-/// Makes the network's aliases hold `want` of those this proxy keeps (`have`).
-fn sync_cnames(
-    dir: &std::path::Path,
-    have: &mut HashMap<String, String>,
-    want: &HashMap<String, String>,
+/// Makes the network's DNS file hold `want` of the entries this proxy keeps (`have`):
+/// removes what is no longer wanted, writes what is new or changed; an entry whose write
+/// fails stays out of `have`, so the next pass tries again.
+fn reconcile<T: Clone + PartialEq>(
+    have: &mut HashMap<String, T>,
+    want: &HashMap<String, T>,
+    remove: impl Fn(&str) -> Result<bool, corral_net::dns::DnsError>,
+    write: impl Fn(&str, &T) -> Result<(), corral_net::dns::DnsError>,
 ) {
-    use corral_net::dns;
     for name in have.clone().keys().filter(|n| !want.contains_key(*n)) {
-        if dns::remove_cname(dir, name).is_ok() {
+        if remove(name).is_ok() {
             have.remove(name);
         }
     }
-    for (name, target) in want {
-        if have.get(name) == Some(target) {
+    for (name, v) in want {
+        if have.get(name) == Some(v) {
             continue;
         }
-        let c = dns::Cname {
-            name: name.clone(),
-            target: target.clone(),
-        };
-        match dns::set_cname(dir, c) {
+        match write(name, v) {
             Ok(()) => {
-                have.insert(name.clone(), target.clone());
+                have.insert(name.clone(), v.clone());
             }
-            Err(e) => tracing::warn!("DNS alias {name}: {e}"),
+            Err(e) => tracing::warn!("DNS name {name}: {e}"),
         }
     }
 }
@@ -304,27 +302,40 @@ fn sync_names(
     want: &HashMap<String, Named>,
 ) {
     use corral_net::dns;
-    for (name, _) in have.clone().iter().filter(|(n, _)| !want.contains_key(*n)) {
-        if dns::remove_record(dir, name).is_ok() {
-            have.remove(name);
-        }
-    }
-    for (name, named) in want {
-        if have.get(name) == Some(named) {
-            continue;
-        }
-        let r = dns::Record {
-            name: name.clone(),
-            aliases: named.1.clone(),
-            ipv4: named.0,
-        };
-        match dns::add_record(dir, r) {
-            Ok(()) => {
-                have.insert(name.clone(), named.clone());
-            }
-            Err(e) => tracing::warn!("DNS name {name}: {e}"),
-        }
-    }
+    reconcile(
+        have,
+        want,
+        |name| dns::remove_record(dir, name),
+        |name, named| {
+            let r = dns::Record {
+                name: name.to_owned(),
+                aliases: named.1.clone(),
+                ipv4: named.0,
+            };
+            dns::add_record(dir, r)
+        },
+    );
+}
+
+/// Makes the network's aliases hold `want` of those this proxy keeps (`have`).
+fn sync_cnames(
+    dir: &std::path::Path,
+    have: &mut HashMap<String, String>,
+    want: &HashMap<String, String>,
+) {
+    use corral_net::dns;
+    reconcile(
+        have,
+        want,
+        |name| dns::remove_cname(dir, name),
+        |name, target| {
+            let c = dns::Cname {
+                name: name.to_owned(),
+                target: target.clone(),
+            };
+            dns::set_cname(dir, c)
+        },
+    );
 }
 
 /// Runs until `shutdown` turns true. `records` is the directory of the network whose DNS
