@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# What corral itself needs at run time, what builds it, and the real peers its tests and
+# What corral itself needs at run time, what builds it (make: jemalloc's build), and the real peers its tests and
 # benchmarks drive (podman, skopeo, docker-registry); for VMs: QEMU, Debian's cloud kernel
 # (the guest kernel of image VMs), firmware (SeaBIOS comes with QEMU, OVMF for UEFI), and what
 # the tests build bootable disks and cloud-init seeds with (debootstrap: the real Debian 12
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 # for `init: true`.
 PACKAGES=(
   ca-certificates tar zstd gzip e2fsprogs util-linux iproute2 procps nftables
-  gcc libc6-dev pkg-config
+  gcc libc6-dev pkg-config make
   busybox-static
   podman buildah skopeo docker-registry apache2-utils containerd tmux
   netavark aardvark-dns catatonit
