@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# What corral itself needs at run time, what builds it (make: jemalloc's build), and the real peers its tests and
-# benchmarks drive (podman, skopeo, docker-registry); for VMs: QEMU, Debian's cloud kernel
+# What corral itself needs at run time, what builds it (make runs jemalloc's build), and the
+# real peers its tests and benchmarks drive (podman, skopeo, docker-registry); for VMs: QEMU, Debian's cloud kernel
 # (the guest kernel of image VMs), firmware (SeaBIOS comes with QEMU, OVMF for UEFI), and what
 # the tests build bootable disks and cloud-init seeds with (debootstrap: the real Debian 12
 # disk of tests/vm_debian.rs, tests/src/debian12-disk.sh; ssh to reach it). podman-compose, the
