@@ -14,14 +14,15 @@
 //! bounded by `minReplicas`/`maxReplicas`. `behavior` then applies: a scale-down takes the
 //! highest proposal of its stabilization window (300 s by default), a scale-up the lowest of
 //! its own (0 s), and each is limited by its policies (by default up: 4 pods or 100% per
-//! 15 s, whichever is more; down: 100%). The change is written through the target's `/scale`,
-//! as a user's `kubectl scale` is.
+//! 15 s, whichever is more; down: 100% per 15 s). A policy's `periodSeconds` counts from the
+//! replica count its period started with: the scale events of the last period are kept, so
+//! "1 pod per 60 s" allows one pod a minute however often the controller runs. The change is
+//! written through the target's `/scale`, as a user's `kubectl scale` is.
 //!
 //! Limits: `Pods`, `Object` and `External` metrics are refused by the API; proposals live in
 //! memory, so a restarted server starts its stabilization windows afresh; every Running pod
 //! with metrics counts, Ready or not, and pods without metrics are left out rather than
-//! assumed at 0% or 100%; each step is limited by the policies on its own (their
-//! `periodSeconds` is not kept track of).
+//! assumed at 0% or 100%; scale events, like proposals, are kept in memory only.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -41,8 +42,17 @@ pub const SYNC: Duration = Duration::from_secs(10);
 /// Ratios this close to 1 change nothing (Kubernetes' default tolerance).
 const TOLERANCE: f64 = 0.1;
 
-/// Proposals of the last window, per autoscaler uid: (time, replicas).
-type History = Mutex<HashMap<String, Vec<(i64, i64)>>>;
+/// What the controller remembers of one autoscaler.
+#[derive(Default)]
+struct Memory {
+    /// Proposals of the longest stabilization window: (time, replicas).
+    proposals: Vec<(i64, i64)>,
+    /// Scale changes of the longest policy period: (time, new minus old replicas).
+    events: Vec<(i64, i64)>,
+}
+
+/// Per autoscaler uid.
+type History = Mutex<HashMap<String, Memory>>;
 
 /// Runs until `shutdown` turns true.
 pub async fn run(store: Arc<dyn Store>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
@@ -218,8 +228,11 @@ fn read_metric(
     }
 }
 
-/// The most a policy set lets `current` move towards `desired` in one step.
-fn limit(behavior: &Value, current: i64, desired: i64) -> i64 {
+/// The most a policy set lets `current` move towards `desired` now, given the scale
+/// `events` (time, change) before `now`. Each policy measures from the count its period
+/// started with, as Kubernetes' does: a policy of "+4 pods per 60 s" that already added 4
+/// in the last minute allows nothing more until the oldest of them is 60 s old.
+fn limit(behavior: &Value, current: i64, desired: i64, events: &[(i64, i64)], now: i64) -> i64 {
     let up = desired > current;
     let rules = if up {
         &behavior["scaleUp"]
@@ -236,11 +249,18 @@ fn limit(behavior: &Value, current: i64, desired: i64) -> i64 {
         .flatten()
         .map(|p| {
             let v = p["value"].as_i64().unwrap_or(0);
+            let period = p["periodSeconds"].as_i64().unwrap_or(15);
+            let changed: i64 = events
+                .iter()
+                .filter(|(t, _)| now - t < period)
+                .map(|(_, d)| *d)
+                .sum();
+            let start = current - changed;
             match (p["type"].as_str(), up) {
-                (Some("Pods"), true) => current + v,
-                (Some("Pods"), false) => current - v,
-                (_, true) => (current as f64 * (1.0 + v as f64 / 100.0)).ceil() as i64,
-                (_, false) => (current as f64 * (1.0 - v as f64 / 100.0)).ceil() as i64,
+                (Some("Pods"), true) => start + v,
+                (Some("Pods"), false) => start - v,
+                (_, true) => (start as f64 * (1.0 + v as f64 / 100.0)).ceil() as i64,
+                (_, false) => (start as f64 * (1.0 - v as f64 / 100.0)) as i64,
             }
         })
         .collect();
@@ -259,6 +279,16 @@ fn limit(behavior: &Value, current: i64, desired: i64) -> i64 {
     } else {
         desired.max(bound.min(current))
     }
+}
+
+/// The longest `periodSeconds` of a behavior's policies.
+fn longest_period(behavior: &Value) -> i64 {
+    ["scaleUp", "scaleDown"]
+        .iter()
+        .flat_map(|d| behavior[d]["policies"].as_array().into_iter().flatten())
+        .filter_map(|p| p["periodSeconds"].as_i64())
+        .max()
+        .unwrap_or(15)
 }
 
 async fn sync_one(store: &Arc<dyn Store>, objects: &Objects, history: &History, h: &Value) {
@@ -382,9 +412,12 @@ async fn sync_one(store: &Arc<dyn Store>, objects: &Objects, history: &History, 
     let up_window = behavior["scaleUp"]["stabilizationWindowSeconds"]
         .as_i64()
         .unwrap_or(0);
-    {
+    let events = {
         let mut hist = history.lock().expect("history");
-        let list = hist.entry(uid(h).to_string()).or_default();
+        let memory = hist.entry(uid(h).to_string()).or_default();
+        let period = longest_period(behavior);
+        memory.events.retain(|(t, _)| now - t < period);
+        let list = &mut memory.proposals;
         list.push((now, desired));
         let keep = down_window.max(up_window);
         list.retain(|(t, _)| now - t <= keep);
@@ -405,8 +438,9 @@ async fn sync_one(store: &Arc<dyn Store>, objects: &Objects, history: &History, 
                 .unwrap_or(desired)
                 .max(current);
         }
-    }
-    desired = limit(behavior, current, desired);
+        memory.events.clone()
+    };
+    desired = limit(behavior, current, desired, &events, now);
     conditions.push(match limited {
         Some((reason, msg)) => ("ScalingLimited", true, reason.into(), msg.into()),
         None => (
@@ -427,6 +461,9 @@ async fn sync_one(store: &Arc<dyn Store>, objects: &Objects, history: &History, 
             .await
         {
             Ok(_) => {
+                if let Some(m) = history.lock().expect("history").get_mut(uid(h)) {
+                    m.events.push((now, desired - current));
+                }
                 let what = current_metrics
                     .first()
                     .and_then(|m| {
@@ -572,16 +609,39 @@ mod tests {
     fn policies_limit_each_step() {
         let b = defaults();
         // Up: the larger of +4 pods and +100%.
-        assert_eq!(limit(&b, 1, 20), 5);
-        assert_eq!(limit(&b, 10, 40), 20);
-        assert_eq!(limit(&b, 3, 4), 4);
+        assert_eq!(limit(&b, 1, 20, &[], 0), 5);
+        assert_eq!(limit(&b, 10, 40, &[], 0), 20);
+        assert_eq!(limit(&b, 3, 4, &[], 0), 4);
         // Down: 100% allows anything.
-        assert_eq!(limit(&b, 10, 1), 1);
+        assert_eq!(limit(&b, 10, 1, &[], 0), 1);
         let mut slow = b.clone();
         slow["scaleDown"]["policies"] = json!([{"type": "Pods", "value": 1, "periodSeconds": 60}]);
-        assert_eq!(limit(&slow, 10, 1), 9);
+        assert_eq!(limit(&slow, 10, 1, &[], 0), 9);
         slow["scaleUp"]["selectPolicy"] = json!("Disabled");
-        assert_eq!(limit(&slow, 2, 8), 2);
+        assert_eq!(limit(&slow, 2, 8, &[], 0), 2);
+    }
+
+    #[test]
+    fn a_period_counts_from_the_replicas_it_started_with() {
+        let mut b = defaults();
+        b["scaleDown"]["policies"] = json!([{"type": "Pods", "value": 1, "periodSeconds": 60}]);
+        // 10 → 9 at t=100: until t=160 nothing more comes off.
+        let events = [(100, -1)];
+        assert_eq!(limit(&b, 9, 1, &events, 110), 9);
+        assert_eq!(limit(&b, 9, 1, &events, 159), 9);
+        assert_eq!(limit(&b, 9, 1, &events, 160), 8);
+        // Up by the default policies: 2 → 6 (+4) at t=0, then 10 s later the period started
+        // at 2, so +100% allows 4 and +4 pods allows 6: no more than the 6 there are.
+        let events = [(0, 4)];
+        assert_eq!(limit(&b, 6, 20, &events, 10), 6);
+        // Once the 15 s period has passed, the step is measured from 6 again.
+        assert_eq!(limit(&b, 6, 20, &events, 15), 12);
+        // A percentage down-policy truncates, as Kubernetes' does: 50% of 5 leaves 2.
+        b["scaleDown"]["policies"] =
+            json!([{"type": "Percent", "value": 50, "periodSeconds": 30}]);
+        assert_eq!(limit(&b, 5, 1, &[], 0), 2);
+        // An up-event inside the period raises where the down-period started.
+        assert_eq!(limit(&b, 8, 1, &[(0, 3)], 10), 2);
     }
 
     #[test]
