@@ -2,8 +2,9 @@
 //! `kubectl`: a StatefulSet makes `web-0`, `web-1` in order, each with its own claim whose
 //! data outlives the pod (a deleted pod comes back under its name with its data), scales up
 //! and down from the highest ordinal, rolls a new template out in reverse order, and leaves
-//! its claims when deleted; a DaemonSet runs one pod on the node, replaces a deleted one and
-//! rolls out a new template. Bad sets get 422.
+//! its claims when deleted, and goes back a revision with `rollout undo`; a DaemonSet runs one
+//! pod on the node, replaces a deleted one, rolls out a new template and back. Bad sets get
+//! 422.
 
 use std::time::{Duration, Instant};
 
@@ -234,6 +235,43 @@ fn a_stateful_set_keeps_names_order_and_data() {
     );
     assert_eq!(sts["status"]["updatedReplicas"], 2, "{sts}");
 
+    // Each template is a revision: history lists both, undo goes back to v1 (its revision
+    // becoming the third), and the revisions belong to the set.
+    let history = s.ok(&["rollout", "history", "statefulset/web"]);
+    let revisions = |h: &str| -> Vec<String> {
+        h.lines()
+            .skip_while(|l| !l.starts_with("REVISION"))
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(revisions(&history), ["1", "2"], "{history}");
+    let shown = s.ok(&["rollout", "history", "statefulset/web", "--revision=1"]);
+    assert!(
+        shown.contains("VERSION:") && shown.contains("v1"),
+        "{shown}"
+    );
+    let o = s.ok(&["rollout", "undo", "statefulset/web"]);
+    assert!(o.contains("rolled back"), "{o}");
+    rolled_out(&s, "statefulset/web");
+    for p in ["web-0", "web-1"] {
+        assert_eq!(s.ok(&["exec", p, "--", "cat", "/tmp/version"]).trim(), "v1");
+    }
+    let history = s.ok(&["rollout", "history", "statefulset/web"]);
+    assert_eq!(revisions(&history), ["2", "3"], "{history}");
+    let table = s.ok(&["get", "controllerrevisions"]);
+    assert!(
+        table.lines().any(|l| l.contains("statefulset.apps/web")),
+        "{table}"
+    );
+    let o = s.kubectl(&["rollout", "undo", "statefulset/web", "--to-revision=9"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("unable to find specified revision 9"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
     // What may not change is refused.
     let o = s.kubectl(&[
         "patch",
@@ -279,6 +317,9 @@ fn a_stateful_set_keeps_names_order_and_data() {
         names(&s, "app=db").is_empty()
     });
     assert_eq!(items(&s, &["get", "pvc"]).len(), 1);
+    wait_for("the set's revisions to go", Duration::from_secs(60), || {
+        items(&s, &["get", "controllerrevisions"]).is_empty()
+    });
     s.ok(&["delete", "pvc", "--all", "--wait=true", "--timeout=60s"]);
     s.ok(&["delete", "service", "web"]);
 }
@@ -342,6 +383,26 @@ fn a_daemon_set_runs_one_pod_per_node() {
         s.ok(&["exec", &p[0], "--", "cat", "/tmp/version"]).trim(),
         "v2"
     );
+    // And back, by its history.
+    let history = s.ok(&["rollout", "history", "daemonset/agent"]);
+    assert!(history.contains("REVISION"), "{history}");
+    assert_eq!(
+        history
+            .lines()
+            .filter(|l| l.starts_with(['1', '2']))
+            .count(),
+        2,
+        "{history}"
+    );
+    s.ok(&["rollout", "undo", "daemonset/agent"]);
+    rolled_out(&s, "daemonset/agent");
+    wait_for("the v1 pod back", Duration::from_secs(90), || {
+        let p = names(&s, "app=agent");
+        p.len() == 1
+            && s.kubectl(&["exec", &p[0], "--", "cat", "/tmp/version"])
+                .stdout
+                .starts_with(b"v1")
+    });
     // A node selector no node matches: no pod.
     s.ok(&[
         "patch",

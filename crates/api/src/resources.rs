@@ -278,6 +278,18 @@ pub static RESOURCES: &[Resource] = &[
         fields: &[],
     },
     Resource {
+        group: "apps",
+        version: "v1",
+        kind: "ControllerRevision",
+        plural: "controllerrevisions",
+        singular: "controllerrevision",
+        namespaced: true,
+        short: &[],
+        categories: &[],
+        subresources: &[],
+        fields: &[],
+    },
+    Resource {
         group: "batch",
         version: "v1",
         kind: "Job",

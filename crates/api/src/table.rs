@@ -130,6 +130,12 @@ fn columns(kind: &str) -> Vec<Column> {
             ("Images", "string", 1),
             ("Selector", "string", 1),
         ],
+        "ControllerRevision" => vec![
+            ("Name", "string", 0),
+            ("Controller", "string", 0),
+            ("Revision", "integer", 0),
+            ("Age", "string", 0),
+        ],
         "ReplicaSet" => vec![
             ("Name", "string", 0),
             ("Desired", "integer", 0),
@@ -689,6 +695,29 @@ fn cells(r: &Resource, v: &Value) -> Vec<Value> {
             ]
         }
         "Lease" => vec![name, json!(s(&v["spec"]["holderIdentity"])), json!(created)],
+        "ControllerRevision" => {
+            let owner = v["metadata"]["ownerReferences"]
+                .as_array()
+                .and_then(|a| a.iter().find(|o| o["controller"] == json!(true)))
+                .map(|o| {
+                    let group = s(&o["apiVersion"]);
+                    let group = group.split_once('/').map_or("", |(g, _)| g);
+                    let kind = s(&o["kind"]).to_lowercase();
+                    let what = if group.is_empty() {
+                        kind
+                    } else {
+                        format!("{kind}.{group}")
+                    };
+                    format!("{what}/{}", s(&o["name"]))
+                })
+                .unwrap_or_else(|| "<none>".into());
+            vec![
+                name,
+                json!(owner),
+                json!(v["revision"].as_i64().unwrap_or(0)),
+                json!(created),
+            ]
+        }
         "RuntimeClass" => vec![name, json!(s(&v["handler"])), json!(created)],
         "StorageClass" => {
             let mut n = s(&v["metadata"]["name"]);

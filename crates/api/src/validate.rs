@@ -57,6 +57,7 @@ fn typed(r: &Resource, v: &Value) -> Result<Value, String> {
         "StorageClass" => roundtrip::<storage::v1::StorageClass>(v),
         "Deployment" => roundtrip::<apps::v1::Deployment>(v),
         "ReplicaSet" => roundtrip::<apps::v1::ReplicaSet>(v),
+        "ControllerRevision" => roundtrip::<apps::v1::ControllerRevision>(v),
         "Service" => roundtrip::<core::Service>(v),
         "Endpoints" => roundtrip::<core::Endpoints>(v),
         "EndpointSlice" => roundtrip::<discovery::v1::EndpointSlice>(v),

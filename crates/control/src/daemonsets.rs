@@ -14,7 +14,8 @@
 //!   deletes come back new.
 //! - Status: desiredNumberScheduled, currentNumberScheduled, numberMisscheduled, numberReady,
 //!   numberAvailable, numberUnavailable, updatedNumberScheduled, observedGeneration (what
-//!   `kubectl rollout status daemonset` reads).
+//!   `kubectl rollout status daemonset` reads). Each template is a ControllerRevision
+//!   ([`crate::revisions`]), so `kubectl rollout history|undo daemonset` work.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -129,6 +130,17 @@ async fn sync_one(
     for p in pods.iter().filter(|p| !deleting(p)) {
         if let Some(n) = node_of(p) {
             on_node.entry(n).or_default().push(p);
+        }
+    }
+    if set["status"]["observedGeneration"] != set["metadata"]["generation"] {
+        let live: Vec<&str> = pods
+            .iter()
+            .filter_map(|p| p["metadata"]["labels"][REVISION].as_str())
+            .collect();
+        let made = crate::revisions::record(store, objects, set, "DaemonSet", &rev, &live).await;
+        if let Err(e) = made {
+            tracing::warn!(set = name(set), "daemonset history: {e}");
+            return true;
         }
     }
     let wanted: Vec<&Value> = nodes.iter().filter(|n| should_run(set, n)).collect();

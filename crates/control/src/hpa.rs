@@ -637,8 +637,7 @@ mod tests {
         // Once the 15 s period has passed, the step is measured from 6 again.
         assert_eq!(limit(&b, 6, 20, &events, 15), 12);
         // A percentage down-policy truncates, as Kubernetes' does: 50% of 5 leaves 2.
-        b["scaleDown"]["policies"] =
-            json!([{"type": "Percent", "value": 50, "periodSeconds": 30}]);
+        b["scaleDown"]["policies"] = json!([{"type": "Percent", "value": 50, "periodSeconds": 30}]);
         assert_eq!(limit(&b, 5, 1, &[], 0), 2);
         // An up-event inside the period raises where the down-period started.
         assert_eq!(limit(&b, 8, 1, &[(0, 3)], 10), 2);

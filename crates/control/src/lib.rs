@@ -8,7 +8,8 @@
 //! scheduler asks of a pod's claims), and the workload controllers ([`replicasets`]: a
 //! ReplicaSet's pods; [`deployments`]: a Deployment's ReplicaSets and its rollouts; [`jobs`]:
 //! a Job's pods run to completion; [`cronjobs`]: Jobs made on a schedule; [`statefulsets`]:
-//! pods with stable names and their own claims; [`daemonsets`]: a pod on each node; [`hpa`]:
+//! pods with stable names and their own claims; [`daemonsets`]: a pod on each node;
+//! [`revisions`]: the template history of both, as ControllerRevisions; [`hpa`]:
 //! replicas that follow CPU and memory use; [`disruption`]: what disruption budgets allow), and
 //! the endpoints controller ([`endpoints`]: the Endpoints and EndpointSlices of Services) and the
 //! service load balancer ([`loadbalancers`]: LoadBalancer Services on the nodes' addresses),
@@ -32,6 +33,7 @@ pub mod loadbalancers;
 pub mod namespaces;
 pub mod quantity;
 pub mod replicasets;
+pub mod revisions;
 pub mod scheduler;
 pub mod statefulsets;
 pub mod virtualmachines;

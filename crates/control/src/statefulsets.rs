@@ -18,8 +18,8 @@
 //!   back with the new template. `OnDelete`: only a pod deleted by the user is replaced.
 //! - Status: replicas, readyReplicas, availableReplicas, currentReplicas, updatedReplicas,
 //!   currentRevision, updateRevision, observedGeneration (what `kubectl rollout status
-//!   statefulset` reads). There are no ControllerRevision objects, so `kubectl rollout
-//!   history|undo` do not apply to StatefulSets here.
+//!   statefulset` reads). Each template is a ControllerRevision ([`crate::revisions`]), so
+//!   `kubectl rollout history|undo statefulset` work.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -123,6 +123,18 @@ async fn sync_one(store: &Arc<dyn Store>, objects: &Objects, set: &Value, pods: 
             if sel.matches(p.get("metadata").and_then(|m| m.get("labels"))) {
                 by_ordinal.insert(i, p);
             }
+        }
+    }
+    if set["status"]["observedGeneration"] != set["metadata"]["generation"] {
+        let live: Vec<&str> = by_ordinal
+            .values()
+            .filter_map(|p| p["metadata"]["labels"][REVISION].as_str())
+            .collect();
+        let made =
+            crate::revisions::record(store, objects, set, "StatefulSet", &update_rev, &live).await;
+        if let Err(e) = made {
+            tracing::warn!(set = name(set), "statefulset history: {e}");
+            return true;
         }
     }
     let mut busy = false;
