@@ -4,7 +4,7 @@
 //! is started again by `runStrategy: Always`; `Halted` stops it and `Always` brings it back;
 //! a VirtualMachineClone waits for its source to stop and makes a VM of its own identity
 //! behind the same Service; a VirtualMachineSnapshot is the engine's snapshot and goes with
-//! its object; `kubectl explain` reads the schema; a VM too big for any node stays unplaced with a
+//! its object, and a VirtualMachineRestore waits for the VM to stop and puts its disk back; `kubectl explain` reads the schema; a VM too big for any node stays unplaced with a
 //! reason; bad specs are refused with 422 and unknown fields with 400; deleting the
 //! namespace removes the VM and its QEMU, and leaves nothing behind.
 //!
@@ -240,6 +240,11 @@ fn a_virtual_machine_is_kept_running_and_answers_through_a_service() {
     );
 
     // A snapshot is the engine's snapshot of the VM, and goes with its object.
+    let vm_exec = |script: &str| {
+        s.world
+            .ok(&["vm", "exec", "web.vmtest", "--", "sh", "-c", script])
+    };
+    vm_exec("echo disk1 > /d");
     s.apply(
         "apiVersion: corral.dev/v1\nkind: VirtualMachineSnapshot\nmetadata: {name: snap1, namespace: vmtest}\nspec: {source: {name: web}}\n",
         &[],
@@ -249,6 +254,55 @@ fn a_virtual_machine_is_kept_running_and_answers_through_a_service() {
     });
     let snaps = s.world.ok(&["vm", "snapshot", "ls", "web.vmtest"]);
     assert!(snaps.contains("snap1"), "{snaps}");
+
+    // A restore of that disk snapshot waits for the VM to stop, then puts the disk back.
+    vm_exec("echo disk2 > /d && sync");
+    s.apply(
+        "apiVersion: corral.dev/v1\nkind: VirtualMachineRestore\nmetadata: {name: r1, namespace: vmtest}\nspec: {target: {apiGroup: corral.dev, kind: VirtualMachine, name: web}, virtualMachineSnapshotName: snap1}\n",
+        &[],
+    );
+    let restore_field = |name: &str, path: &str| s.jsonpath("vmtest", "vmrestore", name, path);
+    wait_for("the restore waiting", Duration::from_secs(30), || {
+        restore_field("r1", "{.status.conditions[0].message}")
+            .contains("set its runStrategy to Halted")
+    });
+    assert_eq!(restore_field("r1", "{.status.complete}"), "false");
+    set_run_strategy(&s, "web", "Halted");
+    wait_for("the restore done", Duration::from_secs(120), || {
+        restore_field("r1", "{.status.complete}") == "true"
+    });
+    let table = s.ok(&["-n", "vmtest", "get", "vmrestore"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("r1 ") && l.contains("web") && l.contains("true")),
+        "{table}"
+    );
+    set_run_strategy(&s, "web", "Always");
+    wait_vm_ready(&s);
+    assert_eq!(
+        vm_exec("cat /d").trim(),
+        "disk1",
+        "the disk as the snapshot took it"
+    );
+    // Into another VM: refused, and said why.
+    s.apply(
+        "apiVersion: corral.dev/v1\nkind: VirtualMachineRestore\nmetadata: {name: r2, namespace: vmtest}\nspec: {target: {name: web2}, virtualMachineSnapshotName: snap1}\n",
+        &[],
+    );
+    wait_for("the wrong restore failed", Duration::from_secs(30), || {
+        restore_field("r2", "{.status.conditions[?(@.type==\"Failure\")].message}")
+            .contains("is of VirtualMachine web, not web2")
+    });
+    let bad = s.kubectl_in(
+        &["create", "-f", "-"],
+        r#"{"apiVersion":"corral.dev/v1","kind":"VirtualMachineRestore","metadata":{"name":"r3","namespace":"vmtest"},"spec":{"target":{"name":"web"}}}"#,
+    );
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("spec.virtualMachineSnapshotName"),
+        "{err}"
+    );
     s.ok(&[
         "-n",
         "vmtest",

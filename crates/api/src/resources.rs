@@ -398,6 +398,18 @@ pub static RESOURCES: &[Resource] = &[
         fields: &[],
     },
     Resource {
+        group: "corral.dev",
+        version: "v1",
+        kind: "VirtualMachineRestore",
+        plural: "virtualmachinerestores",
+        singular: "virtualmachinerestore",
+        namespaced: true,
+        short: &["vmrestore", "vmrestores"],
+        categories: &[],
+        subresources: &["status"],
+        fields: &[],
+    },
+    Resource {
         group: "node.k8s.io",
         version: "v1",
         kind: "RuntimeClass",

@@ -166,9 +166,10 @@ fn columns(kind: &str) -> Vec<Column> {
             ("Images", "string", 1),
             ("Selector", "string", 1),
         ],
-        "VirtualMachine" | "VirtualMachineSnapshot" | "VirtualMachineClone" => {
-            crate::virtualmachines::columns(kind)
-        }
+        "VirtualMachine"
+        | "VirtualMachineSnapshot"
+        | "VirtualMachineClone"
+        | "VirtualMachineRestore" => crate::virtualmachines::columns(kind),
         "PodDisruptionBudget" => vec![
             ("Name", "string", 0),
             ("Min Available", "string", 0),
@@ -876,9 +877,10 @@ fn cells(r: &Resource, v: &Value) -> Vec<Value> {
             row
         }
         "HorizontalPodAutoscaler" => hpa_cells(v, name, created),
-        "VirtualMachine" | "VirtualMachineSnapshot" | "VirtualMachineClone" => {
-            crate::virtualmachines::cells(r.kind, v, name, json!(created))
-        }
+        "VirtualMachine"
+        | "VirtualMachineSnapshot"
+        | "VirtualMachineClone"
+        | "VirtualMachineRestore" => crate::virtualmachines::cells(r.kind, v, name, json!(created)),
         "PodDisruptionBudget" => {
             let spec = &v["spec"];
             let show = |x: &Value| match x {

@@ -61,9 +61,10 @@ fn typed(r: &Resource, v: &Value) -> Result<Value, String> {
         "Service" => roundtrip::<core::Service>(v),
         "Endpoints" => roundtrip::<core::Endpoints>(v),
         "EndpointSlice" => roundtrip::<discovery::v1::EndpointSlice>(v),
-        "VirtualMachine" | "VirtualMachineSnapshot" | "VirtualMachineClone" => {
-            crate::virtualmachines::typed(r.kind, v)
-        }
+        "VirtualMachine"
+        | "VirtualMachineSnapshot"
+        | "VirtualMachineClone"
+        | "VirtualMachineRestore" => crate::virtualmachines::typed(r.kind, v),
         _ => Ok(v.clone()),
     }
 }

@@ -176,9 +176,12 @@ pub fn engine_name(ns: &str, name: &str) -> String {
     format!("{name}.{ns}")
 }
 
-/// A VirtualMachine in the object's namespace, as a snapshot or clone names it.
+/// A VirtualMachine in the object's namespace, as a snapshot, clone or restore names it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct VmRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    api_group: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     kind: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -204,7 +207,17 @@ struct CloneSpec {
     target: Option<VmRef>,
 }
 
-/// A snapshot or clone object, typed by its spec.
+/// A VirtualMachineRestore's spec (KubeVirt's fields).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RestoreSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target: Option<VmRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    virtual_machine_snapshot_name: Option<String>,
+}
+
+/// A snapshot, clone or restore object, typed by its spec.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct CopyObject<S> {
@@ -227,6 +240,7 @@ pub(crate) fn typed(kind: &str, v: &Value) -> Result<Value, String> {
         "VirtualMachine" => roundtrip::<VirtualMachine>(v),
         "VirtualMachineSnapshot" => roundtrip::<CopyObject<SnapshotSpec>>(v),
         "VirtualMachineClone" => roundtrip::<CopyObject<CloneSpec>>(v),
+        "VirtualMachineRestore" => roundtrip::<CopyObject<RestoreSpec>>(v),
         _ => Ok(v.clone()),
     }
 }
@@ -247,12 +261,20 @@ pub(crate) fn defaults(obj: &mut Value) {
 
 /// The rules of a VirtualMachineSnapshot (`spec.source.name`: the VM, in the same
 /// namespace; `spec.memory`: with the running machine's state) and of a VirtualMachineClone
-/// (`spec.source.name`, `spec.target.name`: the VirtualMachine to make).
+/// (`spec.source.name`, `spec.target.name`: the VirtualMachine to make) and of a
+/// VirtualMachineRestore (`spec.target.name`: the VirtualMachine; `spec.virtualMachineSnapshotName`).
 fn check_copy(r: &Resource, v: &Value) -> Result<(), ApiError> {
     let name = v["metadata"]["name"].as_str().unwrap_or("");
     let spec = &v["spec"];
     let mut causes: Vec<(String, String)> = Vec::new();
     let mut kinds_ok = |f: &str, o: &Value| {
+        match o["apiGroup"].as_str() {
+            None | Some("corral.dev") => {}
+            Some(g) => causes.push((
+                format!("spec.{f}.apiGroup"),
+                format!("Unsupported value: \"{g}\": supported values: \"corral.dev\""),
+            )),
+        }
         match o["kind"].as_str() {
             None | Some("VirtualMachine") => {}
             Some(k) => causes.push((
@@ -265,9 +287,28 @@ fn check_copy(r: &Resource, v: &Value) -> Result<(), ApiError> {
             _ => causes.push((format!("spec.{f}.name"), "Required value".into())),
         }
     };
-    kinds_ok("source", &spec["source"]);
+    let refs: &[&str] = match r.kind {
+        "VirtualMachineRestore" => &["target"],
+        "VirtualMachineClone" => &["source", "target"],
+        _ => &["source"],
+    };
+    for f in refs {
+        kinds_ok(f, &spec[*f]);
+    }
+    if r.kind == "VirtualMachineRestore" {
+        match spec["virtualMachineSnapshotName"].as_str() {
+            Some(n) if crate::validate::is_dns_subdomain(n) => {}
+            Some(n) => causes.push((
+                "spec.virtualMachineSnapshotName".into(),
+                format!("Invalid value: \"{n}\": the name of a VirtualMachineSnapshot"),
+            )),
+            None => causes.push((
+                "spec.virtualMachineSnapshotName".into(),
+                "Required value".into(),
+            )),
+        }
+    }
     if r.kind == "VirtualMachineClone" {
-        kinds_ok("target", &spec["target"]);
         if let Some(t) = spec["target"]["name"].as_str().filter(|t| !t.is_empty()) {
             let ns = v["metadata"]["namespace"].as_str().unwrap_or("default");
             if !crate::validate::is_dns_subdomain(t) || engine_name(ns, t).len() > 63 {
@@ -283,7 +324,10 @@ fn check_copy(r: &Resource, v: &Value) -> Result<(), ApiError> {
                 ));
             }
         }
-    } else if !spec["memory"].is_null() && !spec["memory"].is_boolean() {
+    } else if r.kind == "VirtualMachineSnapshot"
+        && !spec["memory"].is_null()
+        && !spec["memory"].is_boolean()
+    {
         causes.push((
             "spec.memory".into(),
             "Invalid value: must be true or false".into(),
@@ -298,7 +342,10 @@ fn check_copy(r: &Resource, v: &Value) -> Result<(), ApiError> {
 
 /// A VirtualMachine's, snapshot's or clone's own rules.
 pub(crate) fn check(r: &Resource, v: &Value) -> Result<(), ApiError> {
-    if matches!(r.kind, "VirtualMachineSnapshot" | "VirtualMachineClone") {
+    if matches!(
+        r.kind,
+        "VirtualMachineSnapshot" | "VirtualMachineClone" | "VirtualMachineRestore"
+    ) {
         return check_copy(r, v);
     }
     if r.kind != "VirtualMachine" {
@@ -451,6 +498,15 @@ pub(crate) fn columns(kind: &str) -> Vec<(&'static str, &'static str, u8)> {
             ("TargetVirtualMachine", "string", 0),
             ("Age", "string", 0),
         ],
+        "VirtualMachineRestore" => vec![
+            ("Name", "string", 0),
+            ("TargetKind", "string", 0),
+            ("TargetName", "string", 0),
+            ("Complete", "boolean", 0),
+            ("RestoreTime", "string", 0),
+            ("Error", "string", 0),
+            ("Age", "string", 0),
+        ],
         _ => vec![
             ("Name", "string", 0),
             ("Age", "string", 0),
@@ -488,6 +544,21 @@ pub(crate) fn cells(kind: &str, v: &Value, name: Value, age: Value) -> Vec<Value
                 age,
             ]
         }
+        "VirtualMachineRestore" => {
+            let error = st["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Failure"))
+                .map_or(json!("<none>"), |c| s(&c["message"]));
+            return vec![
+                name,
+                json!("VirtualMachine"),
+                s(&v["spec"]["target"]["name"]),
+                json!(st["complete"].as_bool().unwrap_or(false)),
+                s(&st["restoreTime"]),
+                error,
+                age,
+            ];
+        }
         _ => {}
     }
     let ready = st["conditions"].as_array().is_some_and(|cs| {
@@ -522,7 +593,7 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
             "VirtualMachineSnapshot",
             json!({
                 "type": "object",
-                "description": "A snapshot of a VirtualMachine's disk (and with memory: true, of the running machine), taken once by the agent of the VM's node: the same snapshot `corral vm snapshot ls NAME.NAMESPACE` lists. Deleting the object deletes the snapshot. Restore with `corral vm snapshot restore`.",
+                "description": "A snapshot of a VirtualMachine's disk (and with memory: true, of the running machine), taken once by the agent of the VM's node: the same snapshot `corral vm snapshot ls NAME.NAMESPACE` lists. Deleting the object deletes the snapshot. Restore with a VirtualMachineRestore or `corral vm snapshot restore`.",
                 "x-kubernetes-group-version-kind": gvk("VirtualMachineSnapshot"),
                 "properties": {
                     "apiVersion": s("corral.dev/v1"), "kind": s("VirtualMachineSnapshot"), "metadata": meta,
@@ -552,6 +623,26 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
                     "status": {"type": "object", "properties": {
                         "phase": s("Pending, Succeeded or Failed."),
                         "conditions": {"type": "array", "items": {"type": "object"}},
+                    }},
+                }
+            }),
+        ),
+        (
+            "VirtualMachineRestore",
+            json!({
+                "type": "object",
+                "description": "Puts a VirtualMachineSnapshot back into the VirtualMachine it was taken of, once, by the agent of the VM's node. A disk snapshot needs the VM stopped (runStrategy: Halted; the restore waits); a memory snapshot restored into a running VM resumes the saved machine in place. A stopped VM gets the snapshot's disk and boots from it at its next start.",
+                "x-kubernetes-group-version-kind": gvk("VirtualMachineRestore"),
+                "properties": {
+                    "apiVersion": s("corral.dev/v1"), "kind": s("VirtualMachineRestore"), "metadata": meta,
+                    "spec": {"type": "object", "properties": {
+                        "target": {"type": "object", "description": "The VirtualMachine, in the same namespace.", "properties": {"apiGroup": s("corral.dev"), "kind": s("VirtualMachine"), "name": s("Its name.")}, "required": ["name"]},
+                        "virtualMachineSnapshotName": s("The VirtualMachineSnapshot to restore, in the same namespace, taken of the target."),
+                    }, "required": ["target", "virtualMachineSnapshotName"]},
+                    "status": {"type": "object", "properties": {
+                        "complete": {"type": "boolean", "description": "The restore is done."},
+                        "restoreTime": s("When it was done."),
+                        "conditions": {"type": "array", "items": {"type": "object"}, "description": "Progressing, Ready and, when it cannot be done, Failure."},
                     }},
                 }
             }),
@@ -680,6 +771,43 @@ mod tests {
             json!({"source": {"kind": "VirtualMachine", "name": "web"}, "target": {"name": "web2"}})
         );
         assert_eq!(t["status"]["phase"], "Pending");
+    }
+
+    #[test]
+    fn a_restore_names_its_vm_and_snapshot() {
+        let r =
+            crate::resources::find("corral.dev", "v1", "virtualmachinerestores").expect("served");
+        let ok = json!({"kind": "VirtualMachineRestore", "metadata": {"name": "r"},
+            "spec": {"target": {"apiGroup": "corral.dev", "kind": "VirtualMachine", "name": "web"},
+                     "virtualMachineSnapshotName": "snap1"}});
+        check(r, &ok).unwrap();
+        assert_eq!(
+            typed("VirtualMachineRestore", &ok).unwrap()["spec"],
+            ok["spec"]
+        );
+        for (spec, field) in [
+            (
+                json!({"target": {"name": "web"}}),
+                "spec.virtualMachineSnapshotName",
+            ),
+            (
+                json!({"virtualMachineSnapshotName": "s"}),
+                "spec.target.name",
+            ),
+            (
+                json!({"target": {"name": "web", "apiGroup": "kubevirt.io"}, "virtualMachineSnapshotName": "s"}),
+                "spec.target.apiGroup",
+            ),
+            (
+                json!({"target": {"name": "web"}, "virtualMachineSnapshotName": "Not_A_Name"}),
+                "spec.virtualMachineSnapshotName",
+            ),
+        ] {
+            let v =
+                json!({"kind": "VirtualMachineRestore", "metadata": {"name": "r"}, "spec": spec});
+            let e = check(r, &v).expect_err(field);
+            assert!(e.message.contains(field), "{}", e.message);
+        }
     }
 
     #[test]

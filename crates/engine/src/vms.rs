@@ -65,6 +65,29 @@ impl Engine {
         Ok(s)
     }
 
+    /// Restores snapshot `name` into a VM. A running VM resumes a memory snapshot in place
+    /// (a disk snapshot needs it stopped); a stopped VM gets the snapshot's disk back, and with
+    /// `resume` a memory snapshot's machine is started where it was saved.
+    pub fn restore_vm_snapshot(
+        &self,
+        id: &str,
+        name: &str,
+        resume: bool,
+    ) -> Result<corral_vm::snapshot::Restored> {
+        use corral_vm::snapshot::{self, Restored};
+        let done = snapshot::restore(&self.root, id, name)?;
+        match done {
+            Restored::NeedsStart if resume => {
+                let keep = snapshot::get(&self.root, id, name)?.keep();
+                lifecycle::start_from_snapshot(&self.root, id, name, keep, &self.exe)?;
+            }
+            Restored::NeedsStart => snapshot::revert_disk(&self.root, id, name)?,
+            Restored::InPlace | Restored::Disk => {}
+        }
+        self.emit(Event::new("vm", "snapshot-restore", id).attr("snapshot", name));
+        Ok(done)
+    }
+
     /// Deletes snapshot `name` of a VM.
     pub fn remove_vm_snapshot(&self, id: &str, name: &str) -> Result<()> {
         corral_vm::snapshot::remove(&self.root, id, name)?;

@@ -318,6 +318,23 @@ pub fn restore(root: &Path, id: &str, name: &str) -> Result<Restored> {
     }
 }
 
+/// Puts back the disk of snapshot `name` (disk or memory) into stopped VM `id`: the next
+/// start boots from what the disk held then; a memory snapshot's machine is not resumed.
+pub fn revert_disk(root: &Path, id: &str, name: &str) -> Result<()> {
+    let vms = Vms::open(root);
+    let _lock = vms.lock(id)?;
+    let snap = find(&vms, id, name)?;
+    let (disk, _) = writable_disk(&vms, id)?;
+    let st = current_state(&vms, id)?;
+    if matches!(st.status, Status::Running | Status::Starting) {
+        return Err(VmError::State(format!(
+            "the VM runs: stop it before putting back the disk of {}",
+            snap.name
+        )));
+    }
+    qemu_img(&["snapshot", "-a", name], &disk)
+}
+
 /// Deletes snapshot `name` of VM `id`.
 pub fn remove(root: &Path, id: &str, name: &str) -> Result<()> {
     let vms = Vms::open(root);

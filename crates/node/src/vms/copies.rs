@@ -8,7 +8,12 @@
 //!   makes the target's VM with the engine's clone (a copy-on-write disk, a new MAC, address,
 //!   hostname and machine-id) and the target VirtualMachine object, with the source's labels
 //!   and spec, placed on this node and recorded as the agent's, so it is adopted, not made
-//!   again.
+//!   again;
+//! - a restore puts a snapshot back into the VM it was taken of, once: a memory snapshot into
+//!   a running VM resumes the saved machine in place; a stopped VM gets the snapshot's disk
+//!   (and boots from it at its next start); a disk snapshot waits while the VM runs. It waits
+//!   too while its snapshot is missing or not ready, and fails when the snapshot is of another
+//!   VM or failed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,18 +45,35 @@ fn finished(v: &Value) -> bool {
     matches!(v["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
 }
 
+/// Whether a restore is done or failed (it has no phase: KubeVirt's status).
+fn restored(v: &Value) -> bool {
+    v["status"]["complete"] == json!(true)
+        || v["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Failure" && c["status"] == "True")
+        })
+}
+
+/// A restore's status while it waits (`reason`, `message`).
+fn restore_waiting(reason: &str, message: &str) -> Value {
+    json!({"complete": false, "conditions": [
+        {"type": "Progressing", "status": "False", "reason": reason, "message": message},
+        {"type": "Ready", "status": "False", "reason": reason, "message": message}]})
+}
+
 impl Vms {
     /// One pass over the snapshots and clones whose source VM is on this node (`vms`: the
     /// VirtualMachines placed here; `records`: the agent's, by uid).
     pub(super) async fn copies(self: &Arc<Self>, vms: &[Value], records: &HashMap<String, Record>) {
-        let source = |o: &Value| -> Option<(Value, Record)> {
-            let name = o["spec"]["source"]["name"].as_str()?;
+        let vm_of = |o: &Value, field: &str| -> Option<(Value, Record)> {
+            let name = o["spec"][field]["name"].as_str()?;
             let vm = vms.iter().find(|v| {
                 meta(v, "namespace") == meta(o, "namespace") && meta(v, "name") == name
             })?;
             let rec = records.get(meta(vm, "uid"))?;
             Some((vm.clone(), rec.clone())).filter(|(_, r)| !r.id.is_empty())
         };
+        let source = |o: &Value| vm_of(o, "source");
         for snap in self.list("virtualmachinesnapshots").await {
             let uid = meta(&snap, "uid").to_owned();
             if self.is_busy(&uid) {
@@ -86,6 +108,19 @@ impl Vms {
             if let Some((vm, rec)) = source(&clone) {
                 let me = self.clone();
                 self.spawn(&uid, async move { me.clone_vm(clone, vm, rec).await });
+            }
+        }
+        for restore in self.list("virtualmachinerestores").await {
+            let uid = meta(&restore, "uid").to_owned();
+            if restored(&restore)
+                || self.is_busy(&uid)
+                || !restore["metadata"]["deletionTimestamp"].is_null()
+            {
+                continue;
+            }
+            if let Some((vm, rec)) = vm_of(&restore, "target") {
+                let me = self.clone();
+                self.spawn(&uid, async move { me.restore_vm(restore, vm, rec).await });
             }
         }
     }
@@ -250,5 +285,98 @@ impl Vms {
         let st = json!({"phase": "Succeeded", "targetUID": target_uid, "conditions": [
             {"type": "Ready", "status": "True", "lastTransitionTime": clock::now()}]});
         self.set_status(&k, &uid, st).await;
+    }
+    async fn restore_vm(self: Arc<Self>, restore: Value, vm: Value, rec: Record) {
+        let k = key("virtualmachinerestores", &restore);
+        let uid = meta(&restore, "uid").to_owned();
+        let ns = meta(&restore, "namespace").to_owned();
+        let target = meta(&vm, "name").to_owned();
+        let snap_name = restore["spec"]["virtualMachineSnapshotName"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let fail = |msg: &str| {
+            json!({"complete": false, "conditions": [
+                {"type": "Progressing", "status": "False", "reason": "RestoreFailed", "message": msg},
+                {"type": "Ready", "status": "False", "reason": "RestoreFailed", "message": msg},
+                {"type": "Failure", "status": "True", "reason": "RestoreFailed", "message": msg,
+                 "lastTransitionTime": clock::now()}]})
+        };
+        let snap_key = registry::key(
+            "corral.dev",
+            "virtualmachinesnapshots",
+            Some(&ns),
+            &snap_name,
+        );
+        let snap = match kv::get(&*self.agent.store, &snap_key).await {
+            Ok(Some((v, _))) => v,
+            _ => {
+                let msg = format!("waiting for VirtualMachineSnapshot {snap_name}: not found");
+                let st = restore_waiting("SnapshotNotFound", &msg);
+                return self.set_status(&k, &uid, st).await;
+            }
+        };
+        let of = snap["spec"]["source"]["name"].as_str().unwrap_or("");
+        if of != target {
+            let msg = format!("VirtualMachineSnapshot {snap_name} is of VirtualMachine {of}, not {target}: a snapshot restores only into the VM it was taken of (clone it with a VirtualMachineClone)");
+            return self.set_status(&k, &uid, fail(&msg)).await;
+        }
+        match snap["status"]["phase"].as_str() {
+            Some("Succeeded") => {}
+            Some("Failed") => {
+                let msg = format!("VirtualMachineSnapshot {snap_name} failed: nothing to restore");
+                return self.set_status(&k, &uid, fail(&msg)).await;
+            }
+            _ => {
+                let msg = format!("waiting for VirtualMachineSnapshot {snap_name} to be ready");
+                let st = restore_waiting("SnapshotNotReady", &msg);
+                return self.set_status(&k, &uid, st).await;
+            }
+        }
+        let memory = snap["status"]["memory"].as_bool().unwrap_or(false);
+        let id = rec.id.clone();
+        let state = blocking(&self.agent.engine, move |e| {
+            lifecycle::current_state(&e.vms(), &id)
+        })
+        .await;
+        let running = state.is_ok_and(|s| matches!(s.status, Status::Running | Status::Starting));
+        if running && !memory {
+            let msg = format!("waiting for VirtualMachine {target} to stop: set its runStrategy to Halted ({snap_name} is a disk snapshot)");
+            let st = restore_waiting("TargetRunning", &msg);
+            return self.set_status(&k, &uid, st).await;
+        }
+        let (id, n) = (rec.id.clone(), snap_name.clone());
+        let done = blocking(&self.agent.engine, move |e| {
+            e.restore_vm_snapshot(&id, &n, false)
+        })
+        .await;
+        let vm_name = engine_name(&ns, &target);
+        let status = match done {
+            Ok(how) => {
+                let what = match how {
+                    corral_vm::snapshot::Restored::InPlace => "the running machine resumed from it",
+                    _ => "its disk put back",
+                };
+                let msg = format!("Restored VM {vm_name} from snapshot {snap_name}: {what}");
+                self.event(
+                    &vm,
+                    EventType::Normal,
+                    "VirtualMachineRestoreComplete",
+                    &msg,
+                )
+                .await;
+                json!({"complete": true, "restoreTime": clock::now(), "conditions": [
+                    {"type": "Progressing", "status": "False", "reason": "RestoreComplete", "message": "Operation complete"},
+                    {"type": "Ready", "status": "True", "reason": "RestoreComplete", "message": msg,
+                     "lastTransitionTime": clock::now()}]})
+            }
+            Err(e) => {
+                let msg = format!("restoring snapshot {snap_name} into VM {vm_name}: {e}");
+                self.event(&vm, EventType::Warning, "VirtualMachineRestoreError", &msg)
+                    .await;
+                fail(&msg)
+            }
+        };
+        self.set_status(&k, &uid, status).await;
     }
 }

@@ -4,13 +4,14 @@
 use super::*;
 use crate::cli::VmSnapshotCommand;
 
-pub(super) fn snapshot(root: &Path, cmd: VmSnapshotCommand) -> Result<()> {
+pub(super) fn snapshot(engine: &Engine, cmd: VmSnapshotCommand) -> Result<()> {
     use corral_vm::snapshot;
+    let root = engine.root();
     let v = vms(root);
     match cmd {
         VmSnapshotCommand::Create { memory, vm, name } => {
             let id = v.resolve(&vm)?;
-            let s = snapshot::create(root, &id, &name, memory)?;
+            let s = engine.snapshot_vm(&id, &name, memory)?;
             println!("{}", s.name);
         }
         VmSnapshotCommand::Ls { json, vm } => {
@@ -33,20 +34,14 @@ pub(super) fn snapshot(root: &Path, cmd: VmSnapshotCommand) -> Result<()> {
         }
         VmSnapshotCommand::Restore { vm, name } => {
             let id = v.resolve(&vm)?;
-            match snapshot::restore(root, &id, &name)? {
-                snapshot::Restored::NeedsStart => {
-                    let exe = std::env::current_exe()?;
-                    let keep = snapshot::get(root, &id, &name)?.keep();
-                    lifecycle::start_from_snapshot(root, &id, &name, keep, &exe)
-                        .map_err(start_error)?;
-                }
-                snapshot::Restored::InPlace | snapshot::Restored::Disk => {}
-            }
+            engine
+                .restore_vm_snapshot(&id, &name, true)
+                .map_err(start_error)?;
             println!("{name}");
         }
         VmSnapshotCommand::Rm { vm, name } => {
             let id = v.resolve(&vm)?;
-            snapshot::remove(root, &id, &name)?;
+            engine.remove_vm_snapshot(&id, &name)?;
             println!("{name}");
         }
     }

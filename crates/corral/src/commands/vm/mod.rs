@@ -118,7 +118,7 @@ pub fn run(engine: &Engine, cmd: VmCommand) -> Result<()> {
             quiet,
             file,
         } => import(root, &file, name, network, quiet),
-        VmCommand::Snapshot(cmd) => snapshot(root, cmd),
+        VmCommand::Snapshot(cmd) => snapshot(engine, cmd),
         VmCommand::Disk(cmd) => disks::run(root, cmd),
         VmCommand::Migrate {
             to,
