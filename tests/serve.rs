@@ -376,23 +376,33 @@ fn a_failing_liveness_probe_restarts_the_container() {
     let Some(s) = Serve::start("a_failing_liveness_probe_restarts_the_container") else {
         return;
     };
-    let pod = r#"
+    // The preStop hook runs before the restart's SIGTERM, as for a deleted pod.
+    let dir = s.world.path("liveness-out");
+    std::fs::create_dir_all(&dir).unwrap();
+    let pod = format!(
+        r#"
 apiVersion: v1
 kind: Pod
-metadata: {name: probed}
+metadata: {{name: probed}}
 spec:
-  terminationGracePeriodSeconds: 1
+  terminationGracePeriodSeconds: 5
+  volumes: [{{name: out, hostPath: {{path: {dir:?}}}}}]
   containers:
   - name: c
     image: busybox:test
-    command: ["sh", "-c", "touch /tmp/healthy; sleep 2; rm /tmp/healthy; trap 'exit 0' TERM; while :; do sleep 0.2; done"]
+    volumeMounts: [{{name: out, mountPath: /out}}]
+    command: ["sh", "-c", "touch /tmp/healthy; sleep 2; rm /tmp/healthy; trap 'echo term >> /out/log; exit 0' TERM; while :; do sleep 0.2; done"]
+    lifecycle:
+      preStop:
+        exec: {{command: ["sh", "-c", "echo prestop >> /out/log"]}}
     livenessProbe:
-      exec: {command: ["cat", "/tmp/healthy"]}
+      exec: {{command: ["cat", "/tmp/healthy"]}}
       initialDelaySeconds: 1
       periodSeconds: 1
       failureThreshold: 1
-"#;
-    s.apply(pod, &[]);
+"#
+    );
+    s.apply(&pod, &[]);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let p = s.json(&["get", "pod", "probed"]);
@@ -417,6 +427,12 @@ spec:
         "involvedObject.name=probed",
     ]);
     assert!(ev.contains("Unhealthy") && ev.contains("Killing"), "{ev}");
+    let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+    assert!(
+        log.starts_with("prestop\nterm\n"),
+        "the preStop hook did not run before the restart's SIGTERM: {log:?}"
+    );
+    s.ok(&["delete", "pod", "probed", "--wait=true", "--timeout=60s"]);
 }
 
 #[test]

@@ -1,17 +1,18 @@
 //! Container lifecycle hooks: a container's `lifecycle.postStart` runs right after it starts
-//! (a failure kills it: `FailedPostStartHook`), and its `lifecycle.preStop` runs when its pod is deleted,
-//! before the container gets SIGTERM, as the kubelet runs it — `exec` in the container,
+//! (a failure kills it: `FailedPostStartHook`), and its `lifecycle.preStop` runs whenever the
+//! kubelet would stop it — its pod deleted, or a failed liveness or startup probe about to
+//! restart it — before the container gets SIGTERM, as the kubelet runs it — `exec` in the container,
 //! `httpGet` against the pod (a probe's request), or `sleep`. The hook's time counts against
 //! the termination grace period; a hook that fails or runs out of time is reported with a
 //! `FailedPreStopHook` event and the container is stopped anyway, with at least 2 s left for
 //! SIGTERM (the kubelet's extra grace).
-//!
-//! Not yet: preStop before a restart that a failed liveness probe causes.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Probe};
 
+use crate::events::{EventType, PodRef, Recorder};
 use crate::probe::{self, Action, Outcome, ProbeSpec, Target};
 
 /// What a hook does.
@@ -71,6 +72,56 @@ pub async fn failure(
             Outcome::Failure(why) => Some(why),
         },
     }
+}
+
+/// Container `c`'s preStop hook, if it has one.
+pub fn pre_stop_of(c: &Container) -> Option<Result<Hook, String>> {
+    let h = c.lifecycle.as_ref()?.pre_stop.as_ref()?;
+    Some(hook_of(h, c))
+}
+
+/// Who a stop is reported to: the pod's events, about container `container`.
+pub(crate) struct Report {
+    pub events: Arc<Recorder>,
+    pub pod: PodRef,
+    pub container: String,
+}
+
+/// Stops the container `target` names as the kubelet stops one: its preStop `hook` first,
+/// within `grace` seconds (a failure is a `FailedPreStopHook` event), then SIGTERM with what
+/// is left of the grace (at least 2 s), then SIGKILL.
+pub(crate) async fn stop(
+    engine: corral_engine::Engine,
+    hook: Option<Result<Hook, String>>,
+    target: Target,
+    grace: u64,
+    report: Report,
+) {
+    let begun = Instant::now();
+    if let Some(h) = hook {
+        if let Some(why) = failure(h, &target, Duration::from_secs(grace)).await {
+            let msg = format!("PreStopHook failed: {why}");
+            let field = format!("spec.containers{{{}}}", report.container);
+            report
+                .events
+                .record(
+                    &report.pod,
+                    Some(&field),
+                    EventType::Warning,
+                    "FailedPreStopHook",
+                    &msg,
+                )
+                .await;
+        }
+    }
+    let grace = grace_after(grace, begun.elapsed());
+    let id = target.container_id;
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Err(err) = engine.stop(&id, Some(grace)) {
+            tracing::warn!(container = %id, "stopping a container: {err}");
+        }
+    })
+    .await;
 }
 
 /// The grace left for SIGTERM after a hook that took `spent` of `grace`.

@@ -40,49 +40,28 @@ impl Worker {
                 continue;
             }
             names.push(name.clone());
-            let (e, id) = (self.agent.engine.clone(), cur.id.clone());
             // The container's preStop hook first, within the grace period.
             let hook = self
                 .pod
                 .spec
                 .as_ref()
                 .and_then(|s| s.containers.iter().find(|c| c.name == *name))
-                .and_then(|c| {
-                    let h = c.lifecycle.as_ref()?.pre_stop.as_ref()?;
-                    Some(crate::hooks::hook_of(h, c))
-                });
+                .and_then(crate::hooks::pre_stop_of);
             let target = crate::probe::Target {
                 pod_ip: self.pod_ip,
                 exe: self.agent.engine.exe().to_path_buf(),
                 root: self.agent.engine.root().to_path_buf(),
                 container_id: cur.id.clone(),
             };
-            let events = self.agent.events.clone();
-            let pod = self.pod_ref.clone();
-            let cname = name.clone();
-            stops.push(tokio::spawn(async move {
-                let begun = std::time::Instant::now();
-                let failed = match hook {
-                    None => None,
-                    Some(h) => {
-                        let limit = std::time::Duration::from_secs(grace);
-                        crate::hooks::failure(h, &target, limit).await
-                    }
-                };
-                if let Some(why) = failed {
-                    let msg = format!("PreStopHook failed: {why}");
-                    events
-                        .record(&pod, Some(&format!("spec.containers{{{cname}}}")), EventType::Warning, "FailedPreStopHook", &msg)
-                        .await;
-                }
-                let grace = crate::hooks::grace_after(grace, begun.elapsed());
-                let _ = tokio::task::spawn_blocking(move || {
-                    if let Err(err) = e.stop(&id, Some(grace)) {
-                        tracing::warn!(container = %id, "stopping a container of a deleted pod: {err}");
-                    }
-                })
-                .await;
-            }));
+            let report = crate::hooks::Report {
+                events: self.agent.events.clone(),
+                pod: self.pod_ref.clone(),
+                container: name.clone(),
+            };
+            let engine = self.agent.engine.clone();
+            stops.push(tokio::spawn(crate::hooks::stop(
+                engine, hook, target, grace, report,
+            )));
         }
         for n in &names {
             let m = format!("Stopping container {n}");

@@ -532,13 +532,23 @@ impl Worker {
         if let Some(why) = kill {
             if slot.killing.is_none() {
                 slot.probes = None;
-                let id = cur.id.clone();
-                let e = self.agent.engine.clone();
-                slot.killing = Some(tokio::task::spawn_blocking(move || {
-                    if let Err(err) = e.stop(&id, Some(grace)) {
-                        tracing::warn!(container = %id, "stopping a container that failed its probe: {err}");
-                    }
-                }));
+                // As the kubelet does: the preStop hook, then SIGTERM, within the grace.
+                let target = crate::probe::Target {
+                    pod_ip: self.pod_ip,
+                    exe: self.agent.engine.exe().to_path_buf(),
+                    root: self.agent.engine.root().to_path_buf(),
+                    container_id: cur.id.clone(),
+                };
+                let report = crate::hooks::Report {
+                    events: self.agent.events.clone(),
+                    pod: self.pod_ref.clone(),
+                    container: c.name.clone(),
+                };
+                let engine = self.agent.engine.clone();
+                let hook = crate::hooks::pre_stop_of(c);
+                slot.killing = Some(tokio::spawn(crate::hooks::stop(
+                    engine, hook, target, grace, report,
+                )));
                 let msg = format!("Container {} {why}", c.name);
                 self.event(Some(&c.name), EventType::Normal, "Killing", &msg)
                     .await;
