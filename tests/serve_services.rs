@@ -2,7 +2,9 @@
 //! Deployment behind a ClusterIP Service answers through the virtual IP from a pod and from
 //! the host, by DNS name from a pod (`web`, `web.default`, the full name), spreads requests
 //! over its pods, follows their readiness, answers on a node port, and loses no request
-//! while the Deployment rolls out a new version. Bad Services are refused with 422.
+//! while the Deployment rolls out a new version; a client on another host (a network namespace)
+//! keeps its address through a node port under `externalTrafficPolicy: Local`. Bad Services
+//! are refused with 422.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -10,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use corral_e2e::netns::Outside;
 use corral_e2e::serve::Serve;
 
 const APP: &str = r#"
@@ -451,4 +454,86 @@ fn a_load_balancer_service_answers_on_the_nodes_address() {
         get(addr).is_err()
     });
     s.ok(&["delete", "deployment", "web"]);
+}
+
+/// A pod that answers `/cgi-bin/ip` with the address its client came from, behind a node port
+/// with `externalTrafficPolicy: Local`.
+const WHOAMI: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: whoami
+  labels: {app: whoami}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox:test
+    command: ["sh", "-c", "mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho $REMOTE_ADDR\\n' > /www/cgi-bin/ip && chmod +x /www/cgi-bin/ip && exec httpd -f -p 8080 -h /www"]
+    readinessProbe:
+      tcpSocket: {port: 8080}
+      periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: whoami
+spec:
+  type: NodePort
+  externalTrafficPolicy: Local
+  selector: {app: whoami}
+  ports:
+  - {port: 80, targetPort: 8080}
+"#;
+
+#[test]
+fn a_local_node_port_keeps_the_clients_address() {
+    let Some(s) = Serve::start("a_local_node_port_keeps_the_clients_address") else {
+        return;
+    };
+    let outside = Outside::new();
+    s.apply(WHOAMI, &[]);
+    s.wait_ready("default", "whoami");
+    let port = s.json(&["get", "svc", "whoami"])["spec"]["ports"][0]["nodePort"]
+        .as_u64()
+        .unwrap_or(0);
+    let url = format!("http://{}:{port}/cgi-bin/ip", outside.host_addr);
+    let client = outside.peer_addr.to_string();
+    // busybox httpd gives REMOTE_ADDR as "[::ffff:a.b.c.d]".
+    let address = |body: &str| {
+        body.trim()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .trim_start_matches("::ffff:")
+            .to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = outside.fetch(&url).unwrap_or_else(|e| e);
+        if address(&seen) == client {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pod saw {seen:?}, not the client's {client}\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let mut seen = String::new();
+    // Cluster (the default): masqueraded to this node's address on the pods' network.
+    s.ok(&[
+        "patch",
+        "svc",
+        "whoami",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"externalTrafficPolicy":"Cluster"}}"#,
+    ]);
+    wait_for("a masqueraded address", Duration::from_secs(60), || {
+        seen = address(&outside.fetch(&url).unwrap_or_default());
+        seen != client && seen.parse::<std::net::Ipv4Addr>().is_ok()
+    });
+    s.ok(&["delete", "svc", "whoami"]);
+    s.ok(&["delete", "pod", "whoami", "--wait=true", "--timeout=60s"]);
 }

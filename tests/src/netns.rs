@@ -195,6 +195,33 @@ while True:
     }
 }
 
+impl Outside {
+    /// The body of an HTTP GET of `url` made from inside the namespace (a client on another
+    /// host), or why it failed.
+    pub fn fetch(&self, url: &str) -> Result<String, String> {
+        const SCRIPT: &str = "import sys, urllib.request\nprint(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode(), end='')";
+        let out = run_bounded(
+            Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &self.ns,
+                    crate::networks::HOST_PYTHON,
+                    "-c",
+                    SCRIPT,
+                ])
+                .arg(url),
+            None,
+            Duration::from_secs(20),
+        );
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(describe(&out))
+        }
+    }
+}
+
 impl Drop for Outside {
     fn drop(&mut self) {
         // Deleting the namespace destroys the veth's peer, hence the pair and the route;

@@ -15,6 +15,7 @@
 //! services:     ip daddr . meta l4proto . th dport vmap @service-ips
 //!               fib daddr type local meta l4proto . th dport vmap @service-nodeports
 //! ext-T:        mark 0x4000, goto svc-T                       (node ports are masqueraded)
+//!               [Local: fib saddr type local mark 0x4000; goto svc-T]
 //! svc-T:        [ip saddr @aff-T-E goto ep-T-E ...]           (sessionAffinity: ClientIP)
 //!               numgen random mod N vmap { 0 : goto ep-T-E0, ... }
 //!               no endpoints: reject with tcp reset / icmp port-unreachable
@@ -42,8 +43,9 @@
 //! Limits:
 //! - IPv4, TCP and UDP only.
 //! - Node ports mark every connection for masquerade (Kubernetes' default
-//!   `externalTrafficPolicy: Cluster`, so a backend elsewhere answers through this node); the
-//!   client's address is not kept and the `Local` policy is not implemented.
+//!   `externalTrafficPolicy: Cluster`, so a backend elsewhere answers through this node);
+//!   with [`ServiceRule::keep_client`] (`Local`) only connections from this host's own
+//!   addresses are, and another host's client keeps its address.
 //! - A node port reached from 127.0.0.1 is masqueraded after DNAT, which the kernel allows only
 //!   out of an interface with `route_localnet=1`: corral's bridges have it (set by
 //!   [`crate::firewall::Firewall::setup_network`] for non-internal networks); this module owns
@@ -116,6 +118,11 @@ pub struct ServiceRule {
     /// last, until it has made no new connection for this many seconds. Implemented with one
     /// dynamic set per endpoint (addresses with a timeout, refreshed by each connection).
     pub affinity_seconds: Option<u32>,
+    /// `externalTrafficPolicy: Local`: a node-port connection from another host keeps its
+    /// client's address (not masqueraded; the backends must be this node's). Connections from
+    /// this host's own addresses, 127.0.0.1 included, are masqueraded still, as kube-proxy
+    /// does.
+    pub keep_client: bool,
 }
 
 /// A service port as programmed: conflicts dropped, endpoints sorted and deduplicated.
@@ -129,6 +136,7 @@ struct Svc {
     node_ip: Option<Ipv4Addr>,
     backends: Vec<Backend>,
     affinity: Option<u32>,
+    keep_client: bool,
 }
 
 /// 16 hex digits of the id's SHA-256: short, valid in a chain name, the same on every run.
@@ -252,6 +260,7 @@ fn normalize(rules: &[ServiceRule]) -> BTreeMap<String, Svc> {
                 node_ip: node_port.and(node_ip),
                 backends,
                 affinity: r.affinity_seconds.filter(|&s| s > 0),
+                keep_client: r.keep_client && node_port.is_some(),
             },
         );
     }
@@ -453,12 +462,25 @@ impl Script {
                 );
             }
         }
-        if v.node_port.is_some() && old.is_none_or(|o| o.node_port.is_none()) {
-            cmd!(b, "add chain {t} {ext}");
-            cmd!(
-                b,
-                "add rule {t} {ext} meta mark set meta mark | {MASQ_MARK:#x} goto {svc}"
-            );
+        if v.node_port.is_some() {
+            if old.is_some_and(|o| o.node_port.is_some()) {
+                cmd!(b, "flush chain {t} {ext}");
+            } else {
+                cmd!(b, "add chain {t} {ext}");
+            }
+            if v.keep_client {
+                // Only this host's own connections need the masquerade to come back.
+                cmd!(
+                    b,
+                    "add rule {t} {ext} fib saddr type local meta mark set meta mark | {MASQ_MARK:#x}"
+                );
+                cmd!(b, "add rule {t} {ext} goto {svc}");
+            } else {
+                cmd!(
+                    b,
+                    "add rule {t} {ext} meta mark set meta mark | {MASQ_MARK:#x} goto {svc}"
+                );
+            }
         }
     }
 
@@ -686,6 +708,7 @@ mod tests {
             node_ip: None,
             backends,
             affinity_seconds: None,
+            keep_client: false,
         }
     }
 
@@ -811,6 +834,26 @@ mod tests {
                 .all(|l| l.starts_with("add element")),
             "{s}"
         );
+    }
+
+    #[test]
+    fn a_local_node_port_masquerades_only_this_hosts_connections() {
+        let mut r = rule("default/web/http", "10.96.0.10", vec![be("10.244.0.2", 80)]);
+        r.node_port = Some(30080);
+        let t = token("default/web/http");
+        let cluster = full_script(SVC_TABLE, &normalize(&[r.clone()]));
+        let ext = lines_with(&cluster, &format!("add rule ip corral-svc ext-{t} "));
+        assert_eq!(ext.len(), 1, "{ext:?}");
+        assert!(ext[0].ends_with(&format!("meta mark set meta mark | 0x4000 goto svc-{t}")));
+        r.keep_client = true;
+        let local = full_script(SVC_TABLE, &normalize(&[r.clone()]));
+        let ext = lines_with(&local, &format!("add rule ip corral-svc ext-{t} "));
+        assert_eq!(ext.len(), 2, "{ext:?}");
+        assert!(ext[0].ends_with("fib saddr type local meta mark set meta mark | 0x4000"));
+        assert!(ext[1].ends_with(&format!("goto svc-{t}")));
+        // Without a node port there is nothing to keep.
+        r.node_port = None;
+        assert!(!normalize(&[r])["default/web/http"].keep_client);
     }
 
     #[test]

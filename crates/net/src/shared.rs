@@ -60,6 +60,7 @@ impl Networks {
                         node_ip: m.host_ip,
                         backends: Vec::new(),
                         affinity_seconds: None,
+                        keep_client: false,
                     });
                     if !ep.pending && !ep.held {
                         rule.backends.push(Backend {

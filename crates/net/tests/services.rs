@@ -235,6 +235,7 @@ fn service(id: &str, vip: [u8; 4], backends: Vec<Backend>) -> ServiceRule {
         node_ip: None,
         backends,
         affinity_seconds: None,
+        keep_client: false,
     }
 }
 

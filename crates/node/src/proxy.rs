@@ -4,8 +4,8 @@
 //! address) lead, at random, to its ready endpoints (falling back to serving ones
 //! that are terminating, as kube-proxy does, so a rollout loses no connection).
 //! `internalTrafficPolicy: Local` keeps the virtual IP's traffic, and `externalTrafficPolicy:
-//! Local` the node port's and load balancer's, to this node's endpoints; unlike kube-proxy,
-//! such external traffic is still masqueraded (the client's address is not kept).
+//! Local` the node port's and load balancer's, to this node's endpoints, where a client on
+//! another host keeps its address (only this host's own connections are masqueraded).
 //!
 //! It runs one pass at start and one after each burst of changes; only services whose
 //! rules changed are rewritten. With no services left it removes its table. It also gives
@@ -168,6 +168,7 @@ pub fn rules(services: &[Value], slices: &[Value], node: &str) -> Vec<ServiceRul
                         node_ip: Some(ip),
                         backends: outside.clone(),
                         affinity_seconds: affinity,
+                        keep_client: external_local,
                     });
                 }
             }
@@ -182,6 +183,7 @@ pub fn rules(services: &[Value], slices: &[Value], node: &str) -> Vec<ServiceRul
                     node_ip: None,
                     backends: outside,
                     affinity_seconds: affinity,
+                    keep_client: true,
                 });
             }
             out.push(ServiceRule {
@@ -193,6 +195,7 @@ pub fn rules(services: &[Value], slices: &[Value], node: &str) -> Vec<ServiceRul
                 node_ip: None,
                 backends,
                 affinity_seconds: affinity,
+                keep_client: false,
             });
         }
     }
