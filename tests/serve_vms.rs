@@ -3,7 +3,8 @@
 //! through the Service's virtual IP; `corral vm ls` shows the same VM; QEMU killed with -9
 //! is started again by `runStrategy: Always`; `Halted` stops it and `Always` brings it back;
 //! a VirtualMachineClone waits for its source to stop and makes a VM of its own identity
-//! behind the same Service; a VirtualMachineSnapshot is the engine's snapshot and goes with
+//! behind the same Service, and reaches that Service's virtual IP from inside; a
+//! VirtualMachineSnapshot is the engine's snapshot and goes with
 //! its object, and a VirtualMachineRestore waits for the VM to stop and puts its disk back; `kubectl explain` reads the schema; a VM too big for any node stays unplaced with a
 //! reason; bad specs are refused with 422 and unknown fields with 400; deleting the
 //! namespace removes the VM and its QEMU, and leaves nothing behind.
@@ -238,6 +239,27 @@ fn a_virtual_machine_is_kept_running_and_answers_through_a_service() {
             seen.len() == 2
         },
     );
+    // A VM on the pods' network reaches a Service's virtual IP too, as a pod does (here the
+    // Service behind which it stands itself).
+    // (busybox 1.35's wget crashes on `-T`: no timeout flag.)
+    let vip_url = format!("http://{vip}/");
+    let mut got = String::new();
+    let fetched = (0..60).any(|_| {
+        let o = s
+            .world
+            .cmd(&["vm", "exec", "web2.vmtest", "--", "wget", "-qO-", &vip_url]);
+        got = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let ok = got.starts_with("vm-web");
+        if !ok {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        ok
+    });
+    assert!(fetched, "the service from inside a VM: {got:?}");
 
     // A snapshot is the engine's snapshot of the VM, and goes with its object.
     let vm_exec = |script: &str| {
