@@ -161,15 +161,8 @@ while True:
     c.sendall(sys.argv[2].encode() + b"\n")
     c.close()
 "#;
-        let mut child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns,
-                crate::networks::HOST_PYTHON,
-                "-c",
-            ])
-            .arg(SCRIPT)
+        let mut child = self
+            .python(SCRIPT)
             .arg(port.to_string())
             .arg(greeting)
             .stdin(Stdio::null())
@@ -196,24 +189,25 @@ while True:
 }
 
 impl Outside {
+    /// The host's python running `script` inside the namespace.
+    fn python(&self, script: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args([
+            "netns",
+            "exec",
+            &self.ns,
+            crate::networks::HOST_PYTHON,
+            "-c",
+            script,
+        ]);
+        c
+    }
+
     /// The body of an HTTP GET of `url` made from inside the namespace (a client on another
     /// host), or why it failed.
     pub fn fetch(&self, url: &str) -> Result<String, String> {
         const SCRIPT: &str = "import sys, urllib.request\nprint(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode(), end='')";
-        let out = run_bounded(
-            Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &self.ns,
-                    crate::networks::HOST_PYTHON,
-                    "-c",
-                    SCRIPT,
-                ])
-                .arg(url),
-            None,
-            Duration::from_secs(20),
-        );
+        let out = run_bounded(self.python(SCRIPT).arg(url), None, Duration::from_secs(20));
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {

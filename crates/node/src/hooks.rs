@@ -87,6 +87,24 @@ pub(crate) struct Report {
     pub container: String,
 }
 
+/// [`stop`] of container `name` (engine container `id`) of the pod at `pod_ip`, in a task.
+pub(crate) fn spawn_stop(
+    agent: &crate::NodeAgent,
+    pod: &PodRef,
+    pod_ip: Option<std::net::IpAddr>,
+    (name, id): (&str, &str),
+    hook: Option<Result<Hook, String>>,
+    grace: u64,
+) -> tokio::task::JoinHandle<()> {
+    let target = Target::new(&agent.engine, pod_ip, id);
+    let report = Report {
+        events: agent.events.clone(),
+        pod: pod.clone(),
+        container: name.to_owned(),
+    };
+    tokio::spawn(stop(agent.engine.clone(), hook, target, grace, report))
+}
+
 /// Stops the container `target` names as the kubelet stops one: its preStop `hook` first,
 /// within `grace` seconds (a failure is a `FailedPreStopHook` event), then SIGTERM with what
 /// is left of the grace (at least 2 s), then SIGKILL.

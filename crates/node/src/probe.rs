@@ -185,6 +185,18 @@ pub struct Target {
     pub container_id: String,
 }
 
+impl Target {
+    /// Container `id` of the pod at `pod_ip`, run by `engine`.
+    pub fn new(engine: &corral_engine::Engine, pod_ip: Option<IpAddr>, id: &str) -> Target {
+        Target {
+            pod_ip,
+            exe: engine.exe().to_path_buf(),
+            root: engine.root().to_path_buf(),
+            container_id: id.to_owned(),
+        }
+    }
+}
+
 /// Runs a probe's action once.
 pub async fn run_once(action: &Action, target: &Target, timeout: Duration) -> Outcome {
     match action {

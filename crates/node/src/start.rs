@@ -252,12 +252,7 @@ impl Worker {
             .and_then(|s| s.termination_grace_period_seconds)
             .unwrap_or(30)
             .max(1) as u64;
-        let target = crate::probe::Target {
-            pod_ip: self.pod_ip,
-            exe: self.agent.engine.exe().to_path_buf(),
-            root: self.agent.engine.root().to_path_buf(),
-            container_id: id.to_owned(),
-        };
+        let target = crate::probe::Target::new(&self.agent.engine, self.pod_ip, id);
         let limit = std::time::Duration::from_secs(grace);
         let failed = crate::hooks::failure(crate::hooks::hook_of(h, c), &target, limit).await;
         if let Some(why) = failed {

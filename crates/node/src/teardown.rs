@@ -47,21 +47,15 @@ impl Worker {
                 .as_ref()
                 .and_then(|s| s.containers.iter().find(|c| c.name == *name))
                 .and_then(crate::hooks::pre_stop_of);
-            let target = crate::probe::Target {
-                pod_ip: self.pod_ip,
-                exe: self.agent.engine.exe().to_path_buf(),
-                root: self.agent.engine.root().to_path_buf(),
-                container_id: cur.id.clone(),
-            };
-            let report = crate::hooks::Report {
-                events: self.agent.events.clone(),
-                pod: self.pod_ref.clone(),
-                container: name.clone(),
-            };
-            let engine = self.agent.engine.clone();
-            stops.push(tokio::spawn(crate::hooks::stop(
-                engine, hook, target, grace, report,
-            )));
+            let (n, id) = (name.as_str(), cur.id.as_str());
+            stops.push(crate::hooks::spawn_stop(
+                &self.agent,
+                &self.pod_ref,
+                self.pod_ip,
+                (n, id),
+                hook,
+                grace,
+            ));
         }
         for n in &names {
             let m = format!("Stopping container {n}");

@@ -505,12 +505,7 @@ impl Worker {
                 || c.readiness_probe.is_some()
                 || c.startup_probe.is_some();
             if has_probes && !slot.init {
-                let target = crate::probe::Target {
-                    pod_ip: self.pod_ip,
-                    exe: self.agent.engine.exe().to_path_buf(),
-                    root: self.agent.engine.root().to_path_buf(),
-                    container_id: cur.id.clone(),
-                };
+                let target = crate::probe::Target::new(&self.agent.engine, self.pod_ip, &cur.id);
                 let started = cur
                     .state
                     .started_at
@@ -533,22 +528,14 @@ impl Worker {
             if slot.killing.is_none() {
                 slot.probes = None;
                 // As the kubelet does: the preStop hook, then SIGTERM, within the grace.
-                let target = crate::probe::Target {
-                    pod_ip: self.pod_ip,
-                    exe: self.agent.engine.exe().to_path_buf(),
-                    root: self.agent.engine.root().to_path_buf(),
-                    container_id: cur.id.clone(),
-                };
-                let report = crate::hooks::Report {
-                    events: self.agent.events.clone(),
-                    pod: self.pod_ref.clone(),
-                    container: c.name.clone(),
-                };
-                let engine = self.agent.engine.clone();
-                let hook = crate::hooks::pre_stop_of(c);
-                slot.killing = Some(tokio::spawn(crate::hooks::stop(
-                    engine, hook, target, grace, report,
-                )));
+                slot.killing = Some(crate::hooks::spawn_stop(
+                    &self.agent,
+                    &self.pod_ref,
+                    self.pod_ip,
+                    (&c.name, &cur.id),
+                    crate::hooks::pre_stop_of(c),
+                    grace,
+                ));
                 let msg = format!("Container {} {why}", c.name);
                 self.event(Some(&c.name), EventType::Normal, "Killing", &msg)
                     .await;
