@@ -2,15 +2,21 @@
 //! replicas follow its pods' CPU or memory use, with Kubernetes' algorithm.
 //!
 //! Every [`SYNC`] (Kubernetes' is 15 s) each autoscaler reads its target's `/scale`, the
-//! Running pods its selector matches, and their `metrics.k8s.io` PodMetrics (written by the
-//! node agents). Per metric:
+//! pods its selector matches (less those being deleted, failed or finished), and their
+//! `metrics.k8s.io` PodMetrics (written by the node agents). Per metric:
 //! - `Utilization`: usage as a percentage of the pods' requests; a pod without a request for
 //!   the resource makes the metric fail (condition ScalingActive False, FailedGetResourceMetric,
 //!   naming the container), as in Kubernetes;
 //! - `AverageValue`: usage per pod against the quantity.
 //!
-//! The proposal is `ceil(pods with metrics × current / target)`, left at the current count
-//! when the ratio is within the 10% tolerance; the largest proposal of all metrics wins,
+//! The proposal is `ceil(ready pods with metrics × current / target)`, left at the current
+//! count when the ratio is within the 10% tolerance. Pods are grouped as Kubernetes' replica
+//! calculator groups them: Pending pods, and for CPU pods not Ready (in their first 5 minutes,
+//! or never Ready since their start), are set aside; pods without metrics are missing. When
+//! some are missing, or set aside while the ratio asks for more, the ratio is taken again
+//! with the missing pods at their whole request (scaling down) or 0 (scaling up) and the
+//! set-aside ones at 0 (scaling up), and the count stays if that lands within the tolerance
+//! or turns the direction. The largest proposal of all metrics wins,
 //! bounded by `minReplicas`/`maxReplicas`. `behavior` then applies: a scale-down takes the
 //! highest proposal of its stabilization window (300 s by default), a scale-up the lowest of
 //! its own (0 s), and each is limited by its policies (by default up: 4 pods or 100% per
@@ -20,9 +26,9 @@
 //! written through the target's `/scale`, as a user's `kubectl scale` is.
 //!
 //! Limits: `Pods`, `Object` and `External` metrics are refused by the API; proposals live in
-//! memory, so a restarted server starts its stabilization windows afresh; every Running pod
-//! with metrics counts, Ready or not, and pods without metrics are left out rather than
-//! assumed at 0% or 100%; scale events, like proposals, are kept in memory only.
+//! memory, so a restarted server starts its stabilization windows afresh; scale events, like
+//! proposals, are kept in memory only. A reading taken before a pod's last Ready transition
+//! is not told apart (Kubernetes compares the metric's window with the transition).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -158,11 +164,68 @@ fn propose(ratio: f64, count: i64, current: i64) -> i64 {
     }
 }
 
-/// Reads one metric over `pods` (with their PodMetrics).
+/// How long after its start a pod's CPU readings may still be its start-up (Kubernetes'
+/// `--horizontal-pod-autoscaler-cpu-initialization-period`).
+const CPU_INITIALIZATION_SECS: i64 = 300;
+/// A pod not Ready this soon after its start has never been Ready (Kubernetes'
+/// `--horizontal-pod-autoscaler-initial-readiness-delay`).
+const INITIAL_READINESS_SECS: i64 = 30;
+
+/// Whether a Running pod's CPU reading is set aside, as Kubernetes' replica calculator sets it
+/// aside: no Ready condition or start time; within the initialization period, not Ready;
+/// after it, not Ready and never Ready since the start.
+fn cpu_unready(p: &Value, now: i64) -> bool {
+    let ready = p["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"));
+    let started = p["status"]["startTime"]
+        .as_str()
+        .and_then(corral_store::meta::parse_rfc3339);
+    let (Some(c), Some(started)) = (ready, started) else {
+        return true;
+    };
+    let not_ready = c["status"] == "False";
+    if started + CPU_INITIALIZATION_SECS > now {
+        return not_ready;
+    }
+    let changed = c["lastTransitionTime"]
+        .as_str()
+        .and_then(corral_store::meta::parse_rfc3339)
+        .unwrap_or(started);
+    not_ready && changed < started + INITIAL_READINESS_SECS
+}
+
+/// One pod's share of a metric: its usage and, for a `Utilization` target, its request.
+#[derive(Clone, Copy)]
+struct Share {
+    used: i64,
+    request: i64,
+}
+
+/// The ratio of `shares` to the target: utilization of the requests against `target`
+/// percent, or the average against `target` per pod.
+fn ratio(shares: &[Share], utilization: bool, target: f64) -> f64 {
+    let used: i64 = shares.iter().map(|s| s.used).sum();
+    if utilization {
+        let req: i64 = shares.iter().map(|s| s.request).sum();
+        used as f64 * 100.0 / req.max(1) as f64 / target
+    } else {
+        used as f64 / shares.len().max(1) as f64 / target
+    }
+}
+
+/// Reads one metric over the autoscaler's `pods` (not being deleted, not Failed), each with its
+/// PodMetrics if it has one, as Kubernetes' replica calculator does: Pending pods and (for
+/// CPU) pods not Ready are set aside, pods without metrics are missing. The ratio over the
+/// rest proposes `ceil(ratio × their count)`; when pods are missing, or set aside while the
+/// ratio asks for more, the ratio is taken again with the missing pods at the target (scaling
+/// down) or at 0 (scaling up) and the set-aside ones at 0 (scaling up), and the count is kept
+/// if that is within the tolerance or turns the direction.
 fn read_metric(
     spec: &Value,
-    pods: &[(&Value, &Value)],
+    pods: &[(&Value, Option<&Value>)],
     current: i64,
+    now: i64,
 ) -> Result<Reading, (String, String)> {
     let kind = spec["type"].as_str().unwrap_or("Resource");
     let src_key = if kind == "ContainerResource" {
@@ -174,40 +237,17 @@ fn read_metric(
     let res = src["name"].as_str().unwrap_or("cpu");
     let container = src["container"].as_str();
     let t = &src["target"];
-    if pods.is_empty() {
-        return Err((
-            "FailedGetResourceMetric".into(),
+    let utilization = t["type"] == "Utilization";
+    let no_metrics = || {
+        (
+            "FailedGetResourceMetric".to_string(),
             format!("failed to get {res} utilization: did not receive metrics for targeted pods (pods might be unready)"),
-        ));
-    }
-    let used: i64 = pods.iter().map(|(_, m)| usage(m, res, container)).sum();
-    let n = pods.len() as i64;
-    if t["type"] == "Utilization" {
-        let mut req = 0;
-        for (p, _) in pods {
-            req += requests(p, res, container).map_err(|e| {
-                (
-                    "FailedGetResourceMetric".to_string(),
-                    format!("failed to get {res} utilization: {e}"),
-                )
-            })?;
-        }
-        if req <= 0 {
-            return Err((
-                "FailedGetResourceMetric".into(),
-                format!("failed to get {res} utilization: the pods request no {res}"),
-            ));
-        }
-        let util = used as f64 * 100.0 / req as f64;
-        let target = t["averageUtilization"].as_f64().unwrap_or(80.0);
-        Ok(Reading {
-            proposal: propose(util / target, n, current),
-            current: json!({"type": kind, src_key: {"name": res, "current": {
-                "averageUtilization": util.round() as i64,
-                "averageValue": format_amount(used / n, res)}}}),
-        })
+        )
+    };
+    let target = if utilization {
+        t["averageUtilization"].as_f64().unwrap_or(80.0)
     } else {
-        let target = t["averageValue"]
+        t["averageValue"]
             .as_str()
             .map(str::to_string)
             .or_else(|| t["averageValue"].as_f64().map(|v| v.to_string()))
@@ -218,14 +258,84 @@ fn read_metric(
                     "InvalidMetricSourceType".to_string(),
                     format!("the {res} target averageValue is not a positive quantity"),
                 )
-            })?;
-        let avg = used as f64 / n as f64;
-        Ok(Reading {
-            proposal: propose(avg / target as f64, n, current),
-            current: json!({"type": kind, src_key: {"name": res, "current": {
-                "averageValue": format_amount(avg.round() as i64, res)}}}),
-        })
+            })? as f64
+    };
+    let (mut ready, mut unready, mut missing) = (Vec::new(), Vec::new(), Vec::new());
+    for (p, m) in pods {
+        let request = if utilization {
+            requests(p, res, container).map_err(|e| {
+                (
+                    "FailedGetResourceMetric".to_string(),
+                    format!("failed to get {res} utilization: {e}"),
+                )
+            })?
+        } else {
+            0
+        };
+        let share = |used| Share { used, request };
+        match m {
+            _ if p["status"]["phase"] == "Pending" => unready.push(share(0)),
+            None => missing.push(share(0)),
+            Some(_) if res == "cpu" && cpu_unready(p, now) => unready.push(share(0)),
+            Some(m) => ready.push(share(usage(m, res, container))),
+        }
     }
+    if ready.is_empty() {
+        return Err(no_metrics());
+    }
+    if utilization && ready.iter().map(|s| s.request).sum::<i64>() <= 0 {
+        return Err((
+            "FailedGetResourceMetric".into(),
+            format!("failed to get {res} utilization: the pods request no {res}"),
+        ));
+    }
+    let n = ready.len() as i64;
+    let used: i64 = ready.iter().map(|s| s.used).sum();
+    let r = ratio(&ready, utilization, target);
+    let current_metric = if utilization {
+        let util = r * target;
+        json!({"type": kind, src_key: {"name": res, "current": {
+            "averageUtilization": util.round() as i64,
+            "averageValue": format_amount(used / n, res)}}})
+    } else {
+        json!({"type": kind, src_key: {"name": res, "current": {
+            "averageValue": format_amount((used as f64 / n as f64).round() as i64, res)}}})
+    };
+    let up_with_unready = !unready.is_empty() && r > 1.0;
+    let proposal = if !up_with_unready && missing.is_empty() {
+        propose(r, n, current)
+    } else {
+        let mut all = ready.clone();
+        for m in &missing {
+            // Scaling down, a missing pod is taken at its whole request (or the target, if
+            // higher); scaling up, at nothing.
+            let used = match (r < 1.0, utilization) {
+                (true, true) => (m.request as f64 * target.max(100.0) / 100.0) as i64,
+                (true, false) => target as i64,
+                (false, _) => 0,
+            };
+            all.push(Share { used, ..*m });
+        }
+        if up_with_unready {
+            all.extend(unready.iter().copied());
+        }
+        let again = ratio(&all, utilization, target);
+        let turned = (r < 1.0 && again > 1.0) || (r > 1.0 && again < 1.0);
+        let count = (again * all.len() as f64).ceil() as i64;
+        if (again - 1.0).abs() <= TOLERANCE
+            || turned
+            || (again < 1.0 && count > current)
+            || (again > 1.0 && count < current)
+        {
+            current
+        } else {
+            count
+        }
+    };
+    Ok(Reading {
+        proposal,
+        current: current_metric,
+    })
 }
 
 /// The most a policy set lets `current` move towards `desired` now, given the scale
@@ -336,11 +446,15 @@ async fn sync_one(store: &Arc<dyn Store>, objects: &Objects, history: &History, 
         _ => return,
     };
     let by_name: HashMap<&str, &Value> = metrics.iter().map(|m| (name(m), m)).collect();
-    let measured: Vec<(&Value, &Value)> = pods
+    // As Kubernetes: pods being deleted and failed (or finished) pods do not count.
+    let measured: Vec<(&Value, Option<&Value>)> = pods
         .iter()
-        .filter(|p| !kv::deleting(p) && p["status"]["phase"] == "Running")
+        .filter(|p| {
+            !kv::deleting(p)
+                && !matches!(p["status"]["phase"].as_str(), Some("Failed" | "Succeeded"))
+        })
         .filter(|p| sel.matches(p.get("metadata").and_then(|m| m.get("labels"))))
-        .filter_map(|p| by_name.get(name(p)).map(|m| (p, *m)))
+        .map(|p| (p, by_name.get(name(p)).copied()))
         .collect();
     let min = spec["minReplicas"].as_i64().unwrap_or(1);
     let max = spec["maxReplicas"].as_i64().unwrap_or(min).max(min);
@@ -348,7 +462,7 @@ async fn sync_one(store: &Arc<dyn Store>, objects: &Objects, history: &History, 
     let mut current_metrics = Vec::new();
     let mut failure: Option<(String, String)> = None;
     for m in spec["metrics"].as_array().into_iter().flatten() {
-        match read_metric(m, &measured, current) {
+        match read_metric(m, &measured, current, now) {
             Ok(r) => {
                 proposal = Some(proposal.map_or(r.proposal, |p: i64| p.max(r.proposal)));
                 current_metrics.push(r.current);
@@ -643,6 +757,76 @@ mod tests {
         assert_eq!(limit(&b, 8, 1, &[(0, 3)], 10), 2);
     }
 
+    /// A Running pod requesting `cpu` millicores, started at `started`, Ready or not since then.
+    fn running(name: &str, cpu: i64, ready: bool, started: i64) -> Value {
+        let at = |t: i64| {
+            corral_store::meta::rfc3339(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(t as u64),
+            )
+        };
+        json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "main",
+            "resources": {"requests": {"cpu": format!("{cpu}m")}}}]},
+            "status": {"phase": "Running", "startTime": at(started), "conditions": [
+                {"type": "Ready", "status": if ready { "True" } else { "False" },
+                 "lastTransitionTime": at(started)}]}})
+    }
+
+    fn cpu_use(millis: i64) -> Value {
+        json!({"containers": [{"name": "main", "usage": {"cpu": format!("{}n", millis * 1_000_000)}}]})
+    }
+
+    #[test]
+    fn missing_and_unready_pods_are_counted_as_kubernetes_counts_them() {
+        let spec = json!({"type": "Resource", "resource": {"name": "cpu",
+            "target": {"type": "Utilization", "averageUtilization": 50}}});
+        let now = 10_000;
+        let (a, b) = (running("a", 100, true, 0), running("b", 100, true, 0));
+        let pending = json!({"metadata": {"name": "p"}, "spec": a["spec"].clone(),
+            "status": {"phase": "Pending"}});
+        let (hot, idle) = (cpu_use(100), cpu_use(10));
+        // Two busy pods at 100%: 4.
+        let both = [(&a, Some(&hot)), (&b, Some(&hot))];
+        assert_eq!(read_metric(&spec, &both, 2, now).unwrap().proposal, 4);
+        // One busy, one without metrics: scaling up, the missing one counts as 0%:
+        // (100 + 0) / 200 = 50%, within the tolerance: stay at 2.
+        let one_missing = [(&a, Some(&hot)), (&b, None)];
+        assert_eq!(
+            read_metric(&spec, &one_missing, 2, now).unwrap().proposal,
+            2
+        );
+        // One idle, one missing: scaling down, the missing one counts as its whole request:
+        // (10 + 100) / 200 = 55%: within the tolerance of 50%, stay.
+        let idle_missing = [(&a, Some(&idle)), (&b, None)];
+        assert_eq!(
+            read_metric(&spec, &idle_missing, 2, now).unwrap().proposal,
+            2
+        );
+        // Without the missing pod, the idle one alone would go to 1.
+        let idle_only = [(&a, Some(&idle))];
+        assert_eq!(read_metric(&spec, &idle_only, 2, now).unwrap().proposal, 1);
+        // A Pending pod, scaling up: taken at 0%: (100 + 0) / 200 = 50%: stay at 2.
+        let with_pending = [(&a, Some(&hot)), (&pending, None)];
+        assert_eq!(
+            read_metric(&spec, &with_pending, 2, now).unwrap().proposal,
+            2
+        );
+        // A pod not Ready during its first 5 minutes is set aside for CPU.
+        let starting = running("s", 100, false, now - 60);
+        assert!(cpu_unready(&starting, now));
+        let both = [(&a, Some(&hot)), (&starting, Some(&hot))];
+        // Scaling up with it: (100 + 0) / 200: stay.
+        assert_eq!(read_metric(&spec, &both, 2, now).unwrap().proposal, 2);
+        // Long running and once Ready: its reading counts whatever its condition now says.
+        let mut flapped = running("f", 100, false, 0);
+        flapped["status"]["conditions"][0]["lastTransitionTime"] =
+            json!(corral_store::meta::rfc3339(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs((now - 10) as u64)
+            ));
+        assert!(!cpu_unready(&flapped, now));
+        // Nothing but pods without metrics: no metric.
+        assert!(read_metric(&spec, &[(&a, None)], 1, now).is_err());
+    }
+
     #[test]
     fn a_pod_without_requests_fails_the_utilization_metric() {
         let pod =
@@ -650,7 +834,7 @@ mod tests {
         let m = json!({"containers": [{"name": "main", "usage": {"cpu": "50000000n", "memory": "1024Ki"}}]});
         let spec = json!({"type": "Resource", "resource": {"name": "cpu",
             "target": {"type": "Utilization", "averageUtilization": 50}}});
-        let Err((reason, msg)) = read_metric(&spec, &[(&pod, &m)], 1) else {
+        let Err((reason, msg)) = read_metric(&spec, &[(&pod, Some(&m))], 1, 0) else {
             panic!("no error");
         };
         assert_eq!(reason, "FailedGetResourceMetric");
@@ -658,9 +842,10 @@ mod tests {
             msg.contains("missing request for cpu in container main of Pod web-1"),
             "{msg}"
         );
-        let pod = json!({"metadata": {"name": "web-1"}, "spec": {"containers": [{"name": "main",
-            "resources": {"requests": {"cpu": "100m"}}}]}});
-        let r = read_metric(&spec, &[(&pod, &m)], 1).ok().unwrap();
+        let pod = running("web-1", 100, true, 0);
+        let r = read_metric(&spec, &[(&pod, Some(&m))], 1, 1000)
+            .ok()
+            .unwrap();
         assert_eq!(r.current["resource"]["current"]["averageUtilization"], 50);
         assert_eq!(r.proposal, 1);
     }
