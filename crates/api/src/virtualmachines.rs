@@ -597,7 +597,7 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
                 "x-kubernetes-group-version-kind": gvk("VirtualMachineSnapshot"),
                 "properties": {
                     "apiVersion": s("corral.dev/v1"), "kind": s("VirtualMachineSnapshot"), "metadata": meta,
-                    "spec": {"type": "object", "properties": {
+                    "spec": {"type": "object", "description": "What to snapshot.", "properties": {
                         "source": source,
                         "memory": {"type": "boolean", "description": "Also save the running machine (memory, CPUs, devices), so that a restore resumes every process."},
                     }},
@@ -619,7 +619,7 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
                 "x-kubernetes-group-version-kind": gvk("VirtualMachineClone"),
                 "properties": {
                     "apiVersion": s("corral.dev/v1"), "kind": s("VirtualMachineClone"), "metadata": meta,
-                    "spec": {"type": "object", "properties": {"source": source.clone(), "target": {"type": "object", "description": "The VirtualMachine to make (it must not exist).", "properties": {"kind": s("VirtualMachine"), "name": s("Its name.")}, "required": ["name"]}}},
+                    "spec": {"type": "object", "description": "What to clone, and into what.", "properties": {"source": source.clone(), "target": {"type": "object", "description": "The VirtualMachine to make (it must not exist).", "properties": {"kind": s("VirtualMachine"), "name": s("Its name.")}, "required": ["name"]}}},
                     "status": {"type": "object", "properties": {
                         "phase": s("Pending, Succeeded or Failed."),
                         "conditions": {"type": "array", "items": {"type": "object"}},
@@ -635,7 +635,7 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
                 "x-kubernetes-group-version-kind": gvk("VirtualMachineRestore"),
                 "properties": {
                     "apiVersion": s("corral.dev/v1"), "kind": s("VirtualMachineRestore"), "metadata": meta,
-                    "spec": {"type": "object", "properties": {
+                    "spec": {"type": "object", "description": "What to restore, and into which VM.", "properties": {
                         "target": {"type": "object", "description": "The VirtualMachine, in the same namespace.", "properties": {"apiGroup": s("corral.dev"), "kind": s("VirtualMachine"), "name": s("Its name.")}, "required": ["name"]},
                         "virtualMachineSnapshotName": s("The VirtualMachineSnapshot to restore, in the same namespace, taken of the target."),
                     }, "required": ["target", "virtualMachineSnapshotName"]},
