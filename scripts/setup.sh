@@ -10,14 +10,15 @@ cd "$(dirname "$0")/.."
 # the tests build bootable disks and cloud-init seeds with (debootstrap: the real Debian 12
 # disk of tests/vm_debian.rs, tests/src/debian12-disk.sh; ssh to reach it). podman-compose, the
 # peer of `corral compose` (tests/compose_peer.rs, benches/compose.sh), needs netavark and
-# aardvark-dns for DNS by service name (Debian's CNI plugins have no dnsname) and catatonit
-# for `init: true`.
+# aardvark-dns for DNS by service name (Debian's CNI plugins have no dnsname), iptables, which
+# netavark 1.4 writes its rules with (its nftables driver came later; neither package pulls it
+# in), and catatonit for `init: true`.
 PACKAGES=(
   ca-certificates tar zstd gzip e2fsprogs util-linux iproute2 procps nftables
   gcc libc6-dev pkg-config make
   busybox-static
   podman buildah skopeo docker-registry apache2-utils containerd tmux
-  netavark aardvark-dns catatonit
+  netavark aardvark-dns iptables catatonit
   hyperfine runc crun python3 iperf3 sockperf strace
   qemu-system-x86 qemu-utils linux-image-cloud-amd64 ovmf
   extlinux syslinux-common genisoimage cpio fdisk

@@ -1148,9 +1148,26 @@ fn memory_and_block_io_flags_reach_the_cgroup() {
     if swap {
         flags.extend(["--memory-swap", "96m"]);
     }
-    let weight = std::path::Path::new("/sys/fs/cgroup/blkio").is_dir();
+    // A weight needs an I/O scheduler that has weights (BFQ; CFQ before Linux 5.0): the
+    // hierarchy's root then has the file.
+    let blkio = std::path::Path::new("/sys/fs/cgroup/blkio");
+    let weight = ["blkio.weight", "blkio.bfq.weight"]
+        .iter()
+        .any(|f| blkio.join(f).exists());
     if weight {
         flags.extend(["--blkio-weight", "300"]);
+    } else if blkio.is_dir() {
+        report_skip(
+            "memory_and_block_io_flags_reach_the_cgroup (its --blkio-weight part)",
+            "no I/O scheduler with weights here (no BFQ): checking the refusal instead",
+        );
+        let out = run_rm(&c, &["--blkio-weight", "300"], &["true"]);
+        assert_eq!(out.status.code(), Some(EXIT_CORRAL), "{}", describe(&out));
+        assert!(
+            stderr_of(&out).contains("no I/O scheduler with weights"),
+            "{}",
+            describe(&out)
+        );
     }
     let id = run_d(
         &c,

@@ -191,7 +191,10 @@ fn a_stateful_set_keeps_names_order_and_data() {
     let uid0 = s.json(&["get", "pod", "web-0"])["metadata"]["uid"].clone();
     s.ok(&["delete", "pod", "web-0", "--wait=false"]);
     wait_for("web-0 to come back", Duration::from_secs(120), || {
-        let p = s.json(&["get", "pod", "web-0"]);
+        // Between the deletion and the controller's new pod there is no web-0.
+        let Some(p) = s.try_json(&["get", "pod", "web-0"]) else {
+            return false;
+        };
         p["metadata"]["uid"] != uid0
             && p["status"]["conditions"].as_array().is_some_and(|cs| {
                 cs.iter()

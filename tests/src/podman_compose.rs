@@ -334,9 +334,13 @@ impl PodmanCompose {
     /// netavark, aardvark-dns or podman-compose is missing. Waits for any other user of
     /// netavark in this test binary to finish.
     pub fn new(test: &str) -> Option<Self> {
-        for tool in ["podman", "runc", "conmon", "nft"] {
+        // netavark 1.4 writes its rules with iptables (through iptables-nft here).
+        for tool in ["podman", "runc", "conmon", "nft", "iptables"] {
             if find_tool(tool).is_none() {
-                report_skip(test, &format!("{tool} not installed (podman-compose side)"));
+                report_skip(
+                    test,
+                    &format!("{tool} not installed (podman-compose side): run scripts/setup.sh"),
+                );
                 return None;
             }
         }

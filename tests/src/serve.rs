@@ -182,6 +182,18 @@ impl Serve {
         serde_json::from_str(&self.ok(&a)).expect("kubectl printed JSON")
     }
 
+    /// As [`json`](Self::json), but `None` when kubectl fails (the object is not there, for
+    /// one), for waits across a deletion.
+    pub fn try_json(&self, args: &[&str]) -> Option<Value> {
+        let mut a = args.to_vec();
+        a.extend_from_slice(&["-o", "json"]);
+        let o = self.kubectl(&a);
+        o.status
+            .success()
+            .then(|| serde_json::from_slice(&o.stdout).ok())
+            .flatten()
+    }
+
     /// Waits until the pod is Ready, failing with its YAML, the events and the server log.
     pub fn wait_ready(&self, ns: &str, pod: &str) {
         let timeout = format!("--timeout={}s", READY.as_secs());

@@ -10,7 +10,8 @@
 //! [`ports`] (`-p` syntax), [`endpoint`] (what a connection records), [`dns`] (the embedded
 //! DNS server of each network, which also answers DHCP: [`dhcp`]), [`attach`] (a container's namespace, endpoints, names, hosts
 //! and resolv.conf), and [`Networks`], the synchronous API over them.
-//! It also owns the data path of Kubernetes Services: [`services`] (table `ip corral-svc`), and
+//! It also owns the data path of Kubernetes Services: [`services`] (table `ip corral-svc`, and
+//! the [`conntrack`] entries a change of endpoints leaves stale), and
 //! the host ports that a group of endpoints share (`shared`: table `ip corral-pub-*`, through the
 //! same load balancer).
 //!
@@ -22,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod attach;
+pub mod conntrack;
 pub mod dhcp;
 pub mod dns;
 pub mod endpoint;

@@ -51,8 +51,13 @@
 //!   [`crate::firewall::Firewall::setup_network`] for non-internal networks); this module owns
 //!   no interface and sets no sysctl, so endpoints behind other interfaces do not answer on
 //!   127.0.0.1.
-//! - Conntrack entries are not flushed: a UDP flow keeps going to an endpoint that was removed
-//!   until its entry times out (kube-proxy deletes them with conntrack(8)).
+//! - UDP flows: after an update, the [`conntrack`](crate::conntrack) entries that the change
+//!   leaves wrong are deleted, as kube-proxy deletes them: flows that a DNAT sent to an endpoint
+//!   the service lost (they would keep going there until idle for the UDP timeout), and flows
+//!   to a service address that no DNAT caught (sent before the service had endpoints), once it
+//!   has some. A full rebuild (the first sync, one after an error) deletes none: it does not
+//!   know what the table said before. TCP flows keep their endpoint until they end, as with
+//!   kube-proxy.
 //! - Affinity sets are emptied when the table is rebuilt and when a service's timeout changes.
 //! - The in-memory record of what was applied is trusted: a table changed behind corral's back
 //!   is repaired when a later change fails and forces a rebuild, or after
@@ -71,6 +76,7 @@ use std::process::{Command, Stdio};
 
 use sha2::{Digest, Sha256};
 
+use crate::conntrack::{self, Conntrack, Flow};
 use crate::firewall::{Firewall, FirewallError};
 use crate::fsutil::Lock;
 use crate::ports::Protocol;
@@ -564,6 +570,115 @@ fn diff_script(
     (s.finish(), changed)
 }
 
+/// Where a service port is reached: its VIP and port, or its node port (on one host address,
+/// or on any).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Front {
+    Vip(Ipv4Addr, u16),
+    NodePort(Option<Ipv4Addr>, u16),
+}
+
+impl Front {
+    fn of(v: &Svc) -> Vec<Front> {
+        let mut f = Vec::new();
+        if let Some(vip) = v.vip {
+            f.push(Front::Vip(vip, v.port));
+        }
+        if let Some(np) = v.node_port {
+            f.push(Front::NodePort(
+                v.node_ip.filter(|ip| !ip.is_unspecified()),
+                np,
+            ));
+        }
+        f
+    }
+
+    fn reaches(&self, f: &Flow) -> bool {
+        match *self {
+            Front::Vip(ip, port) => f.dst == ip && f.dport == port,
+            Front::NodePort(ip, port) => f.dport == port && ip.is_none_or(|ip| f.dst == ip),
+        }
+    }
+}
+
+/// The UDP flows that a change of the rules leaves wrong (kube-proxy's list): flows a DNAT sent
+/// to an endpoint that its service no longer has there, and flows to a service address that
+/// went untranslated because the service had no endpoints (or no rule) then and has some now.
+#[derive(Debug, Default, PartialEq)]
+struct StaleFlows {
+    lost: Vec<(Front, Backend)>,
+    untranslated: Vec<Front>,
+}
+
+impl StaleFlows {
+    fn between(old: &BTreeMap<String, Svc>, new: &BTreeMap<String, Svc>) -> StaleFlows {
+        fn udp<'a>(m: &'a BTreeMap<String, Svc>, id: &str) -> Option<(Vec<Front>, &'a Svc)> {
+            let v = m.get(id).filter(|v| v.protocol == Protocol::Udp)?;
+            Some((Front::of(v), v))
+        }
+        let mut stale = StaleFlows::default();
+        for id in old.keys() {
+            let Some((fronts, o)) = udp(old, id) else {
+                continue;
+            };
+            let kept = udp(new, id);
+            for front in fronts {
+                for b in &o.backends {
+                    let still = kept
+                        .as_ref()
+                        .is_some_and(|(f, n)| f.contains(&front) && n.has(b));
+                    if !still {
+                        stale.lost.push((front, b.clone()));
+                    }
+                }
+            }
+        }
+        for id in new.keys() {
+            let Some((fronts, n)) = udp(new, id) else {
+                continue;
+            };
+            if n.backends.is_empty() {
+                continue;
+            }
+            let before = udp(old, id);
+            for front in fronts {
+                let served = before
+                    .as_ref()
+                    .is_some_and(|(f, o)| f.contains(&front) && !o.backends.is_empty());
+                if !served {
+                    stale.untranslated.push(front);
+                }
+            }
+        }
+        stale
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lost.is_empty() && self.untranslated.is_empty()
+    }
+
+    fn covers(&self, f: &Flow) -> bool {
+        self.lost.iter().any(|(front, b)| {
+            front.reaches(f) && f.translated() && (f.reply_src, f.reply_sport) == (b.ip, b.port)
+        }) || self
+            .untranslated
+            .iter()
+            .any(|front| front.reaches(f) && !f.translated())
+    }
+
+    /// Deletes them from the calling thread's network namespace; how many were deleted.
+    fn delete(&self) -> io::Result<usize> {
+        let mut ct = Conntrack::open()?;
+        let mut n = 0;
+        for f in ct.flows(conntrack::UDP)? {
+            if self.covers(&f) && ct.delete(&f)? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
 /// Kubernetes Services on this node: table `ip corral-svc` (or the one given to
 /// [`with_table`](Self::with_table)) of the network namespace of the calling thread (nft runs as
 /// a child of it).
@@ -612,16 +727,21 @@ impl ServiceProxy {
     /// them). Conflicting rules are left out, the earlier in `rules` kept (see the log).
     pub fn sync(&mut self, rules: &[ServiceRule]) -> Result<usize> {
         let want = normalize(rules);
-        let (script, changed, op) = match self.applied.take() {
+        let (script, changed, op, stale) = match self.applied.take() {
             Some(old) => {
                 let (script, changed) = diff_script(&self.table, &old, &want);
                 if changed == 0 {
                     self.applied = Some(old);
                     return Ok(0);
                 }
-                (script, changed, "update")
+                (script, changed, "update", StaleFlows::between(&old, &want))
             }
-            None => (full_script(&self.table, &want), want.len(), "rebuild"),
+            None => (
+                full_script(&self.table, &want),
+                want.len(),
+                "rebuild",
+                StaleFlows::default(),
+            ),
         };
         // `applied` stays `None` if this fails: the table is then in an unknown state and the
         // next call rebuilds it.
@@ -629,6 +749,14 @@ impl ServiceProxy {
         self.run(&format!("{op} table ip {}", self.table), &script)?;
         tracing::debug!(changed, op, table = %self.table, "service rules applied");
         self.applied = Some(want);
+        if !stale.is_empty() {
+            // The rules are right whatever happens here; a flow left behind ends by itself.
+            match stale.delete() {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(n, table = %self.table, "stale UDP flows deleted"),
+                Err(e) => tracing::warn!(error = %e, "could not delete stale UDP flows"),
+            }
+        }
         Ok(changed)
     }
 
@@ -1076,5 +1204,87 @@ mod tests {
         let got = normalize(&[r, same, any]);
         assert_eq!(got["same"].node_port, None);
         assert_eq!(got["any"].node_port, Some(8080));
+    }
+
+    fn udp(id: &str, vip: &str, node_port: Option<u16>, backends: Vec<Backend>) -> ServiceRule {
+        ServiceRule {
+            protocol: Protocol::Udp,
+            port: 53,
+            node_port,
+            ..rule(id, vip, backends)
+        }
+    }
+
+    fn flow(dst: &str, dport: u16, reply: (&str, u16)) -> Flow {
+        Flow {
+            protocol: conntrack::UDP,
+            src: "10.1.0.9".parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            sport: 40000,
+            dport,
+            reply_src: reply.0.parse().unwrap(),
+            reply_sport: reply.1,
+            zone: 0,
+        }
+    }
+
+    #[test]
+    fn udp_flows_to_a_lost_endpoint_are_stale_and_others_are_not() {
+        let (a, b) = (be("10.1.0.2", 5353), be("10.1.0.3", 5353));
+        let old = normalize(&[
+            udp("dns", "10.96.0.10", Some(30053), vec![a.clone(), b.clone()]),
+            rule("web", "10.96.0.11", vec![a.clone()]),
+        ]);
+        // `a` leaves both: only the UDP service's flows to it are stale, by VIP and node port.
+        let new = normalize(&[
+            udp("dns", "10.96.0.10", Some(30053), vec![b.clone()]),
+            rule("web", "10.96.0.11", vec![]),
+        ]);
+        let stale = StaleFlows::between(&old, &new);
+        assert_eq!(
+            stale.lost,
+            vec![
+                (Front::Vip("10.96.0.10".parse().unwrap(), 53), a.clone()),
+                (Front::NodePort(None, 30053), a.clone()),
+            ]
+        );
+        assert!(stale.untranslated.is_empty());
+        assert!(stale.covers(&flow("10.96.0.10", 53, ("10.1.0.2", 5353))));
+        assert!(stale.covers(&flow("192.168.1.5", 30053, ("10.1.0.2", 5353))));
+        assert!(!stale.covers(&flow("10.96.0.10", 53, ("10.1.0.3", 5353))));
+        assert!(!stale.covers(&flow("10.96.0.12", 53, ("10.1.0.2", 5353))));
+        assert!(!stale.covers(&flow("10.96.0.10", 53, ("10.96.0.10", 53))));
+        // Nothing changed, nothing stale; a deleted service loses all its endpoints.
+        assert!(StaleFlows::between(&new, &new).is_empty());
+        let gone = StaleFlows::between(&new, &BTreeMap::new());
+        assert_eq!(gone.lost.len(), 2);
+    }
+
+    #[test]
+    fn untranslated_udp_flows_are_stale_once_the_service_has_endpoints() {
+        let a = be("10.1.0.2", 5353);
+        let none = normalize(&[udp("dns", "10.96.0.10", None, vec![])]);
+        let some = normalize(&[udp("dns", "10.96.0.10", None, vec![a.clone()])]);
+        for before in [&BTreeMap::new(), &none] {
+            let stale = StaleFlows::between(before, &some);
+            assert_eq!(
+                stale.untranslated,
+                vec![Front::Vip("10.96.0.10".parse().unwrap(), 53)]
+            );
+            assert!(stale.covers(&flow("10.96.0.10", 53, ("10.96.0.10", 53))));
+            assert!(!stale.covers(&flow("10.96.0.10", 53, ("10.1.0.2", 5353))));
+        }
+        // A moved VIP: the old address's flows to `a` are stale, the new one's untranslated.
+        let moved = normalize(&[udp("dns", "10.96.0.20", None, vec![a.clone()])]);
+        let stale = StaleFlows::between(&some, &moved);
+        assert_eq!(
+            stale.lost,
+            vec![(Front::Vip("10.96.0.10".parse().unwrap(), 53), a)]
+        );
+        assert_eq!(
+            stale.untranslated,
+            vec![Front::Vip("10.96.0.20".parse().unwrap(), 53)]
+        );
+        assert!(StaleFlows::between(&some, &none).untranslated.is_empty());
     }
 }

@@ -391,6 +391,65 @@ fn udp_service_answers_and_one_without_endpoints_refuses() {
     );
 }
 
+/// One UDP flow all along (one socket, one source port), as a resolver that keeps its port:
+/// what answers each datagram, or the error.
+struct Flow(UdpSocket);
+
+impl Flow {
+    fn new(ns: &Ns, to: SocketAddr) -> Flow {
+        let s = ns.run(|| UdpSocket::bind("0.0.0.0:0")).unwrap();
+        s.connect(to).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(700)))
+            .unwrap();
+        Flow(s)
+    }
+
+    fn ask(&self) -> io::Result<String> {
+        self.0.send(b"hello")?;
+        let mut buf = [0u8; 512];
+        let n = self.0.recv(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+}
+
+#[test]
+fn a_udp_flow_follows_its_service_as_endpoints_come_and_go() {
+    if skip("a_udp_flow_follows_its_service_as_endpoints_come_and_go") {
+        return;
+    }
+    let mut c = Cluster::new("udpflow");
+    // The table with no service: the node tracks connections, and a datagram to the VIP goes
+    // out untranslated (routed toward vh0), so its flow is recorded without a DNAT.
+    c.sync(&[]);
+    let addr = SocketAddr::from(([10, 96, 0, 54], 53));
+    let flow = Flow::new(&c.node, addr);
+    assert!(flow.ask().is_err(), "an answer before the service existed");
+
+    let mut dns = service("kube-system/dns2/dns", [10, 96, 0, 54], vec![backend(1)]);
+    dns.protocol = Protocol::Udp;
+    dns.port = 53;
+    c.sync(std::slice::from_ref(&dns));
+    // The untranslated flow was deleted: the same flow now reaches the endpoint.
+    let a = flow.ask().expect("the service answers its old flow");
+    assert!(a.starts_with("p1 "), "{a}");
+
+    // p1 leaves, p2 comes (p1 still answers on its own address): the flow moves to p2 at
+    // once, not after the 120 s of a UDP flow's idle timeout.
+    dns.backends = vec![backend(2)];
+    c.sync(std::slice::from_ref(&dns));
+    let a = flow.ask().expect("the new endpoint answers the old flow");
+    assert!(a.starts_with("p2 "), "{a}");
+    assert!(flow.ask().unwrap().starts_with("p2 "));
+
+    // No endpoint left: the flow is refused, not sent to p2.
+    dns.backends.clear();
+    c.sync(std::slice::from_ref(&dns));
+    assert!(
+        flow.ask().is_err(),
+        "an answer from a service with no endpoints"
+    );
+}
+
 #[test]
 fn node_port_answers_on_localhost_and_node_addresses() {
     if skip("node_port_answers_on_localhost_and_node_addresses") {
