@@ -399,7 +399,7 @@ fn debian_vm_boots_clones_reboots_and_grows_as_a_sysadmin_expects() {
     // same address, and cloud-init's growpart and resizefs grew the root filesystem at boot.
     let boot_id = ssh_b.ok("cat /proc/sys/kernel/random/boot_id");
     let prompts = login_prompts(&c, &b);
-    let _ = ssh_b.run("sudo systemctl reboot");
+    let asked = ssh_b.run("sudo systemctl reboot");
     let mut seen_stopped = false;
     let rebooted = poll_until(BOOT_TIMEOUT, || {
         std::thread::sleep(Duration::from_millis(500));
@@ -408,7 +408,8 @@ fn debian_vm_boots_clones_reboots_and_grows_as_a_sysadmin_expects() {
     });
     assert!(
         rebooted,
-        "{b}: no login prompt after the reboot: {}",
+        "{b}: no login prompt after the reboot (asked by ssh: {}): {}",
+        describe(&asked),
         c.ok(&["vm", "logs", "--console", &b])
     );
     assert!(

@@ -54,7 +54,7 @@ pub fn follow_json(
         };
         opts.since.is_none_or(|s| t >= s) && opts.until.is_none_or(|u| t < u)
     };
-    follow_lines(path, opts, running, &mut |lines| {
+    follow_lines(path, opts, running, false, &mut |lines| {
         for l in lines.iter().filter_map(|l| parse(l)).filter(in_window) {
             emit(&l)?;
         }
@@ -63,29 +63,35 @@ pub fn follow_json(
 }
 
 /// The lines of a plain text log (a VM's console), as [`follow_json`] reads a json-file one
-/// (without a time window: console lines carry no time).
+/// (without a time window: console lines carry no time), byte for byte: a last line that has
+/// no newline yet (a login or shell prompt) is written as it is, and followed on from there.
 pub fn follow_raw(
     path: &Path,
     opts: &LogOptions,
     running: &dyn Fn() -> bool,
     emit: &mut dyn FnMut(&LogLine) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    follow_lines(path, opts, running, &mut |lines| {
+    follow_lines(path, opts, running, true, &mut |lines| {
         for l in lines {
             emit(&LogLine {
                 stream: "stdout".into(),
                 time: String::new(),
-                text: format!("{l}\n"),
+                text: (*l).to_owned(),
             })?;
         }
         Ok(())
     })
 }
 
+/// Hands `emit` the log's lines, then (following) those that come. `partial`: the lines keep
+/// their endings and the text after the last newline is handed over too (a console's
+/// prompt), up to a whole UTF-8 character; otherwise lines come without their endings and a
+/// partial last line (a record being written) waits until it is whole.
 fn follow_lines(
     path: &Path,
     opts: &LogOptions,
     running: &dyn Fn() -> bool,
+    partial: bool,
     emit: &mut dyn FnMut(&[&str]) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     let mut offset = 0u64;
@@ -115,10 +121,22 @@ fn follow_lines(
         }
         if (data.len() as u64) > offset {
             let chunk = &data[offset as usize..];
-            // Only whole lines; a partial last line is read next time.
-            let end = chunk.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+            let end = if partial {
+                // All of it, but a character cut in two waits for its other bytes.
+                match std::str::from_utf8(chunk) {
+                    Err(e) if e.error_len().is_none() => e.valid_up_to(),
+                    _ => chunk.len(),
+                }
+            } else {
+                // Only whole lines; a partial last line is read next time.
+                chunk.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1)
+            };
             let text = String::from_utf8_lossy(&chunk[..end]);
-            let mut lines: Vec<&str> = text.lines().collect();
+            let mut lines: Vec<&str> = if partial {
+                text.split_inclusive('\n').collect()
+            } else {
+                text.lines().collect()
+            };
             if first {
                 if let Some(n) = opts.tail {
                     let skip = lines.len().saturating_sub(n);
@@ -236,5 +254,56 @@ fn follow_journal(
         }
         first = false;
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(content: &[u8], tail: Option<usize>) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        std::fs::write(&path, content).unwrap();
+        let opts = LogOptions {
+            tail,
+            ..LogOptions::default()
+        };
+        let mut out = String::new();
+        follow_raw(&path, &opts, &|| false, &mut |l| {
+            out.push_str(&l.text);
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_console_prompt_without_a_newline_is_shown() {
+        let log = b"Debian GNU/Linux 12 web ttyS0\r\n\r\nweb login: ";
+        assert_eq!(raw(log, None), String::from_utf8_lossy(log));
+        assert_eq!(raw(log, Some(1)), "web login: ");
+        assert_eq!(raw(log, Some(2)), "\r\nweb login: ");
+        // A character cut in two at the end waits for its other bytes.
+        assert_eq!(raw("ok\n\u{e9}".as_bytes(), None), "ok\n\u{e9}");
+        assert_eq!(raw(&"ok\n\u{e9}".as_bytes()[..4], None), "ok\n");
+    }
+
+    #[test]
+    fn a_json_record_being_written_waits_until_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.json");
+        std::fs::write(
+            &path,
+            "{\"log\":\"a\\n\",\"stream\":\"stdout\",\"time\":\"2026-01-01T00:00:00Z\"}\n{\"log\":\"b",
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        follow_json(&path, &LogOptions::default(), &|| false, &mut |l| {
+            out.push(l.text.clone());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(out, ["a\n"]);
     }
 }
