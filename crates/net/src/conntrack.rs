@@ -19,8 +19,6 @@ use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
 /// IP protocol number of UDP.
 pub const UDP: u8 = 17;
-/// IP protocol number of TCP.
-pub const TCP: u8 = 6;
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_NEW: u16 = 0;
@@ -56,7 +54,7 @@ const HEADERS: usize = 16 + 4;
 /// did).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Flow {
-    /// IP protocol number ([`UDP`], [`TCP`]).
+    /// IP protocol number ([`UDP`] is 17).
     pub protocol: u8,
     /// The client's address.
     pub src: Ipv4Addr,
